@@ -1,0 +1,233 @@
+"""Phase 2 of BA-LoRA: turn importance scores into per-module ranks under a parameter budget.
+
+A module with weight `d_out × d_in` and rank r costs r·(d_in + d_out) LoRA parameters. Every
+strategy proposes ranks, then `fit_to_budget` trims and fills them so that
+
+- the total never exceeds the budget, and
+- afterwards no module can take one more rank without exceeding it, so the unused remainder is
+  smaller than the cheapest module's per-rank cost; a final exchange step then moves ranks
+  between modules of unequal width to spend that remainder too where integer ranks allow it
+  (a rank-equivalent budget is spent to at least 99%, usually exactly).
+
+A budget below `min_rank` on every module is infeasible and raises `BaloraError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from balora.errors import BaloraError
+from balora.models import TargetModule
+
+STRATEGIES = ("seed000", "proportional", "threshold", "top_k", "uniform")
+
+
+@dataclass(frozen=True)
+class ModuleRank:
+    """One row of an allocation, as written to `result.json` and printed by `balora allocate`."""
+
+    name: str
+    d_out: int
+    d_in: int
+    importance: float
+    rank: int
+
+    @property
+    def params(self) -> int:
+        return self.rank * (self.d_in + self.d_out)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": [self.d_out, self.d_in], "importance": self.importance,
+                "rank": self.rank, "params": self.params}
+
+
+def rank_budget(targets: list[TargetModule], rank: float) -> int:
+    """Parameters that uniform rank `rank` costs on `targets` (a "rank-equivalent" budget)."""
+    return int(round(rank * sum(t.cost_per_rank for t in targets)))
+
+
+def rank_equivalent(targets: list[TargetModule], params: int) -> float:
+    return params / sum(t.cost_per_rank for t in targets)
+
+
+def lora_budget(targets: list[TargetModule], *, params: int | None = None, rank: float | None = None,
+                head_params: int = 0, count_head: bool = False) -> int:
+    """LoRA parameters available, from a parameter count or a rank-equivalent.
+
+    With `count_head`, the classification head's parameters are paid out of the same budget.
+    """
+    if (params is None) == (rank is None):
+        raise BaloraError("give exactly one budget: --budget PARAMS or --budget-rank R")
+    if params is not None and params <= 0:
+        raise BaloraError(f"--budget must be a positive parameter count, got {params}")
+    if rank is not None and rank <= 0:
+        raise BaloraError(f"--budget-rank must be positive, got {rank}")
+    total = params if params is not None else rank_budget(targets, rank)
+    available = total - head_params if count_head else total
+    if available <= 0:
+        raise BaloraError(
+            f"budget {total:,} does not even cover the classification head ({head_params:,} parameters); "
+            "raise the budget or drop --count-head"
+        )
+    return available
+
+
+def _bounds(targets: list[TargetModule], min_rank: int, max_rank: int | None) -> tuple[list[int], list[int]]:
+    lows = [min(min_rank, t.max_rank) for t in targets]
+    highs = [t.max_rank if max_rank is None else min(max_rank, t.max_rank) for t in targets]
+    return lows, highs
+
+
+RankOrder = Callable[[int, list[int]], tuple]
+
+
+def fit_to_budget(ranks: list[int], targets: list[TargetModule], budget: int, lows: list[int], highs: list[int],
+                  trim_order: RankOrder, fill_order: RankOrder) -> list[int]:
+    """Trim one rank at a time (first in `trim_order`) until within budget, then add one rank at a
+    time (first in `fill_order`) while any module can take one more. Orders see the current ranks."""
+    costs = [t.cost_per_rank for t in targets]
+    minimum = sum(lo * c for lo, c in zip(lows, costs))
+    if minimum > budget:
+        raise BaloraError(
+            f"infeasible budget: {budget:,} LoRA parameters is below the minimum of {minimum:,} "
+            f"(rank {max(lows)} on each of {len(targets)} modules); raise the budget or lower --min-rank"
+        )
+    ranks = [min(max(r, lo), hi) for r, lo, hi in zip(ranks, lows, highs)]
+    total = sum(r * c for r, c in zip(ranks, costs))
+    while total > budget:
+        i = min((j for j in range(len(ranks)) if ranks[j] > lows[j]), key=lambda j: trim_order(j, ranks))
+        ranks[i] -= 1
+        total -= costs[i]
+    while True:
+        room = [j for j in range(len(ranks)) if ranks[j] < highs[j] and costs[j] <= budget - total]
+        if not room:
+            return _close_gap(ranks, costs, budget - total, lows, highs, trim_order, fill_order)
+        i = min(room, key=lambda j: fill_order(j, ranks))
+        ranks[i] += 1
+        total += costs[i]
+
+
+def _close_gap(ranks: list[int], costs: list[int], left: int, lows: list[int], highs: list[int],
+               trim_order: RankOrder, fill_order: RankOrder) -> list[int]:
+    """Spend what greedy filling stranded (less than one rank's cost) when widths differ.
+
+    Only the rank *sum* per distinct cost matters to the total, so we search small per-cost changes
+    (every cost but the last within a window; the last one solved directly), keep the one that
+    spends most (ties: fewest rank moves), and apply it in the strategy's own trim/fill order.
+    """
+    if left <= 0:
+        return ranks
+    classes = sorted(set(costs))
+    members = {c: [j for j, k in enumerate(costs) if k == c] for c in classes}
+    down = {c: sum(ranks[j] - lows[j] for j in members[c]) for c in classes}
+    up = {c: sum(highs[j] - ranks[j] for j in members[c]) for c in classes}
+    *free, last = classes
+    searched = free[:9]  # real models have few distinct shapes; keep the search to ~20k points
+    window = max(1, int(20_000 ** (1 / max(1, len(searched))) - 1) // 2)
+    best: tuple[int, int, tuple[int, ...], int] = (0, 0, (), 0)
+    ranges = [range(-min(window, down[c]), min(window, up[c]) + 1) for c in searched]
+    for deltas in itertools.product(*ranges):
+        spent = sum(d * c for d, c in zip(deltas, searched))
+        d_last = min(up[last], (left - spent) // last)
+        gain = spent + d_last * last
+        moves = sum(map(abs, deltas)) + abs(d_last)
+        if d_last >= -down[last] and 0 < gain <= left and (gain, -moves) > (best[0], -best[1]):
+            best = (gain, moves, deltas, d_last)
+    if best[0] == 0:
+        return ranks
+    ranks = ranks[:]
+    changes = dict(zip(searched, best[2])) | {last: best[3]}
+    for cost, delta in changes.items():
+        for _ in range(abs(delta)):
+            if delta < 0:
+                j = min((j for j in members[cost] if ranks[j] > lows[j]), key=lambda j: trim_order(j, ranks))
+                ranks[j] -= 1
+            else:
+                j = min((j for j in members[cost] if ranks[j] < highs[j]), key=lambda j: fill_order(j, ranks))
+                ranks[j] += 1
+    return ranks
+
+
+def _shares(scores: list[float]) -> list[float]:
+    total = sum(scores)
+    return [s / total for s in scores] if total > 0 else [1 / len(scores)] * len(scores)
+
+
+def _proportional(scores: list[float], targets: list[TargetModule], budget: int, lows: list[int],
+                  highs: list[int]) -> list[int]:
+    """Spend the budget above the minimum in proportion to `scores` (as parameters, not ranks),
+    rounding by largest remainder."""
+    costs = [t.cost_per_rank for t in targets]
+    free = max(budget - sum(lo * c for lo, c in zip(lows, costs)), 0)
+    ideal = [lo + free * a / c if hi > 0 else 0.0 for lo, hi, a, c in zip(lows, highs, _shares(scores), costs)]
+    return fit_to_budget([int(x) for x in ideal], targets, budget, lows, highs,
+                         trim_order=lambda j, r: (ideal[j] - r[j], j),
+                         fill_order=lambda j, r: (r[j] - ideal[j], j))
+
+
+def _seed000_proposal(scores: list[float], base_rank: int) -> list[int]:
+    """Seed 000: min-max normalise importance to [0.5, 2] × base rank, floored (equal scores: 1.25×)."""
+    top, bottom = max(scores), min(scores)
+    spread = [(s - bottom) / (top - bottom) if top > bottom else 0.5 for s in scores]
+    return [int(base_rank * (0.5 + 1.5 * x)) for x in spread]
+
+
+def allocate(importance: dict[str, float], targets: list[TargetModule], budget: int, *,
+             strategy: str = "seed000", base_rank: int | None = None, min_rank: int = 2,
+             max_rank: int | None = None, threshold: float = 0.5, top_k: int | None = None) -> list[ModuleRank]:
+    """Ranks for `targets` within `budget` LoRA parameters.
+
+    - `seed000`: seed 000's procedure. Importance is normalised to [0.5, 2] × `base_rank`
+      (default: the budget's rank-equivalent), floored and kept ≥ `min_rank`; then the highest
+      rank is trimmed and the lowest rank filled until the budget is met.
+    - `proportional`: the budget above the minimum is shared in proportion to importance
+      (as parameters, not ranks), rounded by largest remainder.
+    - `threshold`: modules scoring ≥ `threshold` × the top score share the budget in proportion;
+      the rest keep `min_rank`.
+    - `top_k`: the `top_k` highest-scoring modules (default half) share the budget in proportion;
+      the rest get rank 0 and are not adapted.
+    - `uniform`: the same rank everywhere (importance ignored), the remainder filled in order.
+    """
+    if strategy not in STRATEGIES:
+        raise BaloraError(f"unknown allocation strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
+    if min_rank < 0 or (max_rank is not None and max_rank < max(min_rank, 1)):
+        raise BaloraError(f"need 0 <= min_rank <= max_rank, got min_rank={min_rank}, max_rank={max_rank}")
+    if not targets:
+        raise BaloraError("no target modules to allocate ranks to")
+    scores = [max(float(importance.get(t.name, 0.0)), 0.0) for t in targets]
+    lows, highs = _bounds(targets, min_rank, max_rank)
+
+    if strategy == "seed000":
+        base = base_rank or max(1, round(rank_equivalent(targets, budget)))
+        ranks = fit_to_budget(_seed000_proposal(scores, base), targets, budget, lows, highs,
+                              trim_order=lambda j, r: (-r[j], scores[j], j),
+                              fill_order=lambda j, r: (r[j], -scores[j], j))
+    elif strategy == "proportional":
+        ranks = _proportional(scores, targets, budget, lows, highs)
+    elif strategy == "uniform":
+        ranks = _proportional([float(t.cost_per_rank) for t in targets], targets, budget, lows, highs)
+    elif strategy == "threshold":
+        cut = threshold * max(scores)
+        highs = [hi if s >= cut else lo for hi, lo, s in zip(highs, lows, scores)]
+        ranks = _proportional([s if s >= cut else 0.0 for s in scores], targets, budget, lows, highs)
+    else:  # top_k
+        keep = set(sorted(range(len(targets)), key=lambda j: (-scores[j], j))[: top_k or max(1, len(targets) // 2)])
+        lows = [lo if j in keep else 0 for j, lo in enumerate(lows)]
+        highs = [hi if j in keep else 0 for j, hi in enumerate(highs)]
+        ranks = _proportional(scores, targets, budget, lows, highs)
+    return [ModuleRank(t.name, t.d_out, t.d_in, s, r) for t, s, r in zip(targets, scores, ranks)]
+
+
+def unbudgeted_seed000(importance: dict[str, float], targets: list[TargetModule], base_rank: int,
+                       min_rank: int = 2) -> list[ModuleRank]:
+    """Seed 000's normalisation without trimming or filling: the `ba_lora_no_budget` ablation,
+    which spends whatever the normalised ranks cost."""
+    scores = [max(float(importance.get(t.name, 0.0)), 0.0) for t in targets]
+    return [ModuleRank(t.name, t.d_out, t.d_in, s, min(max(min_rank, r), t.max_rank))
+            for t, s, r in zip(targets, scores, _seed000_proposal(scores, base_rank))]
+
+
+def total_params(allocation: list[ModuleRank]) -> int:
+    return sum(m.params for m in allocation)

@@ -1,0 +1,208 @@
+"""`balora` command line: a thin layer over the Python API.
+
+Every user error surfaces as one line `balora: error: ...` and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from dataclasses import MISSING, fields
+from pathlib import Path
+
+from balora.config import RunConfig
+from balora.errors import BaloraError
+
+# Seed 000's flag names, accepted as aliases of ours.
+SEED_ALIASES = {
+    "method": ["--peft_method"],
+    "budget": ["--param_budget"],
+    "base_rank": ["--ba_lora_base_rank"],
+    "gradient_samples": ["--ba_lora_gradient_samples"],
+    "batch_size": ["--batch_size"],
+    "learning_rate": ["--learning_rate"],
+}
+DEFAULT_DB = "results/balora.db"
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """One option per RunConfig field, with the field's help text; defaults stay in RunConfig."""
+    for f in fields(RunConfig):
+        flags = [f"--{f.name.replace('_', '-')}"] + SEED_ALIASES.get(f.name, [])
+        kind = f.type.replace(" | None", "")
+        options: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
+        if kind == "bool":
+            options["action"] = argparse.BooleanOptionalAction
+        elif kind == "list[str]":
+            options["nargs"] = "+"
+        else:
+            options["type"] = {"int": int, "float": float, "str": str}[kind]
+            default = f.default if f.default is not MISSING else None
+            options["metavar"] = f.name.upper() if default is None else f"{f.name.upper()}={default}"
+        parser.add_argument(*flags, **options)
+    # Seed 000's switch, the same as --warmstart.
+    parser.add_argument("--ba_lora_use_warmstart", dest="warmstart", action="store_true", default=argparse.SUPPRESS)
+    parser.add_argument("--experiment_name", default=None, help="Seed 000's run name: the output folder under runs/.")
+
+
+def _run_config(args: argparse.Namespace) -> RunConfig:
+    names = {f.name for f in fields(RunConfig)}
+    return RunConfig(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def cmd_allocate(args: argparse.Namespace) -> None:
+    from balora.allocation import total_params
+    from balora.run import plan_allocation
+
+    config = _run_config(args)
+    setup, rows = plan_allocation(config)
+    payload = {"budget": setup.budget, "total_params": total_params(rows), "head_params": setup.head_params,
+               "rank_equivalent": total_params(rows) / sum(t.cost_per_rank for t in setup.targets),
+               "modules": [r.to_dict() for r in rows]}
+    if args.json:
+        print(json.dumps(payload, indent=2))
+        return
+    width = max(len(r.name) for r in rows)
+    print(f"{'module':<{width}}  {'shape':>11}  {'importance':>11}  {'rank':>4}  {'params':>9}")
+    for r in rows:
+        print(f"{r.name:<{width}}  {f'{r.d_out}x{r.d_in}':>11}  {r.importance:>11.4g}  {r.rank:>4}  {r.params:>9,}")
+    print(f"LoRA parameters: {payload['total_params']:,} of a {setup.budget:,} budget "
+          f"(rank-equivalent {payload['rank_equivalent']:.2f}); head parameters (trained, "
+          f"{'counted' if config.count_head else 'not counted'}): {setup.head_params:,}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from balora.run import run_experiment
+
+    config = _run_config(args)
+    out = Path(args.out or Path("runs") / (args.experiment_name or f"{config.method}-{config.key()}"))
+    result = run_experiment(config, out, progress=not args.quiet).result
+    m, p = result["metrics"], result["params"]
+    print(f"{config.method}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  (majority class {m['majority_rate']:.3f})  "
+          f"LoRA params {p['lora']:,}  head params {p['head']:,}  time {result['timings']['total']:.1f}s")
+    print(f"wrote {out / 'result.json'} and {out / 'adapter'}")
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from balora import sweeps
+
+    spec = sweeps.seed003_preset(args) or args.spec
+    if spec is None:
+        raise BaloraError("name a sweep: a YAML file or a preset (" + ", ".join(sweeps.PRESETS) + ")")
+    sweeps.run_sweep(sweeps.load_spec(spec, args.only), db=args.db, runs_dir=args.runs_dir, dry_run=args.dry_run,
+                     workers=args.workers, backend=args.backend, ray_address=args.ray_address,
+                     rerun_failed=args.rerun_failed)
+
+
+def cmd_runs(args: argparse.Namespace) -> None:
+    from balora import sweeps
+
+    print(sweeps.runs_table(args.db, args.sweep, args.status))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from balora.store import ResultsStore
+
+    with ResultsStore(args.db) as store:
+        print(f"wrote {store.export(args.format, args.out or f'results/runs.{args.format}')}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from balora.report import write_report
+
+    print(f"wrote {write_report(args.db, args.out, paper_dir=args.paper_dir)}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    """The main job: the `quick` preset, a results table, then the report."""
+    from balora import sweeps
+    from balora.report import write_report
+
+    sweeps.run_sweep(sweeps.load_spec("quick", []), db=args.db, runs_dir=args.runs_dir, workers=args.workers)
+    print(sweeps.results_table(args.db, "quick"))
+    print(f"report: {write_report(args.db, args.out, paper_dir=args.paper_dir)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="balora", description="Budget-aware adaptive LoRA on Hugging Face PEFT.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    allocate = sub.add_parser("allocate", help="importance and rank allocation only, no training")
+    _add_run_options(allocate)
+    allocate.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    allocate.set_defaults(handler=cmd_allocate)
+
+    train = sub.add_parser("train", help="one fine-tuning run: result.json and a PEFT adapter")
+    _add_run_options(train)
+    train.add_argument("--out", default=None, help="output folder (default runs/METHOD-KEY)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
+
+    sweep = sub.add_parser("sweep", help="a grid of runs from a YAML file or a preset, resumable")
+    sweep.add_argument("spec", nargs="?", help="YAML file or preset name")
+    sweep.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE", help="keep grid points with these values")
+    sweep.add_argument("--dry-run", "--dry_run", action="store_true", help="list planned runs, done runs and an estimate")
+    sweep.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    sweep.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute")
+    sweep.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
+    sweep.add_argument("--rerun-failed", action="store_true", help="retry runs recorded as failed")
+    sweep.add_argument("--runs-dir", default="runs", help="folder for result.json and adapters")
+    sweep.add_argument("--db", default=DEFAULT_DB, help="results database")
+    for flag in ("--run-all", "--run-adalora", "--run-qa-lora"):  # seed 003's runner flags
+        sweep.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
+    sweep.set_defaults(handler=cmd_sweep)
+
+    runs = sub.add_parser("runs", help="list runs and their status")
+    runs.add_argument("--db", default=DEFAULT_DB)
+    runs.add_argument("--sweep", default=None)
+    runs.add_argument("--status", choices=["running", "done", "failed"], default=None)
+    runs.set_defaults(handler=cmd_runs)
+
+    export = sub.add_parser("export", help="export the results database")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--db", default=DEFAULT_DB)
+    export.add_argument("--out", default=None)
+    export.set_defaults(handler=cmd_export)
+
+    for name, handler, text in (("report", cmd_report, "statistics, figures, tables and the paper's generated parts"),
+                                ("run", cmd_run, "the main job: quick preset, results table, report")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--db", default=DEFAULT_DB)
+        command.add_argument("--out", default="report")
+        command.add_argument("--paper-dir", default="paper", help="where paper/generated/ is written")
+        if name == "run":
+            command.add_argument("--runs-dir", default="runs")
+            command.add_argument("--workers", type=int, default=1)
+        command.set_defaults(handler=handler)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    """Hide load reports and warnings meant for library developers (e.g. "classifier newly initialised")."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        _quiet_libraries()
+        args.handler(args)
+    except BaloraError as err:
+        print(f"balora: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("balora: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

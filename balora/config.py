@@ -1,0 +1,110 @@
+"""The configuration of one run, PEFT-style: one dataclass, help text per field, checks in
+`__post_init__`. Sweeps, the CLI and the Python API all build runs from this."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from balora.errors import BaloraError
+
+
+@dataclass
+class RunConfig:
+    method: str = field(default="ba_lora", metadata={"help": "Method name from balora.methods.METHODS."})
+    model: str = field(default="minilm", metadata={"help": "Embedded model, local folder or hub name."})
+    dataset: str = field(default="rotten_tomatoes", metadata={"help": "Embedded dataset, local file/folder or hub name."})
+    text_column: str | None = field(default=None, metadata={"help": "Text column of a local or hub dataset."})
+    label_column: str = field(default="label", metadata={"help": "Label column of a local or hub dataset."})
+    target_modules: list[str] | None = field(default=None, metadata={"help": "Module name suffixes to adapt; default per architecture."})
+    shots: int | None = field(default=None, metadata={"help": "Training examples per class (few-shot); None = no k-shot sampling."})
+    train_size: int | None = field(default=None, metadata={"help": "Random training subset of the pool; None = whole pool."})
+    rank: int | None = field(default=None, metadata={"help": "Fixed LoRA rank (method lora); defaults to the budget's rank-equivalent."})
+    budget: int | None = field(default=None, metadata={"help": "LoRA parameter budget as a count."})
+    budget_rank: float | None = field(default=None, metadata={"help": "Budget as the cost of uniform rank R on the same targets."})
+    count_head: bool = field(default=False, metadata={"help": "Pay the classification head out of the budget."})
+    strategy: str = field(default="seed000", metadata={"help": "Allocation: seed000, proportional, threshold, top_k, uniform."})
+    importance_metric: str = field(default="sensitivity", metadata={"help": "sensitivity, grad_norm, fisher, magnitude, activation."})
+    base_rank: int | None = field(default=None, metadata={"help": "Seed 000's base rank; default the budget's rank-equivalent."})
+    min_rank: int = field(default=2, metadata={"help": "Smallest rank an adapted module gets."})
+    max_rank: int | None = field(default=None, metadata={"help": "Largest rank a module may get; default min(d_in, d_out)."})
+    threshold: float = field(default=0.5, metadata={"help": "Strategy threshold: share of the top score a module needs."})
+    top_k: int | None = field(default=None, metadata={"help": "Strategy top_k: modules that get a rank (default half)."})
+    gradient_samples: int = field(default=1000, metadata={"help": "Training examples in the importance pass."})
+    warmstart: bool = field(default=True, metadata={"help": "Initialise B from the mean gradient (ba_lora)."})
+    gamma: float = field(default=0.02, metadata={"help": "Warm-start step: scaling·B·A ≈ -gamma·G/RMS(G) (see initialisation)."})
+    gamma_normalise: bool = field(default=True, metadata={"help": "Divide G by its RMS first; off: gamma is a raw learning rate."})
+    decay_direction: str = field(default="decreasing", metadata={"help": "linear_decay: rank 'decreasing' or 'increasing' with depth."})
+    heuristic_ratio: float = field(default=2.0, metadata={"help": "linear_decay: top/bottom rank ratio; attention_heavy: attention/FFN."})
+    adalora_init_ratio: float = field(default=1.5, metadata={"help": "AdaLoRA starts at this × its target rank."})
+    eva_rho: float = field(default=2.0, metadata={"help": "EVA's rho: the largest rank is rho × the budget rank."})
+    epochs: int | None = field(default=None, metadata={"help": "Training epochs; default 5 few-shot, 3 otherwise (seed 000)."})
+    batch_size: int = field(default=32, metadata={"help": "Training batch size."})
+    learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps with linear warm-up."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    alpha_ratio: float = field(default=2.0, metadata={"help": "lora_alpha = alpha_ratio × rank, per module."})
+    max_length: int = field(default=128, metadata={"help": "Tokens kept per text (batches pad to their longest)."})
+    eval_batch_size: int = field(default=64, metadata={"help": "Batch size for validation and test."})
+    evaluations: int = field(default=8, metadata={"help": "Validation points along training."})
+    seed: int = field(default=42, metadata={"help": "Seed of sampling, head init, LoRA init and shuffling."})
+
+    def __post_init__(self) -> None:
+        positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
+                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho"]
+        positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank"]
+        for name in positive + positive_or_none:
+            value = getattr(self, name)
+            if (value is not None or name in positive) and (not isinstance(value, int | float) or value <= 0):
+                raise BaloraError(f"{name} must be a positive number, got {value!r}")
+        for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank"):
+            if getattr(self, name) < 0:
+                raise BaloraError(f"{name} must not be negative, got {getattr(self, name)!r}")
+        if self.warmup_ratio >= 1 or self.lora_dropout >= 1:
+            raise BaloraError("warmup_ratio and lora_dropout must be below 1")
+        if self.shots is not None and self.train_size is not None:
+            raise BaloraError("give --shots or --train-size, not both")
+        if self.budget is not None and self.budget_rank is not None:
+            raise BaloraError("give --budget or --budget-rank, not both")
+        if self.decay_direction not in ("decreasing", "increasing"):
+            raise BaloraError(f"decay_direction must be 'decreasing' or 'increasing', got {self.decay_direction!r}")
+        if self.adalora_init_ratio < 1:
+            raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
+
+    @property
+    def train_epochs(self) -> int:
+        return self.epochs or (5 if self.shots is not None else 3)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Stable hash of everything that defines the run: same key, same experiment."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise BaloraError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
+        types = {f.name: f.type for f in fields(cls)}
+        for name, value in values.items():
+            _check_type(name, value, types[name], where)
+        return cls(**values)
+
+
+def _check_type(name: str, value: Any, annotation: str, where: str) -> None:
+    allowed = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list[str]": (list,)}
+    kinds = [part.strip() for part in annotation.split("|")]
+    if value is None and "None" in kinds:
+        return
+    ok = any(isinstance(value, allowed[k]) and not (k in ("int", "float") and isinstance(value, bool))
+             for k in kinds if k in allowed)
+    if kinds == ["list[str]", "None"] and isinstance(value, list):
+        ok = all(isinstance(v, str) for v in value)
+    if not ok:
+        raise BaloraError(f"{where}: {name} must be {annotation.replace(' | None', ' or null')}, got {value!r}")

@@ -1,0 +1,178 @@
+"""Phase 1 of BA-LoRA: how much each target module matters for the task.
+
+`accumulate_gradients` runs forward/backward passes over a training subset with gradients enabled
+only for the target weights, so no other parameter holds a gradient and there is no optimizer
+state: the pass costs about one LoRA training step of memory. Gradients are returned as the mean
+over examples, in `(d_out, d_in)` orientation whatever the layer type.
+
+Scores (`score_modules`):
+- `sensitivity`: mean |W ⊙ G| (GoRA's metric; the default)
+- `grad_norm`: Frobenius norm of G
+- `fisher`: mean of G² over mini-batches (empirical Fisher diagonal, averaged over the matrix)
+- `magnitude`: mean |W| (no gradients needed)
+- `activation`: mean |W| · ‖x_j‖ (Wanda's weight-times-input-norm score; forward passes only)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from balora.errors import BaloraError
+from balora.models import TargetModule
+
+METRICS = ("sensitivity", "grad_norm", "fisher", "magnitude", "activation")
+GRADIENT_METRICS = ("sensitivity", "grad_norm", "fisher")
+
+
+@dataclass
+class GradientStats:
+    """Per-module mean gradient, and mean squared mini-batch gradient for the Fisher score."""
+
+    mean: dict[str, torch.Tensor]
+    mean_square: dict[str, torch.Tensor]
+    num_examples: int
+    num_batches: int
+
+
+def _oriented(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """`(d_out, d_in)` view of a weight-shaped tensor (Conv1D stores `(d_in, d_out)`)."""
+    return tensor.t() if isinstance(module, Conv1D) else tensor
+
+
+def oriented_weight(model: nn.Module, target: TargetModule) -> torch.Tensor:
+    module = model.get_submodule(target.name)
+    return _oriented(module, module.weight.detach())
+
+
+def _batch_size(batch: dict[str, torch.Tensor]) -> int:
+    return int(next(iter(batch.values())).shape[0])
+
+
+def _all_reduce(tensors: list[torch.Tensor]) -> None:
+    """Sum across data-parallel processes so every rank allocates the same ranks."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for tensor in tensors:
+            torch.distributed.all_reduce(tensor)
+
+
+def accumulate_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
+                         targets: list[TargetModule], num_samples: int,
+                         with_fisher: bool = False) -> GradientStats:
+    """Mean gradient of the loss w.r.t. each target weight over the first `num_samples` examples.
+
+    Each batch's mean loss is weighted by its size, so the result is the per-example mean however
+    the examples are batched. `requires_grad` flags are restored afterwards. `with_fisher` also
+    keeps the mean squared mini-batch gradient, at the cost of one more weight-sized buffer.
+    """
+    if num_samples <= 0:
+        raise BaloraError(f"--gradient-samples must be positive, got {num_samples}")
+    device = next(model.parameters()).device
+    saved_flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    weights = {t.name: model.get_submodule(t.name).weight for t in targets}
+    target_ids = {id(w) for w in weights.values()}
+    for parameter in model.parameters():
+        parameter.requires_grad_(id(parameter) in target_ids)
+        parameter.grad = None
+    squares = {name: torch.zeros_like(w, dtype=torch.float32) for name, w in weights.items()} if with_fisher else {}
+    seen = batches_done = 0
+    was_training = model.training
+    model.eval()  # no dropout: the estimate should not depend on dropout noise
+    try:
+        for batch in batches:
+            if seen >= num_samples:
+                break
+            take = min(_batch_size(batch), num_samples - seen)
+            batch = {k: v[:take].to(device) for k, v in batch.items()}
+            previous = {name: (w.grad.clone() if w.grad is not None else None) for name, w in weights.items()
+                        if with_fisher}
+            (model(**batch).loss * take).backward()
+            for name, w in weights.items():
+                if not with_fisher or w.grad is None:
+                    continue
+                delta = w.grad if previous[name] is None else w.grad - previous[name]
+                squares[name] += (delta.float() / take) ** 2
+            seen += take
+            batches_done += 1
+    finally:
+        model.train(was_training)
+        for name, parameter in model.named_parameters():
+            parameter.requires_grad_(saved_flags[name])
+    if seen == 0:
+        raise BaloraError("the importance pass saw no examples: the training set is empty")
+    means = {}
+    for target in targets:
+        w = weights[target.name]
+        grad = w.grad.float() if w.grad is not None else torch.zeros_like(w, dtype=torch.float32)
+        w.grad = None
+        means[target.name] = grad
+    _all_reduce(list(means.values()) + list(squares.values()))
+    total = torch.tensor(float(seen))
+    _all_reduce([total])
+    modules = {t.name: model.get_submodule(t.name) for t in targets}
+    return GradientStats(
+        mean={n: _oriented(modules[n], g / total.item()) for n, g in means.items()},
+        mean_square={n: _oriented(modules[n], s / batches_done) for n, s in squares.items()},
+        num_examples=int(total.item()),
+        num_batches=batches_done,
+    )
+
+
+def input_norms(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], targets: list[TargetModule],
+                num_samples: int) -> dict[str, torch.Tensor]:
+    """Per-input-feature L2 norm of each target's inputs over `num_samples` examples (forward only)."""
+    sums = {t.name: torch.zeros(t.d_in) for t in targets}
+    hooks = []
+    for target in targets:
+        def hook(_module, inputs, _output, name=target.name):
+            x = inputs[0].detach().float().reshape(-1, inputs[0].shape[-1])
+            sums[name] += (x ** 2).sum(0).cpu()
+        hooks.append(model.get_submodule(target.name).register_forward_hook(hook))
+    device = next(model.parameters()).device
+    seen = 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                if seen >= num_samples:
+                    break
+                take = min(_batch_size(batch), num_samples - seen)
+                model(**{k: v[:take].to(device) for k, v in batch.items()})
+                seen += take
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return {name: s.sqrt() for name, s in sums.items()}
+
+
+def score_modules(model: nn.Module, targets: list[TargetModule], metric: str,
+                  gradients: GradientStats | None = None,
+                  activations: dict[str, torch.Tensor] | None = None) -> dict[str, float]:
+    """One non-negative, finite score per target module (0 where a module got no gradient)."""
+    if metric not in METRICS:
+        raise BaloraError(f"unknown importance metric '{metric}'; choose one of {', '.join(METRICS)}")
+    if metric == "fisher" and gradients is not None and not gradients.mean_square:
+        raise ValueError("metric 'fisher' needs gradients accumulated with_fisher=True")
+    if metric in GRADIENT_METRICS and gradients is None:
+        raise ValueError(f"metric '{metric}' needs gradients")
+    if metric == "activation" and activations is None:
+        raise ValueError("metric 'activation' needs input norms")
+    scores = {}
+    for target in targets:
+        weight = oriented_weight(model, target).float()
+        if metric == "sensitivity":
+            value = (weight * gradients.mean[target.name].to(weight.device)).abs().mean()
+        elif metric == "grad_norm":
+            value = gradients.mean[target.name].norm()
+        elif metric == "fisher":
+            value = gradients.mean_square[target.name].mean()
+        elif metric == "magnitude":
+            value = weight.abs().mean()
+        else:
+            value = (weight.abs() * activations[target.name].to(weight.device)).mean()
+        value = float(value)
+        scores[target.name] = value if value == value and value != float("inf") else 0.0
+    return scores

@@ -1,0 +1,257 @@
+"""The method registry: how each method turns a base model and a budget into a PEFT adapter.
+
+Every method receives a `MethodContext` (base model, target modules, LoRA budget, training
+batches) and returns a `Prepared`: the PEFT config, the per-module allocation it chose, and
+optional hooks run on the PEFT model before training (`initialise`) and after each optimizer
+step (`after_step`). Budgets are always in LoRA parameters; the head is counted separately.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+from peft import AdaLoraConfig, EvaConfig, LoraConfig, PeftConfig, PeftModel, initialize_lora_eva_weights
+from torch import nn
+
+from balora import allocation, importance, initialisation
+from balora.config import RunConfig
+from balora.errors import BaloraError
+from balora.measure import PhaseMeter
+from balora.models import TargetModule
+from balora.training import StepHook
+
+
+@dataclass
+class MethodContext:
+    config: RunConfig
+    model: nn.Module
+    targets: list[TargetModule]
+    budget: int  # LoRA parameters
+    batches: Callable[[], Iterable[dict[str, torch.Tensor]]]  # a fresh pass over the training set
+    total_steps: int
+    task_type: str
+    head_modules: list[str]
+    meter: PhaseMeter
+
+
+@dataclass
+class Prepared:
+    peft_config: PeftConfig
+    allocation: list[allocation.ModuleRank]
+    initialise: Callable[[PeftModel], None] | None = None
+    after_step: StepHook | None = None
+    effective_ranks: Callable[[PeftModel], dict[str, int]] | None = None  # ranks after training, if they change
+
+
+def lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank]) -> LoraConfig:
+    """A `LoraConfig` with one escaped `rank_pattern`/`alpha_pattern` entry per adapted module,
+    keeping alpha/r constant; it reloads with plain PEFT, no balora needed."""
+    active = [m for m in ranks if m.rank > 0]
+    if not active:
+        raise BaloraError("the allocation gave every module rank 0; raise the budget")
+    default = Counter(m.rank for m in active).most_common(1)[0][0]
+    return LoraConfig(
+        task_type=ctx.task_type,
+        target_modules=[m.name for m in active],
+        r=default,
+        lora_alpha=ctx.config.alpha_ratio * default,
+        rank_pattern={re.escape(m.name): m.rank for m in active},
+        alpha_pattern={re.escape(m.name): ctx.config.alpha_ratio * m.rank for m in active},
+        lora_dropout=ctx.config.lora_dropout,
+        modules_to_save=ctx.head_modules or None,
+    )
+
+
+def _fixed_rank(ctx: MethodContext) -> int:
+    if ctx.config.rank is not None:
+        return ctx.config.rank
+    equivalent = allocation.rank_equivalent(ctx.targets, ctx.budget)
+    if abs(equivalent - round(equivalent)) > 1e-9:
+        raise BaloraError(f"method {ctx.config.method} needs a whole rank: the budget is rank-equivalent "
+                          f"{equivalent:.2f}; pass --rank or --budget-rank with an integer")
+    return round(equivalent)
+
+
+def _uniform(ctx: MethodContext, rank: int) -> list[allocation.ModuleRank]:
+    return [allocation.ModuleRank(t.name, t.d_out, t.d_in, 0.0, min(rank, t.max_rank)) for t in ctx.targets]
+
+
+def _gradients(ctx: MethodContext) -> importance.GradientStats:
+    with ctx.meter.phase("importance"):
+        return importance.accumulate_gradients(ctx.model, ctx.batches(), ctx.targets, ctx.config.gradient_samples,
+                                               with_fisher=ctx.config.importance_metric == "fisher")
+
+
+def _scores(ctx: MethodContext, metric: str, gradients: importance.GradientStats | None) -> dict[str, float]:
+    with ctx.meter.phase("importance"):
+        activations = (importance.input_norms(ctx.model, ctx.batches(), ctx.targets, ctx.config.gradient_samples)
+                       if metric == "activation" else None)
+        return importance.score_modules(ctx.model, ctx.targets, metric, gradients, activations)
+
+
+def _allocate(ctx: MethodContext, scores: dict[str, float], strategy: str) -> list[allocation.ModuleRank]:
+    c = ctx.config
+    with ctx.meter.phase("allocation"):
+        return allocation.allocate(scores, ctx.targets, ctx.budget, strategy=strategy, base_rank=c.base_rank,
+                                   min_rank=c.min_rank, max_rank=c.max_rank, threshold=c.threshold, top_k=c.top_k)
+
+
+def _with_warm_start(ctx: MethodContext, ranks: list[allocation.ModuleRank],
+                     gradients: importance.GradientStats | None) -> Prepared:
+    """LoRA with the given ranks; B warm-started from `gradients` unless they are None."""
+    def initialise(model: PeftModel) -> None:
+        with ctx.meter.phase("init"):
+            initialisation.warm_start(model, gradients.mean, ctx.config.gamma, ctx.config.gamma_normalise)
+
+    return Prepared(lora_config(ctx, ranks), ranks, initialise if gradients is not None else None)
+
+
+def lora(ctx: MethodContext) -> Prepared:
+    ranks = _uniform(ctx, _fixed_rank(ctx))
+    return Prepared(lora_config(ctx, ranks), ranks)
+
+
+def _ba_lora(ctx: MethodContext, warmstart: bool) -> Prepared:
+    metric = ctx.config.importance_metric
+    gradients = _gradients(ctx) if metric in importance.GRADIENT_METRICS or warmstart else None
+    ranks = _allocate(ctx, _scores(ctx, metric, gradients), ctx.config.strategy)
+    return _with_warm_start(ctx, ranks, gradients if warmstart else None)
+
+
+def ba_lora(ctx: MethodContext) -> Prepared:
+    """BA-LoRA (seed 000): gradient importance, budgeted allocation, warm-start (unless turned off)."""
+    return _ba_lora(ctx, ctx.config.warmstart)
+
+
+def ba_lora_no_warmstart(ctx: MethodContext) -> Prepared:
+    """Ablation: BA-LoRA's allocation with PEFT's standard init (B = 0)."""
+    return _ba_lora(ctx, False)
+
+
+def ba_lora_uniform(ctx: MethodContext) -> Prepared:
+    """Ablation: BA-LoRA's warm-start with uniform ranks at the same budget."""
+    return _with_warm_start(ctx, _allocate(ctx, {}, "uniform"), _gradients(ctx))
+
+
+def ba_lora_no_budget(ctx: MethodContext) -> Prepared:
+    """Ablation: seed 000's normalised ranks without the trim/fill; spends what they cost."""
+    gradients = _gradients(ctx)
+    scores = _scores(ctx, ctx.config.importance_metric, gradients)
+    base = ctx.config.base_rank or max(1, round(allocation.rank_equivalent(ctx.targets, ctx.budget)))
+    ranks = allocation.unbudgeted_seed000(scores, ctx.targets, base, ctx.config.min_rank)
+    return _with_warm_start(ctx, ranks, gradients)
+
+
+def _layer_index(name: str) -> int:
+    numbers = [int(part) for part in name.split(".") if part.isdigit()]
+    return numbers[0] if numbers else 0
+
+
+def _is_attention(name: str) -> bool:
+    return any(key in name for key in ("attention", "attn", "q_proj", "k_proj", "v_proj", "o_proj"))
+
+
+def linear_decay(ctx: MethodContext) -> Prepared:
+    """Heuristic: rank changes linearly with depth, from 1 to `heuristic_ratio` (relative)."""
+    depths = {t.name: _layer_index(t.name) for t in ctx.targets}
+    deepest = max(depths.values()) or 1
+    ratio = ctx.config.heuristic_ratio
+    weight = {n: 1 + (ratio - 1) * d / deepest for n, d in depths.items()}
+    if ctx.config.decay_direction == "decreasing":
+        weight = {n: 1 + ratio - w for n, w in weight.items()}
+    scores = {t.name: weight[t.name] * t.cost_per_rank for t in ctx.targets}  # rank ∝ weight
+    ranks = _allocate(ctx, scores, "proportional")
+    return Prepared(lora_config(ctx, ranks), ranks)
+
+
+def attention_heavy(ctx: MethodContext) -> Prepared:
+    """Heuristic: attention modules get `heuristic_ratio` × the rank of feed-forward modules."""
+    kinds = {_is_attention(t.name) for t in ctx.targets}
+    if kinds != {True, False}:
+        raise BaloraError("attention_heavy needs attention and feed-forward targets; e.g. for BERT "
+                          "--target-modules query value intermediate.dense output.dense")
+    scores = {t.name: (ctx.config.heuristic_ratio if _is_attention(t.name) else 1.0) * t.cost_per_rank
+              for t in ctx.targets}
+    ranks = _allocate(ctx, scores, "proportional")
+    return Prepared(lora_config(ctx, ranks), ranks)
+
+
+def _scored_heuristic(metric: str) -> Callable[[MethodContext], Prepared]:
+    def method(ctx: MethodContext) -> Prepared:
+        ranks = _allocate(ctx, _scores(ctx, metric, None), "proportional")
+        return Prepared(lora_config(ctx, ranks), ranks)
+
+    method.__doc__ = f"Heuristic: ranks in proportion to `{metric}` scores, standard LoRA init."
+    return method
+
+
+def adalora(ctx: MethodContext) -> Prepared:
+    """PEFT's AdaLoRA: starts at `adalora_init_ratio` × the budget's rank, prunes singular values
+    to the budget's rank on average; `update_and_allocate` runs after every optimizer step."""
+    target_r = max(1, round(allocation.rank_equivalent(ctx.targets, ctx.budget)))
+    init_r = max(target_r, round(ctx.config.adalora_init_ratio * target_r))
+    steps = ctx.total_steps
+    tinit, tfinal = max(1, steps // 10), max(1, steps // 5)
+    if tinit >= steps - tfinal:
+        raise BaloraError(f"adalora needs more training steps than {steps}; raise --epochs or the training size")
+    config = AdaLoraConfig(
+        task_type=ctx.task_type, target_modules=[t.name for t in ctx.targets], init_r=init_r, target_r=target_r,
+        lora_alpha=ctx.config.alpha_ratio * target_r, lora_dropout=ctx.config.lora_dropout, tinit=tinit,
+        tfinal=tfinal, deltaT=max(1, steps // 20), total_step=steps, modules_to_save=ctx.head_modules or None,
+    )
+
+    def after_step(model: nn.Module, step: int) -> None:
+        model.base_model.update_and_allocate(step)
+
+    def effective_ranks(model: PeftModel) -> dict[str, int]:
+        return {t.name: int((initialisation.lora_layer(model, t.name).lora_E["default"] != 0).sum())
+                for t in ctx.targets}
+
+    ranks = [allocation.ModuleRank(t.name, t.d_out, t.d_in, 0.0, init_r) for t in ctx.targets]
+    return Prepared(config, ranks, after_step=after_step, effective_ranks=effective_ranks)
+
+
+def eva(ctx: MethodContext) -> Prepared:
+    """PEFT's EVA: ranks redistributed from the SVD of layer inputs (budget in rank units)."""
+    rank = _fixed_rank(ctx)
+    config = LoraConfig(
+        task_type=ctx.task_type, target_modules=[t.name for t in ctx.targets], r=rank,
+        lora_alpha=ctx.config.alpha_ratio * rank, lora_dropout=ctx.config.lora_dropout,
+        init_lora_weights="eva", eva_config=EvaConfig(rho=ctx.config.eva_rho),
+        modules_to_save=ctx.head_modules or None,
+    )
+
+    def initialise(model: PeftModel) -> None:
+        with ctx.meter.phase("init"):
+            batches = [{k: v for k, v in b.items() if k != "labels"} for b in ctx.batches()]
+            initialize_lora_eva_weights(model, batches, show_progress_bar=False)
+
+    def effective_ranks(model: PeftModel) -> dict[str, int]:
+        return {t.name: initialisation.lora_layer(model, t.name).r.get("default", 0) for t in ctx.targets}
+
+    return Prepared(config, _uniform(ctx, rank), initialise=initialise, effective_ranks=effective_ranks)
+
+
+METHODS: dict[str, Callable[[MethodContext], Prepared]] = {
+    "lora": lora,
+    "ba_lora": ba_lora,
+    "ba_lora_no_warmstart": ba_lora_no_warmstart,
+    "ba_lora_uniform": ba_lora_uniform,
+    "ba_lora_no_budget": ba_lora_no_budget,
+    "adalora": adalora,
+    "eva": eva,
+    "linear_decay": linear_decay,
+    "attention_heavy": attention_heavy,
+    "magnitude": _scored_heuristic("magnitude"),
+    "activation": _scored_heuristic("activation"),
+}
+
+
+def get_method(name: str) -> Callable[[MethodContext], Prepared]:
+    if name not in METHODS:
+        raise BaloraError(f"unknown method '{name}'; choose one of {', '.join(METHODS)}")
+    return METHODS[name]

@@ -1,0 +1,201 @@
+"""One experiment end to end: data → model → method (importance, allocation, init) → training →
+evaluation → `result.json` and a PEFT adapter.
+
+The result written here is the unit everything downstream (sweeps, results store, report) reads:
+
+    config       RunConfig as a dict, plus `key`, its hash
+    environment  versions, device, threads
+    budget       target LoRA budget, its rank-equivalent, whether the head was counted
+    params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
+                 head, total_trainable, base_model
+    allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
+    metrics      test accuracy, f1, precision, recall, loss; majority-class rate
+    curves       train_loss [[step, loss]], validation [[step, {metrics}]] (step 0 = after init)
+    convergence_step  first step reaching 95% of the final validation accuracy
+    timings      seconds per phase (load, importance, allocation, init, train, eval) and total
+    memory       peak RSS MiB per phase (and CUDA max-allocated MiB on a GPU)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import peft
+import torch
+import transformers
+from peft import get_peft_model
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from balora import __version__
+from balora.allocation import ModuleRank, lora_budget, rank_equivalent
+from balora.config import RunConfig
+from balora.data import Example, TextDataset, load_text_dataset, make_loader, select_training
+from balora.measure import PhaseMeter
+from balora.methods import MethodContext, get_method
+from balora.models import (
+    TargetModule,
+    head_module_names,
+    head_parameter_count,
+    load_classifier,
+    load_tokenizer,
+    target_modules,
+)
+from balora.training import TrainSettings, evaluate, total_steps, train
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def environment() -> dict[str, Any]:
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return {"balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__, "platform": platform.platform(),
+            "device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def resolve_budget(config: RunConfig, targets: list[TargetModule], head_params: int) -> int:
+    """LoRA parameters this run may spend. Fixed-rank LoRA with only `rank` set spends what it costs."""
+    if config.budget is None and config.budget_rank is None:
+        return lora_budget(targets, rank=config.rank or 8, head_params=head_params, count_head=config.count_head)
+    return lora_budget(targets, params=config.budget, rank=config.budget_rank, head_params=head_params,
+                       count_head=config.count_head)
+
+
+@dataclass
+class RunOutput:
+    result: dict[str, Any]
+    model: torch.nn.Module  # the trained PEFT model
+
+
+def _lora_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
+
+
+def _head_parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n)
+
+
+@dataclass
+class Setup:
+    """Everything loaded before a method runs; shared by `plan_allocation` and `run_experiment`."""
+
+    config: RunConfig
+    data: TextDataset
+    train_examples: list[Example]
+    tokenizer: PreTrainedTokenizerBase
+    model: torch.nn.Module
+    targets: list[TargetModule]
+    head_params: int
+    budget: int
+    meter: PhaseMeter
+
+    def loader(self, examples: list[Example], shuffle: bool, batch_size: int | None = None) -> DataLoader:
+        c = self.config
+        return make_loader(examples, self.tokenizer, batch_size or c.batch_size, shuffle, c.seed, c.max_length)
+
+    def method_context(self, total_steps: int) -> MethodContext:
+        return MethodContext(self.config, self.model, self.targets, self.budget,
+                             lambda: self.loader(self.train_examples, shuffle=False), total_steps, "SEQ_CLS",
+                             head_module_names(self.model), self.meter)
+
+
+def setup(config: RunConfig) -> Setup:
+    get_method(config.method)  # fail fast on an unknown method, before loading anything
+    meter = PhaseMeter()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with meter.phase("load"):
+        data = load_text_dataset(config.dataset, config.text_column, config.label_column)
+        train_examples = select_training(data.pool, config.shots, config.train_size, config.seed)
+        tokenizer = load_tokenizer(config.model)
+        model = load_classifier(config.model, data.num_labels, config.seed).to(device)
+    targets = target_modules(model, config.target_modules)
+    head_params = head_parameter_count(model)
+    budget = resolve_budget(config, targets, head_params)
+    return Setup(config, data, train_examples, tokenizer, model, targets, head_params, budget, meter)
+
+
+def plan_allocation(config: RunConfig) -> tuple[Setup, list[ModuleRank]]:
+    """Importance and allocation only, no training (`balora allocate`)."""
+    run = setup(config)
+    seed_everything(config.seed)
+    steps = total_steps(run.loader(run.train_examples, shuffle=True), config.train_epochs)
+    return run, get_method(config.method)(run.method_context(steps)).allocation
+
+
+def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True) -> RunOutput:
+    """Run one experiment; with `out_dir`, write `result.json` and `adapter/` there."""
+    run = setup(config)
+    data, meter = run.data, run.meter
+    train_loader = run.loader(run.train_examples, shuffle=True)
+    seed_everything(config.seed)
+    prepared = get_method(config.method)(run.method_context(total_steps(train_loader, config.train_epochs)))
+    seed_everything(config.seed)  # LoRA's random A depends only on the seed, not on the method's work
+    model = get_peft_model(run.model, prepared.peft_config)
+    if prepared.initialise is not None:
+        prepared.initialise(model)
+    lora_params, trained_head = _lora_parameter_count(model), _head_parameter_count(model)
+
+    validation_loader = run.loader(data.validation, shuffle=False, batch_size=config.eval_batch_size)
+
+    def validate(m: torch.nn.Module) -> dict[str, float]:
+        return evaluate(m, validation_loader, data.num_labels)
+
+    initial = validate(model)
+    settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
+                             config.evaluations, progress)
+    seed_everything(config.seed)
+    with meter.phase("train"):
+        log = train(model, train_loader, settings, validate, prepared.after_step)
+    log.validation.insert(0, (0, initial))
+    with meter.phase("eval"):
+        test_loader = run.loader(data.test, shuffle=False, batch_size=config.eval_batch_size)
+        metrics = evaluate(model, test_loader, data.num_labels)
+    metrics["majority_rate"] = data.majority_rate()
+
+    final_ranks = (prepared.effective_ranks(model) if prepared.effective_ranks
+                   else {m.name: m.rank for m in prepared.allocation})
+    per_rank_extra = 1 if config.method == "adalora" else 0  # AdaLoRA's singular values E
+    lora_final = sum(final_ranks[m.name] * (m.d_in + m.d_out + per_rank_extra) for m in prepared.allocation)
+    result = {
+        "key": config.key(),
+        "config": config.to_dict(),
+        "environment": environment(),
+        "data": {"dataset": data.name, "train_examples": len(run.train_examples), "validation": len(data.validation),
+                 "test": len(data.test), "labels": data.label_names},
+        "budget": {"lora_budget": run.budget, "rank_equivalent": rank_equivalent(run.targets, run.budget),
+                   "count_head": config.count_head},
+        "params": {"lora": lora_params, "lora_final": lora_final, "head": trained_head,
+                   "total_trainable": lora_params + trained_head,
+                   "base_model": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
+        "allocation": [dict(m.to_dict(), final_rank=final_ranks[m.name]) for m in prepared.allocation],
+        "metrics": metrics,
+        "curves": {"train_loss": log.train_loss, "validation": log.validation},
+        "steps": log.steps,
+        "convergence_step": log.convergence_step(),
+        "timings": meter.seconds | {"total": sum(meter.seconds.values())},
+        "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},
+    }
+    if out_dir is not None:
+        save(result, model, Path(out_dir))
+    return RunOutput(result, model)
+
+
+def save(result: dict[str, Any], model: torch.nn.Module, out_dir: Path) -> None:
+    """Write the adapter, then `result.json` atomically (its presence means the run is complete)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir / "adapter")
+    result = dict(result, adapter=str((out_dir / "adapter").resolve()))
+    tmp = out_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out_dir / "result.json")

@@ -1,0 +1,118 @@
+"""Phase 4: a plain PyTorch training loop over a PEFT model, and evaluation.
+
+We use our own short loop rather than `transformers.Trainer` so that per-step hooks (AdaLoRA's
+`update_and_allocate`), validation curves and timing stay explicit and cost nothing extra; the
+optimizer and schedule are the standard ones (AdamW, linear warm-up then linear decay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+StepHook = Callable[[nn.Module, int], None]
+
+
+@dataclass
+class TrainSettings:
+    epochs: int = 5
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    evaluations: int = 8  # validation points along training, for the learning curve
+    progress: bool = True
+
+
+@dataclass
+class TrainLog:
+    steps: int = 0
+    train_loss: list[tuple[int, float]] = field(default_factory=list)
+    validation: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+
+    def convergence_step(self, metric: str = "accuracy", fraction: float = 0.95) -> int | None:
+        """First step at which validation `metric` reached `fraction` of its final value."""
+        if not self.validation:
+            return None
+        final = self.validation[-1][1][metric]
+        return next(step for step, values in self.validation if values[metric] >= fraction * final)
+
+
+def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
+    """Accuracy and macro-averaged F1, precision and recall (a class never predicted has precision 0)."""
+    precision, recall, f1 = [], [], []
+    for c in range(num_labels):
+        tp = int(((predictions == c) & (labels == c)).sum())
+        predicted, actual = int((predictions == c).sum()), int((labels == c).sum())
+        p = tp / predicted if predicted else 0.0
+        r = tp / actual if actual else 0.0
+        precision.append(p)
+        recall.append(r)
+        f1.append(2 * p * r / (p + r) if p + r else 0.0)
+    return {"accuracy": float((predictions == labels).float().mean()),
+            "f1": sum(f1) / num_labels, "precision": sum(precision) / num_labels, "recall": sum(recall) / num_labels}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, num_labels: int) -> dict[str, float]:
+    """Loss and classification metrics of `model` on `loader` (padding does not affect them)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    predictions, labels, loss_sum, count = [], [], 0.0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        output = model(**batch)
+        size = batch["labels"].shape[0]
+        loss_sum += float(output.loss) * size
+        count += size
+        predictions.append(output.logits.argmax(-1).cpu())
+        labels.append(batch["labels"].cpu())
+    model.train(was_training)
+    metrics = classification_metrics(torch.cat(predictions), torch.cat(labels), num_labels)
+    metrics["loss"] = loss_sum / count
+    return metrics
+
+
+def total_steps(loader: DataLoader, epochs: int) -> int:
+    return len(loader) * epochs
+
+
+def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
+          validate: Callable[[nn.Module], dict[str, float]] | None = None,
+          after_step: StepHook | None = None) -> TrainLog:
+    """Train the trainable parameters of `model`; `after_step(model, step)` runs after each optimizer
+    step and before gradients are cleared (where AdaLoRA's `update_and_allocate` belongs)."""
+    device = next(model.parameters()).device
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    steps = total_steps(loader, settings.epochs)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
+    eval_at = {round(steps * (i + 1) / settings.evaluations) for i in range(settings.evaluations)} if validate else set()
+    log = TrainLog()
+    model.train()
+    bar = tqdm(total=steps, desc="train", unit="step", disable=not settings.progress, dynamic_ncols=True)
+    for _ in range(settings.epochs):
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            log.steps += 1
+            if after_step is not None:
+                after_step(model, log.steps)
+            optimizer.zero_grad(set_to_none=True)
+            value = loss.item()
+            log.train_loss.append((log.steps, value))
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}", refresh=False)
+            if log.steps in eval_at:
+                log.validation.append((log.steps, validate(model)))
+    bar.close()
+    return log

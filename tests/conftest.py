@@ -1,0 +1,86 @@
+"""Tiny random models and small datasets written by the tests: no network, seconds to run."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    BertTokenizerFast,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+)
+
+WORDS = ("good great fine superb lovely bad awful poor dull boring movie film plot actor story "
+         "the a was is very not really quite").split()
+POSITIVE, NEGATIVE = WORDS[:5], WORDS[5:10]
+
+
+def tiny_bert(num_labels: int = 2) -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=48, max_position_embeddings=64, num_labels=num_labels)
+    return BertForSequenceClassification(config)
+
+
+def tiny_gpt2(num_labels: int = 2) -> GPT2ForSequenceClassification:
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=64, num_labels=num_labels,
+                        bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    return GPT2ForSequenceClassification(config)
+
+
+def tiny_llama(num_labels: int = 2) -> LlamaForSequenceClassification:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                         num_labels=num_labels, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return LlamaForSequenceClassification(config)
+
+
+TINY_MODELS = {"bert": tiny_bert, "gpt2": tiny_gpt2, "llama": tiny_llama}
+
+
+def random_batches(num_batches: int = 3, batch_size: int = 4, length: int = 8, seed: int = 0) -> list[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    return [{"input_ids": torch.randint(1, 64, (batch_size, length), generator=generator),
+             "attention_mask": torch.ones(batch_size, length, dtype=torch.long),
+             "labels": torch.randint(0, 2, (batch_size,), generator=generator)} for _ in range(num_batches)]
+
+
+def sentiment_rows(n: int, seed: int = 0) -> list[dict]:
+    """Short texts whose label is learnable from the words (like a tiny review corpus)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % 2
+        words = rng.sample(POSITIVE if label else NEGATIVE, 2) + rng.sample(WORDS[10:], 3)
+        rng.shuffle(words)
+        rows.append({"text": " ".join(words), "label": label})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local BERT model folder (random weights) with a word-level tokenizer."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    tiny_bert().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import pandas as pd
+
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    pd.DataFrame(sentiment_rows(200)).to_csv(path, index=False)
+    return path
