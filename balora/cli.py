@@ -184,8 +184,10 @@ def _quiet_libraries() -> None:
     """Hide load reports and warnings meant for library developers (e.g. "classifier newly initialised")."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
+    import huggingface_hub
     import transformers
 
+    huggingface_hub.utils.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 

@@ -160,6 +160,8 @@ def load_hub(name: str, text_column: str | None, label_column: str) -> TextDatas
     args = HUB_ALIASES.get(name, tuple(name.split(":", 1)))
     text_column = text_column or ("sentence" if args == ("glue", "sst2") else "text")
     try:
+        if not assets.hub_reachable():
+            raise ConnectionError("hub unreachable")
         splits = datasets.load_dataset(*args)
     except Exception as err:  # noqa: BLE001 - the hub raises many types; all mean "unavailable"
         raise BaloraError(

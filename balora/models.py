@@ -62,9 +62,11 @@ class TargetModule:
 
 
 def resolve_model_path(name: str) -> str:
-    """The embedded asset's folder, a local folder, or the hub name unchanged."""
+    """The embedded asset's folder, a local folder, or the hub name (checked to be reachable)."""
     if name in EMBEDDED_MODELS:
         return str(assets.fetch(EMBEDDED_MODELS[name]))
+    if not Path(name).exists() and not assets.hub_reachable():
+        raise _hub_error(name, ConnectionError("hub unreachable"))
     return name
 
 
@@ -73,7 +75,8 @@ def _hub_error(name: str, err: Exception) -> BaloraError:
         return BaloraError(f"cannot load model from folder '{name}': {err}")
     return BaloraError(
         f"unknown model '{name}': not an embedded model ({', '.join(EMBEDDED_MODELS)}), not a local "
-        f"folder, and not loadable from the Hugging Face hub ({type(err).__name__}); offline, use "
+        f"folder, and not loadable from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:80]}); "
+        "offline, use "
         "--model minilm or a local model folder"
     )
 

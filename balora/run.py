@@ -115,9 +115,9 @@ def setup(config: RunConfig) -> Setup:
     meter = PhaseMeter()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     with meter.phase("load"):
+        tokenizer = load_tokenizer(config.model)  # first: a wrong model name fails before data loads
         data = load_text_dataset(config.dataset, config.text_column, config.label_column)
         train_examples = select_training(data.pool, config.shots, config.train_size, config.seed)
-        tokenizer = load_tokenizer(config.model)
         model = load_classifier(config.model, data.num_labels, config.seed).to(device)
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from balora.config import RunConfig
+from balora.errors import BaloraError
+from balora.methods import METHODS
+from balora.run import run_experiment
+
+
+def tiny_config(model_dir, csv, **overrides) -> RunConfig:
+    values = dict(model=str(model_dir), dataset=str(csv), shots=20, budget_rank=4, epochs=2, batch_size=8,
+                  learning_rate=5e-3, gradient_samples=40, evaluations=2, min_rank=1, seed=3)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+RELOAD = """
+import json, sys, torch
+from transformers import AutoModelForSequenceClassification
+from peft import PeftModel
+base = AutoModelForSequenceClassification.from_pretrained(sys.argv[1], num_labels=2)
+model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
+batch = torch.load(sys.argv[3])
+with torch.no_grad():
+    logits = model(**batch).logits
+assert "balora" not in sys.modules
+torch.save(logits, sys.argv[4])
+print(json.dumps(model.peft_config["default"].rank_pattern))
+"""
+
+
+def test_one_run_writes_result_and_an_adapter_plain_peft_reloads(tmp_path, tiny_model_dir, tiny_csv):
+    out = tmp_path / "run"
+    output = run_experiment(tiny_config(tiny_model_dir, tiny_csv), out, progress=False)
+    result = json.loads((out / "result.json").read_text())
+    assert set(result) >= {"config", "environment", "allocation", "metrics", "timings", "memory", "params", "curves"}
+    assert {"accuracy", "f1", "precision", "recall", "majority_rate"} <= set(result["metrics"])
+    assert {"load", "importance", "allocation", "init", "train", "eval", "total"} <= set(result["timings"])
+    assert result["params"]["lora"] == sum(m["params"] for m in result["allocation"]) <= result["budget"]["lora_budget"]
+    assert result["params"]["head"] == 32 * 2 + 2
+    assert all(set(m) >= {"name", "shape", "importance", "rank", "params"} for m in result["allocation"])
+    assert result["curves"]["validation"][0][0] == 0 and len(result["curves"]["train_loss"]) == result["steps"]
+
+    batch = {"input_ids": torch.tensor([[2, 5, 9, 3], [2, 12, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    torch.save(batch, tmp_path / "batch.pt")
+    model = output.model.eval()
+    with torch.no_grad():
+        expected = model(**batch).logits
+    reload = subprocess.run([sys.executable, "-c", RELOAD, str(tiny_model_dir), str(out / "adapter"), str(tmp_path / "batch.pt"),
+                             str(tmp_path / "logits.pt")], capture_output=True, text=True)
+    assert reload.returncode == 0, reload.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=1e-5, atol=1e-6)
+    pattern = json.loads(reload.stdout.strip().splitlines()[-1])
+    assert pattern == {name.replace(".", "\\."): m["rank"] for m in result["allocation"] for name in [m["name"]]}
+    config = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert all(config["alpha_pattern"][k] == 2 * r for k, r in config["rank_pattern"].items())
+
+
+def test_same_seed_same_metrics(tiny_model_dir, tiny_csv):
+    config = tiny_config(tiny_model_dir, tiny_csv)
+    first = run_experiment(config, progress=False).result
+    second = run_experiment(config, progress=False).result
+    assert first["metrics"] == second["metrics"] and first["curves"]["train_loss"] == second["curves"]["train_loss"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_runs_within_its_budget(method, tiny_model_dir, tiny_csv):
+    targets = ["query", "value", "intermediate.dense"]
+    result = run_experiment(tiny_config(tiny_model_dir, tiny_csv, method=method, target_modules=targets, epochs=3),
+                            progress=False).result
+    budget = result["budget"]["lora_budget"]
+    if method == "ba_lora_no_budget":
+        assert result["params"]["lora"] != budget  # the ablation spends what its ranks cost
+    elif method == "adalora":
+        # Trains at init_r (A, E, B), ends pruned to about the budget.
+        assert result["params"]["lora"] > budget and result["params"]["lora_final"] <= 1.1 * budget
+    else:
+        assert result["params"]["lora_final"] <= budget
+    assert 0 <= result["metrics"]["accuracy"] <= 1
+
+
+def test_fixed_rank_lora_needs_a_whole_rank(tiny_model_dir, tiny_csv):
+    with pytest.raises(BaloraError, match="whole rank"):
+        run_experiment(tiny_config(tiny_model_dir, tiny_csv, method="lora", budget_rank=2.5), progress=False)
