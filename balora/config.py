@@ -87,14 +87,17 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> RunConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise BaloraError(f"{where}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(known))}")
-        types = {f.name: f.type for f in fields(cls)}
         for name, value in values.items():
-            _check_type(name, value, types[name], where)
+            check_field(name, value, where)
         return cls(**values)
+
+
+def check_field(name: str, value: Any, where: str = "config") -> None:
+    """A clear error for an unknown field or a value of the wrong type, prefixed by `where`."""
+    types = {f.name: f.type for f in fields(RunConfig)}
+    if name not in types:
+        raise BaloraError(f"{where}: unknown key(s) {name}; known keys: {', '.join(sorted(types))}")
+    _check_type(name, value, types[name], where)
 
 
 def _check_type(name: str, value: Any, annotation: str, where: str) -> None:

@@ -267,6 +267,13 @@ class ResultsStore:
             db.executemany("DELETE FROM runs WHERE key = ?", [(k,) for k in keys])
         return keys
 
+    def unclaim(self, keys: list[str]) -> None:
+        """Drop this process's `running` claims on `keys` (runs it claimed but never started or
+        finished, e.g. after Ctrl-C), so that the same process can claim them again."""
+        with self._transaction() as db:
+            db.executemany("DELETE FROM runs WHERE key = ? AND status = 'running' AND pid = ? AND host = ?",
+                           [(k, os.getpid(), socket.gethostname()) for k in keys])
+
     def status(self, key: str) -> str | None:
         with self._lock:
             row = self._db.execute("SELECT status FROM runs WHERE key = ?", (key,)).fetchone()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import traceback
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from importlib import resources
 from multiprocessing import get_context
@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from balora.config import RunConfig
+from balora.config import RunConfig, check_field
 from balora.errors import BaloraError
 from balora.store import ResultsStore
 
@@ -99,9 +99,17 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         raise BaloraError(f"{at('grids')}: 'grids' must be a non-empty list of grids")
     from balora.methods import METHODS
 
-    for method in overrides:
+    def check_method(method: Any, *path: Any) -> None:
         if method not in METHODS:
-            raise BaloraError(f"{at('overrides', method)}: unknown method '{method}'; choose from {', '.join(METHODS)}")
+            raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(METHODS)}")
+
+    # Check every value where it is written, so that the error names its line.
+    for key, value in base.items():
+        check_field(key, value, at("base", key))
+    for method, values in overrides.items():
+        check_method(method, "overrides", method)
+        for key, value in (values or {}).items():
+            check_field(key, value, at("overrides", method, key))
     filters = _parse_only(only or [])
     planned: dict[str, Planned] = {}
     for index, grid in enumerate(grids):
@@ -109,22 +117,32 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
             raise BaloraError(f"{at('grids', index)}: each grid is a mapping of field: [values]")
         grid = dict(grid)
         label = str(grid.pop("name", f"grid{index}"))
-        axes = {k: v if isinstance(v, list) else [v] for k, v in grid.items()}
+        axes = {k: _axis(k, v) for k, v in grid.items()}
+        for key, values in axes.items():
+            for value in values:
+                check_field(key, value, at("grids", index, key))
+                if key == "method":
+                    check_method(value, "grids", index, key)
+        if "method" not in axes:
+            check_method(base.get("method", RunConfig.method), "base", "method")
         for point in itertools.product(*axes.values()):
             values = dict(zip(axes, point))
-            method = values.get("method", base.get("method"))
-            if method not in METHODS:
-                line = at("grids", index, "method") if "method" in grid else at("base", "method")
-                raise BaloraError(f"{line}: unknown method '{method}'; choose from {', '.join(METHODS)}")
-            merged = {**base, **values, **(overrides.get(method) or {})}
-            source = next((("grids", index, k) for k in values if k not in RunConfig.__dataclass_fields__), None)
-            config = RunConfig.from_dict(merged, where=at(*source) if source else at("grids", index))
+            method = values.get("method", base.get("method", RunConfig.method))
+            config = RunConfig.from_dict({**base, **values, **(overrides.get(method) or {})}, where=at("grids", index))
             if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
                 planned.setdefault(config.key(), Planned(config, label))
     for key in filters:
         if key not in RunConfig.__dataclass_fields__:
             raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
     return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()))
+
+
+def _axis(key: str, value: Any) -> list:
+    """A grid entry's values: a list is an axis, anything else one value. `target_modules` is itself
+    a list, so only a list of lists is an axis over it."""
+    if key == "target_modules":
+        return value if isinstance(value, list) and all(isinstance(v, list) for v in value) else [value]
+    return value if isinstance(value, list) else [value]
 
 
 def seed003_preset(args: Any) -> str | None:
@@ -191,7 +209,8 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
         counts = {"planned": len(todo), "done": 0, "failed": 0, "skipped": len(spec.runs) - len(todo)}
         bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", dynamic_ncols=True)
 
-        def record(planned: Planned, outcome: dict | BaseException, out_dir: Path) -> None:
+        def record(planned: Planned, outcome: dict | BaseException, folder: Path) -> None:
+            """Write one outcome to the store (only this, the driver process, writes it)."""
             key = planned.config.key()
             if isinstance(outcome, BaseException):
                 message = str(outcome) if isinstance(outcome, BaloraError) else "".join(
@@ -200,55 +219,114 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                 counts["failed"] += 1
                 tqdm.write(f"failed: {_describe(planned.config)}: {message}")
             else:
-                store.finish(key, outcome, str(out_dir / "result.json"), str(out_dir / "adapter"))
+                store.finish(key, outcome, str(folder / "result.json"), str(folder / "adapter"))
                 counts["done"] += 1
             bar.update(1)
 
-        pending = [p for p in todo if store.claim(p.config.key(), p.config.to_dict(), spec.name, rerun_failed)]
-        counts["skipped"] += len(todo) - len(pending)
-        bar.total = len(pending)
-        _dispatch(pending, Path(runs_dir), workers, backend, ray_address, record)
-        bar.close()
+        executor = _executor(backend, workers, ray_address)
+        in_flight: dict[Any, Planned] = {}
+        queue = iter(todo)
+        try:
+            while True:
+                # Claim only as capacity frees up, so an interrupted sweep holds at most the runs in flight.
+                while len(in_flight) < executor.capacity and (planned := next(queue, None)) is not None:
+                    if store.claim(planned.config.key(), planned.config.to_dict(), spec.name, rerun_failed):
+                        in_flight[executor.submit(planned, runs_dir)] = planned
+                    else:  # another sweep got there first
+                        counts["skipped"] += 1
+                        bar.total -= 1
+                if not in_flight:
+                    break
+                handle, outcome = executor.next_done(list(in_flight))
+                planned = in_flight.pop(handle)
+                record(planned, outcome, out_dir(runs_dir, planned))
+        finally:
+            store.unclaim([p.config.key() for p in in_flight.values()])
+            executor.close()
+            bar.close()
     print(f"sweep '{spec.name}': {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped")
     return counts
 
 
-def _dispatch(pending: list[Planned], runs_dir: Path, workers: int, backend: str, ray_address: str | None,
-              record: Any) -> None:
-    """Send claimed runs to the chosen executor; `record` is called once per run in this process."""
-    out = {p.config.key(): runs_dir / p.config.key() for p in pending}
-    if backend == "ray":
+@dataclass(eq=False)  # hashed by identity: a handle in the in-flight table
+class _Finished:
+    outcome: dict | BaseException
+
+
+class _Inline:
+    """Runs each run in this process as it is submitted."""
+
+    capacity = 1
+
+    def submit(self, planned: Planned, runs_dir: str) -> _Finished:
+        try:
+            return _Finished(execute(planned.config.to_dict(), str(out_dir(runs_dir, planned))))
+        except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
+            return _Finished(err)
+
+    def next_done(self, handles: list[_Finished]) -> tuple[_Finished, dict | BaseException]:
+        return handles[0], handles[0].outcome
+
+    def close(self) -> None:
+        pass
+
+
+class _Processes:
+    """A pool of spawned worker processes on this machine, threads split evenly among them."""
+
+    def __init__(self, workers: int) -> None:
+        self.capacity = workers
+        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+
+    def submit(self, planned: Planned, runs_dir: str) -> Future:
+        return self.pool.submit(execute, planned.config.to_dict(), str(out_dir(runs_dir, planned)), self.threads)
+
+    def next_done(self, handles: list[Future]) -> tuple[Future, dict | BaseException]:
+        future = next(iter(wait(handles, return_when=FIRST_COMPLETED).done))
+        error = future.exception()
+        return future, error if error is not None else future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+class _Ray:
+    """Runs on a Ray cluster (`ray.init(address=...)`); results come back to this process's store."""
+
+    def __init__(self, address: str | None, workers: int) -> None:
         try:
             import ray
         except ImportError:
             raise BaloraError("--backend ray needs Ray: pip install 'balora[ray]'") from None
-        ray.init(address=ray_address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
-        remote = ray.remote(num_cpus=1)(execute)
-        refs = {remote.remote(p.config.to_dict(), str(out[p.config.key()])): p for p in pending}
-        while refs:
-            ready, _ = ray.wait(list(refs), num_returns=1)
-            planned = refs.pop(ready[0])
-            try:
-                record(planned, ray.get(ready[0]), out[planned.config.key()])
-            except ray.exceptions.RayTaskError as err:
-                record(planned, err.cause or err, out[planned.config.key()])
-        return
-    if workers == 1:
-        for p in pending:
-            try:
-                outcome: dict | BaseException = execute(p.config.to_dict(), str(out[p.config.key()]))
-            except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the sweep goes on
-                outcome = err
-            record(p, outcome, out[p.config.key()])
-        return
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures: dict[Future, Planned] = {pool.submit(execute, p.config.to_dict(), str(out[p.config.key()]), threads): p
-                                          for p in pending}
-        for future in as_completed(futures):
-            planned = futures[future]
-            error = future.exception()
-            record(planned, error if error is not None else future.result(), out[planned.config.key()])
+        self.ray = ray
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False)
+        self.capacity = workers if workers > 1 else max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.remote = ray.remote(num_cpus=1)(execute)
+
+    def submit(self, planned: Planned, runs_dir: str) -> Any:
+        return self.remote.remote(planned.config.to_dict(), str(out_dir(runs_dir, planned)), 1)
+
+    def next_done(self, handles: list[Any]) -> tuple[Any, dict | BaseException]:
+        (ref,), _ = self.ray.wait(handles, num_returns=1)
+        try:
+            return ref, self.ray.get(ref)
+        except self.ray.exceptions.RayTaskError as err:
+            return ref, err.cause or err
+
+    def close(self) -> None:
+        pass
+
+
+def out_dir(runs_dir: str, planned: Planned) -> Path:
+    """Where a run writes `result.json` and `adapter/`: one folder per config hash."""
+    return Path(runs_dir).resolve() / planned.config.key()
+
+
+def _executor(backend: str, workers: int, ray_address: str | None) -> _Inline | _Processes | _Ray:
+    if backend == "ray":
+        return _Ray(ray_address, workers)
+    return _Processes(workers) if workers > 1 else _Inline()
 
 
 def runs_table(db: str, sweep: str | None = None, status: str | None = None) -> str:

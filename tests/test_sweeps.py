@@ -1,0 +1,131 @@
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from balora.errors import BaloraError
+from balora.store import ResultsStore
+from balora.sweeps import PRESETS, load_spec, run_sweep, seed003_preset
+
+
+def write_spec(tmp_path: Path, model_dir: Path, csv: Path, grids: str, extra_base: str = "") -> Path:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""name: tiny
+base:
+  model: {model_dir}
+  dataset: {csv}
+  shots: 10
+  budget_rank: 4
+  min_rank: 1
+  epochs: 1
+  batch_size: 8
+  gradient_samples: 20
+  evaluations: 1
+{extra_base}grids:
+{grids}""")
+    return spec
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_presets_load_and_validate(preset):
+    spec = load_spec(preset)
+    assert spec.runs and len({p.config.key() for p in spec.runs}) == len(spec.runs)
+
+
+def test_quick_preset_compares_three_methods_at_one_budget_over_three_seeds():
+    runs = load_spec("quick").runs
+    assert {p.config.method for p in runs} >= {"lora", "ba_lora", "adalora"}
+    assert len({p.config.budget_rank for p in runs}) == 1 and len({p.config.seed for p in runs}) >= 3
+
+
+def test_paper_preset_covers_seed000_experiments():
+    runs = load_spec("paper").runs
+    assert {p.config.budget_rank for p in runs} >= {4, 8, 16}
+    assert {p.config.shots for p in runs} >= {16, 32, 64, 128}
+    assert {"ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget", "linear_decay", "attention_heavy"} <= {
+        p.config.method for p in runs}
+    assert len({p.config.seed for p in runs if p.config.shots == 16}) == 5
+
+
+@pytest.mark.parametrize("grids, extra, message", [
+    ("  - method: [lora]\n    sed: [1]\n", "", "line 14: unknown key(s) sed"),
+    ("  - method: [lora, bogus]\n", "", "line 13: unknown method 'bogus'"),
+    ("  - method: [lora]\n    epochs: [two]\n", "", "line 14: epochs must be int"),
+    ("  - method: [lora]\n", "  colour: red\n", "line 12: unknown key(s) colour"),
+])
+def test_spec_errors_name_the_line(tmp_path, grids, extra, message):
+    spec = write_spec(tmp_path, Path("m"), Path("d.csv"), grids, extra)
+    with pytest.raises(BaloraError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_spec(str(spec))
+
+
+def test_identical_grid_points_run_once_and_only_filters(tmp_path):
+    spec = write_spec(tmp_path, Path("m"), Path("d.csv"), "  - method: [lora, ba_lora]\n    seed: [1, 2]\n"
+                      "  - method: [lora]\n    seed: [1]\n")
+    assert len(load_spec(str(spec)).runs) == 4
+    assert {p.config.method for p in load_spec(str(spec), ["method=lora"]).runs} == {"lora"}
+    with pytest.raises(BaloraError, match="not a run setting"):
+        load_spec(str(spec), ["colour=red"])
+
+
+def test_seed003_flags_map_onto_presets():
+    assert seed003_preset(SimpleNamespace(run_all=True)) == "paper"
+    assert seed003_preset(SimpleNamespace(run_adalora=True)) == "adalora"
+    with pytest.raises(BaloraError, match="QA-LoRA is not available yet"):
+        seed003_preset(SimpleNamespace(run_qa_lora=True))
+
+
+def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv,
+                      "  - method: [lora, ba_lora]\n    seed: [1, 2]\n  - method: [ba_lora]\n    budget_rank: null\n"
+                      "    budget: 10\n")
+    db, runs = tmp_path / "r.db", tmp_path / "runs"
+    counts = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(runs))
+    assert (counts["done"], counts["failed"]) == (4, 1)
+    with ResultsStore(db) as store:
+        failed = store.runs(status="failed")
+        assert len(failed) == 1 and "infeasible budget" in failed[0].error
+        done = store.runs(status="done")
+        assert all(Path(r.result_path).is_file() and Path(r.adapter_path).is_dir() for r in done)
+    again = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(runs))
+    assert (again["done"], again["failed"], again["skipped"]) == (0, 0, 5)
+    retried = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(runs), rerun_failed=True)
+    assert (retried["done"], retried["failed"]) == (0, 1)
+
+
+def test_two_worker_processes(tmp_path, tiny_model_dir, tiny_csv):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2, 3]\n")
+    counts = run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"), workers=2)
+    assert counts["done"] == 3
+
+
+def test_sigkilled_sweep_loses_at_most_the_run_in_flight(tmp_path, tiny_model_dir, tiny_csv):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2, 3, 4, 5, 6]\n")
+    db = tmp_path / "r.db"
+    command = [sys.executable, "-m", "balora.cli", "sweep", str(spec), "--db", str(db), "--runs-dir", str(tmp_path / "runs")]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(0.5)
+        if db.exists() and _count(db, "done") >= 2:
+            break
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    done_before = _count(db, "done")
+    assert done_before >= 2 and _count(db, "running") <= 1
+    counts = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(tmp_path / "runs"))
+    assert counts["done"] == 6 - done_before and _count(db, "done") == 6
+
+
+def _count(db: Path, status: str) -> int:
+    with sqlite3.connect(db, timeout=30) as connection:
+        return connection.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
