@@ -80,6 +80,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = _run_config(args)
     out = Path(args.out or Path("runs") / (args.experiment_name or f"{config.method}-{config.key()}"))
     result = run_experiment(config, out, progress=not args.quiet).result
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
+        return
     m, p = result["metrics"], result["params"]
     print(f"{config.method}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  (majority class {m['majority_rate']:.3f})  "
           f"LoRA params {p['lora']:,}  head params {p['head']:,}  time {result['timings']['total']:.1f}s")

@@ -53,9 +53,14 @@ def _batch_size(batch: dict[str, torch.Tensor]) -> int:
     return int(next(iter(batch.values())).shape[0])
 
 
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
 def _all_reduce(tensors: list[torch.Tensor]) -> None:
-    """Sum across data-parallel processes so every rank allocates the same ranks."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
+    """Sum across data-parallel processes (each saw its own shard), so every rank ends with the
+    same mean gradient and allocates the same ranks."""
+    if _distributed():
         for tensor in tensors:
             torch.distributed.all_reduce(tensor)
 
@@ -102,23 +107,23 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Ten
         model.train(was_training)
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(saved_flags[name])
-    if seen == 0:
-        raise BaloraError("the importance pass saw no examples: the training set is empty")
     means = {}
     for target in targets:
         w = weights[target.name]
         grad = w.grad.float() if w.grad is not None else torch.zeros_like(w, dtype=torch.float32)
         w.grad = None
         means[target.name] = grad
-    _all_reduce(list(means.values()) + list(squares.values()))
-    total = torch.tensor(float(seen))
-    _all_reduce([total])
+    counts = torch.tensor([float(seen), float(batches_done)], device=device)
+    _all_reduce(list(means.values()) + list(squares.values()) + [counts])
+    examples, batches_total = int(counts[0].item()), int(counts[1].item())
+    if examples == 0:
+        raise BaloraError("the importance pass saw no examples: the training set is empty")
     modules = {t.name: model.get_submodule(t.name) for t in targets}
     return GradientStats(
-        mean={n: _oriented(modules[n], g / total.item()) for n, g in means.items()},
-        mean_square={n: _oriented(modules[n], s / batches_done) for n, s in squares.items()},
-        num_examples=int(total.item()),
-        num_batches=batches_done,
+        mean={n: _oriented(modules[n], g / examples) for n, g in means.items()},
+        mean_square={n: _oriented(modules[n], s / batches_total) for n, s in squares.items()},
+        num_examples=examples,
+        num_batches=batches_total,
     )
 
 

@@ -48,7 +48,7 @@ from balora.models import (
     load_tokenizer,
     target_modules,
 )
-from balora.training import TrainSettings, evaluate, total_steps, train
+from balora.training import Distributed, TrainSettings, evaluate, total_steps, train
 
 
 def seed_everything(seed: int) -> None:
@@ -99,30 +99,32 @@ class Setup:
     head_params: int
     budget: int
     meter: PhaseMeter
+    placement: Distributed
 
     def loader(self, examples: list[Example], shuffle: bool, batch_size: int | None = None) -> DataLoader:
         c = self.config
         return make_loader(examples, self.tokenizer, batch_size or c.batch_size, shuffle, c.seed, c.max_length)
 
     def method_context(self, total_steps: int) -> MethodContext:
+        # Under torchrun each process scores its own shard; importance all-reduces the gradients.
         return MethodContext(self.config, self.model, self.targets, self.budget,
-                             lambda: self.loader(self.train_examples, shuffle=False), total_steps, "SEQ_CLS",
-                             head_module_names(self.model), self.meter)
+                             lambda: self.loader(self.placement.shard(self.train_examples), shuffle=False), total_steps,
+                             "SEQ_CLS", head_module_names(self.model), self.meter)
 
 
 def setup(config: RunConfig) -> Setup:
     get_method(config.method)  # fail fast on an unknown method, before loading anything
     meter = PhaseMeter()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    placement = Distributed.from_env()
     with meter.phase("load"):
         tokenizer = load_tokenizer(config.model)  # first: a wrong model name fails before data loads
         data = load_text_dataset(config.dataset, config.text_column, config.label_column)
         train_examples = select_training(data.pool, config.shots, config.train_size, config.seed)
-        model = load_classifier(config.model, data.num_labels, config.seed).to(device)
+        model = load_classifier(config.model, data.num_labels, config.seed).to(placement.device)
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)
     budget = resolve_budget(config, targets, head_params)
-    return Setup(config, data, train_examples, tokenizer, model, targets, head_params, budget, meter)
+    return Setup(config, data, train_examples, tokenizer, model, targets, head_params, budget, meter, placement)
 
 
 def plan_allocation(config: RunConfig) -> tuple[Setup, list[ModuleRank]]:
@@ -134,10 +136,14 @@ def plan_allocation(config: RunConfig) -> tuple[Setup, list[ModuleRank]]:
 
 
 def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True) -> RunOutput:
-    """Run one experiment; with `out_dir`, write `result.json` and `adapter/` there."""
+    """Run one experiment; with `out_dir`, write `result.json` and `adapter/` there.
+
+    Under `torchrun`/`accelerate launch` every process trains on its shard of the training set
+    (DDP averages gradients) and only the first process writes.
+    """
     run = setup(config)
-    data, meter = run.data, run.meter
-    train_loader = run.loader(run.train_examples, shuffle=True)
+    data, meter, placement = run.data, run.meter, run.placement
+    train_loader = run.loader(placement.shard(run.train_examples), shuffle=True)
     seed_everything(config.seed)
     prepared = get_method(config.method)(run.method_context(total_steps(train_loader, config.train_epochs)))
     seed_everything(config.seed)  # LoRA's random A depends only on the seed, not on the method's work
@@ -155,8 +161,9 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
                              config.evaluations, progress)
     seed_everything(config.seed)
+    settings.progress = progress and placement.is_main
     with meter.phase("train"):
-        log = train(model, train_loader, settings, validate, prepared.after_step)
+        log = train(placement.wrap(model), train_loader, settings, validate, prepared.after_step)
     log.validation.insert(0, (0, initial))
     with meter.phase("eval"):
         test_loader = run.loader(data.test, shuffle=False, batch_size=config.eval_batch_size)
@@ -186,7 +193,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "timings": meter.seconds | {"total": sum(meter.seconds.values())},
         "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},
     }
-    if out_dir is not None:
+    result["environment"]["world_size"] = placement.world
+    if out_dir is not None and placement.is_main:
         save(result, model, Path(out_dir))
     return RunOutput(result, model)
 

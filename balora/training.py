@@ -7,16 +7,52 @@ optimizer and schedule are the standard ones (AdamW, linear warm-up then linear 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 StepHook = Callable[[nn.Module, int], None]
+
+
+@dataclass
+class Distributed:
+    """Data-parallel placement from the environment `torchrun` / `accelerate launch` set
+    (WORLD_SIZE, RANK, LOCAL_RANK); one process on one device otherwise."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def from_env(cls) -> Distributed:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        cuda = torch.cuda.is_available()
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if cuda else "cpu")
+        if world > 1 and not torch.distributed.is_initialized():
+            if cuda:
+                torch.cuda.set_device(device)
+            torch.distributed.init_process_group("nccl" if cuda else "gloo")
+        return cls(torch.distributed.get_rank() if world > 1 else 0, world, device)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: list) -> list:
+        """This process's share of `items` (every process gets a disjoint, near-equal part)."""
+        return items[self.rank::self.world]
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if self.world == 1:
+            return model
+        return DistributedDataParallel(model, device_ids=[self.device] if self.device.type == "cuda" else None)
 
 
 @dataclass
@@ -86,8 +122,10 @@ def total_steps(loader: DataLoader, epochs: int) -> int:
 def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
           validate: Callable[[nn.Module], dict[str, float]] | None = None,
           after_step: StepHook | None = None) -> TrainLog:
-    """Train the trainable parameters of `model`; `after_step(model, step)` runs after each optimizer
-    step and before gradients are cleared (where AdaLoRA's `update_and_allocate` belongs)."""
+    """Train the trainable parameters of `model` (possibly wrapped in DDP); `after_step(model, step)`
+    runs on the unwrapped model after each optimizer step and before gradients are cleared (where
+    AdaLoRA's `update_and_allocate` belongs)."""
+    inner = model.module if isinstance(model, DistributedDataParallel) else model
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
@@ -106,13 +144,13 @@ def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
             scheduler.step()
             log.steps += 1
             if after_step is not None:
-                after_step(model, log.steps)
+                after_step(inner, log.steps)
             optimizer.zero_grad(set_to_none=True)
             value = loss.item()
             log.train_loss.append((log.steps, value))
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
             if log.steps in eval_at:
-                log.validation.append((log.steps, validate(model)))
+                log.validation.append((log.steps, validate(inner)))
     bar.close()
     return log

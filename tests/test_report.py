@@ -203,6 +203,23 @@ def test_every_table_number_matches_the_results(report_dir: Path):
     assert checked == 12
 
 
+def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
+    """Wording follows the tests: a consistent loss is reported as 'significantly worse', never as a win."""
+    from balora.report import claims
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    monkeypatch.setitem(EFFECT, "ba_lora", -0.05)
+    runs = [make_result(m, b, 64, s) for m in ("lora", "ba_lora") for b in (4, 8) for s in SEEDS]
+    analysis = analyse(load_runs(runs))
+    bottom, *_ = claims.conclusion_claims(analysis)
+    assert bottom == "BA-LoRA was significantly less accurate than LoRA in every tested comparison."
+    sentences = claims.budget_claims(analysis, setting_label("minilm", "rotten_tomatoes", 64, None))
+    assert len(sentences) == 2 and all("BA-LoRA is significantly worse than LoRA" in s for s in sentences)
+    few = analyse(load_runs(runs[:2] + runs[10:12]))  # two seeds per method and budget: no test, no claim
+    assert claims.conclusion_claims(few)[0].startswith("No comparison of BA-LoRA with LoRA had 3 or more")
+
+
 def test_write_report_reads_the_store_and_says_what_is_missing(tmp_path: Path):
     """Through the SQLite store: one shot count, two methods, one budget → no few-shot or ablation table,
     and the report says so."""

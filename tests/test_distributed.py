@@ -1,0 +1,55 @@
+"""Data-parallel runs: 2 CPU processes on the gloo backend."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import torch
+import torch.multiprocessing as mp
+from conftest import random_batches, tiny_bert
+
+from balora.allocation import allocate, rank_budget
+from balora.importance import accumulate_gradients, score_modules
+from balora.models import target_modules
+
+
+def _shard_worker(rank: int, world: int, init_file: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    model = tiny_bert()
+    targets = target_modules(model, ["query", "value"])
+    batches = random_batches(num_batches=4, batch_size=4)[rank::world]  # each process sees half the data
+    stats = accumulate_gradients(model, batches, targets, num_samples=8)
+    scores = score_modules(model, targets, "sensitivity", stats)
+    ranks = [r.rank for r in allocate(scores, targets, rank_budget(targets, 4), min_rank=1)]
+    torch.save({"mean": stats.mean, "ranks": ranks, "examples": stats.num_examples}, f"{out}.{rank}")
+    torch.distributed.destroy_process_group()
+
+
+def test_importance_is_all_reduced_so_every_process_allocates_the_same_ranks(tmp_path):
+    out = str(tmp_path / "shard")
+    mp.spawn(_shard_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
+    first, second = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert first["ranks"] == second["ranks"] and first["examples"] == 16
+    model = tiny_bert()
+    targets = target_modules(model, ["query", "value"])
+    whole = accumulate_gradients(model, random_batches(num_batches=4, batch_size=4), targets, num_samples=16)
+    for name, mean in whole.mean.items():  # the same mean gradient as one process over all the data
+        torch.testing.assert_close(first["mean"][name], mean, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(second["mean"][name], mean, rtol=1e-4, atol=1e-7)
+
+
+def test_a_run_under_torchrun_trains_on_two_processes_and_writes_once(tmp_path, tiny_model_dir, tiny_csv):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "balora.cli", "train", "--method", "ba_lora", "--model", str(tiny_model_dir), "--dataset",
+               str(tiny_csv), "--shots", "16", "--budget-rank", "4", "--min-rank", "1", "--epochs", "1",
+               "--batch-size", "4", "--evaluations", "1", "--quiet", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["environment"]["world_size"] == 2
+    assert result["steps"] == 4  # 32 examples, 16 per process, batch 4
+    assert done.stdout.count("wrote ") == 1
