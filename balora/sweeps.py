@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                   f"{len(todo)} to run, about {minutes:.0f} min")
             return {"planned": len(todo), "done": 0, "failed": 0, "skipped": len(spec.runs) - len(todo)}
         counts = {"planned": len(todo), "done": 0, "failed": 0, "skipped": len(spec.runs) - len(todo)}
+        started, inside_runs = time.perf_counter(), [0.0]
         bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", dynamic_ncols=True)
 
         def record(planned: Planned, outcome: dict | BaseException, folder: Path) -> None:
@@ -221,6 +223,7 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
             else:
                 store.finish(key, outcome, str(folder / "result.json"), str(folder / "adapter"))
                 counts["done"] += 1
+                inside_runs[0] += outcome["timings"]["total"]
             bar.update(1)
 
         executor = _executor(backend, workers, ray_address)
@@ -244,7 +247,14 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
             store.unclaim([p.config.key() for p in in_flight.values()])
             executor.close()
             bar.close()
-    print(f"sweep '{spec.name}': {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped")
+    wall = time.perf_counter() - started
+    # Bookkeeping: what the sweep spent outside the runs' own phases (database, spawning, config,
+    # imports); meaningful for in-process execution, where run time and wall time add up.
+    counts["wall_seconds"] = round(wall, 1)
+    counts["bookkeeping_share"] = max(0.0, wall - inside_runs[0]) / wall if counts["done"] and workers == 1 else None
+    share = "" if counts["bookkeeping_share"] is None else f", bookkeeping {100 * counts['bookkeeping_share']:.1f}% of wall time"
+    print(f"sweep '{spec.name}': {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped "
+          f"in {wall / 60:.1f} min{share}")
     return counts
 
 

@@ -129,3 +129,19 @@ def test_sigkilled_sweep_loses_at_most_the_run_in_flight(tmp_path, tiny_model_di
 def _count(db: Path, status: str) -> int:
     with sqlite3.connect(db, timeout=30) as connection:
         return connection.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
+
+
+def test_ray_backend_writes_back_to_the_same_store(tmp_path, tiny_model_dir, tiny_csv):
+    ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'balora[ray]'")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora, ba_lora]\n    seed: [1]\n"
+                          "  - method: [lora]\n    budget_rank: null\n    budget: 10\n")
+        db = tmp_path / "r.db"
+        counts = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(tmp_path / "runs"), backend="ray")
+    finally:
+        ray.shutdown()
+    assert (counts["done"], counts["failed"]) == (2, 1)
+    with ResultsStore(db) as store:
+        assert {r["config"]["method"] for r in store.results()} == {"lora", "ba_lora"}
+        assert "needs a whole rank" in store.runs(status="failed")[0].error  # the message crosses Ray intact
