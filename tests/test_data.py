@@ -78,3 +78,27 @@ def test_batches_pad_to_their_longest_text(tiny_model_dir):
     # Sorted by length for evaluation: the short pair pads to 3 tokens ([CLS] w [SEP]), not to the longest overall.
     assert batches[0]["input_ids"].shape[1] < batches[1]["input_ids"].shape[1]
     assert batches[1]["input_ids"].shape[1] == 7
+
+
+def test_glue_sst2_through_the_datasets_path(monkeypatch):
+    """The hub path, with `datasets.load_dataset` answered locally: GLUE hides test labels (-1), so
+    its validation split becomes our test set and validation is carved from train."""
+    import datasets
+
+    features = datasets.Features({"sentence": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=["negative", "positive"])})
+    rows = sentiment_rows(60)
+    splits = datasets.DatasetDict({
+        "train": datasets.Dataset.from_dict({"sentence": [r["text"] for r in rows], "label": [r["label"] for r in rows]},
+                                            features=features),
+        "validation": datasets.Dataset.from_dict({"sentence": ["good film", "awful plot"], "label": [1, 0]}, features=features),
+        "test": datasets.Dataset.from_dict({"sentence": ["a", "b"], "label": [-1, -1]}, features=features),
+    })
+    calls = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args: calls.append(args) or splits)
+    monkeypatch.setattr("balora.assets.hub_reachable", lambda: True)
+    data = load_text_dataset("glue/sst2")
+    assert calls == [("glue", "sst2")]
+    assert data.label_names == ["negative", "positive"]
+    assert [(e.text, e.label) for e in data.test] == [("good film", 1), ("awful plot", 0)]
+    assert len(data.pool) + len(data.validation) == 60 and len(data.validation) == 6

@@ -12,6 +12,15 @@ def test_default_targets_per_architecture(arch, expected):
     assert default_target_names(TINY_MODELS[arch]()) == expected
 
 
+def test_distilbert_defaults_to_q_lin_v_lin():
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    model = DistilBertForSequenceClassification(DistilBertConfig(vocab_size=64, dim=32, n_layers=2, n_heads=2, hidden_dim=48))
+    assert default_target_names(model) == ["q_lin", "v_lin"]
+    assert head_module_names(model) == ["pre_classifier", "classifier"]
+    assert head_parameter_count(model) == 32 * 32 + 32 + 32 * 2 + 2
+
+
 def test_conv1d_shapes_are_reported_as_out_by_in():
     targets = target_modules(TINY_MODELS["gpt2"](), ["c_attn", "c_fc"])
     shapes = {t.name.split(".")[-1]: (t.d_out, t.d_in) for t in targets}

@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from balora.cli import main
 from balora.errors import BaloraError
 from balora.store import ResultsStore
 from balora.sweeps import PRESETS, load_spec, run_sweep, seed003_preset
@@ -83,7 +84,7 @@ def test_seed003_flags_map_onto_presets():
         seed003_preset(SimpleNamespace(run_qa_lora=True))
 
 
-def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv):
+def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv, capsys):
     spec = write_spec(tmp_path, tiny_model_dir, tiny_csv,
                       "  - method: [lora, ba_lora]\n    seed: [1, 2]\n  - method: [ba_lora]\n    budget_rank: null\n"
                       "    budget: 10\n")
@@ -99,6 +100,12 @@ def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv)
     assert (again["done"], again["failed"], again["skipped"]) == (0, 0, 5)
     retried = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(runs), rerun_failed=True)
     assert (retried["done"], retried["failed"]) == (0, 1)
+    capsys.readouterr()
+    assert main(["runs", "--db", str(db)]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("done") == 4 and listing.count("failed") == 1
+    assert main(["export", "--db", str(db), "--format", "csv", "--out", str(tmp_path / "runs.csv")]) == 0
+    assert len((tmp_path / "runs.csv").read_text().strip().splitlines()) == 6
 
 
 def test_two_worker_processes(tmp_path, tiny_model_dir, tiny_csv):
