@@ -36,6 +36,7 @@ class MethodContext:
     task_type: str
     head_modules: list[str]
     meter: PhaseMeter
+    importance_samples: int  # this process's share of `gradient_samples` (all of it unless data-parallel)
 
 
 @dataclass
@@ -82,13 +83,13 @@ def _uniform(ctx: MethodContext, rank: int) -> list[allocation.ModuleRank]:
 
 def _gradients(ctx: MethodContext) -> importance.GradientStats:
     with ctx.meter.phase("importance"):
-        return importance.accumulate_gradients(ctx.model, ctx.batches(), ctx.targets, ctx.config.gradient_samples,
+        return importance.accumulate_gradients(ctx.model, ctx.batches(), ctx.targets, ctx.importance_samples,
                                                with_fisher=ctx.config.importance_metric == "fisher")
 
 
 def _scores(ctx: MethodContext, metric: str, gradients: importance.GradientStats | None) -> dict[str, float]:
     with ctx.meter.phase("importance"):
-        activations = (importance.input_norms(ctx.model, ctx.batches(), ctx.targets, ctx.config.gradient_samples)
+        activations = (importance.input_norms(ctx.model, ctx.batches(), ctx.targets, ctx.importance_samples)
                        if metric == "activation" else None)
         return importance.score_modules(ctx.model, ctx.targets, metric, gradients, activations)
 

@@ -82,7 +82,7 @@ def _lora_parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n)
 
 
-def _head_parameter_count(model: torch.nn.Module) -> int:
+def _trained_head_count(model: torch.nn.Module) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n)
 
 
@@ -107,9 +107,11 @@ class Setup:
 
     def method_context(self, total_steps: int) -> MethodContext:
         # Under torchrun each process scores its own shard; importance all-reduces the gradients.
+        world = self.placement.world
         return MethodContext(self.config, self.model, self.targets, self.budget,
                              lambda: self.loader(self.placement.shard(self.train_examples), shuffle=False), total_steps,
-                             "SEQ_CLS", head_module_names(self.model), self.meter)
+                             "SEQ_CLS", head_module_names(self.model), self.meter,
+                             -(-self.config.gradient_samples // world))
 
 
 def setup(config: RunConfig) -> Setup:
@@ -150,7 +152,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     model = get_peft_model(run.model, prepared.peft_config)
     if prepared.initialise is not None:
         prepared.initialise(model)
-    lora_params, trained_head = _lora_parameter_count(model), _head_parameter_count(model)
+    lora_params, trained_head = _lora_parameter_count(model), _trained_head_count(model)
 
     validation_loader = run.loader(data.validation, shuffle=False, batch_size=config.eval_batch_size)
 
