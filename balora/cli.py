@@ -113,9 +113,11 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from balora.report import write_report
+    from balora.report import build_paper, write_report
 
     print(f"wrote {write_report(args.db, args.out, paper_dir=args.paper_dir)}")
+    if args.paper:
+        print(f"wrote {build_paper(args.paper_dir)}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -178,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             command.add_argument("--runs-dir", default="runs")
             command.add_argument("--workers", type=int, default=1)
+        else:
+            command.add_argument("--paper", action="store_true", help="also build paper/main.pdf (pdflatex + bibtex)")
         command.set_defaults(handler=handler)
     return parser
 

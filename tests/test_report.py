@@ -243,7 +243,21 @@ def test_write_report_reads_the_store_and_says_what_is_missing(tmp_path: Path):
     assert "only one shot count" in (generated / "fewshot.tex").read_text()
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed (TeX Live needed for the paper)")
+def test_missing_or_empty_database(tmp_path: Path):
+    from balora.errors import BaloraError
+    from balora.report import write_report
+    from balora.store import ResultsStore
+
+    with pytest.raises(BaloraError, match="no results database"):
+        write_report(tmp_path / "typo.db", tmp_path / "report")
+    assert not (tmp_path / "typo.db").exists()
+    ResultsStore(tmp_path / "empty.db").close()
+    path = write_report(tmp_path / "empty.db", tmp_path / "report", paper_dir=tmp_path / "paper")
+    assert "No finished runs" in path.read_text()
+    assert r"\newcommand{\NumRuns}{n/a}" in (tmp_path / "paper" / "generated" / "results.tex").read_text()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (TeX Live builds the paper)")
 def test_paper_builds(report_dir: Path, tmp_path: Path):
     from balora.report import build_paper
 

@@ -1,0 +1,121 @@
+"""Every comparison the report makes, computed once: tables, claims and the paper read the same
+`Comparison` objects, so a number in a sentence is the number in the table next to it.
+
+Families of comparisons (Holm's adjustment runs within one family, i.e. one table):
+- main: the main methods against LoRA, per setting, over budgets (seed 000 Exp. 1);
+- fewshot: the main methods against LoRA, per few-shot family and budget, over shot counts (Exp. 2);
+- ablation: BA-LoRA's ablations against full BA-LoRA, per setting (Exp. 4);
+- strategy: every arm against LoRA, per setting (seed 002's strategy comparison).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from balora.report import stats
+from balora.report.runs import ABLATIONS, MAIN, REFERENCE, arm_order, budget_label, by_seed, settings
+
+
+@dataclass
+class Row:
+    """One arm in one group (a budget, or a shot count) of a family of comparisons."""
+
+    lead: str  # the group's label
+    arm: str
+    runs: pd.DataFrame
+    comparison: stats.Comparison | None  # None: this row is the reference
+
+    @property
+    def label(self) -> str:
+        return str(self.runs["arm_label"].iloc[0])
+
+
+def reference_arm(cell: pd.DataFrame, method: str) -> str | None:
+    """The reference method's plain arm in `cell`, or its first variant."""
+    arms = [a for a in arm_order(cell["arm"]) if a.split(" (")[0] == method]
+    return method if method in arms else (arms[0] if arms else None)
+
+
+def compared_rows(groups: list[tuple[str, pd.DataFrame]], reference: str, metric: str = "accuracy") -> list[Row]:
+    """A row per arm and group, compared with the group's `reference` arm on matched seeds, Holm-adjusted
+    across all rows."""
+    rows = []
+    for lead, cell in groups:
+        ref = reference_arm(cell, reference)
+        ref_values = by_seed(cell[cell["arm"] == ref], metric) if ref else {}
+        for arm in arm_order(cell["arm"]):
+            runs = cell[cell["arm"] == arm]
+            comparison = None if arm == ref else stats.paired_comparison(by_seed(runs, metric), ref_values)
+            rows.append(Row(lead, arm, runs, comparison))
+    adjusted = iter(stats.holm_adjust([r.comparison for r in rows if r.comparison is not None]))
+    for row in rows:
+        if row.comparison is not None:
+            row.comparison = next(adjusted)
+    return rows
+
+
+def budget_groups(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    return [(budget_label(b), cell) for b, cell in frame.groupby("budget")]
+
+
+def trend_deltas(rows: list[Row], arm: str) -> dict[int, list[float]]:
+    """{shots: per-seed Δ accuracy of `arm` against the reference}, from few-shot rows (lead = shots)."""
+    deltas = {}
+    for shots in dict.fromkeys(r.lead for r in rows):
+        group = [r for r in rows if r.lead == shots]
+        method = [r for r in group if r.arm == arm and r.comparison is not None]
+        reference = [r for r in group if r.comparison is None]
+        if method and reference:
+            values, base = by_seed(method[0].runs, "accuracy"), by_seed(reference[0].runs, "accuracy")
+            if seeds := sorted(set(values) & set(base)):
+                deltas[int(shots)] = [values[s] - base[s] for s in seeds]
+    return deltas
+
+
+@dataclass
+class Analysis:
+    frame: pd.DataFrame
+    main: dict[str, list[Row]] = field(default_factory=dict)  # by setting
+    fewshot: dict[str, list[Row]] = field(default_factory=dict)  # by "family · budget"
+    trends: dict[str, dict[str, stats.Trend]] = field(default_factory=dict)  # by "family · budget", then arm
+    ablation: dict[str, list[Row]] = field(default_factory=dict)  # by setting
+    strategy: dict[str, list[Row]] = field(default_factory=dict)  # by setting
+    missing: list[str] = field(default_factory=list)  # what could not be compared, and why
+
+
+def analyse(frame: pd.DataFrame) -> Analysis:
+    result = Analysis(frame)
+    for setting in settings(frame):
+        part = frame[frame["setting"] == setting]
+        main = part[part["method"].isin(MAIN)]
+        if main.empty:
+            result.missing.append(f"Budget efficiency, {setting}: no runs of {', '.join(MAIN)}.")
+        else:
+            result.main[setting] = compared_rows(budget_groups(main), REFERENCE)
+        if (reference_arm(part, REFERENCE) is None) and not part.empty:
+            result.missing.append(f"{setting}: no LoRA runs, so no Δ against LoRA.")
+        ablations = part[part["method"].isin(("ba_lora", *ABLATIONS))]
+        if ablations["method"].isin(ABLATIONS).any():
+            result.ablation[setting] = compared_rows(budget_groups(ablations), "ba_lora")
+        else:
+            result.missing.append(f"Ablations, {setting}: no ablation runs.")
+        if part["method"].isin(MAIN).all():
+            result.missing.append(f"Strategy comparison, {setting}: only main methods (see the budget table).")
+        else:
+            result.strategy[setting] = compared_rows(budget_groups(part), REFERENCE)
+    fewshot = frame[frame["shots"].notna() & frame["method"].isin(MAIN)]
+    if fewshot.empty:
+        result.missing.append("Few-shot comparison: no few-shot runs (config.shots) of the main methods.")
+    for (family, budget), part in fewshot.groupby(["family", "budget"], sort=False):
+        shots = sorted(part["shots"].unique())
+        name = f"{family} · {budget_label(budget, int(part['budget_params'].iloc[0]))}"
+        if len(shots) < 2:
+            result.missing.append(f"Few-shot comparison, {name}: only one shot count ({int(shots[0])}).")
+            continue
+        rows = compared_rows([(str(int(k)), part[part["shots"] == k]) for k in shots], REFERENCE)
+        result.fewshot[name] = rows
+        arms = arm_order(r.arm for r in rows if r.comparison is not None)
+        result.trends[name] = {arm: stats.gap_trend(trend_deltas(rows, arm)) for arm in arms}
+    return result

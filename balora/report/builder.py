@@ -1,0 +1,158 @@
+"""Assemble the report: analysis → sections of blocks → report.md, report.html, tables/*.tex,
+figures/*.png|pdf (and, on request, the paper's generated inputs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from balora.report import claims, figures, tables
+from balora.report.analysis import Analysis, analyse
+from balora.report.document import (
+    Block,
+    Bullets,
+    Figure,
+    Heading,
+    Paragraph,
+    Table,
+    render_html,
+    render_markdown,
+    table_latex,
+)
+from balora.report.runs import load_runs, settings
+from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
+
+TITLE = "BA-LoRA results report"
+STATISTICS = (
+    f"Replicates are runs that differ only in the seed; runs of two methods with the same seed (same data sample, "
+    f"head initialisation and shuffling) are paired. For each comparison with the reference (LoRA; full BA-LoRA "
+    f"for the ablations) at the same setting and budget the report gives mean ± std over seeds and n, the mean "
+    f"per-seed difference Δ with a paired-t 95% CI, a paired t-test (from {MIN_PAIRS} matched seeds; fewer are "
+    f"marked n<3 and never called significant), a Wilcoxon signed-rank test (from {MIN_WILCOXON} pairs), the "
+    "paired Cohen's d, and Holm's adjustment over the comparisons of one table; verdicts use the Holm p at α = 0.05.")
+
+
+@dataclass
+class Report:
+    """What was built: sections of blocks (in order), the analysis, and what could not be built."""
+
+    analysis: Analysis
+    sections: dict[str, list[Block]] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+    def blocks(self, kind: type) -> list:
+        return [b for blocks in self.sections.values() for b in blocks if isinstance(b, kind)]
+
+
+def _per_setting(frame: pd.DataFrame, missing: list[str], out: Path, draw, what: str, why: str) -> list[Figure]:
+    """`draw` for each setting; a setting it draws nothing for is noted in `missing` as `what`, `why`."""
+    made = []
+    for setting in settings(frame):
+        figs = draw(frame[frame["setting"] == setting], setting, out)
+        if not figs:
+            missing.append(f"{what}, {setting}: {why}.")
+        made += figs
+    return made
+
+
+def _section(title: str, intro: str, *parts: list) -> list[Block]:
+    """Heading, intro, then each part: sentences as a bullet list, tables and figures as they are."""
+    blocks: list[Block] = [Heading(2, title), Paragraph(intro)]
+    for part in parts:
+        if part and isinstance(part[0], str):
+            blocks.append(Bullets(part))
+        else:
+            blocks += part
+    if len(blocks) == 2:
+        blocks.append(Paragraph("Nothing to show for these results; see Missing data above."))
+    return blocks
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def build(frame: pd.DataFrame, out: Path) -> Report:
+    """All sections of the report for the runs in `frame`; figures are written to `out/figures`."""
+    analysis = analyse(frame)
+    report = Report(analysis, missing=list(analysis.missing))
+    fig_dir, missing = out / "figures", report.missing
+    names = settings(frame)
+
+    def each(make) -> list[str]:
+        return [s for setting in names for s in make(analysis, setting)]
+
+    report.sections["summary"] = _section(
+        "Summary", f"{_count(len(frame), 'run')} in {_count(len(names), 'setting')}, "
+        f"{_count(frame['arm'].nunique(), 'method')}, seeds {', '.join(map(str, sorted(frame['seed'].unique())))}.",
+        claims.conclusion_claims(analysis))
+    report.sections["coverage"] = [Heading(2, "Coverage"), tables.coverage_table(frame)]
+    report.sections["budget"] = _section(
+        "Budget efficiency (seed 000, Exp. 1)", "Main methods at equal LoRA budgets against LoRA.",
+        each(claims.budget_claims), tables.budget_tables(analysis),
+        _per_setting(frame, missing, fig_dir, figures.pareto, "Pareto figure", "no runs"))
+    fewshot_figs = [f for family, part in frame[frame["shots"].notna()].groupby("family", sort=False)
+                    for f in figures.fewshot_curves(part, family, fig_dir)]
+    report.sections["fewshot"] = _section(
+        "Few-shot (seed 000, Exp. 2)", "Main methods over shots per class at one budget; does the gap widen as "
+        "data shrinks?", [s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)],
+        tables.fewshot_tables(analysis), fewshot_figs)
+    report.sections["allocation"] = _section(
+        "Rank allocation (seed 000, Exp. 3)", "Where the adaptive methods put their ranks.",
+        [s for setting in names for s in claims.allocation_claims(frame, setting)],
+        _per_setting(frame, missing, fig_dir, figures.rank_heatmaps, "Rank heatmaps",
+                     "no method with non-uniform ranks"),
+        _per_setting(frame, missing, fig_dir, figures.importance_vs_rank, "Importance vs rank",
+                     "no method with importance scores"),
+        _per_setting(frame, missing, fig_dir, figures.rank_per_layer, "Rank per layer", "no allocations recorded"))
+    report.sections["ablation"] = _section(
+        "Ablations (seed 000, Exp. 4)", "Each ablation against full BA-LoRA at the same budget.",
+        each(claims.ablation_claims), tables.ablation_tables(analysis))
+    report.sections["strategy"] = _section(
+        "Strategy comparison (seed 002)", "Every allocation strategy: evaluation loss, parameters, accuracy.",
+        tables.strategy_tables(analysis),
+        _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
+    report.sections["dynamics"] = _section(
+        "Training dynamics and convergence", "Runs that end at or below the majority-class rate have not learnt "
+        "the task (see NOTES.md): they are counted here and in every accuracy table (column ≤ majority).",
+        claims.majority_claims(frame),
+        _per_setting(frame, missing, fig_dir, figures.training_loss, "Training-loss curves", "no curves recorded"),
+        _per_setting(frame, missing, fig_dir, figures.validation_accuracy, "Validation curves", "no curves recorded"))
+    report.sections["cost"] = _section(
+        "Cost", "Wall time per phase and peak memory.",
+        [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))
+    report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
+    return report
+
+
+def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Report | None:
+    """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results."""
+    out = Path(out_dir)
+    for stale in [*out.glob("figures/*.png"), *out.glob("figures/*.pdf"), *out.glob("tables/*.tex")]:
+        stale.unlink()  # a rerun on other data must not leave old figures behind
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    frame = load_runs(results)
+    if frame.empty:
+        blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"No finished runs in {source}: nothing to report.")]
+        _write_documents(blocks, out)
+        return None
+    report = build(frame, out)
+    for table in report.blocks(Table):
+        (out / "tables" / f"{table.name}.tex").write_text(table_latex(table, label=f"tab:{table.name}"))
+    missing = Bullets(report.missing) if report.missing else Paragraph("Nothing is missing.")
+    blocks = [Heading(1, TITLE), Paragraph(f"Source: {source}.")]
+    for key, section in report.sections.items():
+        blocks += section
+        if key == "coverage":
+            blocks += [Heading(3, "Missing data"), missing]
+    _write_documents(blocks, out)
+    return report
+
+
+def _write_documents(blocks: list[Block], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(render_markdown(blocks, out))
+    (out / "report.html").write_text(render_html(blocks, TITLE))

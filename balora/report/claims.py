@@ -1,0 +1,205 @@
+"""Sentences whose wording follows the statistics: a claim says "significantly better" only where the
+Holm-adjusted paired test says so, "significantly worse" where BA-LoRA loses, "no significant
+difference" otherwise, and makes no claim with fewer than 3 matched seeds.
+
+The same sentences go into `report.md` and, LaTeX-escaped, into `paper/generated/`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pandas as pd
+
+from balora.report import stats
+from balora.report.analysis import Analysis, Row, trend_deltas
+from balora.report.runs import REFERENCE, allocation_frame, method_name, settings
+from balora.report.tables import pct, pct_summary, signed, time_ratios
+
+PROPOSED = "ba_lora"
+
+
+def p_text(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def verdict_phrase(verdict: str, name: str, reference: str, n_pairs: int) -> str:
+    return {
+        stats.BETTER: f"{name} is significantly better than {reference}",
+        stats.WORSE: f"{name} is significantly worse than {reference}",
+        stats.NO_DIFFERENCE: f"there is no significant difference between {name} and {reference}",
+        stats.TOO_FEW: f"with {n_pairs} matched seed{'s' if n_pairs != 1 else ''} there are too few for a test, "
+                       "so no claim is made",
+        stats.NO_REFERENCE: f"there are no {reference} runs here to compare with",
+    }[verdict]
+
+
+def comparison_sentence(row: Row, reference: str, where: str) -> str:
+    """One comparison in words: both accuracies, Δ with its CI, the tests, and the verdict."""
+    c = row.comparison
+    text = (f"{where}: {row.label} reached {pct_summary(c.method)} % accuracy (n = {c.method.n}) against "
+            f"{reference}'s {pct_summary(c.reference)} % (n = {c.reference.n})")
+    if c.n_pairs >= 2:
+        text += (f"; over {c.n_pairs} matched seeds Δ = {signed(c.delta)} pp "
+                 f"(95% CI {signed(c.ci_low)} to {signed(c.ci_high)})")
+    if c.p_t is not None:
+        text += f", paired t-test {p_text(c.p_t)}, Holm-adjusted {p_text(c.p_holm)}"
+        if c.p_wilcoxon is not None:
+            text += f", Wilcoxon {p_text(c.p_wilcoxon)}"
+    return f"{text}: {verdict_phrase(c.verdict, row.label, reference, c.n_pairs)}."
+
+
+def _budget(row: Row) -> str:
+    return f"budget {row.lead} ({int(row.runs['budget_params'].iloc[0]):,} LoRA parameters)"
+
+
+def _proposed_rows(rows: list[Row]) -> list[Row]:
+    return [r for r in rows if r.arm == PROPOSED and r.comparison is not None]
+
+
+def budget_claims(analysis: Analysis, setting: str) -> list[str]:
+    return [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}")
+            for r in _proposed_rows(analysis.main.get(setting, []))]
+
+
+def fewshot_claims(analysis: Analysis, name: str) -> list[str]:
+    rows = analysis.fewshot[name]
+    sentences = [comparison_sentence(r, "LoRA", f"{name}, {r.lead} shots per class") for r in _proposed_rows(rows)]
+    trend = analysis.trends[name].get(PROPOSED)
+    if trend is not None:
+        deltas = trend_deltas(rows, PROPOSED)
+        phrase = {stats.WIDENS: "widens significantly as data shrinks",
+                  stats.NARROWS: "narrows significantly as data shrinks",
+                  stats.NO_TREND: "shows no significant trend with the amount of data",
+                  stats.TOO_FEW_POINTS: "cannot be tested for a trend (too few points)"}[trend.verdict]
+        text = f"{name}: the BA-LoRA − LoRA gap {phrase}"
+        if not math.isnan(trend.slope):
+            text += (f" (slope {signed(trend.slope)} pp per doubling of the shots, 95% CI {signed(trend.ci_low)} to "
+                     f"{signed(trend.ci_high)}, {p_text(trend.p)}, {trend.n_points} paired seeds over "
+                     f"{len(deltas)} shot counts)")
+        sentences.append(text + ".")
+    return sentences
+
+
+def ablation_claims(analysis: Analysis, setting: str) -> list[str]:
+    return [comparison_sentence(r, "full BA-LoRA", f"{setting}, {_budget(r)}")
+            for r in analysis.ablation.get(setting, []) if r.comparison is not None]
+
+
+def majority_claims(frame: pd.DataFrame) -> list[str]:
+    """Runs that did not get above the majority-class rate (not learnt), per setting."""
+    sentences = []
+    for setting in settings(frame):
+        part = frame[frame["setting"] == setting]
+        rate = pct(part["majority_rate"].mean())
+        stuck = part[part["not_learnt"]]
+        if stuck.empty:
+            sentences.append(f"{setting}: every run ended above the majority-class rate ({rate} %).")
+            continue
+        counts = ", ".join(f"{g['arm_label'].iloc[0]} {len(g)}/{int((part['arm'] == arm).sum())}"
+                           for arm, g in stuck.groupby("arm", sort=False))
+        sentences.append(f"{setting}: {len(stuck)} of {len(part)} runs ended at or below the majority-class rate "
+                         f"({rate} %), i.e. did not learn the task — {counts}. Their accuracy measures a failure to "
+                         "train, not the allocation.")
+    return sentences
+
+
+def allocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
+    """Descriptive statistics of BA-LoRA's allocations: importance–rank and depth–rank correlation, and
+    the rank split between module types."""
+    runs = frame[(frame["setting"] == setting) & (frame["arm"] == PROPOSED)]
+    modules = allocation_frame(runs, "rank")
+    if modules.empty:
+        return []
+    by_run = modules.groupby("run")
+    importance = stats.summarize([stats.spearman(g["importance"].tolist(), g["rank"].tolist()) for _, g in by_run])
+    depth = stats.summarize([stats.spearman(g["layer"].tolist(), g["rank"].tolist()) for _, g in by_run])
+    kinds = modules.groupby("kind")["rank"].mean()
+    split = ", ".join(f"{kind} {rank:.2f}" for kind, rank in kinds.items())
+    return [f"{setting}: over {importance.n} BA-LoRA runs, Spearman's ρ between a module's importance and its "
+            f"allocated rank is {_rho(importance)}, and between its layer index and its rank {_rho(depth)} "
+            f"(positive: deeper layers get more rank). Mean rank per module type: {split}."]
+
+
+def _rho(summary: stats.Summary) -> str:
+    if math.isnan(summary.mean):
+        return "undefined (constant ranks)"
+    return f"{summary.mean:+.2f}" + ("" if math.isnan(summary.std) else f" ± {summary.std:.2f}")
+
+
+def cost_claims(frame: pd.DataFrame, setting: str) -> list[str]:
+    part = frame[frame["setting"] == setting]
+    sentences = []
+    for arm in dict.fromkeys(part["arm"]):
+        if arm.split(" (")[0] == REFERENCE:
+            continue
+        ratio = stats.summarize(time_ratios(part, arm))
+        if ratio.n:
+            spread = "" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}"
+            sentences.append(f"{part.loc[part['arm'] == arm, 'arm_label'].iloc[0]}: total time "
+                             f"{ratio.mean:.2f}{spread} × LoRA's ({ratio.n} matched runs).")
+    return [f"{setting} — " + " ".join(sentences)] if sentences else []
+
+
+def _main_verdicts(analysis: Analysis) -> Counter:
+    """Verdicts of BA-LoRA against LoRA in every setting and budget (few-shot settings included: the
+    few-shot tables regroup these same runs, so they are not counted twice)."""
+    return Counter(r.comparison.verdict for rows in analysis.main.values() for r in _proposed_rows(rows))
+
+
+def summary_claims(analysis: Analysis) -> list[str]:
+    """Verdict counts of BA-LoRA against LoRA over every setting and budget, and the few-shot trends."""
+    sentences = []
+    verdicts = _main_verdicts(analysis)
+    if total := sum(verdicts.values()):
+        sentences.append(
+            f"Across {total} setting–budget combination{'s' if total != 1 else ''}, {method_name(PROPOSED)} was "
+            f"significantly better than LoRA in {verdicts[stats.BETTER]}, significantly worse in "
+            f"{verdicts[stats.WORSE]}, and not significantly different in {verdicts[stats.NO_DIFFERENCE]} "
+            "(paired t-tests on matched seeds, Holm-adjusted per "
+            f"table, α = 0.05); {verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE]} had fewer than 3 matched "
+            "seeds or no LoRA runs and were not tested.")
+    trends = Counter(t[PROPOSED].verdict for t in analysis.trends.values() if PROPOSED in t)
+    if total := sum(trends.values()):
+        sentences.append(
+            f"Over {total} few-shot series (one per budget), the BA-LoRA − LoRA gap widened significantly as data "
+            f"shrank in {trends[stats.WIDENS]}, narrowed significantly in {trends[stats.NARROWS]}, and showed no "
+            f"significant trend in {trends[stats.NO_TREND]}"
+            + (f" ({trends[stats.TOO_FEW_POINTS]} had too few points)." if trends[stats.TOO_FEW_POINTS] else "."))
+    return sentences
+
+
+def conclusion_claims(analysis: Analysis) -> list[str]:
+    """The bottom line, worded from the verdict counts of BA-LoRA against LoRA in every setting and budget:
+    it says BA-LoRA helps only where tests say so, and says so when it loses."""
+    verdicts = _main_verdicts(analysis)
+    better, worse = verdicts[stats.BETTER], verdicts[stats.WORSE]
+    tested = better + worse + verdicts[stats.NO_DIFFERENCE]
+    if tested == 0:
+        return ["No comparison of BA-LoRA with LoRA had 3 or more matched seeds, so these results support no claim "
+                "about BA-LoRA's accuracy relative to LoRA."]
+    if better == tested:
+        bottom = "BA-LoRA was significantly more accurate than LoRA in every tested comparison."
+    elif worse == tested:
+        bottom = "BA-LoRA was significantly less accurate than LoRA in every tested comparison."
+    elif better == 0 and worse == 0:
+        bottom = "BA-LoRA and LoRA were not significantly different in any tested comparison."
+    elif better == 0:
+        bottom = (f"BA-LoRA did not beat LoRA significantly in any tested comparison and was significantly worse in "
+                  f"{worse} of {tested}.")
+    else:
+        bottom = (f"The evidence is mixed: BA-LoRA was significantly better than LoRA in {better} of {tested} tested "
+                  f"comparisons, significantly worse in {worse}, and not significantly different in the rest.")
+    return [bottom, *_not_learnt(analysis), *summary_claims(analysis)]
+
+
+def _not_learnt(analysis: Analysis) -> list[str]:
+    """A caveat when LoRA or BA-LoRA runs behind these comparisons never beat the majority-class rate."""
+    frame = analysis.frame
+    runs = frame[frame["setting"].isin(analysis.main) & frame["arm"].isin((REFERENCE, PROPOSED))]
+    stuck = int(runs["not_learnt"].sum())
+    if stuck == 0:
+        return []
+    return [f"{stuck} of the {len(runs)} LoRA and BA-LoRA runs behind these comparisons ended at or below the "
+            "majority-class rate; where they did, the comparison measures a failure to train, not the allocation."]

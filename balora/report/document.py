@@ -1,0 +1,167 @@
+"""The report as a list of blocks (headings, paragraphs, tables, figures), rendered three ways:
+Markdown (`report.md`), self-contained HTML (`report.html`) and LaTeX (tables for the paper).
+
+Cells and sentences are plain Unicode text; each renderer escapes for its own format, so the
+numbers in all three outputs come from one string.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass
+class Paragraph:
+    text: str
+
+
+@dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
+class Table:
+    name: str  # file stem of its .tex
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    legend: str = ""  # how to read the statistics columns: long, so the paper states it once instead
+    compact: list[str] | None = None  # the columns a page-wide (paper) version keeps; None: all
+
+    @property
+    def captions(self) -> list[str]:
+        return [*self.notes, *([self.legend] if self.legend else [])]
+
+    def select(self, columns: list[str]) -> Table:
+        """The table with only `columns` (in their original order)."""
+        keep = [i for i, c in enumerate(self.columns) if c in columns]
+        return Table(self.name, self.title, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows],
+                     self.notes, self.legend)
+
+
+@dataclass
+class Figure:
+    name: str  # file stem of its .png and .pdf
+    title: str
+    caption: str
+    png: Path
+    pdf: Path
+    width: float  # inches, as saved: a page shows it at this size, or shrunk to fit, never enlarged
+
+
+Block = Heading | Paragraph | Bullets | Table | Figure
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+# Unicode that LaTeX's default fonts lack, as math or text commands.
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "ρ": r"$\rho$", "×": r"$\times$", "≥": r"$\geq$",
+                  "≤": r"$\leq$", "·": r"$\cdot$", "—": "---", "–": "--", "−": "$-$", "≈": r"$\approx$",
+                  "<": "$<$", ">": "$>$", "→": r"$\rightarrow$", "γ": r"$\gamma$", "λ": r"$\lambda$",
+                  "α": r"$\alpha$", "…": r"\ldots{}", "’": "'", "“": "``", "”": "''"}
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_text(text: str) -> str:
+    """Plain text → LaTeX: specials escaped, symbols as math, a number's minus sign as a real minus."""
+    escaped = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+    escaped = re.sub(r"(?<![\w.])-(?=\d)", "$-$", escaped)
+    return "".join(_LATEX_SYMBOLS.get(ch, ch if ch.isascii() else _ascii(ch)) for ch in escaped)
+
+
+def _ascii(ch: str) -> str:
+    """Other non-ASCII (e.g. an accent in a user's label): its ASCII base letter, else '?', so that
+    pdflatex never stops on an unknown character."""
+    return unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?"
+
+
+def _markdown_cell(text: str) -> str:
+    return text.replace("|", r"\|")
+
+
+def table_markdown(table: Table) -> str:
+    lines = ["| " + " | ".join(map(_markdown_cell, table.columns)) + " |",
+             "|" + "|".join("---" for _ in table.columns) + "|"]
+    lines += ["| " + " | ".join(map(_markdown_cell, row)) + " |" for row in table.rows]
+    return "\n".join(lines)
+
+
+def table_latex(table: Table, label: str | None = None) -> str:
+    """A `table` float with booktabs rules, shrunk to the text width when wider."""
+    spec = "l" * 2 + "r" * (len(table.columns) - 2)
+    body = [" & ".join(latex_text(c) for c in table.columns) + r" \\", r"\midrule"]
+    body += [" & ".join(latex_text(c) for c in row) + r" \\" for row in table.rows]
+    caption = latex_text(". ".join([table.title, *(n.rstrip(".") for n in table.captions)]) + ".")
+    return "\n".join([
+        r"\begin{table}[htbp]", r"\centering", r"\scriptsize",
+        rf"\caption{{{caption}}}" + (rf"\label{{{label}}}" if label else ""),
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+        rf"\begin{{tabular}}{{{spec}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}}", r"\end{table}", "",
+    ])
+
+
+def render_markdown(blocks: list[Block], base: Path) -> str:
+    """Markdown with figures linked relative to `base` (the report folder)."""
+    out: list[str] = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append("#" * block.level + " " + block.text)
+        elif isinstance(block, Paragraph):
+            out.append(block.text)
+        elif isinstance(block, Bullets):
+            out.append("\n".join(f"- {item}" for item in block.items))
+        elif isinstance(block, Table):
+            out.append(f"**{block.title}**\n\n{table_markdown(block)}"
+                       + "".join(f"\n\n_{note}_" for note in block.captions))
+        else:
+            png, pdf = block.png.relative_to(base).as_posix(), block.pdf.relative_to(base).as_posix()
+            out.append(f"![{block.title}]({png})\n\n*{block.title}.* {block.caption} ([PDF]({pdf}))")
+    return "\n\n".join(out) + "\n"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1em;font-size:.85em}th,td{border:1px solid #bbb;padding:.25em .5em}
+th{background:#f0f0f0}td{text-align:right}td:nth-child(-n+2){text-align:left}
+figure{margin:1em 0}img{max-width:100%;height:auto}figcaption,.note{font-size:.9em;color:#444}"""
+
+
+def render_html(blocks: list[Block], title: str) -> str:
+    """One self-contained page: figures embedded as base64 PNG, no external resources."""
+    out = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+           f"<style>{_CSS}</style></head><body>"]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            out.append(f"<p>{html.escape(block.text)}</p>")
+        elif isinstance(block, Bullets):
+            out.append("<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in block.items) + "</ul>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in block.columns)
+            rows = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in block.rows)
+            notes = "".join(f"<p class='note'>{html.escape(n)}</p>" for n in block.captions)
+            out.append(f"<p><b>{html.escape(block.title)}</b></p><table><thead><tr>{head}</tr></thead>"
+                       f"<tbody>{rows}</tbody></table>{notes}")
+        else:
+            data = base64.b64encode(block.png.read_bytes()).decode("ascii")
+            out.append(f"<figure><img alt='{html.escape(block.title)}' src='data:image/png;base64,{data}'>"
+                       f"<figcaption><b>{html.escape(block.title)}.</b> {html.escape(block.caption)}</figcaption>"
+                       "</figure>")
+    out.append("</body></html>")
+    return "\n".join(out)

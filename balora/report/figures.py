@@ -1,0 +1,436 @@
+"""The report's figures, each saved as PNG (for HTML/Markdown) and PDF (for the paper).
+
+matplotlib's object API only (no pyplot): no display backend, no global figure registry to leak,
+and the style applies through `rc_context` instead of changing the caller's rcParams.
+
+Colours are Okabe-Ito, safe for the common colour-vision deficiencies; BA-LoRA's ablations share
+its colour and differ in line style and marker, so a figure also reads in greyscale. Legends sit
+below the panels so they never cover data, and every figure is saved with a tight bounding box.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure as Canvas
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from balora.report import stats
+from balora.report.document import Figure, slug
+from balora.report.runs import MAIN, allocation_frame, arm_order, budget_label
+
+OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
+             "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#7F7F7F"}
+STYLES = {  # method: (colour, line style, marker)
+    "lora": ("black", "-", "o"), "ba_lora": ("vermillion", "-", "s"), "adalora": ("blue", "-", "^"),
+    "eva": ("green", "-", "D"), "linear_decay": ("orange", "--", "v"), "attention_heavy": ("sky", "--", "<"),
+    "magnitude": ("purple", "--", ">"), "activation": ("grey", "--", "p"),
+    "ba_lora_no_warmstart": ("vermillion", "--", "x"), "ba_lora_uniform": ("vermillion", ":", "+"),
+    "ba_lora_no_budget": ("vermillion", "-.", "*"),
+}
+HEATMAP_ARMS = 6  # method column groups per heatmap row
+# Widest figure (inches): a page-wide figure in the paper (6.5 in) keeps ≥ 80% of the font size.
+MAX_WIDTH = 8.0
+SEQUENCE = ["sky", "orange", "green", "vermillion", "blue", "purple", "black", "yellow"]  # budgets, other arms
+MAJORITY_LABEL, FRONT_LABEL = "majority-class rate (test)", "Pareto front"
+REFERENCE_LINES = (FRONT_LABEL, MAJORITY_LABEL)
+MAJORITY_STYLE = {"color": OKABE_ITO["grey"], "linestyle": (0, (4, 2)), "linewidth": 1.2}
+
+STYLE = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8.5,
+         "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42}  # 42: TrueType, editable PDF
+
+
+def styled(draw: Callable[..., list[Figure]]) -> Callable[..., list[Figure]]:
+    """Run a figure function under the report's style (sizes are read when artists are created)."""
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs) -> list[Figure]:
+        with matplotlib.rc_context(STYLE):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+def arm_style(arm: str) -> dict:
+    """Line/marker style of an arm; variants of a known method keep its colour."""
+    method = arm.split(" (")[0]
+    # an unknown method: a colour from its name (crc32, unlike hash(), is the same in every process)
+    colour, line, marker = STYLES.get(method, (SEQUENCE[zlib.crc32(method.encode()) % len(SEQUENCE)], "-.", "h"))
+    if method != arm:  # a variant: same colour, its own dash pattern
+        line = (0, (1, 1, 3, 1))
+    return {"color": OKABE_ITO[colour], "linestyle": line, "marker": marker}
+
+
+def _save(fig: Canvas, out_dir: Path, name: str, title: str, caption: str) -> Figure:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
+    # Constrained layout spaces the panels; the tight box also keeps labels wider than their panel.
+    # Laying out once and passing the box saves a draw per file.
+    fig.draw_without_rendering()
+    box = fig.get_tightbbox().padded(0.05)
+    fig.set_layout_engine("none")  # frozen: the box must still fit when the files are drawn
+    fig.savefig(png, dpi=150, bbox_inches=box)
+    fig.savefig(pdf, bbox_inches=box)
+    return Figure(name, title, caption, png, pdf, box.width)
+
+
+def _grid(rows: int, cols: int, size: tuple[float, float], **options) -> tuple[Canvas, np.ndarray]:
+    fig = Canvas(figsize=size, layout="constrained")
+    return fig, fig.subplots(rows, cols, squeeze=False, **options)
+
+
+def _panels(count: int, width: float = 3.9, height: float = 3.0, columns: int = 3) -> tuple[Canvas, list]:
+    """`count` panels in rows of `columns`, each at most width × height and the row at most MAX_WIDTH."""
+    cols = min(count, columns)
+    rows = math.ceil(count / cols)
+    scale = min(1.0, MAX_WIDTH / (width * cols))
+    fig, axes = _grid(rows, cols, (width * scale * cols, height * scale * rows))
+    flat = list(axes.flat)
+    for ax in flat[count:]:
+        ax.set_visible(False)
+    return fig, flat[:count]
+
+
+def _legend_below(fig: Canvas, axes: list, columns: int = 4) -> None:
+    """One legend for all panels, below them (labels deduplicated in first-seen order)."""
+    entries: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    for reference in REFERENCE_LINES:  # methods first, reference lines last
+        if reference in entries:
+            entries[reference] = entries.pop(reference)
+    if entries:
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(columns, len(entries)),
+                   frameon=False)
+
+
+def _budgets(frame: pd.DataFrame) -> list[tuple[float, pd.DataFrame, str]]:
+    return [(b, cell, budget_label(b, int(cell["budget_params"].iloc[0]))) for b, cell in frame.groupby("budget")]
+
+
+def _curve_arms(frame: pd.DataFrame) -> list[str]:
+    """Curves compare the main methods; with none of them present, whatever arms there are."""
+    arms = arm_order(frame["arm"])
+    main = [a for a in arms if a.split(" (")[0] in MAIN]
+    return main or arms
+
+
+def _is_adaptive(runs: pd.DataFrame) -> bool:
+    modules = allocation_frame(runs)
+    return not modules.empty and modules.groupby("run")["value"].nunique().max() > 1
+
+
+@styled
+def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    """Seed 000 Exp. 3: mean rank per layer × module type for every arm with non-uniform ranks, one figure
+    per budget. Arms sit side by side in one matrix (a column group each, at most HEATMAP_ARMS per row), so
+    their ranks compare at a glance; the colour scale is shared by all budgets of the setting."""
+    budgets = []
+    for _, cell, label in _budgets(frame):
+        arms = [a for a in arm_order(cell["arm"]) if _is_adaptive(cell[cell["arm"] == a])]
+        grids = [allocation_frame(cell[cell["arm"] == a]).pivot_table("value", "layer", "kind", "mean") for a in arms]
+        if arms:
+            budgets.append((label, _labels(cell, arms), grids))
+    top = max((float(g.max().max()) for _, _, grids in budgets for g in grids), default=0.0)
+    figures = []
+    for label, names, grids in budgets:
+        rows = [(names[i:i + HEATMAP_ARMS], grids[i:i + HEATMAP_ARMS]) for i in range(0, len(names), HEATMAP_ARMS)]
+        widths = [sum(g.shape[1] for g in row) for _, row in rows]
+        fig = Canvas(figsize=(1.4 + 0.5 * max(widths), (0.3 * grids[0].shape[0] + 1.9) * len(rows)),
+                     layout="constrained")
+        grid = fig.add_gridspec(len(rows), max(widths))  # one grid column per matrix column
+        axes = []
+        for index, ((row_names, row_grids), width) in enumerate(zip(rows, widths)):
+            axes.append(fig.add_subplot(grid[index, :width]))  # a shorter last row keeps the cell width
+            image = _heatmap(axes[-1], row_names, row_grids, top)
+        fig.colorbar(image, ax=axes, label="LoRA rank (mean over seeds)", shrink=0.9)
+        figures.append(_save(fig, out_dir, f"rank_heatmap_{slug(setting)}__{slug(label)}",
+                             f"Rank allocation — {setting}, {label}",
+                             "Rank per module after training (AdaLoRA: unpruned singular values; EVA: redistributed "
+                             "ranks), mean over seeds, by layer and module type, one column group per method; "
+                             "methods with uniform ranks are omitted."))
+    return figures
+
+
+def _heatmap(ax, names: list[str], grids: list[pd.DataFrame], top: float):
+    """Grids side by side in one image, white rules between them, method names on top."""
+    matrix = pd.concat(grids, axis=1).to_numpy()
+    image = ax.imshow(matrix, cmap="cividis", vmin=0, vmax=top, aspect="auto")
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}", ha="center", va="center",
+                fontsize=7, color="white" if value < 0.6 * top else "black")
+    ax.set_xticks(range(matrix.shape[1]), [k for g in grids for k in g.columns], rotation=90)
+    ax.set_yticks(range(matrix.shape[0]), grids[0].index)
+    ax.set_xlabel("module type")
+    ax.set_ylabel("layer (0 = input side)")
+    widths = np.array([g.shape[1] for g in grids])
+    for edge in np.cumsum(widths)[:-1]:
+        ax.axvline(edge - 0.5, color="white", linewidth=3)
+    groups = ax.secondary_xaxis("top")
+    groups.set_xticks(np.cumsum(widths) - widths / 2 - 0.5, [_wrap(n, 12) for n in names], fontsize=7.5)
+    groups.tick_params(length=0)
+    return image
+
+
+def _labels(frame: pd.DataFrame, arms: list[str]) -> list[str]:
+    return [str(frame.loc[frame["arm"] == a, "arm_label"].iloc[0]) for a in arms]
+
+
+def _wrap(text: str, width: int) -> str:
+    """Break `text` into lines of at most about `width` characters, at spaces or after '=' (so that
+    `(strategy=proportional)` breaks between option and value, not inside a word)."""
+    lines = [""]
+    for token in re.split(r"(?<==)|(?<= )", text):
+        if lines[-1] and len(lines[-1].rstrip()) + len(token.rstrip()) > width:
+            lines.append("")
+        lines[-1] += token
+    return "\n".join(line.strip() for line in lines)
+
+
+@styled
+def importance_vs_rank(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    """Importance score against allocated rank, one panel per arm with importance scores, colour = budget;
+    Spearman's ρ per run, mean ± std over runs, under each panel's title."""
+    arms = [a for a in arm_order(frame["arm"])
+            if (m := allocation_frame(frame[frame["arm"] == a])).shape[0] and m["importance"].nunique() > 1]
+    if not arms:
+        return []
+    fig, axes = _panels(len(arms), width=3.6, height=3.2)
+    for ax, arm in zip(axes, arms):
+        runs = frame[frame["arm"] == arm]
+        rhos = []
+        for index, (_, cell, label) in enumerate(_budgets(runs)):
+            modules = allocation_frame(cell, column="rank")
+            rho = stats.summarize([stats.spearman(g["importance"].tolist(), g["rank"].tolist())
+                                   for _, g in modules.groupby("run")])
+            rhos.append(f"ρ = {rho.mean:.2f}" + ("" if math.isnan(rho.std) else f" ± {rho.std:.2f}")
+                        + f" at {label.split(' (')[0]}")
+            ax.scatter(modules["importance"], modules["rank"], s=14, alpha=0.6, label=label,
+                       color=OKABE_ITO[SEQUENCE[index % len(SEQUENCE)]], marker="os^D"[index % 4])
+        log = bool((allocation_frame(runs)["importance"] > 0).all())
+        if log:  # scores span decades; label 1-2-5 steps only, so the labels never run into each other
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:.0e}".replace("e-0", "e-")))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("importance (unitless" + (", log scale)" if log else ")"))
+        ax.set_ylabel("allocated rank")
+        ax.set_title("\n".join([runs["arm_label"].iloc[0], *rhos]), fontsize=8.5)
+    _legend_below(fig, axes)
+    return [_save(fig, out_dir, f"importance_rank_{slug(setting)}", f"Importance vs allocated rank — {setting}",
+                  "Each point is one module in one run; ρ is Spearman's rank correlation between importance and "
+                  "rank per run, mean ± std over runs, per budget.")]
+
+
+def _mean_sd(frame: pd.DataFrame, column: str, scale: float = 100.0) -> tuple[float, float]:
+    summary = stats.summarize(frame[column].tolist())
+    return scale * summary.mean, 0.0 if math.isnan(summary.std) else scale * summary.std
+
+
+def _majority_line(ax, frame: pd.DataFrame) -> None:
+    ax.axhline(100 * frame["majority_rate"].mean(), label=MAJORITY_LABEL, **MAJORITY_STYLE)
+
+
+@styled
+def fewshot_curves(frame: pd.DataFrame, family: str, out_dir: Path) -> list[Figure]:
+    """Seed 000 Exp. 2: accuracy against shots per class, one panel per budget, error bars = std over seeds."""
+    budgets = [(b, c, lbl) for b, c, lbl in _budgets(frame) if c["shots"].nunique() >= 2]
+    if not budgets:
+        return []
+    fig, axes = _panels(len(budgets), width=4.0, height=3.1)
+    for ax, (_, cell, label) in zip(axes, budgets):
+        arms = [a for a in _curve_arms(cell) if cell.loc[cell["arm"] == a, "shots"].nunique() >= 2]
+        for index, arm in enumerate(arms):
+            runs = cell[cell["arm"] == arm]
+            points = [(k, *_mean_sd(g, "accuracy")) for k, g in runs.groupby("shots")]
+            dodge = 2 ** (0.04 * (index - (len(arms) - 1) / 2))  # side by side, so error bars stay apart
+            k, mean, sd = np.array(points).T
+            ax.errorbar(k * dodge, mean, yerr=sd, capsize=3, markersize=4, label=runs["arm_label"].iloc[0],
+                        **arm_style(arm))
+        _majority_line(ax, cell)
+        shots = sorted(cell["shots"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(int(k)) for k in shots])
+        ax.minorticks_off()
+        ax.set_xlabel("training examples per class (log scale)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(label)
+    _legend_below(fig, axes)
+    return [_save(fig, out_dir, f"fewshot_{slug(family)}", f"Few-shot accuracy — {family}",
+                  "Mean test accuracy over seeds with ± 1 std error bars (points dodged horizontally).")]
+
+
+@styled
+def pareto(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    """Accuracy against trainable LoRA parameters across budgets, with the Pareto front of all points."""
+    fig, axes = _panels(1, width=6.0, height=3.8)
+    ax = axes[0]
+    points = []
+    arms = arm_order(frame["arm"])
+    for index, arm in enumerate(arms):
+        runs = frame[frame["arm"] == arm]
+        rows = [(g["lora_params"].mean(), *_mean_sd(g, "accuracy")) for _, g in runs.groupby("budget")]
+        x, y, sd = np.array(rows).T
+        points += list(zip(x, y))
+        dodge = 2 ** (0.012 * (index - (len(arms) - 1) / 2))  # equal budgets share x: keep error bars apart
+        ax.errorbar(x * dodge, y, yerr=sd, capsize=3, markersize=5, label=runs["arm_label"].iloc[0],
+                    **arm_style(arm))
+    ax.step(*zip(*_pareto_front(points)), where="post", color=OKABE_ITO["grey"], alpha=0.5, linewidth=4, zorder=0,
+            label=FRONT_LABEL)
+    _majority_line(ax, frame)
+    ax.set_xscale("log")
+    low, high = min(p[0] for p in points), max(p[0] for p in points)
+    ax.set_xlim(low / 1.25, high * 1.25)  # matplotlib would widen a single point to several decades
+    thousands = FuncFormatter(lambda x, _: f"{x / 1e3:g}")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 20k, 50k, 100k, ...
+    ax.xaxis.set_major_formatter(thousands)
+    # a narrow axis has one or no such tick: label the minor ones (30k, 40k, ...) as well
+    ax.xaxis.set_minor_formatter(thousands if high / low < 4 else NullFormatter())
+    ax.set_xlabel("trainable LoRA parameters at training time (thousands, log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    _legend_below(fig, axes, columns=3)
+    return [_save(fig, out_dir, f"pareto_{slug(setting)}", f"Accuracy vs trainable parameters — {setting}",
+                  "Mean ± std over seeds per arm and budget (head parameters excluded; points at equal parameter "
+                  "counts dodged by up to 4% horizontally); the grey step line is the Pareto front of the means.")]
+
+
+def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    front, best = [], -math.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):  # at equal x only the best can be on the front
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+@styled
+def params_loss_bars(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    """Seed 002's bar chart: LoRA parameters and evaluation loss per arm, one row per budget."""
+    budgets = _budgets(frame)
+    arms = arm_order(frame["arm"])
+    fig, axes = _grid(len(budgets), 2, (MAX_WIDTH, (0.22 * len(arms) + 1.0) * len(budgets)), sharey="row")
+    for (left, right), (_, cell, label) in zip(axes, budgets):
+        present = [a for a in arms if (cell["arm"] == a).any()]
+        y = np.arange(len(present))
+        colours = [arm_style(a)["color"] for a in present]
+        params = [cell.loc[cell["arm"] == a, "lora_params"].mean() / 1e3 for a in present]
+        losses = [_mean_sd(cell[cell["arm"] == a], "loss", 1.0) for a in present]
+        left.barh(y, params, color=colours)
+        right.barh(y, [m for m, _ in losses], xerr=[s for _, s in losses], color=colours, capsize=2)
+        left.set_yticks(y, [cell.loc[cell["arm"] == a, "arm_label"].iloc[0] for a in present])
+        left.invert_yaxis()
+        left.set_xlabel("trainable LoRA parameters (thousands)")
+        right.set_xlabel("evaluation loss (test cross-entropy)")
+        left.set_title(label, loc="left")
+    return [_save(fig, out_dir, f"params_loss_{slug(setting)}", f"Parameters and evaluation loss — {setting}",
+                  "Mean over seeds; error bars ± 1 std.")]
+
+
+@styled
+def rank_per_layer(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    """Seed 002's line chart: mean rank per module in each layer, per arm, one panel per budget."""
+    budgets = _budgets(frame)
+    fig, axes = _panels(len(budgets))
+    plotted = False
+    for ax, (_, cell, label) in zip(axes, budgets):
+        for arm in arm_order(cell["arm"]):
+            modules = allocation_frame(cell[cell["arm"] == arm])
+            if modules.empty:
+                continue
+            per_layer = modules.groupby("layer")["value"].mean()
+            ax.plot(per_layer.index, per_layer.to_numpy(), markersize=4,
+                    label=cell.loc[cell["arm"] == arm, "arm_label"].iloc[0], **arm_style(arm))
+            plotted = True
+        ax.set_xlabel("layer (0 = input side)")
+        ax.set_ylabel("rank per module (mean)")
+        ax.set_title(label)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if not plotted:
+        return []
+    _legend_below(fig, axes)
+    return [_save(fig, out_dir, f"rank_per_layer_{slug(setting)}", f"Rank allocation per layer — {setting}",
+                  "Mean rank after training over a layer's adapted modules and over seeds.")]
+
+
+def _smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Trailing moving average (the first points average what there is), to read a noisy per-step loss."""
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    counts = np.minimum(np.arange(1, values.size + 1), window)
+    return (sums[1:] - sums[np.arange(values.size) + 1 - counts]) / counts
+
+
+def _curves(runs: pd.DataFrame, extract: Callable[[dict], list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray]:
+    """Steps all runs share and the (runs × steps) values there."""
+    series = [dict(extract(r["curves"])) for r in runs["result"]]
+    steps = sorted(set.intersection(*(set(s) for s in series)))
+    return np.array(steps), np.array([[s[k] for k in steps] for s in series])
+
+
+def _train_loss(curves: dict) -> list[tuple[int, float]]:
+    return [(int(step), float(loss)) for step, loss in curves.get("train_loss", [])]
+
+
+def _validation(curves: dict) -> list[tuple[int, float]]:
+    return [(int(step), 100 * float(metrics["accuracy"])) for step, metrics in curves.get("validation", [])]
+
+
+BANDED_ARMS = 4  # with more curves in a panel, std bands would hide each other: means only
+
+
+def _curve_figure(frame: pd.DataFrame, extract: Callable[[dict], list[tuple[int, float]]], ylabel: str,
+                  smooth: bool, every_arm: bool) -> Canvas | None:
+    """Mean curve per arm (the main ones, or `every_arm`) with a ± 1 std band while a panel has at most
+    BANDED_ARMS curves; one panel per budget; None when no run has the curve."""
+    budgets = _budgets(frame)
+    fig, axes = _panels(len(budgets))
+    plotted = False
+    for ax, (_, cell, label) in zip(axes, budgets):
+        arms = arm_order(cell["arm"]) if every_arm else _curve_arms(cell)
+        for arm in arms:
+            runs = cell[cell["arm"] == arm]
+            steps, values = _curves(runs, extract)
+            if steps.size == 0:
+                continue
+            if smooth:
+                values = np.array([_smooth(v, max(1, steps.size // 25)) for v in values])
+            style = arm_style(arm)
+            mean = values.mean(axis=0)
+            ax.plot(steps, mean, color=style["color"], linestyle=style["linestyle"], label=runs["arm_label"].iloc[0])
+            if len(values) > 1 and len(arms) <= BANDED_ARMS:
+                sd = values.std(axis=0, ddof=1)
+                ax.fill_between(steps, mean - sd, mean + sd, color=style["color"], alpha=0.15, linewidth=0)
+            plotted = True
+        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_ylabel(ylabel)
+        ax.set_title(label)
+        if not smooth:  # accuracy: the rate of always predicting the majority class is the floor to beat
+            _majority_line(ax, cell)
+    _legend_below(fig, axes)
+    return fig if plotted else None
+
+
+@styled
+def training_loss(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    fig = _curve_figure(frame, _train_loss, "training loss (cross-entropy, smoothed)", smooth=True, every_arm=False)
+    return [] if fig is None else [_save(
+        fig, out_dir, f"train_loss_{slug(setting)}", f"Training loss — {setting}",
+        "Main methods' per-step training loss (AdaLoRA's includes its orthogonality penalty), trailing moving average "
+        "over 1/25 of training, mean over seeds with a ± 1 std band.")]
+
+
+@styled
+def validation_accuracy(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    fig = _curve_figure(frame, _validation, "validation accuracy (%)", smooth=False, every_arm=True)
+    return [] if fig is None else [_save(
+        fig, out_dir, f"validation_{slug(setting)}", f"Validation accuracy — {setting}",
+        f"Validation accuracy during training (step 0: after initialisation) of every method, mean over seeds (with "
+        f"a ± 1 std band where a panel has at most {BANDED_ARMS} methods); the dashed line is the test set's "
+        "majority-class rate.")]

@@ -1,0 +1,188 @@
+"""The paper's generated inputs (`paper/generated/`) and its build (pdflatex + bibtex).
+
+`main.tex` holds only prose that does not depend on results; every number, every result sentence,
+table and figure comes from here:
+
+- `results.tex`: `\\newcommand` macros (`MACROS`: runs, seeds, budgets, module shapes, ...);
+- one file per part (`PARTS`: abstract, statistics, budget, fewshot, ...): the statistics-worded
+  claims, then the part's tables (`tables/`, compact columns) and figures (`figures/`, PDF).
+
+Per-setting parts show the primary setting (full data if there is one, else the one with the most
+runs); the report has every setting.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from balora.config import RunConfig
+from balora.errors import BaloraError
+from balora.report import claims
+from balora.report.builder import STATISTICS, Report
+from balora.report.document import Figure, Table, latex_text, slug, table_latex
+from balora.report.runs import budget_label, settings
+from balora.report.tables import STAT_NOTE, pct
+
+DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
+MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "ModelNames", "DatasetNames", "ShotCounts",
+          "BudgetList", "NumTargetModules", "CostPerRank", "TargetShapes", "HeadParams", "MajorityRate", "TestSize",
+          "LearningRates", "GradientSamples", "Gammas", "GammaNormalise", "AlphaRatios", "AdaLoRAInitRatios", "Devices",
+          "PrimarySetting")
+TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
+PARTS = ("abstract", "conclusion", "statistics", "budget", "fewshot", "allocation", "ablation", "strategy", "dynamics",
+         "cost", "missing")
+
+
+def primary_setting(frame: pd.DataFrame) -> str:
+    """The setting the paper's per-setting parts show: full data first, then the most runs."""
+    counts = frame.groupby("setting", sort=False).agg(runs=("key", "size"),
+                                                      fewshot=("shots", lambda s: s.notna().all()))
+    return str(counts.sort_values(["fewshot", "runs"], ascending=[True, False], kind="stable").index[0])
+
+
+def _values(frame: pd.DataFrame, column: str) -> str:
+    return ", ".join(str(v) for v in sorted(frame[column].dropna().unique())) or "none"
+
+
+def _config_values(frame: pd.DataFrame, name: str) -> str:
+    """The values of config field `name` among the runs of `frame` (RunConfig's default where left out)."""
+    values = {r["config"].get(name, getattr(DEFAULTS, name)) for r in frame["result"]}
+    return ", ".join(sorted({"yes" if v is True else "no" if v is False else str(v) for v in values})) or "none"
+
+
+def macros(frame: pd.DataFrame) -> dict[str, str]:
+    """The numbers the hand-written prose may cite (`MACROS`), as plain text."""
+    modules = frame["result"].iloc[0].get("allocation", [])
+    data = frame["result"].iloc[0].get("data", {})
+    ba_lora = frame[frame["method"].str.startswith("ba_lora")]
+    return {
+        "NumRuns": f"{len(frame):,}", "NumSettings": str(len(settings(frame))),
+        "NumMethods": str(frame["arm"].nunique()),
+        "NumSeeds": str(frame["seed"].nunique()), "SeedList": _values(frame, "seed"),
+        "ModelNames": _values(frame, "model"), "DatasetNames": _values(frame, "dataset"),
+        "ShotCounts": ", ".join(str(int(k)) for k in sorted(frame["shots"].dropna().unique())) or "none",
+        "BudgetList": ", ".join(budget_label(b, int(c["budget_params"].iloc[0])) for b, c in frame.groupby("budget")),
+        "NumTargetModules": str(len(modules)), "CostPerRank": f"{sum(sum(m['shape']) for m in modules):,}",
+        "TargetShapes": ", ".join(sorted({f"{m['shape'][0]}×{m['shape'][1]}" for m in modules})) or "unknown",
+        "HeadParams": ", ".join(f"{int(h):,}" for h in sorted(frame["head_params"].unique())),
+        "MajorityRate": pct(frame["majority_rate"].mean()), "TestSize": f"{data['test']:,}" if "test" in data else "?",
+        "LearningRates": _config_values(frame, "learning_rate"),
+        "GradientSamples": _config_values(ba_lora, "gradient_samples"), "Gammas": _config_values(ba_lora, "gamma"),
+        "GammaNormalise": _config_values(ba_lora, "gamma_normalise"),
+        "AlphaRatios": _config_values(frame, "alpha_ratio"),
+        "AdaLoRAInitRatios": _config_values(frame[frame["method"] == "adalora"], "adalora_init_ratio"),
+        "Devices": ", ".join(sorted({str(r.get("environment", {}).get("device", "?")) for r in frame["result"]})),
+        "PrimarySetting": primary_setting(frame),
+    }
+
+
+def _macro_file(values: dict[str, str]) -> str:
+    return "".join(rf"\newcommand{{\{name}}}{{{latex_text(value)}}}" + "\n" for name, value in values.items())
+
+
+def _figure(figure: Figure, out: Path) -> str:
+    (out / "figures").mkdir(exist_ok=True)
+    shutil.copy(figure.pdf, out / "figures" / figure.pdf.name)
+    # natural size where it fits (so every figure's text is the same size), else shrunk to the page
+    size = rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height=0.55\textheight,keepaspectratio"
+    return "\n".join([
+        r"\begin{figure}[htbp]", r"\centering", rf"\includegraphics[{size}]{{generated/figures/{figure.pdf.name}}}",
+        rf"\caption{{{latex_text(figure.title)}. {latex_text(figure.caption)}}}\label{{fig:{figure.name}}}",
+        r"\end{figure}", ""])
+
+
+def _table(table: Table, out: Path) -> str:
+    """The table's compact columns, without the statistics legend (the paper states it once, in
+    `statistics.tex`)."""
+    (out / "tables").mkdir(exist_ok=True)
+    short = replace(table.select(table.compact or table.columns), legend="")
+    (out / "tables" / f"{table.name}.tex").write_text(table_latex(short, label=f"tab:{table.name}"))
+    return rf"\input{{generated/tables/{table.name}.tex}}" + "\n"
+
+
+def _sentences(sentences: list[str]) -> str:
+    """One claim as a paragraph; several as a list, easier to scan than a wall of numbers."""
+    if len(sentences) < 2:
+        return "".join(latex_text(s) + "\n\n" for s in sentences)
+    return "\n".join([r"\begin{itemize}", *(rf"\item {latex_text(s)}" for s in sentences), r"\end{itemize}", ""])
+
+
+def _part(sentences: list[str], floats: list[Table | Figure], out: Path, empty: str) -> str:
+    """Claims, then the floats; `empty` (what is missing) where there is neither."""
+    if not sentences and not floats:
+        return latex_text(empty) + "\n"
+    return _sentences(sentences) + "".join(_table(f, out) if isinstance(f, Table) else _figure(f, out) for f in floats)
+
+
+def _parts(report: Report, out: Path) -> dict[str, str]:
+    analysis, frame = report.analysis, report.analysis.frame
+    primary = primary_setting(frame)
+    key = slug(primary)
+    named = {b.name: b for b in [*report.blocks(Figure), *report.blocks(Table)]}
+
+    def pick(*names: str) -> list[Table | Figure]:
+        return [named[n] for n in names if n in named]
+
+    def prefixed(prefix: str) -> list[Table | Figure]:
+        return [block for name, block in named.items() if name.startswith(prefix)]
+
+    fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
+    return {
+        "abstract": _part(claims.summary_claims(analysis), [], out, "No comparison with LoRA was possible."),
+        "conclusion": _part(claims.conclusion_claims(analysis), [], out, ""),
+        "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
+        "budget": _part(claims.budget_claims(analysis, primary), pick(f"budget_{key}", f"pareto_{key}"), out,
+                        f"No budget comparison in {primary}."),
+        "fewshot": _part([s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)],
+                         prefixed("fewshot_"), out, " ".join(["No few-shot comparison.", *fewshot_missing])),
+        "allocation": _part(claims.allocation_claims(frame, primary),
+                            [*prefixed(f"rank_heatmap_{key}__"), *pick(f"importance_rank_{key}",
+                                                                        f"rank_per_layer_{key}")],
+                            out, f"No allocation data in {primary}."),
+        "ablation": _part(claims.ablation_claims(analysis, primary), pick(f"ablation_{key}"), out,
+                          f"No ablation runs in {primary}."),
+        "strategy": _part([], pick(f"strategy_{key}", f"params_loss_{key}"), out,
+                          f"No strategy comparison in {primary}."),
+        "dynamics": _part(claims.majority_claims(frame), pick(f"validation_{key}", f"train_loss_{key}"), out,
+                          "No training curves."),
+        "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),
+        "missing": (latex_text("Not available in these results:") + "\n" + _sentences(report.missing)
+                    if report.missing else latex_text("Every planned table and figure had data.") + "\n"),
+    }
+
+
+def write_generated(report: Report | None, paper_dir: Path) -> Path:
+    """Write `paper_dir/generated/` for `report` (None: no results, every part says so). Returns the folder."""
+    out = paper_dir / "generated"
+    shutil.rmtree(out, ignore_errors=True)  # every file in it is ours and regenerated
+    out.mkdir(parents=True)
+    if report is None:
+        (out / "results.tex").write_text(_macro_file(dict.fromkeys(MACROS, "n/a")))
+        parts = dict.fromkeys(PARTS, "No results were available when this paper was generated.\n")
+    else:
+        (out / "results.tex").write_text(_macro_file(macros(report.analysis.frame)))
+        parts = _parts(report, out)
+    for name, text in parts.items():
+        (out / f"{name}.tex").write_text(text)
+    return out
+
+
+def build_paper(paper_dir: str | Path = "paper") -> Path:
+    """pdflatex, bibtex, pdflatex ×2 on `paper_dir/main.tex`; returns main.pdf. Needs TeX Live
+    (Debian: texlive-latex-base, texlive-latex-recommended, texlive-fonts-recommended)."""
+    folder = Path(paper_dir)
+    if shutil.which("pdflatex") is None or shutil.which("bibtex") is None:
+        raise BaloraError("building the paper needs pdflatex and bibtex (e.g. apt-get install texlive-latex-base "
+                          "texlive-latex-recommended texlive-fonts-recommended)")
+    latex = ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "main.tex"]
+    for command in (latex, ["bibtex", "main"], latex, latex):
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+        if done.returncode != 0:
+            tail = "\n".join(done.stdout.splitlines()[-25:])
+            raise BaloraError(f"{command[0]} failed in {folder}:\n{tail}")
+    return folder / "main.pdf"

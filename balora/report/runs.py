@@ -1,0 +1,190 @@
+"""Result dicts → one row per run with the labels the report groups by.
+
+Vocabulary (shared with the tables, figures and paper):
+
+- setting: (model, dataset, shots, train_size), plus the training protocol where runs differ in it
+  (e.g. two learning rates give two settings), so comparisons never mix protocols;
+- budget: `config.budget_rank`, else the rank-equivalent of the run's LoRA budget;
+- arm: a method, plus the method-specific options that vary between its runs
+  (e.g. `ba_lora (strategy=proportional)`);
+- replicates: runs of one arm in one setting and budget that differ only in the seed; matched seeds
+  pair arms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pandas as pd
+
+from balora.config import RunConfig
+
+REFERENCE = "lora"
+MAIN = ("lora", "ba_lora", "adalora", "eva")
+HEURISTICS = ("linear_decay", "attention_heavy", "magnitude", "activation")
+ABLATIONS = ("ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget")
+METHOD_ORDER = MAIN + HEURISTICS + ABLATIONS
+METHOD_NAMES = {
+    "lora": "LoRA", "ba_lora": "BA-LoRA", "adalora": "AdaLoRA", "eva": "EVA", "linear_decay": "linear decay",
+    "attention_heavy": "attention-heavy", "magnitude": "magnitude", "activation": "activation",
+    "ba_lora_no_warmstart": "BA-LoRA w/o warm-start", "ba_lora_uniform": "BA-LoRA uniform ranks",
+    "ba_lora_no_budget": "BA-LoRA w/o budget",
+}
+PHASES = ("load", "importance", "allocation", "init", "train", "eval")
+METRICS = ("accuracy", "f1", "precision", "recall", "loss")
+
+SETTING_FIELDS = ("model", "dataset", "shots", "train_size")
+# The training protocol all methods of a comparison share; runs that differ in it are in different settings.
+PROTOCOL_FIELDS = ("target_modules", "count_head", "text_column", "label_column", "epochs", "batch_size",
+                   "learning_rate", "weight_decay", "warmup_ratio", "lora_dropout", "alpha_ratio", "max_length",
+                   "eval_batch_size", "evaluations")
+# Every other config field is a method option (strategy, gamma, ...): runs of one method that differ in
+# one are different arms.
+NOT_VARIANT = SETTING_FIELDS + PROTOCOL_FIELDS + ("method", "seed", "budget", "budget_rank", "rank")
+DEFAULTS = RunConfig().to_dict()
+# A run whose accuracy is not above the majority-class rate by more than this has not learnt the task
+# (it predicts, or does no better than predicting, one class).
+MAJORITY_TOLERANCE = 0.001
+
+
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if float(value).is_integer() else f"{value:.2f}".rstrip("0")
+
+
+def budget_label(budget: float, params: int | None = None) -> str:
+    return f"r={_number(budget)}" + (f" ({params:,} params)" if params is not None else "")
+
+
+def setting_label(model: str, dataset: str, shots: int | None, train_size: int | None, protocol: str = "") -> str:
+    data = f"{shots}-shot" if shots is not None else (f"{train_size:,} examples" if train_size else "full pool")
+    return " · ".join(part for part in (model, dataset, data, protocol) if part)
+
+
+def _effective(config: dict[str, Any], name: str) -> Any:
+    """A config value as the run used it: a field the config leaves out has RunConfig's default."""
+    value = config.get(name, DEFAULTS.get(name))
+    if name == "epochs" and value is None:  # RunConfig.train_epochs: 5 few-shot, 3 otherwise
+        return 5 if config.get("shots") is not None else 3
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _varying(configs: list[dict[str, Any]], names: Iterable[str]) -> list[str]:
+    return [n for n in names if len({repr(_effective(c, n)) for c in configs}) > 1]
+
+
+def _describe(config: dict[str, Any], names: list[str], skip_defaults: bool = False) -> str:
+    """`name=value` for `names`; with `skip_defaults`, only where the value is not RunConfig's default
+    (so the default variant of a method keeps the plain method name)."""
+    return ", ".join(f"{n}={_effective(config, n)}" for n in names
+                     if not (skip_defaults and _effective(config, n) == _effective(DEFAULTS, n)))
+
+
+def _budget(result: dict[str, Any]) -> float:
+    config = result["config"]
+    if config.get("budget_rank") is not None:
+        return float(config["budget_rank"])
+    return round(float(result["budget"]["rank_equivalent"]), 2)
+
+
+def _peak(memory: dict[str, float] | None) -> float:
+    return max(memory.values()) if memory else math.nan
+
+
+def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself."""
+    configs = [r["config"] for r in results]
+    # protocol fields that differ between runs of one data setting (not, say, epochs between few-shot and full)
+    by_data: dict[tuple, list[dict[str, Any]]] = {}
+    for c in configs:
+        by_data.setdefault(tuple(repr(c.get(f)) for f in SETTING_FIELDS), []).append(c)
+    protocol_fields = sorted({f for group in by_data.values() for f in _varying(group, PROTOCOL_FIELDS)})
+    options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
+    variants = {m: _varying([c for c in configs if c["method"] == m], options) for m in {c["method"] for c in configs}}
+    rows = []
+    for result in results:
+        config, metrics, params = result["config"], result["metrics"], result["params"]
+        method = config["method"]
+        variant = _describe(config, variants[method], skip_defaults=True)
+        protocol = _describe(config, protocol_fields)
+        budget = _budget(result)
+        timings = dict(result.get("timings", {}))
+        timings.setdefault("total", sum(timings.values()))
+        memory = result.get("memory", {})
+        rows.append({
+            "sweep": result.get("sweep"), "key": result.get("key"), "method": method,
+            "arm": f"{method} ({variant})" if variant else method,
+            "arm_label": f"{method_name(method)} ({variant})" if variant else method_name(method),
+            "model": config["model"], "dataset": config["dataset"], "shots": config.get("shots"),
+            "train_size": config.get("train_size"), "protocol": protocol,
+            "setting": setting_label(config["model"], config["dataset"], config.get("shots"),
+                                     config.get("train_size"), protocol),
+            # few-shot settings that differ only in the shot count (and so possibly in epochs) form a family
+            "family": " · ".join(p for p in (config["model"], config["dataset"], "k-shot",
+                                             _describe(config, [f for f in protocol_fields if f != "epochs"])) if p),
+            "budget": budget, "budget_params": int(result["budget"]["lora_budget"]),
+            "seed": int(config["seed"]),
+            **{m: float(metrics[m]) for m in METRICS if m in metrics},
+            "majority_rate": float(metrics["majority_rate"]),
+            "not_learnt": float(metrics["accuracy"]) < float(metrics["majority_rate"]) + MAJORITY_TOLERANCE,
+            "lora_params": int(params["lora"]), "lora_final": int(params.get("lora_final", params["lora"])),
+            "head_params": int(params["head"]), "total_trainable": int(params["total_trainable"]),
+            **{f"time_{p}": float(timings[p]) for p in (*PHASES, "total") if p in timings},
+            "peak_rss_mib": _peak(memory.get("peak_rss_mib")), "peak_cuda_mib": _peak(memory.get("peak_cuda_mib")),
+            "steps": result.get("steps"), "convergence_step": result.get("convergence_step"),
+            "result": result,
+        })
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["model", "dataset", "train_size", "shots", "protocol", "budget", "seed"],
+                             na_position="last").reset_index(drop=True)
+
+
+def arm_order(arms: Iterable[str]) -> list[str]:
+    """Arms in the report's order: main methods, heuristics, ablations, then anything else."""
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    return sorted(set(arms), key=lambda a: (order.get(a.split(" (")[0], len(order)), a))
+
+
+def settings(frame: pd.DataFrame) -> list[str]:
+    """Setting labels in data order (model, dataset, training size or shots)."""
+    return list(dict.fromkeys(frame["setting"]))
+
+
+def by_seed(frame: pd.DataFrame, column: str) -> dict[int, float]:
+    """{seed: value} of one arm's replicates (a seed stored twice keeps its last run)."""
+    return dict(zip(frame["seed"].astype(int), frame[column].astype(float)))
+
+
+def _layer_and_suffix(module: str) -> tuple[int, list[str]]:
+    """Transformer block index of a module name and the name parts after it."""
+    parts = module.split(".")
+    index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
+    return (0, parts[-1:]) if index is None else (int(parts[index]), parts[index + 1:])
+
+
+def allocation_frame(runs: pd.DataFrame, column: str = "final_rank") -> pd.DataFrame:
+    """One row per module per run: run (frame index), seed, layer, kind, importance, rank, and `value`
+    (the rank after training by default; `column="rank"` for the allocated one).
+
+    A module's kind is its name after the layer index, less the prefix all kinds share, e.g. `query`
+    for BERT's `attention.self.query` when only query and value are adapted."""
+    rows = [{"run": index, "seed": seed, "module": m["name"], "importance": float(m.get("importance", 0.0)),
+             "rank": m["rank"], "value": m.get(column, m["rank"])}
+            for index, seed, result in zip(runs.index, runs["seed"], runs["result"])
+            for m in result.get("allocation", [])]
+    frame = pd.DataFrame(rows, columns=["run", "seed", "module", "importance", "rank", "value"])
+    split = {name: _layer_and_suffix(name) for name in frame["module"].unique()}
+    suffixes = [suffix for _, suffix in split.values()]
+    shared = 0
+    while suffixes and all(len(s) > shared + 1 and s[shared] == suffixes[0][shared] for s in suffixes):
+        shared += 1
+    frame["layer"] = frame["module"].map(lambda n: split[n][0])
+    frame["kind"] = frame["module"].map(lambda n: ".".join(split[n][1][shared:]))
+    return frame

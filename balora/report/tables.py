@@ -1,0 +1,228 @@
+"""The report's tables, rendered from an `Analysis` as plain-text cells.
+
+Accuracy-type numbers are percentages with two decimals and Δ is in percentage points; every
+comparison is paired on matched seeds, with Holm's adjustment over the comparisons of one table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from balora.report import stats
+from balora.report.analysis import Analysis, Row, trend_deltas
+from balora.report.document import Table, slug
+from balora.report.runs import PHASES, REFERENCE, arm_order, budget_label, by_seed, settings
+
+DASH = "–"
+
+
+def pct(value: float) -> str:
+    return DASH if not math.isfinite(value) else f"{100 * value:.2f}"
+
+
+def pct_summary(summary: stats.Summary) -> str:
+    if summary.n == 0:
+        return DASH
+    return pct(summary.mean) + ("" if math.isnan(summary.std) else f" ± {100 * summary.std:.2f}")
+
+
+def signed(value: float, scale: float = 100.0) -> str:
+    return DASH if not math.isfinite(value) else f"{scale * value:+.2f}"
+
+
+def p_value(p: float | None) -> str:
+    if p is None:
+        return DASH
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def count(value: float) -> str:
+    return DASH if not math.isfinite(value) else f"{round(value):,}"
+
+
+def delta_text(c: stats.Comparison) -> str:
+    """Δ in pp with its 95% CI where there are two pairs or more."""
+    if c.n_pairs == 0:
+        return DASH
+    if c.n_pairs < 2:
+        return signed(c.delta)
+    return f"{signed(c.delta)} [{signed(c.ci_low)}, {signed(c.ci_high)}]"
+
+
+def _mean(row: Row, column: str) -> float:
+    return float(row.runs[column].mean())
+
+
+def _compared(value: Callable[[stats.Comparison], str], reference: str = DASH) -> Callable[[Row], str]:
+    """A comparison cell; on the reference's own row, `reference` instead."""
+    return lambda r: reference if r.comparison is None else value(r.comparison)
+
+
+def _p_t(c: stats.Comparison) -> str:
+    return f"n<3 (n={c.n_pairs})" if c.p_t is None and c.n_pairs else p_value(c.p_t)
+
+
+def _d(c: stats.Comparison) -> str:
+    return DASH if math.isnan(c.cohens_d) else ("±inf" if math.isinf(c.cohens_d) else f"{c.cohens_d:+.2f}")
+
+
+COLUMNS: dict[str, Callable[[Row], str]] = {
+    "Method": lambda r: r.label,
+    "n": lambda r: str(len(r.runs)),
+    "LoRA params": lambda r: count(_mean(r, "lora_params")),
+    "Final LoRA params": lambda r: count(_mean(r, "lora_final")),
+    "Head params": lambda r: count(_mean(r, "head_params")),
+    "Eval loss": lambda r: f"{_mean(r, 'loss'):.4f}" + ("" if len(r.runs) < 2 else f" ± {r.runs['loss'].std():.4f}"),
+    "Acc. (%)": lambda r: pct_summary(stats.summarize(r.runs["accuracy"])),
+    "Majority (%)": lambda r: pct(_mean(r, "majority_rate")),
+    "≤ majority": lambda r: f"{int(r.runs['not_learnt'].sum())}/{len(r.runs)}",
+    "F1 (%)": lambda r: pct_summary(stats.summarize(r.runs["f1"])),
+    "Δ acc. (pp) [95% CI]": _compared(delta_text, "(reference)"),
+    "p (t)": _compared(_p_t),
+    "p (Wilcoxon)": _compared(lambda c: p_value(c.p_wilcoxon)),
+    "d": _compared(_d),
+    "p (Holm)": _compared(lambda c: p_value(c.p_holm)),
+    "Verdict": _compared(lambda c: stats.SHORT_VERDICT[c.verdict], "(reference)"),
+}
+# What a page-wide version of a comparison table keeps: the lead, the arm, its accuracy and the verdict.
+COMPACT_STATS = ["Budget", "Shots/class", "Method", "n", "LoRA params", "Acc. (%)", "≤ majority",
+                 "Δ acc. (pp) [95% CI]", "p (t)", "p (Holm)", "Verdict"]
+STAT_COLUMNS = ["Δ acc. (pp) [95% CI]", "p (t)", "p (Wilcoxon)", "d", "p (Holm)", "Verdict"]
+STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in accuracy (method − reference) with "
+             "its paired-t 95% CI. p (t): paired t-test on matched seeds; n<3 where fewer than 3 seeds match "
+             "(no test). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired Cohen's d. p (Holm): the t-test "
+             "p adjusted over this table. Verdict at α = 0.05 on the Holm p: better, worse, or n.s. (no significant "
+             "difference). ≤ majority: runs whose accuracy is not above the majority-class rate (by more than "
+             "0.1 pp), i.e. that have not learnt the task.")
+
+
+def render(rows: list[Row], columns: list[str],
+           extra: dict[str, Callable[[Row], str]] | None = None) -> list[list[str]]:
+    """Cells of `rows`: the group label, then `columns` from COLUMNS or `extra` (table-specific ones)."""
+    cells = {**COLUMNS, **(extra or {})}
+    return [[row.lead, *(cells[c](row) for c in columns)] for row in rows]
+
+
+def budget_tables(analysis: Analysis) -> list[Table]:
+    """Seed 000 Exp. 1: the main methods × budgets against LoRA, per setting."""
+    columns = ["Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "Majority (%)",
+               "≤ majority", "F1 (%)", *STAT_COLUMNS]
+    note = "LoRA params: trainable at training time; final: after AdaLoRA's pruning or EVA's redistribution."
+    compact = ["Budget", "Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "≤ majority",
+               "F1 (%)", "Δ acc. (pp) [95% CI]", "p (Holm)", "Verdict"]
+    return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
+                  render(rows, columns), [note], STAT_NOTE, compact) for setting, rows in analysis.main.items()]
+
+
+def fewshot_tables(analysis: Analysis) -> list[Table]:
+    """Seed 000 Exp. 2: shots × main methods at one budget, then whether the gap widens as data shrinks."""
+    columns = ["Method", "n", "Acc. (%)", "Majority (%)", "≤ majority", *STAT_COLUMNS]
+    tables = []
+    for name, rows in analysis.fewshot.items():
+        tables.append(Table(f"fewshot_{slug(name)}", f"Few-shot accuracy — {name}", ["Shots/class", *columns],
+                            render(rows, columns), [], STAT_NOTE, COMPACT_STATS))
+        tables.append(_trend_table(name, rows, analysis.trends[name]))
+    return tables
+
+
+def _trend_table(name: str, rows: list[Row], trends: dict[str, stats.Trend]) -> Table:
+    cells = []
+    for arm, trend in trends.items():
+        deltas = trend_deltas(rows, arm)
+        ends = [f"{signed(float(np.mean(deltas[k])))} ({k})" for k in (min(deltas), max(deltas))] if deltas else [
+            DASH, DASH]
+        slope = DASH if math.isnan(trend.slope) else (
+            f"{signed(trend.slope)} [{signed(trend.ci_low)}, {signed(trend.ci_high)}]")
+        label = next(r.label for r in rows if r.arm == arm)
+        cells.append([label, *ends, slope, p_value(trend.p), trend.verdict])
+    note = ("Δ against LoRA at the fewest and the most shots per class (in brackets). Slope: least-squares fit of "
+            "the per-seed Δ (pp) against log2(shots per class); negative means a larger gap with fewer shots.")
+    return Table(f"fewshot_trend_{slug(name)}", f"Few-shot gap trend — {name}",
+                 ["Method", "Δ at fewest shots (pp)", "Δ at most shots (pp)", "Slope (pp per doubling) [95% CI]",
+                  "p", "Trend"], cells, [note])
+
+
+def ablation_tables(analysis: Analysis) -> list[Table]:
+    """Seed 000 Exp. 4: each ablation against full BA-LoRA (the reference here), per setting."""
+    columns = ["Method", "n", "LoRA params", "Acc. (%)", "Majority (%)", "≤ majority", *STAT_COLUMNS]
+    legend = STAT_NOTE.replace("method − reference", "ablation − full BA-LoRA")
+    return [Table(f"ablation_{slug(setting)}", f"Ablations against full BA-LoRA — {setting}", ["Budget", *columns],
+                  render(rows, columns), [], legend, COMPACT_STATS) for setting, rows in analysis.ablation.items()]
+
+
+def strategy_tables(analysis: Analysis) -> list[Table]:
+    """Seed 002's strategy comparison: every arm's evaluation loss, parameters, saving against the largest
+    configuration in the table, and accuracy against LoRA."""
+    columns = ["Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)", "Majority (%)",
+               "≤ majority", *STAT_COLUMNS]
+    note = "Reduction: 1 − LoRA params / the largest LoRA params in this table. Eval loss: test cross-entropy."
+    tables = []
+    for setting, rows in analysis.strategy.items():
+        largest = max(_mean(r, "lora_params") for r in rows)
+        reduction = {"Reduction (%)": lambda r, top=largest: f"{100 * (1 - _mean(r, 'lora_params') / top):.1f}"}
+        tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
+                            render(rows, columns, reduction), [note], STAT_NOTE,
+                            ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
+                             "≤ majority", "Δ acc. (pp) [95% CI]", "p (Holm)", "Verdict"]))
+    return tables
+
+
+def time_ratios(frame: pd.DataFrame, arm: str) -> list[float]:
+    """Total time of each run of `arm` over its matched LoRA run (same setting, budget and seed)."""
+    ratios = []
+    for _, cell in frame.groupby(["setting", "budget"]):
+        base = by_seed(cell[cell["method"] == REFERENCE], "time_total")
+        for seed, total in by_seed(cell[cell["arm"] == arm], "time_total").items():
+            if base.get(seed, 0) > 0:
+                ratios.append(total / base[seed])
+    return ratios
+
+
+def cost_tables(analysis: Analysis) -> list[Table]:
+    """Each arm's mean phase timings, total time relative to matched LoRA runs, and peak memory, per setting."""
+    frame = analysis.frame
+    tables = []
+    for setting in settings(frame):
+        part = frame[frame["setting"] == setting]
+        phases = [p for p in PHASES if f"time_{p}" in part and part[f"time_{p}"].notna().any()]
+        cuda = part["peak_cuda_mib"].notna().any()
+        columns = ["Method", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", "Total / LoRA (×)",
+                   "Peak RSS (MiB)", *(["Peak CUDA (MiB)"] if cuda else []), "Steps", "Converged (step)"]
+        rows = []
+        for arm in arm_order(part["arm"]):
+            runs = part[part["arm"] == arm]
+            ratio = stats.summarize(time_ratios(part, arm))
+            ratio_cell = DASH if ratio.n == 0 else f"{ratio.mean:.2f}" + (
+                "" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}") + f" (n={ratio.n})"
+            timing = [DASH if runs[f"time_{p}"].isna().all() else f"{runs[f'time_{p}'].mean():.2f}" for p in phases]
+            rows.append([runs["arm_label"].iloc[0], str(len(runs)), *timing, f"{runs['time_total'].mean():.2f}",
+                         ratio_cell, count(runs["peak_rss_mib"].mean()),
+                         *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
+                         *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
+        note = ("Seconds per phase (– where a method has no such phase), mean over the arm's runs in this setting, "
+                "all budgets; total / LoRA: mean ± std of the ratio to the LoRA run with the same budget and seed; "
+                "peak memory: the largest per-phase peak, mean over runs; steps: optimizer steps; converged: first "
+                "validation step at 95% of the final validation accuracy, mean over runs.")
+        compact = ["Method", "Runs", "importance (s)", "init (s)", "train (s)", "Total (s)", "Total / LoRA (×)",
+                   "Peak RSS (MiB)", "Peak CUDA (MiB)", "Converged (step)"]
+        tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, [note], compact=compact))
+    return tables
+
+
+def coverage_table(frame: pd.DataFrame) -> Table:
+    """Which arms ran where: runs per budget and the seeds, so gaps show before any comparison."""
+    rows = []
+    for setting in settings(frame):
+        part = frame[frame["setting"] == setting]
+        for arm in arm_order(part["arm"]):
+            runs = part[part["arm"] == arm]
+            per_budget = ", ".join(f"{budget_label(b)}: {len(r)}" for b, r in runs.groupby("budget"))
+            rows.append([setting, runs["arm_label"].iloc[0], per_budget,
+                         ", ".join(str(s) for s in sorted(runs["seed"].unique())),
+                         ", ".join(sorted({str(s) for s in runs["sweep"] if s})) or DASH])
+    return Table("coverage", "Runs per setting, method and budget",
+                 ["Setting", "Method", "Runs per budget", "Seeds", "Sweeps"], rows)
