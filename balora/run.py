@@ -149,7 +149,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     seed_everything(config.seed)
     prepared = get_method(config.method)(run.method_context(total_steps(train_loader, config.train_epochs)))
     seed_everything(config.seed)  # LoRA's random A depends only on the seed, not on the method's work
-    model = get_peft_model(run.model, prepared.peft_config)
+    with meter.phase("adapter"):
+        model = get_peft_model(run.model, prepared.peft_config)
     if prepared.initialise is not None:
         prepared.initialise(model)
     lora_params, trained_head = _lora_parameter_count(model), _trained_head_count(model)
@@ -159,12 +160,11 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     def validate(m: torch.nn.Module) -> dict[str, float]:
         return evaluate(m, validation_loader, data.num_labels)
 
-    initial = validate(model)
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
-                             config.evaluations, progress)
+                             config.evaluations, progress and placement.is_main)
     seed_everything(config.seed)
-    settings.progress = progress and placement.is_main
-    with meter.phase("train"):
+    with meter.phase("train"):  # the validation curve, its step-0 point included, is part of training
+        initial = validate(model)
         log = train(placement.wrap(model), train_loader, settings, validate, prepared.after_step)
     log.validation.insert(0, (0, initial))
     with meter.phase("eval"):
@@ -197,15 +197,16 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     }
     result["environment"]["world_size"] = placement.world
     if out_dir is not None and placement.is_main:
-        save(result, model, Path(out_dir))
+        with meter.phase("save"):
+            model.save_pretrained(Path(out_dir) / "adapter")
+        result["timings"] = meter.seconds | {"total": sum(meter.seconds.values())}
+        save_result(result, Path(out_dir))
     return RunOutput(result, model)
 
 
-def save(result: dict[str, Any], model: torch.nn.Module, out_dir: Path) -> None:
-    """Write the adapter, then `result.json` atomically (its presence means the run is complete)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir / "adapter")
-    result = dict(result, adapter=str((out_dir / "adapter").resolve()))
+def save_result(result: dict[str, Any], out_dir: Path) -> None:
+    """Write `result.json` atomically, after the adapter: its presence means the run is complete."""
+    result["adapter"] = str((out_dir / "adapter").resolve())
     tmp = out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out_dir / "result.json")
