@@ -364,14 +364,14 @@ def results_table(db: str, sweep: str | None = None) -> str:
     for r in results:
         c = r["config"]
         groups.setdefault((c["method"], c.get("budget_rank"), c.get("shots"), c.get("train_size")), []).append(r)
-    lines = [f"{'method':<22} {'budget':>6} {'data':>10} {'n':>2} {'accuracy':>15} {'LoRA params':>11} {'head':>6} "
-             f"{'majority':>8} {'time s':>7}"]
+    lines = [f"{'method':<22} {'budget':>6} {'data':>10} {'n':>2} {'accuracy':>15} {'LoRA trained':>12} {'LoRA final':>10} "
+             f"{'head':>6} {'majority':>8} {'time s':>7}"]
     for (method, budget, shots, size), rows in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
         acc = [r["metrics"]["accuracy"] for r in rows]
         spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
         data = f"{shots}-shot" if shots else f"n={size or 'all'}"
         lines.append(f"{method:<22} {str(budget):>6} {data:>10} {len(rows):>2} {statistics.mean(acc):>8.4f} ± {spread:.3f} "
-                     f"{rows[0]['params']['lora_final']:>11,} {rows[0]['params']['head']:>6,} "
+                     f"{rows[0]['params']['lora']:>12,} {rows[0]['params']['lora_final']:>10,} {rows[0]['params']['head']:>6,} "
                      f"{rows[0]['metrics']['majority_rate']:>8.3f} "
                      f"{statistics.mean(r['timings']['total'] for r in rows):>7.1f}")
     return "\n".join(lines)
