@@ -53,7 +53,6 @@ class PhaseMeter:
             if torch.cuda.is_available():
                 self.peak_cuda_mib[name] = torch.cuda.max_memory_allocated() / MIB
 
-    def to_dict(self) -> dict:
-        return {"seconds": self.seconds, "total_seconds": sum(self.seconds.values()),
-                "peak_rss_mib": self.peak_rss_mib, "peak_rss_mib_max": max(self.peak_rss_mib.values(), default=0.0),
-                "peak_cuda_mib": self.peak_cuda_mib}
+    def timings(self) -> dict[str, float]:
+        """Seconds per phase, and their sum as `total`."""
+        return self.seconds | {"total": sum(self.seconds.values())}

@@ -13,7 +13,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import (
-    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -103,14 +102,6 @@ def load_classifier(name: str, num_labels: int, seed: int) -> PreTrainedModel:
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
-
-
-def load_causal_lm(name: str) -> PreTrainedModel:
-    path = resolve_model_path(name)
-    try:
-        return AutoModelForCausalLM.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise _hub_error(name, err) from None
 
 
 def default_target_names(model: nn.Module) -> list[str]:

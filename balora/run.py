@@ -192,14 +192,14 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "curves": {"train_loss": log.train_loss, "validation": log.validation},
         "steps": log.steps,
         "convergence_step": log.convergence_step(),
-        "timings": meter.seconds | {"total": sum(meter.seconds.values())},
+        "timings": meter.timings(),
         "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},
     }
     result["environment"]["world_size"] = placement.world
     if out_dir is not None and placement.is_main:
         with meter.phase("save"):
             model.save_pretrained(Path(out_dir) / "adapter")
-        result["timings"] = meter.seconds | {"total": sum(meter.seconds.values())}
+        result["timings"] = meter.timings()  # now with the save
         save_result(result, Path(out_dir))
     return RunOutput(result, model)
 
