@@ -52,6 +52,11 @@ def rank_equivalent(targets: list[TargetModule], params: int) -> float:
     return params / sum(t.cost_per_rank for t in targets)
 
 
+def nearest_rank(targets: list[TargetModule], params: int) -> int:
+    """The whole rank (at least 1) whose uniform cost is closest to `params`: seed 000's base rank."""
+    return max(1, round(rank_equivalent(targets, params)))
+
+
 def lora_budget(targets: list[TargetModule], *, params: int | None = None, rank: float | None = None,
                 head_params: int = 0, count_head: bool = False) -> int:
     """LoRA parameters available, from a parameter count or a rank-equivalent.
@@ -200,7 +205,7 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
     lows, highs = _bounds(targets, min_rank, max_rank)
 
     if strategy == "seed000":
-        base = base_rank or max(1, round(rank_equivalent(targets, budget)))
+        base = base_rank or nearest_rank(targets, budget)
         ranks = fit_to_budget(_seed000_proposal(scores, base), targets, budget, lows, highs,
                               trim_order=lambda j, r: (-r[j], scores[j], j),
                               fill_order=lambda j, r: (r[j], -scores[j], j))

@@ -142,7 +142,7 @@ def ba_lora_no_budget(ctx: MethodContext) -> Prepared:
     """Ablation: seed 000's normalised ranks without the trim/fill; spends what they cost."""
     gradients = _gradients(ctx)
     scores = _scores(ctx, ctx.config.importance_metric, gradients)
-    base = ctx.config.base_rank or max(1, round(allocation.rank_equivalent(ctx.targets, ctx.budget)))
+    base = ctx.config.base_rank or allocation.nearest_rank(ctx.targets, ctx.budget)
     ranks = allocation.unbudgeted_seed000(scores, ctx.targets, base, ctx.config.min_rank)
     return _with_warm_start(ctx, ranks, gradients)
 
@@ -193,7 +193,7 @@ def _scored_heuristic(metric: str) -> Callable[[MethodContext], Prepared]:
 def adalora(ctx: MethodContext) -> Prepared:
     """PEFT's AdaLoRA: starts at `adalora_init_ratio` × the budget's rank, prunes singular values
     to the budget's rank on average; `update_and_allocate` runs after every optimizer step."""
-    target_r = max(1, round(allocation.rank_equivalent(ctx.targets, ctx.budget)))
+    target_r = allocation.nearest_rank(ctx.targets, ctx.budget)
     init_r = max(target_r, round(ctx.config.adalora_init_ratio * target_r))
     steps = ctx.total_steps
     tinit, tfinal = max(1, steps // 10), max(1, steps // 5)

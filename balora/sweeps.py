@@ -200,14 +200,14 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
         status = {p.config.key(): store.status(p.config.key()) for p in spec.runs}
         todo = [p for p in spec.runs if status[p.config.key()] != "done"
                 and (status[p.config.key()] != "failed" or rerun_failed)]
+        counts = {"planned": len(todo), "done": 0, "failed": 0, "skipped": len(spec.runs) - len(todo)}
         if dry_run:
             for p in spec.runs:
                 print(f"{p.config.key()}  {status[p.config.key()] or 'planned':<8} {p.grid:<12} {_describe(p.config)}")
             minutes = _estimate_seconds(store, todo) / 60 / (workers if backend == "local" else 1)
             print(f"{len(spec.runs)} runs in sweep '{spec.name}': {len(spec.runs) - len(todo)} done or failed, "
                   f"{len(todo)} to run, about {minutes:.0f} min")
-            return {"planned": len(todo), "done": 0, "failed": 0, "skipped": len(spec.runs) - len(todo)}
-        counts = {"planned": len(todo), "done": 0, "failed": 0, "skipped": len(spec.runs) - len(todo)}
+            return counts
         started, inside_runs = time.perf_counter(), [0.0]
         bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", dynamic_ncols=True)
 
