@@ -10,18 +10,29 @@ strategy proposes ranks, then `fit_to_budget` trims and fills them so that
   (a rank-equivalent budget is spent to at least 99%, usually exactly).
 
 A budget below `min_rank` on every module is infeasible and raises `BaloraError`.
+
+The default strategy, `proportional`, gives module i a rank proportional to sᵢ^p (its importance
+score to the power `power`, default 1), exactly: rᵢ* = clip(λ·sᵢ^p, lowᵢ, highᵢ) with λ solved so that
+Σ rᵢ*·costᵢ equals the budget, then integer ranks by largest remainder. So scores that differ only by
+noise give a near-uniform allocation (the same rank everywhere when scores are equal, whatever the
+shapes), multiplying every score by a constant changes nothing, and a module with twice the score of
+another gets 2^p times its rank unless a bound stops it. `power` < 1 tempers outliers, > 1 sharpens.
+Seed 000's own procedure (`seed000`) only uses the scores' order after min-max normalisation and
+fills the lowest ranks first, which leaves most modules at one rank: kept for reproducing the seed.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from balora.errors import BaloraError
 from balora.models import TargetModule
 
-STRATEGIES = ("seed000", "proportional", "threshold", "top_k", "uniform")
+STRATEGIES = ("proportional", "seed000", "threshold", "top_k", "uniform")
 
 
 @dataclass(frozen=True)
@@ -155,18 +166,33 @@ def _close_gap(ranks: list[int], costs: list[int], left: int, lows: list[int], h
     return ranks
 
 
-def _shares(scores: list[float]) -> list[float]:
-    total = sum(scores)
-    return [s / total for s in scores] if total > 0 else [1 / len(scores)] * len(scores)
-
-
-def _proportional(scores: list[float], targets: list[TargetModule], budget: int, lows: list[int],
-                  highs: list[int]) -> list[int]:
-    """Spend the budget above the minimum in proportion to `scores` (as parameters, not ranks),
-    rounding by largest remainder."""
+def _ideal_ranks(weights: list[float], targets: list[TargetModule], budget: int, lows: list[int],
+                 highs: list[int]) -> list[float]:
+    """Real-valued ranks clip(λ·wᵢ, lowᵢ, highᵢ) whose cost is the budget (λ by bisection; the cost is
+    non-decreasing in λ). All-zero weights mean no preference: equal weights."""
     costs = [t.cost_per_rank for t in targets]
-    free = max(budget - sum(lo * c for lo, c in zip(lows, costs)), 0)
-    ideal = [lo + free * a / c if hi > 0 else 0.0 for lo, hi, a, c in zip(lows, highs, _shares(scores), costs)]
+    if not any(w > 0 for w in weights):
+        weights = [1.0] * len(weights)
+
+    def ranks(scale: float) -> list[float]:
+        return [min(max(scale * w, lo), hi) for w, lo, hi in zip(weights, lows, highs)]
+
+    def cost(scale: float) -> float:
+        return sum(r * c for r, c in zip(ranks(scale), costs))
+
+    low, high = 0.0, max(hi / w for w, hi in zip(weights, highs) if w > 0)
+    if cost(high) <= budget:
+        return ranks(high)
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if cost(middle) <= budget else (low, middle)
+    return ranks(low)
+
+
+def _proportional(weights: list[float], targets: list[TargetModule], budget: int, lows: list[int],
+                  highs: list[int]) -> list[int]:
+    """Ranks proportional to `weights` within bounds, spending the budget; integers by largest remainder."""
+    ideal = _ideal_ranks(weights, targets, budget, lows, highs)
     return fit_to_budget([int(x) for x in ideal], targets, budget, lows, highs,
                          trim_order=lambda j, r: (ideal[j] - r[j], j),
                          fill_order=lambda j, r: (r[j] - ideal[j], j))
@@ -180,20 +206,21 @@ def _seed000_proposal(scores: list[float], base_rank: int) -> list[int]:
 
 
 def allocate(importance: dict[str, float], targets: list[TargetModule], budget: int, *,
-             strategy: str = "seed000", base_rank: int | None = None, min_rank: int = 2,
-             max_rank: int | None = None, threshold: float = 0.5, top_k: int | None = None) -> list[ModuleRank]:
+             strategy: str = "proportional", base_rank: int | None = None, min_rank: int = 2,
+             max_rank: int | None = None, threshold: float = 0.5, top_k: int | None = None,
+             power: float = 1.0) -> list[ModuleRank]:
     """Ranks for `targets` within `budget` LoRA parameters.
 
     - `seed000`: seed 000's procedure. Importance is normalised to [0.5, 2] × `base_rank`
       (default: the budget's rank-equivalent), floored and kept ≥ `min_rank`; then the highest
       rank is trimmed and the lowest rank filled until the budget is met.
-    - `proportional`: the budget above the minimum is shared in proportion to importance
-      (as parameters, not ranks), rounded by largest remainder.
-    - `threshold`: modules scoring ≥ `threshold` × the top score share the budget in proportion;
+    - `proportional` (the default): rank ∝ importance^`power`, exactly within the bounds (module
+      docstring), rounded by largest remainder.
+    - `threshold`: modules scoring ≥ `threshold` × the top score get ranks ∝ importance^`power`;
       the rest keep `min_rank`.
-    - `top_k`: the `top_k` highest-scoring modules (default half) share the budget in proportion;
+    - `top_k`: the `top_k` highest-scoring modules (default half) get ranks ∝ importance^`power`;
       the rest get rank 0 and are not adapted.
-    - `uniform`: the same rank everywhere (importance ignored), the remainder filled in order.
+    - `uniform`: the same rank everywhere (importance ignored), the remainder by largest remainder.
     """
     if strategy not in STRATEGIES:
         raise BaloraError(f"unknown allocation strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
@@ -201,7 +228,10 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
         raise BaloraError(f"need 0 <= min_rank <= max_rank, got min_rank={min_rank}, max_rank={max_rank}")
     if not targets:
         raise BaloraError("no target modules to allocate ranks to")
+    if not (power > 0 and math.isfinite(power)):
+        raise BaloraError(f"allocation power must be a positive number, got {power}")
     scores = [max(float(importance.get(t.name, 0.0)), 0.0) for t in targets]
+    weights = [s ** power for s in scores]
     lows, highs = _bounds(targets, min_rank, max_rank)
 
     if strategy == "seed000":
@@ -210,18 +240,18 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
                               trim_order=lambda j, r: (-r[j], scores[j], j),
                               fill_order=lambda j, r: (r[j], -scores[j], j))
     elif strategy == "proportional":
-        ranks = _proportional(scores, targets, budget, lows, highs)
+        ranks = _proportional(weights, targets, budget, lows, highs)
     elif strategy == "uniform":
-        ranks = _proportional([float(t.cost_per_rank) for t in targets], targets, budget, lows, highs)
+        ranks = _proportional([1.0] * len(targets), targets, budget, lows, highs)
     elif strategy == "threshold":
         cut = threshold * max(scores)
         highs = [hi if s >= cut else lo for hi, lo, s in zip(highs, lows, scores)]
-        ranks = _proportional([s if s >= cut else 0.0 for s in scores], targets, budget, lows, highs)
+        ranks = _proportional([w if s >= cut else 0.0 for w, s in zip(weights, scores)], targets, budget, lows, highs)
     else:  # top_k
         keep = set(sorted(range(len(targets)), key=lambda j: (-scores[j], j))[: top_k or max(1, len(targets) // 2)])
         lows = [lo if j in keep else 0 for j, lo in enumerate(lows)]
         highs = [hi if j in keep else 0 for j, hi in enumerate(highs)]
-        ranks = _proportional(scores, targets, budget, lows, highs)
+        ranks = _proportional(weights, targets, budget, lows, highs)
     return [ModuleRank(t.name, t.d_out, t.d_in, s, r) for t, s, r in zip(targets, scores, ranks)]
 
 
@@ -236,3 +266,19 @@ def unbudgeted_seed000(importance: dict[str, float], targets: list[TargetModule]
 
 def total_params(allocation: list[ModuleRank]) -> int:
     return sum(m.params for m in allocation)
+
+
+def summary(allocation: list[ModuleRank]) -> dict[str, float]:
+    """How far an allocation is from uniform: its ranks' min, median and max, and their Gini
+    coefficient (0 when every module has the same rank; (n-1)/n when one module has them all)."""
+    ranks = sorted(m.rank for m in allocation)
+    n, total = len(ranks), sum(ranks)
+    gini = sum((2 * i - n + 1) * r for i, r in enumerate(ranks)) / (n * total) if total else 0.0
+    return {"min": ranks[0], "median": statistics.median(ranks), "max": ranks[-1], "gini": gini}
+
+
+def describe(allocation: list[ModuleRank]) -> str:
+    """One line for `balora allocate` and the logs: ranks min/median/max and Gini."""
+    s = summary(allocation)
+    return (f"ranks min {s['min']} / median {s['median']:g} / max {s['max']}, Gini {s['gini']:.3f} "
+            "(0 = uniform)")

@@ -25,16 +25,18 @@ class RunConfig:
     budget: int | None = field(default=None, metadata={"help": "LoRA parameter budget as a count."})
     budget_rank: float | None = field(default=None, metadata={"help": "Budget as the cost of uniform rank R on the same targets."})
     count_head: bool = field(default=False, metadata={"help": "Pay the classification head out of the budget."})
-    strategy: str = field(default="seed000", metadata={"help": "Allocation: seed000, proportional, threshold, top_k, uniform."})
+    strategy: str = field(default="proportional", metadata={"help": "Allocation: proportional, seed000, threshold, top_k, uniform."})
+    allocation_power: float = field(default=1.0, metadata={"help": "Ranks ∝ importance^power (proportional, threshold, top_k)."})
     importance_metric: str = field(default="sensitivity", metadata={"help": "sensitivity, grad_norm, fisher, magnitude, activation."})
     base_rank: int | None = field(default=None, metadata={"help": "Seed 000's base rank; default the budget's rank-equivalent."})
     min_rank: int = field(default=2, metadata={"help": "Smallest rank an adapted module gets."})
     max_rank: int | None = field(default=None, metadata={"help": "Largest rank a module may get; default min(d_in, d_out)."})
     threshold: float = field(default=0.5, metadata={"help": "Strategy threshold: share of the top score a module needs."})
     top_k: int | None = field(default=None, metadata={"help": "Strategy top_k: modules that get a rank (default half)."})
-    gradient_samples: int = field(default=1000, metadata={"help": "Training examples in the importance pass."})
+    gradient_samples: int = field(default=1000, metadata={"help": "Importance pass: a stratified random sample."})
+    head_probe_steps: int = field(default=0, metadata={"help": "Probe steps fitting the head first (every method); 0 = off."})
     warmstart: bool = field(default=True, metadata={"help": "Initialise B from the mean gradient (ba_lora)."})
-    gamma: float = field(default=0.02, metadata={"help": "Warm-start step: scaling·B·A ≈ -gamma·G/RMS(G) (see initialisation)."})
+    gamma: float = field(default=0.02, metadata={"help": "Warm-start step: ‖scaling·B·A‖ = gamma·‖G/RMS(G)‖ per module."})
     gamma_normalise: bool = field(default=True, metadata={"help": "Divide G by its RMS first; off: gamma is a raw learning rate."})
     decay_direction: str = field(default="decreasing", metadata={"help": "linear_decay: rank 'decreasing' or 'increasing' with depth."})
     heuristic_ratio: float = field(default=2.0, metadata={"help": "linear_decay: top/bottom rank ratio; attention_heavy: attention/FFN."})
@@ -54,13 +56,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
-                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho"]
+                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power"]
         positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank"]
         for name in positive + positive_or_none:
             value = getattr(self, name)
             if (value is not None or name in positive) and (not isinstance(value, int | float) or value <= 0):
                 raise BaloraError(f"{name} must be a positive number, got {value!r}")
-        for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank"):
+        for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank", "head_probe_steps"):
             if getattr(self, name) < 0:
                 raise BaloraError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.warmup_ratio >= 1 or self.lora_dropout >= 1:
@@ -69,6 +71,9 @@ class RunConfig:
             raise BaloraError("give --shots or --train-size, not both")
         if self.budget is not None and self.budget_rank is not None:
             raise BaloraError("give --budget or --budget-rank, not both")
+        if self.rank is not None and self.budget_rank is not None and self.rank != self.budget_rank:
+            raise BaloraError(f"--rank {self.rank} conflicts with --budget-rank {self.budget_rank:g}: "
+                              "give one of them, or the same value")
         if self.decay_direction not in ("decreasing", "increasing"):
             raise BaloraError(f"decay_direction must be 'decreasing' or 'increasing', got {self.decay_direction!r}")
         if self.adalora_init_ratio < 1:

@@ -216,6 +216,30 @@ def select_training(pool: list[Example], shots: int | None, train_size: int | No
     return chosen
 
 
+def importance_sample(examples: list[Example], size: int, seed: int) -> list[Example]:
+    """A seeded random sample of `size` training examples, stratified by class, for the importance pass.
+
+    Importance scores, the warm-start gradient and EVA's statistics all come from this one sample, so it
+    must represent the training set: each class gets its share of `size` (largest remainder), drawn
+    uniformly at random within the class, so neither text length nor order can bias it. With `size` at
+    least the training set, the whole set is used.
+    """
+    if size >= len(examples):
+        return examples[:]
+    by_class: dict[int, list[Example]] = {}
+    for example in examples:
+        by_class.setdefault(example.label, []).append(example)
+    labels = sorted(by_class)
+    quotas = {label: size * len(by_class[label]) // len(examples) for label in labels}
+    remainders = sorted(labels, key=lambda c: (-(size * len(by_class[c]) % len(examples)), c))
+    for label in remainders[: size - sum(quotas.values())]:
+        quotas[label] += 1
+    rng = random.Random(seed)
+    chosen = [e for label in labels for e in rng.sample(by_class[label], quotas[label])]
+    rng.shuffle(chosen)
+    return chosen
+
+
 def make_loader(examples: list[Example], tokenizer: PreTrainedTokenizerBase, batch_size: int,
                 shuffle: bool, seed: int = 0, max_length: int = 128) -> DataLoader:
     """Batches padded to the longest sequence in each batch, not to a fixed length.

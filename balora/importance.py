@@ -127,6 +127,100 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Ten
     )
 
 
+@dataclass
+class ProbeReport:
+    """How the head probe went: cross-entropy on the importance sample before and after, and its accuracy."""
+
+    loss_before: float
+    loss_after: float
+    accuracy: float
+    examples: int
+    steps: int
+
+
+def _pooled_rows(model: nn.Module, input_ids: torch.Tensor) -> torch.Tensor:
+    """Each sequence's last non-padding position, as Hugging Face's decoder classifiers pool it."""
+    pad = getattr(model.config, "pad_token_id", None)
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if pad is None else input_ids != pad
+    positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+    return (positions * mask).argmax(-1)
+
+
+def fit_head(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], head: str, steps: int,
+             learning_rate: float = 1e-2, weight_decay: float = 0.01) -> ProbeReport:
+    """Fit the head module `head` on the frozen body's features (a linear probe, as in LP-FT,
+    arXiv 2202.10054), so that importance measures what the task needs, not the distance to a random head.
+
+    The head's inputs are recorded in one forward pass without gradients; the head alone is then trained
+    full-batch with AdamW for `steps` steps on them, which costs little next to that one forward pass.
+    A head applied to every token (GPT-2's, Llama's `score`) is trained on each sequence's pooled
+    position. Under torchrun each process records its shard and gradients are all-reduced every step,
+    so all processes end with the same head.
+    """
+    module = model.get_submodule(head)
+    device = next(model.parameters()).device
+    features, labels, outputs_per_token = [], [], []
+
+    def record(_module, inputs, output):
+        features.append(inputs[0].detach())
+        outputs_per_token.append(output.dim() == 3)
+
+    handle = module.register_forward_hook(record)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                model(**{k: v for k, v in batch.items() if k != "labels"})
+                if outputs_per_token[-1]:  # keep only the pooled position's features
+                    rows = _pooled_rows(model, batch["input_ids"])
+                    features[-1] = features[-1][torch.arange(rows.shape[0], device=device), rows]
+                labels.append(batch["labels"])
+    finally:
+        handle.remove()
+    count = torch.tensor([float(sum(y.numel() for y in labels))], device=device)
+    _all_reduce([count])
+    parameters = list(module.parameters())
+    saved_flags = [p.requires_grad for p in parameters]
+    for parameter in parameters:
+        parameter.requires_grad_(True)
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=weight_decay)
+
+    def loss_and_hits() -> tuple[torch.Tensor, torch.Tensor]:
+        # batch by batch: a head that pools itself (RoBERTa's) sees sequences of each batch's length
+        summed, hits = torch.zeros((), device=device), torch.zeros((), device=device)
+        for x, y in zip(features, labels):
+            logits = module(x)
+            summed = summed + torch.nn.functional.cross_entropy(logits, y, reduction="sum")
+            hits = hits + (logits.argmax(-1) == y).sum()
+        return summed, hits.float()
+
+    def global_mean(summed: torch.Tensor) -> float:
+        total = summed.detach().reshape(1).clone()
+        _all_reduce([total])
+        return float(total / count)
+
+    try:
+        with torch.no_grad():
+            before = global_mean(loss_and_hits()[0])
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            summed, _ = loss_and_hits()
+            (summed / count).backward()
+            _all_reduce([p.grad for p in parameters if p.grad is not None])
+            optimizer.step()
+        with torch.no_grad():
+            summed, hits = loss_and_hits()
+            after, accuracy = global_mean(summed), global_mean(hits)
+    finally:
+        optimizer.zero_grad(set_to_none=True)
+        for parameter, flag in zip(parameters, saved_flags):
+            parameter.requires_grad_(flag)
+        model.train(was_training)
+    return ProbeReport(before, after, accuracy, int(count.item()), steps)
+
+
 def input_norms(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], targets: list[TargetModule],
                 num_samples: int) -> dict[str, torch.Tensor]:
     """Per-input-feature L2 norm of each target's inputs over `num_samples` examples (forward only)."""

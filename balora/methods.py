@@ -67,13 +67,12 @@ def lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank]) -> LoraC
     )
 
 
-def _fixed_rank(ctx: MethodContext) -> int:
-    if ctx.config.rank is not None:
-        return ctx.config.rank
+def _whole_rank(ctx: MethodContext) -> int:
+    """The budget as one uniform rank, for PEFT's methods that count their budget in rank units."""
     equivalent = allocation.rank_equivalent(ctx.targets, ctx.budget)
     if abs(equivalent - round(equivalent)) > 1e-9:
-        raise BaloraError(f"method {ctx.config.method} needs a whole rank: the budget is rank-equivalent "
-                          f"{equivalent:.2f}; pass --rank or --budget-rank with an integer")
+        raise BaloraError(f"method {ctx.config.method} counts its budget in whole ranks, but this budget is "
+                          f"rank-equivalent {equivalent:.2f}; pass --budget-rank with an integer (and no --count-head)")
     return round(equivalent)
 
 
@@ -94,11 +93,14 @@ def _scores(ctx: MethodContext, metric: str, gradients: importance.GradientStats
         return importance.score_modules(ctx.model, ctx.targets, metric, gradients, activations)
 
 
-def _allocate(ctx: MethodContext, scores: dict[str, float], strategy: str) -> list[allocation.ModuleRank]:
+def _allocate(ctx: MethodContext, scores: dict[str, float], strategy: str,
+              power: float | None = None) -> list[allocation.ModuleRank]:
+    """Ranks from `scores`; `power` defaults to the run's allocation power (heuristic weights use 1)."""
     c = ctx.config
     with ctx.meter.phase("allocation"):
         return allocation.allocate(scores, ctx.targets, ctx.budget, strategy=strategy, base_rank=c.base_rank,
-                                   min_rank=c.min_rank, max_rank=c.max_rank, threshold=c.threshold, top_k=c.top_k)
+                                   min_rank=c.min_rank, max_rank=c.max_rank, threshold=c.threshold, top_k=c.top_k,
+                                   power=c.allocation_power if power is None else power)
 
 
 def _with_warm_start(ctx: MethodContext, ranks: list[allocation.ModuleRank],
@@ -112,7 +114,9 @@ def _with_warm_start(ctx: MethodContext, ranks: list[allocation.ModuleRank],
 
 
 def lora(ctx: MethodContext) -> Prepared:
-    ranks = _uniform(ctx, _fixed_rank(ctx))
+    """Fixed-rank LoRA: the same rank on every module. A budget that is not a whole rank (e.g. with
+    --count-head) is spent by the nearest uniform allocation: two adjacent ranks, largest remainder."""
+    ranks = _allocate(ctx, {}, "uniform")
     return Prepared(lora_config(ctx, ranks), ranks)
 
 
@@ -164,8 +168,7 @@ def linear_decay(ctx: MethodContext) -> Prepared:
     weight = {n: 1 + (ratio - 1) * d / deepest for n, d in depths.items()}
     if ctx.config.decay_direction == "decreasing":
         weight = {n: 1 + ratio - w for n, w in weight.items()}
-    scores = {t.name: weight[t.name] * t.cost_per_rank for t in ctx.targets}  # rank ∝ weight
-    ranks = _allocate(ctx, scores, "proportional")
+    ranks = _allocate(ctx, weight, "proportional", power=1.0)
     return Prepared(lora_config(ctx, ranks), ranks)
 
 
@@ -175,9 +178,8 @@ def attention_heavy(ctx: MethodContext) -> Prepared:
     if kinds != {True, False}:
         raise BaloraError("attention_heavy needs attention and feed-forward targets; e.g. for BERT "
                           "--target-modules query value intermediate.dense output.dense")
-    scores = {t.name: (ctx.config.heuristic_ratio if _is_attention(t.name) else 1.0) * t.cost_per_rank
-              for t in ctx.targets}
-    ranks = _allocate(ctx, scores, "proportional")
+    weight = {t.name: ctx.config.heuristic_ratio if _is_attention(t.name) else 1.0 for t in ctx.targets}
+    ranks = _allocate(ctx, weight, "proportional", power=1.0)
     return Prepared(lora_config(ctx, ranks), ranks)
 
 
@@ -193,7 +195,7 @@ def _scored_heuristic(metric: str) -> Callable[[MethodContext], Prepared]:
 def adalora(ctx: MethodContext) -> Prepared:
     """PEFT's AdaLoRA: starts at `adalora_init_ratio` × the budget's rank, prunes singular values
     to the budget's rank on average; `update_and_allocate` runs after every optimizer step."""
-    target_r = allocation.nearest_rank(ctx.targets, ctx.budget)
+    target_r = _whole_rank(ctx)
     init_r = max(target_r, round(ctx.config.adalora_init_ratio * target_r))
     steps = ctx.total_steps
     tinit, tfinal = max(1, steps // 10), max(1, steps // 5)
@@ -218,7 +220,7 @@ def adalora(ctx: MethodContext) -> Prepared:
 
 def eva(ctx: MethodContext) -> Prepared:
     """PEFT's EVA: ranks redistributed from the SVD of layer inputs (budget in rank units)."""
-    rank = _fixed_rank(ctx)
+    rank = _whole_rank(ctx)
     config = LoraConfig(
         task_type=ctx.task_type, target_modules=[t.name for t in ctx.targets], r=rank,
         lora_alpha=ctx.config.alpha_ratio * rank, lora_dropout=ctx.config.lora_dropout,

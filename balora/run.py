@@ -35,9 +35,11 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from balora import __version__
-from balora.allocation import ModuleRank, lora_budget, rank_equivalent
+from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
-from balora.data import Example, TextDataset, load_text_dataset, make_loader, select_training
+from balora.data import Example, TextDataset, importance_sample, load_text_dataset, make_loader, select_training
+from balora.errors import BaloraError
+from balora.importance import ProbeReport, fit_head
 from balora.measure import PhaseMeter
 from balora.methods import MethodContext, get_method
 from balora.models import (
@@ -65,11 +67,17 @@ def environment() -> dict[str, Any]:
 
 
 def resolve_budget(config: RunConfig, targets: list[TargetModule], head_params: int) -> int:
-    """LoRA parameters this run may spend. Fixed-rank LoRA with only `rank` set spends what it costs."""
+    """LoRA parameters this run may spend: `budget`, `budget_rank`, or else what uniform `rank` (default 8)
+    costs. A `rank` given with a budget must cost exactly that budget."""
     if config.budget is None and config.budget_rank is None:
         return lora_budget(targets, rank=config.rank or 8, head_params=head_params, count_head=config.count_head)
-    return lora_budget(targets, params=config.budget, rank=config.budget_rank, head_params=head_params,
-                       count_head=config.count_head)
+    budget = lora_budget(targets, params=config.budget, rank=config.budget_rank, head_params=head_params,
+                         count_head=config.count_head)
+    if config.rank is not None and rank_budget(targets, config.rank) != budget:
+        raise BaloraError(f"--rank {config.rank} costs {rank_budget(targets, config.rank):,} LoRA parameters, but the "
+                          f"budget is {budget:,}{' after the head' if config.count_head else ''}; give --rank or a "
+                          "budget, not both")
+    return budget
 
 
 @dataclass
@@ -93,6 +101,8 @@ class Setup:
     config: RunConfig
     data: TextDataset
     train_examples: list[Example]
+    importance_examples: list[Example]  # the one sample for importance, warm-start, EVA and the head probe
+    probe: ProbeReport | None
     tokenizer: PreTrainedTokenizerBase
     model: torch.nn.Module
     targets: list[TargetModule]
@@ -105,13 +115,15 @@ class Setup:
         c = self.config
         return make_loader(examples, self.tokenizer, batch_size or c.batch_size, shuffle, c.seed, c.max_length)
 
+    def importance_batches(self) -> DataLoader:
+        """This process's part of the importance sample (under torchrun each process scores its own
+        shard and importance all-reduces the gradients)."""
+        return self.loader(self.placement.shard(self.importance_examples), shuffle=False)
+
     def method_context(self, total_steps: int) -> MethodContext:
-        # Under torchrun each process scores its own shard; importance all-reduces the gradients.
-        world = self.placement.world
-        return MethodContext(self.config, self.model, self.targets, self.budget,
-                             lambda: self.loader(self.placement.shard(self.train_examples), shuffle=False), total_steps,
+        return MethodContext(self.config, self.model, self.targets, self.budget, self.importance_batches, total_steps,
                              "SEQ_CLS", head_module_names(self.model), self.meter,
-                             -(-self.config.gradient_samples // world))
+                             len(self.placement.shard(self.importance_examples)))
 
 
 def setup(config: RunConfig) -> Setup:
@@ -126,14 +138,21 @@ def setup(config: RunConfig) -> Setup:
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)
     budget = resolve_budget(config, targets, head_params)
-    return Setup(config, data, train_examples, tokenizer, model, targets, head_params, budget, meter, placement)
+    sample = importance_sample(train_examples, config.gradient_samples, config.seed)
+    run = Setup(config, data, train_examples, sample, None, tokenizer, model, targets, head_params, budget, meter,
+                placement)
+    heads = head_module_names(model)
+    if config.head_probe_steps and heads:
+        with meter.phase("probe"):  # the head is fitted before any method runs: every method starts from it
+            run.probe = fit_head(model, run.importance_batches(), heads[-1], config.head_probe_steps)
+    return run
 
 
 def plan_allocation(config: RunConfig) -> tuple[Setup, list[ModuleRank]]:
     """Importance and allocation only, no training (`balora allocate`)."""
     run = setup(config)
     seed_everything(config.seed)
-    steps = total_steps(run.loader(run.train_examples, shuffle=True), config.train_epochs)
+    steps = total_steps(run.loader(run.placement.even_shard(run.train_examples), shuffle=True), config.train_epochs)
     return run, get_method(config.method)(run.method_context(steps)).allocation
 
 
@@ -145,7 +164,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     """
     run = setup(config)
     data, meter, placement = run.data, run.meter, run.placement
-    train_loader = run.loader(placement.shard(run.train_examples), shuffle=True)
+    train_loader = run.loader(placement.even_shard(run.train_examples), shuffle=True)
     seed_everything(config.seed)
     prepared = get_method(config.method)(run.method_context(total_steps(train_loader, config.train_epochs)))
     seed_everything(config.seed)  # LoRA's random A depends only on the seed, not on the method's work
@@ -188,6 +207,9 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
                    "total_trainable": lora_params + trained_head,
                    "base_model": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
         "allocation": [dict(m.to_dict(), final_rank=final_ranks[m.name]) for m in prepared.allocation],
+        "allocation_summary": summary(prepared.allocation),
+        "importance_sample": {"examples": len(run.importance_examples),
+                              "probe": None if run.probe is None else vars(run.probe)},
         "metrics": metrics,
         "curves": {"train_loss": log.train_loss, "validation": log.validation},
         "steps": log.steps,

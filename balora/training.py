@@ -49,6 +49,13 @@ class Distributed:
         """This process's share of `items` (every process gets a disjoint, near-equal part)."""
         return items[self.rank::self.world]
 
+    def even_shard(self, items: list) -> list:
+        """This process's share of `items`, padded by wrap-around (as `DistributedSampler` does) so that
+        every process has the same number of examples, hence of batches and steps: DDP's collectives
+        and AdaLoRA's `total_step` need that."""
+        padded = items + items[: -len(items) % self.world] if items else items
+        return padded[self.rank::self.world]
+
     def wrap(self, model: nn.Module) -> nn.Module:
         if self.world == 1:
             return model
@@ -96,19 +103,23 @@ def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader: DataLoader, num_labels: int) -> dict[str, float]:
-    """Loss and classification metrics of `model` on `loader` (padding does not affect them)."""
+    """Loss and classification metrics of `model` on `loader` (padding does not affect them).
+
+    The loss is the task's cross-entropy computed here from the logits, not the model's `loss`, which
+    for AdaLoRA includes its orthogonality penalty (PEFT adds it in eval mode too); labels are not
+    passed to the model, so that penalty is not even computed."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     predictions, labels, loss_sum, count = [], [], 0.0, 0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
-        output = model(**batch)
-        size = batch["labels"].shape[0]
-        loss_sum += float(output.loss) * size
-        count += size
-        predictions.append(output.logits.argmax(-1).cpu())
-        labels.append(batch["labels"].cpu())
+        targets = batch.pop("labels")
+        logits = model(**batch).logits
+        loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+        count += targets.shape[0]
+        predictions.append(logits.argmax(-1).cpu())
+        labels.append(targets.cpu())
     model.train(was_training)
     metrics = classification_metrics(torch.cat(predictions), torch.cat(labels), num_labels)
     metrics["loss"] = loss_sum / count

@@ -6,10 +6,13 @@ from hypothesis import strategies as st
 
 from balora.allocation import (
     STRATEGIES,
+    ModuleRank,
     allocate,
+    describe,
     lora_budget,
     rank_budget,
     rank_equivalent,
+    summary,
     total_params,
     unbudgeted_seed000,
 )
@@ -112,3 +115,72 @@ def test_rank_equivalent_budgets_are_at_least_99_percent_used(widths, rank, stra
     budget = rank_budget(targets, rank)
     rows = allocate({t.name: rng.random() for t in targets}, targets, budget, strategy=strategy)
     assert 0.99 * budget <= total_params(rows) <= budget
+
+
+def mixed_shapes() -> list[TargetModule]:
+    """Llama-like modules of four different shapes: allocation must treat them by rank, not by size."""
+    shapes = {"q_proj": (576, 576), "k_proj": (192, 576), "up_proj": (1536, 576), "down_proj": (576, 1536)}
+    return [TargetModule(f"layers.{i}.{kind}", *shape) for i in range(3) for kind, shape in shapes.items()]
+
+
+def test_scores_that_differ_only_by_noise_give_a_near_uniform_allocation():
+    import random
+
+    rng = random.Random(0)
+    targets = mixed_shapes()
+    noisy = {t.name: 1.0 + 1e-3 * rng.random() for t in targets}
+    rows = allocate(noisy, targets, rank_budget(targets, 8))  # the default strategy
+    assert {r.rank for r in rows} <= {7, 8, 9}
+    assert summary(rows)["gini"] < 0.02
+
+
+@settings(max_examples=100, deadline=None)
+@given(scores=st.lists(st.floats(1e-9, 1e3), min_size=12, max_size=12), factor=st.floats(1e-6, 1e6),
+       power=st.sampled_from([0.5, 1.0, 2.0]), strategy=st.sampled_from(["proportional", "threshold", "top_k"]))
+def test_multiplying_every_score_by_a_constant_changes_nothing(scores, factor, power, strategy):
+    targets = mixed_shapes()
+    budget = rank_budget(targets, 8)
+    base = {t.name: s for t, s in zip(targets, scores)}
+    scaled = {name: s * factor for name, s in base.items()}
+    first = [r.rank for r in allocate(base, targets, budget, strategy=strategy, power=power)]
+    second = [r.rank for r in allocate(scaled, targets, budget, strategy=strategy, power=power)]
+    assert first == second
+
+
+@pytest.mark.parametrize("power", [0.5, 1.0, 2.0])
+def test_twice_the_importance_gets_a_larger_rank_in_proportion(power):
+    targets = mixed_shapes()
+    importance = {t.name: 1.0 for t in targets}
+    importance[targets[0].name] = 2.0  # q_proj of layer 0, same shape as q_proj of layers 1 and 2
+    rows = allocate(importance, targets, rank_budget(targets, 8), power=power)
+    doubled, peer = rows[0].rank, rows[4].rank
+    assert doubled > peer
+    assert abs(doubled / peer - 2 ** power) <= 1.5 / peer  # the ideal ratio, up to integer rounding
+
+
+def test_a_bound_can_stop_the_larger_rank():
+    targets = mixed_shapes()
+    importance = {t.name: 1.0 for t in targets} | {targets[0].name: 2.0}
+    rows = allocate(importance, targets, rank_budget(targets, 8), max_rank=8)
+    assert rows[0].rank == 8
+
+
+def test_equal_scores_give_exactly_lora_s_uniform_rank_on_any_shapes():
+    targets = mixed_shapes()
+    for strategy in ("proportional", "uniform"):
+        rows = allocate({t.name: 3.0 for t in targets}, targets, rank_budget(targets, 8), strategy=strategy)
+        assert {r.rank for r in rows} == {8}
+
+
+def test_summary_measures_distance_from_uniform():
+    targets = square(4)
+    even = [ModuleRank(t.name, t.d_out, t.d_in, 0.0, 8) for t in targets]
+    assert summary(even) == {"min": 8, "median": 8, "max": 8, "gini": 0.0}
+    one_has_all = [ModuleRank(t.name, t.d_out, t.d_in, 0.0, 32 if i == 0 else 0) for i, t in enumerate(targets)]
+    assert summary(one_has_all)["gini"] == pytest.approx(3 / 4)
+    assert describe(even).startswith("ranks min 8 / median 8 / max 8, Gini 0.000")
+
+
+def test_non_positive_power_is_an_error():
+    with pytest.raises(BaloraError, match="power"):
+        allocate({}, square(2), 10_000, power=0.0)
