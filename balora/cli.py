@@ -54,14 +54,14 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_allocate(args: argparse.Namespace) -> None:
-    from balora.allocation import total_params
+    from balora.allocation import describe, summary, total_params
     from balora.run import plan_allocation
 
     config = _run_config(args)
     setup, rows = plan_allocation(config)
     payload = {"budget": setup.budget, "total_params": total_params(rows), "head_params": setup.head_params,
                "rank_equivalent": total_params(rows) / sum(t.cost_per_rank for t in setup.targets),
-               "modules": [r.to_dict() for r in rows]}
+               "summary": summary(rows), "modules": [r.to_dict() for r in rows]}
     if args.json:
         print(json.dumps(payload, indent=2))
         return
@@ -72,6 +72,7 @@ def cmd_allocate(args: argparse.Namespace) -> None:
     print(f"LoRA parameters: {payload['total_params']:,} of a {setup.budget:,} budget "
           f"(rank-equivalent {payload['rank_equivalent']:.2f}); head parameters (trained, "
           f"{'counted' if config.count_head else 'not counted'}): {setup.head_params:,}")
+    print(describe(rows))
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -194,7 +194,14 @@ def _scored_heuristic(metric: str) -> Callable[[MethodContext], Prepared]:
 
 def adalora(ctx: MethodContext) -> Prepared:
     """PEFT's AdaLoRA: starts at `adalora_init_ratio` × the budget's rank, prunes singular values
-    to the budget's rank on average; `update_and_allocate` runs after every optimizer step."""
+    to the budget's rank on average; `update_and_allocate` runs after every optimizer step.
+
+    Its schedule comes from the run's T optimizer steps so that pruning always completes: the first
+    tinit = ⌊T/10⌋ steps train at the initial rank, the budget then falls along PEFT's cubic curve with
+    a pruning decision every deltaT = ⌊T/20⌋ steps, at step T − tfinal (tfinal = ⌊T/5⌋) the final mask
+    is forced to exactly the target total rank, and the last tfinal steps train with that mask fixed.
+    Its matrices keep the initial rank throughout (PEFT masks, it does not resize), so results report
+    both the training-time and the final parameter counts."""
     target_r = _whole_rank(ctx)
     init_r = max(target_r, round(ctx.config.adalora_init_ratio * target_r))
     steps = ctx.total_steps

@@ -53,7 +53,7 @@ class Distributed:
         """This process's share of `items`, padded by wrap-around (as `DistributedSampler` does) so that
         every process has the same number of examples, hence of batches and steps: DDP's collectives
         and AdaLoRA's `total_step` need that."""
-        padded = items + items[: -len(items) % self.world] if items else items
+        padded = [items[i % len(items)] for i in range(-(-len(items) // self.world) * self.world)] if items else []
         return padded[self.rank::self.world]
 
     def wrap(self, model: nn.Module) -> nn.Module:

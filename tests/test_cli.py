@@ -63,3 +63,12 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tiny_model_dir, tiny_cs
 def test_a_real_process_exits_2_without_traceback():
     done = balora("train", "--method", "nope")
     assert done.returncode == 2 and done.stderr.startswith("balora: error: unknown method") and "Traceback" not in done.stderr
+
+
+def test_allocate_prints_how_far_the_allocation_is_from_uniform(tiny_model_dir, tiny_csv, capsys):
+    assert main(["allocate", "--model", str(tiny_model_dir), "--dataset", str(tiny_csv), "--budget-rank", "4",
+                 "--shots", "10", "--strategy", "uniform"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("ranks min 4 / median 4 / max 4, Gini 0.000")
+    assert main(["allocate", "--model", str(tiny_model_dir), "--dataset", str(tiny_csv), "--budget-rank", "4",
+                 "--shots", "10", "--json"]) == 0
+    assert set(json.loads(capsys.readouterr().out)["summary"]) == {"min", "median", "max", "gini"}

@@ -102,3 +102,18 @@ def test_glue_sst2_through_the_datasets_path(monkeypatch):
     assert data.label_names == ["negative", "positive"]
     assert [(e.text, e.label) for e in data.test] == [("good film", 1), ("awful plot", 0)]
     assert len(data.pool) + len(data.validation) == 60 and len(data.validation) == 6
+
+
+def test_importance_sample_is_stratified_and_not_biased_by_length():
+    from balora.data import Example, importance_sample
+
+    # 300 examples whose length grows with their index; 2:1 class ratio
+    examples = [Example("word " * (i + 1), int(i % 3 != 0)) for i in range(300)]
+    sample = importance_sample(examples, 60, seed=7)
+    assert len(sample) == 60 and len({id(e) for e in sample}) == 60
+    assert sum(e.label for e in sample) == 40  # the training set's class shares, exactly
+    lengths = sorted(len(e.text) for e in sample)
+    mean_length = sum(len(e.text) for e in examples) / len(examples)
+    assert abs(sum(lengths) / len(lengths) - mean_length) < 0.25 * mean_length  # the 60 shortest average a fifth
+    assert importance_sample(examples, 60, seed=7) == sample and importance_sample(examples, 60, seed=8) != sample
+    assert importance_sample(examples, 1000, seed=7) == examples

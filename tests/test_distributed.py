@@ -53,3 +53,17 @@ def test_a_run_under_torchrun_trains_on_two_processes_and_writes_once(tmp_path, 
     assert result["environment"]["world_size"] == 2
     assert result["steps"] == 4  # 32 examples, 16 per process, batch 4
     assert done.stdout.count("wrote ") == 1
+
+
+def test_uneven_data_gives_every_process_the_same_batches_and_adalora_schedule(tmp_path, tiny_model_dir, tiny_csv):
+    # 33 examples over 2 processes: 17 and 16 before padding, i.e. 5 and 4 batches of 4. Unequal counts
+    # hang DDP's gradient all-reduce and give AdaLoRA two different total_step values.
+    out = tmp_path / "uneven"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+               "-m", "balora.cli", "train", "--method", "adalora", "--model", str(tiny_model_dir), "--dataset",
+               str(tiny_csv), "--train-size", "33", "--budget-rank", "2", "--epochs", "2", "--batch-size", "4",
+               "--evaluations", "1", "--quiet", "--out", str(out)]
+    done = subprocess.run(command, capture_output=True, text=True, env=os.environ | {"OMP_NUM_THREADS": "1"}, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "result.json").read_text())
+    assert result["steps"] == 10  # 17 examples per process after padding: 5 batches, 2 epochs

@@ -105,3 +105,25 @@ def test_magnitude_needs_no_gradients():
     scores = score_modules(model, targets, "magnitude")
     weight = model.get_submodule(targets[0].name).weight
     assert scores[targets[0].name] == pytest.approx(float(weight.abs().mean()))
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "llama"])
+def test_head_probe_fits_the_head_and_touches_nothing_else(arch):
+    from balora.importance import fit_head
+    from balora.models import head_module_names
+
+    model = TINY_MODELS[arch]()
+    batches = random_batches(num_batches=4, batch_size=8, seed=2)
+    head = head_module_names(model)[-1]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    flags = {n: p.requires_grad for n, p in model.named_parameters()}
+    report = fit_head(model, batches, head, steps=100)
+    assert report.examples == 32 and report.loss_after < report.loss_before - 0.05
+    changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and all(n.startswith(head + ".") for n in changed)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == flags
+    assert all(p.grad is None for p in model.parameters())
+    model.eval()
+    with torch.no_grad():  # the probe trained on exactly what the model computes (pooled position included)
+        loss = sum(float(model(**b).loss) * 8 for b in batches) / 32
+    assert loss == pytest.approx(report.loss_after, rel=1e-4)

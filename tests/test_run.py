@@ -85,6 +85,71 @@ def test_every_method_runs_within_its_budget(method, tiny_model_dir, tiny_csv):
     assert 0 <= result["metrics"]["accuracy"] <= 1
 
 
-def test_fixed_rank_lora_needs_a_whole_rank(tiny_model_dir, tiny_csv):
-    with pytest.raises(BaloraError, match="whole rank"):
-        run_experiment(tiny_config(tiny_model_dir, tiny_csv, method="lora", budget_rank=2.5), progress=False)
+def test_lora_spends_a_fractional_budget_with_two_adjacent_ranks(tiny_model_dir, tiny_csv):
+    result = run_experiment(tiny_config(tiny_model_dir, tiny_csv, method="lora", budget_rank=2.5, epochs=1),
+                            progress=False).result
+    assert sorted(m["rank"] for m in result["allocation"]) == [2, 2, 3, 3]
+    assert result["params"]["lora"] == result["budget"]["lora_budget"]
+
+
+def test_the_importance_pass_reads_a_random_stratified_sample(tmp_path, tiny_model_dir):
+    import random
+
+    import pandas as pd
+    from conftest import sentiment_rows
+
+    from balora.run import setup
+
+    rows = sentiment_rows(400, seed=5)
+    rng = random.Random(0)
+    for row in rows:  # lengths from 1 to 12 extra words, unrelated to the label
+        row["text"] += " the" * rng.randint(1, 12)
+    pd.DataFrame(rows).to_csv(tmp_path / "long.csv", index=False)
+    run = setup(tiny_config(tiny_model_dir, tmp_path / "long.csv", shots=None, train_size=200, gradient_samples=40))
+    seen = [int(b["attention_mask"].sum()) for batch in run.method_context(1).batches() for b in [batch]]
+    tokens_seen = sum(seen) / 40
+    tokens_all = sum(len(e.text.split()) + 2 for e in run.train_examples) / 200
+    assert abs(tokens_seen - tokens_all) < 0.15 * tokens_all
+    assert sum(e.label for e in run.importance_examples) == sum(e.label for e in run.train_examples) * 40 // 200
+
+
+def test_a_rank_that_conflicts_with_the_budget_is_refused(tiny_model_dir, tiny_csv):
+    with pytest.raises(BaloraError, match="conflicts"):
+        tiny_config(tiny_model_dir, tiny_csv, method="lora", rank=8, budget_rank=4)
+    with pytest.raises(BaloraError, match="give --rank or a budget"):
+        run_experiment(tiny_config(tiny_model_dir, tiny_csv, method="lora", rank=8, budget_rank=None, budget=1000),
+                       progress=False)
+
+
+@pytest.mark.parametrize("method", ["lora", "ba_lora", "linear_decay"])
+def test_count_head_works_the_same_for_every_budgeted_method(method, tiny_model_dir, tiny_csv):
+    result = run_experiment(tiny_config(tiny_model_dir, tiny_csv, method=method, count_head=True, budget_rank=8,
+                                        epochs=1), progress=False).result
+    budget = result["budget"]["lora_budget"]
+    assert budget == 8 * 4 * (32 + 32) - result["params"]["head"]
+    assert budget - 64 < result["params"]["lora"] <= budget  # less than one rank of a 32×32 module is left
+
+
+@pytest.mark.parametrize("method", ["eva", "adalora"])
+def test_methods_that_count_in_whole_ranks_refuse_other_budgets(method, tiny_model_dir, tiny_csv):
+    with pytest.raises(BaloraError, match="whole ranks"):
+        run_experiment(tiny_config(tiny_model_dir, tiny_csv, method=method, count_head=True), progress=False)
+
+
+def test_the_probed_head_is_where_every_method_starts(tiny_model_dir, tiny_csv):
+    from balora.run import setup
+
+    heads = {}
+    for method in ("lora", "ba_lora"):
+        run = setup(tiny_config(tiny_model_dir, tiny_csv, method=method, head_probe_steps=50))
+        heads[method] = run.model.classifier.weight.detach().clone()
+        assert run.probe.loss_after < run.probe.loss_before
+    unprobed = setup(tiny_config(tiny_model_dir, tiny_csv)).model.classifier.weight
+    assert torch.equal(heads["lora"], heads["ba_lora"]) and not torch.equal(heads["lora"], unprobed)
+
+
+def test_adalora_s_schedule_completes_its_pruning_to_the_target_rank(tiny_model_dir, tiny_csv):
+    result = run_experiment(tiny_config(tiny_model_dir, tiny_csv, method="adalora", budget_rank=2, epochs=2),
+                            progress=False).result
+    assert {m["rank"] for m in result["allocation"]} == {3}  # trained at 1.5 × 2
+    assert sum(m["final_rank"] for m in result["allocation"]) == 2 * 4  # exactly the target total rank
