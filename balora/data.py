@@ -22,7 +22,7 @@ from transformers import PreTrainedTokenizerBase
 from balora import assets
 from balora.errors import BaloraError
 
-EMBEDDED_DATASETS = ("rotten_tomatoes",)
+EMBEDDED_DATASETS = ("rotten_tomatoes", "presidential_debates")
 HUB_ALIASES = {"sst2": ("glue", "sst2"), "glue/sst2": ("glue", "sst2")}
 # The embedded split is fixed forever so results stay comparable across versions: shuffle the
 # cleaned snippets with this seed, then take the test set, then validation (SST-2's dev size).
@@ -83,6 +83,28 @@ def load_rotten_tomatoes() -> TextDataset:
         seen.add(text)
         examples.append(Example(text, int(row["category"] == "fresh")))
     return _split("rotten_tomatoes", ["negative", "positive"], examples, EMBEDDED_TEST_SIZE, EMBEDDED_VALIDATION_SIZE)
+
+
+def load_presidential_debates() -> TextDataset:
+    """Statements from the 2016 US presidential and vice-presidential debates, labelled with the speaker's
+    party (Democratic, Republican, or Moderator): a second real, offline task, three classes, longer texts.
+
+    Cleaning: strip whitespace, drop empty and duplicate statements (1,122 rows in the file). Split like a
+    local file: a fifth for test, a tenth for validation, the rest is the pool.
+    """
+    import pandas as pd  # deferred: only this loader and local files need pandas
+
+    folder = assets.fetch(assets.PRESIDENTIAL_DEBATES)
+    frame = pd.read_csv(folder / "presidential_debates_2016.csv.gz")
+    names = ["Democratic", "Moderator", "Republican"]
+    seen: set[str] = set()
+    examples = []
+    for text, party in zip(frame["statement"], frame["party"]):
+        text = str(text).strip() if isinstance(text, str) else ""
+        if text and text not in seen and party in names:
+            seen.add(text)
+            examples.append(Example(text, names.index(party)))
+    return _split("presidential_debates", names, examples, len(examples) // 5, len(examples) // 10)
 
 
 def _labelled(rows: list[dict], text_column: str, label_column: str, source: str,
@@ -186,6 +208,8 @@ def load_text_dataset(name: str, text_column: str | None = None, label_column: s
     """Resolve a dataset name: embedded, local path, or Hugging Face hub."""
     if name == "rotten_tomatoes":
         return load_rotten_tomatoes()
+    if name == "presidential_debates":
+        return load_presidential_debates()
     path = Path(name)
     if path.exists():
         return load_local(path, text_column or "text", label_column)

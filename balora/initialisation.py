@@ -17,7 +17,14 @@ Choice of Ĝ. With `normalise=True` (the default), Ĝ = G / RMS(G), the RMS take
 all target gradients together, so the relative size of modules' gradients is kept and γ is the RMS
 size of the step per weight entry, like Adam's first step: independent of the loss scale, the number
 of samples and the model width. With `normalise=False`, Ĝ = G (the mean gradient) and γ is a plain
-learning rate. The default γ was chosen by measurement (see `DEFAULT_GAMMA`).
+learning rate.
+
+The default γ = 0.005 was chosen by measurement (`benchmarks/warmstart_gamma.py`: MiniLM, Rotten
+Tomatoes 64-shot, rank-equivalent 8, seeds 42-44, before any training). Mean loss on the importance
+sample: 0.6941 with B = 0, 0.6743 at γ = 0.005, 0.6771 at 0.01, 0.6941 at 0.02, 0.7066 at 0.05 and
+0.7240 at 0.1; validation loss 0.6938 with B = 0 and 0.6937 at 0.005, higher at every larger γ. So
+0.005 is the largest tested step that lowers the loss where the gradient was measured without
+raising it on held-out data.
 
 λ = 1e-6 · trace(AAᵀ)/r keeps the inverse well-conditioned without changing well-posed solutions.
 
@@ -31,7 +38,7 @@ from __future__ import annotations
 import torch
 from peft import PeftModel
 
-DEFAULT_GAMMA = 0.02
+DEFAULT_GAMMA = 0.005
 
 
 def lora_layer(model: PeftModel, name: str) -> torch.nn.Module:

@@ -27,7 +27,7 @@ from balora.config import RunConfig, check_field
 from balora.errors import BaloraError
 from balora.store import ResultsStore
 
-PRESETS = ("quick", "paper", "adalora")
+PRESETS = ("quick", "paper", "adalora", "probe")
 SPEC_KEYS = {"name", "description", "base", "overrides", "grids"}
 
 
