@@ -269,3 +269,21 @@ def test_paper_builds(report_dir: Path, tmp_path: Path):
     log = (paper / "main.log").read_text(errors="replace")
     assert not re.search(r"(Citation|Reference) `[^']*' on page \d+ undefined", log)
     assert "There were undefined references" not in log
+
+
+def test_tables_show_how_far_each_arm_is_from_uniform_ranks(report_dir: Path):
+    results = synthetic_results()
+    markdown = (report_dir / "report" / "report.md").read_text()
+    rows = dict(_markdown_tables(markdown))[f"Budget efficiency — {setting_label('minilm', 'rotten_tomatoes', 64, None)}"]
+    for method in ("lora", "ba_lora"):
+        runs = [r for r in results if r["config"]["method"] == method and r["config"]["shots"] == 64
+                and r["config"]["budget_rank"] == 8]
+        ginis = []
+        for run in runs:
+            ranks = sorted(m["final_rank"] for m in run["allocation"])
+            ginis.append(sum((2 * i - len(ranks) + 1) * r for i, r in enumerate(ranks)) / (len(ranks) * sum(ranks)))
+        low = min(m["final_rank"] for r in runs for m in r["allocation"])
+        high = max(m["final_rank"] for r in runs for m in r["allocation"])
+        row = next(r for r in rows if r["Budget"] == budget_label(8) and r["Method"] == method_name(method))
+        assert row["Ranks (Gini)"] == f"{low}–{high}, G={np.mean(ginis):.2f}"
+    assert next(r for r in rows if r["Method"] == "LoRA")["Ranks (Gini)"].endswith("G=0.00")

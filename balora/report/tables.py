@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from balora import allocation
 from balora.report import stats
 from balora.report.analysis import Analysis, Row, trend_deltas
 from balora.report.document import Table, slug
@@ -70,12 +71,25 @@ def _d(c: stats.Comparison) -> str:
     return DASH if math.isnan(c.cohens_d) else ("±inf" if math.isinf(c.cohens_d) else f"{c.cohens_d:+.2f}")
 
 
+def rank_spread(row: Row) -> str:
+    """The arm's final ranks across modules: lowest and highest over its seeds, and their mean Gini
+    coefficient (0 = uniform ranks, as LoRA's)."""
+    summaries = [allocation.summary([allocation.ModuleRank(m["name"], *m["shape"], 0.0, m.get("final_rank", m["rank"]))
+                                     for m in result["allocation"]])
+                 for result in row.runs["result"] if result.get("allocation")]
+    if not summaries:
+        return DASH
+    low, high = min(s["min"] for s in summaries), max(s["max"] for s in summaries)
+    return f"{low}–{high}, G={sum(s['gini'] for s in summaries) / len(summaries):.2f}"
+
+
 COLUMNS: dict[str, Callable[[Row], str]] = {
     "Method": lambda r: r.label,
     "n": lambda r: str(len(r.runs)),
     "LoRA params": lambda r: count(_mean(r, "lora_params")),
     "Final LoRA params": lambda r: count(_mean(r, "lora_final")),
     "Head params": lambda r: count(_mean(r, "head_params")),
+    "Ranks (Gini)": rank_spread,
     "Eval loss": lambda r: f"{_mean(r, 'loss'):.4f}" + ("" if len(r.runs) < 2 else f" ± {r.runs['loss'].std():.4f}"),
     "Acc. (%)": lambda r: pct_summary(stats.summarize(r.runs["accuracy"])),
     "Majority (%)": lambda r: pct(_mean(r, "majority_rate")),
@@ -109,9 +123,11 @@ def render(rows: list[Row], columns: list[str],
 
 def budget_tables(analysis: Analysis) -> list[Table]:
     """Seed 000 Exp. 1: the main methods × budgets against LoRA, per setting."""
-    columns = ["Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "Majority (%)",
-               "≤ majority", "F1 (%)", *STAT_COLUMNS]
-    note = "LoRA params: trainable at training time; final: after AdaLoRA's pruning or EVA's redistribution."
+    columns = ["Method", "n", "LoRA params", "Final LoRA params", "Head params", "Ranks (Gini)", "Acc. (%)",
+               "Majority (%)", "≤ majority", "F1 (%)", *STAT_COLUMNS]
+    note = ("LoRA params: trainable at training time; final: after AdaLoRA's pruning or EVA's redistribution. "
+            "Ranks (Gini): lowest–highest final rank of any module over the seeds, and the mean Gini coefficient "
+            "of the ranks (0 = the same rank everywhere).")
     compact = ["Budget", "Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "≤ majority",
                "F1 (%)", "Δ acc. (pp) [95% CI]", "p (Holm)", "Verdict"]
     return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
@@ -157,9 +173,10 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
 def strategy_tables(analysis: Analysis) -> list[Table]:
     """Seed 002's strategy comparison: every arm's evaluation loss, parameters, saving against the largest
     configuration in the table, and accuracy against LoRA."""
-    columns = ["Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)", "Majority (%)",
-               "≤ majority", *STAT_COLUMNS]
-    note = "Reduction: 1 − LoRA params / the largest LoRA params in this table. Eval loss: test cross-entropy."
+    columns = ["Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Ranks (Gini)", "Acc. (%)",
+               "Majority (%)", "≤ majority", *STAT_COLUMNS]
+    note = ("Reduction: 1 − LoRA params / the largest LoRA params in this table. Eval loss: test cross-entropy. "
+            "Ranks (Gini): lowest–highest final rank over the seeds, and the ranks' mean Gini coefficient.")
     tables = []
     for setting, rows in analysis.strategy.items():
         largest = max(_mean(r, "lora_params") for r in rows)
