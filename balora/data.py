@@ -119,6 +119,9 @@ def _labelled(rows: list[dict], text_column: str, label_column: str, source: str
         )
     if label_names is None:
         label_names = sorted({str(r[label_column]) for r in rows}, key=_natural_key)
+        if len(label_names) < 2:
+            raise BaloraError(f"dataset '{source}' has one class only ({label_column} = {label_names[0]!r}); "
+                              "a classifier needs two or more; check --label-column")
     index = {name: i for i, name in enumerate(label_names)}
     examples = []
     for row in rows:
@@ -143,12 +146,19 @@ def _read_rows(path: Path) -> list[dict]:
     kind = LOCAL_SUFFIXES.get(path.suffix)
     if kind is None:
         raise BaloraError(f"cannot read '{path}': use a .csv, .jsonl, .json or .parquet file")
-    if kind == "csv":
-        frame = pd.read_csv(path)
-    elif kind == "parquet":
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.read_json(path, lines=path.suffix == ".jsonl")
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path)
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=path.suffix == ".jsonl")
+    except pd.errors.EmptyDataError:
+        return []
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, malformed (pandas and pyarrow raise ValueErrors)
+        reason = " ".join(str(err).split())[:200]
+        raise BaloraError(f"cannot read '{path}' as {kind}: {reason}; check that it is a well-formed, "
+                          f"UTF-8 {kind} file") from None
     return frame.to_dict(orient="records")
 
 
@@ -236,6 +246,11 @@ def select_training(pool: list[Example], shots: int | None, train_size: int | No
         chosen = rng.sample(pool, train_size)
     else:
         chosen = pool[:]
+    classes = Counter(e.label for e in chosen)
+    if len(classes) < 2:
+        found = f"only class {next(iter(classes))}" if classes else "no examples"
+        raise BaloraError(f"the training set has {found} ({len(chosen)} example{'s' * (len(chosen) != 1)}): a classifier needs two classes "
+                          "or more; draw a larger --train-size or check --label-column")
     rng.shuffle(chosen)
     return chosen
 

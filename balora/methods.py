@@ -22,7 +22,6 @@ from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.measure import PhaseMeter
 from balora.models import TargetModule
-from balora.training import StepHook
 
 
 @dataclass
@@ -44,7 +43,7 @@ class Prepared:
     peft_config: PeftConfig
     allocation: list[allocation.ModuleRank]
     initialise: Callable[[PeftModel], None] | None = None
-    after_step: StepHook | None = None
+    after_step: Callable[[nn.Module, int], None] | None = None  # the training loop calls it after each step
     effective_ranks: Callable[[PeftModel], dict[str, int]] | None = None  # ranks after training, if they change
 
 

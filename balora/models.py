@@ -7,6 +7,8 @@ budget arithmetic needs: GPT-2's `Conv1D` stores its weight transposed.
 
 from __future__ import annotations
 
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +62,25 @@ class TargetModule:
         return min(self.d_in, self.d_out)
 
 
+def quiet_libraries() -> None:
+    """Hide load reports and warnings meant for library developers (e.g. "classifier newly initialised")."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    import huggingface_hub
+    import transformers
+
+    huggingface_hub.utils.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def resolve_model_path(name: str) -> str:
     """The embedded asset's folder, a local folder, or the hub name (checked to be reachable)."""
     if name in EMBEDDED_MODELS:
         return str(assets.fetch(EMBEDDED_MODELS[name]))
+    if Path(name).exists() and not (Path(name) / "config.json").is_file():
+        raise BaloraError(f"model folder '{name}' has no config.json; give a folder written by save_pretrained "
+                          "(model and tokenizer), or --model minilm")
     if not Path(name).exists() and not assets.hub_reachable():
         raise _hub_error(name, ConnectionError("hub unreachable"))
     return name
