@@ -320,3 +320,17 @@ def test_no_table_row_holds_two_protocols():
     assert {row.label for row in main} >= {"LoRA (budget=73728, budget_rank=None)", "LoRA (budget=None, budget_rank=8.0)"}
     fewshot = [row for table in analysis.fewshot.values() for row in table]
     assert sorted(len(row.runs) for row in fewshot if row.arm == "lora" and row.lead == "16") == [3]
+
+
+def test_a_table_notes_what_its_rows_differ_in_beyond_what_it_shows():
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for run in runs[3:]:
+        run["config"]["gradient_samples"] = 500  # every BA-LoRA run: not in its arm's name
+    (table,) = tables.budget_tables(analyse(load_runs(runs)))
+    assert "Rows also differ in: gradient_samples 1000 for LoRA (r=8); 500 for BA-LoRA (r=8)." in table.notes
+    (same,) = tables.budget_tables(analyse(load_runs(runs[:3] + [make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]])))
+    assert not any(note.startswith("Rows also differ") for note in same.notes)

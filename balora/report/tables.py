@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from balora import allocation
+from balora.config import protocol
 from balora.report import stats
 from balora.report.analysis import Analysis, Row, reference_arm, trend_deltas
 from balora.report.document import Table, slug
@@ -116,6 +117,25 @@ STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in 
              "majority-class rate (by more than 0.1 pp), i.e. that have not learnt the task.")
 
 
+# Fields a comparison table shows by its title, lead column and method column.
+SHOWN = ("method", "seed", "budget", "budget_rank", "rank", "model", "dataset", "shots", "train_size")
+
+
+def hidden_differences(rows: list[Row]) -> list[str]:
+    """A note on what the rows differ in beyond what the table shows (one protocol per row, so a row's
+    first run speaks for it): say, BA-LoRA's gradient sample, which its name leaves out when all its runs
+    share it. Empty where the rows differ in nothing else."""
+    protocols = [protocol(row.runs["result"].iloc[0]["config"]) for row in rows]
+    parts = []
+    for name in sorted({n for p in protocols for n in p} - set(SHOWN)):
+        by_value: dict[str, list[str]] = {}
+        for row, values in zip(rows, protocols):
+            by_value.setdefault(str(values.get(name)), []).append(f"{row.label} ({row.lead})")
+        if len(by_value) > 1 and not all(f"{name}=" in row.label for row in rows):
+            parts.append(f"{name} " + "; ".join(f"{value} for {', '.join(names)}" for value, names in by_value.items()))
+    return [f"Rows also differ in: {' | '.join(parts)}."] if parts else []
+
+
 def render(rows: list[Row], columns: list[str],
            extra: dict[str, Callable[[Row], str]] | None = None) -> list[list[str]]:
     """Cells of `rows`: the group label, then `columns` from COLUMNS or `extra` (table-specific ones)."""
@@ -133,7 +153,8 @@ def budget_tables(analysis: Analysis) -> list[Table]:
     compact = ["Budget", "Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "≤ majority",
                "F1 (%)", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"]
     return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
-                  render(rows, columns), [note], STAT_NOTE, compact) for setting, rows in analysis.main.items()]
+                  render(rows, columns), [note, *hidden_differences(rows)], STAT_NOTE, compact)
+            for setting, rows in analysis.main.items()]
 
 
 def fewshot_tables(analysis: Analysis) -> list[Table]:
@@ -142,7 +163,7 @@ def fewshot_tables(analysis: Analysis) -> list[Table]:
     tables = []
     for name, rows in analysis.fewshot.items():
         tables.append(Table(f"fewshot_{slug(name)}", f"Few-shot accuracy — {name}", ["Shots/class", *columns],
-                            render(rows, columns), [], STAT_NOTE, COMPACT_STATS))
+                            render(rows, columns), hidden_differences(rows), STAT_NOTE, COMPACT_STATS))
         tables.append(_trend_table(name, rows, analysis.trends[name]))
     return tables
 
@@ -169,7 +190,8 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
     columns = ["Method", "n", "LoRA params", "Acc. (%)", "Majority (%)", "≤ majority", *STAT_COLUMNS]
     legend = STAT_NOTE.replace("method − reference", "ablation − full BA-LoRA")
     return [Table(f"ablation_{slug(setting)}", f"Ablations against full BA-LoRA — {setting}", ["Budget", *columns],
-                  render(rows, columns), [], legend, COMPACT_STATS) for setting, rows in analysis.ablation.items()]
+                  render(rows, columns), hidden_differences(rows), legend, COMPACT_STATS)
+            for setting, rows in analysis.ablation.items()]
 
 
 def strategy_tables(analysis: Analysis) -> list[Table]:
@@ -184,7 +206,7 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
         largest = max(_mean(r, "lora_params") for r in rows)
         reduction = {"Reduction (%)": lambda r, top=largest: f"{100 * (1 - _mean(r, 'lora_params') / top):.1f}"}
         tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
-                            render(rows, columns, reduction), [note], STAT_NOTE,
+                            render(rows, columns, reduction), [note, *hidden_differences(rows)], STAT_NOTE,
                             ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
                              "≤ majority", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"]))
     return tables
