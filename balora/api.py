@@ -66,6 +66,7 @@ class Plan:
     count_head: bool = field(default=False, metadata={"help": "Whether the head was paid out of the budget."})
     alpha_ratio: float = field(default=2.0, metadata={"help": "lora_alpha = alpha_ratio × rank, per module."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
+    warmstart: bool = field(default=True, metadata={"help": "Whether apply() warm-starts B from the gradients."})
     gamma: float = field(default=initialisation.DEFAULT_GAMMA, metadata={"help": "Warm-start step size."})
     gamma_normalise: bool = field(default=True, metadata={"help": "Warm-start from G/RMS(G), not G."})
     seed: int = field(default=42, metadata={"help": "Seed of the sample and of LoRA's random A in apply()."})
@@ -87,10 +88,6 @@ class Plan:
     def lora_params(self) -> int:
         return allocation.total_params(self.modules)
 
-    @property
-    def warmstart(self) -> bool:
-        return self.gradients is not None
-
     def lora_config(self) -> LoraConfig:
         """A plain PEFT `LoraConfig` (escaped `rank_pattern`/`alpha_pattern`) for `get_peft_model`."""
         return methods.lora_config(self.modules, task_type=self.task_type, alpha_ratio=self.alpha_ratio,
@@ -98,12 +95,12 @@ class Plan:
 
     def apply(self, model: nn.Module, warmstart: bool | None = None) -> PeftModel:
         """`get_peft_model(model, self.lora_config())`, then B warm-started from the plan's gradients
-        (`warmstart`: default whenever the plan has them). LoRA's random A comes from `seed`, the same on
+        (`warmstart`: default as planned). LoRA's random A comes from `seed`, the same on
         every process, without touching the caller's random state. The model is modified in place, as
         `get_peft_model` does."""
         warmstart = self.warmstart if warmstart is None else warmstart
         if warmstart and self.gradients is None:
-            raise BaloraError("this plan has no warm-start gradients (from_dict keeps ranks only); use Plan.load on "
+            raise BaloraError("this plan has no warm-start gradients (to_dict keeps ranks only); use Plan.load on "
                               "a folder written by Plan.save, or apply(model, warmstart=False)")
         self._check_shapes(model)
         with torch.random.fork_rng(devices=[]):
@@ -114,30 +111,30 @@ class Plan:
         return peft_model
 
     def _check_shapes(self, model: nn.Module) -> None:
-        found = {t.name: (t.d_out, t.d_in) for t in models.target_modules(model, [m.name for m in self.modules])}
-        wrong = [m.name for m in self.modules if found.get(m.name) != (m.d_out, m.d_in)]
+        found = {name: models.weight_shape(module) for name, module in model.named_modules()}
+        wrong = [m for m in self.modules if found.get(m.name) != (m.d_out, m.d_in)]
         if wrong:
-            raise BaloraError(f"this model does not match the plan: module {wrong[0]} has shape {found.get(wrong[0])}, "
-                              "the plan has another; plan again on this model")
+            raise BaloraError(f"this model does not match the plan: module {wrong[0].name} is {found.get(wrong[0].name)} "
+                              f"here, ({wrong[0].d_out}, {wrong[0].d_in}) in the plan; plan again on this model")
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the gradients, as JSON-ready values (`save` keeps the gradients too)."""
         return {"format": FORMAT, "modules": [m.to_dict() for m in self.modules], "budget": self.budget,
                 "task_type": self.task_type, "modules_to_save": self.modules_to_save, "head_params": self.head_params,
                 "count_head": self.count_head, "alpha_ratio": self.alpha_ratio, "lora_dropout": self.lora_dropout,
-                "gamma": self.gamma, "gamma_normalise": self.gamma_normalise, "seed": self.seed,
+                "warmstart": self.warmstart, "gamma": self.gamma, "gamma_normalise": self.gamma_normalise, "seed": self.seed,
                 "importance": self.importance}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], gradients: dict[str, torch.Tensor] | None = None) -> Plan:
-        """The plan `to_dict` wrote; without `gradients` it applies without warm-start."""
+        """The plan `to_dict` wrote; without `gradients`, a warm-started plan applies only with warmstart=False."""
         try:
             if values["format"] != FORMAT:
                 raise BaloraError(f"plan format {values['format']} is not {FORMAT}; plan again with this balora")
             modules = [allocation.ModuleRank(m["name"], int(m["shape"][0]), int(m["shape"][1]), float(m["importance"]),
                                              int(m["rank"])) for m in values["modules"]]
             rest = {k: values[k] for k in ("budget", "task_type", "modules_to_save", "head_params", "count_head",
-                                           "alpha_ratio", "lora_dropout", "gamma", "gamma_normalise", "seed",
+                                           "alpha_ratio", "lora_dropout", "warmstart", "gamma", "gamma_normalise", "seed",
                                            "importance")}
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise BaloraError(f"not a balora plan ({type(err).__name__}: {err}); write it with Plan.to_dict") from None
@@ -213,7 +210,7 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
     prepared = methods.ba_lora(context)
     timings = meter.timings()
     return Plan(prepared.allocation, lora_budget, task, heads, head_params, count_head, config.alpha_ratio,
-                config.lora_dropout, config.gamma, config.gamma_normalise, seed,
+                config.lora_dropout, warmstart, config.gamma, config.gamma_normalise, seed,
                 {"metric": config.importance_metric, "examples": size,
                  "seconds": timings.get("importance", 0.0) + timings.get("allocation", 0.0)},
                 prepared.warm_start)

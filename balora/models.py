@@ -114,7 +114,7 @@ def default_target_names(model: nn.Module) -> list[str]:
     return DEFAULT_TARGETS[model_type]
 
 
-def _weight_shape(module: nn.Module) -> tuple[int, int] | None:
+def weight_shape(module: nn.Module) -> tuple[int, int] | None:
     if isinstance(module, Conv1D):  # weight stored (d_in, d_out)
         d_in, d_out = module.weight.shape
         return d_out, d_in
@@ -135,7 +135,7 @@ def target_modules(model: nn.Module, names: list[str] | None = None) -> list[Tar
         suffix = next((n for n in names if full_name == n or full_name.endswith("." + n)), None)
         if suffix is None or full_name.split(".")[0] in HEAD_MODULES:
             continue
-        shape = _weight_shape(module)
+        shape = weight_shape(module)
         if shape is None:
             continue
         found.append(TargetModule(full_name, *shape))
@@ -154,7 +154,7 @@ def target_modules(model: nn.Module, names: list[str] | None = None) -> list[Tar
 
 def _linear_suffixes(model: nn.Module) -> list[str]:
     """The distinct last name parts of the model's adaptable layers, heads excluded."""
-    names = [n for n, m in model.named_modules() if _weight_shape(m) is not None and n.split(".")[0] not in HEAD_MODULES]
+    names = [n for n, m in model.named_modules() if weight_shape(m) is not None and n.split(".")[0] not in HEAD_MODULES]
     return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
 
 
