@@ -15,8 +15,8 @@ class where labels are known, never the first batches of the loader (which may b
 - a `DataLoader` over a map-style dataset (a list, a 🤗 `Dataset`, any `__getitem__`/`__len__`): examples are
   drawn by index, stratified by the `labels`/`label` field when it holds one class per example (a column
   read for a 🤗 `Dataset`; other datasets are read once, item by item), plain random otherwise (token labels
-  of a language model). They are batched with the loader's own `collate_fn` and `batch_size`; its sampler
-  is not used.
+  of a language model). They are batched with the loader's own `collate_fn` and `batch_size`, ordered by
+  length (`input_ids` or `text`) to save padding, as the CLI does; the loader's sampler is not used.
 - a list or tuple of ready batches: whole batches in a seeded random order, until `num_samples` examples.
 - any other iterable (a generator, a loader over an `IterableDataset`): its first `num_samples` examples,
   in the order given, read once and kept for the pass; shuffle it yourself.
@@ -236,7 +236,7 @@ def sample_batches(data: DataLoader | Iterable[Batch], num_samples: int,
     if isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset):
         dataset = data.dataset
         chosen = stratified_indices(_class_labels(dataset), num_samples, seed)
-        mine = chosen[rank::world]
+        mine = sorted(chosen[rank::world], key=lambda i: _length(dataset[i]))  # similar lengths batch together
         loader = DataLoader(Subset(dataset, mine), batch_size=data.batch_size or 8, collate_fn=data.collate_fn)
         return (lambda: loader), len(mine), len(chosen)
     if isinstance(data, Sequence) and not isinstance(data, Mapping):
@@ -252,6 +252,16 @@ def sample_batches(data: DataLoader | Iterable[Batch], num_samples: int,
     return (lambda: kept), share, num_samples
 
 
+def _length(example: Any) -> int:
+    """Tokens (or characters of `text`) in an example, so the sample can be batched by length as the CLI
+    batches it: padding costs as much as real tokens, and gradients do not depend on the order."""
+    if isinstance(example, Mapping):
+        example = example.get("input_ids", example.get("text", ()))
+    else:
+        example = getattr(example, "input_ids", getattr(example, "text", ()))
+    return len(example) if hasattr(example, "__len__") else 0
+
+
 def _class_labels(dataset: Any) -> list[Any]:
     """One class label per example, or None where an example has none (or a label per token)."""
     columns = getattr(dataset, "column_names", None)
@@ -262,11 +272,12 @@ def _class_labels(dataset: Any) -> list[Any]:
 
 
 def _label_of(example: Any) -> Any:
+    """`labels`/`label` of a dict or an object (balora's `Example`), or the last item of a tuple `(x, y)`."""
     if isinstance(example, Mapping):
         return example.get("labels", example.get("label"))
     if isinstance(example, tuple | list) and len(example) > 1:
         return example[-1]
-    return None
+    return getattr(example, "labels", getattr(example, "label", None))
 
 
 def _as_class(label: Any) -> int | str | None:
