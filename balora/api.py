@@ -200,6 +200,10 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
                                       gradient_samples=num_samples, warmstart=warmstart), where="balora.plan")
     targets = models.target_modules(model, target_modules)
     heads = models.head_module_names(model) if modules_to_save is None else list(modules_to_save)
+    missing = [name for name in heads if name not in dict(model.named_modules())]
+    if missing:
+        raise BaloraError(f"modules_to_save: no module named {', '.join(missing)} in the model; name top-level "
+                          f"modules such as {', '.join(n for n, _ in model.named_children())}")
     head_params = sum(p.numel() for name in heads for p in model.get_submodule(name).parameters())
     lora_budget = allocation.lora_budget(targets, params=budget, rank=budget_rank, head_params=head_params,
                                          count_head=count_head)

@@ -131,6 +131,8 @@ def test_bad_input_raises_one_balora_error_naming_the_fix():
         balora.plan(tiny_bert(), batches, budget=10)
     with pytest.raises(balora.BaloraError, match="exactly one budget"):
         balora.plan(tiny_bert(), batches)
+    with pytest.raises(balora.BaloraError, match="modules_to_save: no module named head"):
+        balora.plan(tiny_bert(), batches, budget_rank=4, modules_to_save=["head"])
     with pytest.raises(balora.BaloraError, match="unknown option"):
         balora.plan(tiny_bert(), batches, budget_rank=4, head_probe_steps=3)
     with pytest.raises(balora.BaloraError, match="not a balora plan"):
