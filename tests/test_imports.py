@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "balora"
 
 # Lowest first: the README's layout line, `assets → models, data → importance → allocation →
-# initialisation → methods → training → run → store → sweeps → report`, with `cli` on top. `balora`
+# initialisation → methods → api → training → run → store → sweeps → report`, with `cli` on top. `balora`
 # is the package itself (its version), `errors` the one exception a user reads, `config` the run
 # settings everything reads, `measure` the phase timer.
 LAYERS = [
@@ -26,6 +26,7 @@ LAYERS = [
     {"allocation"},
     {"initialisation"},
     {"methods"},
+    {"api"},
     {"training"},
     {"run"},
     {"store"},
