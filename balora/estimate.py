@@ -10,7 +10,9 @@ model, dataset, batch sizes, max length and targets. They come from stored runs 
 (each run's validation seconds over its validation passes give example_seconds; its train phase less
 those, over its steps, step_seconds; everything outside training and test, per method, the overhead);
 for a profile with no stored run, from a calibration: the model loaded and a few training steps and
-validation batches timed here, with the importance pass counted as one step per batch of its sample.
+validation batches timed here (medians, so that a stall behind another process counts once), with
+the importance pass counted as one step per batch of its sample. A calibration measures the machine
+as loaded at that moment.
 """
 
 from __future__ import annotations
@@ -105,11 +107,16 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
     train(model, loader, TrainSettings(epochs=max(1, math.ceil((CALIBRATION_STEPS + 1) / len(loader))),
                                        learning_rate=config.learning_rate, progress=False),
           after_step=lambda _model, _step: ends.append(time.perf_counter()))
-    step_seconds = (ends[-1] - ends[0]) / (len(ends) - 1)
-    validation = run.data.validation[:2 * config.eval_batch_size]
-    started = time.perf_counter()
-    evaluate(model, run.loader(validation, shuffle=False, batch_size=config.eval_batch_size), run.data.num_labels)
-    example_seconds = (time.perf_counter() - started) / len(validation)
+    # Medians, not means: on a shared machine one step or batch may stall behind another process.
+    step_seconds = statistics.median(b - a for a, b in zip(ends, ends[1:]))
+    per_example = []
+    for start in range(0, CALIBRATION_STEPS * config.eval_batch_size, config.eval_batch_size):
+        batch = run.data.validation[start:start + config.eval_batch_size]
+        if batch:
+            started = time.perf_counter()
+            evaluate(model, run.loader(batch, shuffle=False, batch_size=len(batch)), run.data.num_labels)
+            per_example.append((time.perf_counter() - started) / len(batch))
+    example_seconds = statistics.median(per_example)
     rates = Rates(step_seconds, example_seconds, {"": run.meter.timings()["load"]},
                   f"a calibration of {len(ends) - 1} steps")
     return rates, _sizes(run.data)
