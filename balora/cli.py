@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="a grid of runs from a YAML file or a preset, resumable")
     sweep.add_argument("spec", nargs="?", help="YAML file or preset name")
     sweep.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE", help="keep grid points with these values")
-    sweep.add_argument("--dry-run", "--dry_run", action="store_true", help="list planned runs, done runs and an estimate")
+    sweep.add_argument("--dry-run", "--dry_run", action="store_true",
+                       help="list the planned tuning and evaluation runs, which are done, and a time estimate")
     sweep.add_argument("--workers", type=_finite(int), default=1, help="parallel worker processes on this machine")
     sweep.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute")
     sweep.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")

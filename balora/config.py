@@ -55,6 +55,9 @@ class RunConfig:
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size for validation and test."})
     evaluations: int = field(default=8, metadata={"help": "Validation points along training."})
     seed: int = field(default=42, metadata={"help": "Seed of sampling, head init, LoRA init and shuffling."})
+    tuned: list[str] | None = field(default=None, metadata={"help": "Fields whose values were selected on validation "
+                                                            "by tuning runs (a sweep's `tune:` block)."})
+    tuning: bool = field(default=False, metadata={"help": "A tuning run: scored on validation only, never on test."})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -80,6 +83,9 @@ class RunConfig:
                               "give one of them, or the same value")
         if self.decay_direction not in ("decreasing", "increasing"):
             raise BaloraError(f"decay_direction must be 'decreasing' or 'increasing', got {self.decay_direction!r}")
+        for name in self.tuned or []:
+            if name not in TUNABLE:
+                raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
 
@@ -91,8 +97,10 @@ class RunConfig:
         return asdict(self)
 
     def key(self) -> str:
-        """Stable hash of everything that defines the run: same key, same experiment."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """Stable hash of everything that defines the run: same key, same experiment. Fields added after
+        results were first stored count only when they differ from their default, so old keys stay valid."""
+        values = {k: v for k, v in self.to_dict().items() if not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def protocol(self) -> dict[str, Any]:
         """Everything that defines the run except its seed: runs of one protocol are replicates."""
@@ -127,6 +135,12 @@ def protocol(config: Mapping[str, Any]) -> dict[str, Any]:
 def protocol_key(config: Mapping[str, Any]) -> str:
     """A protocol as a string, to group runs by (equal strings, equal protocols)."""
     return json.dumps(protocol(config), sort_keys=True, default=str)
+
+
+# Added after runs were stored: in the key only when not at this default.
+KEYED_WHEN_SET = {"tuned": None, "tuning": False}
+# What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
+TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
 
 
 def check_field(name: str, value: Any, where: str = "config") -> None:

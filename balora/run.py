@@ -9,10 +9,11 @@ The result written here is the unit everything downstream (sweeps, results store
     params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
                  head, total_trainable, base_model
     allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
-    metrics      test accuracy, f1, precision, recall, loss; majority-class rate
+    metrics      test accuracy, f1, precision, recall, loss (none for a tuning run); majority-class rate
     curves       train_loss [[step, loss]], validation [[step, {metrics}]] (step 0 = after init)
     convergence_step  first step reaching 95% of the final validation accuracy
     timings      seconds per phase (load, importance, allocation, init, train, eval) and total
+    validation_seconds  of the train phase, the seconds spent on the validation curve
     memory       peak RSS MiB per phase (and CUDA max-allocated MiB on a GPU)
 """
 
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import random
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,8 +178,13 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
 
     validation_loader = run.loader(data.validation, shuffle=False, batch_size=config.eval_batch_size)
 
+    validation_seconds = [0.0]  # inside the train phase; estimates of later runs' time separate the two
+
     def validate(m: torch.nn.Module) -> dict[str, float]:
-        return evaluate(m, validation_loader, data.num_labels)
+        started = time.perf_counter()
+        metrics = evaluate(m, validation_loader, data.num_labels)
+        validation_seconds[0] += time.perf_counter() - started
+        return metrics
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
                              config.evaluations, progress and placement.is_main)
@@ -186,9 +193,11 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         initial = validate(model)
         log = train(placement.wrap(model), train_loader, settings, validate, prepared.after_step)
     log.validation.insert(0, (0, initial))
-    with meter.phase("eval"):
-        test_loader = run.loader(data.test, shuffle=False, batch_size=config.eval_batch_size)
-        metrics = evaluate(model, test_loader, data.num_labels)
+    metrics: dict[str, float] = {}
+    if not config.tuning:  # a tuning run is scored on validation only: test accuracy exists only where selected
+        with meter.phase("eval"):
+            test_loader = run.loader(data.test, shuffle=False, batch_size=config.eval_batch_size)
+            metrics = evaluate(model, test_loader, data.num_labels)
     metrics["majority_rate"] = data.majority_rate()
 
     final_ranks = (prepared.effective_ranks(model) if prepared.effective_ranks
@@ -215,6 +224,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "steps": log.steps,
         "convergence_step": log.convergence_step(),
         "timings": meter.timings(),
+        "validation_seconds": validation_seconds[0],
         "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},
     }
     result["environment"]["world_size"] = placement.world

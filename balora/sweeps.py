@@ -2,7 +2,15 @@
 
 A spec has shared settings (`base`), per-method `overrides`, and one or more `grids`; each grid
 maps RunConfig fields to lists of values and expands to their cross product. Identical configs
-across grids run once (same config hash). The driver process owns the database: it claims a run,
+across grids run once (same config hash).
+
+A `tune:` block (for the whole spec, or per grid; `tune: null` in a grid turns it off) selects fields
+on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}`. The
+sweep then runs in two phases: tuning runs (every cell × candidate × tuning seed), then, per cell,
+the evaluation runs at the candidate `balora.tuning` selects from the stored tuning runs. Selection
+is recomputed from the store each time, so an interrupted sweep resumes in either phase.
+
+The driver process owns the database: it claims a run,
 hands it to an executor (in-process, a local process pool, or Ray), and records the outcome.
 A failing run is recorded as failed with its error and the sweep goes on.
 """
@@ -14,7 +22,7 @@ import os
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
@@ -23,20 +31,30 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from balora.config import RunConfig, check_field, protocol, protocol_key
+from balora.config import TUNABLE, RunConfig, check_field, protocol, protocol_key
 from balora.errors import BaloraError, read_text
 from balora.store import ResultsStore
+from balora.tuning import Tune, cell_key, choose, score
 
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
                        if f.name.endswith(".yaml")))
-SPEC_KEYS = {"name", "description", "base", "overrides", "grids"}
+SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune"}
+SWEEP_SET = ("tuned", "tuning")  # run fields only a sweep sets
 
 
 @dataclass
 class Planned:
+    """A run of the evaluation phase (or, from `Spec.tuning_runs`, of the tuning phase). With `tune`,
+    the config's tuned fields hold the first candidate until selection replaces them."""
+
     config: RunConfig
     grid: str
+    tune: Tune | None = None
+
+    @property
+    def cell(self) -> str:
+        return cell_key(self.config.to_dict())
 
 
 @dataclass
@@ -44,6 +62,16 @@ class Spec:
     name: str
     description: str
     runs: list[Planned]
+
+    def tuning_runs(self) -> list[Planned]:
+        """Every tuned cell × candidate × tuning seed, once each."""
+        planned: dict[str, Planned] = {}
+        for p in self.runs:
+            for candidate in p.tune.candidates() if p.tune else []:
+                for seed in p.tune.seeds:
+                    config = replace(p.config, **candidate, seed=seed, tuning=True)
+                    planned.setdefault(config.key(), Planned(config, p.grid))
+        return list(planned.values())
 
 
 def _lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
@@ -100,6 +128,7 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     base, overrides, grids = data.get("base") or {}, data.get("overrides") or {}, data.get("grids") or []
     if not isinstance(grids, list) or not grids:
         raise BaloraError(f"{at('grids')}: 'grids' must be a non-empty list of grids")
+    spec_tune = _tune(data.get("tune"), at, ("tune",))
     from balora.methods import METHODS
 
     def check_method(method: Any, *path: Any) -> None:
@@ -107,11 +136,18 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
             raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(METHODS)}")
 
     # Check every value where it is written, so that the error names its line.
+    def check_settable(key: str, *path: Any) -> None:
+        if key in SWEEP_SET:
+            raise BaloraError(f"{at(*path)}: '{key}' is set by the sweep itself; select values on validation "
+                              "with a tune: block")
+
     for key, value in base.items():
+        check_settable(key, "base", key)
         check_field(key, value, at("base", key))
     for method, values in overrides.items():
         check_method(method, "overrides", method)
         for key, value in (values or {}).items():
+            check_settable(key, "overrides", method, key)
             check_field(key, value, at("overrides", method, key))
     filters = _parse_only(only or [])
     planned: dict[str, Planned] = {}
@@ -120,24 +156,66 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
             raise BaloraError(f"{at('grids', index)}: each grid is a mapping of field: [values]")
         grid = dict(grid)
         label = str(grid.pop("name", f"grid{index}"))
+        tune = _tune(grid.pop("tune"), at, ("grids", index, "tune")) if "tune" in grid else spec_tune
         axes = {k: _axis(k, v) for k, v in grid.items()}
         for key, values in axes.items():
+            check_settable(key, "grids", index, key)
             for value in values:
                 check_field(key, value, at("grids", index, key))
                 if key == "method":
                     check_method(value, "grids", index, key)
         if "method" not in axes:
             check_method(base.get("method", RunConfig.method), "base", "method")
+        methods = axes.get("method", [base.get("method", RunConfig.method)])
+        for name in tune.fields if tune else []:
+            # A tuned field given a fixed value too would be ambiguous: refuse it where it is written.
+            fixed = [("grids", index, name)] if name in axes else [("base", name)] if name in base else [
+                ("overrides", m, name) for m in methods if name in (overrides.get(m) or {})]
+            if fixed:
+                raise BaloraError(f"{at(*fixed[0])}: '{name}' is tuned in grid {label}; remove its fixed value")
+            if name in filters:
+                raise BaloraError(f"--only {name}=...: '{name}' is tuned (selected on validation), not chosen")
+        tuned = {"tuned": tune.fields, **tune.candidates()[0]} if tune else {}
         for point in itertools.product(*axes.values()):
             values = dict(zip(axes, point))
             method = values.get("method", base.get("method", RunConfig.method))
-            config = RunConfig.from_dict({**base, **values, **(overrides.get(method) or {})}, where=at("grids", index))
+            config = RunConfig.from_dict({**base, **values, **(overrides.get(method) or {}), **tuned},
+                                         where=at("grids", index))
             if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
-                planned.setdefault(config.key(), Planned(config, label))
+                planned.setdefault(config.key(), Planned(config, label, tune))
     for key in filters:
         if key not in RunConfig.__dataclass_fields__:
             raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
     return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()))
+
+
+def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
+    """A `tune:` block, checked where it is written: `field: [candidates]` for each tuned field and
+    `seeds: [tuning seeds]`; null or false means no tuning."""
+    if block is None or block is False:
+        return None
+    usage = "tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3], seeds: [0, 1]} (candidates per field, tuning seeds)"
+    if not isinstance(block, dict):
+        raise BaloraError(f"{at(*path)}: 'tune' is a mapping, e.g. {usage}")
+    seeds = block.get("seeds")
+    if (not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise BaloraError(f"{at(*path, 'seeds') if 'seeds' in block else at(*path)}: tune needs seeds: a list of "
+                          f"distinct integer tuning seeds, e.g. {usage}")
+    values = {k: v for k, v in block.items() if k != "seeds"}
+    if not values:
+        raise BaloraError(f"{at(*path)}: tune names no field to select; e.g. {usage}")
+    for name, candidates in values.items():
+        if name not in TUNABLE:
+            raise BaloraError(f"{at(*path, name)}: '{name}' cannot be tuned; tune takes seeds and any of "
+                              f"{', '.join(sorted(TUNABLE))}")
+        if not isinstance(candidates, list) or not candidates:
+            raise BaloraError(f"{at(*path, name)}: tune {name} needs a list of candidate values, e.g. {usage}")
+        for value in candidates:
+            check_field(name, value, at(*path, name))
+        if len(set(map(repr, candidates))) != len(candidates):
+            raise BaloraError(f"{at(*path, name)}: tune {name} lists a candidate twice")
+    return Tune(values, list(seeds))
 
 
 def _axis(key: str, value: Any) -> list:
@@ -172,92 +250,182 @@ def execute(config_dict: dict[str, Any], out_dir: str, threads: int | None = Non
     return run_experiment(RunConfig(**config_dict), out_dir, progress=False).result
 
 
-def _estimate_seconds(store: ResultsStore, planned: list[Planned]) -> float:
-    """Seconds for the runs not yet done, from the time per training step of runs already done
-    (0.5 s per step and 30 s of overhead when there are none yet)."""
-    done = [r for r in store.results() if r.get("steps")]
-    per_step = sum(r["timings"]["total"] for r in done) / max(1, sum(r["steps"] for r in done)) if done else 0.5
-    overhead = 0.0 if done else 30.0
-    total = 0.0
-    for p in planned:
-        c = p.config
-        examples = c.shots * 2 if c.shots else (c.train_size or 9880)  # 2 classes, the embedded pool size
-        total += per_step * -(-examples // c.batch_size) * c.train_epochs + overhead
-    return total
-
-
 def _describe(config: RunConfig) -> str:
     data = f"{config.shots}-shot" if config.shots else f"n={config.train_size or 'all'}"
     budget = f"r≈{config.budget_rank}" if config.budget_rank else f"{config.budget or config.rank} params/rank"
-    return f"{config.method:<22} {budget:<14} {data:<10} seed {config.seed}"
+    tuned = " ".join(f"{name}={getattr(config, name)}" for name in config.tuned or [])
+    return f"{config.method:<22} {budget:<14} {data:<10} seed {config.seed}" + (f"  {tuned}" if tuned else "")
+
+
+@dataclass
+class Selection:
+    """What the stored tuning runs of one cell decided; `chosen` is None while any of them is not done."""
+
+    planned: Planned  # the cell's first evaluation run, with placeholder values
+    chosen: dict[str, Any] | None
+    summary: str
+
+
+def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
+    """Each tuned cell's selection, recomputed from the stored tuning runs (see `balora.tuning`)."""
+    selections: dict[str, Selection] = {}
+    for p in spec.runs:
+        if p.tune is None or p.cell in selections:
+            continue
+        keys = [replace(p.config, **c, seed=s, tuning=True).key() for c in p.tune.candidates() for s in p.tune.seeds]
+        records = [store.get(key) for key in keys]
+        waiting = sum(r is None or r.status != "done" for r in records)
+        if waiting:
+            selections[p.cell] = Selection(p, None, f"{waiting} of {len(keys)} tuning runs not done")
+            continue
+        scores = score([r.result for r in records])
+        best = choose(scores)
+        listed = ", ".join(f"{'/'.join(map(str, s.candidate))}: {s.mean:.4f}" for s in scores)
+        selections[p.cell] = Selection(p, dict(zip(p.tune.fields, best.candidate)),
+                                       f"mean final validation accuracy over seeds {p.tune.seeds}: {listed}")
+    return selections
+
+
+def evaluation_runs(spec: Spec, selections: dict[str, Selection]) -> tuple[list[Planned], list[Planned]]:
+    """(runs ready to run, runs awaiting their cell's selection) of the evaluation phase."""
+    ready, awaiting = [], []
+    for p in spec.runs:
+        chosen = selections[p.cell].chosen if p.tune else {}
+        if chosen is None:
+            awaiting.append(p)
+        else:
+            ready.append(Planned(replace(p.config, **chosen), p.grid))
+    return ready, awaiting
+
+
+def _statuses(store: ResultsStore, planned: list[Planned]) -> dict[str, str | None]:
+    return {p.config.key(): store.status(p.config.key()) for p in planned}
+
+
+def _todo(planned: list[Planned], status: dict[str, str | None], rerun_failed: bool) -> list[Planned]:
+    return [p for p in planned if status[p.config.key()] != "done"
+            and (status[p.config.key()] != "failed" or rerun_failed)]
+
+
+def print_plan(spec: Spec, store: ResultsStore, workers: int = 1, rerun_failed: bool = False) -> dict[str, Any]:
+    """Print the planned runs of both phases and an estimate of their wall time; run nothing."""
+    from balora.estimate import Estimator
+
+    estimator = Estimator(store.results())
+    selections = select(spec, store)
+    ready, awaiting = evaluation_runs(spec, selections)
+    phases = {"tuning": spec.tuning_runs(), "evaluation": ready}
+    summary: dict[str, Any] = {}
+    for phase, planned in phases.items():
+        status = _statuses(store, planned)
+        todo = _todo(planned, status, rerun_failed)
+        for p in planned:
+            print(f"{p.config.key()}  {status[p.config.key()] or 'planned':<8} {phase:<10} {p.grid:<12} "
+                  f"{_describe(p.config)}")
+        waiting = awaiting if phase == "evaluation" else []
+        for p in waiting:
+            print(f"{'-':<16}  {'awaiting':<8} {phase:<10} {p.grid:<12} {_describe(p.config)} (to be selected)")
+        seconds = sum(estimator.seconds(p.config) for p in todo + waiting)
+        summary[phase] = {"runs": len(planned) + len(waiting), "done": sum(s == "done" for s in status.values()),
+                          "to_run": len(todo) + len(waiting), "seconds": seconds}
+    cells = list(selections.values())
+    total = sum(phase["seconds"] for phase in summary.values()) / workers
+    print(f"sweep '{spec.name}':")
+    for phase, numbers in summary.items():
+        selected = (f"; {sum(s.chosen is not None for s in cells)} of {len(cells)} tuned cells selected, "
+                    f"{len(awaiting)} runs awaiting selection") if phase == "evaluation" and cells else ""
+        print(f"  {phase:<10} {numbers['runs']:>4} runs: {numbers['done']} done, {numbers['to_run']} to run{selected}, "
+              f"about {numbers['seconds'] / 60 / workers:.0f} min")
+    print(f"  total      about {total / 60:.0f} min ({total / 3600:.1f} h) with {workers} worker{'s' * (workers > 1)}; "
+          f"times from {estimator.sources()}")
+    return {**summary, "seconds": total}
 
 
 def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs", dry_run: bool = False,
               workers: int = 1, backend: str = "local", ray_address: str | None = None,
-              rerun_failed: bool = False) -> dict[str, int]:
-    """Run every planned run not yet done; return counts of done, failed and skipped runs."""
+              rerun_failed: bool = False) -> dict[str, Any]:
+    """Run every planned run not yet done, tuning phase first; return counts of done, failed and skipped
+    runs, and of evaluation runs still awaiting a selection (a tuning run of their cell failed)."""
     if workers < 1:
         raise BaloraError(f"--workers must be at least 1, got {workers}")
     with ResultsStore(db) as store:
-        status = {p.config.key(): store.status(p.config.key()) for p in spec.runs}
-        todo = [p for p in spec.runs if status[p.config.key()] != "done"
-                and (status[p.config.key()] != "failed" or rerun_failed)]
-        counts = {"planned": len(todo), "done": 0, "failed": 0, "skipped": len(spec.runs) - len(todo)}
         if dry_run:
-            for p in spec.runs:
-                print(f"{p.config.key()}  {status[p.config.key()] or 'planned':<8} {p.grid:<12} {_describe(p.config)}")
-            minutes = _estimate_seconds(store, todo) / 60 / (workers if backend == "local" else 1)
-            print(f"{len(spec.runs)} runs in sweep '{spec.name}': {len(spec.runs) - len(todo)} done or failed, "
-                  f"{len(todo)} to run, about {minutes:.0f} min")
-            return counts
+            return print_plan(spec, store, workers if backend == "local" else 1, rerun_failed)
+        counts: dict[str, Any] = {"planned": 0, "done": 0, "failed": 0, "skipped": 0, "awaiting": 0}
         started, inside_runs = time.perf_counter(), [0.0]
-        bar = tqdm(total=len(todo), desc=f"sweep {spec.name}", unit="run", dynamic_ncols=True)
-
-        def record(planned: Planned, outcome: dict | BaseException, folder: Path) -> None:
-            """Write one outcome to the store (only this, the driver process, writes it)."""
-            key = planned.config.key()
-            if isinstance(outcome, BaseException):
-                message = str(outcome) if isinstance(outcome, BaloraError) else "".join(
-                    traceback.format_exception_only(type(outcome), outcome)).strip()
-                store.fail(key, message)
-                counts["failed"] += 1
-                tqdm.write(f"failed: {_describe(planned.config)}: {message}")
-            else:
-                store.finish(key, outcome, str(folder / "result.json"), str(folder / "adapter"))
-                counts["done"] += 1
-                inside_runs[0] += outcome["timings"]["total"]
-            bar.update(1)
-
         executor = _executor(backend, workers, ray_address)
-        in_flight: dict[Any, Planned] = {}
-        queue = iter(todo)
         try:
-            while True:
-                # Claim only as capacity frees up, so an interrupted sweep holds at most the runs in flight.
-                while len(in_flight) < executor.capacity and (planned := next(queue, None)) is not None:
-                    if store.claim(planned.config.key(), planned.config.to_dict(), spec.name, rerun_failed):
-                        in_flight[executor.submit(planned, runs_dir)] = planned
-                    else:  # another sweep got there first
-                        counts["skipped"] += 1
-                        bar.total -= 1
-                if not in_flight:
-                    break
-                handle, outcome = executor.next_done(list(in_flight))
-                planned = in_flight.pop(handle)
-                record(planned, outcome, out_dir(runs_dir, planned))
+            tuning = spec.tuning_runs()
+            if tuning:
+                _run_phase(store, executor, spec.name, "tuning", tuning, runs_dir, rerun_failed, counts, inside_runs)
+            selections = select(spec, store)
+            for selection in selections.values():
+                chosen = selection.chosen and " ".join(f"{k}={v}" for k, v in selection.chosen.items())
+                tqdm.write(f"{'selected ' + chosen if chosen else 'awaiting selection'} for "
+                           f"{_describe(selection.planned.config).rsplit(' seed', 1)[0].strip()}: {selection.summary}")
+            ready, awaiting = evaluation_runs(spec, selections)
+            counts["awaiting"] = len(awaiting)
+            _run_phase(store, executor, spec.name, "evaluation" if tuning else "", ready, runs_dir, rerun_failed,
+                       counts, inside_runs)
         finally:
-            store.unclaim([p.config.key() for p in in_flight.values()])
             executor.close()
-            bar.close()
     wall = time.perf_counter() - started
     # Bookkeeping: what the sweep spent outside the runs' own phases (database, spawning, config,
     # imports); meaningful for in-process execution, where run time and wall time add up.
     counts["wall_seconds"] = round(wall, 1)
     counts["bookkeeping_share"] = max(0.0, wall - inside_runs[0]) / wall if counts["done"] and workers == 1 else None
     share = "" if counts["bookkeeping_share"] is None else f", bookkeeping {100 * counts['bookkeeping_share']:.1f}% of wall time"
-    print(f"sweep '{spec.name}': {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped "
-          f"in {wall / 60:.1f} min{share}")
+    awaiting = (f", {counts['awaiting']} awaiting a selection (a tuning run failed: --rerun-failed)"
+                if counts["awaiting"] else "")
+    print(f"sweep '{spec.name}': {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped"
+          f"{awaiting} in {wall / 60:.1f} min{share}")
     return counts
+
+
+def _run_phase(store: ResultsStore, executor: Any, sweep: str, phase: str, planned: list[Planned], runs_dir: str,
+               rerun_failed: bool, counts: dict[str, Any], inside_runs: list[float]) -> None:
+    """Run the runs of `planned` not yet done, recording each outcome in the store as it arrives."""
+    status = _statuses(store, planned)
+    todo = _todo(planned, status, rerun_failed)
+    counts["planned"] += len(todo)
+    counts["skipped"] += len(planned) - len(todo)
+    bar = tqdm(total=len(todo), desc=f"sweep {sweep}" + (f" {phase}" if phase else ""), unit="run",
+               dynamic_ncols=True)
+
+    def record(planned: Planned, outcome: dict | BaseException, folder: Path) -> None:
+        """Write one outcome to the store (only this, the driver process, writes it)."""
+        key = planned.config.key()
+        if isinstance(outcome, BaseException):
+            message = str(outcome) if isinstance(outcome, BaloraError) else "".join(
+                traceback.format_exception_only(type(outcome), outcome)).strip()
+            store.fail(key, message)
+            counts["failed"] += 1
+            tqdm.write(f"failed: {_describe(planned.config)}: {message}")
+        else:
+            store.finish(key, outcome, str(folder / "result.json"), str(folder / "adapter"))
+            counts["done"] += 1
+            inside_runs[0] += outcome["timings"]["total"]
+        bar.update(1)
+
+    in_flight: dict[Any, Planned] = {}
+    queue = iter(todo)
+    try:
+        while True:
+            # Claim only as capacity frees up, so an interrupted sweep holds at most the runs in flight.
+            while len(in_flight) < executor.capacity and (planned_run := next(queue, None)) is not None:
+                if store.claim(planned_run.config.key(), planned_run.config.to_dict(), sweep, rerun_failed):
+                    in_flight[executor.submit(planned_run, runs_dir)] = planned_run
+                else:  # another sweep got there first
+                    counts["skipped"] += 1
+                    bar.total -= 1
+            if not in_flight:
+                break
+            handle, outcome = executor.next_done(list(in_flight))
+            done = in_flight.pop(handle)
+            record(done, outcome, out_dir(runs_dir, done))
+    finally:
+        store.unclaim([p.config.key() for p in in_flight.values()])
+        bar.close()
 
 
 @dataclass(eq=False)  # hashed by identity: a handle in the in-flight table
@@ -346,13 +514,14 @@ def runs_table(db: str, sweep: str | None = None, status: str | None = None) -> 
         records = store.runs(sweep, status)
     if not records:
         return "no runs recorded"
-    lines = [f"{'key':<16}  {'status':<7}  {'sweep':<10}  {'method':<22}  {'budget':<8}  {'data':<10}  {'seed':>4}  "
-             f"{'accuracy':>8}"]
+    lines = [f"{'key':<16}  {'status':<7}  {'sweep':<10}  {'phase':<10}  {'method':<22}  {'budget':<8}  {'data':<10}  "
+             f"{'seed':>4}  {'accuracy':>8}"]
     for r in records:
         data = f"{r.shots}-shot" if r.shots else f"n={r.train_size or 'all'}"
-        accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"
-        lines.append(f"{r.key:<16}  {r.status:<7}  {r.sweep or '-':<10}  {r.method:<22}  {str(r.budget_rank or r.budget):<8}  "
-                     f"{data:<10}  {r.seed:>4}  {accuracy:>8}")
+        accuracy = f"{r.accuracy:.4f}" if r.accuracy is not None else "-"  # a tuning run has no test accuracy
+        phase = "tuning" if r.config.get("tuning") else "evaluation"
+        lines.append(f"{r.key:<16}  {r.status:<7}  {r.sweep or '-':<10}  {phase:<10}  {r.method:<22}  "
+                     f"{str(r.budget_rank or r.budget):<8}  {data:<10}  {r.seed:>4}  {accuracy:>8}")
     return "\n".join(lines)
 
 
@@ -366,7 +535,7 @@ def results_table(db: str, sweep: str | None = None) -> str:
     import statistics
 
     with ResultsStore(db) as store:
-        results = store.results(sweep)
+        results = [r for r in store.results(sweep) if not r["config"].get("tuning")]  # test accuracy: selected only
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(protocol_key(r["config"]), []).append(r)

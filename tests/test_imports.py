@@ -14,9 +14,9 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "balora"
 
 # Lowest first: the README's layout line, `assets → models, data → importance → allocation →
-# initialisation → methods → api → training → run → store → sweeps → report`, with `cli` on top. `balora`
-# is the package itself (its version), `errors` the one exception a user reads, `config` the run
-# settings everything reads, `measure` the phase timer.
+# initialisation → methods → api → training → run → store → tuning, estimate → sweeps → report`,
+# with `cli` on top. `balora` is the package itself (its version), `errors` the one exception a
+# user reads, `config` the run settings everything reads, `measure` the phase timer.
 LAYERS = [
     {"balora", "errors"},
     {"config", "measure"},
@@ -30,6 +30,7 @@ LAYERS = [
     {"training"},
     {"run"},
     {"store"},
+    {"tuning", "estimate"},
     {"sweeps"},
     {"report"},
     {"cli", "__main__"},

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -14,8 +15,10 @@ import pytest
 from balora.cli import main
 from balora.config import RunConfig, protocol_key
 from balora.errors import BaloraError
+from balora.estimate import Estimator
 from balora.store import ResultsStore
 from balora.sweeps import PRESETS, load_spec, results_table, run_sweep, seed003_preset
+from balora.tuning import tuning_cells
 
 
 def write_spec(tmp_path: Path, model_dir: Path, csv: Path, grids: str, extra_base: str = "") -> Path:
@@ -93,10 +96,19 @@ def test_paper_preset_covers_seed000_experiments():
     ("  - method: [lora, bogus]\n", "", "line 13: unknown method 'bogus'"),
     ("  - method: [lora]\n    epochs: [two]\n", "", "line 14: epochs must be int"),
     ("  - method: [lora]\n", "  colour: red\n", "line 12: unknown key(s) colour"),
+    ("  - method: [lora]\n    tune: {learning_rate: [0.001]}\n", "", "line 14: tune needs seeds"),
+    ("  - method: [lora]\n    tune: {learning_rate: 0.001, seeds: [1]}\n", "", "line 14: tune learning_rate needs a list"),
+    ("  - method: [lora]\n    tune: {learning_rate: [0.001, 0.001], seeds: [1]}\n", "", "line 14: .* a candidate twice"),
+    ("  - method: [lora]\n    tune: {method: [lora], seeds: [1]}\n", "", "line 14: 'method' cannot be tuned"),
+    ("  - method: [lora]\n    tune: {learning_rate: [0.001], seeds: [1]}\n    learning_rate: [0.01]\n", "",
+     "line 15: 'learning_rate' is tuned in grid grid0; remove its fixed value"),
+    ("  - method: [lora]\n    tune: {learning_rate: [0.001], seeds: [1]}\n", "  learning_rate: 0.01\n",
+     "line 12: 'learning_rate' is tuned"),
+    ("  - method: [lora]\n    tuning: true\n", "", "line 14: 'tuning' is set by the sweep itself"),
 ])
 def test_spec_errors_name_the_line(tmp_path, grids, extra, message):
     spec = write_spec(tmp_path, Path("m"), Path("d.csv"), grids, extra)
-    with pytest.raises(BaloraError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(BaloraError, match=message.replace("(", r"\(").replace(")", r"\)").replace("{", r"\{")):
         load_spec(str(spec))
 
 
@@ -107,6 +119,14 @@ def test_identical_grid_points_run_once_and_only_filters(tmp_path):
     assert {p.config.method for p in load_spec(str(spec), ["method=lora"]).runs} == {"lora"}
     with pytest.raises(BaloraError, match="not a run setting"):
         load_spec(str(spec), ["colour=red"])
+
+
+@pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned"])
+def test_comparison_presets_select_every_learning_rate_on_validation(preset):
+    spec = load_spec(preset)
+    assert all(p.tune and p.tune.fields == ["learning_rate"] and len(p.tune.candidates()) >= 3 for p in spec.runs)
+    assert all(len(p.tune.seeds) >= 2 and not set(p.tune.seeds) & {r.config.seed for r in spec.runs} for p in spec.runs)
+    assert len(spec.tuning_runs()) == len({p.cell for p in spec.runs}) * len(spec.runs[0].tune.candidates()) * 2
 
 
 def test_seed003_flags_map_onto_presets():
@@ -154,8 +174,11 @@ def test_sigkilled_sweep_loses_at_most_the_run_in_flight(tmp_path, tiny_model_di
     deadline = time.time() + 240
     while time.time() < deadline:
         time.sleep(0.5)
-        if db.exists() and _count(db, "done") >= 2:
-            break
+        try:
+            if db.exists() and _count(db, "done") >= 2:
+                break
+        except sqlite3.OperationalError:  # the file exists a moment before its tables do
+            pass
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
@@ -184,3 +207,68 @@ def test_ray_backend_writes_back_to_the_same_store(tmp_path, tiny_model_dir, tin
     with ResultsStore(db) as store:
         assert {r["config"]["method"] for r in store.results()} == {"lora", "ba_lora"}
         assert "infeasible budget" in store.runs(status="failed")[0].error  # the message crosses Ray intact
+
+
+TUNED = ("  - method: [lora, ba_lora]\n    seed: [1, 2]\n  - name: fixed\n    method: [lora]\n    seed: [1]\n"
+         "    tune: null\ntune: {learning_rate: [1.0e-4, 5.0e-2], seeds: [7]}\n")
+
+
+def test_tuned_sweep_selects_on_validation_then_evaluates_only_the_selected_rate(tmp_path, tiny_model_dir, tiny_csv,
+                                                                                capsys):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, TUNED)
+    loaded = load_spec(str(spec))
+    assert (len(loaded.tuning_runs()), len(loaded.runs)) == (4, 5)
+    db, runs = tmp_path / "r.db", tmp_path / "runs"
+    counts = run_sweep(loaded, db=str(db), runs_dir=str(runs))
+    assert (counts["done"], counts["failed"], counts["awaiting"]) == (9, 0, 0)
+    with ResultsStore(db) as store:
+        results = store.results()
+    tuning = [r for r in results if r["config"]["tuning"]]
+    assert len(tuning) == 4 and all("accuracy" not in r["metrics"] for r in tuning)  # never scored on test
+    selected = {c.example["method"]: c.selected.candidate[0] for c in tuning_cells(results)}
+    evaluation = [r for r in results if r["config"]["tuned"] and not r["config"]["tuning"]]
+    assert sorted((r["config"]["method"], r["config"]["seed"]) for r in evaluation) == [
+        ("ba_lora", 1), ("ba_lora", 2), ("lora", 1), ("lora", 2)]
+    assert all(r["config"]["learning_rate"] == selected[r["config"]["method"]] and "accuracy" in r["metrics"]
+               for r in evaluation)
+    fixed = [r for r in results if not r["config"]["tuned"]]
+    assert len(fixed) == 1 and fixed[0]["config"]["learning_rate"] == RunConfig.learning_rate
+
+    # The estimate's model, fed with these runs' own timings, gives back about their wall time.
+    estimator = Estimator(results)
+    estimated = sum(estimator.seconds(RunConfig(**r["config"])) for r in results)
+    assert estimated == pytest.approx(sum(r["timings"]["total"] for r in results), rel=0.25)
+    assert estimator.sources() == "9 stored runs"
+
+    # Interrupted in either phase: a missing tuning run and a cell's evaluation runs run again, nothing else.
+    lora_tuning = next(r["key"] for r in tuning if r["config"]["method"] == "lora")
+    lost = [lora_tuning] + [r["key"] for r in evaluation if r["config"]["method"] == "lora"]
+    with sqlite3.connect(db) as connection:
+        connection.executemany("DELETE FROM runs WHERE key = ?", [(k,) for k in lost])
+    again = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(runs))
+    assert (again["done"], again["skipped"]) == (3, 6)
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--db", str(db), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tuning        4 runs: 4 done, 0 to run" in out and "evaluation    5 runs: 5 done, 0 to run" in out
+    assert "2 of 2 tuned cells selected, 0 runs awaiting selection" in out
+
+
+def test_dry_run_plans_both_phases_and_runs_nothing(tmp_path, tiny_model_dir, tiny_csv, capsys):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, TUNED.replace("seeds: [7]", "seeds: [7, 8]"))
+    db = tmp_path / "r.db"
+    assert main(["sweep", str(spec), "--db", str(db), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "tuning        8 runs: 0 done, 8 to run" in out
+    assert "evaluation    5 runs: 0 done, 5 to run; 0 of 2 tuned cells selected, 4 runs awaiting selection" in out
+    assert "times from a calibration of" in out
+    assert re.search(r"total +about \d+ min", out)
+    with ResultsStore(db) as store:
+        assert store.runs() == []
+
+
+def test_a_failed_tuning_run_holds_back_its_cell(tmp_path, tiny_model_dir, tiny_csv):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    budget_rank: null\n"
+                      "    tune: {budget: [10, 256], seeds: [7]}\n")
+    counts = run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"))
+    assert (counts["done"], counts["failed"], counts["awaiting"]) == (1, 1, 1)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from balora.report import claims, figures, tables
+from balora.report import claims, figures, selection, tables
 from balora.report.analysis import Analysis, analyse
 from balora.report.document import (
     Block,
@@ -78,8 +78,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def build(frame: pd.DataFrame, out: Path) -> Report:
-    """All sections of the report for the runs in `frame`; figures are written to `out/figures`."""
+def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None) -> Report:
+    """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
+    appendix); figures are written to `out/figures`."""
     analysis = analyse(frame)
     report = Report(analysis, missing=list(analysis.missing))
     fig_dir, missing = out / "figures", report.missing
@@ -118,16 +119,23 @@ def build(frame: pd.DataFrame, out: Path) -> Report:
         "Strategy comparison (seed 002)", "Every allocation strategy: evaluation loss, parameters, accuracy.",
         tables.strategy_tables(analysis),
         _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
+    arms = selection.rising_arms(frame)
     report.sections["dynamics"] = _section(
         "Training dynamics and convergence", "Runs that end at or below the majority-class rate have not learnt "
         "the task (see NOTES.md): they are counted here and in every accuracy table (column ≤ majority).",
         claims.majority_claims(frame),
         _per_setting(frame, missing, fig_dir, figures.training_loss, "Training-loss curves", "no curves recorded"),
-        _per_setting(frame, missing, fig_dir, figures.validation_accuracy, "Validation curves", "no curves recorded"))
+        _per_setting(frame, missing, fig_dir, figures.validation_accuracy, "Validation curves", "no curves recorded"),
+        selection.convergence_claims(arms), [t for t in [selection.convergence_table(arms)] if t])
     report.sections["cost"] = _section(
         "Cost", "Wall time per phase and peak memory.",
         [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
+    report.sections["tuning"] = _section(
+        "Appendix: selection on validation", "Where a sweep tuned a field (its `tune:` block), every candidate was "
+        "trained on the tuning seeds and scored on the validation split; the evaluation runs above use the selected "
+        "value only.", selection.selection_claims(results or []),
+        [t for t in [selection.tuning_table(results or [])] if t])
     return report
 
 
@@ -142,7 +150,7 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
         blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"No finished runs in {source}: nothing to report.")]
         _write_documents(blocks, out)
         return None
-    report = build(frame, out)
+    report = build(frame, out, results)
     for table in report.blocks(Table):
         (out / "tables" / f"{table.name}.tex").write_text(table_latex(table, label=f"tab:{table.name}"))
     missing = Bullets(report.missing) if report.missing else Paragraph("Nothing is missing.")

@@ -22,7 +22,7 @@ import pandas as pd
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
-from balora.report import claims
+from balora.report import claims, selection
 from balora.report.builder import STATISTICS, Report
 from balora.report.document import Figure, Table, latex_text, slug, table_latex
 from balora.report.runs import budget_label, settings
@@ -148,7 +148,8 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
                           f"No ablation runs in {primary}."),
         "strategy": _part([], pick(f"strategy_{key}", f"params_loss_{key}"), out,
                           f"No strategy comparison in {primary}."),
-        "dynamics": _part(claims.majority_claims(frame), pick(f"validation_{key}", f"train_loss_{key}"), out,
+        "dynamics": _part(claims.majority_claims(frame) + selection.convergence_claims(selection.rising_arms(frame)),
+                          pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
         "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),
         "missing": (latex_text("Not available in these results:") + "\n" + _sentences(report.missing)

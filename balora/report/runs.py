@@ -9,6 +9,10 @@ Vocabulary (shared with the tables, figures and paper):
   (e.g. `ba_lora (strategy=proportional)`);
 - replicates: runs of one arm in one setting and budget that differ only in the seed; matched seeds
   pair arms.
+
+A field a sweep selected on validation (listed in `config.tuned`) is part of the protocol as
+"selected", not as its value: LoRA at its selected learning rate and BA-LoRA at its own are one
+setting. Tuning runs (`config.tuning`) have no test accuracy and appear only in the tuning appendix.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ PROTOCOL_FIELDS = ("target_modules", "count_head", "text_column", "label_column"
                    "eval_batch_size", "evaluations")
 # Every other config field is a method option (strategy, gamma, ...): runs of one method that differ in
 # one are different arms.
-NOT_VARIANT = SETTING_FIELDS + PROTOCOL_FIELDS + ("method", "seed", "budget", "budget_rank", "rank")
+NOT_VARIANT = SETTING_FIELDS + PROTOCOL_FIELDS + ("method", "seed", "budget", "budget_rank", "rank", "tuned", "tuning")
+SELECTED = "selected on validation"
 DEFAULTS = RunConfig().to_dict()
 # A run whose accuracy is not above the majority-class rate by more than this has not learnt the task
 # (it predicts, or does no better than predicting, one class).
@@ -68,6 +73,8 @@ def setting_label(model: str, dataset: str, shots: int | None, train_size: int |
 
 def _effective(config: dict[str, Any], name: str) -> Any:
     """A config value as the run used it: a field the config leaves out has RunConfig's default."""
+    if name in (config.get("tuned") or []):
+        return SELECTED
     value = config.get(name, DEFAULTS.get(name))
     if name == "epochs" and value is None:
         return default_epochs(config.get("shots"))
@@ -118,7 +125,9 @@ def _one_protocol_per_arm(results: list[dict[str, Any]], settings: list[str], va
 
 
 def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself."""
+    """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
+    (tuning runs are left out: they have no test metrics)."""
+    results = [r for r in results if not r["config"].get("tuning")]
     configs = [r["config"] for r in results]
     # protocol fields that differ between runs of one data setting (not, say, epochs between few-shot and full)
     by_data: dict[tuple, list[dict[str, Any]]] = {}

@@ -1,0 +1,114 @@
+"""The report's account of the protocol's selection on validation: the tuning appendix (every
+candidate's validation accuracy per cell, the selected one marked) and the convergence check (arms
+whose validation accuracy was still rising at the last evaluation; definition in `balora.tuning`)."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+import pandas as pd
+
+from balora.report.document import Table
+from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, setting_label, settings
+from balora.report.tables import DASH, pct
+from balora.tuning import RISING_TOLERANCE, CellTuning, accuracy_curve, still_rising, tuning_cells
+
+MARK = "*"
+
+
+def _candidate(fields: list[str], candidate: tuple) -> str:
+    names = {"learning_rate": "lr"}
+    return ", ".join(f"{names.get(f, f)}={v:g}" if isinstance(v, float) else f"{names.get(f, f)}={v}"
+                     for f, v in zip(fields, candidate))
+
+
+def _where(config: dict[str, Any]) -> tuple[str, str]:
+    data = setting_label(config["model"], config["dataset"], config.get("shots"), config.get("train_size"))
+    budget = config.get("budget_rank") or config.get("budget") or config.get("rank") or 8
+    return data, budget_label(float(budget)) if config.get("budget") is None else f"{budget:,} params"
+
+
+def tuning_table(results: list[dict[str, Any]]) -> Table | None:
+    """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds."""
+    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    cells = sorted(tuning_cells(results), key=lambda c: (*_where(c.example), order.get(c.example["method"], len(order)),
+                                                         c.example["method"]))
+    if not cells:
+        return None
+    candidates = list(dict.fromkeys(_candidate(c.fields, s.candidate) for c in cells for s in c.scores))
+    rows = []
+    for cell in cells:
+        by_name = {_candidate(cell.fields, s.candidate): s for s in cell.scores}
+        row = [*_where(cell.example), method_name(cell.example["method"])]
+        for name in candidates:
+            score = by_name.get(name)
+            if score is None:
+                row.append(DASH)
+                continue
+            spread = "" if len(score.accuracy) < 2 else f" ± {pct(score.sd)}"
+            row.append(f"{pct(score.mean)}{spread}{' ' + MARK if score is cell.selected else ''}"
+                       f"{' ↑' if score.rising else ''}")
+        row += [str(len(cell.selected.accuracy)), _candidate(cell.fields, cell.selected.candidate)]
+        rows.append(row)
+    note = (f"Final validation accuracy (%, the last evaluation), mean ± sd over the tuning seeds (n). {MARK}: "
+            "selected, the best mean; ties go to the lower mean validation loss, then to the smaller value. Only "
+            "the selected value was run on the evaluation seeds and scored on test. ↑: still rising at the last "
+            f"evaluation (the mean over seeds exceeds the best earlier point by more than {100 * RISING_TOLERANCE:g} pp).")
+    return Table("tuning", "Selection on validation (tuning runs)", ["Setting", "Budget", "Method", *candidates,
+                                                                     "n", "Selected"], rows, [note])
+
+
+def rising_arms(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per setting, budget and arm: the mean validation accuracy at the last evaluation, the best mean before
+    it, and whether it was still rising."""
+    out = []
+    for setting in settings(frame):
+        part = frame[frame["setting"] == setting]
+        for budget, cell in part.groupby("budget"):
+            for arm in arm_order(cell["arm"]):
+                runs = cell[cell["arm"] == arm]
+                curves = [accuracy_curve(r) for r in runs["result"] if r.get("curves", {}).get("validation")]
+                length = min((len(c) for c in curves), default=0)
+                if length < 2:
+                    continue
+                means = [statistics.fmean(c[i][1] for c in curves) for i in range(length)]
+                out.append({"setting": setting, "budget": budget, "arm": runs["arm_label"].iloc[0], "n": len(curves),
+                            "step": curves[0][length - 1][0], "last": means[-1], "best_before": max(means[:-1]),
+                            "rising": still_rising(curves)})
+    return out
+
+
+def convergence_table(arms: list[dict[str, Any]]) -> Table | None:
+    if not arms:
+        return None
+    rows = [[a["setting"], budget_label(a["budget"]), a["arm"], str(a["n"]), str(a["step"]), pct(a["last"]),
+             pct(a["best_before"]), "yes ↑" if a["rising"] else "no"] for a in arms]
+    note = ("Validation accuracy (%), mean over the arm's seeds, at the last evaluation and the best at any earlier "
+            f"one (step 0 included). Still rising: the last exceeds the best earlier by more than "
+            f"{100 * RISING_TOLERANCE:g} pp; such an arm's curve was not flat at the end of training.")
+    return Table("convergence", "Convergence on validation", ["Setting", "Budget", "Method", "n", "Last step",
+                                                              "Last (%)", "Best before (%)", "Still rising"], rows,
+                 [note])
+
+
+def convergence_claims(arms: list[dict[str, Any]]) -> list[str]:
+    rising = [a for a in arms if a["rising"]]
+    if not arms:
+        return []
+    if not rising:
+        return [f"No arm's validation accuracy was still rising at the last evaluation ({len(arms)} arms checked)."]
+    names = "; ".join(f"{a['arm']} at {budget_label(a['budget'])}, {a['setting']} (+{100 * (a['last'] - a['best_before']):.2f} pp)"
+                      for a in rising)
+    return [f"{len(rising)} of {len(arms)} arms were still rising on validation at the last evaluation, so longer "
+            f"training might change their comparison: {names}."]
+
+
+def selection_claims(results: list[dict[str, Any]]) -> list[str]:
+    cells: list[CellTuning] = tuning_cells(results)
+    if not cells:
+        return ["No tuning runs: every value in these results was fixed by its sweep, none selected on validation."]
+    fields = sorted({f for c in cells for f in c.fields})
+    return [f"{', '.join(fields)} selected on validation for {len(cells)} method × setting × budget cells from "
+            f"{sum(len(s.accuracy) for c in cells for s in c.scores)} tuning runs (best mean final validation "
+            "accuracy over the tuning seeds); test accuracy exists only at the selected values."]

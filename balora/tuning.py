@@ -1,0 +1,154 @@
+"""Selecting hyperparameters on validation: a sweep's `tune:` block and what its tuning runs decide.
+
+A tuned grid names candidate values for one or more run fields (usually `learning_rate`) and tuning
+seeds. For each cell, i.e. each method × setting × budget (everything that defines a run except the
+seed and the tuned fields), every candidate is trained once per tuning seed as a *tuning run*
+(`RunConfig.tuning`, scored on validation only). The selected candidate is the one with:
+
+1. the highest mean over tuning seeds of the final validation accuracy (the last point of the
+   validation curve, i.e. the model that training returns, which is the one a test would score);
+2. on a tie (equal to 1e-9), the lowest mean final validation loss;
+3. on a tie there too, the smallest candidate (e.g. the lower learning rate).
+
+The evaluation runs (every seed) then run only at the selected values; they record the tuned field
+names in `RunConfig.tuned`, so the report knows that those values were selected, not fixed.
+
+Convergence: an arm is *still rising* when the mean over its seeds of the validation accuracy at the
+last evaluation exceeds the best mean at any earlier evaluation (step 0 included) by more than
+`RISING_TOLERANCE` (0.5 pp, about four examples of an 872-example validation split). Its curve was not
+flat at the end: more training might still change the comparison.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+RISING_TOLERANCE = 0.005
+TIE = 1e-9
+
+
+@dataclass(frozen=True)
+class Tune:
+    """A `tune:` block: candidate values per tuned field (their cross product is the candidate list) and
+    the tuning seeds."""
+
+    values: dict[str, list[Any]]
+    seeds: list[int]
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.values)
+
+    def candidates(self) -> list[dict[str, Any]]:
+        return [dict(zip(self.values, point)) for point in itertools.product(*self.values.values())]
+
+
+def cell_key(config: dict[str, Any]) -> str:
+    """The cell a run belongs to: its config without the seed, the tuning mark and the tuned fields'
+    values (tuning and evaluation runs of one method × setting × budget share it)."""
+    tuned = set(config.get("tuned") or [])
+    rest = {k: v for k, v in config.items() if k not in tuned and k not in ("seed", "tuning")}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def candidate_of(config: dict[str, Any]) -> tuple:
+    """The tuned fields' values of a run, in the order `tuned` lists them."""
+    return tuple(config.get(name) for name in config.get("tuned") or [])
+
+
+def final_validation(result: dict[str, Any]) -> dict[str, float]:
+    """Validation metrics at the last evaluation of a stored run."""
+    return result["curves"]["validation"][-1][1]
+
+
+def still_rising(curves: list[list[tuple[int, float]]], tolerance: float = RISING_TOLERANCE) -> bool:
+    """Whether the mean curve over seeds (curves aligned by evaluation index) ends more than `tolerance`
+    above its best earlier point; False when there is no earlier point to compare with."""
+    length = min((len(c) for c in curves), default=0)
+    if length < 2:
+        return False
+    means = [statistics.fmean(c[i][1] for c in curves) for i in range(length)]
+    return means[-1] > max(means[:-1]) + tolerance
+
+
+def accuracy_curve(result: dict[str, Any]) -> list[tuple[int, float]]:
+    return [(int(step), float(values["accuracy"])) for step, values in result["curves"]["validation"]]
+
+
+@dataclass
+class Score:
+    """One candidate of one cell: final validation accuracy and loss per tuning seed."""
+
+    candidate: tuple
+    accuracy: dict[int, float] = field(default_factory=dict)  # by seed
+    loss: dict[int, float] = field(default_factory=dict)
+    curves: list[list[tuple[int, float]]] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracy.values()) if self.accuracy else math.nan
+
+    @property
+    def sd(self) -> float:
+        return statistics.stdev(self.accuracy.values()) if len(self.accuracy) > 1 else math.nan
+
+    @property
+    def mean_loss(self) -> float:
+        return statistics.fmean(self.loss.values()) if self.loss else math.nan
+
+    @property
+    def rising(self) -> bool:
+        return still_rising(self.curves)
+
+
+def score(results: list[dict[str, Any]]) -> list[Score]:
+    """Scores of the candidates among the tuning runs of one cell, in candidate order."""
+    scores: dict[tuple, Score] = {}
+    for result in results:
+        config = result["config"]
+        entry = scores.setdefault(candidate_of(config), Score(candidate_of(config)))
+        final = final_validation(result)
+        entry.accuracy[int(config["seed"])] = float(final["accuracy"])
+        entry.loss[int(config["seed"])] = float(final["loss"])
+        entry.curves.append(accuracy_curve(result))
+    return sorted(scores.values(), key=lambda s: _order(s.candidate))
+
+
+def _order(candidate: tuple) -> tuple:
+    return tuple((value is None, value if value is not None else 0) for value in candidate)
+
+
+def choose(scores: list[Score]) -> Score:
+    """The selected candidate: best mean accuracy, then lowest mean loss, then the smallest (module docstring)."""
+    return min(scores, key=lambda s: (-round(s.mean / TIE), round(s.mean_loss / TIE), _order(s.candidate)))
+
+
+@dataclass
+class CellTuning:
+    """What the tuning runs of one cell decided, for the report's appendix."""
+
+    cell: str
+    fields: list[str]
+    example: dict[str, Any]  # one tuning run's config (method, setting, budget)
+    scores: list[Score]
+    selected: Score
+
+
+def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
+    """Group stored tuning runs by cell and select each cell's candidate, as the sweep does."""
+    cells: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        if result["config"].get("tuning"):
+            cells.setdefault(cell_key(result["config"]), []).append(result)
+    out = []
+    for key, runs in cells.items():
+        scores = score(runs)
+        out.append(CellTuning(key, list(runs[0]["config"].get("tuned") or []), runs[0]["config"], scores,
+                              choose(scores)))
+    return out

@@ -1,0 +1,113 @@
+"""Selection on validation (balora.tuning) and how the report shows it: the selection rule and its
+tie-breaks, the "still rising" check, keys of existing runs, and the report's appendix."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+from test_report import make_result
+
+from balora.config import KEYED_WHEN_SET, RunConfig
+from balora.report import build_report
+from balora.tuning import cell_key, choose, score, still_rising, tuning_cells
+
+
+def tuning_result(lr: float, seed: int, accuracy: float, loss: float = 0.5, method: str = "lora",
+                  curve: tuple[float, ...] = (0.5, 0.6)) -> dict:
+    """A stored tuning run as far as selection reads it: config and validation curve."""
+    config = RunConfig(method=method, learning_rate=lr, seed=seed, tuned=["learning_rate"], tuning=True).to_dict()
+    points = [[10 * i, {"accuracy": a, "loss": loss}] for i, a in enumerate((*curve, accuracy))]
+    return {"config": config, "curves": {"validation": points}}
+
+
+def test_the_best_mean_validation_accuracy_over_tuning_seeds_is_selected():
+    runs = [tuning_result(1e-3, 0, 0.70), tuning_result(1e-3, 1, 0.74),  # mean 0.72
+            tuning_result(2e-3, 0, 0.80), tuning_result(2e-3, 1, 0.62),  # mean 0.71: best single seed, lower mean
+            tuning_result(4e-3, 0, 0.50), tuning_result(4e-3, 1, 0.52)]
+    scores = score(runs)
+    assert [s.candidate for s in scores] == [(1e-3,), (2e-3,), (4e-3,)]
+    assert choose(scores).candidate == (1e-3,)
+    assert scores[0].accuracy == {0: 0.70, 1: 0.74}
+
+
+@pytest.mark.parametrize("runs, expected", [
+    # equal mean accuracy (0.6 + 0.8 = 0.7 + 0.7): the lower mean validation loss wins
+    ([tuning_result(1e-3, 0, 0.6, 0.40), tuning_result(1e-3, 1, 0.8, 0.40),
+      tuning_result(2e-3, 0, 0.7, 0.30), tuning_result(2e-3, 1, 0.7, 0.30)], (2e-3,)),
+    # equal accuracy and loss: the smaller value, whatever the order the runs come in
+    ([tuning_result(4e-3, 0, 0.7), tuning_result(1e-3, 0, 0.7), tuning_result(2e-3, 0, 0.7)], (1e-3,)),
+])
+def test_ties_are_broken_by_validation_loss_then_by_the_smaller_value(runs, expected):
+    assert choose(score(runs)).candidate == expected
+    assert choose(score(list(reversed(runs)))).candidate == expected
+
+
+@pytest.mark.parametrize("curves, rising", [
+    ([[(0, 0.5), (10, 0.6), (20, 0.7)]], True),
+    ([[(0, 0.5), (10, 0.7), (20, 0.704)]], False),  # within the 0.5 pp tolerance: flat
+    ([[(0, 0.5), (10, 0.7), (20, 0.65)]], False),  # falling at the end
+    ([[(0, 0.5), (10, 0.6), (20, 0.7)], [(0, 0.5), (10, 0.8), (20, 0.7)]], False),  # the mean over seeds is flat
+    ([[(0, 0.5), (10, 0.6), (20, 0.7)], [(0, 0.5), (10, 0.6), (20, 0.612)]], True),  # mean +5.6 pp
+    ([[(0, 0.5)]], False),  # nothing earlier to compare with
+])
+def test_still_rising_compares_the_last_mean_with_the_best_earlier_one(curves, rising):
+    assert still_rising(curves) is rising
+
+
+def test_existing_run_keys_are_unchanged_and_tuning_runs_have_their_own():
+    config = RunConfig(method="lora", seed=3)
+    old = {k: v for k, v in asdict(config).items() if k not in KEYED_WHEN_SET}
+    assert config.key() == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
+    evaluation = RunConfig(method="lora", seed=3, tuned=["learning_rate"])
+    tuning = RunConfig(method="lora", seed=3, tuned=["learning_rate"], tuning=True)
+    assert len({config.key(), evaluation.key(), tuning.key()}) == 3
+    # a cell is everything but the seed and the tuned values: tuning and evaluation runs share it
+    other_lr = RunConfig(method="lora", seed=0, learning_rate=4e-3, tuned=["learning_rate"], tuning=True)
+    assert cell_key(evaluation.to_dict()) == cell_key(tuning.to_dict()) == cell_key(other_lr.to_dict())
+    assert cell_key(RunConfig(method="ba_lora", tuned=["learning_rate"]).to_dict()) != cell_key(evaluation.to_dict())
+
+
+def _selected(result: dict, lr: float) -> dict:
+    result = copy.deepcopy(result)
+    result["config"].update(learning_rate=lr, tuned=["learning_rate"])
+    return result
+
+
+def test_report_compares_arms_at_their_selected_rates_and_shows_every_candidate(tmp_path: Path):
+    seeds = (42, 43, 44)
+    evaluation = ([_selected(make_result("lora", 8, 64, s), 1e-3) for s in seeds]
+                  + [_selected(make_result("ba_lora", 8, 64, s), 2e-3) for s in seeds])
+    for result in evaluation:  # BA-LoRA still climbing at its last evaluation, LoRA flat
+        curve = result["curves"]["validation"]
+        if result["config"]["method"] == "ba_lora":
+            curve[-1][1]["accuracy"] = curve[-2][1]["accuracy"] + 0.02
+        else:
+            curve[-1][1]["accuracy"] = curve[-2][1]["accuracy"]
+    tuning = []
+    for method, best in (("lora", 1e-3), ("ba_lora", 2e-3)):
+        for lr in (1e-3, 2e-3):
+            for seed in (0, 1):
+                run = tuning_result(lr, seed, 0.75 if lr == best else 0.70, method=method)
+                config = {**run["config"], **make_result(method, 8, 64, 42)["config"]}
+                config.update(learning_rate=lr, seed=seed, tuned=["learning_rate"], tuning=True)
+                tuning.append(dict(run, config=config))
+    assert {c.selected.candidate for c in tuning_cells(tuning)} == {(1e-3,), (2e-3,)}
+    build_report(evaluation + tuning, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    budget = markdown.split("**Budget efficiency")[1].split("\n\n")[1]
+    assert "BA-LoRA" in budget and "LoRA" in budget  # one setting, compared, despite different learning rates
+    assert "learning_rate selected on validation for 2 method × setting × budget cells from 8 tuning runs" in markdown
+    appendix = markdown.split("**Selection on validation")[1].split("\n\n")[1]
+    rows = [line for line in appendix.splitlines() if line.startswith("| minilm")]
+    assert len(rows) == 2 and all(row.count(" *") == 1 for row in rows)
+    assert "| LoRA | 75.00 ± 0.00 * ↑ | 70.00 ± 0.00 ↑ | 2 | lr=0.001 |" in appendix
+    convergence = markdown.split("**Convergence on validation")[1].split("\n\n")[1]
+    assert [line.split(" | ")[-1] for line in convergence.splitlines()[2:]] == ["no |", "yes ↑ |"]
+    assert "1 of 2 arms were still rising" in markdown
+    coverage = markdown.split("**Runs per setting")[1].split("\n\n")[1]
+    assert "42, 43, 44" in coverage and " 0," not in coverage  # tuning runs are not evaluation runs
