@@ -7,7 +7,9 @@ budget arithmetic needs: GPT-2's `Conv1D` stores its weight transposed.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -78,6 +80,26 @@ def _hub_error(name: str, err: Exception) -> BaloraError:
         "offline, use "
         "--model minilm or a local model folder"
     )
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+@lru_cache(maxsize=8)
+def weights_checksum(name: str) -> str | None:
+    """SHA-256 over the weight files of a model folder (in name order), so a stored run says exactly which
+    weights it used (the embedded model's, a converted copy's, ...); None for a hub model."""
+    path = Path(resolve_model_path(name))
+    files = sorted({f for pattern in WEIGHT_FILES for f in path.glob(pattern)}) if path.is_dir() else []
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:

@@ -5,6 +5,12 @@ maps RunConfig fields to lists of values and expands to their cross product. Ide
 across grids run once (same config hash). The driver process owns the database: it claims a run,
 hands it to an executor (in-process, a local process pool, or Ray), and records the outcome.
 A failing run is recorded as failed with its error and the sweep goes on.
+
+With a results folder (`results_dir:` in the spec, or `--results-dir`) every finished run is also
+written there as `<key>.json` (`balora.runfiles`), before the database records it. The folder is
+what gets committed; the database is a working copy: a sweep first imports every run file the
+database lacks (so runs whose file exists are skipped, whatever the database says) and writes the
+file of every planned run the database has done but the folder lacks.
 """
 
 from __future__ import annotations
@@ -25,12 +31,13 @@ from tqdm.auto import tqdm
 
 from balora.config import RunConfig, check_field
 from balora.errors import BaloraError
+from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.store import ResultsStore
 
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
                        if f.name.endswith(".yaml")))
-SPEC_KEYS = {"name", "description", "base", "overrides", "grids"}
+SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "results_dir"}
 
 
 @dataclass
@@ -44,6 +51,7 @@ class Spec:
     name: str
     description: str
     runs: list[Planned]
+    results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
 
 
 def _lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
@@ -137,7 +145,10 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     for key in filters:
         if key not in RunConfig.__dataclass_fields__:
             raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
-    return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()))
+    results_dir = data.get("results_dir")
+    if results_dir is not None and not isinstance(results_dir, str):
+        raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
+    return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir)
 
 
 def _axis(key: str, value: Any) -> list:
@@ -192,13 +203,33 @@ def _describe(config: RunConfig) -> str:
     return f"{config.method:<22} {budget:<14} {data:<10} seed {config.seed}"
 
 
+def sync_results(store: ResultsStore, folder: str | Path, spec: Spec) -> dict[str, int]:
+    """Bring the store and a run folder in line: import every run file the store has not got as done,
+    and write a file for every planned run the store has done but the folder lacks."""
+    on_disk = run_keys(folder)
+    imported = [key for key in sorted(on_disk) if store.status(key) != "done"]
+    for key in imported:
+        store.add(read_run(run_path(folder, key)), spec.name)
+    written = [p.config.key() for p in spec.runs if p.config.key() not in on_disk and store.status(p.config.key()) == "done"]
+    for key in written:
+        record = store.get(key)
+        write_run(folder, dict(record.result or {}, key=key), record.sweep)
+    return {"imported": len(imported), "written": len(written)}
+
+
 def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs", dry_run: bool = False,
               workers: int = 1, backend: str = "local", ray_address: str | None = None,
-              rerun_failed: bool = False) -> dict[str, int]:
-    """Run every planned run not yet done; return counts of done, failed and skipped runs."""
+              rerun_failed: bool = False, results_dir: str | None = None) -> dict[str, int]:
+    """Run every planned run not yet done; return counts of done, failed and skipped runs. Finished
+    runs also go to `results_dir` (default: the spec's `results_dir`) as run files."""
     if workers < 1:
         raise BaloraError(f"--workers must be at least 1, got {workers}")
+    results_dir = results_dir or spec.results_dir
     with ResultsStore(db) as store:
+        if results_dir:
+            synced = sync_results(store, results_dir, spec)
+            print(f"run files in {results_dir}: {synced['imported']} imported into {db}, "
+                  f"{synced['written']} written from it")
         status = {p.config.key(): store.status(p.config.key()) for p in spec.runs}
         todo = [p for p in spec.runs if status[p.config.key()] != "done"
                 and (status[p.config.key()] != "failed" or rerun_failed)]
@@ -223,6 +254,8 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                 counts["failed"] += 1
                 tqdm.write(f"failed: {_describe(planned.config)}: {message}")
             else:
+                if results_dir:  # the file first: once it exists, no later sweep runs this again
+                    write_run(results_dir, outcome, spec.name)
                 store.finish(key, outcome, str(folder / "result.json"), str(folder / "adapter"))
                 counts["done"] += 1
                 inside_runs[0] += outcome["timings"]["total"]

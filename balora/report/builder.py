@@ -11,6 +11,7 @@ import pandas as pd
 
 from balora.report import claims, figures, tables
 from balora.report.analysis import Analysis, analyse
+from balora.report.criteria import Criterion, criteria_summary, criteria_table, seed000_criteria
 from balora.report.document import (
     Block,
     Bullets,
@@ -40,6 +41,7 @@ class Report:
     """What was built: sections of blocks (in order), the analysis, and what could not be built."""
 
     analysis: Analysis
+    criteria: list[Criterion] = field(default_factory=list)  # seed 000's success criteria, marked
     sections: dict[str, list[Block]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
@@ -78,7 +80,7 @@ def _count(n: int, noun: str) -> str:
 def build(frame: pd.DataFrame, out: Path) -> Report:
     """All sections of the report for the runs in `frame`; figures are written to `out/figures`."""
     analysis = analyse(frame)
-    report = Report(analysis, missing=list(analysis.missing))
+    report = Report(analysis, seed000_criteria(analysis), missing=list(analysis.missing))
     fig_dir, missing = out / "figures", report.missing
     names = settings(frame)
 
@@ -88,7 +90,11 @@ def build(frame: pd.DataFrame, out: Path) -> Report:
     report.sections["summary"] = _section(
         "Summary", f"{_count(len(frame), 'run')} in {_count(len(names), 'setting')}, "
         f"{_count(frame['arm'].nunique(), 'method')}, seeds {', '.join(map(str, sorted(frame['seed'].unique())))}.",
-        claims.conclusion_claims(analysis))
+        [*claims.conclusion_claims(analysis), criteria_summary(report.criteria)])
+    report.sections["criteria"] = _section(
+        "Seed 000's success criteria", "Each of the seed's criteria for Experiments 1 and 2, decided by a test on the "
+        "comparisons below and marked met, not met or not testable.",
+        [c.sentence for c in report.criteria], [criteria_table(report.criteria)])
     report.sections["coverage"] = [Heading(2, "Coverage"), tables.coverage_table(frame)]
     report.sections["budget"] = _section(
         "Budget efficiency (seed 000, Exp. 1)", "Main methods at equal LoRA budgets against LoRA.",

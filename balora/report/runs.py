@@ -142,7 +142,8 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    return frame.sort_values(["model", "dataset", "train_size", "shots", "protocol", "budget", "seed"],
+    # the key last: the same runs give the same order whether they come from the database or from files
+    return frame.sort_values(["model", "dataset", "train_size", "shots", "protocol", "budget", "seed", "key"],
                              na_position="last").reset_index(drop=True)
 
 
