@@ -16,22 +16,27 @@ from pathlib import Path
 from typing import Any
 
 from balora.errors import BaloraError
-from balora.report import builder, paper
+from balora.report import builder, figures, paper
 from balora.report.paper import build_paper
 
 
 def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None = None,
-                 source: str = "the given results") -> Path:
+                 source: str = "the given results", figures_too: bool = True) -> Path:
     """Write the report for `results` (result dicts as in `balora.run`) under `out_dir`; with `paper_dir`,
-    also the paper's generated inputs under `paper_dir/generated`. Returns the path of report.md."""
-    report = builder.write(results, out_dir, source)
-    if paper_dir is not None:
-        paper.write_generated(report, Path(paper_dir))
+    also the paper's generated inputs under `paper_dir/generated`. Returns the path of report.md.
+    Without `figures_too`, only report.md and tables/*.tex (no images, no HTML page)."""
+    token = figures.RENDER.set(figures_too)
+    try:
+        report = builder.write(results, out_dir, source)
+        if paper_dir is not None:
+            paper.write_generated(report, Path(paper_dir))
+    finally:
+        figures.RENDER.reset(token)
     return Path(out_dir) / "report.md"
 
 
 def write_report(db_path: str | Path = "results/balora.db", out_dir: str | Path = "report",
-                 paper_dir: str | Path | None = None) -> Path:
+                 paper_dir: str | Path | None = None, figures_too: bool = True) -> Path:
     """The report for every finished run in the results store at `db_path` (see `build_report`)."""
     from balora.store import ResultsStore  # imported here: building from result dicts needs no database
 
@@ -39,7 +44,7 @@ def write_report(db_path: str | Path = "results/balora.db", out_dir: str | Path 
         raise BaloraError(f"no results database at {db_path}; run a sweep first or give --db PATH")
     with ResultsStore(db_path) as store:
         results = store.results()
-    return build_report(results, out_dir, paper_dir, source=f"results store {db_path}")
+    return build_report(results, out_dir, paper_dir, f"results store {db_path}", figures_too)
 
 
 def _folder_label(folder: str | Path) -> str:
@@ -49,12 +54,13 @@ def _folder_label(folder: str | Path) -> str:
     return Path(os.path.relpath(path)).as_posix() if path.is_relative_to(Path.cwd()) else path.as_posix()
 
 
-def write_runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None = None) -> Path:
+def write_runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None = None,
+                      figures_too: bool = True) -> Path:
     """The report for every run file in `folder` (see `balora.runfiles` and `build_report`); no database."""
     from balora.runfiles import read_runs
 
     results = read_runs(folder)
-    return build_report(results, out_dir, paper_dir, source=f"{len(results)} run files in {_folder_label(folder)}")
+    return build_report(results, out_dir, paper_dir, f"{len(results)} run files in {_folder_label(folder)}", figures_too)
 
 
 # The text a committed report consists of: what `check_report` compares (figures are images, rebuilt from
@@ -74,7 +80,7 @@ def check_report(folder: str | Path, report_dir: str | Path) -> None:
     if not committed:
         raise BaloraError(f"no report in {report_dir}; write it with balora report --runs {folder} --out {report_dir}")
     with tempfile.TemporaryDirectory() as scratch:
-        write_runs_report(folder, scratch)
+        write_runs_report(folder, scratch, figures_too=False)
         rebuilt = _checked_files(Path(scratch))
     for name in sorted(set(committed) | set(rebuilt)):
         old, new = committed.get(name), rebuilt.get(name)

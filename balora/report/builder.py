@@ -135,7 +135,8 @@ def build(frame: pd.DataFrame, out: Path) -> Report:
 
 
 def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Report | None:
-    """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results."""
+    """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results. With
+    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex."""
     out = Path(out_dir)
     for stale in [*out.glob("figures/*.png"), *out.glob("figures/*.pdf"), *out.glob("tables/*.tex")]:
         stale.unlink()  # a rerun on other data must not leave old figures behind
@@ -161,4 +162,5 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
 def _write_documents(blocks: list[Block], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(render_markdown(blocks, out))
-    (out / "report.html").write_text(render_html(blocks, TITLE))
+    if figures.RENDER.get():  # the page embeds the images
+        (out / "report.html").write_text(render_html(blocks, TITLE))

@@ -22,7 +22,7 @@ import pandas as pd
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
-from balora.report import claims
+from balora.report import claims, figures
 from balora.report.builder import STATISTICS, Report
 from balora.report.criteria import criteria_summary
 from balora.report.document import Figure, Table, latex_text, slug, table_latex
@@ -88,7 +88,8 @@ def _macro_file(values: dict[str, str]) -> str:
 
 def _figure(figure: Figure, out: Path) -> str:
     (out / "figures").mkdir(exist_ok=True)
-    shutil.copy(figure.pdf, out / "figures" / figure.pdf.name)
+    if figures.RENDER.get():  # else only the text is being written
+        shutil.copy(figure.pdf, out / "figures" / figure.pdf.name)
     # natural size where it fits (so every figure's text is the same size), else shrunk to the page
     size = rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height=0.55\textheight,keepaspectratio"
     return "\n".join([
