@@ -86,20 +86,19 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 
 
 @lru_cache(maxsize=8)
-def weights_checksum(name: str) -> str | None:
-    """SHA-256 over the weight files of a model folder (in name order), so a stored run says exactly which
-    weights it used (the embedded model's, a converted copy's, ...); None for a hub model."""
+def weights_checksums(name: str) -> dict[str, str] | None:
+    """SHA-256 of each weight file of a model folder (what `sha256sum` prints), so a stored run says exactly
+    which weights it used (the embedded model's, a converted copy's, ...); None for a hub model."""
     path = Path(resolve_model_path(name))
     files = sorted({f for pattern in WEIGHT_FILES for f in path.glob(pattern)}) if path.is_dir() else []
-    if not files:
-        return None
-    digest = hashlib.sha256()
+    checksums = {}
     for file in files:
-        digest.update(file.name.encode())
+        digest = hashlib.sha256()
         with file.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
-    return digest.hexdigest()
+        checksums[file.name] = digest.hexdigest()
+    return checksums or None
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:

@@ -4,7 +4,7 @@ evaluation → `result.json` and a PEFT adapter.
 The result written here is the unit everything downstream (sweeps, results store, report) reads:
 
     config       RunConfig as a dict, plus `key`, its hash
-    environment  versions, device, threads, weights_sha256 (the model's weight files)
+    environment  versions, device, threads, weights_sha256 (of each of the model's weight files)
     budget       target LoRA budget, its rank-equivalent, whether the head was counted
     params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
                  head, total_trainable, base_model
@@ -49,7 +49,7 @@ from balora.models import (
     load_classifier,
     load_tokenizer,
     target_modules,
-    weights_checksum,
+    weights_checksums,
 )
 from balora.training import Distributed, TrainSettings, evaluate, total_steps, train
 
@@ -65,7 +65,7 @@ def environment(model: str) -> dict[str, Any]:
     return {"balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "platform": platform.platform(),
             "device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "weights_sha256": weights_checksum(model)}
+            "weights_sha256": weights_checksums(model)}
 
 
 def resolve_budget(config: RunConfig, targets: list[TargetModule], head_params: int) -> int:

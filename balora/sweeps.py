@@ -209,7 +209,8 @@ def sync_results(store: ResultsStore, folder: str | Path, spec: Spec) -> dict[st
     on_disk = run_keys(folder)
     imported = [key for key in sorted(on_disk) if store.status(key) != "done"]
     for key in imported:
-        store.add(read_run(run_path(folder, key)), spec.name)
+        record = read_run(run_path(folder, key))
+        store.add(record, str(record.get("sweep") or spec.name))
     written = [p.config.key() for p in spec.runs if p.config.key() not in on_disk and store.status(p.config.key()) == "done"]
     for key in written:
         record = store.get(key)
