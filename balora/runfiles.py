@@ -27,10 +27,12 @@ def run_path(folder: str | Path, key: str) -> Path:
     return Path(folder) / f"{key}.json"
 
 
-def _default(value: Any) -> Any:
-    """numpy/torch scalars and arrays, which results may carry."""
+def jsonable(value: Any) -> Any:
+    """numpy/torch scalars and arrays (`tolist`) and paths, which results may carry (json's `default`)."""
     if hasattr(value, "tolist"):
         return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
@@ -40,7 +42,7 @@ def write_run(folder: str | Path, result: dict[str, Any], sweep: str = "") -> Pa
     record.update(format=FORMAT, sweep=sweep or str(result.get("sweep") or ""))
     path = run_path(folder, str(result["key"]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(record, indent=1, sort_keys=True, default=_default) + "\n"
+    text = json.dumps(record, indent=1, sort_keys=True, default=jsonable) + "\n"
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # not *.json: never read as a run
     with tmp.open("w") as handle:
         handle.write(text)

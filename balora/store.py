@@ -38,6 +38,7 @@ from typing import Any
 import psutil
 
 from balora.errors import BaloraError
+from balora.runfiles import jsonable
 
 STATUSES = ("running", "done", "failed")
 QUERY_COLUMNS = ("method", "model", "dataset", "budget_rank", "budget", "shots", "train_size", "seed")
@@ -98,17 +99,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _jsonable(value: Any) -> Any:
-    """numpy/torch scalars and arrays (`tolist`) and paths, which results may carry."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=_jsonable)
+    return None if value is None else json.dumps(value, default=jsonable)
 
 
 def _scalar(value: Any) -> Any:
@@ -301,7 +293,7 @@ class ResultsStore:
         tmp = out.with_name(out.name + ".tmp")  # write then rename: a reader never sees half a file
         with tmp.open("w", newline="") as handle:
             if fmt == "json":
-                json.dump([asdict(r) for r in records], handle, indent=2, default=_jsonable)
+                json.dump([asdict(r) for r in records], handle, indent=2, default=jsonable)
             else:
                 rows = [_flat(r) for r in records]
                 writer = csv.DictWriter(handle, fieldnames=list(_flat_columns(rows)))

@@ -162,6 +162,8 @@ def test_sigkilled_sweep_loses_at_most_the_run_in_flight(tmp_path, tiny_model_di
 
 def _count(db: Path, status: str) -> int:
     with sqlite3.connect(db, timeout=30) as connection:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+            return 0  # the sweep has created the file but not yet its tables
         return connection.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
 
 
