@@ -118,7 +118,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         raise BaloraError("name a sweep: a YAML file or a preset (" + ", ".join(sweeps.PRESETS) + ")")
     sweeps.run_sweep(sweeps.load_spec(spec, args.only), db=args.db, runs_dir=args.runs_dir, dry_run=args.dry_run,
                      workers=args.workers, backend=args.backend, ray_address=args.ray_address,
-                     rerun_failed=args.rerun_failed)
+                     rerun_failed=args.rerun_failed, results_dir=args.results_dir)
 
 
 def cmd_runs(args: argparse.Namespace) -> None:
@@ -134,12 +134,38 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"wrote {store.export(args.format, args.out or f'results/runs.{args.format}')}")
 
 
-def cmd_report(args: argparse.Namespace) -> None:
-    from balora.report import build_paper, write_report
+def cmd_import(args: argparse.Namespace) -> None:
+    from balora.runfiles import read_runs
+    from balora.store import ResultsStore
 
-    print(f"wrote {write_report(args.db, args.out, paper_dir=args.paper_dir)}")
+    runs = read_runs(args.folder)  # all read and checked before the database changes
+    with ResultsStore(args.db) as store:
+        for result in runs:
+            store.add(result, args.sweep or str(result.get("sweep") or ""))
+    print(f"imported {len(runs)} runs from {args.folder} into {args.db}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from balora.report import build_paper, check_report, write_report, write_runs_report
+
+    if args.check:
+        if not args.runs:
+            raise BaloraError("--check compares a committed report with its run files: give --runs DIR")
+        check_report(args.runs, args.out or report_dir(args.runs))
+        print(f"{args.out or report_dir(args.runs)} matches the report rebuilt from {args.runs}")
+        return
+    if args.runs:
+        written = write_runs_report(args.runs, args.out or report_dir(args.runs), paper_dir=args.paper_dir)
+    else:
+        written = write_report(args.db, args.out or "report", paper_dir=args.paper_dir)
+    print(f"wrote {written}")
     if args.paper:
         print(f"wrote {build_paper(args.paper_dir)}")
+
+
+def report_dir(runs: str) -> str:
+    """Where the report of a run folder goes by default: next to the runs, so it is committed with them."""
+    return str(Path(runs) / "report")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -177,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--rerun-failed", action="store_true", help="retry runs recorded as failed")
     sweep.add_argument("--runs-dir", default="runs", help="folder for result.json and adapters")
+    sweep.add_argument("--results-dir", default=None,
+                       help="also write each finished run to DIR/KEY.json, and skip runs whose file exists "
+                            "(default: the spec's results_dir, e.g. results/paper for the paper preset)")
     sweep.add_argument("--db", default=DEFAULT_DB, help="results database")
     for flag in ("--run-all", "--run-adalora", "--run-qa-lora"):  # seed 003's runner flags
         sweep.add_argument(flag, action="store_true", help=argparse.SUPPRESS)
@@ -194,16 +223,27 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", default=None)
     export.set_defaults(handler=cmd_export)
 
+    importer = sub.add_parser("import", help="import run files (DIR/KEY.json) into a results database")
+    importer.add_argument("folder", help="folder of run files, e.g. results/paper")
+    importer.add_argument("--db", default=DEFAULT_DB)
+    importer.add_argument("--sweep", default=None, help="sweep the runs belong to (default: the one in each file)")
+    importer.set_defaults(handler=cmd_import)
+
     for name, handler, text in (("report", cmd_report, "statistics, figures, tables and the paper's generated parts"),
                                 ("run", cmd_run, "the main job: quick preset, results table, report")):
         command = sub.add_parser(name, help=text)
         command.add_argument("--db", default=DEFAULT_DB)
-        command.add_argument("--out", default="report")
         command.add_argument("--paper-dir", default="paper", help="where paper/generated/ is written")
         if name == "run":
+            command.add_argument("--out", default="report")
             command.add_argument("--runs-dir", default="runs")
             command.add_argument("--workers", type=_finite(int), default=1)
         else:
+            command.add_argument("--out", default=None, help="report folder (default report/, or DIR/report with --runs)")
+            command.add_argument("--runs", default=None, metavar="DIR",
+                                 help="build from the run files in DIR (e.g. results/paper) instead of the database")
+            command.add_argument("--check", action="store_true",
+                                 help="with --runs: check that the report in --out is the one these runs give")
             command.add_argument("--paper", action="store_true", help="also build paper/main.pdf (pdflatex + bibtex)")
         command.set_defaults(handler=handler)
     return parser

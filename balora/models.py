@@ -7,9 +7,11 @@ budget arithmetic needs: GPT-2's `Conv1D` stores its weight transposed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -95,6 +97,25 @@ def _hub_error(name: str, err: Exception) -> BaloraError:
         "offline, use "
         "--model minilm or a local model folder"
     )
+
+
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+
+
+@lru_cache(maxsize=8)
+def weights_checksums(name: str) -> dict[str, str] | None:
+    """SHA-256 of each weight file of a model folder (what `sha256sum` prints), so a stored run says exactly
+    which weights it used (the embedded model's, a converted copy's, ...); None for a hub model."""
+    path = Path(resolve_model_path(name))
+    files = sorted({f for pattern in WEIGHT_FILES for f in path.glob(pattern)}) if path.is_dir() else []
+    checksums = {}
+    for file in files:
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+        checksums[file.name] = digest.hexdigest()
+    return checksums or None
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:

@@ -4,7 +4,7 @@ evaluation → `result.json` and a PEFT adapter.
 The result written here is the unit everything downstream (sweeps, results store, report) reads:
 
     config       RunConfig as a dict, plus `key`, its hash
-    environment  versions, device, threads
+    environment  versions, device, threads, weights_sha256 (of each of the model's weight files)
     budget       target LoRA budget, its rank-equivalent, whether the head was counted
     params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
                  head, total_trainable, base_model
@@ -51,6 +51,7 @@ from balora.models import (
     load_classifier,
     load_tokenizer,
     target_modules,
+    weights_checksums,
 )
 from balora.training import Distributed, TrainSettings, evaluate, total_steps, train
 
@@ -61,11 +62,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment() -> dict[str, Any]:
+def environment(model: str) -> dict[str, Any]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {"balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "platform": platform.platform(),
-            "device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+            "device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "weights_sha256": weights_checksums(model)}
 
 
 def resolve_budget(config: RunConfig, targets: list[TargetModule], head_params: int) -> int:
@@ -207,7 +209,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     result = {
         "key": config.key(),
         "config": config.to_dict(),
-        "environment": environment(),
+        "environment": environment(config.model),
         "data": {"dataset": data.name, "train_examples": len(run.train_examples), "validation": len(data.validation),
                  "test": len(data.test), "labels": data.label_names},
         "budget": {"lora_budget": run.budget, "rank_equivalent": rank_equivalent(run.targets, run.budget),

@@ -38,6 +38,7 @@ from typing import Any
 import psutil
 
 from balora.errors import BaloraError
+from balora.runfiles import jsonable
 
 STATUSES = ("running", "done", "failed")
 QUERY_COLUMNS = ("method", "model", "dataset", "budget_rank", "budget", "shots", "train_size", "seed")
@@ -98,17 +99,8 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _jsonable(value: Any) -> Any:
-    """numpy/torch scalars and arrays (`tolist`) and paths, which results may carry."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _dumps(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, default=_jsonable)
+    return None if value is None else json.dumps(value, default=jsonable)
 
 
 def _scalar(value: Any) -> Any:
@@ -232,32 +224,31 @@ class ResultsStore:
     def finish(self, key: str, result: dict[str, Any], result_path: str | None = None,
                adapter_path: str | None = None) -> None:
         """Store a finished run's result (the `result.json` dict) and mark it done."""
-        config = result.get("config") or {}
-        metrics = result.get("metrics") or {}
-        values = {
-            "status": "done", "error": None, "config": _dumps(config),
-            **{c: _scalar(config.get(c)) for c in QUERY_COLUMNS},
-            "accuracy": _scalar(metrics.get("accuracy")), "f1": _scalar(metrics.get("f1")),
-            "metrics": _dumps(result.get("metrics")), "timings": _dumps(result.get("timings")),
-            "memory": _dumps(result.get("memory")), "allocation": _dumps(result.get("allocation")),
-            "result": _dumps(result),  # serialised before the transaction: a bad value changes nothing
-            "result_path": None if result_path is None else str(result_path),
-            "adapter_path": str(adapter_path) if adapter_path is not None else result.get("adapter"),
-            "finished": _now(),
-        }
-        self._upsert(key, str(result.get("sweep", "")), values)
+        self._upsert(key, str(result.get("sweep", "")), _done(result, result_path, adapter_path))
+
+    def add(self, result: dict[str, Any], sweep: str = "", result_path: str | None = None) -> None:
+        """Store a run finished elsewhere (a run file, say) as done, as a member of `sweep`, in one
+        transaction; a run already stored under its key is replaced."""
+        values = _done(result, result_path, None)  # serialised before the transaction: a bad value changes nothing
+        with self._transaction() as db:
+            if sweep:
+                db.execute("INSERT OR IGNORE INTO sweep_runs (sweep, key) VALUES (?, ?)", (sweep, result["key"]))
+            self._upsert(result["key"], sweep, values, db)
 
     def fail(self, key: str, error: str) -> None:
         """Mark `key` failed with `error` (retried only with `rerun_failed`)."""
         self._upsert(key, "", {"status": "failed", "error": error, "finished": _now()})
 
-    def _upsert(self, key: str, sweep: str, values: dict[str, Any]) -> None:
+    def _upsert(self, key: str, sweep: str, values: dict[str, Any], db: sqlite3.Connection | None = None) -> None:
+        """Insert or update one row, in `db`'s open transaction or in a new one."""
+        if db is None:
+            with self._transaction() as db:
+                return self._upsert(key, sweep, values, db)
         columns = ", ".join(values)
-        with self._transaction() as db:
-            db.execute(
-                f"""INSERT INTO runs (key, sweep, created, {columns}) VALUES (?, ?, ?, {", ".join("?" * len(values))})
-                    ON CONFLICT (key) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in values)}""",
-                (key, sweep, _now(), *values.values()))
+        db.execute(
+            f"""INSERT INTO runs (key, sweep, created, {columns}) VALUES (?, ?, ?, {", ".join("?" * len(values))})
+                ON CONFLICT (key) DO UPDATE SET {", ".join(f"{c} = excluded.{c}" for c in values)}""",
+            (key, sweep, _now(), *values.values()))
 
     def release(self, sweep: str | None = None) -> list[str]:
         """Forget `running` claims (those of another host that died, say) so that they can be claimed again."""
@@ -302,7 +293,7 @@ class ResultsStore:
         tmp = out.with_name(out.name + ".tmp")  # write then rename: a reader never sees half a file
         with tmp.open("w", newline="") as handle:
             if fmt == "json":
-                json.dump([asdict(r) for r in records], handle, indent=2, default=_jsonable)
+                json.dump([asdict(r) for r in records], handle, indent=2, default=jsonable)
             else:
                 rows = [_flat(r) for r in records]
                 writer = csv.DictWriter(handle, fieldnames=list(_flat_columns(rows)))
@@ -340,6 +331,23 @@ class ResultsStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _done(result: dict[str, Any], result_path: str | None, adapter_path: str | None) -> dict[str, Any]:
+    """The columns of a done row for `result`."""
+    config = result.get("config") or {}
+    metrics = result.get("metrics") or {}
+    return {
+        "status": "done", "error": None, "config": _dumps(config),
+        **{c: _scalar(config.get(c)) for c in QUERY_COLUMNS},
+        "accuracy": _scalar(metrics.get("accuracy")), "f1": _scalar(metrics.get("f1")),
+        "metrics": _dumps(result.get("metrics")), "timings": _dumps(result.get("timings")),
+        "memory": _dumps(result.get("memory")), "allocation": _dumps(result.get("allocation")),
+        "result": _dumps(result),
+        "result_path": None if result_path is None else str(result_path),
+        "adapter_path": str(adapter_path) if adapter_path is not None else result.get("adapter"),
+        "finished": _now(),
+    }
 
 
 def _flat(record: RunRecord) -> dict[str, Any]:

@@ -13,6 +13,12 @@ is recomputed from the store each time, so an interrupted sweep resumes in eithe
 The driver process owns the database: it claims a run,
 hands it to an executor (in-process, a local process pool, or Ray), and records the outcome.
 A failing run is recorded as failed with its error and the sweep goes on.
+
+With a results folder (`results_dir:` in the spec, or `--results-dir`) every finished run is also
+written there as `<key>.json` (`balora.runfiles`), before the database records it. The folder is
+what gets committed; the database is a working copy: a sweep first imports every run file the
+database lacks (so runs whose file exists are skipped, whatever the database says) and writes the
+file of every planned run the database has done but the folder lacks.
 """
 
 from __future__ import annotations
@@ -33,13 +39,14 @@ from tqdm.auto import tqdm
 
 from balora.config import TUNABLE, RunConfig, check_field, protocol, protocol_key
 from balora.errors import BaloraError, read_text
+from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.store import ResultsStore
 from balora.tuning import Tune, cell_key, choose, score
 
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
                        if f.name.endswith(".yaml")))
-SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune"}
+SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "results_dir"}
 SWEEP_SET = ("tuned", "tuning")  # run fields only a sweep sets
 
 
@@ -62,6 +69,7 @@ class Spec:
     name: str
     description: str
     runs: list[Planned]
+    results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
 
     def tuning_runs(self) -> list[Planned]:
         """Every tuned cell × candidate × tuning seed, once each."""
@@ -186,7 +194,10 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     for key in filters:
         if key not in RunConfig.__dataclass_fields__:
             raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
-    return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()))
+    results_dir = data.get("results_dir")
+    if results_dir is not None and not isinstance(results_dir, str):
+        raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
+    return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir)
 
 
 def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
@@ -341,14 +352,34 @@ def print_plan(spec: Spec, store: ResultsStore, workers: int = 1, rerun_failed: 
     return {**summary, "seconds": total}
 
 
+def sync_results(store: ResultsStore, folder: str | Path, spec: Spec) -> dict[str, int]:
+    """Bring the store and a run folder in line: import every run file the store has not got as done,
+    and write a file for every run of this sweep (tuning runs included) the store has done but the folder lacks."""
+    on_disk = run_keys(folder)
+    imported = [key for key in sorted(on_disk) if store.status(key) != "done"]
+    for key in imported:
+        record = read_run(run_path(folder, key))
+        store.add(record, str(record.get("sweep") or spec.name))
+    written = [r for r in store.runs(spec.name, status="done") if r.key not in on_disk]
+    for record in written:
+        write_run(folder, dict(record.result or {}, key=record.key), record.sweep)
+    return {"imported": len(imported), "written": len(written)}
+
+
 def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs", dry_run: bool = False,
               workers: int = 1, backend: str = "local", ray_address: str | None = None,
-              rerun_failed: bool = False) -> dict[str, Any]:
+              rerun_failed: bool = False, results_dir: str | None = None) -> dict[str, Any]:
     """Run every planned run not yet done, tuning phase first; return counts of done, failed and skipped
-    runs, and of evaluation runs still awaiting a selection (a tuning run of their cell failed)."""
+    runs, and of evaluation runs still awaiting a selection (a tuning run of their cell failed).
+    Finished runs also go to `results_dir` (default: the spec's `results_dir`) as run files."""
     if workers < 1:
         raise BaloraError(f"--workers must be at least 1, got {workers}")
+    results_dir = results_dir or spec.results_dir
     with ResultsStore(db) as store:
+        if results_dir:
+            synced = sync_results(store, results_dir, spec)
+            print(f"run files in {results_dir}: {synced['imported']} imported into {db}, "
+                  f"{synced['written']} written from it")
         if dry_run:
             return print_plan(spec, store, workers if backend == "local" else 1, rerun_failed)
         counts: dict[str, Any] = {"planned": 0, "done": 0, "failed": 0, "skipped": 0, "awaiting": 0}
@@ -357,7 +388,8 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
         try:
             tuning = spec.tuning_runs()
             if tuning:
-                _run_phase(store, executor, spec.name, "tuning", tuning, runs_dir, rerun_failed, counts, inside_runs)
+                _run_phase(store, executor, spec.name, "tuning", tuning, runs_dir, rerun_failed, counts, inside_runs,
+                           results_dir)
             selections = select(spec, store)
             for selection in selections.values():
                 chosen = selection.chosen and " ".join(f"{k}={v}" for k, v in selection.chosen.items())
@@ -366,7 +398,7 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
             ready, awaiting = evaluation_runs(spec, selections)
             counts["awaiting"] = len(awaiting)
             _run_phase(store, executor, spec.name, "evaluation" if tuning else "", ready, runs_dir, rerun_failed,
-                       counts, inside_runs)
+                       counts, inside_runs, results_dir)
         finally:
             executor.close()
     wall = time.perf_counter() - started
@@ -383,8 +415,9 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
 
 
 def _run_phase(store: ResultsStore, executor: Any, sweep: str, phase: str, planned: list[Planned], runs_dir: str,
-               rerun_failed: bool, counts: dict[str, Any], inside_runs: list[float]) -> None:
-    """Run the runs of `planned` not yet done, recording each outcome in the store as it arrives."""
+               rerun_failed: bool, counts: dict[str, Any], inside_runs: list[float], results_dir: str | None) -> None:
+    """Run the runs of `planned` not yet done, recording each outcome in the store (and, with
+    `results_dir`, as a run file) as it arrives."""
     status = _statuses(store, planned)
     todo = _todo(planned, status, rerun_failed)
     counts["planned"] += len(todo)
@@ -402,6 +435,8 @@ def _run_phase(store: ResultsStore, executor: Any, sweep: str, phase: str, plann
             counts["failed"] += 1
             tqdm.write(f"failed: {_describe(planned.config)}: {message}")
         else:
+            if results_dir:  # the file first: once it exists, no later sweep runs this again
+                write_run(results_dir, outcome, sweep)
             store.finish(key, outcome, str(folder / "result.json"), str(folder / "adapter"))
             counts["done"] += 1
             inside_runs[0] += outcome["timings"]["total"]

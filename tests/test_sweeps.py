@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import signal
@@ -7,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -82,13 +84,38 @@ def test_quick_preset_compares_three_methods_at_one_budget_over_three_seeds():
     assert len({p.config.budget_rank for p in runs}) == 1 and len({p.config.seed for p in runs}) >= 3
 
 
-def test_paper_preset_covers_seed000_experiments():
-    runs = load_spec("paper").runs
-    assert {p.config.budget_rank for p in runs} >= {4, 8, 16}
-    assert {p.config.shots for p in runs} >= {16, 32, 64, 128}
-    assert {"ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget", "linear_decay", "attention_heavy"} <= {
-        p.config.method for p in runs}
-    assert len({p.config.seed for p in runs if p.config.shots == 16}) == 5
+def test_paper_preset_is_seed000_design():
+    """Issue 8's reading of seed 000 (and seeds 001/002's strategy table), grid by grid; its runs go to
+    results/paper as run files."""
+    spec = load_spec("paper")
+    assert spec.results_dir == "results/paper"
+    grids: dict[str, list] = {}
+    for planned in spec.runs:
+        grids.setdefault(planned.grid, []).append(planned.config)
+    main, heuristics, ablations = ["lora", "ba_lora", "adalora", "eva"], ["linear_decay", "attention_heavy", "magnitude",
+                                                                          "activation"], ["ba_lora_no_warmstart",
+                                                                                          "ba_lora_uniform",
+                                                                                          "ba_lora_no_budget"]
+    exp1 = grids["exp1_budgets"]  # Exp. 1: budgets at r = 4, 8, 16, a 2,000-example subset, 3 seeds
+    assert sorted((c.method, c.budget_rank, c.seed) for c in exp1) == sorted(
+        itertools.product(main, [4, 8, 16], [42, 43, 44]))
+    assert {(c.train_size, c.shots) for c in exp1} == {(2000, None)}
+    exp2 = grids["exp2_fewshot"]  # Exp. 2: 16–128 shots per class, LoRA and BA-LoRA at r = 8, 5 seeds
+    assert sorted((c.method, c.shots, c.seed) for c in exp2) == sorted(
+        itertools.product(["lora", "ba_lora"], [16, 32, 64, 128], [42, 43, 44, 45, 46]))
+    assert {c.budget_rank for c in exp2} == {8}
+    exp4 = grids["exp4_ablations"]  # Exp. 4: the ablations at 64 shots, 5 seeds, against full BA-LoRA's runs
+    assert sorted((c.method, c.seed) for c in exp4) == sorted(itertools.product(ablations, [42, 43, 44, 45, 46]))
+    keys = {p.config.key() for p in spec.runs}
+    assert all(replace(c, method="ba_lora").key() in keys and (c.shots, c.budget_rank) == (64, 8) for c in exp4)
+    strategies = grids["strategies"]  # the heuristics against LoRA and BA-LoRA, all at one budget
+    assert {c.method for c in strategies} == {"lora", "ba_lora", *heuristics}
+    assert len({(c.budget_rank, c.shots, tuple(c.target_modules)) for c in strategies}) == 1
+    assert len(spec.runs) == 36 + 40 + 15 + 18
+    for configs in grids.values():  # one protocol per experiment: only method and seed vary within a cell
+        protocol = {(c.epochs, c.batch_size, c.evaluations, c.gradient_samples, tuple(c.target_modules or ()))
+                    for c in configs}
+        assert len(protocol) == 1, protocol
 
 
 @pytest.mark.parametrize("grids, extra, message", [
@@ -190,6 +217,8 @@ def test_sigkilled_sweep_loses_at_most_the_run_in_flight(tmp_path, tiny_model_di
 
 def _count(db: Path, status: str) -> int:
     with sqlite3.connect(db, timeout=30) as connection:
+        if not connection.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs'").fetchone():
+            return 0  # the sweep has created the file but not yet its tables
         return connection.execute("SELECT COUNT(*) FROM runs WHERE status = ?", (status,)).fetchone()[0]
 
 

@@ -1,31 +1,42 @@
-"""`balora report`: statistics, tables, figures and the paper's generated inputs from the results store.
+"""`balora report`: statistics, tables, figures and the paper's generated inputs, from the results
+store or from a folder of run files.
 
-    write_report("results/balora.db", "report/", paper_dir="paper")  # → report/report.md
-    build_paper("paper")                                              # → paper/main.pdf (pdflatex + bibtex)
+    write_report("results/balora.db", "report/", paper_dir="paper")     # → report/report.md
+    write_runs_report("results/paper", "results/paper/report")          # the same from run files
+    check_report("results/paper", "results/paper/report")               # a committed report is up to date
+    build_paper("paper")                                                 # → paper/main.pdf (pdflatex + bibtex)
 """
 
 from __future__ import annotations
 
+import difflib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from balora.errors import BaloraError
-from balora.report import builder, paper
+from balora.report import builder, figures, paper
 from balora.report.paper import build_paper
 
 
 def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None = None,
-                 source: str = "the given results") -> Path:
+                 source: str = "the given results", figures_too: bool = True) -> Path:
     """Write the report for `results` (result dicts as in `balora.run`) under `out_dir`; with `paper_dir`,
-    also the paper's generated inputs under `paper_dir/generated`. Returns the path of report.md."""
-    report = builder.write(results, out_dir, source)
-    if paper_dir is not None:
-        paper.write_generated(report, Path(paper_dir))
+    also the paper's generated inputs under `paper_dir/generated`. Returns the path of report.md.
+    Without `figures_too`, only report.md and tables/*.tex (no images, no HTML page)."""
+    token = figures.RENDER.set(figures_too)
+    try:
+        report = builder.write(results, out_dir, source)
+        if paper_dir is not None:
+            paper.write_generated(report, Path(paper_dir))
+    finally:
+        figures.RENDER.reset(token)
     return Path(out_dir) / "report.md"
 
 
 def write_report(db_path: str | Path = "results/balora.db", out_dir: str | Path = "report",
-                 paper_dir: str | Path | None = None) -> Path:
+                 paper_dir: str | Path | None = None, figures_too: bool = True) -> Path:
     """The report for every finished run in the results store at `db_path` (see `build_report`)."""
     from balora.store import ResultsStore  # imported here: building from result dicts needs no database
 
@@ -33,7 +44,57 @@ def write_report(db_path: str | Path = "results/balora.db", out_dir: str | Path 
         raise BaloraError(f"no results database at {db_path}; run a sweep first or give --db PATH")
     with ResultsStore(db_path) as store:
         results = store.results()
-    return build_report(results, out_dir, paper_dir, source=f"results store {db_path}")
+    return build_report(results, out_dir, paper_dir, f"results store {db_path}", figures_too)
 
 
-__all__ = ["build_paper", "build_report", "write_report"]
+def _folder_label(folder: str | Path) -> str:
+    """A run folder as the report names it: relative to the working directory where it is inside it, so
+    a report names its runs the same way whoever builds it, wherever the repository is."""
+    path = Path(folder).resolve()
+    return Path(os.path.relpath(path)).as_posix() if path.is_relative_to(Path.cwd()) else path.as_posix()
+
+
+def write_runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None = None,
+                      figures_too: bool = True) -> Path:
+    """The report for every run file in `folder` (see `balora.runfiles` and `build_report`); no database."""
+    from balora.runfiles import read_runs
+
+    results = read_runs(folder)
+    return build_report(results, out_dir, paper_dir, f"{len(results)} run files in {_folder_label(folder)}", figures_too)
+
+
+# The text a committed report consists of: what `check_report` compares (figures are images, rebuilt from
+# the same numbers; the HTML embeds them).
+CHECKED = ("report.md", "tables/*.tex")
+
+
+def _checked_files(folder: Path) -> dict[str, str]:
+    return {path.relative_to(folder).as_posix(): path.read_text() for pattern in CHECKED
+            for path in sorted(folder.glob(pattern))}
+
+
+def check_report(folder: str | Path, report_dir: str | Path) -> None:
+    """Raise a BaloraError naming the first difference if the report in `report_dir` is not the one the
+    run files in `folder` give now (every number, sentence and table of report.md and tables/*.tex)."""
+    committed = _checked_files(Path(report_dir))
+    if not committed:
+        raise BaloraError(f"no report in {report_dir}; write it with balora report --runs {folder} --out {report_dir}")
+    with tempfile.TemporaryDirectory() as scratch:
+        write_runs_report(folder, scratch, figures_too=False)
+        rebuilt = _checked_files(Path(scratch))
+    for name in sorted(set(committed) | set(rebuilt)):
+        old, new = committed.get(name), rebuilt.get(name)
+        if old == new:
+            continue
+        if old is None or new is None:
+            change = "is missing from the committed report" if old is None else "is not in the rebuilt report"
+        else:
+            diff = [line for line in difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+                    if line[:1] in "+-" and not line.startswith(("+++", "---"))]
+            change = f"differs: committed {diff[0][1:][:160]!r}" + (
+                f", rebuilt {diff[1][1:][:160]!r}" if len(diff) > 1 else "")
+        raise BaloraError(f"{Path(report_dir) / name} {change}; it is not the report of the runs in {folder}: "
+                          f"rebuild it with balora report --runs {folder} --out {report_dir}")
+
+
+__all__ = ["build_paper", "build_report", "check_report", "write_report", "write_runs_report"]

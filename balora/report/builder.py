@@ -11,6 +11,7 @@ import pandas as pd
 
 from balora.report import claims, figures, selection, tables
 from balora.report.analysis import Analysis, analyse
+from balora.report.criteria import Criterion, criteria_summary, criteria_table, seed000_criteria
 from balora.report.document import (
     Block,
     Bullets,
@@ -43,6 +44,7 @@ class Report:
     """What was built: sections of blocks (in order), the analysis, and what could not be built."""
 
     analysis: Analysis
+    criteria: list[Criterion] = field(default_factory=list)  # seed 000's success criteria, marked
     sections: dict[str, list[Block]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
 
@@ -82,7 +84,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
     appendix); figures are written to `out/figures`."""
     analysis = analyse(frame)
-    report = Report(analysis, missing=list(analysis.missing))
+    report = Report(analysis, seed000_criteria(analysis), missing=list(analysis.missing))
     fig_dir, missing = out / "figures", report.missing
     names = settings(frame)
 
@@ -92,7 +94,11 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     report.sections["summary"] = _section(
         "Summary", f"{_count(len(frame), 'run')} in {_count(len(names), 'setting')}, "
         f"{_count(frame['arm'].nunique(), 'method')}, seeds {', '.join(map(str, sorted(frame['seed'].unique())))}.",
-        claims.conclusion_claims(analysis))
+        [*claims.conclusion_claims(analysis), criteria_summary(report.criteria)])
+    report.sections["criteria"] = _section(
+        "Seed 000's success criteria", "Each of the seed's criteria for Experiments 1 and 2, decided by a test on the "
+        "comparisons below and marked met, not met or not testable.",
+        [c.sentence for c in report.criteria], [criteria_table(report.criteria)])
     report.sections["coverage"] = [Heading(2, "Coverage"), tables.coverage_table(frame)]
     report.sections["budget"] = _section(
         "Budget efficiency (seed 000, Exp. 1)", "Main methods at equal LoRA budgets against LoRA.",
@@ -140,7 +146,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
 
 
 def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Report | None:
-    """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results."""
+    """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results. With
+    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex."""
     out = Path(out_dir)
     for stale in [*out.glob("figures/*.png"), *out.glob("figures/*.pdf"), *out.glob("tables/*.tex")]:
         stale.unlink()  # a rerun on other data must not leave old figures behind
@@ -166,4 +173,5 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
 def _write_documents(blocks: list[Block], out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(render_markdown(blocks, out))
-    (out / "report.html").write_text(render_html(blocks, TITLE))
+    if figures.RENDER.get():  # the page embeds the images
+        (out / "report.html").write_text(render_html(blocks, TITLE))

@@ -10,6 +10,7 @@ below the panels so they never cover data, and every figure is saved with a tigh
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 import re
@@ -44,6 +45,10 @@ MAJORITY_LABEL, FRONT_LABEL = "majority-class rate (test)", "Pareto front"
 REFERENCE_LINES = (FRONT_LABEL, MAJORITY_LABEL)
 MAJORITY_STYLE = {"color": OKABE_ITO["grey"], "linestyle": (0, (4, 2)), "linewidth": 1.2}
 
+# Whether figures are drawn and saved. Off, each figure function still returns its Figure (name, title,
+# caption, paths), so the report's text is the same: what checking a committed report's text needs.
+RENDER = contextvars.ContextVar("render_figures", default=True)
+
 STYLE = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 8.5,
          "axes.spines.top": False, "axes.spines.right": False, "pdf.fonttype": 42}  # 42: TrueType, editable PDF
 
@@ -69,8 +74,10 @@ def arm_style(arm: str) -> dict:
 
 
 def _save(fig: Canvas, out_dir: Path, name: str, title: str, caption: str) -> Figure:
-    out_dir.mkdir(parents=True, exist_ok=True)
     png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
+    if not RENDER.get():
+        return Figure(name, title, caption, png, pdf, 0.0)
+    out_dir.mkdir(parents=True, exist_ok=True)
     # Constrained layout spaces the panels; the tight box also keeps labels wider than their panel.
     # Laying out once and passing the box saves a draw per file.
     fig.draw_without_rendering()

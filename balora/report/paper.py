@@ -22,8 +22,9 @@ import pandas as pd
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
-from balora.report import claims, selection
+from balora.report import claims, figures, selection
 from balora.report.builder import STATISTICS, Report
+from balora.report.criteria import criteria_summary
 from balora.report.document import Figure, Table, latex_text, slug, table_latex
 from balora.report.runs import budget_label, settings
 from balora.report.tables import STAT_NOTE, pct
@@ -34,7 +35,7 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
           "LearningRates", "GradientSamples", "Gammas", "GammaNormalise", "AlphaRatios", "AdaLoRAInitRatios", "Devices",
           "PrimarySetting")
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
-PARTS = ("abstract", "conclusion", "statistics", "budget", "fewshot", "allocation", "ablation", "strategy", "dynamics",
+PARTS = ("abstract", "conclusion", "statistics", "criteria", "budget", "fewshot", "allocation", "ablation", "strategy", "dynamics",
          "cost", "missing")
 
 
@@ -87,7 +88,8 @@ def _macro_file(values: dict[str, str]) -> str:
 
 def _figure(figure: Figure, out: Path) -> str:
     (out / "figures").mkdir(exist_ok=True)
-    shutil.copy(figure.pdf, out / "figures" / figure.pdf.name)
+    if figures.RENDER.get():  # else only the text is being written
+        shutil.copy(figure.pdf, out / "figures" / figure.pdf.name)
     # natural size where it fits (so every figure's text is the same size), else shrunk to the page
     size = rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height=0.55\textheight,keepaspectratio"
     return "\n".join([
@@ -133,9 +135,11 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
 
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     return {
-        "abstract": _part(claims.summary_claims(analysis), [], out, "No comparison with LoRA was possible."),
-        "conclusion": _part(claims.conclusion_claims(analysis), [], out, ""),
+        "abstract": _part([*claims.summary_claims(analysis), criteria_summary(report.criteria)], [], out,
+                          "No comparison with LoRA was possible."),
+        "conclusion": _part([*claims.conclusion_claims(analysis), criteria_summary(report.criteria)], [], out, ""),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
+        "criteria": _part([c.sentence for c in report.criteria], pick("criteria"), out, ""),
         "budget": _part(claims.budget_claims(analysis, primary), pick(f"budget_{key}", f"pareto_{key}"), out,
                         f"No budget comparison in {primary}."),
         "fewshot": _part([s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)],

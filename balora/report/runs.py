@@ -179,7 +179,8 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     for family, part in frame[frame["shots"].notna()].groupby("family"):
         if (part.groupby("shots")["setting"].nunique() > 1).any():
             frame.loc[part.index, "family"] = family + " · " + part["protocol"]
-    return frame.sort_values(["model", "dataset", "train_size", "shots", "protocol", "budget", "seed"],
+    # the key last: the same runs give the same order whether they come from the database or from files
+    return frame.sort_values(["model", "dataset", "train_size", "shots", "protocol", "budget", "seed", "key"],
                              na_position="last").reset_index(drop=True)
 
 

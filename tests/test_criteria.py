@@ -1,0 +1,126 @@
+"""Seed 000's success criteria: met, not met and not testable, each with the numbers behind the mark,
+recomputed here from the runs with scipy; and the criteria table in the report and the paper."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats as sps
+from test_report import make_result
+
+from balora.report import build_report
+from balora.report.analysis import analyse
+from balora.report.criteria import MET, NOT_MET, NOT_TESTABLE, seed000_criteria
+from balora.report.runs import load_runs
+
+SEEDS = (42, 43, 44, 45, 46)
+SEED_NOISE = {42: 0.012, 43: -0.009, 44: 0.004, 45: -0.015, 46: 0.006}  # shared by both arms: cancels in pairs
+EXACT = {42: 0.001, 43: -0.001, 44: 0.0005, 45: -0.0005, 46: 0.0}  # BA-LoRA's spread around an exact mean gain
+
+
+def run(method: str, budget: int, seed: int, gain: float, shots: int | None = None, exact: bool = False) -> dict:
+    """A run on the 2,000-example subset (Exp. 1) or at `shots` per class (Exp. 2); BA-LoRA gets `gain`,
+    with random noise or, `exact`, a spread whose mean over the 5 seeds is 0."""
+    result = make_result(method, budget, shots or 64, seed)
+    noise = random.Random(f"{method}-{budget}-{shots}-{seed}").uniform(-0.002, 0.002)
+    if exact:
+        noise = EXACT[seed] if method == "ba_lora" else 0.0
+    result["config"].update(shots=shots, train_size=None if shots else 2000)
+    result["metrics"]["accuracy"] = 0.75 + (gain if method == "ba_lora" else 0.0) + SEED_NOISE[seed] + noise
+    result["key"] = f"{method}-{budget}-{shots}-{seed}"
+    return result
+
+
+def design(budget_gain: dict[int, float], shot_gain: dict[int, float], seeds=SEEDS, exact: bool = False) -> list[dict]:
+    return ([run(m, b, s, gain, exact=exact) for b, gain in budget_gain.items() for m in ("lora", "ba_lora")
+             for s in seeds]
+            + [run(m, 8, s, gain, k, exact) for k, gain in shot_gain.items() for m in ("lora", "ba_lora") for s in seeds])
+
+
+def criteria(runs: list[dict]) -> dict[str, object]:
+    found = seed000_criteria(analyse(load_runs(runs)))
+    return {c.name.split(" (")[0]: c for c in found}
+
+
+def _delta(runs: list[dict], **where) -> np.ndarray:
+    def acc(method):
+        return {r["config"]["seed"]: r["metrics"]["accuracy"] for r in runs if r["config"]["method"] == method
+                and all(r["config"].get(k) == v for k, v in where.items())}
+    ba, lora = acc("ba_lora"), acc("lora")
+    return np.array([ba[s] - lora[s] for s in sorted(ba)])
+
+
+def test_every_criterion_met_when_ba_lora_wins_by_the_seeds_margins():
+    runs = design({4: 0.010, 8: 0.010, 16: 0.010}, {16: 0.040, 32: 0.030, 64: 0.020, 128: 0.010})
+    found = criteria(runs)
+    assert {c.mark for c in found.values()} == {MET}, [c.sentence for c in found.values()]
+    budgets = found["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"]
+    # the numbers behind the mark, recomputed: Δ per budget and Holm over the budget table's 3 comparisons
+    p = [sps.ttest_1samp(_delta(runs, budget_rank=float(b), train_size=2000), 0).pvalue for b in (4, 8, 16)]
+    order = np.argsort(p)
+    holm = np.maximum.accumulate([min(1.0, (3 - i) * p[j]) for i, j in enumerate(order)])
+    for budget, j in zip((4, 8, 16), range(3)):
+        delta = 100 * _delta(runs, budget_rank=float(budget), train_size=2000).mean()
+        adjusted = holm[list(order).index(j)]
+        assert f"r={budget}: BA-LoRA significantly better, Δ = {delta:+.2f} pp" in budgets.numbers
+        assert (f"Holm p = {adjusted:.3f}" if adjusted >= 0.001 else "Holm p < 0.001") in budgets.numbers
+    trend = found["The gap widens as data shrinks"]
+    x = [np.log2(k) for k in (16, 32, 64, 128) for _ in SEEDS]
+    y = np.concatenate([_delta(runs, shots=k) for k in (16, 32, 64, 128)])
+    fit = sps.linregress(x, y)
+    assert f"slope {100 * fit.slope:+.2f} pp per doubling" in trend.numbers and "20 paired seeds" in trend.numbers
+    assert "widens significantly" in trend.sentence
+    assert f"Δ = {100 * _delta(runs, shots=16).mean():+.2f} pp" in found["The 16-shot improvement is ≥ 2 pp"].numbers
+
+
+def test_criteria_say_plainly_when_ba_lora_loses_or_ties():
+    runs = design({4: -0.010, 8: 0.0, 16: 0.003}, {16: 0.010, 32: 0.010, 64: 0.010, 128: 0.010})
+    found = criteria(runs)
+    budgets = found["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"]
+    assert budgets.mark == NOT_MET
+    assert "r=4: BA-LoRA significantly worse than LoRA" in budgets.sentence
+    assert "r=8: no significant difference from LoRA" in budgets.sentence
+    assert found["BA-LoRA improves on LoRA at every shot count"].mark == MET
+    trend = found["The gap widens as data shrinks"]
+    assert trend.mark == NOT_MET and "no significant trend" in trend.sentence
+    sixteen = found["The 16-shot improvement is ≥ 2 pp"]
+    assert sixteen.mark == NOT_MET and "significantly better but by less than 2 pp" in sixteen.sentence
+
+
+def test_missing_data_is_not_testable_and_says_why():
+    partial = design({4: 0.010, 8: 0.010}, {16: 0.040, 32: 0.030})
+    found = criteria(partial)
+    assert {c.mark for c in found.values()} == {NOT_TESTABLE, MET}
+    assert "r=16: no BA-LoRA and LoRA runs" in found["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].sentence
+    assert "no paired runs at 64, 128 shots per class" in found["The gap widens as data shrinks"].sentence
+    assert found["The 16-shot improvement is ≥ 2 pp"].mark == MET  # its one case is there
+    # one failing case decides a criterion over cases, even with others missing
+    assert criteria(design({4: -0.010}, {}))["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].mark == NOT_MET
+    two_seeds = criteria(design({4: 0.01, 8: 0.01, 16: 0.01}, {16: 0.04, 128: 0.01}, seeds=SEEDS[:2]))
+    assert "2 matched seeds, too few to test" in two_seeds["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].sentence
+    nothing = criteria([run("lora", 8, s, 0.0, 64) for s in SEEDS])
+    assert {c.mark for c in nothing.values()} == {NOT_TESTABLE}
+    assert "no LoRA and BA-LoRA runs at two or more shot counts" in nothing["The 16-shot improvement is ≥ 2 pp"].sentence
+
+
+def test_criteria_table_in_the_report_and_the_paper(tmp_path: Path):
+    runs = design({4: -0.010, 8: 0.0, 16: 0.003}, {16: 0.040, 32: 0.030, 64: 0.020, 128: 0.010})
+    markdown = build_report(runs, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False).read_text()
+    section = markdown.split("## Seed 000's success criteria")[1].split("\n## ")[0]
+    assert "| BA-LoRA beats LoRA by ≥ 0.5 pp at every budget (Exp. 1) |" in section and "| not met |" in section
+    assert section.count("| met |") == 3
+    assert "Of seed 000's success criteria (4 checks), 3 were met, 1 not met and 0 not testable" in markdown
+    generated = tmp_path / "paper" / "generated"
+    assert "significantly worse than LoRA" in (generated / "criteria.tex").read_text()
+    assert r"\input{generated/tables/criteria.tex}" in (generated / "criteria.tex").read_text()
+    assert "3 were met, 1 not met" in (generated / "abstract.tex").read_text()
+    assert (tmp_path / "report" / "tables" / "criteria.tex").is_file()
+
+
+@pytest.mark.parametrize("gain, mark", [(0.0049, NOT_MET), (0.0051, MET)])
+def test_the_half_point_threshold(gain: float, mark: str):
+    runs = design({4: gain, 8: gain, 16: gain}, {}, exact=True)
+    assert criteria(runs)["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].mark == mark
