@@ -53,6 +53,14 @@ class RunConfig:
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size for validation and test."})
     evaluations: int = field(default=8, metadata={"help": "Validation points along training."})
     seed: int = field(default=42, metadata={"help": "Seed of sampling, head init, LoRA init and shuffling."})
+    # Fields added after runs were stored: part of `key()` only when not at their default (KEYED_WHEN_SET).
+    quant: str | None = field(default=None, metadata={"help": "Quantise the frozen base weights: nf4, fp4, int4 or int8."})
+    quant_group_size: int = field(default=64, metadata={"help": "Input columns per quantisation group; 0 = one per row."})
+    quant_modules: str = field(default="targets", metadata={"help": "Quantise the adapted 'targets' or 'all' linear layers."})
+    double_quant: bool = field(default=False, metadata={"help": "Store the quantisation scales as int8 too."})
+    qa_lora: bool = field(default=False, metadata={"help": "QA-LoRA: A sees the input average-pooled per quantisation group."})
+    quant_schedule: str = field(default="constant", metadata={"help": "Full precision → quantised: constant, linear, cosine."})
+    grad_scale: float = field(default=1.0, metadata={"help": "Multiply the adapter's gradients by this factor."})
 
     def __post_init__(self) -> None:
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
@@ -76,8 +84,32 @@ class RunConfig:
                               "give one of them, or the same value")
         if self.decay_direction not in ("decreasing", "increasing"):
             raise BaloraError(f"decay_direction must be 'decreasing' or 'increasing', got {self.decay_direction!r}")
+        self._check_quantisation()
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
+
+    def _check_quantisation(self) -> None:
+        from balora.quantisation import FORMATS, SCHEDULES  # a leaf module; imported here to keep config light
+
+        if self.quant is not None and self.quant not in FORMATS:
+            raise BaloraError(f"unknown --quant '{self.quant}'; choose one of {', '.join(FORMATS)}")
+        if self.quant_schedule not in SCHEDULES:
+            raise BaloraError(f"unknown --quant-schedule '{self.quant_schedule}'; choose one of {', '.join(SCHEDULES)}")
+        if self.quant_modules not in ("targets", "all"):
+            raise BaloraError(f"--quant-modules must be 'targets' or 'all', got {self.quant_modules!r}")
+        if self.quant_group_size < 0:
+            raise BaloraError(f"--quant-group-size must be positive (or 0: one group per row), got {self.quant_group_size}")
+        if not self.grad_scale > 0 or self.grad_scale == float("inf"):
+            raise BaloraError(f"--grad-scale must be a positive finite number, got {self.grad_scale!r}")
+        needs_quant = [flag for flag, on in (("--qa-lora", self.qa_lora), ("--double-quant", self.double_quant),
+                                             ("--quant-schedule", self.quant_schedule != "constant"),
+                                             ("--quant-modules", self.quant_modules != "targets"),
+                                             ("--grad-scale", self.grad_scale != 1.0)) if on]
+        if self.quant is None and needs_quant:
+            raise BaloraError(f"{', '.join(needs_quant)} need(s) a quantised base: add --quant nf4|fp4|int4|int8")
+        if self.qa_lora and self.method in ("adalora", "eva"):
+            raise BaloraError(f"--qa-lora pools LoRA's A; method {self.method} has its own parametrisation: "
+                              "use lora, ba_lora or a heuristic")
 
     @property
     def train_epochs(self) -> int:
@@ -87,14 +119,21 @@ class RunConfig:
         return asdict(self)
 
     def key(self) -> str:
-        """Stable hash of everything that defines the run: same key, same experiment."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+        """Stable hash of everything that defines the run: same key, same experiment. Fields added later
+        (KEYED_WHEN_SET) count only when set away from their default, so older runs keep their keys."""
+        defaults = {f.name: f.default for f in fields(self)}
+        values = {k: v for k, v in self.to_dict().items() if k not in KEYED_WHEN_SET or v != defaults[k]}
+        return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> RunConfig:
         for name, value in values.items():
             check_field(name, value, where)
         return cls(**values)
+
+
+KEYED_WHEN_SET = frozenset({"quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora", "quant_schedule",
+                            "grad_scale"})
 
 
 def check_field(name: str, value: Any, where: str = "config") -> None:
