@@ -287,3 +287,25 @@ def test_tables_show_how_far_each_arm_is_from_uniform_ranks(report_dir: Path):
         row = next(r for r in rows if r["Budget"] == budget_label(8) and r["Method"] == method_name(method))
         assert row["Ranks (Gini)"] == f"{low}–{high}, G={np.mean(ginis):.2f}"
     assert next(r for r in rows if r["Method"] == "LoRA")["Ranks (Gini)"].endswith("G=0.00")
+
+
+def test_quantised_bases_table(tmp_path: Path):
+    """Runs on quantised bases get their own table against full-precision LoRA, and join no other one."""
+    results = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for seed in SEEDS[:3]:
+        run = make_result("lora", 8, 64, seed)
+        run["key"] += "-nf4"
+        run["config"] |= {"quant": "nf4", "quant_group_size": 64}
+        run["metrics"]["accuracy"] -= 0.01
+        run["quantisation"] = {"memory": {"ratio": 7.53}, "balance": [[0, {"mean": 0.0}], [160, {"mean": 0.5}]]}
+        results.append(run)
+    build_report(results, tmp_path / "report", paper_dir=tmp_path / "paper")
+    tables = dict(_markdown_tables((tmp_path / "report" / "report.md").read_text()))
+    quantised = next(rows for title, rows in tables.items() if title.startswith("Quantised bases"))
+    by_method = {row["Method"]: row for row in quantised}
+    nf4 = by_method["LoRA (quant=nf4)"]
+    assert nf4["Base fp32 / stored (×)"] == "7.53" and nf4["Balance"] == "0.5" and nf4["n"] == "3"
+    _close(nf4["Δ acc. (pp) [95% CI]"].split()[0], -1.0, 2)
+    assert by_method["LoRA"]["Base fp32 / stored (×)"] == "–" and "BA-LoRA" in by_method
+    budget = next(rows for title, rows in tables.items() if title.startswith("Budget efficiency"))
+    assert all("quant" not in row["Method"] for row in budget)

@@ -1,0 +1,83 @@
+"""Quantised bases on the embedded default (issue 10's benchmark; not a timed test).
+
+Prints, each against fp32 measured in the same invocation on MiniLM:
+
+1. Stored base-weight bytes of the quantised modules, fp32 / quantised, for every format at group
+   size 64 (scales and zero-points included), with and without double quantisation; on the LoRA
+   targets (query+value) and on every linear layer (`--quant-modules all`).
+2. Training step time, quantised / fp32: LoRA r=8 on query+value, the same pre-tokenised batches,
+   the same loop (`balora.training.train`), after one warm-up step.
+
+Usage: python benchmarks/quant.py [--steps 20] [--batch-size 16] [--group-size 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from balora import quantisation
+from balora.cli import _quiet_libraries
+from balora.data import load_rotten_tomatoes, make_loader, select_training
+from balora.models import head_module_names, load_classifier, load_tokenizer, target_modules
+from balora.training import TrainSettings, train
+
+
+def quantised_minilm(fmt: str | None, group: int, everything: bool = False, double: bool = False) -> torch.nn.Module:
+    model = load_classifier("minilm", 2, 42)
+    if fmt is not None:
+        names = (quantisation.linear_module_names(model, tuple(head_module_names(model))) if everything
+                 else [t.name for t in target_modules(model, ["query", "value"])])
+        quantisation.quantise_model(model, names, fmt, group, double)
+    return model
+
+
+def memory_rows(group: int) -> None:
+    print(f"stored base-weight bytes, group size {group} (scales and zero-points included)")
+    print(f"{'format':<14} {'modules':<8} {'fp32 bytes':>12} {'stored bytes':>13} {'fp32 / stored':>14}")
+    for everything in (False, True):
+        for fmt in quantisation.FORMATS:
+            for double in (False, True):
+                model = quantised_minilm(fmt, group, everything, double)
+                report = quantisation.memory_report(quantisation.quantised_layers(model))
+                label = fmt + (" +dq" if double else "")
+                print(f"{label:<14} {'all' if everything else 'q+v':<8} {report['fp32_bytes']:>12,} "
+                      f"{report['stored_bytes']:>13,} {report['ratio']:>13.2f}x")
+
+
+def step_seconds(fmt: str | None, group: int, batches: list[dict]) -> float:
+    torch.manual_seed(42)
+    config = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"])
+    model = get_peft_model(quantised_minilm(fmt, group), config)
+    settings = TrainSettings(epochs=1, learning_rate=2e-3, evaluations=1, progress=False)
+    train(model, batches[:1], settings)  # warm-up: allocator and kernels
+    start = time.perf_counter()
+    train(model, batches, settings)
+    return (time.perf_counter() - start) / len(batches)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--group-size", type=int, default=64)
+    args = parser.parse_args()
+    _quiet_libraries()
+    memory_rows(args.group_size)
+    data = load_rotten_tomatoes()
+    examples = select_training(data.pool, None, args.steps * args.batch_size, 42)
+    batches = list(make_loader(examples, load_tokenizer("minilm"), args.batch_size, shuffle=True, seed=42, max_length=64))
+    baseline = step_seconds(None, args.group_size, batches)
+    print(f"\ntraining step time, LoRA r=8 on query+value, {args.steps} steps of batch {args.batch_size}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'fp32':<6} {baseline * 1000:8.1f} ms/step  1.00x")
+    for fmt in quantisation.FORMATS:
+        seconds = step_seconds(fmt, args.group_size, batches)
+        print(f"{fmt:<6} {seconds * 1000:8.1f} ms/step  {seconds / baseline:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
