@@ -64,9 +64,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=64)
+    parser.add_argument("--skip-memory", action="store_true", help="only the step times")
     args = parser.parse_args()
     _quiet_libraries()
-    memory_rows(args.group_size)
+    if not args.skip_memory:
+        memory_rows(args.group_size)
     data = load_rotten_tomatoes()
     examples = select_training(data.pool, None, args.steps * args.batch_size, 42)
     batches = list(make_loader(examples, load_tokenizer("minilm"), args.batch_size, shuffle=True, seed=42, max_length=64))

@@ -17,6 +17,7 @@ from balora import quantisation as q
 from balora.cli import main
 from balora.config import KEYED_WHEN_SET, RunConfig
 from balora.errors import BaloraError
+from balora.methods import METHODS
 from balora.run import run_experiment
 
 BATCH = {"input_ids": torch.tensor([[2, 5, 9, 3], [2, 12, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
@@ -290,3 +291,13 @@ def test_cli_rejects_bad_quantisation_flags(flags, tiny_model_dir, tiny_csv, tmp
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("balora: error: ")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_on_a_quantised_base(method, tiny_model_dir, tiny_csv):
+    config = tiny_config(tiny_model_dir, tiny_csv, method=method, quant="nf4", quant_group_size=16, epochs=1,
+                         target_modules=["query", "value", "intermediate.dense"] if method == "attention_heavy" else None)
+    output = run_experiment(config, progress=False)
+    assert output.result["quantisation"]["memory"]["modules"] >= 4
+    assert all(isinstance(m.get_base_layer(), q.QuantLinear) for m in output.model.modules() if hasattr(m, "lora_A"))
+    assert not any(p.requires_grad for m in q.quantised_layers(output.model).values() for p in m.parameters())
