@@ -129,6 +129,14 @@ class Setup:
                              len(self.placement.shard(self.importance_examples)))
 
 
+def quantise_base(model: torch.nn.Module, config: RunConfig, targets: list[TargetModule],
+                  keep_residual: bool = False) -> None:
+    """Quantise the run's `--quant-modules` (the targets, or every linear layer but the head) in place."""
+    names = ([t.name for t in targets] if config.quant_modules == "targets"
+             else quantisation.linear_module_names(model, tuple(head_module_names(model))))
+    quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant, keep_residual)
+
+
 def setup(config: RunConfig) -> Setup:
     get_method(config.method)  # fail fast on an unknown method, before loading anything
     meter = PhaseMeter()
@@ -142,10 +150,7 @@ def setup(config: RunConfig) -> Setup:
     head_params = head_parameter_count(model)
     if config.quant is not None:
         with meter.phase("quantise"):
-            names = ([t.name for t in targets] if config.quant_modules == "targets"
-                     else quantisation.linear_module_names(model, tuple(head_module_names(model))))
-            quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant,
-                                        keep_residual=config.quant_schedule != "constant")
+            quantise_base(model, config, targets, keep_residual=config.quant_schedule != "constant")
     budget = resolve_budget(config, targets, head_params)
     sample = importance_sample(train_examples, config.gradient_samples, config.seed)
     run = Setup(config, data, train_examples, sample, None, tokenizer, model, targets, head_params, budget, meter,
@@ -291,10 +296,7 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
                           "merge needs --quant int4 or int8 with --qa-lora (an update folds only into INT zero-points, "
                           "group by group)")
     model = load_classifier(config.model, len(result["data"]["labels"]), config.seed)
-    targets = target_modules(model, config.target_modules)
-    names = ([t.name for t in targets] if config.quant_modules == "targets"
-             else quantisation.linear_module_names(model, tuple(head_module_names(model))))
-    quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant)
+    quantise_base(model, config, target_modules(model, config.target_modules))
     peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
     quantisation.fold_into_zero_points(peft_model)
     merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept

@@ -6,14 +6,16 @@ Prints, each against fp32 measured in the same invocation on MiniLM:
    size 64 (scales and zero-points included), with and without double quantisation; on the LoRA
    targets (query+value) and on every linear layer (`--quant-modules all`).
 2. Training step time, quantised / fp32: LoRA r=8 on query+value, the same pre-tokenised batches,
-   the same loop (`balora.training.train`), after one warm-up step.
+   the same loop (`balora.training.train`), after one warm-up step; the five models take turns for
+   `--rounds` rounds and each reports its median, so load changes on a shared machine cancel out.
 
-Usage: python benchmarks/quant.py [--steps 20] [--batch-size 16] [--group-size 64]
+Usage: python benchmarks/quant.py [--steps 10] [--rounds 3] [--batch-size 16] [--group-size 64] [--skip-memory]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -48,20 +50,31 @@ def memory_rows(group: int) -> None:
                       f"{report['stored_bytes']:>13,} {report['ratio']:>13.2f}x")
 
 
-def step_seconds(fmt: str | None, group: int, batches: list[dict]) -> float:
+def lora_model(fmt: str | None, group: int) -> torch.nn.Module:
     torch.manual_seed(42)
     config = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"])
-    model = get_peft_model(quantised_minilm(fmt, group), config)
+    return get_peft_model(quantised_minilm(fmt, group), config)
+
+
+def step_seconds(models: dict[str, torch.nn.Module], batches: list[dict], rounds: int) -> dict[str, float]:
+    """Median seconds per step of each model; the models take turns, one pass over `batches` each per
+    round, so a change in the machine's load affects all of them alike."""
     settings = TrainSettings(epochs=1, learning_rate=2e-3, evaluations=1, progress=False)
-    train(model, batches[:1], settings)  # warm-up: allocator and kernels
-    start = time.perf_counter()
-    train(model, batches, settings)
-    return (time.perf_counter() - start) / len(batches)
+    for model in models.values():
+        train(model, batches[:1], settings)  # warm-up: allocator and kernels
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, model in models.items():
+            start = time.perf_counter()
+            train(model, batches, settings)
+            times[name].append((time.perf_counter() - start) / len(batches))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--skip-memory", action="store_true", help="only the step times")
@@ -72,13 +85,13 @@ def main() -> None:
     data = load_rotten_tomatoes()
     examples = select_training(data.pool, None, args.steps * args.batch_size, 42)
     batches = list(make_loader(examples, load_tokenizer("minilm"), args.batch_size, shuffle=True, seed=42, max_length=64))
-    baseline = step_seconds(None, args.group_size, batches)
-    print(f"\ntraining step time, LoRA r=8 on query+value, {args.steps} steps of batch {args.batch_size}, "
-          f"{torch.get_num_threads()} threads")
-    print(f"{'fp32':<6} {baseline * 1000:8.1f} ms/step  1.00x")
-    for fmt in quantisation.FORMATS:
-        seconds = step_seconds(fmt, args.group_size, batches)
-        print(f"{fmt:<6} {seconds * 1000:8.1f} ms/step  {seconds / baseline:.2f}x")
+    models = {name: lora_model(None if name == "fp32" else name, args.group_size)
+              for name in ("fp32", *quantisation.FORMATS)}
+    seconds = step_seconds(models, batches, args.rounds)
+    print(f"\ntraining step time, LoRA r=8 on query+value, median of {args.rounds} interleaved rounds of "
+          f"{args.steps} steps of batch {args.batch_size}, {torch.get_num_threads()} threads")
+    for name, value in seconds.items():
+        print(f"{name:<6} {value * 1000:8.1f} ms/step  {value / seconds['fp32']:.2f}x")
 
 
 if __name__ == "__main__":
