@@ -11,7 +11,8 @@ group per row); every group has its own scale, and INT formats also a zero-point
 8-bit codes one per byte. Scales are stored as float16 (rounded up, so no weight falls outside the
 grid) and zero-points as float16 integers; a QA-LoRA merge makes zero-points real-valued and stores
 them as float32. `double_quant` stores the scales themselves as int8 (minus their mean, one float32
-absmax per block of 256), as bitsandbytes does with its 8-bit map. The weight is dequantised inside
+absmax per block of 256), like bitsandbytes' nested quantisation but with a linear int8 grid where
+bitsandbytes uses its dynamic 8-bit map. The weight is dequantised inside
 the forward and again in the backward (`_QuantisedMatmul` saves nothing weight-sized), so no float
 copy of the base weight outlives one layer's computation.
 
