@@ -110,6 +110,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     print(f"wrote {out / 'result.json'} and {out / 'adapter'}")
 
 
+def cmd_merge(args: argparse.Namespace) -> None:
+    from balora.run import merge_run
+
+    memory = merge_run(args.run, args.out)
+    print(f"merged into {memory['modules']} group-quantised layers: {memory['stored_bytes']:,} bytes stored "
+          f"against {memory['fp32_bytes']:,} in fp32 ({memory['ratio']:.2f}x smaller); wrote {args.out}")
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from balora import sweeps
 
@@ -192,6 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--out", default=None, help="output folder (default runs/METHOD-KEY)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)
+
+    merge = sub.add_parser("merge", help="fold a QA-LoRA run's adapter into its INT4/INT8 zero-points")
+    merge.add_argument("run", help="a run folder written by balora train (--quant int4|int8 --qa-lora)")
+    merge.add_argument("--out", required=True, help="folder for the merged, still quantised model")
+    merge.set_defaults(handler=cmd_merge)
 
     sweep = sub.add_parser("sweep", help="a grid of runs from a YAML file or a preset, resumable")
     sweep.add_argument("spec", nargs="?", help="YAML file or preset name")

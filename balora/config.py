@@ -58,6 +58,14 @@ class RunConfig:
     tuned: list[str] | None = field(default=None, metadata={"help": "Fields whose values were selected on validation "
                                                             "by tuning runs (a sweep's `tune:` block)."})
     tuning: bool = field(default=False, metadata={"help": "A tuning run: scored on validation only, never on test."})
+    # Fields added after runs were stored: part of `key()` only when not at their default (KEYED_WHEN_SET).
+    quant: str | None = field(default=None, metadata={"help": "Quantise the frozen base weights: nf4, fp4, int4 or int8."})
+    quant_group_size: int = field(default=64, metadata={"help": "Input columns per quantisation group; 0 = one per row."})
+    quant_modules: str = field(default="targets", metadata={"help": "Quantise the adapted 'targets' or 'all' linear layers."})
+    double_quant: bool = field(default=False, metadata={"help": "Store the quantisation scales as int8 too."})
+    qa_lora: bool = field(default=False, metadata={"help": "QA-LoRA: A sees the input average-pooled per quantisation group."})
+    quant_schedule: str = field(default="constant", metadata={"help": "Full precision → quantised: constant, linear, cosine."})
+    grad_scale: float = field(default=1.0, metadata={"help": "Multiply the adapter's gradients by this factor."})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -86,8 +94,30 @@ class RunConfig:
         for name in self.tuned or []:
             if name not in TUNABLE:
                 raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
+        self._check_quantisation()
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
+
+    def _check_quantisation(self) -> None:
+        if self.quant is not None and self.quant not in QUANT_FORMATS:
+            raise BaloraError(f"unknown --quant '{self.quant}'; choose one of {', '.join(QUANT_FORMATS)}")
+        if self.quant_schedule not in QUANT_SCHEDULES:
+            raise BaloraError(f"unknown --quant-schedule '{self.quant_schedule}'; choose one of {', '.join(QUANT_SCHEDULES)}")
+        if self.quant_modules not in ("targets", "all"):
+            raise BaloraError(f"--quant-modules must be 'targets' or 'all', got {self.quant_modules!r}")
+        if self.quant_group_size < 0:
+            raise BaloraError(f"--quant-group-size must be positive (or 0: one group per row), got {self.quant_group_size}")
+        if not self.grad_scale > 0 or self.grad_scale == float("inf"):
+            raise BaloraError(f"--grad-scale must be a positive finite number, got {self.grad_scale!r}")
+        needs_quant = [flag for flag, on in (("--qa-lora", self.qa_lora), ("--double-quant", self.double_quant),
+                                             ("--quant-schedule", self.quant_schedule != "constant"),
+                                             ("--quant-modules", self.quant_modules != "targets"),
+                                             ("--grad-scale", self.grad_scale != 1.0)) if on]
+        if self.quant is None and needs_quant:
+            raise BaloraError(f"{', '.join(needs_quant)} need(s) a quantised base: add --quant nf4|fp4|int4|int8")
+        if self.qa_lora and self.method in ("adalora", "eva"):
+            raise BaloraError(f"--qa-lora pools LoRA's A; method {self.method} has its own parametrisation: "
+                              "use lora, ba_lora or a heuristic")
 
     @property
     def train_epochs(self) -> int:
@@ -97,9 +127,10 @@ class RunConfig:
         return asdict(self)
 
     def key(self) -> str:
-        """Stable hash of everything that defines the run: same key, same experiment. Fields added after
-        results were first stored count only when they differ from their default, so old keys stay valid."""
-        values = {k: v for k, v in self.to_dict().items() if not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])}
+        """Stable hash of everything that defines the run: same key, same experiment. Fields added later
+        (KEYED_WHEN_SET) count only when set away from their default, so older runs keep their keys."""
+        defaults = {f.name: f.default for f in fields(self)}
+        values = {k: v for k, v in self.to_dict().items() if k not in KEYED_WHEN_SET or v != defaults[k]}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def protocol(self) -> dict[str, Any]:
@@ -137,10 +168,14 @@ def protocol_key(config: Mapping[str, Any]) -> str:
     return json.dumps(protocol(config), sort_keys=True, default=str)
 
 
-# Added after runs were stored: in the key only when not at this default.
-KEYED_WHEN_SET = {"tuned": None, "tuning": False}
+# Fields added after runs were first stored: part of `key()` only when not at their default.
+KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
+                            "quant_schedule", "grad_scale"})
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
+# Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.
+QUANT_FORMATS = ("nf4", "fp4", "int4", "int8")
+QUANT_SCHEDULES = ("constant", "linear", "cosine")
 
 
 def check_field(name: str, value: Any, where: str = "config") -> None:

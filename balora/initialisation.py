@@ -38,6 +38,8 @@ from __future__ import annotations
 import torch
 from peft import PeftModel
 
+from balora.quantisation import effective_lora_a
+
 DEFAULT_GAMMA = 0.005
 
 
@@ -60,7 +62,7 @@ def warm_start(model: PeftModel, gradients: dict[str, torch.Tensor], gamma: floa
         layer = lora_layer(model, name)
         if adapter not in getattr(layer, "lora_A", {}):
             continue  # module got rank 0 and is not adapted
-        a = layer.lora_A[adapter].weight.double()  # (r, d_in)
+        a = effective_lora_a(layer.lora_A[adapter]).double()  # (r, d_in), QA-LoRA's pooled A expanded
         g = grad.double().to(a.device)  # (d_out, d_in)
         gram = a @ a.T
         gram += torch.eye(gram.shape[0], dtype=gram.dtype, device=gram.device) * 1e-6 * gram.trace() / gram.shape[0]

@@ -15,6 +15,9 @@ The result written here is the unit everything downstream (sweeps, results store
     timings      seconds per phase (load, importance, allocation, init, train, eval) and total
     validation_seconds  of the train phase, the seconds spent on the validation curve
     memory       peak RSS MiB per phase (and CUDA max-allocated MiB on a GPU)
+    quantisation (with --quant) format, group size, schedule, gradient scale; stored bytes of the
+                 quantised base weights against fp32; the balance ‖scaling·B·A‖/‖W − Ŵ‖ per module
+                 at every validation point
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from peft import get_peft_model
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from balora import __version__
+from balora import __version__, quantisation
 from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
 from balora.data import Example, TextDataset, importance_sample, load_text_dataset, make_loader, select_training
@@ -130,6 +133,14 @@ class Setup:
                              len(self.placement.shard(self.importance_examples)))
 
 
+def quantise_base(model: torch.nn.Module, config: RunConfig, targets: list[TargetModule],
+                  keep_residual: bool = False) -> None:
+    """Quantise the run's `--quant-modules` (the targets, or every linear layer but the head) in place."""
+    names = ([t.name for t in targets] if config.quant_modules == "targets"
+             else quantisation.linear_module_names(model, tuple(head_module_names(model))))
+    quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant, keep_residual)
+
+
 def setup(config: RunConfig) -> Setup:
     get_method(config.method)  # fail fast on an unknown method, before loading anything
     meter = PhaseMeter()
@@ -141,6 +152,9 @@ def setup(config: RunConfig) -> Setup:
         model = load_classifier(config.model, data.num_labels, config.seed).to(placement.device)
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)
+    if config.quant is not None:
+        with meter.phase("quantise"):
+            quantise_base(model, config, targets, keep_residual=config.quant_schedule != "constant")
     budget = resolve_budget(config, targets, head_params)
     sample = importance_sample(train_examples, config.gradient_samples, config.seed)
     run = Setup(config, data, train_examples, sample, None, tokenizer, model, targets, head_params, budget, meter,
@@ -157,7 +171,8 @@ def plan_allocation(config: RunConfig) -> tuple[Setup, list[ModuleRank]]:
     run = setup(config)
     seed_everything(config.seed)
     steps = total_steps(run.loader(run.placement.even_shard(run.train_examples), shuffle=True), config.train_epochs)
-    return run, get_method(config.method)(run.method_context(steps)).allocation
+    with quantisation.dense_weights(run.model):
+        return run, get_method(config.method)(run.method_context(steps)).allocation
 
 
 def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True) -> RunOutput:
@@ -170,13 +185,20 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     data, meter, placement = run.data, run.meter, run.placement
     train_loader = run.loader(placement.even_shard(run.train_examples), shuffle=True)
     seed_everything(config.seed)
-    prepared = get_method(config.method)(run.method_context(total_steps(train_loader, config.train_epochs)))
+    steps = total_steps(train_loader, config.train_epochs)
+    with quantisation.dense_weights(run.model):  # importance needs weight gradients: a float Ŵ for this phase
+        prepared = get_method(config.method)(run.method_context(steps))
     seed_everything(config.seed)  # LoRA's random A depends only on the seed, not on the method's work
     with meter.phase("adapter"):
         model = get_peft_model(run.model, prepared.peft_config)
+        if config.qa_lora:
+            quantisation.pool_adapters(model)
     if prepared.initialise is not None:
         prepared.initialise(model)
     lora_params, trained_head = _lora_parameter_count(model), _trained_head_count(model)
+    if config.grad_scale != 1.0:
+        quantisation.scale_adapter_gradients(model, config.grad_scale)
+    balance: list[dict[str, float]] = []  # per validation point
 
     validation_loader = run.loader(data.validation, shuffle=False, batch_size=config.eval_batch_size)
 
@@ -184,17 +206,27 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
         started = time.perf_counter()
+        if config.quant is not None:
+            balance.append(quantisation.balance(m))
         metrics = evaluate(m, validation_loader, data.num_labels)
         validation_seconds[0] += time.perf_counter() - started
         return metrics
 
+    def after_step(m: torch.nn.Module, step: int) -> None:
+        quantisation.set_blend(m, quantisation.blend_at(config.quant_schedule, step, steps))
+        if prepared.after_step is not None:
+            prepared.after_step(m, step)
+
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
                              config.evaluations, progress and placement.is_main)
     seed_everything(config.seed)
+    quantisation.set_blend(model, quantisation.blend_at(config.quant_schedule, 0, steps))
     with meter.phase("train"):  # the validation curve, its step-0 point included, is part of training
         initial = validate(model)
-        log = train(placement.wrap(model), train_loader, settings, validate, prepared.after_step)
+        log = train(placement.wrap(model), train_loader, settings, validate,
+                    after_step if config.quant is not None else prepared.after_step)
     log.validation.insert(0, (0, initial))
+    quantisation.set_blend(model, 1.0)  # whatever the schedule, the model is evaluated on the quantised weights
     metrics: dict[str, float] = {}
     if not config.tuning:  # a tuning run is scored on validation only: test accuracy exists only where selected
         with meter.phase("eval"):
@@ -229,6 +261,9 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "validation_seconds": validation_seconds[0],
         "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},
     }
+    if config.quant is not None:
+        result["quantisation"] = _quantisation_summary(config, model, log.validation, balance)
+        quantisation.expand_adapters(model)  # the saved adapter is a plain PEFT LoRA adapter
     result["environment"]["world_size"] = placement.world
     if out_dir is not None and placement.is_main:
         with meter.phase("save"):
@@ -238,9 +273,45 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     return RunOutput(result, model)
 
 
+def _quantisation_summary(config: RunConfig, model: torch.nn.Module, validation: list, balance: list) -> dict[str, Any]:
+    """Format, stored bytes against fp32, and the balance measure at each validation point."""
+    curve = [[step, {"mean": float(np.mean(list(r.values()))), "min": min(r.values()), "max": max(r.values())}]
+             for (step, _), r in zip(validation, balance, strict=True) if r]
+    return {"format": config.quant, "group_size": config.quant_group_size, "double_quant": config.double_quant,
+            "qa_lora": config.qa_lora, "schedule": config.quant_schedule, "grad_scale": config.grad_scale,
+            "memory": quantisation.memory_report(quantisation.quantised_layers(model)),
+            "balance": curve, "balance_final": quantisation.balance(model)}
+
+
 def save_result(result: dict[str, Any], out_dir: Path) -> None:
     """Write `result.json` atomically, after the adapter: its presence means the run is complete."""
     result["adapter"] = str((out_dir / "adapter").resolve())
     tmp = out_dir / "result.json.tmp"
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out_dir / "result.json")
+
+
+def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """`balora merge`: fold a QA-LoRA run's adapter into its INT base's zero-points and save the merged,
+    still group-quantised model (with the trained head and the tokenizer) to `out_dir`."""
+    from peft import PeftModel
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError) as err:
+        raise BaloraError(f"{run_dir} is not a finished run folder (result.json: {err}); give a folder "
+                          "`balora train --out` wrote") from None
+    config = RunConfig.from_dict(result["config"], where=str(run_dir / "result.json"))
+    if config.quant not in ("int4", "int8") or not config.qa_lora:
+        raise BaloraError(f"{run_dir} was trained with --quant {config.quant}{' --qa-lora' if config.qa_lora else ''}; "
+                          "merge needs --quant int4 or int8 with --qa-lora (an update folds only into INT zero-points, "
+                          "group by group)")
+    model = load_classifier(config.model, len(result["data"]["labels"]), config.seed)
+    quantise_base(model, config, target_modules(model, config.target_modules))
+    peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
+    quantisation.fold_into_zero_points(peft_model)
+    merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
+    quantisation.save_quantised(merged, out_dir)
+    load_tokenizer(config.model).save_pretrained(out_dir)
+    return quantisation.memory_report(quantisation.quantised_layers(merged))

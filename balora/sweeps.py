@@ -240,7 +240,7 @@ def _axis(key: str, value: Any) -> list:
 def seed003_preset(args: Any) -> str | None:
     """Seed 003's runner flags, mapped onto presets."""
     if getattr(args, "run_qa_lora", False):
-        raise BaloraError("QA-LoRA is not available yet; run --run-adalora or --run-all")
+        return "qa"
     if getattr(args, "run_all", False):
         return "paper"
     if getattr(args, "run_adalora", False):

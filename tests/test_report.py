@@ -334,3 +334,25 @@ def test_a_table_notes_what_its_rows_differ_in_beyond_what_it_shows():
     assert "Rows also differ in: gradient_samples 1000 for LoRA (r=8); 500 for BA-LoRA (r=8)." in table.notes
     (same,) = tables.budget_tables(analyse(load_runs(runs[:3] + [make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]])))
     assert not any(note.startswith("Rows also differ") for note in same.notes)
+
+
+def test_quantised_bases_table(tmp_path: Path):
+    """Runs on quantised bases get their own table against full-precision LoRA, and join no other one."""
+    results = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for seed in SEEDS[:3]:
+        run = make_result("lora", 8, 64, seed)
+        run["key"] += "-nf4"
+        run["config"] |= {"quant": "nf4", "quant_group_size": 64}
+        run["metrics"]["accuracy"] -= 0.01
+        run["quantisation"] = {"memory": {"ratio": 7.53}, "balance": [[0, {"mean": 0.0}], [160, {"mean": 0.5}]]}
+        results.append(run)
+    build_report(results, tmp_path / "report", paper_dir=tmp_path / "paper")
+    tables = dict(_markdown_tables((tmp_path / "report" / "report.md").read_text()))
+    quantised = next(rows for title, rows in tables.items() if title.startswith("Quantised bases"))
+    by_method = {row["Method"]: row for row in quantised}
+    nf4 = by_method["LoRA (quant=nf4)"]
+    assert nf4["Base fp32 / stored (×)"] == "7.53" and nf4["Balance"] == "0.5" and nf4["n"] == "3"
+    _close(nf4["Δ acc. (pp) [CI]"].split()[0], -1.0, 2)
+    assert by_method["LoRA"]["Base fp32 / stored (×)"] == "–" and "BA-LoRA" in by_method
+    budget = next(rows for title, rows in tables.items() if title.startswith("Budget efficiency"))
+    assert all("quant" not in row["Method"] for row in budget)

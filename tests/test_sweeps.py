@@ -159,8 +159,7 @@ def test_comparison_presets_select_every_learning_rate_on_validation(preset):
 def test_seed003_flags_map_onto_presets():
     assert seed003_preset(SimpleNamespace(run_all=True)) == "paper"
     assert seed003_preset(SimpleNamespace(run_adalora=True)) == "adalora"
-    with pytest.raises(BaloraError, match="QA-LoRA is not available yet"):
-        seed003_preset(SimpleNamespace(run_qa_lora=True))
+    assert seed003_preset(SimpleNamespace(run_qa_lora=True)) == "qa"
 
 
 def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv, capsys):

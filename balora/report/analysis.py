@@ -5,7 +5,9 @@ Families of comparisons (Holm's adjustment runs within one family, i.e. one tabl
 - main: the main methods against LoRA, per setting, over budgets (seed 000 Exp. 1);
 - fewshot: the main methods against LoRA, per few-shot family and budget, over shot counts (Exp. 2);
 - ablation: BA-LoRA's ablations against full BA-LoRA, per setting (Exp. 4);
-- strategy: every arm against LoRA, per setting (seed 002's strategy comparison).
+- strategy: every arm against LoRA, per setting (seed 002's strategy comparison);
+- quantised: runs on quantised bases (seed 003's QA-LoRA) against full-precision LoRA, per setting,
+  with full-precision BA-LoRA alongside. Runs on quantised bases enter no other family.
 """
 
 from __future__ import annotations
@@ -82,13 +84,20 @@ class Analysis:
     trends: dict[str, dict[str, stats.Trend]] = field(default_factory=dict)  # by "family · budget", then arm
     ablation: dict[str, list[Row]] = field(default_factory=dict)  # by setting
     strategy: dict[str, list[Row]] = field(default_factory=dict)  # by setting
+    quantised: dict[str, list[Row]] = field(default_factory=dict)  # by setting
     missing: list[str] = field(default_factory=list)  # what could not be compared, and why
 
 
 def analyse(frame: pd.DataFrame) -> Analysis:
     result = Analysis(frame)
     for setting in settings(frame):
-        part = frame[frame["setting"] == setting]
+        everything = frame[frame["setting"] == setting]
+        if everything["quant"].notna().any():
+            compared = everything[everything["quant"].notna() | everything["arm"].isin((REFERENCE, "ba_lora"))]
+            result.quantised[setting] = compared_rows(budget_groups(compared), REFERENCE)
+        part = everything[everything["quant"].isna()]
+        if part.empty:
+            continue
         main = part[part["method"].isin(MAIN)]
         if main.empty:
             result.missing.append(f"Budget efficiency, {setting}: no runs of {', '.join(MAIN)}.")
@@ -105,7 +114,7 @@ def analyse(frame: pd.DataFrame) -> Analysis:
             result.missing.append(f"Strategy comparison, {setting}: only main methods (see the budget table).")
         else:
             result.strategy[setting] = compared_rows(budget_groups(part), REFERENCE)
-    fewshot = frame[frame["shots"].notna() & frame["method"].isin(MAIN)]
+    fewshot = frame[frame["shots"].notna() & frame["method"].isin(MAIN) & frame["quant"].isna()]
     if fewshot.empty:
         result.missing.append("Few-shot comparison: no few-shot runs (config.shots) of the main methods.")
     for (family, budget), part in fewshot.groupby(["family", "budget"], sort=False):

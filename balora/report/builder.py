@@ -126,6 +126,10 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         tables.strategy_tables(analysis),
         _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
     arms = selection.rising_arms(frame)
+    if analysis.quantised:  # only where runs on quantised bases exist
+        report.sections["quantised"] = _section(
+            "Quantised bases (seed 003, QA-LoRA)", "LoRA on group-wise quantised frozen weights against "
+            "full-precision LoRA at the same budget (see README, Quantised bases).", tables.quantised_tables(analysis))
     report.sections["dynamics"] = _section(
         "Training dynamics and convergence", "Runs that end at or below the majority-class rate have not learnt "
         "the task (see NOTES.md): they are counted here and in every accuracy table (column ≤ majority).",

@@ -124,6 +124,15 @@ def _one_protocol_per_arm(results: list[dict[str, Any]], settings: list[str], va
     return extended
 
 
+def _quantisation(result: dict[str, Any]) -> dict[str, Any]:
+    """Format, base-weight memory ratio and the final mean balance of a run on a quantised base (NaN otherwise)."""
+    summary = result.get("quantisation") or {}
+    curve = summary.get("balance") or []
+    return {"quant": result["config"].get("quant"),
+            "quant_ratio": float(summary.get("memory", {}).get("ratio", math.nan)),
+            "balance": float(curve[-1][1]["mean"]) if curve else math.nan}
+
+
 def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
     (tuning runs are left out: they have no test metrics)."""
@@ -169,6 +178,8 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
             **{f"time_{p}": float(timings[p]) for p in (*PHASES, "total") if p in timings},
             "peak_rss_mib": _peak(memory.get("peak_rss_mib")), "peak_cuda_mib": _peak(memory.get("peak_cuda_mib")),
             "steps": result.get("steps"), "convergence_step": result.get("convergence_step"),
+            "time_per_step": float(timings.get("train", math.nan)) / result["steps"] if result.get("steps") else math.nan,
+            **_quantisation(result),
             "result": result,
         })
     frame = pd.DataFrame(rows)

@@ -212,6 +212,27 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
     return tables
 
 
+def quantised_tables(analysis: Analysis) -> list[Table]:
+    """Seed 003's QA-LoRA: arms on quantised bases against full-precision LoRA, per setting, with what
+    quantising saved (stored base-weight bytes) and cost (peak memory, time per step)."""
+    columns = ["Method", "n", "Base fp32 / stored (×)", "Peak RSS (MiB)", "Time / step (s)", "Balance",
+               "Acc. (%)", "≤ majority", *STAT_COLUMNS]
+    extra = {"Base fp32 / stored (×)": lambda r: DASH if r.runs["quant"].isna().all() else f"{_mean(r, 'quant_ratio'):.2f}",
+             "Peak RSS (MiB)": lambda r: count(_mean(r, "peak_rss_mib")),
+             "Time / step (s)": lambda r: f"{_mean(r, 'time_per_step'):.3f}",
+             "Balance": lambda r: DASH if r.runs["balance"].isna().all() else f"{_mean(r, 'balance'):.3g}"}
+    note = ("Arms differ from LoRA only in the frozen base (quant: format; group size 0 = one scale per row), the "
+            "quantisation schedule and the gradient scale. Base fp32 / stored: bytes of the quantised base weights "
+            "(codes, scales, zero-points) against the same weights in fp32. Peak RSS: largest per-phase peak of the "
+            "process. Time / step: training seconds per optimizer step, validation included. Balance: "
+            "‖scaling·B·A‖ / ‖W − Ŵ‖ at the end of training, mean over modules and runs.")
+    return [Table(f"quantised_{slug(setting)}", f"Quantised bases — {setting}", ["Budget", *columns],
+                  render(rows, columns, extra), [note], STAT_NOTE,
+                  ["Budget", "Method", "n", "Base fp32 / stored (×)", "Peak RSS (MiB)", "Time / step (s)", "Acc. (%)",
+                   "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"])
+            for setting, rows in analysis.quantised.items()]
+
+
 def time_ratios(frame: pd.DataFrame, arm: str) -> list[float]:
     """Total time of each run of `arm` over its matched LoRA run (same setting, budget and seed)."""
     ratios = []
