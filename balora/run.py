@@ -9,6 +9,7 @@ The result written here is the unit everything downstream (sweeps, results store
     params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
                  head, total_trainable, base_model
     allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
+    reallocations  (ba_lora_dynamic) per reallocation: step, ranks, importance, params, budget, changed, seconds
     metrics      test accuracy, f1, precision, recall, loss; majority-class rate
     curves       train_loss [[step, loss]], validation [[step, {metrics}]] (step 0 = after init)
     convergence_step  first step reaching 95% of the final validation accuracy
@@ -208,6 +209,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
                    "base_model": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
         "allocation": [dict(m.to_dict(), final_rank=final_ranks[m.name]) for m in prepared.allocation],
         "allocation_summary": summary(prepared.allocation),
+        **({"reallocations": prepared.history} if prepared.history is not None else {}),
         "importance_sample": {"examples": len(run.importance_examples),
                               "probe": None if run.probe is None else vars(run.probe)},
         "metrics": metrics,
