@@ -156,36 +156,29 @@ def _swap_parameter(optimizer: torch.optim.Optimizer | None, old: nn.Parameter, 
 def resize_module(model: PeftModel, name: str, rank: int, alpha: float, optimizer: torch.optim.Optimizer | None = None,
                   generator: torch.Generator | None = None, adapter: str = "default") -> None:
     """Give module `name` LoRA rank `rank` and lora_alpha `alpha` (module docstring: shrink by truncated
-    SVD, grow with zero B columns), replacing its `lora_A`/`lora_B` Linear modules and their optimizer state."""
-    layer, old_a, old_b = _lora_pair(model, name, adapter)
-    old_rank = old_a.out_features
+    SVD, grow with zero B columns): its `lora_A`/`lora_B` Linear modules get new weight parameters of the
+    new shape (a bias of B does not depend on the rank and stays), and the optimizer their state."""
+    layer, linear_a, linear_b = _lora_pair(model, name, adapter)
+    old_rank = linear_a.out_features
     if rank == old_rank and alpha == layer.lora_alpha[adapter]:
         return
-    old_scale = layer.scaling[adapter]
-    new_scale = _scaling(layer, adapter, alpha, rank)
-    a, b = old_a.weight, old_b.weight
-    new_a = nn.Linear(old_a.in_features, rank, bias=False, device=a.device, dtype=a.dtype)
-    new_b = nn.Linear(rank, old_b.out_features, bias=old_b.bias is not None, device=b.device, dtype=b.dtype)
+    old_scale, new_scale = layer.scaling[adapter], _scaling(layer, adapter, alpha, rank)
+    a, b = linear_a.weight, linear_b.weight
     if rank > old_rank:
-        bound = 1 / math.sqrt(old_a.in_features)
-        fresh = torch.rand(rank - old_rank, old_a.in_features, generator=generator, dtype=torch.float64)
-        new_a.weight.copy_(torch.cat([a.double(), (2 * fresh - 1) * bound]).to(a.dtype))
-        new_b.weight.zero_()
-        new_b.weight[:, :old_rank] = b * (old_scale / new_scale)
+        bound = 1 / math.sqrt(linear_a.in_features)
+        fresh = torch.rand(rank - old_rank, linear_a.in_features, generator=generator, dtype=torch.float64)
+        new_a = torch.cat([a.double(), (2 * fresh - 1) * bound]).to(a.device, a.dtype)
+        new_b = torch.cat([b * (old_scale / new_scale), b.new_zeros(b.shape[0], rank - old_rank)], dim=1)
         keep_a, keep_b = (slice(0, old_rank), slice(None)), (slice(None), slice(0, old_rank))
     else:
         row_norm = float(a.double().norm() / math.sqrt(old_rank)) or 1.0
-        new_b.weight[:], new_a.weight[:] = truncated_factors(b, a, rank, old_scale / new_scale, row_norm)
+        new_b, new_a = truncated_factors(b, a, rank, old_scale / new_scale, row_norm)
         keep_a = keep_b = None
-    if old_b.bias is not None:
-        new_b.bias.copy_(old_b.bias)
-    for new in (new_a, new_b):
-        new.requires_grad_(a.requires_grad)
-    _swap_parameter(optimizer, a, new_a.weight, keep_a)
-    _swap_parameter(optimizer, b, new_b.weight, keep_b)
-    if old_b.bias is not None:
-        _swap_parameter(optimizer, old_b.bias, new_b.bias, (slice(None),))
-    layer.lora_A[adapter], layer.lora_B[adapter] = new_a, new_b
+    linear_a.weight = nn.Parameter(new_a, requires_grad=a.requires_grad)
+    linear_b.weight = nn.Parameter(new_b, requires_grad=b.requires_grad)
+    linear_a.out_features = linear_b.in_features = rank
+    _swap_parameter(optimizer, a, linear_a.weight, keep_a)
+    _swap_parameter(optimizer, b, linear_b.weight, keep_b)
     layer.r[adapter], layer.lora_alpha[adapter], layer.scaling[adapter] = rank, alpha, new_scale
 
 
