@@ -318,4 +318,5 @@ def test_dynamic_runs_get_a_reallocation_section_with_their_parameters_against_t
     assert "## Dynamic reallocation (seed 003)" in markdown
     assert "9 reallocations over 3 runs, 9 of them moved ranks (mean 2.0 modules each)" in markdown
     assert "100.00% of the budget" in markdown
+    assert "Mean training loss over the 3 steps after a reallocation / the 3 steps up to it" in markdown
     assert len(list(out.glob("figures/reallocation_*.png"))) == 2  # one per budget

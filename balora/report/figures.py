@@ -471,8 +471,8 @@ def reallocation_dynamics(frame: pd.DataFrame, setting: str, out_dir: Path) -> l
         run = dynamic.sort_values("seed").iloc[0]
         history = run["result"]["reallocations"]
         modules = list(history[0]["ranks"])
-        fig, axes = _panels(3, width=3.4, height=3.6)
-        heat, scores, params = axes
+        fig, axes = _panels(4, width=3.4, height=3.4, columns=2)
+        heat, scores, params, loss = axes
         matrix = np.array([[h["ranks"][m] for h in history] for m in modules])
         image = heat.imshow(matrix, cmap="cividis", aspect="auto", vmin=0)
         heat.set_xticks(range(len(history)), [h["step"] for h in history], rotation=90)
@@ -489,11 +489,21 @@ def reallocation_dynamics(frame: pd.DataFrame, setting: str, out_dir: Path) -> l
         scores.set_ylabel("smoothed importance (LoRA factors)")
         scores.set_title("importance per module")
         _params_over_steps(params, cell)
+        steps, values = _curves(dynamic, _train_loss)
+        loss.plot(steps, np.array([_smooth(v, max(1, steps.size // 25)) for v in values]).mean(axis=0),
+                  color=arm_style("ba_lora_dynamic")["color"])
+        for step in sorted({h["step"] for r in dynamic["result"] for h in r["reallocations"] if h["changed"]}):
+            loss.axvline(step, color=OKABE_ITO["grey"], linewidth=0.6, linestyle=":")
+        loss.set_xlabel("training step (dotted: reallocations that moved ranks)")
+        loss.set_ylabel("training loss (smoothed)")
+        loss.set_title("loss around reallocations")
         _legend_below(fig, [params], columns=3)
         figures.append(_save(fig, out_dir, f"reallocation_{slug(setting)}__{slug(label)}",
                              f"Dynamic reallocation — {setting}, {label}",
-                             "Left: ranks of dynamic BA-LoRA's modules at each reallocation (first seed). Middle: each "
-                             "module's smoothed importance from its LoRA factors' gradients at each reallocation. Right: "
-                             "trainable LoRA parameters over training, mean over seeds; AdaLoRA trains at its initial "
-                             "rank throughout (it masks, it does not resize); the dashed line is the budget."))
+                             "Top left: ranks of dynamic BA-LoRA's modules at each reallocation (first seed). Top right: "
+                             "each module's smoothed importance from its LoRA factors' gradients at each reallocation. "
+                             "Bottom left: trainable LoRA parameters over training, mean over seeds; AdaLoRA trains at "
+                             "its initial rank throughout (it masks, it does not resize); the dashed line is the budget. "
+                             "Bottom right: dynamic BA-LoRA's training loss (trailing mean over 1/25 of training, mean "
+                             "over seeds), dotted lines at reallocations."))
     return figures
