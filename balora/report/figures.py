@@ -456,6 +456,7 @@ def _params_over_steps(ax, cell: pd.DataFrame) -> None:
     ax.axhline(int(cell["budget_params"].iloc[0]), label="budget", **MAJORITY_STYLE)
     ax.set_xlabel("training step")
     ax.set_ylabel("trainable LoRA parameters")
+    ax.set_ylim(bottom=0)
     ax.set_title("parameters during training")
 
 
