@@ -99,19 +99,17 @@ def _scaling(layer: nn.Module, adapter: str, alpha: float, rank: int) -> float:
     return alpha / math.sqrt(rank) if layer.use_rslora.get(adapter, False) else alpha / rank
 
 
-def _factor_score(metric: str, a: nn.Parameter, b: nn.Parameter) -> float:
+def _factor_score(metric: str, a: nn.Parameter, b: nn.Parameter) -> torch.Tensor:
+    """A 0-d tensor (no host sync: on a GPU the controller never waits for the device between reallocations)."""
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in (a, b)]
     count = a.numel() + b.numel()
     if metric == "magnitude":
-        value = (a.detach().abs().sum() + b.detach().abs().sum()) / count
-    elif metric == "sensitivity":
-        value = ((a.detach() * grads[0]).abs().sum() + (b.detach() * grads[1]).abs().sum()) / count
-    elif metric == "grad_norm":
-        value = torch.sqrt(grads[0].square().sum() + grads[1].square().sum())
-    else:  # fisher
-        value = (grads[0].square().sum() + grads[1].square().sum()) / count
-    value = float(value)
-    return value if math.isfinite(value) else 0.0
+        return (a.detach().abs().sum() + b.detach().abs().sum()) / count
+    if metric == "sensitivity":
+        return ((a.detach() * grads[0]).abs().sum() + (b.detach() * grads[1]).abs().sum()) / count
+    if metric == "grad_norm":
+        return torch.sqrt(grads[0].square().sum() + grads[1].square().sum())
+    return (grads[0].square().sum() + grads[1].square().sum()) / count  # fisher
 
 
 def truncated_factors(b: torch.Tensor, a: torch.Tensor, rank: int, scale: float,
@@ -203,8 +201,8 @@ class RankController:
         self.config, self.targets, self.budget = config, targets, budget
         self.total_steps, self.alpha_ratio, self.adapter = total_steps, alpha_ratio, adapter
         self.ranks = {m.name: m.rank for m in initial}
-        self.smoothed: dict[str, float] = {}
-        self.uncertain: dict[str, float] = {}
+        self.smoothed: torch.Tensor | None = None  # per target, in `targets` order
+        self.uncertain: torch.Tensor | None = None
         self.history: list[dict] = [self._entry(0, {m.name: m.importance for m in initial}, changed=[])]
 
     def _entry(self, step: int, scores: dict[str, float], changed: list[str], seconds: float = 0.0) -> dict:
@@ -220,26 +218,25 @@ class RankController:
             and (step - c.warmup) % c.every == 0
 
     def observe(self, model: PeftModel) -> None:
-        """Update the smoothed score of every module from the current gradients."""
+        """Update the smoothed score of every module (and the uncertainty term) from the current gradients."""
         beta = self.config.ema
-        for target in self.targets:
-            _, a, b = _lora_pair(model, target.name, self.adapter)
-            value = _factor_score(self.config.score, a.weight, b.weight)
-            previous = self.smoothed.get(target.name, value)
-            smoothed = beta * previous + (1 - beta) * value
-            self.smoothed[target.name] = smoothed
-            self.uncertain[target.name] = (beta * self.uncertain.get(target.name, abs(value - smoothed))
-                                           + (1 - beta) * abs(value - smoothed))
+        value = torch.stack([_factor_score(self.config.score, a.weight, b.weight).double()
+                             for a, b in (_lora_pair(model, t.name, self.adapter)[1:] for t in self.targets)])
+        value = torch.nan_to_num(value, nan=0.0, posinf=0.0, neginf=0.0)
+        previous = value if self.smoothed is None else self.smoothed
+        self.smoothed = beta * previous + (1 - beta) * value
+        deviation = (value - self.smoothed).abs()
+        self.uncertain = deviation if self.uncertain is None else beta * self.uncertain + (1 - beta) * deviation
 
     def scores(self) -> dict[str, float]:
         """Smoothed scores (times the uncertainty term if asked), averaged over data-parallel processes."""
-        names = [t.name for t in self.targets]
-        values = torch.tensor([self.smoothed.get(n, 0.0) * (self.uncertain.get(n, 0.0) if self.config.uncertainty
-                                                            else 1.0) for n in names], dtype=torch.float64)
+        values = torch.zeros(len(self.targets), dtype=torch.float64) if self.smoothed is None else self.smoothed.clone()
+        if self.config.uncertainty and self.uncertain is not None:
+            values *= self.uncertain
         if _distributed():
             torch.distributed.all_reduce(values)
             values /= torch.distributed.get_world_size()
-        return dict(zip(names, values.tolist()))
+        return dict(zip([t.name for t in self.targets], values.tolist()))
 
     def reallocate(self, model: PeftModel, step: int, optimizer: torch.optim.Optimizer | None) -> bool:
         started = time.perf_counter()

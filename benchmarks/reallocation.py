@@ -58,7 +58,7 @@ def seconds_per_reallocation(model: nn.Module, targets: list[TargetModule], loss
         optimizer.step()
         controller.observe(model)
         n = len(targets)
-        controller.smoothed = {t.name: 1.0 + ((i + repeat * n // 3) % n) for i, t in enumerate(targets)}
+        controller.smoothed = torch.tensor([1.0 + ((i + repeat * n // 3) % n) for i in range(n)], dtype=torch.float64)
         start = time.perf_counter()
         moved = controller.reallocate(model, repeat + 1, optimizer)
         times.append(time.perf_counter() - start)

@@ -119,7 +119,7 @@ def test_no_reallocation_ever_spends_more_than_the_budget(scores, budget_rank, s
     controller = RankController(ReallocationConfig(every=1, warmup=1, final_fraction=0, strategy=strategy, top_k=2),
                                 targets, budget, 100, 2.0, initial)
     for round_ in range(rounds):
-        controller.smoothed = {t.name: s * (round_ + 1) ** (i % 3) for i, (t, s) in enumerate(zip(targets, scores))}
+        controller.smoothed = torch.tensor([s * (round_ + 1) ** (i % 3) for i, s in enumerate(scores)], dtype=torch.float64)
         controller.reallocate(model, round_ + 1, None)
         assert _lora_params(model) == controller.history[-1]["params"] <= budget
         assert all(lora_layer(model, t.name).r["default"] == controller.ranks[t.name] >= 1 for t in targets)
@@ -200,3 +200,25 @@ def test_data_parallel_processes_make_the_same_decisions_and_stay_identical(tmp_
     assert any(a != b for a, b in zip(first["ranks"], first["ranks"][1:])), "ranks never moved"
     for name, weight in first["weights"].items():
         torch.testing.assert_close(second["weights"][name], weight)
+
+
+@pytest.mark.parametrize("uncertainty", [False, True])
+def test_scores_are_an_ema_of_the_lora_factors_sensitivity(uncertainty):
+    model, targets = peft_bert()
+    initial = [ModuleRank(t.name, t.d_out, t.d_in, 0.0, 4) for t in targets]
+    controller = RankController(ReallocationConfig(ema=0.5, uncertainty=uncertainty), targets, 10 ** 6, 100, 2.0, initial)
+    values = []
+    for scale in (1.0, 3.0):
+        expected = []
+        for t in targets:
+            layer = lora_layer(model, t.name)
+            a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+            a.grad, b.grad = torch.full_like(a, scale), torch.full_like(b, scale)
+            expected.append(float(((a * scale).abs().sum() + (b * scale).abs().sum()) / (a.numel() + b.numel())))
+        values.append(expected)
+        controller.observe(model)
+    smoothed = [0.5 * v1 + 0.5 * v2 for v1, v2 in zip(*values)]  # the first observation starts the average
+    deviation = [0.5 * 0.0 + 0.5 * abs(v2 - s) for v2, s in zip(values[1], smoothed)]
+    scores = controller.scores()
+    for t, s, u in zip(targets, smoothed, deviation):
+        assert scores[t.name] == pytest.approx(s * u if uncertainty else s, rel=1e-6)
