@@ -164,8 +164,9 @@ def resize_module(model: PeftModel, name: str, rank: int, alpha: float, optimize
     a, b = linear_a.weight, linear_b.weight
     if rank > old_rank:
         bound = 1 / math.sqrt(linear_a.in_features)
+        # drawn on the CPU: the same numbers whatever the device, from a generator every process seeds alike
         fresh = torch.rand(rank - old_rank, linear_a.in_features, generator=generator, dtype=torch.float64)
-        new_a = torch.cat([a.double(), (2 * fresh - 1) * bound]).to(a.device, a.dtype)
+        new_a = torch.cat([a, ((2 * fresh - 1) * bound).to(a.device, a.dtype)])
         new_b = torch.cat([b * (old_scale / new_scale), b.new_zeros(b.shape[0], rank - old_rank)], dim=1)
         keep_a, keep_b = (slice(0, old_rank), slice(None)), (slice(None), slice(0, old_rank))
     else:
