@@ -54,7 +54,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_allocate(args: argparse.Namespace) -> None:
-    from balora.allocation import describe, summary, total_params
+    from balora.allocation import describe, summary, table, total_params
     from balora.run import plan_allocation
 
     config = _run_config(args)
@@ -65,10 +65,7 @@ def cmd_allocate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(payload, indent=2))
         return
-    width = max(len(r.name) for r in rows)
-    print(f"{'module':<{width}}  {'shape':>11}  {'importance':>11}  {'rank':>4}  {'params':>9}")
-    for r in rows:
-        print(f"{r.name:<{width}}  {f'{r.d_out}x{r.d_in}':>11}  {r.importance:>11.4g}  {r.rank:>4}  {r.params:>9,}")
+    print(table(rows))
     print(f"LoRA parameters: {payload['total_params']:,} of a {setup.budget:,} budget "
           f"(rank-equivalent {payload['rank_equivalent']:.2f}); head parameters (trained, "
           f"{'counted' if config.count_head else 'not counted'}): {setup.head_params:,}")
