@@ -208,7 +208,7 @@ def _seed000_proposal(scores: list[float], base_rank: int) -> list[int]:
 def allocate(importance: dict[str, float], targets: list[TargetModule], budget: int, *,
              strategy: str = "proportional", base_rank: int | None = None, min_rank: int = 2,
              max_rank: int | None = None, threshold: float = 0.5, top_k: int | None = None,
-             power: float = 1.0) -> list[ModuleRank]:
+             power: float = 1.0, rest_rank: int = 0) -> list[ModuleRank]:
     """Ranks for `targets` within `budget` LoRA parameters.
 
     - `seed000`: seed 000's procedure. Importance is normalised to [0.5, 2] × `base_rank`
@@ -219,7 +219,7 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
     - `threshold`: modules scoring ≥ `threshold` × the top score get ranks ∝ importance^`power`;
       the rest keep `min_rank`.
     - `top_k`: the `top_k` highest-scoring modules (default half) get ranks ∝ importance^`power`;
-      the rest get rank 0 and are not adapted.
+      the rest get `rest_rank` (default 0: not adapted; dynamic reallocation keeps them at its minimum).
     - `uniform`: the same rank everywhere (importance ignored), the remainder by largest remainder.
     """
     if strategy not in STRATEGIES:
@@ -249,8 +249,9 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
         ranks = _proportional([w if s >= cut else 0.0 for w, s in zip(weights, scores)], targets, budget, lows, highs)
     else:  # top_k
         keep = set(sorted(range(len(targets)), key=lambda j: (-scores[j], j))[: top_k or max(1, len(targets) // 2)])
-        lows = [lo if j in keep else 0 for j, lo in enumerate(lows)]
-        highs = [hi if j in keep else 0 for j, hi in enumerate(highs)]
+        rest = [min(rest_rank, lo) for lo in lows]
+        lows = [lo if j in keep else rest[j] for j, lo in enumerate(lows)]
+        highs = [hi if j in keep else rest[j] for j, hi in enumerate(highs)]
         ranks = _proportional(weights, targets, budget, lows, highs)
     return [ModuleRank(t.name, t.d_out, t.d_in, s, r) for t, s, r in zip(targets, scores, ranks)]
 

@@ -44,6 +44,12 @@ class RunConfig:
     heuristic_ratio: float = field(default=2.0, metadata={"help": "linear_decay: top/bottom rank ratio; attention_heavy: attention/FFN."})
     adalora_init_ratio: float = field(default=1.5, metadata={"help": "AdaLoRA starts at this × its target rank."})
     eva_rho: float = field(default=2.0, metadata={"help": "EVA's rho: the largest rank is rho × the budget rank."})
+    realloc_every: int = field(default=50, metadata={"help": "ba_lora_dynamic: optimizer steps between reallocations."})
+    realloc_warmup: int = field(default=50, metadata={"help": "ba_lora_dynamic: steps before the first reallocation."})
+    realloc_final: float = field(default=0.2, metadata={"help": "ba_lora_dynamic: no reallocation in this last share of training."})
+    realloc_strategy: str = field(default="proportional", metadata={"help": "ba_lora_dynamic: proportional, threshold or top_k."})
+    realloc_ema: float = field(default=0.85, metadata={"help": "ba_lora_dynamic: EMA coefficient of the scores."})
+    realloc_uncertainty: bool = field(default=False, metadata={"help": "ba_lora_dynamic: times AdaLoRA's uncertainty term."})
     epochs: int | None = field(default=None, metadata={"help": "Training epochs; default 5 few-shot, 3 otherwise (seed 000)."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate."})
@@ -71,13 +77,14 @@ class RunConfig:
         for f in fields(self):
             check_finite(f.name, getattr(self, f.name))
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
-                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power"]
+                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power", "realloc_every"]
         positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank"]
         for name in positive + positive_or_none:
             value = getattr(self, name)
             if (value is not None or name in positive) and (not isinstance(value, int | float) or value <= 0):
                 raise BaloraError(f"{name} must be a positive number, got {value!r}")
-        for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank", "head_probe_steps"):
+        for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank", "head_probe_steps",
+                     "realloc_warmup", "realloc_final", "realloc_ema"):
             if getattr(self, name) < 0:
                 raise BaloraError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.warmup_ratio >= 1 or self.lora_dropout >= 1:
@@ -170,7 +177,8 @@ def protocol_key(config: Mapping[str, Any]) -> str:
 
 # Fields added after runs were first stored: part of `key()` only when not at their default.
 KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
-                            "quant_schedule", "grad_scale"})
+                            "quant_schedule", "grad_scale", "realloc_every", "realloc_warmup", "realloc_final",
+                            "realloc_strategy", "realloc_ema", "realloc_uncertainty"})
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
 # Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.

@@ -22,6 +22,7 @@ from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.measure import PhaseMeter
 from balora.models import TargetModule
+from balora.reallocation import RankController, ReallocationConfig
 
 
 @dataclass
@@ -44,9 +45,11 @@ class Prepared:
     peft_config: PeftConfig
     allocation: list[allocation.ModuleRank]
     initialise: Callable[[PeftModel], None] | None = None
-    after_step: Callable[[nn.Module, int], None] | None = None  # the training loop calls it after each step
+    # The training loop calls it after each optimizer step; True means it replaced parameters (a resize).
+    after_step: Callable[[nn.Module, int, torch.optim.Optimizer], bool] | None = None
     effective_ranks: Callable[[PeftModel], dict[str, int]] | None = None  # ranks after training, if they change
     warm_start: dict[str, torch.Tensor] | None = None  # the mean gradients `initialise` warm-starts B from
+    history: list[dict] | None = None  # reallocations during training (step, ranks, importance, params)
 
 
 def lora_config(ranks: list[allocation.ModuleRank], *, task_type: str | None, alpha_ratio: float,
@@ -102,13 +105,13 @@ def _scores(ctx: MethodContext, metric: str, gradients: importance.GradientStats
 
 
 def _allocate(ctx: MethodContext, scores: dict[str, float], strategy: str,
-              power: float | None = None) -> list[allocation.ModuleRank]:
+              power: float | None = None, rest_rank: int = 0) -> list[allocation.ModuleRank]:
     """Ranks from `scores`; `power` defaults to the run's allocation power (heuristic weights use 1)."""
     c = ctx.config
     with ctx.meter.phase("allocation"):
         return allocation.allocate(scores, ctx.targets, ctx.budget, strategy=strategy, base_rank=c.base_rank,
                                    min_rank=c.min_rank, max_rank=c.max_rank, threshold=c.threshold, top_k=c.top_k,
-                                   power=c.allocation_power if power is None else power)
+                                   power=c.allocation_power if power is None else power, rest_rank=rest_rank)
 
 
 def _with_warm_start(ctx: MethodContext, ranks: list[allocation.ModuleRank],
@@ -130,16 +133,31 @@ def lora(ctx: MethodContext) -> Prepared:
     return Prepared(_lora_config(ctx, ranks), ranks)
 
 
-def _ba_lora(ctx: MethodContext, warmstart: bool) -> Prepared:
+def _ba_lora(ctx: MethodContext, warmstart: bool, rest_rank: int = 0) -> Prepared:
     metric = ctx.config.importance_metric
     gradients = _gradients(ctx) if metric in importance.GRADIENT_METRICS or warmstart else None
-    ranks = _allocate(ctx, _scores(ctx, metric, gradients), ctx.config.strategy)
+    ranks = _allocate(ctx, _scores(ctx, metric, gradients), ctx.config.strategy, rest_rank=rest_rank)
     return _with_warm_start(ctx, ranks, gradients if warmstart else None)
 
 
 def ba_lora(ctx: MethodContext) -> Prepared:
     """BA-LoRA (seed 000): gradient importance, budgeted allocation, warm-start (unless turned off)."""
     return _ba_lora(ctx, ctx.config.warmstart)
+
+
+def ba_lora_dynamic(ctx: MethodContext) -> Prepared:
+    """BA-LoRA whose ranks keep moving during training under the same exact budget: the matrices are
+    resized, not masked (`balora.reallocation`). Every module keeps at least `min_rank`."""
+    c = ctx.config
+    settings = ReallocationConfig(every=c.realloc_every, warmup=c.realloc_warmup, final_fraction=c.realloc_final,
+                                  score=c.importance_metric, strategy=c.realloc_strategy, ema=c.realloc_ema,
+                                  uncertainty=c.realloc_uncertainty, min_rank=c.min_rank, max_rank=c.max_rank,
+                                  power=c.allocation_power, threshold=c.threshold, top_k=c.top_k, seed=c.seed)
+    prepared = _ba_lora(ctx, c.warmstart, rest_rank=c.min_rank)
+    controller = RankController(settings, ctx.targets, ctx.budget, ctx.total_steps, c.alpha_ratio, prepared.allocation)
+    prepared.after_step, prepared.history = controller, controller.history
+    prepared.effective_ranks = lambda _model: dict(controller.ranks)
+    return prepared
 
 
 def ba_lora_no_warmstart(ctx: MethodContext) -> Prepared:
@@ -224,8 +242,9 @@ def adalora(ctx: MethodContext) -> Prepared:
         tfinal=tfinal, deltaT=max(1, steps // 20), total_step=steps, modules_to_save=ctx.head_modules or None,
     )
 
-    def after_step(model: nn.Module, step: int) -> None:
+    def after_step(model: nn.Module, step: int, _optimizer: torch.optim.Optimizer) -> bool:
         model.base_model.update_and_allocate(step)
+        return False
 
     def effective_ranks(model: PeftModel) -> dict[str, int]:
         return {t.name: int((initialisation.lora_layer(model, t.name).lora_E["default"] != 0).sum())
@@ -259,6 +278,7 @@ def eva(ctx: MethodContext) -> Prepared:
 METHODS: dict[str, Callable[[MethodContext], Prepared]] = {
     "lora": lora,
     "ba_lora": ba_lora,
+    "ba_lora_dynamic": ba_lora_dynamic,
     "ba_lora_no_warmstart": ba_lora_no_warmstart,
     "ba_lora_uniform": ba_lora_uniform,
     "ba_lora_no_budget": ba_lora_no_budget,

@@ -10,6 +10,7 @@ The result written here is the unit everything downstream (sweeps, results store
                  head, total_trainable, base_model
     allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
     metrics      test accuracy, f1, precision, recall, loss (none for a tuning run); majority-class rate
+    reallocations  (ba_lora_dynamic) per reallocation: step, ranks, importance, params, budget, changed, seconds
     curves       train_loss [[step, loss]], validation [[step, {metrics}]] (step 0 = after init)
     convergence_step  first step reaching 95% of the final validation accuracy
     timings      seconds per phase (load, importance, allocation, init, train, eval) and total
@@ -212,10 +213,9 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         validation_seconds[0] += time.perf_counter() - started
         return metrics
 
-    def after_step(m: torch.nn.Module, step: int) -> None:
+    def after_step(m: torch.nn.Module, step: int, optimizer: torch.optim.Optimizer) -> bool:
         quantisation.set_blend(m, quantisation.blend_at(config.quant_schedule, step, steps))
-        if prepared.after_step is not None:
-            prepared.after_step(m, step)
+        return prepared.after_step is not None and prepared.after_step(m, step, optimizer)
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
                              config.evaluations, progress and placement.is_main)
@@ -251,6 +251,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
                    "base_model": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
         "allocation": [dict(m.to_dict(), final_rank=final_ranks[m.name]) for m in prepared.allocation],
         "allocation_summary": summary(prepared.allocation),
+        **({"reallocations": prepared.history} if prepared.history is not None else {}),
         "importance_sample": {"examples": len(run.importance_examples),
                               "probe": None if run.probe is None else vars(run.probe)},
         "metrics": metrics,

@@ -18,7 +18,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-StepHook = Callable[[nn.Module, int], None]
+# after_step(model, step, optimizer) -> True when it replaced parameters (the optimizer already holds the
+# new ones; the loop re-wraps a DDP model so that its gradient buckets match the new shapes)
+StepHook = Callable[[nn.Module, int, torch.optim.Optimizer], bool]
 
 
 @dataclass
@@ -133,9 +135,10 @@ def total_steps(loader: DataLoader, epochs: int) -> int:
 def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
           validate: Callable[[nn.Module], dict[str, float]] | None = None,
           after_step: StepHook | None = None) -> TrainLog:
-    """Train the trainable parameters of `model` (possibly wrapped in DDP); `after_step(model, step)`
-    runs on the unwrapped model after each optimizer step and before gradients are cleared (where
-    AdaLoRA's `update_and_allocate` belongs)."""
+    """Train the trainable parameters of `model` (possibly wrapped in DDP); `after_step(model, step,
+    optimizer)` runs on the unwrapped model after each optimizer step and before gradients are cleared
+    (where AdaLoRA's `update_and_allocate` and the rank controller belong). The learning-rate schedule
+    lives on the optimizer's parameter groups, so it continues unchanged when a hook swaps parameters."""
     inner = model.module if isinstance(model, DistributedDataParallel) else model
     device = next(model.parameters()).device
     params = [p for p in model.parameters() if p.requires_grad]
@@ -154,8 +157,8 @@ def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
             optimizer.step()
             scheduler.step()
             log.steps += 1
-            if after_step is not None:
-                after_step(inner, log.steps)
+            if after_step is not None and after_step(inner, log.steps, optimizer) and model is not inner:
+                model = DistributedDataParallel(inner, device_ids=model.device_ids)
             optimizer.zero_grad(set_to_none=True)
             value = loss.item()
             log.train_loss.append((log.steps, value))

@@ -14,9 +14,9 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "balora"
 
 # Lowest first: the README's layout line, `assets → models, data → quantisation → importance →
-# allocation → initialisation → methods → api → training → run → runfiles → store → tuning, estimate →
-# sweeps → report`, with `cli` on top. `balora` is the package itself (its version), `errors` the one exception a
-# user reads, `config` the run settings everything reads, `measure` the phase timer.
+# allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
+# tuning, estimate → sweeps → report`, with `cli` on top. `balora` is the package itself (its
+# version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the phase timer.
 LAYERS = [
     {"balora", "errors"},
     {"config", "measure"},
@@ -26,6 +26,7 @@ LAYERS = [
     {"importance"},
     {"allocation"},
     {"initialisation"},
+    {"reallocation"},
     {"methods"},
     {"api"},
     {"training"},

@@ -115,6 +115,7 @@ def test_report_files(report_dir: Path):
     for kind in ("budget", "fewshot", "fewshot_trend", "ablation", "strategy", "cost", "coverage"):
         assert list(out.glob(f"tables/{kind}*.tex")), kind
     assert "n<3 (n=2)" in markdown  # EVA's 2-seed cell is marked, not tested
+    assert "Dynamic reallocation" not in markdown  # no dynamic runs, no section
     assert "significantly better" in markdown
 
 
@@ -356,3 +357,35 @@ def test_quantised_bases_table(tmp_path: Path):
     assert by_method["LoRA"]["Base fp32 / stored (×)"] == "–" and "BA-LoRA" in by_method
     budget = next(rows for title, rows in tables.items() if title.startswith("Budget efficiency"))
     assert all("quant" not in row["Method"] for row in budget)
+
+
+def _dynamic_result(budget: int, seed: int) -> dict:
+    """A BA-LoRA dynamic run: three reallocations, each moving one rank from the first module to the second."""
+    result = make_result("ba_lora", budget, 64, seed)
+    result["config"]["method"], result["key"] = "ba_lora_dynamic", f"dynamic-{budget}-{seed}"
+    ranks = {m["name"]: m["rank"] for m in result["allocation"]}
+    first, second = list(ranks)[:2]
+    history = []
+    for index, step in enumerate((0, 40, 80, 120)):
+        if index:
+            ranks = ranks | {first: ranks[first] - 1, second: ranks[second] + 1}
+        history.append({"step": step, "ranks": dict(ranks), "importance": {m: 1e-4 * (1 + index) for m in ranks},
+                        "params": sum(ranks.values()) * 2 * HIDDEN, "budget": result["budget"]["lora_budget"],
+                        "changed": [first, second] if index else [], "seconds": 0.02})
+    result["reallocations"] = history
+    for m in result["allocation"]:
+        m["final_rank"] = ranks[m["name"]]
+    return result
+
+
+def test_dynamic_runs_get_a_reallocation_section_with_their_parameters_against_the_budget(tmp_path: Path):
+    results = [make_result(m, b, 64, s) for m in ("lora", "ba_lora", "adalora") for b in (4, 8) for s in SEEDS[:3]]
+    results += [_dynamic_result(b, s) for b in (4, 8) for s in SEEDS[:3]]
+    out = tmp_path / "report"
+    build_report(results, out, paper_dir=tmp_path / "paper")
+    markdown = (out / "report.md").read_text()
+    assert "## Dynamic reallocation (seed 003)" in markdown
+    assert "9 reallocations over 3 runs, 9 of them moved ranks (mean 2.0 modules each)" in markdown
+    assert "100.00% of the budget" in markdown
+    assert "Mean training loss over the 3 steps after a reallocation / the 3 steps up to it" in markdown
+    assert len(list(out.glob("figures/reallocation_*.png"))) == 2  # one per budget

@@ -23,7 +23,7 @@ from balora.report.document import (
     render_markdown,
     table_latex,
 )
-from balora.report.runs import load_runs, settings
+from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
 
 TITLE = "BA-LoRA results report"
@@ -118,6 +118,14 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         _per_setting(frame, missing, fig_dir, figures.importance_vs_rank, "Importance vs rank",
                      "no method with importance scores"),
         _per_setting(frame, missing, fig_dir, figures.rank_per_layer, "Rank per layer", "no allocations recorded"))
+    if not dynamic_runs(frame).empty:
+        report.sections["reallocation"] = _section(
+            "Dynamic reallocation (seed 003)", "BA-LoRA dynamic re-scores its modules from the LoRA factors' "
+            "gradients during training and moves ranks between them under the same exact budget, resizing the "
+            "matrices; AdaLoRA, for comparison, trains at its initial rank and masks.",
+            [s for setting in names for s in claims.reallocation_claims(frame, setting)],
+            [f for setting in names
+             for f in figures.reallocation_dynamics(frame[frame["setting"] == setting], setting, fig_dir)])
     report.sections["ablation"] = _section(
         "Ablations (seed 000, Exp. 4)", "Each ablation against full BA-LoRA at the same budget.",
         each(claims.ablation_claims), tables.ablation_tables(analysis))

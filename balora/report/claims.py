@@ -14,7 +14,7 @@ import pandas as pd
 
 from balora.report import stats
 from balora.report.analysis import Analysis, Row, trend_deltas
-from balora.report.runs import REFERENCE, allocation_frame, method_name, settings
+from balora.report.runs import REFERENCE, allocation_frame, budget_label, dynamic_runs, method_name, settings
 from balora.report.tables import pct, pct_summary, signed, time_ratios
 
 PROPOSED = "ba_lora"
@@ -122,6 +122,41 @@ def allocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
     return [f"{setting}: over {importance.n} BA-LoRA runs, Spearman's ρ between a module's importance and its "
             f"allocated rank is {_rho(importance)}, and between its layer index and its rank {_rho(depth)} "
             f"(positive: deeper layers get more rank). Mean rank per module type: {split}."]
+
+
+def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
+    """Per dynamic arm: how often ranks moved, the most parameters ever trained against the budget, and
+    the time a reallocation took."""
+    runs = dynamic_runs(frame[frame["setting"] == setting])
+    sentences = []
+    for (_, budget), part in runs.groupby(["arm", "budget"], sort=False):
+        events = [h for r in part["result"] for h in r["reallocations"] if h["step"] > 0]
+        if not events:
+            continue
+        moved = sum(1 for h in events if h["changed"])
+        spent = max(h["params"] / h["budget"] for r in part["result"] for h in r["reallocations"])
+        seconds = 1000 * sum(h["seconds"] for h in events) / len(events)
+        modules = sum(len(h["changed"]) for h in events) / len(events)
+        jumps = [_loss_jump(r["curves"]["train_loss"], h["step"]) for r in part["result"] for h in r["reallocations"]
+                 if h["changed"] and h["step"] > 0]
+        jumps = [j for j in jumps if j is not None]
+        jump = (f" Mean training loss over the 3 steps after a reallocation / the 3 steps up to it: "
+                f"{sum(jumps) / len(jumps):.3f} ({len(jumps)} reallocations)." if jumps else "")
+        sentences.append(f"{setting}, {part['arm_label'].iloc[0]}, {budget_label(budget)}: {len(events)} reallocations "
+                         f"over {len(part)} runs, {moved} of them moved ranks (mean {modules:.1f} modules each); the "
+                         f"most LoRA parameters trained at any step was {100 * spent:.2f}% of the budget; a "
+                         f"reallocation took {seconds:.1f} ms on average." + jump)
+    return sentences
+
+
+def _loss_jump(train_loss: list, step: int, window: int = 3) -> float | None:
+    """Mean loss of the `window` steps after `step` / of the `window` steps up to it (None near the ends)."""
+    loss = {int(s): float(v) for s, v in train_loss}
+    before = [loss[s] for s in range(step - window + 1, step + 1) if s in loss]
+    after = [loss[s] for s in range(step + 1, step + window + 1) if s in loss]
+    if len(before) < window or len(after) < window or sum(before) == 0:
+        return None
+    return (sum(after) / window) / (sum(before) / window)
 
 
 def _rho(summary: stats.Summary) -> str:

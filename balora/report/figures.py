@@ -26,12 +26,13 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from balora.report import stats
 from balora.report.document import Figure, slug
-from balora.report.runs import MAIN, allocation_frame, arm_order, budget_label
+from balora.report.runs import MAIN, allocation_frame, arm_order, budget_label, dynamic_runs, module_label
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#7F7F7F"}
 STYLES = {  # method: (colour, line style, marker)
-    "lora": ("black", "-", "o"), "ba_lora": ("vermillion", "-", "s"), "adalora": ("blue", "-", "^"),
+    "lora": ("black", "-", "o"), "ba_lora": ("vermillion", "-", "s"), "ba_lora_dynamic": ("orange", "-", "d"),
+    "adalora": ("blue", "-", "^"),
     "eva": ("green", "-", "D"), "linear_decay": ("orange", "--", "v"), "attention_heavy": ("sky", "--", "<"),
     "magnitude": ("purple", "--", ">"), "activation": ("grey", "--", "p"),
     "ba_lora_no_warmstart": ("vermillion", "--", "x"), "ba_lora_uniform": ("vermillion", ":", "+"),
@@ -441,3 +442,76 @@ def validation_accuracy(frame: pd.DataFrame, setting: str, out_dir: Path) -> lis
         f"Validation accuracy during training (step 0: after initialisation) of every method, mean over seeds (with "
         f"a ± 1 std band where a panel has at most {BANDED_ARMS} methods); the dashed line is the test set's "
         "majority-class rate.")]
+
+
+def _params_over_steps(ax, cell: pd.DataFrame) -> None:
+    """Trainable LoRA parameters against the training step: dynamic arms from their reallocation history
+    (mean over seeds), every other arm constant at what it trains (AdaLoRA: its initial rank), the budget dashed."""
+    for arm in arm_order(cell["arm"]):
+        runs = cell[cell["arm"] == arm]
+        last = int(runs["steps"].max())
+        histories = [r.get("reallocations") for r in runs["result"]]
+        if all(histories):
+            steps = sorted({h["step"] for history in histories for h in history} | {last})
+            values = np.array([[next(h["params"] for h in reversed(history) if h["step"] <= s) for s in steps]
+                               for history in histories]).mean(axis=0)
+        else:
+            steps, values = [0, last], np.full(2, runs["lora_params"].mean())
+        style = arm_style(arm)
+        ax.step(steps, values, where="post", color=style["color"], linestyle=style["linestyle"],
+                label=runs["arm_label"].iloc[0])
+    ax.axhline(int(cell["budget_params"].iloc[0]), label="budget", **MAJORITY_STYLE)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("trainable LoRA parameters")
+    ax.set_ylim(bottom=0)
+    ax.set_title("parameters during training")
+
+
+@styled
+def reallocation_dynamics(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
+    """For each budget with dynamic runs: the first seed's rank per module at each reallocation (heatmap),
+    its smoothed importance per module, and every arm's trainable LoRA parameters over training."""
+    figures = []
+    for _, cell, label in _budgets(frame):
+        dynamic = dynamic_runs(cell)
+        if dynamic.empty:
+            continue
+        run = dynamic.sort_values("seed").iloc[0]
+        history = run["result"]["reallocations"]
+        modules = list(history[0]["ranks"])
+        fig, axes = _panels(4, width=3.4, height=3.4, columns=2)
+        heat, scores, params, loss = axes
+        matrix = np.array([[h["ranks"][m] for h in history] for m in modules])
+        image = heat.imshow(matrix, cmap="cividis", aspect="auto", vmin=0)
+        heat.set_xticks(range(len(history)), [h["step"] for h in history], rotation=90)
+        heat.set_yticks(range(len(modules)), [module_label(m) for m in modules], fontsize=6)
+        heat.set_xlabel("step of the reallocation (0: initial allocation)")
+        heat.set_title(f"rank per module, seed {int(run['seed'])}")
+        fig.colorbar(image, ax=heat, label="LoRA rank", shrink=0.8)
+        later = [h for h in history if h["step"] > 0]  # step 0's scores come from the base weights' gradients
+        for m in modules:
+            scores.plot([h["step"] for h in later], [h["importance"][m] for h in later], linewidth=0.8)
+        if any(h["importance"][m] > 0 for h in later for m in modules):
+            scores.set_yscale("log")
+        scores.set_xlabel("training step")
+        scores.set_ylabel("smoothed importance (LoRA factors)")
+        scores.set_title("importance per module")
+        _params_over_steps(params, cell)
+        steps, values = _curves(dynamic, _train_loss)
+        loss.plot(steps, np.array([_smooth(v, max(1, steps.size // 25)) for v in values]).mean(axis=0),
+                  color=arm_style("ba_lora_dynamic")["color"])
+        for step in sorted({h["step"] for r in dynamic["result"] for h in r["reallocations"] if h["changed"]}):
+            loss.axvline(step, color=OKABE_ITO["grey"], linewidth=0.6, linestyle=":")
+        loss.set_xlabel("training step (dotted: reallocations that moved ranks)")
+        loss.set_ylabel("training loss (smoothed)")
+        loss.set_title("loss around reallocations")
+        _legend_below(fig, [params], columns=3)
+        figures.append(_save(fig, out_dir, f"reallocation_{slug(setting)}__{slug(label)}",
+                             f"Dynamic reallocation — {setting}, {label}",
+                             "Top left: ranks of dynamic BA-LoRA's modules at each reallocation (first seed). Top right: "
+                             "each module's smoothed importance from its LoRA factors' gradients at each reallocation. "
+                             "Bottom left: trainable LoRA parameters over training, mean over seeds; AdaLoRA trains at "
+                             "its initial rank throughout (it masks, it does not resize); the dashed line is the budget. "
+                             "Bottom right: dynamic BA-LoRA's training loss (trailing mean over 1/25 of training, mean "
+                             "over seeds), dotted lines at reallocations."))
+    return figures

@@ -26,12 +26,13 @@ import pandas as pd
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
 
 REFERENCE = "lora"
-MAIN = ("lora", "ba_lora", "adalora", "eva")
+MAIN = ("lora", "ba_lora", "ba_lora_dynamic", "adalora", "eva")
 HEURISTICS = ("linear_decay", "attention_heavy", "magnitude", "activation")
 ABLATIONS = ("ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget")
 METHOD_ORDER = MAIN + HEURISTICS + ABLATIONS
 METHOD_NAMES = {
-    "lora": "LoRA", "ba_lora": "BA-LoRA", "adalora": "AdaLoRA", "eva": "EVA", "linear_decay": "linear decay",
+    "lora": "LoRA", "ba_lora": "BA-LoRA", "ba_lora_dynamic": "BA-LoRA dynamic",
+    "adalora": "AdaLoRA", "eva": "EVA", "linear_decay": "linear decay",
     "attention_heavy": "attention-heavy", "magnitude": "magnitude", "activation": "activation",
     "ba_lora_no_warmstart": "BA-LoRA w/o warm-start", "ba_lora_uniform": "BA-LoRA uniform ranks",
     "ba_lora_no_budget": "BA-LoRA w/o budget",
@@ -216,6 +217,17 @@ def _layer_and_suffix(module: str) -> tuple[int, list[str]]:
     parts = module.split(".")
     index = next((i for i, p in enumerate(parts) if p.isdigit()), None)
     return (0, parts[-1:]) if index is None else (int(parts[index]), parts[index + 1:])
+
+
+def module_label(module: str) -> str:
+    """A short module name for axis labels: layer index and the last part of the name (`3.query`)."""
+    layer, suffix = _layer_and_suffix(module)
+    return f"{layer}.{suffix[-1]}" if suffix else str(layer)
+
+
+def dynamic_runs(frame: pd.DataFrame) -> pd.DataFrame:
+    """Runs that reallocated ranks during training (their result has a `reallocations` history)."""
+    return frame[frame["result"].map(lambda r: bool(r.get("reallocations")))]
 
 
 def allocation_frame(runs: pd.DataFrame, column: str = "final_rank") -> pd.DataFrame:
