@@ -331,5 +331,6 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
     assert {"params_loss_smollm2_critic_instructions", "rank_per_layer_smollm2_critic_instructions"} <= figures_made
     assert "## Budget efficiency" in text  # the classification runs keep their sections
 
-    build_report(lm, tmp_path / "only-lm")  # a store with causal-LM runs only
+    build_report(lm, tmp_path / "only-lm", paper_dir=tmp_path / "paper")  # a store with causal-LM runs only
     assert "## Instruction tuning (seed 002)" in (tmp_path / "only-lm" / "report.md").read_text()
+    assert "Instruction tuning: strategy comparison" in (tmp_path / "paper" / "generated" / "lm.tex").read_text()
