@@ -333,4 +333,6 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
 
     build_report(lm, tmp_path / "only-lm", paper_dir=tmp_path / "paper")  # a store with causal-LM runs only
     assert "## Instruction tuning (seed 002)" in (tmp_path / "only-lm" / "report.md").read_text()
-    assert "Instruction tuning: strategy comparison" in (tmp_path / "paper" / "generated" / "lm.tex").read_text()
+    generated = tmp_path / "paper" / "generated"
+    assert "lm_strategy_smollm2_critic_instructions" in (generated / "lm.tex").read_text()
+    assert "Instruction tuning: strategy comparison" in (generated / "tables" / "lm_strategy_smollm2_critic_instructions.tex").read_text()
