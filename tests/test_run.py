@@ -206,7 +206,7 @@ def test_seed_002_s_strategies_run_on_a_causal_lm_within_the_budget(method, tiny
 
 def test_warm_start_lowers_a_causal_lm_s_loss_before_training(tiny_lm_dir, tiny_alpaca):
     def initial_loss(method: str) -> float:
-        config = lm_config(tiny_lm_dir, tiny_alpaca, method=method, gradient_samples=40, gamma=0.05)
+        config = lm_config(tiny_lm_dir, tiny_alpaca, method=method, gradient_samples=40)
         return run_experiment(config, progress=False).result["curves"]["validation"][0][1]["loss"]
 
     assert initial_loss("ba_lora") < initial_loss("ba_lora_no_warmstart")
