@@ -75,7 +75,7 @@ def lora_budget(targets: list[TargetModule], *, params: int | None = None, rank:
     With `count_head`, the classification head's parameters are paid out of the same budget.
     """
     if (params is None) == (rank is None):
-        raise BaloraError("give exactly one budget: --budget PARAMS or --budget-rank R")
+        raise BaloraError("give exactly one budget: --budget PARAMS or --budget-rank R (budget= or budget_rank= in Python)")
     if params is not None and params <= 0:
         raise BaloraError(f"--budget must be a positive parameter count, got {params}")
     if rank is not None and rank <= 0:
@@ -275,6 +275,15 @@ def summary(allocation: list[ModuleRank]) -> dict[str, float]:
     n, total = len(ranks), sum(ranks)
     gini = sum((2 * i - n + 1) * r for i, r in enumerate(ranks)) / (n * total) if total else 0.0
     return {"min": ranks[0], "median": statistics.median(ranks), "max": ranks[-1], "gini": gini}
+
+
+def table(allocation: list[ModuleRank]) -> str:
+    """One line per module: name, shape, importance, rank, parameters (`balora allocate`, `print(plan)`)."""
+    width = max(len("module"), *(len(m.name) for m in allocation))
+    lines = [f"{'module':<{width}}  {'shape':>11}  {'importance':>11}  {'rank':>4}  {'params':>9}"]
+    lines += [f"{m.name:<{width}}  {f'{m.d_out}x{m.d_in}':>11}  {m.importance:>11.4g}  {m.rank:>4}  {m.params:>9,}"
+              for m in allocation]
+    return "\n".join(lines)
 
 
 def describe(allocation: list[ModuleRank]) -> str:

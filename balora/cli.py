@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
-import warnings
+from collections.abc import Callable
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import NoReturn
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
@@ -28,6 +30,26 @@ SEED_ALIASES = {
 DEFAULT_DB = "results/balora.db"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, reporting a usage error like every other error: one line, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"balora: error: {message} (see '{self.prog} --help')\n")
+
+
+def _finite(kind: type) -> Callable[[str], float | int]:
+    """A number flag's type: `kind`, and finite (float('nan') and float('inf') parse, but mean nothing)."""
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
+    return parse
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """One option per RunConfig field, with the field's help text; defaults stay in RunConfig."""
     for f in fields(RunConfig):
@@ -39,7 +61,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         elif kind == "list[str]":
             options["nargs"] = "+"
         else:
-            options["type"] = {"int": int, "float": float, "str": str}[kind]
+            options["type"] = {"int": _finite(int), "float": _finite(float), "str": str}[kind]
             default = f.default if f.default is not MISSING else None
             options["metavar"] = f.name.upper() if default is None else f"{f.name.upper()}={default}"
         parser.add_argument(*flags, **options)
@@ -54,7 +76,7 @@ def _run_config(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_allocate(args: argparse.Namespace) -> None:
-    from balora.allocation import describe, summary, total_params
+    from balora.allocation import describe, summary, table, total_params
     from balora.run import plan_allocation
 
     config = _run_config(args)
@@ -65,10 +87,7 @@ def cmd_allocate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(payload, indent=2))
         return
-    width = max(len(r.name) for r in rows)
-    print(f"{'module':<{width}}  {'shape':>11}  {'importance':>11}  {'rank':>4}  {'params':>9}")
-    for r in rows:
-        print(f"{r.name:<{width}}  {f'{r.d_out}x{r.d_in}':>11}  {r.importance:>11.4g}  {r.rank:>4}  {r.params:>9,}")
+    print(table(rows))
     print(f"LoRA parameters: {payload['total_params']:,} of a {setup.budget:,} budget "
           f"(rank-equivalent {payload['rank_equivalent']:.2f}); head parameters (trained, "
           f"{'counted' if config.count_head else 'not counted'}): {setup.head_params:,}")
@@ -80,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = _run_config(args)
     out = Path(args.out or Path("runs") / (args.experiment_name or f"{config.method}-{config.key()}"))
+    if out.exists() and not out.is_dir():  # found before training, not when saving
+        raise BaloraError(f"--out {out} is a file; give a folder for result.json and adapter/")
     result = run_experiment(config, out, progress=not args.quiet).result
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
@@ -136,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="balora", description="Budget-aware adaptive LoRA on Hugging Face PEFT.")
+    parser = _Parser(prog="balora", description="Budget-aware adaptive LoRA on Hugging Face PEFT.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     allocate = sub.add_parser("allocate", help="importance and rank allocation only, no training")
@@ -154,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("spec", nargs="?", help="YAML file or preset name")
     sweep.add_argument("--only", nargs="+", default=[], metavar="KEY=VALUE", help="keep grid points with these values")
     sweep.add_argument("--dry-run", "--dry_run", action="store_true", help="list planned runs, done runs and an estimate")
-    sweep.add_argument("--workers", type=int, default=1, help="parallel worker processes on this machine")
+    sweep.add_argument("--workers", type=_finite(int), default=1, help="parallel worker processes on this machine")
     sweep.add_argument("--backend", choices=["local", "ray"], default="local", help="where runs execute")
     sweep.add_argument("--ray-address", default=None, help="Ray cluster address (default: start a local Ray)")
     sweep.add_argument("--rerun-failed", action="store_true", help="retry runs recorded as failed")
@@ -184,32 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--paper-dir", default="paper", help="where paper/generated/ is written")
         if name == "run":
             command.add_argument("--runs-dir", default="runs")
-            command.add_argument("--workers", type=int, default=1)
+            command.add_argument("--workers", type=_finite(int), default=1)
         else:
             command.add_argument("--paper", action="store_true", help="also build paper/main.pdf (pdflatex + bibtex)")
         command.set_defaults(handler=handler)
     return parser
 
 
-def _quiet_libraries() -> None:
-    """Hide load reports and warnings meant for library developers (e.g. "classifier newly initialised")."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore")
-    import huggingface_hub
-    import transformers
-
-    huggingface_hub.utils.logging.set_verbosity_error()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        _quiet_libraries()
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a usage error (2), already printed
+        return int(stop.code or 0)
+    try:
+        from balora.models import quiet_libraries
+
+        quiet_libraries()
         args.handler(args)
-    except BaloraError as err:
-        print(f"balora: error: {err}", file=sys.stderr)
+    except (BaloraError, OSError) as err:  # OSError: a path the user gave that cannot be read or written
+        print(f"balora: error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("balora: interrupted", file=sys.stderr)

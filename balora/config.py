@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -64,6 +66,8 @@ class RunConfig:
     seed: int = field(default=42, metadata={"help": "Seed of sampling, head init, LoRA init and shuffling."})
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            check_finite(f.name, getattr(self, f.name))
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
                     "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power"]
         positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank",
@@ -95,7 +99,7 @@ class RunConfig:
 
     @property
     def train_epochs(self) -> int:
-        return self.epochs or (5 if self.shots is not None else 3)
+        return self.epochs or default_epochs(self.shots)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,11 +111,39 @@ class RunConfig:
         values = {k: v for k, v in self.to_dict().items() if not (k in KEYED_WHEN_SET and v == defaults[k])}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
+    def protocol(self) -> dict[str, Any]:
+        """Everything that defines the run except its seed: runs of one protocol are replicates."""
+        return protocol(self.to_dict())
+
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> RunConfig:
         for name, value in values.items():
             check_field(name, value, where)
         return cls(**values)
+
+
+def default_epochs(shots: int | None) -> int:
+    """Seed 000's epochs: 5 few-shot, 3 otherwise."""
+    return 5 if shots is not None else 3
+
+
+def protocol(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The protocol of a config dict, stored or new: the config without its seed, where a field it
+    leaves out has RunConfig's default and `epochs` is the number the run trains for (None means
+    the default for its data), so that configs that train alike have one protocol."""
+    values = {**RunConfig().to_dict(), **config}
+    values.pop("seed")
+    for f in fields(RunConfig):  # 8 and 8.0 are one learning rate or budget
+        if f.type.startswith("float") and isinstance(values[f.name], int) and not isinstance(values[f.name], bool):
+            values[f.name] = float(values[f.name])
+    if values["epochs"] is None:
+        values["epochs"] = default_epochs(values["shots"])
+    return values
+
+
+def protocol_key(config: Mapping[str, Any]) -> str:
+    """A protocol as a string, to group runs by (equal strings, equal protocols)."""
+    return json.dumps(protocol(config), sort_keys=True, default=str)
 
 
 def check_field(name: str, value: Any, where: str = "config") -> None:
@@ -120,6 +152,12 @@ def check_field(name: str, value: Any, where: str = "config") -> None:
     if name not in types:
         raise BaloraError(f"{where}: unknown key(s) {name}; known keys: {', '.join(sorted(types))}")
     _check_type(name, value, types[name], where)
+
+
+def check_finite(name: str, value: Any, where: str = "") -> None:
+    """nan and inf are floats, but no setting means anything with them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BaloraError(f"{where + ': ' if where else ''}{name} must be a finite number, got {value!r}")
 
 
 def _check_type(name: str, value: Any, annotation: str, where: str) -> None:
@@ -133,3 +171,4 @@ def _check_type(name: str, value: Any, annotation: str, where: str) -> None:
         ok = all(isinstance(v, str) for v in value)
     if not ok:
         raise BaloraError(f"{where}: {name} must be {annotation.replace(' | None', ' or null')}, got {value!r}")
+    check_finite(name, value, where)

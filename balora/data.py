@@ -12,6 +12,7 @@ import csv
 import io
 import random
 from collections import Counter
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,6 +125,9 @@ def _labelled(rows: list[dict], text_column: str, label_column: str, source: str
         )
     if label_names is None:
         label_names = sorted({str(r[label_column]) for r in rows}, key=_natural_key)
+        if len(label_names) < 2:
+            raise BaloraError(f"dataset '{source}' has one class only ({label_column} = {label_names[0]!r}); "
+                              "a classifier needs two or more; check --label-column")
     index = {name: i for i, name in enumerate(label_names)}
     examples = []
     for row in rows:
@@ -148,12 +152,19 @@ def read_rows(path: Path) -> list[dict]:
     kind = LOCAL_SUFFIXES.get(path.suffix)
     if kind is None:
         raise BaloraError(f"cannot read '{path}': use a .csv, .jsonl, .json or .parquet file")
-    if kind == "csv":
-        frame = pd.read_csv(path)
-    elif kind == "parquet":
-        frame = pd.read_parquet(path)
-    else:
-        frame = pd.read_json(path, lines=path.suffix == ".jsonl")
+    try:
+        if kind == "csv":
+            frame = pd.read_csv(path)
+        elif kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=path.suffix == ".jsonl")
+    except pd.errors.EmptyDataError:
+        return []
+    except (OSError, ValueError) as err:  # unreadable, not UTF-8, malformed (pandas and pyarrow raise ValueErrors)
+        reason = " ".join(str(err).split())[:200]
+        raise BaloraError(f"cannot read '{path}' as {kind}: {reason}; check that it is a well-formed, "
+                          f"UTF-8 {kind} file") from None
     return frame.to_dict(orient="records")
 
 
@@ -241,6 +252,38 @@ def select_training(pool: list[Example], shots: int | None, train_size: int | No
         chosen = rng.sample(pool, train_size)
     else:
         chosen = pool[:]
+    classes = Counter(e.label for e in chosen)
+    if len(classes) < 2:
+        found = f"only class {next(iter(classes))}" if classes else "no examples"
+        raise BaloraError(f"the training set has {found} ({len(chosen)} example{'s' * (len(chosen) != 1)}): a classifier needs two classes "
+                          "or more; draw a larger --train-size or check --label-column")
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _class_order(label: Hashable | None) -> tuple:
+    return (label is None, 0 if label is None else label)
+
+
+def stratified_indices(labels: Sequence[Hashable | None], size: int, seed: int) -> list[int]:
+    """Positions of a seeded random sample of `size` items, stratified by label, in random order.
+
+    Each class gets its share of `size` (largest remainder), drawn uniformly at random within the class,
+    so neither text length nor order can bias the sample. Items whose label is None form one group of
+    their own (all None: a plain random sample). With `size` at least the number of items, all are kept.
+    """
+    if size >= len(labels):
+        return list(range(len(labels)))
+    by_class: dict[Hashable | None, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_class.setdefault(label, []).append(index)
+    classes = sorted(by_class, key=_class_order)
+    quotas = {c: size * len(by_class[c]) // len(labels) for c in classes}
+    remainders = sorted(classes, key=lambda c: (-(size * len(by_class[c]) % len(labels)), _class_order(c)))
+    for label in remainders[: size - sum(quotas.values())]:
+        quotas[label] += 1
+    rng = random.Random(seed)
+    chosen = [i for c in classes for i in rng.sample(by_class[c], quotas[c])]
     rng.shuffle(chosen)
     return chosen
 
@@ -249,24 +292,10 @@ def importance_sample(examples: list[Example], size: int, seed: int) -> list[Exa
     """A seeded random sample of `size` training examples, stratified by class, for the importance pass.
 
     Importance scores, the warm-start gradient and EVA's statistics all come from this one sample, so it
-    must represent the training set: each class gets its share of `size` (largest remainder), drawn
-    uniformly at random within the class, so neither text length nor order can bias it. With `size` at
-    least the training set, the whole set is used.
+    must represent the training set (`stratified_indices`). With `size` at least the training set, the
+    whole set is used.
     """
-    if size >= len(examples):
-        return examples[:]
-    by_class: dict[int, list[Example]] = {}
-    for example in examples:
-        by_class.setdefault(example.label, []).append(example)
-    labels = sorted(by_class)
-    quotas = {label: size * len(by_class[label]) // len(examples) for label in labels}
-    remainders = sorted(labels, key=lambda c: (-(size * len(by_class[c]) % len(examples)), c))
-    for label in remainders[: size - sum(quotas.values())]:
-        quotas[label] += 1
-    rng = random.Random(seed)
-    chosen = [e for label in labels for e in rng.sample(by_class[label], quotas[label])]
-    rng.shuffle(chosen)
-    return chosen
+    return [examples[i] for i in stratified_indices([e.label for e in examples], size, seed)]
 
 
 def make_loader(examples: list[Example], tokenizer: PreTrainedTokenizerBase, batch_size: int,

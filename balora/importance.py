@@ -15,8 +15,9 @@ Scores (`score_modules`):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -49,8 +50,44 @@ def oriented_weight(model: nn.Module, target: TargetModule) -> torch.Tensor:
     return _oriented(module, module.weight.detach())
 
 
-def _batch_size(batch: dict[str, torch.Tensor]) -> int:
-    return int(next(iter(batch.values())).shape[0])
+Batch = Mapping[str, Any] | Sequence[Any]  # keyword arguments of the model's forward, or a tuple for a loss_fn
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]  # the mean loss of a batch
+
+
+def _tensors(batch: Batch) -> list[torch.Tensor]:
+    values = batch.values() if isinstance(batch, Mapping) else batch
+    return [v for v in values if isinstance(v, torch.Tensor)]
+
+
+def examples_in(batch: Batch) -> int:
+    tensors = _tensors(batch)
+    if not tensors:
+        raise BaloraError("a batch holds no tensors; give batches of tensors (a dict for the model, or a tuple "
+                          "with loss_fn)")
+    return int(tensors[0].shape[0])
+
+
+def _first(batch: Batch, take: int, device: torch.device) -> Batch:
+    """The batch's first `take` examples on `device` (non-tensor entries pass through)."""
+    def part(value: Any) -> Any:
+        return value[:take].to(device) if isinstance(value, torch.Tensor) and value.dim() else value
+
+    if isinstance(batch, Mapping):
+        return {k: part(v) for k, v in batch.items()}
+    return type(batch)(part(v) for v in batch) if isinstance(batch, tuple | list) else batch
+
+
+def batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None) -> torch.Tensor:
+    """The batch's mean loss: `loss_fn(model, batch)`, or else the model's own loss from `labels`."""
+    if loss_fn is not None:
+        return loss_fn(model, batch)
+    if not isinstance(batch, Mapping) or "labels" not in batch:
+        raise BaloraError("the importance pass needs a loss: give batches as dicts with 'labels' (what the model's "
+                          "forward takes), or pass loss_fn(model, batch) -> loss")
+    loss = getattr(model(**batch), "loss", None)
+    if loss is None:
+        raise BaloraError(f"{type(model).__name__} returned no loss from its labels; pass loss_fn(model, batch) -> loss")
+    return loss
 
 
 def _distributed() -> bool:
@@ -65,14 +102,14 @@ def _all_reduce(tensors: list[torch.Tensor]) -> None:
             torch.distributed.all_reduce(tensor)
 
 
-def accumulate_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]],
-                         targets: list[TargetModule], num_samples: int,
-                         with_fisher: bool = False) -> GradientStats:
+def accumulate_gradients(model: nn.Module, batches: Iterable[Batch], targets: list[TargetModule], num_samples: int,
+                         with_fisher: bool = False, loss_fn: LossFn | None = None) -> GradientStats:
     """Mean gradient of the loss w.r.t. each target weight over the first `num_samples` examples.
 
     Each batch's mean loss is weighted by its size, so the result is the per-example mean however
     the examples are batched. `requires_grad` flags are restored afterwards. `with_fisher` also
-    keeps the mean squared mini-batch gradient, at the cost of one more weight-sized buffer.
+    keeps the mean squared mini-batch gradient, at the cost of one more weight-sized buffer. Batches are
+    dicts for the model's forward (its `loss` from `labels`), or anything `loss_fn(model, batch)` takes.
     """
     if num_samples <= 0:
         raise BaloraError(f"--gradient-samples must be positive, got {num_samples}")
@@ -91,11 +128,11 @@ def accumulate_gradients(model: nn.Module, batches: Iterable[dict[str, torch.Ten
         for batch in batches:
             if seen >= num_samples:
                 break
-            take = min(_batch_size(batch), num_samples - seen)
-            batch = {k: v[:take].to(device) for k, v in batch.items()}
+            take = min(examples_in(batch), num_samples - seen)
+            batch = _first(batch, take, device)
             previous = {name: (w.grad.clone() if w.grad is not None else None) for name, w in weights.items()
                         if with_fisher}
-            (model(**batch).loss * take).backward()
+            (batch_loss(model, batch, loss_fn) * take).backward()
             for name, w in weights.items():
                 if not with_fisher or w.grad is None:
                     continue
@@ -221,8 +258,8 @@ def fit_head(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], head:
     return ProbeReport(before, after, accuracy, int(count.item()), steps)
 
 
-def input_norms(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], targets: list[TargetModule],
-                num_samples: int) -> dict[str, torch.Tensor]:
+def input_norms(model: nn.Module, batches: Iterable[Batch], targets: list[TargetModule], num_samples: int,
+                loss_fn: LossFn | None = None) -> dict[str, torch.Tensor]:
     """Per-input-feature L2 norm of each target's inputs over `num_samples` examples (forward only)."""
     sums = {t.name: torch.zeros(t.d_in) for t in targets}
     hooks = []
@@ -238,8 +275,12 @@ def input_norms(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], ta
             for batch in batches:
                 if seen >= num_samples:
                     break
-                take = min(_batch_size(batch), num_samples - seen)
-                model(**{k: v[:take].to(device) for k, v in batch.items()})
+                take = min(examples_in(batch), num_samples - seen)
+                batch = _first(batch, take, device)
+                if loss_fn is None:
+                    model(**batch)
+                else:
+                    loss_fn(model, batch)
                 seen += take
     finally:
         for handle in hooks:

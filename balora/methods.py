@@ -22,7 +22,6 @@ from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.measure import PhaseMeter
 from balora.models import TargetModule
-from balora.training import StepHook
 
 
 @dataclass
@@ -37,6 +36,7 @@ class MethodContext:
     head_modules: list[str]
     meter: PhaseMeter
     importance_samples: int  # this process's share of `gradient_samples` (all of it unless data-parallel)
+    loss_fn: importance.LossFn | None = None  # for batches the model's forward cannot score itself
 
 
 @dataclass
@@ -44,11 +44,13 @@ class Prepared:
     peft_config: PeftConfig
     allocation: list[allocation.ModuleRank]
     initialise: Callable[[PeftModel], None] | None = None
-    after_step: StepHook | None = None
+    after_step: Callable[[nn.Module, int], None] | None = None  # the training loop calls it after each step
     effective_ranks: Callable[[PeftModel], dict[str, int]] | None = None  # ranks after training, if they change
+    warm_start: dict[str, torch.Tensor] | None = None  # the mean gradients `initialise` warm-starts B from
 
 
-def lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank]) -> LoraConfig:
+def lora_config(ranks: list[allocation.ModuleRank], *, task_type: str | None, alpha_ratio: float,
+                lora_dropout: float, modules_to_save: list[str] | None) -> LoraConfig:
     """A `LoraConfig` with one escaped `rank_pattern`/`alpha_pattern` entry per adapted module,
     keeping alpha/r constant; it reloads with plain PEFT, no balora needed."""
     active = [m for m in ranks if m.rank > 0]
@@ -56,15 +58,20 @@ def lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank]) -> LoraC
         raise BaloraError("the allocation gave every module rank 0; raise the budget")
     default = Counter(m.rank for m in active).most_common(1)[0][0]
     return LoraConfig(
-        task_type=ctx.task_type,
+        task_type=task_type,
         target_modules=[m.name for m in active],
         r=default,
-        lora_alpha=ctx.config.alpha_ratio * default,
+        lora_alpha=alpha_ratio * default,
         rank_pattern={re.escape(m.name): m.rank for m in active},
-        alpha_pattern={re.escape(m.name): ctx.config.alpha_ratio * m.rank for m in active},
-        lora_dropout=ctx.config.lora_dropout,
-        modules_to_save=ctx.head_modules or None,
+        alpha_pattern={re.escape(m.name): alpha_ratio * m.rank for m in active},
+        lora_dropout=lora_dropout,
+        modules_to_save=modules_to_save or None,
     )
+
+
+def _lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank]) -> LoraConfig:
+    return lora_config(ranks, task_type=ctx.task_type, alpha_ratio=ctx.config.alpha_ratio,
+                       lora_dropout=ctx.config.lora_dropout, modules_to_save=ctx.head_modules)
 
 
 def _whole_rank(ctx: MethodContext) -> int:
@@ -83,13 +90,14 @@ def _uniform(ctx: MethodContext, rank: int) -> list[allocation.ModuleRank]:
 def _gradients(ctx: MethodContext) -> importance.GradientStats:
     with ctx.meter.phase("importance"):
         return importance.accumulate_gradients(ctx.model, ctx.batches(), ctx.targets, ctx.importance_samples,
-                                               with_fisher=ctx.config.importance_metric == "fisher")
+                                               with_fisher=ctx.config.importance_metric == "fisher",
+                                               loss_fn=ctx.loss_fn)
 
 
 def _scores(ctx: MethodContext, metric: str, gradients: importance.GradientStats | None) -> dict[str, float]:
     with ctx.meter.phase("importance"):
-        activations = (importance.input_norms(ctx.model, ctx.batches(), ctx.targets, ctx.importance_samples)
-                       if metric == "activation" else None)
+        activations = (importance.input_norms(ctx.model, ctx.batches(), ctx.targets, ctx.importance_samples,
+                                              ctx.loss_fn) if metric == "activation" else None)
         return importance.score_modules(ctx.model, ctx.targets, metric, gradients, activations)
 
 
@@ -110,14 +118,16 @@ def _with_warm_start(ctx: MethodContext, ranks: list[allocation.ModuleRank],
         with ctx.meter.phase("init"):
             initialisation.warm_start(model, gradients.mean, ctx.config.gamma, ctx.config.gamma_normalise)
 
-    return Prepared(lora_config(ctx, ranks), ranks, initialise if gradients is not None else None)
+    if gradients is None:
+        return Prepared(_lora_config(ctx, ranks), ranks)
+    return Prepared(_lora_config(ctx, ranks), ranks, initialise, warm_start=gradients.mean)
 
 
 def lora(ctx: MethodContext) -> Prepared:
     """Fixed-rank LoRA: the same rank on every module. A budget that is not a whole rank (e.g. with
     --count-head) is spent by the nearest uniform allocation: two adjacent ranks, largest remainder."""
     ranks = _allocate(ctx, {}, "uniform")
-    return Prepared(lora_config(ctx, ranks), ranks)
+    return Prepared(_lora_config(ctx, ranks), ranks)
 
 
 def _ba_lora(ctx: MethodContext, warmstart: bool) -> Prepared:
@@ -169,7 +179,7 @@ def linear_decay(ctx: MethodContext) -> Prepared:
     if ctx.config.decay_direction == "decreasing":
         weight = {n: 1 + ratio - w for n, w in weight.items()}
     ranks = _allocate(ctx, weight, "proportional", power=1.0)
-    return Prepared(lora_config(ctx, ranks), ranks)
+    return Prepared(_lora_config(ctx, ranks), ranks)
 
 
 def attention_heavy(ctx: MethodContext) -> Prepared:
@@ -180,13 +190,13 @@ def attention_heavy(ctx: MethodContext) -> Prepared:
                           "--target-modules query value intermediate.dense output.dense")
     weight = {t.name: ctx.config.heuristic_ratio if _is_attention(t.name) else 1.0 for t in ctx.targets}
     ranks = _allocate(ctx, weight, "proportional", power=1.0)
-    return Prepared(lora_config(ctx, ranks), ranks)
+    return Prepared(_lora_config(ctx, ranks), ranks)
 
 
 def _scored_heuristic(metric: str) -> Callable[[MethodContext], Prepared]:
     def method(ctx: MethodContext) -> Prepared:
         ranks = _allocate(ctx, _scores(ctx, metric, None), "proportional")
-        return Prepared(lora_config(ctx, ranks), ranks)
+        return Prepared(_lora_config(ctx, ranks), ranks)
 
     method.__doc__ = f"Heuristic: ranks in proportion to `{metric}` scores, standard LoRA init."
     return method

@@ -14,7 +14,9 @@ saved adapter names as its base, so plain PEFT can load the adapter.
 
 from __future__ import annotations
 
+import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,12 +82,27 @@ class TargetModule:
         return min(self.d_in, self.d_out)
 
 
+def quiet_libraries() -> None:
+    """Hide load reports and warnings meant for library developers (e.g. "classifier newly initialised")."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    import huggingface_hub
+    import transformers
+
+    huggingface_hub.utils.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+
+
 def resolve_model_path(name: str) -> str:
     """The embedded asset's folder, a local folder, or the hub name (checked to be reachable)."""
     if name in GGUF_FILES:
         return str(plain_folder(name))
     if name in EMBEDDED_MODELS:
         return str(assets.fetch(EMBEDDED_MODELS[name]))
+    if Path(name).exists() and not (Path(name) / "config.json").is_file():
+        raise BaloraError(f"model folder '{name}' has no config.json; give a folder written by save_pretrained "
+                          "(model and tokenizer), or --model minilm")
     if not Path(name).exists() and not assets.hub_reachable():
         raise _hub_error(name, ConnectionError("hub unreachable"))
     return name
@@ -190,13 +207,13 @@ def default_target_names(model: nn.Module) -> list[str]:
         return CAUSAL_LM_TARGETS[model_type]
     if model_type not in DEFAULT_TARGETS:
         raise BaloraError(
-            f"no default LoRA targets for model type '{model_type}'; pass --target-modules "
-            "(e.g. --target-modules query value)"
+            f"no default LoRA targets for model type '{model_type}'; name them (--target-modules query value, "
+            "or target_modules=[...] in Python)"
         )
     return DEFAULT_TARGETS[model_type]
 
 
-def _weight_shape(module: nn.Module) -> tuple[int, int] | None:
+def weight_shape(module: nn.Module) -> tuple[int, int] | None:
     if isinstance(module, Conv1D):  # weight stored (d_in, d_out)
         d_in, d_out = module.weight.shape
         return d_out, d_in
@@ -217,19 +234,27 @@ def target_modules(model: nn.Module, names: list[str] | None = None) -> list[Tar
         suffix = next((n for n in names if full_name == n or full_name.endswith("." + n)), None)
         if suffix is None or full_name.split(".")[0] in HEAD_MODULES:
             continue
-        shape = _weight_shape(module)
+        shape = weight_shape(module)
         if shape is None:
             continue
         found.append(TargetModule(full_name, *shape))
         matched.add(suffix)
     missing = [n for n in names if n not in matched]
     if missing:
+        model_type = getattr(getattr(model, "config", None), "model_type", None)
+        hint = (' '.join(DEFAULT_TARGETS[model_type]) if model_type in DEFAULT_TARGETS
+                else "name suffixes of its Linear layers, e.g. " + ' '.join(_linear_suffixes(model)[:4]))
         raise BaloraError(
             f"target module(s) {', '.join(missing)} not found among the model's Linear layers; "
-            f"for {getattr(model.config, 'model_type', 'this model')} try "
-            f"{' '.join(DEFAULT_TARGETS.get(getattr(model.config, 'model_type', ''), ['query', 'value']))}"
+            f"for {model_type or type(model).__name__} try {hint}"
         )
     return found
+
+
+def _linear_suffixes(model: nn.Module) -> list[str]:
+    """The distinct last name parts of the model's adaptable layers, heads excluded."""
+    names = [n for n, m in model.named_modules() if weight_shape(m) is not None and n.split(".")[0] not in HEAD_MODULES]
+    return list(dict.fromkeys(n.rsplit(".", 1)[-1] for n in names))
 
 
 def head_module_names(model: nn.Module) -> list[str]:

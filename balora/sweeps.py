@@ -23,8 +23,8 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
-from balora.config import RunConfig, check_field
-from balora.errors import BaloraError
+from balora.config import RunConfig, check_field, protocol, protocol_key
+from balora.errors import BaloraError, read_text
 from balora.store import ResultsStore
 
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
@@ -65,7 +65,7 @@ def _read(source: str) -> tuple[str, str]:
     path = Path(source)
     if not path.is_file():
         raise BaloraError(f"no sweep spec '{source}': not a file and not a preset ({', '.join(PRESETS)})")
-    return str(path), path.read_text()
+    return str(path), read_text(path, "sweep spec")
 
 
 def _parse_only(only: list[str]) -> dict[str, str]:
@@ -163,12 +163,12 @@ def execute(config_dict: dict[str, Any], out_dir: str, threads: int | None = Non
     """Run one config in this process and return its result (the worker side of every backend)."""
     import torch
 
-    from balora.cli import _quiet_libraries
+    from balora.models import quiet_libraries
     from balora.run import run_experiment
 
     if threads:
         torch.set_num_threads(threads)
-    _quiet_libraries()
+    quiet_libraries()
     return run_experiment(RunConfig(**config_dict), out_dir, progress=False).result
 
 
@@ -356,24 +356,34 @@ def runs_table(db: str, sweep: str | None = None, status: str | None = None) -> 
     return "\n".join(lines)
 
 
+# What `results_table` shows as its own columns; any other field in which its rows differ goes in a column too.
+TABLE_FIELDS = ("method", "budget_rank", "shots", "train_size")
+
+
 def results_table(db: str, sweep: str | None = None) -> str:
-    """Mean ± std test accuracy per method and setting over seeds, with parameter counts."""
+    """Mean ± std test accuracy over seeds, one row per protocol (everything but the seed), with parameter
+    counts. Rows that differ in a field other than method, budget and data show it in a last column."""
     import statistics
 
     with ResultsStore(db) as store:
         results = store.results(sweep)
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[str, list[dict]] = {}
     for r in results:
-        c = r["config"]
-        groups.setdefault((c["method"], c.get("budget_rank"), c.get("shots"), c.get("train_size")), []).append(r)
+        groups.setdefault(protocol_key(r["config"]), []).append(r)
+    protocols = {key: protocol(rows[0]["config"]) for key, rows in groups.items()}
+    names = sorted({n for p in protocols.values() for n in p} - set(TABLE_FIELDS))
+    differing = [n for n in names if len({repr(p.get(n)) for p in protocols.values()}) > 1]
     lines = [f"{'method':<22} {'budget':>6} {'data':>10} {'n':>2} {'accuracy':>15} {'LoRA trained':>12} {'LoRA final':>10} "
-             f"{'head':>6} {'majority':>8} {'time s':>7}"]
-    for (method, budget, shots, size), rows in sorted(groups.items(), key=lambda kv: tuple(str(x) for x in kv[0])):
+             f"{'head':>6} {'majority':>8} {'time s':>7}" + ("  protocol" if differing else "")]
+    for key, rows in sorted(groups.items(), key=lambda kv: tuple(str(protocols[kv[0]][f]) for f in TABLE_FIELDS) + (kv[0],)):
+        p = protocols[key]
         acc = [r["metrics"]["accuracy"] for r in rows]
         spread = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        data = f"{shots}-shot" if shots else f"n={size or 'all'}"
-        lines.append(f"{method:<22} {str(budget):>6} {data:>10} {len(rows):>2} {statistics.mean(acc):>8.4f} ± {spread:.3f} "
+        data = f"{p['shots']}-shot" if p["shots"] else f"n={p['train_size'] or 'all'}"
+        lines.append(f"{p['method']:<22} {str(p['budget_rank']):>6} {data:>10} {len(rows):>2} "
+                     f"{statistics.mean(acc):>8.4f} ± {spread:.3f} "
                      f"{rows[0]['params']['lora']:>12,} {rows[0]['params']['lora_final']:>10,} {rows[0]['params']['head']:>6,} "
                      f"{rows[0]['metrics']['majority_rate']:>8.3f} "
-                     f"{statistics.mean(r['timings']['total'] for r in rows):>7.1f}")
+                     f"{statistics.mean(r['timings']['total'] for r in rows):>7.1f}"
+                     + ("  " + ", ".join(f"{n}={p.get(n)}" for n in differing) if differing else ""))
     return "\n".join(lines)

@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from balora.cli import _quiet_libraries
+from balora.models import quiet_libraries
 from balora.sweeps import load_spec, run_sweep
 
 
@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--only", nargs="*", default=[])
     args = parser.parse_args()
-    _quiet_libraries()
+    quiet_libraries()
     with tempfile.TemporaryDirectory() as tmp:
         counts = run_sweep(load_spec(args.preset, args.only), db=str(Path(tmp) / "b.db"), runs_dir=str(Path(tmp) / "runs"))
     wall = counts["wall_seconds"]

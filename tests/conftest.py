@@ -74,8 +74,11 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A local BERT model folder (random weights) with a word-level tokenizer."""
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    # The vocabulary is passed as a dict: transformers 5 ignores a vocab_file given this way and
+    # would leave a 5-token tokenizer that maps every word to [UNK].
+    tokenizer = BertTokenizerFast(vocab={word: index for index, word in enumerate(vocab)})
+    assert len(tokenizer) == len(vocab)
+    tokenizer.save_pretrained(folder)
     tiny_bert().save_pretrained(folder)
     return folder
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,7 +11,7 @@ from balora.cli import main
 
 
 def balora(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "balora.cli", *args], capture_output=True, text=True, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "balora", *args], capture_output=True, text=True, cwd=cwd,
                           env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"} | _home())
 
 
@@ -60,11 +61,6 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tiny_model_dir, tiny_cs
     assert message in err and len(err.strip().splitlines()) == 1
 
 
-def test_a_real_process_exits_2_without_traceback():
-    done = balora("train", "--method", "nope")
-    assert done.returncode == 2 and done.stderr.startswith("balora: error: unknown method") and "Traceback" not in done.stderr
-
-
 def test_allocate_prints_how_far_the_allocation_is_from_uniform(tiny_model_dir, tiny_csv, capsys):
     assert main(["allocate", "--model", str(tiny_model_dir), "--dataset", str(tiny_csv), "--budget-rank", "4",
                  "--shots", "10", "--strategy", "uniform"]) == 0
@@ -72,3 +68,92 @@ def test_allocate_prints_how_far_the_allocation_is_from_uniform(tiny_model_dir, 
     assert main(["allocate", "--model", str(tiny_model_dir), "--dataset", str(tiny_csv), "--budget-rank", "4",
                  "--shots", "10", "--json"]) == 0
     assert set(json.loads(capsys.readouterr().out)["summary"]) == {"min", "median", "max", "gini"}
+
+
+def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]:
+    """Command lines that each hold one malformed input, by name; the files they name are written here."""
+    spec = "name: s\nbase:\n  model: m\n  dataset: d.csv\ngrids:\n  - method: [lora]\n"
+    files = {
+        "empty.yaml": "", "bad.yaml": "grids: [\n", "nan.yaml": spec.replace("base:\n", "base:\n  learning_rate: .nan\n"),
+        "inf.yaml": spec.replace("[lora]", "[lora]\n    gamma: [0.01, .inf]"), "colour.yaml": spec + "colour: red\n",
+        "empty.csv": "", "one_class.csv": "text,label\n" + "".join(f"good film {i},1\n" for i in range(40)),
+        "broken.jsonl": '{"text": "good", "label": 1}\n{"text": \n', "locked.yaml": spec,
+    }
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    (folder / "latin1.yaml").write_bytes("name: caf\xe9\n".encode("latin-1"))
+    (folder / "latin1.csv").write_bytes("text,label\ncaf\xe9,1\n".encode("latin-1"))
+    (folder / "no_splits").mkdir()
+    (folder / "no_model").mkdir()
+    data = ["--model", str(model_dir), "--dataset", str(csv)]
+    allocate = ["allocate", "--model", str(model_dir), "--shots", "10", "--dataset"]
+    return {
+        "no command": [], "unknown command": ["frobnicate"], "unknown flag": ["allocate", "--colour", "red"],
+        "missing value": ["train", "--seed"], "not a number": ["allocate", "--learning-rate", "fast"],
+        "nan flag": ["allocate", *data, "--learning-rate", "nan"], "inf flag": ["allocate", *data, "--budget-rank", "inf"],
+        "-inf flag": ["train", *data, "--gamma=-inf"], "nan workers": ["sweep", "quick", "--workers", "nan"],
+        "zero workers": ["sweep", "quick", "--workers", "0", "--dry-run"], "bad choice": ["runs", "--status", "lost"],
+        "missing spec": ["sweep", str(folder / "nope.yaml")], "directory spec": ["sweep", str(folder)],
+        "empty spec": ["sweep", str(folder / "empty.yaml")], "malformed YAML": ["sweep", str(folder / "bad.yaml")],
+        "non-UTF-8 spec": ["sweep", str(folder / "latin1.yaml")], "nan in spec": ["sweep", str(folder / "nan.yaml")],
+        "inf in a grid": ["sweep", str(folder / "inf.yaml")], "unknown spec key": ["sweep", str(folder / "colour.yaml")],
+        "unreadable spec": ["sweep", str(folder / "locked.yaml")], "bad --only": ["sweep", "quick", "--only", "seed"],
+        "empty data": [*allocate, str(folder / "empty.csv")], "one-class data": [*allocate, str(folder / "one_class.csv")],
+        "non-UTF-8 data": [*allocate, str(folder / "latin1.csv")], "malformed JSONL": [*allocate, str(folder / "broken.jsonl")],
+        "folder without splits": [*allocate, str(folder / "no_splits")],
+        "one-class draw": ["allocate", *data, "--train-size", "1"],
+        "model folder without a model": ["allocate", "--model", str(folder / "no_model"), "--dataset", str(csv)],
+        "missing database": ["report", "--db", str(folder / "typo.db")],
+        "database is a folder": ["export", "--db", str(folder)],
+        "output is a file": ["train", *data, "--shots", "10", "--out", str(folder / "empty.csv")],
+    }
+
+
+BAD_INPUT = {  # what the one line must say
+    "no command": "required: command", "unknown command": "invalid choice: 'frobnicate'",
+    "unknown flag": "unrecognized arguments: --colour red", "missing value": "--seed: expected one argument",
+    "not a number": "expected a number, got 'fast'", "nan flag": "expected a finite number, got 'nan'",
+    "inf flag": "expected a finite number, got 'inf'", "-inf flag": "expected a finite number, got '-inf'",
+    "nan workers": "expected an integer, got 'nan'", "zero workers": "--workers must be at least 1",
+    "bad choice": "invalid choice: 'lost'", "missing spec": "no sweep spec", "directory spec": "no sweep spec",
+    "empty spec": "a sweep spec is a mapping", "malformed YAML": "not valid YAML", "non-UTF-8 spec": "is not UTF-8",
+    "nan in spec": "learning_rate must be a finite number", "inf in a grid": "gamma must be a finite number",
+    "unknown spec key": "unknown key 'colour'", "unreadable spec": "cannot read sweep spec",
+    "bad --only": "--only takes KEY=VALUE", "empty data": "is empty", "one-class data": "one class only",
+    "non-UTF-8 data": "cannot read", "malformed JSONL": "cannot read", "folder without splits": "needs train.* and test.*",
+    "one-class draw": "the training set has only class", "model folder without a model": "no_model' has no config.json",
+    "missing database": "no results database", "database is a folder": "is a directory",
+    "output is a file": "empty.csv is a file",
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUT)
+def test_every_malformed_input_is_one_line_and_exit_2(case, tmp_path, tiny_model_dir, tiny_csv, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    argv = _bad_files(tmp_path, tiny_model_dir, tiny_csv)[case]
+    locked = tmp_path / "locked.yaml"
+    real_read_text = Path.read_text
+
+    def read_text(path: Path, *args, **kwargs) -> str:  # root reads any file, so unreadable is simulated
+        if path == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("balora: error: ") and err.endswith("\n") and err.count("\n") == 1, err
+    assert BAD_INPUT[case] in err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--learning-rate", "nan"], "expected a finite number"),
+    (["--frobnicate"], "unrecognized arguments"),
+    ([], "unknown method"),
+])
+def test_a_real_process_says_one_line_and_exits_2(args, message):
+    done = balora("train", "--method", "nope", *args)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.startswith("balora: error: ") and message in done.stderr and done.stderr.count("\n") == 1

@@ -10,10 +10,19 @@ import sys
 import torch
 import torch.multiprocessing as mp
 from conftest import random_batches, tiny_bert
+from torch.utils.data import DataLoader
 
+import balora
 from balora.allocation import allocate, rank_budget
+from balora.api import sample_batches
 from balora.importance import accumulate_gradients, score_modules
 from balora.models import target_modules
+
+
+def _labelled_loader() -> DataLoader:
+    rows = [dict(input_ids=b["input_ids"][i], attention_mask=b["attention_mask"][i], labels=b["labels"][i])
+            for b in random_batches(num_batches=6, batch_size=4) for i in range(4)]
+    return DataLoader(rows, batch_size=3, collate_fn=lambda items: {k: torch.stack([r[k] for r in items]) for k in items[0]})
 
 
 def _shard_worker(rank: int, world: int, init_file: str, out: str) -> None:
@@ -24,11 +33,14 @@ def _shard_worker(rank: int, world: int, init_file: str, out: str) -> None:
     stats = accumulate_gradients(model, batches, targets, num_samples=8)
     scores = score_modules(model, targets, "sensitivity", stats)
     ranks = [r.rank for r in allocate(scores, targets, rank_budget(targets, 4), min_rank=1)]
-    torch.save({"mean": stats.mean, "ranks": ranks, "examples": stats.num_examples}, f"{out}.{rank}")
+    plan = balora.plan(tiny_bert(), _labelled_loader(), budget_rank=4, min_rank=1, num_samples=15)
+    torch.save({"mean": stats.mean, "ranks": ranks, "examples": stats.num_examples,
+                "plan": {"ranks": plan.ranks, "gradients": plan.gradients,
+                         "share": sample_batches(_labelled_loader(), 15, seed=42)[1]}}, f"{out}.{rank}")
     torch.distributed.destroy_process_group()
 
 
-def test_importance_is_all_reduced_so_every_process_allocates_the_same_ranks(tmp_path):
+def test_importance_and_plan_are_all_reduced_so_every_process_allocates_the_same_ranks(tmp_path):
     out = str(tmp_path / "shard")
     mp.spawn(_shard_worker, args=(2, str(tmp_path / "init"), out), nprocs=2, join=True)
     first, second = torch.load(f"{out}.0"), torch.load(f"{out}.1")
@@ -39,6 +51,14 @@ def test_importance_is_all_reduced_so_every_process_allocates_the_same_ranks(tmp
     for name, mean in whole.mean.items():  # the same mean gradient as one process over all the data
         torch.testing.assert_close(first["mean"][name], mean, rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(second["mean"][name], mean, rtol=1e-4, atol=1e-7)
+    # balora.plan splits its one sample between the processes (8 + 7 examples here) and all-reduces, so both
+    # get the plan that one process makes from all 15
+    alone = balora.plan(tiny_bert(), _labelled_loader(), budget_rank=4, min_rank=1, num_samples=15)
+    assert (first["plan"]["share"], second["plan"]["share"]) == (8, 7)
+    assert first["plan"]["ranks"] == second["plan"]["ranks"] == alone.ranks
+    for name, mean in alone.gradients.items():
+        torch.testing.assert_close(first["plan"]["gradients"][name], mean, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(second["plan"]["gradients"][name], mean, rtol=1e-4, atol=1e-7)
 
 
 def test_a_run_under_torchrun_trains_on_two_processes_and_writes_once(tmp_path, tiny_model_dir, tiny_csv):

@@ -178,28 +178,35 @@ def test_every_table_number_matches_the_results(report_dir: Path):
                     continue
                 seeds = sorted(set(acc) & set(lora))
                 d = np.array([acc[s] - lora[s] for s in seeds])
-                delta, ci = row["Δ acc. (pp) [95% CI]"].split(" [")
-                _close(delta, 100 * d.mean(), 2)
-                half = sps.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-                low, high = ci.rstrip("]").split(", ")
-                _close(low, 100 * (d.mean() - half), 2)
-                _close(high, 100 * (d.mean() + half), 2)
                 p = sps.ttest_1samp(d, 0).pvalue if len(d) >= 3 else None
+                delta, *ci = row["Δ acc. (pp) [CI]"].split(" [")
+                _close(delta, 100 * d.mean(), 2)
+                assert bool(ci) == (p is not None)  # a CI where there is a test (and so a verdict), none elsewhere
                 _check_p(row["p (t)"], p)
                 _check_p(row["p (Wilcoxon)"], sps.wilcoxon(d).pvalue if len(d) >= 6 else None)
                 if len(d) >= 3:
                     _close(row["d"], d.mean() / d.std(ddof=1), 2)
-                comparisons.append(p)
+                comparisons.append((p, d))
                 expected[(label, method)] = row
                 checked += 1
-        # Holm over this table's comparisons, computed by hand
-        order = sorted((p, i) for i, p in enumerate(comparisons) if p is not None)
+        # Holm over this table's comparisons, computed by hand; each CI at the level matching its verdict
+        order = sorted((p, i) for i, (p, _) in enumerate(comparisons) if p is not None)
         holm, running = {}, 0.0
         for rank, (p, i) in enumerate(order):
             running = max(running, min(1.0, (len(order) - rank) * p))
             holm[i] = running
         for i, row in enumerate(expected.values()):
             _check_p(row["p (Holm)"], holm.get(i))
+            p, d = comparisons[i]
+            if p is None:
+                continue
+            level = 1 - 0.05 * p / holm[i]
+            half = sps.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+            low, high = row["Δ acc. (pp) [CI]"].split(" [")[1].rstrip("]").split(", ")
+            _close(low, 100 * (d.mean() - half), 2)
+            _close(high, 100 * (d.mean() + half), 2)
+            significant = row["Verdict"] in ("better", "worse")
+            assert significant == (float(low) > 0 or float(high) < 0) or min(abs(float(low)), abs(float(high))) < 0.01
     assert checked == 12
 
 
@@ -336,3 +343,43 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
     generated = tmp_path / "paper" / "generated"
     assert "lm_strategy_smollm2_critic_instructions" in (generated / "lm.tex").read_text()
     assert "Instruction tuning: strategy comparison" in (generated / "tables" / "lm_strategy_smollm2_critic_instructions.tex").read_text()
+
+
+def test_no_table_row_holds_two_protocols():
+    """Runs that differ in anything but the seed are never one row: LoRA's budget given as a parameter count
+    next to the same budget as a rank (one budget, r=8), and 16-shot LoRA trained for 5 and for 40 epochs
+    (one few-shot family, which groups shot counts)."""
+    from balora.config import protocol_key
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, k, s) for m in ("lora", "ba_lora") for k in (16, 64) for s in SEEDS[:3]]
+    by_count = [make_result("lora", 8, 64, s) for s in SEEDS[:3]]
+    longer = [make_result("lora", 8, 16, s) for s in SEEDS[:3]]
+    for run in by_count:
+        run["config"] |= {"budget_rank": None, "budget": 8 * 12 * 2 * HIDDEN}
+    for run in longer:
+        run["config"]["epochs"] = 40
+    analysis = analyse(load_runs(runs + by_count + longer))
+    rows = [row for tables in (analysis.main, analysis.fewshot, analysis.strategy) for table in tables.values()
+            for row in table]
+    assert rows and all(len({protocol_key(r["config"]) for r in row.runs["result"]}) == 1 for row in rows)
+    main = analysis.main[setting_label("minilm", "rotten_tomatoes", 64, None, "epochs=5")]
+    assert sorted(len(row.runs) for row in main if row.arm.startswith("lora")) == [3, 3]
+    assert {row.label for row in main} >= {"LoRA (budget=73728, budget_rank=None)", "LoRA (budget=None, budget_rank=8.0)"}
+    fewshot = [row for table in analysis.fewshot.values() for row in table]
+    assert sorted(len(row.runs) for row in fewshot if row.arm == "lora" and row.lead == "16") == [3]
+
+
+def test_a_table_notes_what_its_rows_differ_in_beyond_what_it_shows():
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for run in runs[3:]:
+        run["config"]["gradient_samples"] = 500  # every BA-LoRA run: not in its arm's name
+    (table,) = tables.budget_tables(analyse(load_runs(runs)))
+    assert "Rows also differ in: gradient_samples 1000 for LoRA (r=8); 500 for BA-LoRA (r=8)." in table.notes
+    (same,) = tables.budget_tables(analyse(load_runs(runs[:3] + [make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]])))
+    assert not any(note.startswith("Rows also differ") for note in same.notes)

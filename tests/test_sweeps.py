@@ -12,9 +12,10 @@ from types import SimpleNamespace
 import pytest
 
 from balora.cli import main
+from balora.config import RunConfig, protocol_key
 from balora.errors import BaloraError
 from balora.store import ResultsStore
-from balora.sweeps import PRESETS, load_spec, run_sweep, seed003_preset
+from balora.sweeps import PRESETS, load_spec, results_table, run_sweep, seed003_preset
 
 
 def write_spec(tmp_path: Path, model_dir: Path, csv: Path, grids: str, extra_base: str = "") -> Path:
@@ -36,9 +37,40 @@ base:
 
 
 @pytest.mark.parametrize("preset", PRESETS)
-def test_presets_load_and_validate(preset):
-    spec = load_spec(preset)
-    assert spec.runs and len({p.config.key() for p in spec.runs}) == len(spec.runs)
+def test_every_protocol_of_a_preset_has_three_seeds_or_more(preset):
+    """Fewer than 3 matched seeds cannot be tested: a preset that plans them plans untestable comparisons."""
+    seeds: dict[str, set[int]] = {}
+    for planned in load_spec(preset).runs:
+        seeds.setdefault(protocol_key(planned.config.to_dict()), set()).add(planned.config.seed)
+    assert seeds and min(len(s) for s in seeds.values()) >= 3
+
+
+def test_a_protocol_is_everything_but_the_seed():
+    config = RunConfig(shots=64, budget_rank=8)
+    assert "seed" not in config.protocol() and config.protocol()["epochs"] == 5  # what the run trains for
+    assert protocol_key(config.to_dict()) == protocol_key({**config.to_dict(), "seed": 7, "epochs": 5})
+    assert protocol_key({"method": "lora", "budget_rank": 8}) == protocol_key({"method": "lora", "budget_rank": 8.0})
+    assert protocol_key(config.to_dict()) != protocol_key({**config.to_dict(), "learning_rate": 1e-3})
+
+
+def _finished(config: RunConfig, accuracy: float) -> dict:
+    return {"config": config.to_dict(), "metrics": {"accuracy": accuracy, "f1": accuracy, "majority_rate": 0.56},
+            "params": {"lora": 73_728, "lora_final": 73_728, "head": 770}, "timings": {"total": 60.0}}
+
+
+def test_results_table_has_one_row_per_protocol(tmp_path):
+    """The paper preset's 64-shot LoRA on query+value (Experiment 2) and on query+value+intermediate (the
+    strategies grid) are two protocols: two rows, each showing its target modules."""
+    runs = [p.config for p in load_spec("paper").runs if p.config.method == "lora" and p.config.shots == 64]
+    with ResultsStore(tmp_path / "r.db") as store:
+        for config in runs:
+            store.claim(config.key(), config.to_dict(), "paper")
+            store.finish(config.key(), _finished(config, 0.7 if config.target_modules else 0.6))
+    rows = results_table(str(tmp_path / "r.db")).splitlines()[1:]
+    assert len(rows) == 2
+    by_targets = {"intermediate.dense" in row: row for row in rows}
+    assert " 3   0.7000" in by_targets[True] and " 5   0.6000" in by_targets[False]
+    assert "target_modules=None" in by_targets[False] and "batch_size" not in rows[0]  # shared fields are not shown
 
 
 def test_quick_preset_compares_three_methods_at_one_budget_over_three_seeds():

@@ -31,9 +31,12 @@ STATISTICS = (
     f"Replicates are runs that differ only in the seed; runs of two methods with the same seed (same data sample, "
     f"head initialisation and shuffling) are paired. For each comparison with the reference (LoRA; full BA-LoRA "
     f"for the ablations) at the same setting and budget the report gives mean ± std over seeds and n, the mean "
-    f"per-seed difference Δ with a paired-t 95% CI, a paired t-test (from {MIN_PAIRS} matched seeds; fewer are "
-    f"marked n<3 and never called significant), a Wilcoxon signed-rank test (from {MIN_WILCOXON} pairs), the "
-    "paired Cohen's d, and Holm's adjustment over the comparisons of one table; verdicts use the Holm p at α = 0.05.")
+    f"per-seed difference Δ, a paired t-test (scipy; from {MIN_PAIRS} matched seeds: fewer are marked n<3, and "
+    "differences without spread, the same on every seed, are marked not testable; neither is ever called "
+    f"significant), a Wilcoxon signed-rank test (from {MIN_WILCOXON} pairs), the paired Cohen's d, and Holm's "
+    "adjustment over the comparisons of one table (statsmodels); verdicts use the Holm p at α = 0.05, and Δ's "
+    "paired-t CI is at the matching confidence, 1 − 0.05·p/p(Holm), so it excludes 0 exactly when the verdict "
+    "is significant.")
 
 
 @dataclass

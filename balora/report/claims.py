@@ -31,6 +31,7 @@ def verdict_phrase(verdict: str, name: str, reference: str, n_pairs: int) -> str
         stats.NO_DIFFERENCE: f"there is no significant difference between {name} and {reference}",
         stats.TOO_FEW: f"with {n_pairs} matched seed{'s' if n_pairs != 1 else ''} there are too few for a test, "
                        "so no claim is made",
+        stats.NO_SPREAD: "every matched seed gives the same difference, which no test can assess, so no claim is made",
         stats.NO_REFERENCE: f"there are no {reference} runs here to compare with",
     }[verdict]
 
@@ -41,9 +42,9 @@ def comparison_sentence(row: Row, reference: str, where: str) -> str:
     text = (f"{where}: {row.label} reached {pct_summary(c.method)} % accuracy (n = {c.method.n}) against "
             f"{reference}'s {pct_summary(c.reference)} % (n = {c.reference.n})")
     if c.n_pairs >= 2:
-        text += (f"; over {c.n_pairs} matched seeds Δ = {signed(c.delta)} pp "
-                 f"(95% CI {signed(c.ci_low)} to {signed(c.ci_high)})")
-    if c.p_t is not None:
+        text += f"; over {c.n_pairs} matched seeds Δ = {signed(c.delta)} pp"
+    if c.tested:
+        text += f" ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}, the level matching Holm's verdict)"
         text += f", paired t-test {p_text(c.p_t)}, Holm-adjusted {p_text(c.p_holm)}"
         if c.p_wilcoxon is not None:
             text += f", Wilcoxon {p_text(c.p_wilcoxon)}"
@@ -72,9 +73,10 @@ def fewshot_claims(analysis: Analysis, name: str) -> list[str]:
         phrase = {stats.WIDENS: "widens significantly as data shrinks",
                   stats.NARROWS: "narrows significantly as data shrinks",
                   stats.NO_TREND: "shows no significant trend with the amount of data",
-                  stats.TOO_FEW_POINTS: "cannot be tested for a trend (too few points)"}[trend.verdict]
+                  stats.TOO_FEW_POINTS: "cannot be tested for a trend (too few points)",
+                  stats.NOT_TESTABLE: "cannot be tested for a trend (every point lies on the fitted line)"}[trend.verdict]
         text = f"{name}: the BA-LoRA − LoRA gap {phrase}"
-        if not math.isnan(trend.slope):
+        if trend.p is not None:
             text += (f" (slope {signed(trend.slope)} pp per doubling of the shots, 95% CI {signed(trend.ci_low)} to "
                      f"{signed(trend.ci_high)}, {p_text(trend.p)}, {trend.n_points} paired seeds over "
                      f"{len(deltas)} shot counts)")
@@ -158,8 +160,8 @@ def summary_claims(analysis: Analysis) -> list[str]:
             f"significantly better than LoRA in {verdicts[stats.BETTER]}, significantly worse in "
             f"{verdicts[stats.WORSE]}, and not significantly different in {verdicts[stats.NO_DIFFERENCE]} "
             "(paired t-tests on matched seeds, Holm-adjusted per "
-            f"table, α = 0.05); {verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE]} had fewer than 3 matched "
-            "seeds or no LoRA runs and were not tested.")
+            f"table, α = 0.05); {verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE] + verdicts[stats.NO_SPREAD]} "
+            "had fewer than 3 matched seeds, no LoRA runs, or the same difference on every seed, and were not tested.")
     trends = Counter(t[PROPOSED].verdict for t in analysis.trends.values() if PROPOSED in t)
     if total := sum(trends.values()):
         sentences.append(

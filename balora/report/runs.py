@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from balora.config import RunConfig
+from balora.config import RunConfig, default_epochs, protocol, protocol_key
 
 REFERENCE = "lora"
 MAIN = ("lora", "ba_lora", "adalora", "eva")
@@ -69,8 +69,8 @@ def setting_label(model: str, dataset: str, shots: int | None, train_size: int |
 def _effective(config: dict[str, Any], name: str) -> Any:
     """A config value as the run used it: a field the config leaves out has RunConfig's default."""
     value = config.get(name, DEFAULTS.get(name))
-    if name == "epochs" and value is None:  # RunConfig.train_epochs: 5 few-shot, 3 otherwise
-        return 5 if config.get("shots") is not None else 3
+    if name == "epochs" and value is None:
+        return default_epochs(config.get("shots"))
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -96,6 +96,27 @@ def _peak(memory: dict[str, float] | None) -> float:
     return max(memory.values()) if memory else math.nan
 
 
+def _one_protocol_per_arm(results: list[dict[str, Any]], settings: list[str], variants: list[str]) -> list[str]:
+    """Each run's arm variant, extended where needed so that an arm never holds two protocols in one place.
+
+    A table row is an arm in one setting and budget, so runs that share these and their arm but differ
+    in anything except the seed (a budget given as a count instead of a rank, an option the arm's name
+    leaves out, ...) get the fields they differ in added to their arm's name: separate rows, never one
+    merged row."""
+    places: dict[tuple, list[int]] = {}
+    for i, (result, setting, variant) in enumerate(zip(results, settings, variants)):
+        places.setdefault((setting, _budget(result), result["config"]["method"], variant), []).append(i)
+    extended = list(variants)
+    for members in places.values():
+        configs = [protocol(results[i]["config"]) for i in members]
+        if len({protocol_key(c) for c in configs}) < 2:
+            continue
+        names = _varying(configs, sorted({k for c in configs for k in c}))
+        for i, config in zip(members, configs):
+            extended[i] = ", ".join(part for part in (variants[i], _describe(config, names)) if part)
+    return extended
+
+
 def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself."""
     configs = [r["config"] for r in results]
@@ -106,12 +127,15 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     protocol_fields = sorted({f for group in by_data.values() for f in _varying(group, PROTOCOL_FIELDS)})
     options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
     variants = {m: _varying([c for c in configs if c["method"] == m], options) for m in {c["method"] for c in configs}}
+    protocols = [_describe(c, protocol_fields) for c in configs]
+    settings = [setting_label(c["model"], c["dataset"], c.get("shots"), c.get("train_size"), p)
+                for c, p in zip(configs, protocols)]
+    arm_variants = _one_protocol_per_arm(results, settings, [_describe(c, variants[c["method"]], skip_defaults=True)
+                                                             for c in configs])
     rows = []
-    for result in results:
+    for result, setting, shown_protocol, variant in zip(results, settings, protocols, arm_variants):
         config, metrics, params = result["config"], result["metrics"], result["params"]
         method = config["method"]
-        variant = _describe(config, variants[method], skip_defaults=True)
-        protocol = _describe(config, protocol_fields)
         budget = _budget(result)
         timings = dict(result.get("timings", {}))
         timings.setdefault("total", sum(timings.values()))
@@ -121,13 +145,12 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
             "arm": f"{method} ({variant})" if variant else method,
             "arm_label": f"{method_name(method)} ({variant})" if variant else method_name(method),
             "model": config["model"], "dataset": config["dataset"], "shots": config.get("shots"),
-            "train_size": config.get("train_size"), "protocol": protocol,
-            "setting": setting_label(config["model"], config["dataset"], config.get("shots"),
-                                     config.get("train_size"), protocol),
+            "train_size": config.get("train_size"), "protocol": shown_protocol, "setting": setting,
             # few-shot settings that differ only in the shot count (and so possibly in epochs) form a family
             "family": " · ".join(p for p in (config["model"], config["dataset"], "k-shot",
                                              _describe(config, [f for f in protocol_fields if f != "epochs"])) if p),
             "budget": budget, "budget_params": int(result["budget"]["lora_budget"]),
+            "protocol_key": protocol_key(config),
             "seed": int(config["seed"]),
             **{m: float(metrics[m]) for m in METRICS if m in metrics},
             "task": result.get("task", "classification"),  # results stored before causal LMs are classification
@@ -144,6 +167,11 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    # A family whose shot count holds two settings (say two epoch counts at 16 shots) is split by setting:
+    # a few-shot table row is one shot count, and must hold one protocol.
+    for family, part in frame[frame["shots"].notna()].groupby("family"):
+        if (part.groupby("shots")["setting"].nunique() > 1).any():
+            frame.loc[part.index, "family"] = family + " · " + part["protocol"]
     return frame.sort_values(["model", "dataset", "train_size", "shots", "protocol", "budget", "seed"],
                              na_position="last").reset_index(drop=True)
 

@@ -1,15 +1,23 @@
 """Paired statistics for comparing a method with a reference (LoRA) on matched seeds.
 
 Runs of two methods that share a seed share the data sample, the head initialisation and the
-shuffling, so the per-seed difference removes that variance: every test here is paired.
+shuffling, so the per-seed difference removes that variance: every test here is paired. The tests
+are scipy's and the multiple-comparison adjustment is statsmodels'.
 
-- Δ: mean of the per-seed differences, with a t-based 95% confidence interval;
-- p_t: paired t-test (two-sided); p_wilcoxon: Wilcoxon signed-rank, only from 6 pairs on
-  (below that its smallest attainable two-sided p is above 0.05);
+- Δ: mean of the per-seed differences;
+- p_t: paired t-test (two-sided, `scipy.stats.ttest_rel`); p_wilcoxon: Wilcoxon signed-rank
+  (`scipy.stats.wilcoxon`), only from 6 pairs on (below that its smallest attainable two-sided p is
+  above 0.05);
 - d: paired Cohen's d (d_z = mean difference / standard deviation of the differences);
-- p_holm: Holm's step-down adjustment across the comparisons of one table (`holm_adjust`).
+- p_holm: Holm's step-down adjustment across the comparisons of one table (`holm_adjust`, with
+  `statsmodels.stats.multitest.multipletests`); the verdict is read from it at α;
+- the confidence interval of Δ (paired t) is at the level that matches that verdict: after
+  `holm_adjust`, 1 − α·p_t/p_holm (1 − α where a table has one test), so it excludes 0 exactly
+  when the verdict is "significantly better" or "worse". Before adjustment it is at 1 − α.
 
-With fewer than `MIN_PAIRS` matched seeds no p-value is computed: the verdict says so instead.
+Not testable, so no p-value and no verdict either way: fewer than `MIN_PAIRS` matched seeds, and
+differences without spread (every seed gives the same Δ, e.g. two runs stuck at the majority class:
+a t statistic would divide by zero).
 """
 
 from __future__ import annotations
@@ -20,19 +28,25 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 ALPHA = 0.05
 MIN_PAIRS = 3  # fewer matched seeds: no test, a mark instead
 MIN_WILCOXON = 6
+# Differences whose standard deviation is below this are equal: equal differences of accuracies (ratios of
+# counts) computed from different pairs differ by float rounding, ~1e-16, which would give t ≈ 1e14, p ≈ 0.
+TIE = 1e-9
 
 BETTER = "significantly better"
 WORSE = "significantly worse"
 NO_DIFFERENCE = "no significant difference"
 TOO_FEW = "fewer than 3 matched seeds"
+NO_SPREAD = "not testable: the same difference on every seed"
 NO_REFERENCE = "no reference runs"
 
 # Short forms for table cells; the report explains them once.
-SHORT_VERDICT = {BETTER: "better", WORSE: "worse", NO_DIFFERENCE: "n.s.", TOO_FEW: "n<3", NO_REFERENCE: "no ref."}
+SHORT_VERDICT = {BETTER: "better", WORSE: "worse", NO_DIFFERENCE: "n.s.", TOO_FEW: "n<3", NO_SPREAD: "not testable",
+                 NO_REFERENCE: "no ref."}
 
 
 @dataclass(frozen=True)
@@ -60,88 +74,81 @@ class Comparison:
     reference: Summary  # over all of the reference's seeds
     n_pairs: int
     delta: float  # mean per-seed difference, method − reference
+    stderr: float  # standard error of `delta` (NaN below 2 pairs)
+    ci_level: float  # confidence of [ci_low, ci_high]
     ci_low: float
     ci_high: float
-    p_t: float | None
+    p_t: float | None  # None: not tested (see `verdict`)
     p_wilcoxon: float | None
-    cohens_d: float
+    cohens_d: float  # NaN where the differences have no spread
     p_holm: float | None
     verdict: str
 
+    @property
+    def tested(self) -> bool:
+        return self.p_t is not None
 
-def _verdict(delta: float, p: float | None, n_pairs: int, alpha: float) -> str:
+
+def _verdict(delta: float, p: float | None, n_pairs: int, spread: float, alpha: float) -> str:
     if n_pairs == 0:
         return NO_REFERENCE
-    if p is None:
+    if n_pairs < MIN_PAIRS:
         return TOO_FEW
-    if p < alpha:
-        return BETTER if delta > 0 else WORSE
-    return NO_DIFFERENCE
+    if not spread > TIE:
+        return NO_SPREAD
+    return NO_DIFFERENCE if p is None or p >= alpha else (BETTER if delta > 0 else WORSE)
 
 
-def _paired_t(differences: np.ndarray) -> float:
-    """Two-sided paired t-test p. Identical differences have no spread: scipy returns NaN there,
-    but the evidence is all-or-nothing (all zero: none; all equal and non-zero: overwhelming)."""
-    if np.ptp(differences) == 0:
-        return 1.0 if differences[0] == 0 else 0.0
-    return float(stats.ttest_1samp(differences, 0.0).pvalue)
-
-
-def _wilcoxon(differences: np.ndarray) -> float | None:
-    if differences.size < MIN_WILCOXON:
-        return None
-    if not np.any(differences):
-        return 1.0  # no non-zero difference to rank
-    return float(stats.wilcoxon(differences).pvalue)
-
-
-def _cohens_d(differences: np.ndarray) -> float:
-    if differences.size < 2:
-        return math.nan
-    spread = differences.std(ddof=1)
-    if spread == 0:
-        return 0.0 if differences.mean() == 0 else math.copysign(math.inf, differences.mean())
-    return float(differences.mean() / spread)
+def _interval(delta: float, stderr: float, n: int, level: float) -> tuple[float, float]:
+    """Paired-t confidence interval of the mean difference at confidence `level`."""
+    if n < 2 or not math.isfinite(stderr):
+        return math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * stderr
+    return delta - half, delta + half
 
 
 def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float], alpha: float = ALPHA) -> Comparison:
     """Compare `method` with `reference`, both given as {seed: value}; pairs are the shared seeds."""
     seeds = sorted(set(method) & set(reference))
-    differences = np.array([method[s] - reference[s] for s in seeds], dtype=float)
+    ours = np.array([method[s] for s in seeds], dtype=float)
+    theirs = np.array([reference[s] for s in seeds], dtype=float)
+    differences = ours - theirs
     n = differences.size
     delta = float(differences.mean()) if n else math.nan
-    ci_low = ci_high = math.nan
-    if n >= 2:
-        half = stats.t.ppf(1 - alpha / 2, n - 1) * differences.std(ddof=1) / math.sqrt(n)
-        ci_low, ci_high = delta - half, delta + half
-    p_t = _paired_t(differences) if n >= MIN_PAIRS else None
-    p_w = _wilcoxon(differences)
-    return Comparison(summarize(list(method.values())), summarize(list(reference.values())), n, delta, ci_low,
-                      ci_high, p_t, p_w, _cohens_d(differences), p_t, _verdict(delta, p_t, n, alpha))
-
-
-def holm(pvalues: Sequence[float | None]) -> list[float | None]:
-    """Holm-adjusted p-values, in input order; None (no test) stays None and is not counted."""
-    tested = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
-    m = len(tested)
-    adjusted: list[float | None] = [None] * len(pvalues)
-    running = 0.0
-    for rank, (p, i) in enumerate(tested):
-        running = max(running, min(1.0, (m - rank) * p))  # step-down: never below an earlier one
-        adjusted[i] = running
-    return adjusted
+    spread = float(differences.std(ddof=1)) if n >= 2 else math.nan
+    stderr = spread / math.sqrt(n) if n >= 2 else math.nan
+    testable = n >= MIN_PAIRS and spread > TIE
+    p_t = float(stats.ttest_rel(ours, theirs).pvalue) if testable else None
+    p_w = float(stats.wilcoxon(ours, theirs).pvalue) if testable and n >= MIN_WILCOXON else None
+    return Comparison(summarize(list(method.values())), summarize(list(reference.values())), n, delta, stderr,
+                      1 - alpha, *_interval(delta, stderr, n, 1 - alpha), p_t, p_w,
+                      delta / spread if spread > TIE else math.nan, p_t, _verdict(delta, p_t, n, spread, alpha))
 
 
 def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """The comparisons of one table with Holm-adjusted p-values and verdicts from them."""
-    adjusted = holm([c.p_t for c in comparisons])
-    return [replace(c, p_holm=p, verdict=_verdict(c.delta, p, c.n_pairs, alpha)) for c, p in zip(comparisons, adjusted)]
+    """The comparisons of one table with Holm-adjusted p-values, verdicts from them, and each tested
+    comparison's CI at the level that matches its verdict (1 − α·p_t/p_holm). Untested ones are not
+    counted in the adjustment and keep their p-values None."""
+    tested = [i for i, c in enumerate(comparisons) if c.tested]
+    adjusted = multipletests([comparisons[i].p_t for i in tested], alpha=alpha, method="holm")[1] if tested else []
+    result = list(comparisons)
+    for i, p_holm in zip(tested, adjusted):
+        c = comparisons[i]
+        # Holm's factor for this comparison; a p-value that underflows to 0 gets Bonferroni's, the largest.
+        factor = float(p_holm) / c.p_t if c.p_t > 0 else len(tested)
+        level = 1 - alpha / factor
+        spread = c.stderr * math.sqrt(c.n_pairs)
+        result[i] = replace(c, p_holm=float(p_holm), ci_level=level,
+                            **dict(zip(("ci_low", "ci_high"), _interval(c.delta, c.stderr, c.n_pairs, level))),
+                            verdict=_verdict(c.delta, float(p_holm), c.n_pairs, spread, alpha))
+    return result
 
 
 WIDENS = "widens as data shrinks"
 NARROWS = "narrows as data shrinks"
 NO_TREND = "no significant trend"
 TOO_FEW_POINTS = "too few points for a trend"
+NOT_TESTABLE = "not testable: no scatter about the line"
 
 
 @dataclass(frozen=True)
@@ -164,8 +171,10 @@ def gap_trend(deltas_by_shots: Mapping[int, Sequence[float]], alpha: float = ALP
     if len(set(x)) < 2 or x.size < 3:
         return Trend(math.nan, math.nan, math.nan, None, int(x.size), TOO_FEW_POINTS)
     fit = stats.linregress(x, y)
-    p = float(fit.pvalue) if np.isfinite(fit.pvalue) else 1.0
-    half = stats.t.ppf(1 - alpha / 2, x.size - 2) * fit.stderr if x.size > 2 else math.nan
+    if not fit.stderr > TIE:  # every point on the line (or every Δ equal): no test
+        return Trend(float(fit.slope), math.nan, math.nan, None, int(x.size), NOT_TESTABLE)
+    p = float(fit.pvalue)
+    half = stats.t.ppf(1 - alpha / 2, x.size - 2) * fit.stderr
     verdict = NO_TREND if p >= alpha else (WIDENS if fit.slope < 0 else NARROWS)
     return Trend(float(fit.slope), fit.slope - half, fit.slope + half, p, int(x.size), verdict)
 

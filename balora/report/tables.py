@@ -13,8 +13,9 @@ import numpy as np
 import pandas as pd
 
 from balora import allocation
+from balora.config import protocol
 from balora.report import stats
-from balora.report.analysis import Analysis, Row, trend_deltas
+from balora.report.analysis import Analysis, Row, reference_arm, trend_deltas
 from balora.report.document import Table, slug
 from balora.report.runs import PHASES, REFERENCE, arm_order, budget_label, by_seed, settings
 
@@ -46,10 +47,10 @@ def count(value: float) -> str:
 
 
 def delta_text(c: stats.Comparison) -> str:
-    """Δ in pp with its 95% CI where there are two pairs or more."""
+    """Δ in pp, with the CI that matches the verdict where there is a test (none where there is no verdict)."""
     if c.n_pairs == 0:
         return DASH
-    if c.n_pairs < 2:
+    if not c.tested:
         return signed(c.delta)
     return f"{signed(c.delta)} [{signed(c.ci_low)}, {signed(c.ci_high)}]"
 
@@ -64,11 +65,11 @@ def _compared(value: Callable[[stats.Comparison], str], reference: str = DASH) -
 
 
 def _p_t(c: stats.Comparison) -> str:
-    return f"n<3 (n={c.n_pairs})" if c.p_t is None and c.n_pairs else p_value(c.p_t)
+    return f"{stats.SHORT_VERDICT[c.verdict]} (n={c.n_pairs})" if not c.tested and c.n_pairs else p_value(c.p_t)
 
 
 def _d(c: stats.Comparison) -> str:
-    return DASH if math.isnan(c.cohens_d) else ("±inf" if math.isinf(c.cohens_d) else f"{c.cohens_d:+.2f}")
+    return DASH if math.isnan(c.cohens_d) else f"{c.cohens_d:+.2f}"
 
 
 def rank_spread(row: Row) -> str:
@@ -95,7 +96,7 @@ COLUMNS: dict[str, Callable[[Row], str]] = {
     "Majority (%)": lambda r: pct(_mean(r, "majority_rate")),
     "≤ majority": lambda r: f"{int(r.runs['not_learnt'].sum())}/{len(r.runs)}",
     "F1 (%)": lambda r: pct_summary(stats.summarize(r.runs["f1"])),
-    "Δ acc. (pp) [95% CI]": _compared(delta_text, "(reference)"),
+    "Δ acc. (pp) [CI]": _compared(delta_text, "(reference)"),
     "p (t)": _compared(_p_t),
     "p (Wilcoxon)": _compared(lambda c: p_value(c.p_wilcoxon)),
     "d": _compared(_d),
@@ -104,14 +105,35 @@ COLUMNS: dict[str, Callable[[Row], str]] = {
 }
 # What a page-wide version of a comparison table keeps: the lead, the arm, its accuracy and the verdict.
 COMPACT_STATS = ["Budget", "Shots/class", "Method", "n", "LoRA params", "Acc. (%)", "≤ majority",
-                 "Δ acc. (pp) [95% CI]", "p (t)", "p (Holm)", "Verdict"]
-STAT_COLUMNS = ["Δ acc. (pp) [95% CI]", "p (t)", "p (Wilcoxon)", "d", "p (Holm)", "Verdict"]
+                 "Δ acc. (pp) [CI]", "p (t)", "p (Holm)", "Verdict"]
+STAT_COLUMNS = ["Δ acc. (pp) [CI]", "p (t)", "p (Wilcoxon)", "d", "p (Holm)", "Verdict"]
 STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in accuracy (method − reference) with "
-             "its paired-t 95% CI. p (t): paired t-test on matched seeds; n<3 where fewer than 3 seeds match "
-             "(no test). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired Cohen's d. p (Holm): the t-test "
-             "p adjusted over this table. Verdict at α = 0.05 on the Holm p: better, worse, or n.s. (no significant "
-             "difference). ≤ majority: runs whose accuracy is not above the majority-class rate (by more than "
-             "0.1 pp), i.e. that have not learnt the task.")
+             "its paired-t CI at the confidence that matches the verdict, 1 − 0.05·p/p(Holm) (95% where a table has "
+             "one test), so it excludes 0 exactly when the verdict is better or worse. p (t): paired t-test on "
+             "matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the same "
+             "difference (no test, no CI). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired Cohen's d. "
+             "p (Holm): the t-test p adjusted over this table (Holm). Verdict at α = 0.05 on the Holm p: better, "
+             "worse, or n.s. (no significant difference). ≤ majority: runs whose accuracy is not above the "
+             "majority-class rate (by more than 0.1 pp), i.e. that have not learnt the task.")
+
+
+# Fields a comparison table shows by its title, lead column and method column.
+SHOWN = ("method", "seed", "budget", "budget_rank", "rank", "model", "dataset", "shots", "train_size")
+
+
+def hidden_differences(rows: list[Row]) -> list[str]:
+    """A note on what the rows differ in beyond what the table shows (one protocol per row, so a row's
+    first run speaks for it): say, BA-LoRA's gradient sample, which its name leaves out when all its runs
+    share it. Empty where the rows differ in nothing else."""
+    protocols = [protocol(row.runs["result"].iloc[0]["config"]) for row in rows]
+    parts = []
+    for name in sorted({n for p in protocols for n in p} - set(SHOWN)):
+        by_value: dict[str, list[str]] = {}
+        for row, values in zip(rows, protocols):
+            by_value.setdefault(str(values.get(name)), []).append(f"{row.label} ({row.lead})")
+        if len(by_value) > 1 and not all(f"{name}=" in row.label for row in rows):
+            parts.append(f"{name} " + "; ".join(f"{value} for {', '.join(names)}" for value, names in by_value.items()))
+    return [f"Rows also differ in: {' | '.join(parts)}."] if parts else []
 
 
 def render(rows: list[Row], columns: list[str],
@@ -129,9 +151,10 @@ def budget_tables(analysis: Analysis) -> list[Table]:
             "Ranks (Gini): lowest–highest final rank of any module over the seeds, and the mean Gini coefficient "
             "of the ranks (0 = the same rank everywhere).")
     compact = ["Budget", "Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "≤ majority",
-               "F1 (%)", "Δ acc. (pp) [95% CI]", "p (Holm)", "Verdict"]
+               "F1 (%)", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"]
     return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
-                  render(rows, columns), [note], STAT_NOTE, compact) for setting, rows in analysis.main.items()]
+                  render(rows, columns), [note, *hidden_differences(rows)], STAT_NOTE, compact)
+            for setting, rows in analysis.main.items()]
 
 
 def fewshot_tables(analysis: Analysis) -> list[Table]:
@@ -140,7 +163,7 @@ def fewshot_tables(analysis: Analysis) -> list[Table]:
     tables = []
     for name, rows in analysis.fewshot.items():
         tables.append(Table(f"fewshot_{slug(name)}", f"Few-shot accuracy — {name}", ["Shots/class", *columns],
-                            render(rows, columns), [], STAT_NOTE, COMPACT_STATS))
+                            render(rows, columns), hidden_differences(rows), STAT_NOTE, COMPACT_STATS))
         tables.append(_trend_table(name, rows, analysis.trends[name]))
     return tables
 
@@ -167,7 +190,8 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
     columns = ["Method", "n", "LoRA params", "Acc. (%)", "Majority (%)", "≤ majority", *STAT_COLUMNS]
     legend = STAT_NOTE.replace("method − reference", "ablation − full BA-LoRA")
     return [Table(f"ablation_{slug(setting)}", f"Ablations against full BA-LoRA — {setting}", ["Budget", *columns],
-                  render(rows, columns), [], legend, COMPACT_STATS) for setting, rows in analysis.ablation.items()]
+                  render(rows, columns), hidden_differences(rows), legend, COMPACT_STATS)
+            for setting, rows in analysis.ablation.items()]
 
 
 def strategy_tables(analysis: Analysis) -> list[Table]:
@@ -182,9 +206,9 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
         largest = max(_mean(r, "lora_params") for r in rows)
         reduction = {"Reduction (%)": lambda r, top=largest: f"{100 * (1 - _mean(r, 'lora_params') / top):.1f}"}
         tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
-                            render(rows, columns, reduction), [note], STAT_NOTE,
+                            render(rows, columns, reduction), [note, *hidden_differences(rows)], STAT_NOTE,
                             ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
-                             "≤ majority", "Δ acc. (pp) [95% CI]", "p (Holm)", "Verdict"]))
+                             "≤ majority", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"]))
     return tables
 
 
@@ -192,7 +216,7 @@ def time_ratios(frame: pd.DataFrame, arm: str) -> list[float]:
     """Total time of each run of `arm` over its matched LoRA run (same setting, budget and seed)."""
     ratios = []
     for _, cell in frame.groupby(["setting", "budget"]):
-        base = by_seed(cell[cell["method"] == REFERENCE], "time_total")
+        base = by_seed(cell[cell["arm"] == reference_arm(cell, REFERENCE)], "time_total")
         for seed, total in by_seed(cell[cell["arm"] == arm], "time_total").items():
             if base.get(seed, 0) > 0:
                 ratios.append(total / base[seed])
@@ -207,24 +231,25 @@ def cost_tables(analysis: Analysis) -> list[Table]:
         part = frame[frame["setting"] == setting]
         phases = [p for p in PHASES if f"time_{p}" in part and part[f"time_{p}"].notna().any()]
         cuda = part["peak_cuda_mib"].notna().any()
-        columns = ["Method", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", "Total / LoRA (×)",
+        columns = ["Budget", "Method", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", "Total / LoRA (×)",
                    "Peak RSS (MiB)", *(["Peak CUDA (MiB)"] if cuda else []), "Steps", "Converged (step)"]
         rows = []
-        for arm in arm_order(part["arm"]):
-            runs = part[part["arm"] == arm]
-            ratio = stats.summarize(time_ratios(part, arm))
-            ratio_cell = DASH if ratio.n == 0 else f"{ratio.mean:.2f}" + (
-                "" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}") + f" (n={ratio.n})"
-            timing = [DASH if runs[f"time_{p}"].isna().all() else f"{runs[f'time_{p}'].mean():.2f}" for p in phases]
-            rows.append([runs["arm_label"].iloc[0], str(len(runs)), *timing, f"{runs['time_total'].mean():.2f}",
-                         ratio_cell, count(runs["peak_rss_mib"].mean()),
-                         *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
-                         *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
-        note = ("Seconds per phase (– where a method has no such phase), mean over the arm's runs in this setting, "
-                "all budgets; total / LoRA: mean ± std of the ratio to the LoRA run with the same budget and seed; "
+        for budget, cell in part.groupby("budget"):  # one row per arm and budget: one protocol per row
+            for arm in arm_order(cell["arm"]):
+                runs = cell[cell["arm"] == arm]
+                ratio = stats.summarize(time_ratios(cell, arm))
+                ratio_cell = DASH if ratio.n == 0 else f"{ratio.mean:.2f}" + (
+                    "" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}") + f" (n={ratio.n})"
+                timing = [DASH if runs[f"time_{p}"].isna().all() else f"{runs[f'time_{p}'].mean():.2f}" for p in phases]
+                rows.append([budget_label(budget), runs["arm_label"].iloc[0], str(len(runs)), *timing,
+                             f"{runs['time_total'].mean():.2f}", ratio_cell, count(runs["peak_rss_mib"].mean()),
+                             *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
+                             *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
+        note = ("Seconds per phase (– where a method has no such phase), mean over the arm's runs in this setting "
+                "and budget; total / LoRA: mean ± std of the ratio to the LoRA run with the same budget and seed; "
                 "peak memory: the largest per-phase peak, mean over runs; steps: optimizer steps; converged: first "
                 "validation step at 95% of the final validation accuracy, mean over runs.")
-        compact = ["Method", "Runs", "importance (s)", "init (s)", "train (s)", "Total (s)", "Total / LoRA (×)",
+        compact = ["Budget", "Method", "Runs", "importance (s)", "init (s)", "train (s)", "Total (s)", "Total / LoRA (×)",
                    "Peak RSS (MiB)", "Peak CUDA (MiB)", "Converged (step)"]
         tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, [note], compact=compact))
     return tables

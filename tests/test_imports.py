@@ -1,0 +1,82 @@
+"""Data flows one way (README, Layout): no module of balora imports from a module above it.
+
+Every `import` statement of every module is read with `ast`, the ones inside functions included. A
+module joins the flow by being added to LAYERS; modules on one layer may import each other.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "balora"
+
+# Lowest first: the README's layout line, `assets → models, data, instructions → importance → allocation →
+# initialisation → methods → api → training → run → store → sweeps → report`, with `cli` on top. `balora`
+# is the package itself (its version), `errors` the one exception a user reads, `config` the run
+# settings everything reads, `measure` the phase timer.
+LAYERS = [
+    {"balora", "errors"},
+    {"config", "measure"},
+    {"assets"},
+    {"models", "data", "instructions"},
+    {"importance"},
+    {"allocation"},
+    {"initialisation"},
+    {"methods"},
+    {"api"},
+    {"training"},
+    {"run"},
+    {"store"},
+    {"sweeps"},
+    {"report"},
+    {"cli", "__main__"},
+]
+LAYER = {name: level for level, names in enumerate(LAYERS) for name in names}
+
+
+def concept(path: Path) -> str:
+    """The module a file belongs to: its first name under balora/ (`report/tables.py` is `report`)."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return "balora" if parts == ("__init__",) else parts[0]
+
+
+def imported(tree: ast.AST, path: Path) -> set[str]:
+    """The balora modules a file imports (by their concept name), wherever the import statement is."""
+    found = set()
+    package = ("balora", *path.relative_to(PACKAGE).parent.parts)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name.split(".") for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (package[: len(package) - node.level + 1] if node.level else ()) + tuple(
+                (node.module or "").split(".") if node.module else ())
+            names = [[*base, alias.name] for alias in node.names]
+        else:
+            continue
+        for parts in names:
+            if parts[0] != "balora":
+                continue
+            inner = parts[1] if len(parts) > 1 else "balora"
+            found.add(inner if (PACKAGE / inner).is_dir() or (PACKAGE / f"{inner}.py").is_file() else "balora")
+    return found
+
+
+MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_module_imports_from_one_above_it(path: Path):
+    name = concept(path)
+    assert name in LAYER, f"balora/{path.relative_to(PACKAGE)}: add '{name}' to LAYERS in {Path(__file__).name}"
+    above = {other for other in imported(ast.parse(path.read_text(), str(path)), path)
+             if LAYER.get(other, -1) > LAYER[name]}
+    assert not above, f"balora/{path.relative_to(PACKAGE)} ({name}) imports from modules above it: {sorted(above)}"
+
+
+def test_the_check_sees_imports_inside_functions_and_relative_ones(tmp_path: Path):
+    source = "def f():\n    from balora.cli import main\nfrom . import store\nimport balora.report.stats\n"
+    path = PACKAGE / "sweeps.py"
+    assert imported(ast.parse(source), path) == {"cli", "store", "report"}
