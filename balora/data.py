@@ -232,8 +232,10 @@ def load_text_dataset(name: str, text_column: str | None = None, label_column: s
     return load_hub(name, text_column, label_column)
 
 
-def select_training(pool: list[Example], shots: int | None, train_size: int | None, seed: int) -> list[Example]:
-    """The training set for one run: `shots` per class (stratified), `train_size` at random, or the pool."""
+def select_training(pool: list[Example], shots: int | None, train_size: int | None, seed: int,
+                    min_classes: int = 2) -> list[Example]:
+    """The training set for one run: `shots` per class (stratified), `train_size` at random, or the pool.
+    A classifier needs `min_classes` classes; instruction data (whose label is only a sampling stratum) 1."""
     rng = random.Random(seed)
     if shots is not None:
         by_class: dict[int, list[Example]] = {}
@@ -253,7 +255,7 @@ def select_training(pool: list[Example], shots: int | None, train_size: int | No
     else:
         chosen = pool[:]
     classes = Counter(e.label for e in chosen)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         found = f"only class {next(iter(classes))}" if classes else "no examples"
         raise BaloraError(f"the training set has {found} ({len(chosen)} example{'s' * (len(chosen) != 1)}): a classifier needs two classes "
                           "or more; draw a larger --train-size or check --label-column")

@@ -185,7 +185,8 @@ def setup(config: RunConfig) -> Setup:
             data = load_text_dataset(config.dataset, config.text_column, config.label_column)
             model = load_classifier(config.model, data.num_labels, config.seed)
         model = model.to(placement.device)
-        train_examples = select_training(data.pool, config.shots, config.train_size, config.seed)
+        train_examples = select_training(data.pool, config.shots, config.train_size, config.seed,
+                                         min_classes=1 if task == "causal_lm" else 2)
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)
     budget = resolve_budget(config, targets, head_params)
