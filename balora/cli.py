@@ -105,8 +105,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
     m, p = result["metrics"], result["params"]
-    print(f"{config.method}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  (majority class {m['majority_rate']:.3f})  "
-          f"LoRA params {p['lora']:,}  head params {p['head']:,}  time {result['timings']['total']:.1f}s")
+    if result["task"] == "causal_lm":
+        print(f"{config.method}: test loss {m['loss']:.4f}  perplexity {m['perplexity']:.2f}  "
+              f"LoRA params {p['lora']:,}  time {result['timings']['total']:.1f}s")
+    else:
+        print(f"{config.method}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  (majority class {m['majority_rate']:.3f})  "
+              f"LoRA params {p['lora']:,}  head params {p['head']:,}  time {result['timings']['total']:.1f}s")
     print(f"wrote {out / 'result.json'} and {out / 'adapter'}")
 
 

@@ -12,12 +12,21 @@ from typing import Any
 
 from balora.errors import BaloraError
 
+# Fields added after results were first stored: part of a run's key only when not at their default.
+KEYED_WHEN_SET = ("task", "instruction_columns", "prompt_template", "train_on_prompt", "eval_examples")
+
 
 @dataclass
 class RunConfig:
     method: str = field(default="ba_lora", metadata={"help": "Method name from balora.methods.METHODS."})
     model: str = field(default="minilm", metadata={"help": "Embedded model, local folder or hub name."})
     dataset: str = field(default="rotten_tomatoes", metadata={"help": "Embedded dataset, local file/folder or hub name."})
+    task: str = field(default="auto", metadata={"help": "auto (causal LM: causal_lm, else classification), classification, causal_lm."})
+    instruction_columns: list[str] | None = field(
+        default=None, metadata={"help": "Instruction data: INSTRUCTION [INPUT] RESPONSE columns; default Alpaca's or Dolly's."})
+    prompt_template: str = field(default="alpaca", metadata={"help": "Causal LM prompt: alpaca, or chat (the model's chat template)."})
+    train_on_prompt: bool = field(default=False, metadata={"help": "Causal LM: learn the prompt tokens too (default: only the response)."})
+    eval_examples: int | None = field(default=None, metadata={"help": "Evaluate on the first N validation and test examples (for CPUs)."})
     text_column: str | None = field(default=None, metadata={"help": "Text column of a local or hub dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of a local or hub dataset."})
     target_modules: list[str] | None = field(default=None, metadata={"help": "Module name suffixes to adapt; default per architecture."})
@@ -78,7 +87,8 @@ class RunConfig:
             check_finite(f.name, getattr(self, f.name))
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
                     "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power", "realloc_every"]
-        positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank"]
+        positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank",
+                             "eval_examples"]
         for name in positive + positive_or_none:
             value = getattr(self, name)
             if (value is not None or name in positive) and (not isinstance(value, int | float) or value <= 0):
@@ -102,6 +112,10 @@ class RunConfig:
             if name not in TUNABLE:
                 raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
         self._check_quantisation()
+        if self.task not in ("auto", "classification", "causal_lm"):
+            raise BaloraError(f"task must be auto, classification or causal_lm, got {self.task!r}")
+        if self.prompt_template not in ("alpaca", "chat"):
+            raise BaloraError(f"prompt_template must be 'alpaca' or 'chat', got {self.prompt_template!r}")
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
 

@@ -68,16 +68,21 @@ def _split(name: str, label_names: list[str], examples: list[Example], test: int
     )
 
 
+def rotten_tomatoes_rows() -> list[dict[str, str]]:
+    """The raw rows of the embedded Rotten Tomatoes corpus: category (fresh, rotten, plot), text, movie_name."""
+    folder = assets.fetch(assets.ROTTEN_TOMATOES)
+    raw = bz2.decompress((folder / "rotten_tomatoes_corpus_full.csv.bz2").read_bytes()).decode("utf-8")
+    return list(csv.DictReader(io.StringIO(raw)))
+
+
 def load_rotten_tomatoes() -> TextDataset:
     """Rotten Tomatoes critic snippets (Pang & Lee), the offline stand-in for SST-2.
 
     Cleaning: keep `fresh` (1) and `rotten` (0), strip whitespace, drop empty and duplicate texts.
     """
-    folder = assets.fetch(assets.ROTTEN_TOMATOES)
-    raw = bz2.decompress((folder / "rotten_tomatoes_corpus_full.csv.bz2").read_bytes()).decode("utf-8")
     seen: set[str] = set()
     examples = []
-    for row in csv.DictReader(io.StringIO(raw)):
+    for row in rotten_tomatoes_rows():
         text = (row["text"] or "").strip()
         if row["category"] not in ("fresh", "rotten") or not text or text in seen:
             continue
@@ -141,7 +146,7 @@ def _natural_key(value: str) -> tuple:
     return (0, int(value), "") if value.lstrip("-").isdigit() else (1, 0, value)
 
 
-def _read_rows(path: Path) -> list[dict]:
+def read_rows(path: Path) -> list[dict]:
     import pandas as pd  # deferred: only local files need pandas
 
     kind = LOCAL_SUFFIXES.get(path.suffix)
@@ -166,16 +171,16 @@ def _read_rows(path: Path) -> list[dict]:
 def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
     """A file (split into pool/validation/test here) or a folder with `train`, `validation`, `test` files."""
     if path.is_file():
-        examples, names = _labelled(_read_rows(path), text_column, label_column, str(path))
+        examples, names = _labelled(read_rows(path), text_column, label_column, str(path))
         test = max(1, len(examples) // 5)
         return _split(path.stem, names, examples, test, max(1, len(examples) // 10))
     files = {f.stem: f for f in sorted(path.iterdir()) if f.suffix in LOCAL_SUFFIXES}
     if "train" not in files or "test" not in files:
         raise BaloraError(f"folder '{path}' needs train.* and test.* files (csv, jsonl or parquet), found {sorted(files)}")
-    pool, names = _labelled(_read_rows(files["train"]), text_column, label_column, str(files["train"]))
-    test, _ = _labelled(_read_rows(files["test"]), text_column, label_column, str(files["test"]), names)
+    pool, names = _labelled(read_rows(files["train"]), text_column, label_column, str(files["train"]))
+    test, _ = _labelled(read_rows(files["test"]), text_column, label_column, str(files["test"]), names)
     if "validation" in files:
-        validation, _ = _labelled(_read_rows(files["validation"]), text_column, label_column,
+        validation, _ = _labelled(read_rows(files["validation"]), text_column, label_column,
                                   str(files["validation"]), names)
     else:  # carve a validation set out of the training file, reproducibly
         rng = random.Random(SPLIT_SEED)
@@ -227,8 +232,10 @@ def load_text_dataset(name: str, text_column: str | None = None, label_column: s
     return load_hub(name, text_column, label_column)
 
 
-def select_training(pool: list[Example], shots: int | None, train_size: int | None, seed: int) -> list[Example]:
-    """The training set for one run: `shots` per class (stratified), `train_size` at random, or the pool."""
+def select_training(pool: list[Example], shots: int | None, train_size: int | None, seed: int,
+                    min_classes: int = 2) -> list[Example]:
+    """The training set for one run: `shots` per class (stratified), `train_size` at random, or the pool.
+    A classifier needs `min_classes` classes; instruction data (whose label is only a sampling stratum) 1."""
     rng = random.Random(seed)
     if shots is not None:
         by_class: dict[int, list[Example]] = {}
@@ -248,7 +255,7 @@ def select_training(pool: list[Example], shots: int | None, train_size: int | No
     else:
         chosen = pool[:]
     classes = Counter(e.label for e in chosen)
-    if len(classes) < 2:
+    if len(classes) < min_classes:
         found = f"only class {next(iter(classes))}" if classes else "no examples"
         raise BaloraError(f"the training set has {found} ({len(chosen)} example{'s' * (len(chosen) != 1)}): a classifier needs two classes "
                           "or more; draw a larger --train-size or check --label-column")

@@ -106,7 +106,7 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
     ends: list[float] = []  # when each step ended; the first step, which pays one-off set-up costs, is left out
     train(model, loader, TrainSettings(epochs=max(1, math.ceil((CALIBRATION_STEPS + 1) / len(loader))),
                                        learning_rate=config.learning_rate, progress=False),
-          after_step=lambda _model, _step: ends.append(time.perf_counter()))
+          after_step=lambda _model, _step, _optimizer: ends.append(time.perf_counter()))
     # Medians, not means: on a shared machine one step or batch may stall behind another process.
     step_seconds = statistics.median(b - a for a, b in zip(ends, ends[1:]))
     per_example = []

@@ -1,14 +1,22 @@
 """Loading models and describing the modules LoRA can adapt.
 
-A model name is the embedded default (`minilm`), a local folder, or a Hugging Face hub name.
+A model name is an embedded model (`minilm`, `smollm2`), a local folder, or a Hugging Face hub name.
 `target_modules` returns every adaptable module with its true `(d_out, d_in)` shape, which the
 budget arithmetic needs: GPT-2's `Conv1D` stores its weight transposed.
+
+The task follows the model: a causal language model (`...ForCausalLM`, GPT-2's `LMHeadModel`) is
+fine-tuned as a causal LM, anything else as a sequence classifier (`task_of`).
+
+`smollm2` ships as a 4-bit GGUF file; on first use it is dequantised to fp32 and saved once as a plain
+Hugging Face folder (safetensors) in the cache, which later runs load in about a second and which a
+saved adapter names as its base, so plain PEFT can load the adapter.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
@@ -27,7 +37,10 @@ from transformers.pytorch_utils import Conv1D
 from balora import assets
 from balora.errors import BaloraError
 
-EMBEDDED_MODELS = {"minilm": assets.MINILM}
+EMBEDDED_MODELS = {"minilm": assets.MINILM, "smollm2": assets.SMOLLM2}
+# Embedded models that ship as GGUF: the file inside the asset, converted once to a plain folder.
+GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
+TASKS = ("auto", "classification", "causal_lm")
 
 # LoRA targets by architecture when the user names none (seed 000: query/value projections).
 DEFAULT_TARGETS = {
@@ -39,6 +52,13 @@ DEFAULT_TARGETS = {
     "mistral": ["q_proj", "v_proj"],
     "qwen2": ["q_proj", "v_proj"],
     "vit": ["query", "value"],
+}
+
+# A causal LM adapts every projection by default (seed 002's "all layers"): attention and MLP.
+CAUSAL_LM_TARGETS = {
+    "gpt2": ["c_attn", "c_proj", "c_fc"],  # c_proj: both the attention output and the MLP output
+    **{kind: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+       for kind in ("llama", "mistral", "qwen2")},
 }
 
 # Classification heads trained in full next to the adapter (PEFT's SEQ_CLS head names, plus
@@ -78,6 +98,8 @@ def quiet_libraries() -> None:
 
 def resolve_model_path(name: str) -> str:
     """The embedded asset's folder, a local folder, or the hub name (checked to be reachable)."""
+    if name in GGUF_FILES:
+        return str(plain_folder(name))
     if name in EMBEDDED_MODELS:
         return str(assets.fetch(EMBEDDED_MODELS[name]))
     if Path(name).exists() and not (Path(name) / "config.json").is_file():
@@ -88,6 +110,52 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
+def plain_folder(name: str) -> Path:
+    """The embedded GGUF model `name` as a plain fp32 Hugging Face folder, converted on first use.
+
+    transformers dequantises the GGUF file into a model that refuses `save_pretrained`, so its weights
+    are copied into a fresh model built from the same config, which saves normally. Like `assets.fetch`,
+    the folder is complete or absent: it is written to a temporary folder renamed into place.
+    """
+    asset = EMBEDDED_MODELS[name]
+    target = assets.cache_dir() / "assets" / f"{asset.name}-{asset.version}-hf"
+    if target.is_dir():
+        return target
+    source = assets.fetch(asset)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        staging = Path(tmp) / "model"
+        quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILES[name], dtype=torch.float32)
+        plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
+        plain.load_state_dict(quantised.state_dict())
+        plain.save_pretrained(staging)
+        AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILES[name]).save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process finished the same conversion first
+            if not target.is_dir():
+                raise
+    return target
+
+
+def task_of(name: str, task: str = "auto") -> str:
+    """`classification` or `causal_lm`: `task` unless it is `auto`, then what the model's saved
+    architecture is (a causal LM head means causal-LM training)."""
+    if task not in TASKS:
+        raise BaloraError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
+    if task != "auto":
+        return task
+    path = resolve_model_path(name)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise _hub_error(name, err) from None
+    return "causal_lm" if any(is_causal_lm_class(a) for a in config.architectures or []) else "classification"
+
+
+def is_causal_lm_class(class_name: str) -> bool:
+    return class_name.endswith(("ForCausalLM", "LMHeadModel"))
+
+
 def _hub_error(name: str, err: Exception) -> BaloraError:
     if Path(name).exists():
         return BaloraError(f"cannot load model from folder '{name}': {err}")
@@ -95,7 +163,7 @@ def _hub_error(name: str, err: Exception) -> BaloraError:
         f"unknown model '{name}': not an embedded model ({', '.join(EMBEDDED_MODELS)}), not a local "
         f"folder, and not loadable from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:80]}); "
         "offline, use "
-        "--model minilm or a local model folder"
+        "--model minilm, --model smollm2 or a local model folder"
     )
 
 
@@ -142,8 +210,22 @@ def load_classifier(name: str, num_labels: int, seed: int) -> PreTrainedModel:
     return model
 
 
+def load_causal_lm(name: str) -> PreTrainedModel:
+    """A causal language model in fp32 (its weights are all pretrained: nothing depends on a seed)."""
+    path = resolve_model_path(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise _hub_error(name, err) from None
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = model.config.eos_token_id
+    return model
+
+
 def default_target_names(model: nn.Module) -> list[str]:
     model_type = getattr(getattr(model, "config", None), "model_type", None)
+    if is_causal_lm_class(type(model).__name__) and model_type in CAUSAL_LM_TARGETS:
+        return CAUSAL_LM_TARGETS[model_type]
     if model_type not in DEFAULT_TARGETS:
         raise BaloraError(
             f"no default LoRA targets for model type '{model_type}'; name them (--target-modules query value, "

@@ -9,10 +9,14 @@ The result written here is the unit everything downstream (sweeps, results store
     params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
                  head, total_trainable, base_model
     allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
-    metrics      test accuracy, f1, precision, recall, loss (none for a tuning run); majority-class rate
+    task         classification or causal_lm (the task follows the model, `models.task_of`)
+    metrics      classification: test accuracy, f1, precision, recall, loss; majority-class rate
+                 causal_lm: token-weighted test loss on response tokens, perplexity, tokens
+                 (none for a tuning run)
+    generations  causal_lm: greedy responses to the first test prompts, with their references
     reallocations  (ba_lora_dynamic) per reallocation: step, ranks, importance, params, budget, changed, seconds
     curves       train_loss [[step, loss]], validation [[step, {metrics}]] (step 0 = after init)
-    convergence_step  first step reaching 95% of the final validation accuracy
+    convergence_step  first step reaching 95% of the final validation accuracy (causal_lm: loss)
     timings      seconds per phase (load, importance, allocation, init, train, eval) and total
     validation_seconds  of the train phase, the seconds spent on the validation curve
     memory       peak RSS MiB per phase (and CUDA max-allocated MiB on a GPU)
@@ -28,6 +32,7 @@ import os
 import platform
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,18 +51,32 @@ from balora.config import RunConfig
 from balora.data import Example, TextDataset, importance_sample, load_text_dataset, make_loader, select_training
 from balora.errors import BaloraError
 from balora.importance import ProbeReport, fit_head
+from balora.instructions import InstructionDataset, load_instruction_dataset, make_lm_loader, prompt_ids
 from balora.measure import PhaseMeter
 from balora.methods import MethodContext, get_method
 from balora.models import (
     TargetModule,
     head_module_names,
     head_parameter_count,
+    load_causal_lm,
     load_classifier,
     load_tokenizer,
     target_modules,
+    task_of,
     weights_checksums,
 )
-from balora.training import Distributed, TrainSettings, evaluate, total_steps, train
+from balora.training import (
+    Distributed,
+    TrainSettings,
+    evaluate,
+    evaluate_causal_lm,
+    greedy_generate,
+    total_steps,
+    train,
+)
+
+GENERATION_PROMPTS = 3  # test prompts answered greedily and stored with a causal-LM result
+GENERATION_TOKENS = 48
 
 
 def seed_everything(seed: int) -> None:
@@ -107,7 +126,8 @@ class Setup:
     """Everything loaded before a method runs; shared by `plan_allocation` and `run_experiment`."""
 
     config: RunConfig
-    data: TextDataset
+    task: str  # classification or causal_lm
+    data: TextDataset | InstructionDataset
     train_examples: list[Example]
     importance_examples: list[Example]  # the one sample for importance, warm-start, EVA and the head probe
     probe: ProbeReport | None
@@ -119,9 +139,35 @@ class Setup:
     meter: PhaseMeter
     placement: Distributed
 
+    @property
+    def causal(self) -> bool:
+        return self.task == "causal_lm"
+
     def loader(self, examples: list[Example], shuffle: bool, batch_size: int | None = None) -> DataLoader:
         c = self.config
+        if self.causal:
+            return make_lm_loader(examples, self.tokenizer, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
+                                  c.prompt_template, c.train_on_prompt)
         return make_loader(examples, self.tokenizer, batch_size or c.batch_size, shuffle, c.seed, c.max_length)
+
+    def evaluator(self, examples: list[Example]) -> Callable[[torch.nn.Module], dict[str, float]]:
+        """Metrics of a model on `examples` (validation or test; the first `eval_examples` of them if set),
+        batches built once."""
+        examples = examples[:self.config.eval_examples]
+        loader = self.loader(examples, shuffle=False, batch_size=self.config.eval_batch_size)
+        if self.causal:
+            return lambda model: evaluate_causal_lm(model, loader)
+        return lambda model: evaluate(model, loader, self.data.num_labels)
+
+    def generations(self, model: torch.nn.Module) -> list[dict[str, str]]:
+        """Greedy responses to the first test prompts (the split is fixed, so always the same prompts)."""
+        examples = self.data.test[:GENERATION_PROMPTS]
+        prompts = [prompt_ids(e, self.config.prompt_template, self.tokenizer) for e in examples]
+        outputs = greedy_generate(model, prompts, GENERATION_TOKENS, self.tokenizer.eos_token_id,
+                                  self.tokenizer.pad_token_id)
+        return [{"instruction": e.instruction, "input": e.input, "reference": e.response,
+                 "generated": self.tokenizer.decode(out, skip_special_tokens=True).strip()}
+                for e, out in zip(examples, outputs)]
 
     def importance_batches(self) -> DataLoader:
         """This process's part of the importance sample (under torchrun each process scores its own
@@ -130,7 +176,7 @@ class Setup:
 
     def method_context(self, total_steps: int) -> MethodContext:
         return MethodContext(self.config, self.model, self.targets, self.budget, self.importance_batches, total_steps,
-                             "SEQ_CLS", head_module_names(self.model), self.meter,
+                             "CAUSAL_LM" if self.causal else "SEQ_CLS", head_module_names(self.model), self.meter,
                              len(self.placement.shard(self.importance_examples)))
 
 
@@ -148,9 +194,16 @@ def setup(config: RunConfig) -> Setup:
     placement = Distributed.from_env()
     with meter.phase("load"):
         tokenizer = load_tokenizer(config.model)  # first: a wrong model name fails before data loads
-        data = load_text_dataset(config.dataset, config.text_column, config.label_column)
-        train_examples = select_training(data.pool, config.shots, config.train_size, config.seed)
-        model = load_classifier(config.model, data.num_labels, config.seed).to(placement.device)
+        task = task_of(config.model, config.task)
+        if task == "causal_lm":
+            data = load_instruction_dataset(config.dataset, config.instruction_columns)
+            model = load_causal_lm(config.model)
+        else:
+            data = load_text_dataset(config.dataset, config.text_column, config.label_column)
+            model = load_classifier(config.model, data.num_labels, config.seed)
+        model = model.to(placement.device)
+        train_examples = select_training(data.pool, config.shots, config.train_size, config.seed,
+                                         min_classes=1 if task == "causal_lm" else 2)
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)
     if config.quant is not None:
@@ -158,7 +211,7 @@ def setup(config: RunConfig) -> Setup:
             quantise_base(model, config, targets, keep_residual=config.quant_schedule != "constant")
     budget = resolve_budget(config, targets, head_params)
     sample = importance_sample(train_examples, config.gradient_samples, config.seed)
-    run = Setup(config, data, train_examples, sample, None, tokenizer, model, targets, head_params, budget, meter,
+    run = Setup(config, task, data, train_examples, sample, None, tokenizer, model, targets, head_params, budget, meter,
                 placement)
     heads = head_module_names(model)
     if config.head_probe_steps and heads:
@@ -201,15 +254,14 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         quantisation.scale_adapter_gradients(model, config.grad_scale)
     balance: list[dict[str, float]] = []  # per validation point
 
-    validation_loader = run.loader(data.validation, shuffle=False, batch_size=config.eval_batch_size)
-
+    evaluate_validation = run.evaluator(data.validation)
     validation_seconds = [0.0]  # inside the train phase; estimates of later runs' time separate the two
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
         started = time.perf_counter()
         if config.quant is not None:
             balance.append(quantisation.balance(m))
-        metrics = evaluate(m, validation_loader, data.num_labels)
+        metrics = evaluate_validation(m)
         validation_seconds[0] += time.perf_counter() - started
         return metrics
 
@@ -228,11 +280,13 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     log.validation.insert(0, (0, initial))
     quantisation.set_blend(model, 1.0)  # whatever the schedule, the model is evaluated on the quantised weights
     metrics: dict[str, float] = {}
+    generations = None
     if not config.tuning:  # a tuning run is scored on validation only: test accuracy exists only where selected
         with meter.phase("eval"):
-            test_loader = run.loader(data.test, shuffle=False, batch_size=config.eval_batch_size)
-            metrics = evaluate(model, test_loader, data.num_labels)
-    metrics["majority_rate"] = data.majority_rate()
+            metrics = run.evaluator(data.test)(model)
+            generations = run.generations(model) if run.causal else None
+    if not run.causal:
+        metrics["majority_rate"] = data.majority_rate()
 
     final_ranks = (prepared.effective_ranks(model) if prepared.effective_ranks
                    else {m.name: m.rank for m in prepared.allocation})
@@ -241,9 +295,11 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     result = {
         "key": config.key(),
         "config": config.to_dict(),
+        "task": run.task,
         "environment": environment(config.model),
-        "data": {"dataset": data.name, "train_examples": len(run.train_examples), "validation": len(data.validation),
-                 "test": len(data.test), "labels": data.label_names},
+        "data": {"dataset": data.name, "train_examples": len(run.train_examples),
+                 "validation": len(data.validation[:config.eval_examples]), "test": len(data.test[:config.eval_examples]),
+                 "labels": None if run.causal else data.label_names},
         "budget": {"lora_budget": run.budget, "rank_equivalent": rank_equivalent(run.targets, run.budget),
                    "count_head": config.count_head},
         "params": {"lora": lora_params, "lora_final": lora_final, "head": trained_head,
@@ -255,9 +311,10 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "importance_sample": {"examples": len(run.importance_examples),
                               "probe": None if run.probe is None else vars(run.probe)},
         "metrics": metrics,
+        **({"generations": generations} if run.causal else {}),
         "curves": {"train_loss": log.train_loss, "validation": log.validation},
         "steps": log.steps,
-        "convergence_step": log.convergence_step(),
+        "convergence_step": log.convergence_step("loss" if run.causal else "accuracy"),
         "timings": meter.timings(),
         "validation_seconds": validation_seconds[0],
         "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},

@@ -7,6 +7,7 @@ optimizer and schedule are the standard ones (AdamW, linear warm-up then linear 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -81,10 +82,13 @@ class TrainLog:
     validation: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
     def convergence_step(self, metric: str = "accuracy", fraction: float = 0.95) -> int | None:
-        """First step at which validation `metric` reached `fraction` of its final value."""
+        """First step at which validation `metric` reached `fraction` of its final value (for `loss`,
+        lower is better: the first step whose loss is within 1/`fraction` of the final loss)."""
         if not self.validation:
             return None
         final = self.validation[-1][1][metric]
+        if metric == "loss":
+            return next(step for step, values in self.validation if values[metric] * fraction <= final)
         return next(step for step, values in self.validation if values[metric] >= fraction * final)
 
 
@@ -126,6 +130,44 @@ def evaluate(model: nn.Module, loader: DataLoader, num_labels: int) -> dict[str,
     metrics = classification_metrics(torch.cat(predictions), torch.cat(labels), num_labels)
     metrics["loss"] = loss_sum / count
     return metrics
+
+
+@torch.no_grad()
+def evaluate_causal_lm(model: nn.Module, loader: DataLoader) -> dict[str, float]:
+    """Token-weighted next-token cross-entropy over the labelled (response) tokens, and perplexity = e^loss.
+
+    Computed here from the logits, like `evaluate`, so that AdaLoRA's orthogonality penalty is left out."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, tokens = 0.0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        targets = batch.pop("labels")[:, 1:]
+        logits = model(**batch).logits[:, :-1]
+        loss_sum += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                            targets.reshape(-1), ignore_index=-100, reduction="sum"))
+        tokens += int((targets != -100).sum())
+    model.train(was_training)
+    loss = loss_sum / max(tokens, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": float(tokens)}
+
+
+@torch.no_grad()
+def greedy_generate(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int,
+                    pad_token_id: int) -> list[list[int]]:
+    """Greedy continuations of each prompt (token ids), one prompt at a time so no padding is involved."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    outputs = []
+    for prompt in prompts:
+        ids = torch.tensor([prompt], device=device)
+        generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                   do_sample=False, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+        outputs.append(generated[0, len(prompt):].tolist())
+    model.train(was_training)
+    return outputs
 
 
 def total_steps(loader: DataLoader, epochs: int) -> int:

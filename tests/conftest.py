@@ -13,8 +13,11 @@ from transformers import (
     BertTokenizerFast,
     GPT2Config,
     GPT2ForSequenceClassification,
+    GPT2LMHeadModel,
     LlamaConfig,
+    LlamaForCausalLM,
     LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
 )
 
 WORDS = ("good great fine superb lovely bad awful poor dull boring movie film plot actor story "
@@ -86,4 +89,65 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("data") / "reviews.csv"
     pd.DataFrame(sentiment_rows(200)).to_csv(path, index=False)
+    return path
+
+
+# Causal LMs: a word-level tokenizer whose ids match the tiny configs' pad (0) and eos (2).
+LM_WORDS = ["<pad>", "<unk>", "<eos>", *WORDS, "###", "Instruction", "Input", "Response", ":", ".", "Write", "about"]
+
+
+def tiny_lm_tokenizer(chat: bool = False) -> PreTrainedTokenizerFast:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(LM_WORDS)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>")
+    if chat:
+        tokenizer.chat_template = "{% for m in messages %}### {{ m['content'] }}{% endfor %}### Response :"
+    return tokenizer
+
+
+def tiny_gpt2_lm() -> GPT2LMHeadModel:
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(vocab_size=64, n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                                      bos_token_id=2, eos_token_id=2, pad_token_id=0))
+
+
+def tiny_llama_lm() -> LlamaForCausalLM:
+    """Grouped-query attention: one key/value head for two query heads, so k/v are narrower (32→16)."""
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=128,
+                                        pad_token_id=0, bos_token_id=2, eos_token_id=2))
+
+
+TINY_LMS = {"gpt2": tiny_gpt2_lm, "llama": tiny_llama_lm}
+
+
+def instruction_rows(n: int, seed: int = 0) -> list[dict]:
+    """Alpaca-style rows whose response is predictable from the instruction (learnable in a few steps)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        words = POSITIVE if i % 2 else NEGATIVE
+        rows.append({"instruction": f"Write a {rng.choice(words)} story .", "input": "the movie" if i % 3 == 0 else "",
+                     "output": " ".join(rng.sample(words, 3))})
+    return rows
+
+
+@pytest.fixture(scope="session", params=sorted(TINY_LMS))
+def tiny_lm_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local causal-LM folder (random weights, GPT-2 or Llama with GQA) with a word-level tokenizer."""
+    folder = tmp_path_factory.mktemp(f"tiny-{request.param}-lm")
+    tiny_lm_tokenizer().save_pretrained(folder)
+    TINY_LMS[request.param]().save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_alpaca(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("instructions") / "alpaca_data.json"
+    path.write_text(json.dumps(instruction_rows(120)))
     return path

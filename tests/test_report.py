@@ -297,6 +297,55 @@ def test_tables_show_how_far_each_arm_is_from_uniform_ranks(report_dir: Path):
     assert next(r for r in rows if r["Method"] == "LoRA")["Ranks (Gini)"].endswith("G=0.00")
 
 
+# Seed 002's instruction-tuning section (causal-LM runs).
+
+LM_LOSS = {("lora", 8, 3e-4): 2.10, ("lora", 8, 1e-3): 2.00, ("lora", 16, 1e-3): 1.98, ("ba_lora", 8, 3e-4): 1.95,
+           ("ba_lora", 8, 1e-3): 2.30}
+
+
+def make_lm_result(method: str, rank: int, lr: float, seed: int) -> dict:
+    result = make_result(method if method != "ba_lora" else "lora", 8, 64, seed)
+    loss = LM_LOSS[(method, rank, lr)] + {42: 0.01, 43: -0.01, 44: 0.02}[seed]
+    layers = [f"model.layers.{layer}.self_attn.q_proj" for layer in range(3)]
+    ranks = [rank] * 3 if method == "lora" else [4, 8, 12]
+    result.update({
+        "task": "causal_lm", "key": f"lm-{method}-{rank}-{lr}-{seed}",
+        "config": {**result["config"], "method": method, "model": "smollm2", "dataset": "critic_instructions",
+                   "shots": None, "train_size": 200, "budget_rank": float(rank), "learning_rate": lr},
+        "metrics": {"loss": loss, "perplexity": math.exp(loss), "tokens": 1000.0},
+        "curves": {"train_loss": result["curves"]["train_loss"], "validation": [[0, {"loss": 3.0}], [10, {"loss": loss}]]},
+        "allocation": [{"name": n, "shape": [576, 576], "importance": 0.0, "rank": r, "params": r * 1152,
+                        "final_rank": r} for n, r in zip(layers, ranks)],
+        "params": {"lora": rank * 3 * 1152, "lora_final": rank * 3 * 1152, "head": 0, "total_trainable": rank * 3456},
+        "budget": {"lora_budget": rank * 3456, "rank_equivalent": float(rank), "count_head": False},
+        "generations": [{"instruction": "Write a positive critic's blurb about the film Heat.", "input": "",
+                         "reference": "A classic.", "generated": f"Great film ({method})."}],
+    })
+    return result
+
+
+def test_instruction_tuning_section_selects_learning_rates_on_validation_and_compares_with_lora(tmp_path: Path):
+    lm = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
+    build_report(lm + synthetic_results()[:40], tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    section = text[text.index("## Instruction tuning (seed 002)"):]
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in section.splitlines() if line.startswith("| LoRA") or line.startswith("| BA-LoRA")}
+    assert rows["LoRA r=8"][0] == "0.001" and rows["BA-LoRA"][0] == "0.0003"  # chosen on validation loss
+    assert rows["BA-LoRA"][2].startswith("1.9567") and rows["BA-LoRA"][3] == f"{math.exp(1.95 + 0.02 / 3):.2f}"
+    assert rows["BA-LoRA"][6].startswith("-0.0500") and rows["LoRA r=16"][5] == "0.0"
+    assert "Great film (ba_lora)" in section and "Great film (lora)" in section
+    figures_made = {p.stem for p in (tmp_path / "report" / "figures").glob("*.png")}
+    assert {"params_loss_smollm2_critic_instructions", "rank_per_layer_smollm2_critic_instructions"} <= figures_made
+    assert "## Budget efficiency" in text  # the classification runs keep their sections
+
+    build_report(lm, tmp_path / "only-lm", paper_dir=tmp_path / "paper")  # a store with causal-LM runs only
+    assert "## Instruction tuning (seed 002)" in (tmp_path / "only-lm" / "report.md").read_text()
+    generated = tmp_path / "paper" / "generated"
+    assert "lm_strategy_smollm2_critic_instructions" in (generated / "lm.tex").read_text()
+    assert "Instruction tuning: strategy comparison" in (generated / "tables" / "lm_strategy_smollm2_critic_instructions.tex").read_text()
+
+
 def test_no_table_row_holds_two_protocols():
     """Runs that differ in anything but the seed are never one row: LoRA's budget given as a parameter count
     next to the same budget as a rank (one budget, r=8), and 16-shot LoRA trained for 5 and for 40 epochs

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -155,3 +156,75 @@ def test_adalora_s_schedule_completes_its_pruning_to_the_target_rank(tiny_model_
                             progress=False).result
     assert {m["rank"] for m in result["allocation"]} == {3}  # trained at 1.5 × 2
     assert sum(m["final_rank"] for m in result["allocation"]) == 2 * 4  # exactly the target total rank
+
+
+# Causal LMs (seed 002): the task follows the model.
+
+def lm_config(model_dir, data, **overrides) -> RunConfig:
+    values = dict(model=str(model_dir), dataset=str(data), train_size=40, budget_rank=4, epochs=2, batch_size=8,
+                  learning_rate=5e-3, gradient_samples=16, evaluations=2, min_rank=1, max_length=64, seed=3)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+RELOAD_LM = RELOAD.replace("AutoModelForSequenceClassification", "AutoModelForCausalLM").replace(", num_labels=2", "")
+
+
+def test_a_causal_lm_gets_causal_lm_training_and_its_adapter_is_plain_peft(tmp_path, tiny_lm_dir, tiny_alpaca):
+    out = tmp_path / "run"
+    output = run_experiment(lm_config(tiny_lm_dir, tiny_alpaca), out, progress=False)
+    result = json.loads((out / "result.json").read_text())
+    assert result["task"] == "causal_lm" and result["data"]["labels"] is None
+    metrics = result["metrics"]
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"])) and metrics["tokens"] > 0
+    assert "accuracy" not in metrics and result["params"]["head"] == 0
+    kinds = {m["name"].split(".")[-1] for m in result["allocation"]}
+    assert kinds in ({"c_attn", "c_proj", "c_fc"}, {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+    assert result["params"]["lora"] == sum(m["params"] for m in result["allocation"]) == result["budget"]["lora_budget"]
+    assert len(result["generations"]) == 3 and all(set(g) == {"instruction", "input", "reference", "generated"}
+                                                   for g in result["generations"])
+    validation = [values["loss"] for _, values in result["curves"]["validation"]]
+    assert validation[-1] < validation[0]  # it learns the responses
+
+    batch = {"input_ids": torch.tensor([[2, 5, 9, 3], [2, 12, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
+    torch.save(batch, tmp_path / "batch.pt")
+    with torch.no_grad():
+        expected = output.model.eval()(**batch).logits
+    reload = subprocess.run([sys.executable, "-c", RELOAD_LM, str(tiny_lm_dir), str(out / "adapter"), str(tmp_path / "batch.pt"),
+                             str(tmp_path / "logits.pt")], capture_output=True, text=True)
+    assert reload.returncode == 0, reload.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["lora", "linear_decay", "attention_heavy", "magnitude", "activation", "adalora"])
+def test_seed_002_s_strategies_run_on_a_causal_lm_within_the_budget(method, tiny_lm_dir, tiny_alpaca):
+    result = run_experiment(lm_config(tiny_lm_dir, tiny_alpaca, method=method, epochs=3), progress=False).result
+    assert result["task"] == "causal_lm"
+    if method == "adalora":  # it budgets ranks, not parameters: on modules of different shapes the count differs
+        assert sum(m["final_rank"] for m in result["allocation"]) <= 4 * len(result["allocation"])
+    else:
+        assert result["params"]["lora_final"] <= result["budget"]["lora_budget"]
+
+
+def test_warm_start_lowers_a_causal_lm_s_loss_before_training(tiny_lm_dir, tiny_alpaca):
+    def initial_loss(method: str) -> float:
+        config = lm_config(tiny_lm_dir, tiny_alpaca, method=method, gradient_samples=40)
+        return run_experiment(config, progress=False).result["curves"]["validation"][0][1]["loss"]
+
+    assert initial_loss("ba_lora") < initial_loss("ba_lora_no_warmstart")
+
+
+def test_task_follows_the_model_unless_set(tiny_lm_dir, tiny_model_dir, tiny_alpaca, tiny_csv):
+    from balora.models import task_of
+
+    assert task_of(str(tiny_lm_dir)) == "causal_lm" and task_of(str(tiny_model_dir)) == "classification"
+    assert task_of(str(tiny_lm_dir), "classification") == "classification"
+    result = run_experiment(tiny_config(tiny_lm_dir, tiny_csv, task="classification", epochs=1), progress=False).result
+    assert result["task"] == "classification" and "accuracy" in result["metrics"]
+
+
+def test_train_on_prompt_learns_more_tokens(tiny_lm_dir, tiny_alpaca):
+    masked = run_experiment(lm_config(tiny_lm_dir, tiny_alpaca, epochs=1, method="lora"), progress=False).result
+    whole = run_experiment(lm_config(tiny_lm_dir, tiny_alpaca, epochs=1, method="lora", train_on_prompt=True),
+                           progress=False).result
+    assert whole["metrics"]["tokens"] > 3 * masked["metrics"]["tokens"]

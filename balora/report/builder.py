@@ -23,6 +23,7 @@ from balora.report.document import (
     render_markdown,
     table_latex,
 )
+from balora.report.lm import lm_section
 from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
 
@@ -82,72 +83,78 @@ def _count(n: int, noun: str) -> str:
 
 def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None) -> Report:
     """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
-    appendix); figures are written to `out/figures`."""
+    appendix); figures are written to `out/figures`.
+    Causal-LM runs (seed 002's instruction tuning) have their own section; the others are classification."""
+    causal = frame[frame["task"] == "causal_lm"]
+    frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
     analysis = analyse(frame)
     report = Report(analysis, seed000_criteria(analysis), missing=list(analysis.missing))
     fig_dir, missing = out / "figures", report.missing
-    names = settings(frame)
+    if not frame.empty:
+        names = settings(frame)
 
-    def each(make) -> list[str]:
-        return [s for setting in names for s in make(analysis, setting)]
+        def each(make) -> list[str]:
+            return [s for setting in names for s in make(analysis, setting)]
 
-    report.sections["summary"] = _section(
-        "Summary", f"{_count(len(frame), 'run')} in {_count(len(names), 'setting')}, "
-        f"{_count(frame['arm'].nunique(), 'method')}, seeds {', '.join(map(str, sorted(frame['seed'].unique())))}.",
-        [*claims.conclusion_claims(analysis), criteria_summary(report.criteria)])
-    report.sections["criteria"] = _section(
-        "Seed 000's success criteria", "Each of the seed's criteria for Experiments 1 and 2, decided by a test on the "
-        "comparisons below and marked met, not met or not testable.",
-        [c.sentence for c in report.criteria], [criteria_table(report.criteria)])
-    report.sections["coverage"] = [Heading(2, "Coverage"), tables.coverage_table(frame)]
-    report.sections["budget"] = _section(
-        "Budget efficiency (seed 000, Exp. 1)", "Main methods at equal LoRA budgets against LoRA.",
-        each(claims.budget_claims), tables.budget_tables(analysis),
-        _per_setting(frame, missing, fig_dir, figures.pareto, "Pareto figure", "no runs"))
-    fewshot_figs = [f for family, part in frame[frame["shots"].notna()].groupby("family", sort=False)
-                    for f in figures.fewshot_curves(part, family, fig_dir)]
-    report.sections["fewshot"] = _section(
-        "Few-shot (seed 000, Exp. 2)", "Main methods over shots per class at one budget; does the gap widen as "
-        "data shrinks?", [s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)],
-        tables.fewshot_tables(analysis), fewshot_figs)
-    report.sections["allocation"] = _section(
-        "Rank allocation (seed 000, Exp. 3)", "Where the adaptive methods put their ranks.",
-        [s for setting in names for s in claims.allocation_claims(frame, setting)],
-        _per_setting(frame, missing, fig_dir, figures.rank_heatmaps, "Rank heatmaps",
-                     "no method with non-uniform ranks"),
-        _per_setting(frame, missing, fig_dir, figures.importance_vs_rank, "Importance vs rank",
-                     "no method with importance scores"),
-        _per_setting(frame, missing, fig_dir, figures.rank_per_layer, "Rank per layer", "no allocations recorded"))
-    if not dynamic_runs(frame).empty:
-        report.sections["reallocation"] = _section(
-            "Dynamic reallocation (seed 003)", "BA-LoRA dynamic re-scores its modules from the LoRA factors' "
-            "gradients during training and moves ranks between them under the same exact budget, resizing the "
-            "matrices; AdaLoRA, for comparison, trains at its initial rank and masks.",
-            [s for setting in names for s in claims.reallocation_claims(frame, setting)],
-            [f for setting in names
-             for f in figures.reallocation_dynamics(frame[frame["setting"] == setting], setting, fig_dir)])
-    report.sections["ablation"] = _section(
-        "Ablations (seed 000, Exp. 4)", "Each ablation against full BA-LoRA at the same budget.",
-        each(claims.ablation_claims), tables.ablation_tables(analysis))
-    report.sections["strategy"] = _section(
-        "Strategy comparison (seed 002)", "Every allocation strategy: evaluation loss, parameters, accuracy.",
-        tables.strategy_tables(analysis),
-        _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
-    arms = selection.rising_arms(frame)
-    if analysis.quantised:  # only where runs on quantised bases exist
-        report.sections["quantised"] = _section(
-            "Quantised bases (seed 003, QA-LoRA)", "LoRA on group-wise quantised frozen weights against "
-            "full-precision LoRA at the same budget (see README, Quantised bases).", tables.quantised_tables(analysis))
-    report.sections["dynamics"] = _section(
-        "Training dynamics and convergence", "Runs that end at or below the majority-class rate have not learnt "
-        "the task (see NOTES.md): they are counted here and in every accuracy table (column ≤ majority).",
-        claims.majority_claims(frame),
-        _per_setting(frame, missing, fig_dir, figures.training_loss, "Training-loss curves", "no curves recorded"),
-        _per_setting(frame, missing, fig_dir, figures.validation_accuracy, "Validation curves", "no curves recorded"),
-        selection.convergence_claims(arms), [t for t in [selection.convergence_table(arms)] if t])
-    report.sections["cost"] = _section(
-        "Cost", "Wall time per phase and peak memory.",
-        [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))
+        report.sections["summary"] = _section(
+            "Summary", f"{_count(len(frame), 'run')} in {_count(len(names), 'setting')}, "
+            f"{_count(frame['arm'].nunique(), 'method')}, seeds {', '.join(map(str, sorted(frame['seed'].unique())))}.",
+            [*claims.conclusion_claims(analysis), criteria_summary(report.criteria)])
+        report.sections["criteria"] = _section(
+            "Seed 000's success criteria", "Each of the seed's criteria for Experiments 1 and 2, decided by a test on the "
+            "comparisons below and marked met, not met or not testable.",
+            [c.sentence for c in report.criteria], [criteria_table(report.criteria)])
+        report.sections["coverage"] = [Heading(2, "Coverage"), tables.coverage_table(frame)]
+        report.sections["budget"] = _section(
+            "Budget efficiency (seed 000, Exp. 1)", "Main methods at equal LoRA budgets against LoRA.",
+            each(claims.budget_claims), tables.budget_tables(analysis),
+            _per_setting(frame, missing, fig_dir, figures.pareto, "Pareto figure", "no runs"))
+        fewshot_figs = [f for family, part in frame[frame["shots"].notna()].groupby("family", sort=False)
+                        for f in figures.fewshot_curves(part, family, fig_dir)]
+        report.sections["fewshot"] = _section(
+            "Few-shot (seed 000, Exp. 2)", "Main methods over shots per class at one budget; does the gap widen as "
+            "data shrinks?", [s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)],
+            tables.fewshot_tables(analysis), fewshot_figs)
+        report.sections["allocation"] = _section(
+            "Rank allocation (seed 000, Exp. 3)", "Where the adaptive methods put their ranks.",
+            [s for setting in names for s in claims.allocation_claims(frame, setting)],
+            _per_setting(frame, missing, fig_dir, figures.rank_heatmaps, "Rank heatmaps",
+                         "no method with non-uniform ranks"),
+            _per_setting(frame, missing, fig_dir, figures.importance_vs_rank, "Importance vs rank",
+                         "no method with importance scores"),
+            _per_setting(frame, missing, fig_dir, figures.rank_per_layer, "Rank per layer", "no allocations recorded"))
+        if not dynamic_runs(frame).empty:
+            report.sections["reallocation"] = _section(
+                "Dynamic reallocation (seed 003)", "BA-LoRA dynamic re-scores its modules from the LoRA factors' "
+                "gradients during training and moves ranks between them under the same exact budget, resizing the "
+                "matrices; AdaLoRA, for comparison, trains at its initial rank and masks.",
+                [s for setting in names for s in claims.reallocation_claims(frame, setting)],
+                [f for setting in names
+                 for f in figures.reallocation_dynamics(frame[frame["setting"] == setting], setting, fig_dir)])
+        report.sections["ablation"] = _section(
+            "Ablations (seed 000, Exp. 4)", "Each ablation against full BA-LoRA at the same budget.",
+            each(claims.ablation_claims), tables.ablation_tables(analysis))
+        report.sections["strategy"] = _section(
+            "Strategy comparison (seed 002)", "Every allocation strategy: evaluation loss, parameters, accuracy.",
+            tables.strategy_tables(analysis),
+            _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
+        arms = selection.rising_arms(frame)
+        if analysis.quantised:  # only where runs on quantised bases exist
+            report.sections["quantised"] = _section(
+                "Quantised bases (seed 003, QA-LoRA)", "LoRA on group-wise quantised frozen weights against "
+                "full-precision LoRA at the same budget (see README, Quantised bases).", tables.quantised_tables(analysis))
+        report.sections["dynamics"] = _section(
+            "Training dynamics and convergence", "Runs that end at or below the majority-class rate have not learnt "
+            "the task (see NOTES.md): they are counted here and in every accuracy table (column ≤ majority).",
+            claims.majority_claims(frame),
+            _per_setting(frame, missing, fig_dir, figures.training_loss, "Training-loss curves", "no curves recorded"),
+            _per_setting(frame, missing, fig_dir, figures.validation_accuracy, "Validation curves", "no curves recorded"),
+            selection.convergence_claims(arms), [t for t in [selection.convergence_table(arms)] if t])
+        report.sections["cost"] = _section(
+            "Cost", "Wall time per phase and peak memory.",
+            [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))
+    if not causal.empty:
+        report.sections["lm"] = lm_section(causal, fig_dir, missing)
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
     report.sections["tuning"] = _section(
         "Appendix: selection on validation", "Where a sweep tuned a field (its `tune:` block), every candidate was "

@@ -35,8 +35,8 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
           "LearningRates", "GradientSamples", "Gammas", "GammaNormalise", "AlphaRatios", "AdaLoRAInitRatios", "Devices",
           "PrimarySetting")
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
-PARTS = ("abstract", "conclusion", "statistics", "criteria", "budget", "fewshot", "allocation", "ablation", "strategy", "dynamics",
-         "cost", "missing")
+PARTS = ("abstract", "conclusion", "statistics", "criteria", "budget", "fewshot", "allocation", "ablation", "strategy",
+         "dynamics", "cost", "missing", "lm")
 
 
 def primary_setting(frame: pd.DataFrame) -> str:
@@ -169,9 +169,15 @@ def write_generated(report: Report | None, paper_dir: Path) -> Path:
     if report is None:
         (out / "results.tex").write_text(_macro_file(dict.fromkeys(MACROS, "n/a")))
         parts = dict.fromkeys(PARTS, "No results were available when this paper was generated.\n")
+    elif report.analysis.frame.empty:  # causal-LM runs only
+        (out / "results.tex").write_text(_macro_file(dict.fromkeys(MACROS, "n/a")))
+        parts = dict.fromkeys(PARTS, "No classification results were available when this paper was generated.\n")
     else:
         (out / "results.tex").write_text(_macro_file(macros(report.analysis.frame)))
         parts = _parts(report, out)
+    if report is not None:
+        floats = [b for b in report.sections.get("lm", []) if isinstance(b, Table | Figure)]
+        parts["lm"] = _part([], floats, out, "No instruction-tuning (causal-LM) runs.")
     for name, text in parts.items():
         (out / f"{name}.tex").write_text(text)
     return out

@@ -38,7 +38,7 @@ METHOD_NAMES = {
     "ba_lora_no_budget": "BA-LoRA w/o budget",
 }
 PHASES = ("load", "importance", "allocation", "init", "train", "eval")
-METRICS = ("accuracy", "f1", "precision", "recall", "loss")
+METRICS = ("accuracy", "f1", "precision", "recall", "loss", "perplexity")
 
 SETTING_FIELDS = ("model", "dataset", "shots", "train_size")
 # The training protocol all methods of a comparison share; runs that differ in it are in different settings.
@@ -172,8 +172,10 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
             "protocol_key": protocol_key(config),
             "seed": int(config["seed"]),
             **{m: float(metrics[m]) for m in METRICS if m in metrics},
-            "majority_rate": float(metrics["majority_rate"]),
-            "not_learnt": float(metrics["accuracy"]) < float(metrics["majority_rate"]) + MAJORITY_TOLERANCE,
+            "task": result.get("task", "classification"),  # results stored before causal LMs are classification
+            "majority_rate": float(metrics.get("majority_rate", math.nan)),
+            "not_learnt": "accuracy" in metrics
+            and float(metrics["accuracy"]) < float(metrics["majority_rate"]) + MAJORITY_TOLERANCE,
             "lora_params": int(params["lora"]), "lora_final": int(params.get("lora_final", params["lora"])),
             "head_params": int(params["head"]), "total_trainable": int(params["total_trainable"]),
             **{f"time_{p}": float(timings[p]) for p in (*PHASES, "total") if p in timings},
