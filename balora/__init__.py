@@ -7,6 +7,8 @@ The public surface for your own training code (imported on first use, so `import
 
     plan(model, dataloader, budget_rank=8, ...) -> Plan     importance + allocation, no training
     Plan: apply(model), lora_config(), to_dict()/from_dict(), save()/load()
+    Plan.reallocator(peft_model, total_steps=...)            ranks that move during training, for a plain loop
+    ReallocationCallback(plan, every=..., warmup=...)        the same for a 🤗 Trainer
     rank_budget, lora_budget, rank_equivalent               the budget helpers
     target_modules                                          adaptable modules with their true shapes
     BaloraError                                             every user-facing error
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "plan": "balora.api",
     "Plan": "balora.api",
+    "ReallocationCallback": "balora.api",
     "rank_budget": "balora.allocation",
     "lora_budget": "balora.allocation",
     "rank_equivalent": "balora.allocation",

@@ -5,6 +5,13 @@
     peft_model = plan.apply(model)     # get_peft_model with the rank/alpha patterns, then the warm-start
     # ... train it with a Trainer, TRL's SFTTrainer, accelerate or a plain loop; save_pretrained as usual
 
+Ranks can keep moving during training under the same budget (`ba_lora_dynamic`'s controller,
+`balora.reallocation`): `Trainer(..., callbacks=[ReallocationCallback(plan, every=50, warmup=50)])`, or in a
+plain loop `hook = plan.reallocator(peft_model, total_steps=n)` and, after each `optimizer.step()` and before
+`zero_grad`, `hook(peft_model, step, optimizer)` (step counts from 1). A resize swaps parameters inside the
+optimizer in place (the optimizer object and the LR schedule stay), and the adapter config's patterns follow,
+so `save_pretrained` still writes a plain PEFT adapter.
+
 `plan` runs exactly BA-LoRA's method from the CLI (`methods.ba_lora`: importance, allocation, warm-start
 gradients) on the user's model and data; nothing is trained. The result is a `Plan`: the ranks, a plain
 PEFT `LoraConfig` (`lora_config()`), and the mean gradients for the warm-start. It saves as JSON
@@ -37,13 +44,16 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from balora import allocation, initialisation, methods, models
 from balora.config import RunConfig
 from balora.data import stratified_indices
 from balora.errors import BaloraError
 from balora.importance import Batch, LossFn, examples_in
+from balora.initialisation import lora_layer
 from balora.measure import PhaseMeter
+from balora.reallocation import RankController, ReallocationConfig
 
 # RunConfig fields that shape a plan, passed through `plan(**options)`; the rest of RunConfig is about runs.
 OPTIONS = ("strategy", "allocation_power", "importance_metric", "base_rank", "threshold", "top_k", "gamma",
@@ -110,6 +120,33 @@ class Plan:
             initialisation.warm_start(peft_model, self.gradients, self.gamma, self.gamma_normalise)
         return peft_model
 
+    def reallocator(self, peft_model: PeftModel, *, total_steps: int, every: int = 50, warmup: int = 50,
+                    adapter: str = "default", **settings: Any) -> RankController:
+        """The `after_step(model, step, optimizer) -> bool` hook of `ba_lora_dynamic` for `peft_model` (what
+        `apply` returned, not yet resized): call it after each optimizer step, before `zero_grad`, with
+        step = optimizer steps done (1, 2, ...). It scores every step, and on schedule (after `warmup`, every
+        `every` steps, not in the last `final_fraction` of `total_steps`) reallocates this plan's budget and
+        resizes modules, swapping their parameters and AdamW state inside `optimizer`; True when it did.
+        `settings`: `ReallocationConfig`'s other fields (score, strategy, ema, min_rank, ...); seed: the plan's."""
+        try:
+            config = ReallocationConfig(**{"seed": self.seed, "every": every, "warmup": warmup, **settings})
+        except TypeError as err:
+            raise BaloraError(f"{err}; reallocation settings are the fields of balora.reallocation.ReallocationConfig") from None
+        if total_steps < 1:
+            raise BaloraError(f"total_steps must be positive, got {total_steps}")
+        found = {}
+        for m in self.modules:
+            try:
+                found[m.name] = lora_layer(peft_model, m.name).r[adapter]
+            except (AttributeError, KeyError):
+                found[m.name] = 0
+        if found != self.ranks or min(found.values()) < 1:
+            name = next(n for n, r in found.items() if r != self.ranks[n] or r < 1)
+            raise BaloraError(f"module {name} has LoRA rank {found[name]} in this model and {self.ranks[name]} in the "
+                              "plan; reallocate the model plan.apply(model) returned, from a plan with min_rank ≥ 1")
+        targets = [models.TargetModule(m.name, m.d_out, m.d_in) for m in self.modules]
+        return RankController(config, targets, self.budget, total_steps, self.alpha_ratio, self.modules, adapter)
+
     def _check_shapes(self, model: nn.Module) -> None:
         found = {name: models.weight_shape(module) for name, module in model.named_modules()}
         wrong = [m for m in self.modules if found.get(m.name) != (m.d_out, m.d_in)]
@@ -170,6 +207,34 @@ class Plan:
         return (f"{allocation.table(self.modules)}\nLoRA parameters: {self.lora_params:,} of a {self.budget:,} budget "
                 f"(rank-equivalent {equivalent:.2f}){head}; warm-start {'on' if self.warmstart else 'off'}\n"
                 f"{allocation.describe(self.modules)}")
+
+
+class ReallocationCallback(TrainerCallback):
+    """Plugs `Plan.reallocator` into a 🤗 `Trainer`: built on train begin for the Trainer's model and its
+    `max_steps`, called in `on_optimizer_step` (after the step, before gradients are cleared) with the
+    Trainer's optimizer, whose parameter groups and state it updates in place (accelerate's wrapper passes
+    them through). One process only: a resize would leave DistributedDataParallel's buckets stale."""
+
+    def __init__(self, plan: Plan, *, every: int = 50, warmup: int = 50, **settings: Any) -> None:
+        self.plan, self.settings = plan, dict(settings, every=every, warmup=warmup)
+        self.controller: RankController | None = None
+
+    @property
+    def history(self) -> list[dict]:
+        """One entry per reallocation (step, ranks, importance, params, budget, changed), the plan first."""
+        return [] if self.controller is None else self.controller.history
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       model: PeftModel | None = None, **kwargs: Any) -> None:
+        if args.world_size > 1:
+            raise BaloraError(f"ReallocationCallback runs in one process, not {args.world_size}; under torchrun use "
+                              "plan.reallocator in your own loop and re-wrap DDP after a resize, or balora train")
+        self.controller = self.plan.reallocator(model, total_steps=state.max_steps, **self.settings)
+
+    def on_optimizer_step(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                          model: PeftModel | None = None, optimizer: torch.optim.Optimizer | None = None,
+                          **kwargs: Any) -> None:
+        self.controller(model, state.global_step + 1, optimizer)  # global_step counts up after this event
 
 
 def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | None = None,

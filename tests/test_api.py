@@ -171,7 +171,60 @@ def test_a_hugging_face_trainer_trains_the_planned_model_and_plain_peft_reloads_
     assert reloaded.peft_config["default"].rank_pattern == plan.lora_config().rank_pattern
 
 
+REALLOCATE = {"every": 1, "warmup": 1, "final_fraction": 0.0, "score": "grad_norm"}  # a resize on every step
+
+
+def check_reallocated(model: PeftModel, plan: balora.Plan, history: list[dict], optimizer: torch.optim.Optimizer,
+                      rows: list[dict], folder) -> None:
+    """Ranks moved within the budget; the optimizer trains the resized parameters; plain PEFT reloads the adapter."""
+    ranks = history[-1]["ranks"]
+    assert len(history) > 1 and any(entry["changed"] for entry in history) and ranks != plan.ranks
+    assert all(entry["params"] <= plan.budget for entry in history)
+    lora = {id(p): p.numel() for n, p in model.named_parameters() if "lora_" in n}
+    assert sum(lora.values()) == history[-1]["params"] <= plan.budget
+    assert set(lora) <= {id(p) for group in optimizer.param_groups for p in group["params"]}
+    model.save_pretrained(folder)
+    reloaded = PeftModel.from_pretrained(tiny_bert(), folder)
+    assert {m.name: reloaded.base_model.model.get_submodule(m.name).r["default"] for m in plan.modules} == ranks
+    batch = stack(rows[:4])
+    torch.testing.assert_close(logits_of(reloaded, batch), logits_of(model, batch))
+
+
+def test_a_trainer_with_the_reallocation_callback_resizes_ranks_within_the_budget(tmp_path):
+    rows = labelled_rows(32)
+    plan = balora.plan(tiny_bert(), DataLoader(rows, batch_size=8, collate_fn=stack), budget_rank=4, num_samples=16)
+    model = plan.apply(tiny_bert())
+    callback = balora.ReallocationCallback(plan, **REALLOCATE)
+    args = TrainingArguments(output_dir=str(tmp_path / "trainer"), max_steps=4, per_device_train_batch_size=8,
+                             learning_rate=1e-2, save_strategy="no", report_to=[], use_cpu=True)
+    trainer = Trainer(model=model, args=args, train_dataset=rows, data_collator=stack, callbacks=[callback])
+    trainer.train()
+    assert [entry["step"] for entry in callback.history] == [0, 1, 2, 3]  # due while step < max_steps
+    check_reallocated(model, plan, callback.history, trainer.optimizer, rows, tmp_path / "adapter")
+
+
+def test_the_plain_loop_hook_resizes_ranks_within_the_budget(tmp_path):
+    rows = labelled_rows(32)
+    loader = DataLoader(rows, batch_size=8, collate_fn=stack, shuffle=True)
+    plan = balora.plan(tiny_bert(), loader, budget_rank=4, num_samples=16)
+    model = plan.apply(tiny_bert())
+    hook = plan.reallocator(model, total_steps=len(loader), **REALLOCATE)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model.train()
+    for step, batch in enumerate(loader, start=1):
+        model(**batch).loss.backward()
+        optimizer.step()
+        hook(model, step, optimizer)
+        optimizer.zero_grad()
+    check_reallocated(model, plan, hook.history, optimizer, rows, tmp_path / "adapter")
+    with pytest.raises(balora.BaloraError, match="rank .* in this model"):
+        plan.reallocator(model, total_steps=4)  # already resized: the plan's ranks no longer describe it
+    with pytest.raises(balora.BaloraError, match="ReallocationConfig"):
+        plan.reallocator(plan.apply(tiny_bert()), total_steps=4, speed=3)
+
+
 def test_the_public_surface_is_exported_lazily():
-    assert {"plan", "Plan", "rank_budget", "lora_budget", "rank_equivalent", "target_modules", "BaloraError"} <= set(dir(balora))
+    assert {"plan", "Plan", "ReallocationCallback", "rank_budget", "lora_budget", "rank_equivalent", "target_modules",
+            "BaloraError"} <= set(dir(balora))
     with pytest.raises(AttributeError):
         balora.nothing_here  # noqa: B018
