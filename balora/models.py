@@ -129,12 +129,7 @@ def plain_folder(name: str) -> Path:
         plain.load_state_dict(quantised.state_dict())
         plain.save_pretrained(staging)
         AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILES[name]).save_pretrained(staging)
-        try:
-            staging.rename(target)
-        except OSError:  # another process finished the same conversion first
-            if not target.is_dir():
-                raise
-    return target
+        return assets.publish(staging, target)
 
 
 def task_of(name: str, task: str = "auto") -> str:
