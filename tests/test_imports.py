@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).parents[1] / "balora"
 LAYERS = [
     {"balora", "errors"},
     {"config", "measure"},
-    {"assets"},
+    {"assets", "vision_pretraining"},
     {"models", "data", "instructions"},
     {"quantisation"},
     {"importance"},
