@@ -195,10 +195,14 @@ def fashion_mnist_dir() -> Path:
             last = (download.stderr.strip().splitlines() or ["package not unpacked"])[-1]
             raise BaloraError(f"Fashion-MNIST is not installed and `apt-get download {FASHION_MNIST_PACKAGE}` failed ({last}); "
                               f"{FASHION_MNIST_INSTALL}")
+        unpacked_dir = Path(tmp) / "root" / FASHION_MNIST_SYSTEM_DIR.relative_to("/")
+        if not all((unpacked_dir / name).is_file() for name in FASHION_MNIST_FILES):
+            raise BaloraError(f"the downloaded {FASHION_MNIST_PACKAGE} has no {FASHION_MNIST_SYSTEM_DIR}/*-ubyte.gz files; "
+                              f"{FASHION_MNIST_INSTALL}")
         staging = Path(tmp) / "files"
         staging.mkdir()
         for name in FASHION_MNIST_FILES:
-            shutil.move(Path(tmp) / "root" / FASHION_MNIST_SYSTEM_DIR.relative_to("/") / name, staging / name)
+            shutil.move(unpacked_dir / name, staging / name)
         return publish(_checked(staging), target)
 
 

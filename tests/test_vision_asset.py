@@ -118,6 +118,27 @@ def test_fashion_mnist_refuses_files_that_are_not_the_pinned_ones(tmp_path: Path
         assets.fashion_mnist()
 
 
+def test_without_an_installed_copy_the_debian_package_is_fetched_into_the_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    source = tmp_path / "package-files"
+    expected = fake_fashion_mnist(source, monkeypatch)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    installed = tmp_path / "usr" / "share" / "datasets" / "fashion-mnist"  # where the package puts them: absent here
+    scripts = {"apt-get": '[ "$1 $2" = "download dataset-fashion-mnist" ] && touch package.deb',
+               "dpkg-deb": f'[ "$1" = -x ] && mkdir -p "$3{installed}" && cp {source}/* "$3{installed}/"'}
+    for name, body in scripts.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    monkeypatch.setenv("BALORA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(assets, "FASHION_MNIST_SYSTEM_DIR", installed)
+    cached = tmp_path / "cache" / "assets" / "fashion_mnist-20200523"
+    assert np.array_equal(assets.fashion_mnist()["test_images"], expected["test_images"])
+    assert sorted(p.name for p in cached.iterdir()) == sorted(assets.FASHION_MNIST_FILES)
+    (bin_dir / "apt-get").write_text("#!/bin/sh\nexit 1\n")  # the cached copy is used from now on
+    assert np.array_equal(assets.fashion_mnist()["train_labels"], expected["train_labels"])
+
+
 @pytest.mark.parametrize("apt_get", [None, "#!/bin/sh\necho 'E: Unable to locate package dataset-fashion-mnist' >&2\nexit 100\n"])
 def test_without_fashion_mnist_the_error_says_how_to_install_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, apt_get: str | None):
     bin_dir = tmp_path / "bin"
