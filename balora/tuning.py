@@ -139,6 +139,15 @@ class CellTuning:
     scores: list[Score]
     selected: Score
 
+    @property
+    def at_edge(self) -> bool:
+        """The selected value is the smallest or largest of a one-field numeric grid of three or more
+        candidates: the best may lie outside the grid, so a wider one might select otherwise."""
+        values = [s.candidate[0] for s in self.scores]
+        if len(self.fields) != 1 or len(values) < 3 or not all(isinstance(v, (int, float)) for v in values):
+            return False
+        return self.selected.candidate[0] in (min(values), max(values))
+
 
 def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
     """Group stored tuning runs by cell and select each cell's candidate, as the sweep does."""

@@ -14,6 +14,7 @@ from test_report import make_result
 
 from balora.config import KEYED_WHEN_SET, RunConfig
 from balora.report import build_report
+from balora.report.selection import selection_claims
 from balora.tuning import cell_key, choose, score, still_rising, tuning_cells
 
 
@@ -57,6 +58,16 @@ def test_ties_are_broken_by_validation_loss_then_by_the_smaller_value(runs, expe
 ])
 def test_still_rising_compares_the_last_mean_with_the_best_earlier_one(curves, rising):
     assert still_rising(curves) is rising
+
+
+@pytest.mark.parametrize("best, edge", [(1e-3, True), (2e-3, False), (4e-3, True)])
+def test_a_selection_at_either_end_of_the_grid_is_flagged(best, edge):
+    runs = [tuning_result(lr, seed, 0.75 if lr == best else 0.70) for lr in (1e-3, 2e-3, 4e-3) for seed in (0, 1)]
+    (cell,) = tuning_cells(runs)
+    assert cell.selected.candidate == (best,) and cell.at_edge is edge
+    assert ("1 of 1 cells the selected value is at the edge of its grid" in " ".join(selection_claims(runs))) is edge
+    two = [r for r in runs if r["config"]["learning_rate"] != 4e-3]  # two candidates: both are ends, nothing to flag
+    assert not tuning_cells(two)[0].at_edge
 
 
 def test_existing_run_keys_are_unchanged_and_tuning_runs_have_their_own():
@@ -109,5 +120,6 @@ def test_report_compares_arms_at_their_selected_rates_and_shows_every_candidate(
     convergence = markdown.split("**Convergence on validation")[1].split("\n\n")[1]
     assert [line.split(" | ")[-1] for line in convergence.splitlines()[2:]] == ["no |", "yes ↑ |"]
     assert "1 of 2 arms were still rising" in markdown
+    assert "at the edge of its grid" not in markdown  # two candidates: no interior to compare with
     coverage = markdown.split("**Runs per setting")[1].split("\n\n")[1]
     assert "42, 43, 44" in coverage and " 0," not in coverage  # tuning runs are not evaluation runs

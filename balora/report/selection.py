@@ -49,12 +49,14 @@ def tuning_table(results: list[dict[str, Any]]) -> Table | None:
             spread = "" if len(score.accuracy) < 2 else f" ± {pct(score.sd)}"
             row.append(f"{pct(score.mean)}{spread}{' ' + MARK if score is cell.selected else ''}"
                        f"{' ↑' if score.rising else ''}")
-        row += [str(len(cell.selected.accuracy)), _candidate(cell.fields, cell.selected.candidate)]
+        row += [str(len(cell.selected.accuracy)),
+                _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")]
         rows.append(row)
     note = (f"Final validation accuracy (%, the last evaluation), mean ± sd over the tuning seeds (n). {MARK}: "
             "selected, the best mean; ties go to the lower mean validation loss, then to the smaller value. Only "
             "the selected value was run on the evaluation seeds and scored on test. ↑: still rising at the last "
-            f"evaluation (the mean over seeds exceeds the best earlier point by more than {100 * RISING_TOLERANCE:g} pp).")
+            f"evaluation (the mean over seeds exceeds the best earlier point by more than {100 * RISING_TOLERANCE:g} pp). "
+            "Grid edge: the selected value is the grid's smallest or largest, so the best may lie outside it.")
     return Table("tuning", "Selection on validation (tuning runs)", ["Setting", "Budget", "Method", *candidates,
                                                                      "n", "Selected"], rows, [note])
 
@@ -109,6 +111,13 @@ def selection_claims(results: list[dict[str, Any]]) -> list[str]:
     if not cells:
         return ["No tuning runs: every value in these results was fixed by its sweep, none selected on validation."]
     fields = sorted({f for c in cells for f in c.fields})
-    return [f"{', '.join(fields)} selected on validation for {len(cells)} method × setting × budget cells from "
-            f"{sum(len(s.accuracy) for c in cells for s in c.scores)} tuning runs (best mean final validation "
-            "accuracy over the tuning seeds); test accuracy exists only at the selected values."]
+    claims = [f"{', '.join(fields)} selected on validation for {len(cells)} method × setting × budget cells from "
+              f"{sum(len(s.accuracy) for c in cells for s in c.scores)} tuning runs (best mean final validation "
+              "accuracy over the tuning seeds); test accuracy exists only at the selected values."]
+    edge = [c for c in cells if c.at_edge]
+    if edge:
+        names = "; ".join(f"{method_name(c.example['method'])}, {', '.join(_where(c.example))}: "
+                          f"{_candidate(c.fields, c.selected.candidate)}" for c in edge)
+        claims.append(f"In {len(edge)} of {len(cells)} cells the selected value is at the edge of its grid, so a wider "
+                      f"grid might select otherwise: {names}.")
+    return claims
