@@ -57,7 +57,7 @@ class TextDataset:
         return sum(e.label == top for e in self.test) / len(self.test)
 
 
-def _split(name: str, label_names: list[str], examples: list[Example], test: int, validation: int) -> TextDataset:
+def fixed_split(name: str, label_names: list[str], examples: list[Example], test: int, validation: int) -> TextDataset:
     if len(examples) < test + validation + 2:
         raise BaloraError(f"dataset '{name}' has only {len(examples)} examples; it needs more than {test + validation}")
     rng = random.Random(SPLIT_SEED)
@@ -88,7 +88,7 @@ def load_rotten_tomatoes() -> TextDataset:
             continue
         seen.add(text)
         examples.append(Example(text, int(row["category"] == "fresh")))
-    return _split("rotten_tomatoes", ["negative", "positive"], examples, EMBEDDED_TEST_SIZE, EMBEDDED_VALIDATION_SIZE)
+    return fixed_split("rotten_tomatoes", ["negative", "positive"], examples, EMBEDDED_TEST_SIZE, EMBEDDED_VALIDATION_SIZE)
 
 
 def load_presidential_debates() -> TextDataset:
@@ -110,7 +110,7 @@ def load_presidential_debates() -> TextDataset:
         if text and text not in seen and party in names:
             seen.add(text)
             examples.append(Example(text, names.index(party)))
-    return _split("presidential_debates", names, examples, len(examples) // 5, len(examples) // 10)
+    return fixed_split("presidential_debates", names, examples, len(examples) // 5, len(examples) // 10)
 
 
 def _labelled(rows: list[dict], text_column: str, label_column: str, source: str,
@@ -173,7 +173,7 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
     if path.is_file():
         examples, names = _labelled(read_rows(path), text_column, label_column, str(path))
         test = max(1, len(examples) // 5)
-        return _split(path.stem, names, examples, test, max(1, len(examples) // 10))
+        return fixed_split(path.stem, names, examples, test, max(1, len(examples) // 10))
     files = {f.stem: f for f in sorted(path.iterdir()) if f.suffix in LOCAL_SUFFIXES}
     if "train" not in files or "test" not in files:
         raise BaloraError(f"folder '{path}' needs train.* and test.* files (csv, jsonl or parquet), found {sorted(files)}")
