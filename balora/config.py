@@ -30,7 +30,8 @@ class RunConfig:
     eval_examples: int | None = field(default=None, metadata={"help": "Evaluate on the first N validation and test examples (for CPUs)."})
     text_column: str | None = field(default=None, metadata={"help": "Text column of a local or hub dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of a local or hub dataset."})
-    target_modules: list[str] | None = field(default=None, metadata={"help": "Module name suffixes to adapt; default per architecture."})
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Module suffixes to adapt, or all-linear; default per architecture."})
     shots: int | None = field(default=None, metadata={"help": "Training examples per class (few-shot); None = no k-shot sampling."})
     train_size: int | None = field(default=None, metadata={"help": "Random training subset of the pool; None = whole pool."})
     rank: int | None = field(default=None, metadata={"help": "Fixed LoRA rank (method lora); defaults to the budget's rank-equivalent."})

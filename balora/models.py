@@ -65,6 +65,7 @@ DEFAULT_TARGETS = {
     "vit": ["query", "value"],  # PEFT's ViT example
     "deit": ["query", "value"],
 }
+ALL_LINEAR = "all-linear"  # every Linear/Conv1D layer but the head, as PEFT's `target_modules="all-linear"`
 # transformers 5 names ViT's and DeiT's projections like Llama's; defaults follow the installed naming.
 RENAMED_TARGETS = {"query": "q_proj", "key": "k_proj", "value": "v_proj"}
 
@@ -310,9 +311,12 @@ def weight_shape(module: nn.Module) -> tuple[int, int] | None:
 def target_modules(model: nn.Module, names: list[str] | None = None) -> list[TargetModule]:
     """Every Linear/Conv1D module whose name ends with one of `names` (PEFT's suffix rule).
 
-    Head modules are never targets: they are trained in full.
+    Head modules are never targets: they are trained in full. `["all-linear"]` (PEFT's keyword) names
+    every such layer.
     """
     names = names or default_target_names(model)
+    if names == [ALL_LINEAR]:
+        names = _linear_suffixes(model)
     found: list[TargetModule] = []
     matched: set[str] = set()
     for full_name, module in model.named_modules():
@@ -334,6 +338,14 @@ def target_modules(model: nn.Module, names: list[str] | None = None) -> list[Tar
             f"for {model_type or type(model).__name__} try {hint}"
         )
     return found
+
+
+def module_type(name: str) -> str:
+    """A module's name within its block (`attention.q_proj`, `mlp.fc1`, `intermediate.dense`, ...): the
+    parts after the block's number, so that modules of one kind in every layer share it."""
+    parts = name.split(".")
+    numbered = [i for i, part in enumerate(parts) if part.isdigit()]
+    return ".".join(parts[numbered[0] + 1:]) if numbered else name
 
 
 def _linear_suffixes(model: nn.Module) -> list[str]:

@@ -217,3 +217,11 @@ def test_cli_bad_image_data_is_one_line_and_exit_2(case, message, tiny_vit_dir, 
     code = main(["allocate", "--model", str(tiny_vit_dir), "--dataset", dataset, "--budget-rank", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("balora: error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_all_linear_targets_every_projection_of_attention_and_mlp_but_not_the_head():
+    model = tiny_vit()
+    targets = models.target_modules(model, ["all-linear"])
+    assert len(targets) == 2 * 6 and not any(t.name.startswith("classifier") for t in targets)
+    kinds = {models.module_type(t.name): models.is_attention(t.name) for t in targets}
+    assert sum(kinds.values()) == 4 and len(kinds) == 6  # q, k, v, o attention; two MLP layers
