@@ -128,7 +128,11 @@ def _sizes(data: Any) -> Sizes:
 
 def dataset_sizes(config: RunConfig) -> Sizes:
     from balora.data import load_text_dataset
+    from balora.images import load_image_dataset
+    from balora.models import task_of
 
+    if task_of(config.model, config.task) == "image":
+        return _sizes(load_image_dataset(config.dataset, config.label_column))
     return _sizes(load_text_dataset(config.dataset, config.text_column, config.label_column))
 
 

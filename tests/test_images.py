@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -225,3 +226,25 @@ def test_all_linear_targets_every_projection_of_attention_and_mlp_but_not_the_he
     assert len(targets) == 2 * 6 and not any(t.name.startswith("classifier") for t in targets)
     kinds = {models.module_type(t.name): models.is_attention(t.name) for t in targets}
     assert sum(kinds.values()) == 4 and len(kinds) == 6  # q, k, v, o attention; two MLP layers
+
+
+def test_vision_preset_pairs_seed003s_strategies_and_metrics():
+    from balora.sweeps import load_spec
+
+    runs = [p.config for p in load_spec("vision").runs]
+    assert {(c.model, c.dataset, c.budget_rank, tuple(c.target_modules)) for c in runs} == {
+        ("vit-fashion", "digits", 4, ("all-linear",))}
+    static = {(c.strategy, c.importance_metric) for c in runs if c.method == "ba_lora" and not c.warmstart}
+    assert static == {("proportional", "magnitude"), ("threshold", "grad_norm"), ("top_k", "fisher")}
+    assert {(c.quant, c.quant_schedule, c.grad_scale) for c in runs if c.quant} == {
+        ("nf4", "constant", 1.0), ("int8", "linear", 1.5), ("fp4", "cosine", 2.0)}
+    assert {"lora", "adalora", "ba_lora_dynamic"} <= {c.method for c in runs}
+
+
+def test_vision_preset_dry_run_estimates_without_training(grey_vit_dir, tmp_path, monkeypatch, capsys):
+    """vit-fashion stands in as the tiny ViT: the estimate calibrates on it and plans 60 + 30 runs."""
+    monkeypatch.setattr(assets, "vit_fashion", lambda: grey_vit_dir, raising=False)
+    assert main(["sweep", "vision", "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"tuning +60 runs: 0 done, 60 to run", out) and re.search(r"evaluation +30 runs", out)
+    assert re.search(r"total +about \d+ min .*times from a calibration of", out)
