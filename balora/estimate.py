@@ -97,7 +97,7 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
 
     from balora.methods import get_method
     from balora.run import setup
-    from balora.training import TrainSettings, evaluate, train
+    from balora.training import TrainSettings, train
 
     probe = replace(config, method="lora", head_probe_steps=0, tuning=True)
     run = setup(probe)
@@ -114,7 +114,7 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
         batch = run.data.validation[start:start + config.eval_batch_size]
         if batch:
             started = time.perf_counter()
-            evaluate(model, run.loader(batch, shuffle=False, batch_size=len(batch)), run.data.num_labels)
+            run.evaluator(batch)(model)
             per_example.append((time.perf_counter() - started) / len(batch))
     example_seconds = statistics.median(per_example)
     rates = Rates(step_seconds, example_seconds, {"": run.meter.timings()["load"]},
@@ -123,15 +123,20 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
 
 
 def _sizes(data: Any) -> Sizes:
-    return Sizes(len(data.pool), len(data.validation), len(data.test), data.num_labels)
+    # Strata counted from the pool: a classifier's classes, instruction data's sampling strata.
+    return Sizes(len(data.pool), len(data.validation), len(data.test), len({e.label for e in data.pool}))
 
 
 def dataset_sizes(config: RunConfig) -> Sizes:
     from balora.data import load_text_dataset
     from balora.images import load_image_dataset
+    from balora.instructions import load_instruction_dataset
     from balora.models import task_of
 
-    if task_of(config.model, config.task) == "image":
+    task = task_of(config.model, config.task)
+    if task == "causal_lm":
+        return _sizes(load_instruction_dataset(config.dataset, config.instruction_columns))
+    if task == "image":
         return _sizes(load_image_dataset(config.dataset, config.label_column))
     return _sizes(load_text_dataset(config.dataset, config.text_column, config.label_column))
 

@@ -40,13 +40,18 @@ class MethodContext:
     loss_fn: importance.LossFn | None = None  # for batches the model's forward cannot score itself
 
 
+# after_step(model, step, optimizer), called by the training loop after each optimizer step -> True when it
+# replaced parameters (a resize: the optimizer already holds the new ones; the loop re-wraps a DDP model so
+# that its gradient buckets match the new shapes)
+StepHook = Callable[[nn.Module, int, torch.optim.Optimizer], bool]
+
+
 @dataclass
 class Prepared:
     peft_config: PeftConfig
     allocation: list[allocation.ModuleRank]
     initialise: Callable[[PeftModel], None] | None = None
-    # The training loop calls it after each optimizer step; True means it replaced parameters (a resize).
-    after_step: Callable[[nn.Module, int, torch.optim.Optimizer], bool] | None = None
+    after_step: StepHook | None = None
     effective_ranks: Callable[[PeftModel], dict[str, int]] | None = None  # ranks after training, if they change
     warm_start: dict[str, torch.Tensor] | None = None  # the mean gradients `initialise` warm-starts B from
     history: list[dict] | None = None  # reallocations during training (step, ranks, importance, params)

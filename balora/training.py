@@ -19,9 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-# after_step(model, step, optimizer) -> True when it replaced parameters (the optimizer already holds the
-# new ones; the loop re-wraps a DDP model so that its gradient buckets match the new shapes)
-StepHook = Callable[[nn.Module, int, torch.optim.Optimizer], bool]
+from balora.methods import StepHook
 
 
 @dataclass

@@ -300,3 +300,17 @@ def test_a_failed_tuning_run_holds_back_its_cell(tmp_path, tiny_model_dir, tiny_
                       "    tune: {budget: [10, 256], seeds: [7]}\n")
     counts = run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"))
     assert (counts["done"], counts["failed"], counts["awaiting"]) == (1, 1, 1)
+
+
+def test_dry_run_estimates_a_causal_lm_sweep(tmp_path, tiny_lm_dir, tiny_alpaca, capsys):
+    spec = tmp_path / "lm.yaml"
+    spec.write_text(f"""name: tiny_lm
+base: {{model: {tiny_lm_dir}, dataset: {tiny_alpaca}, train_size: 16, budget_rank: 4, epochs: 1, batch_size: 4,
+       gradient_samples: 8, evaluations: 1, eval_examples: 8}}
+grids:
+  - method: [lora, ba_lora]
+    seed: [1, 2]
+""")
+    assert main(["sweep", str(spec), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "evaluation    4 runs: 0 done, 4 to run" in out and "times from a calibration of" in out
