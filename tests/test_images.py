@@ -248,3 +248,15 @@ def test_vision_preset_dry_run_estimates_without_training(grey_vit_dir, tmp_path
     out = capsys.readouterr().out
     assert re.search(r"tuning +60 runs: 0 done, 60 to run", out) and re.search(r"evaluation +30 runs", out)
     assert re.search(r"total +about \d+ min .*times from a calibration of", out)
+
+
+def test_python_api_plans_a_vit_from_pixel_batches(grey_vit_dir):
+    import balora
+
+    model = models.load_image_classifier(str(grey_vit_dir), [str(d) for d in range(10)], seed=0)
+    processor = models.load_image_processor(str(grey_vit_dir))
+    loader = images.make_image_loader(images.load_digits().pool[:64], processor, 1, batch_size=16, shuffle=True)
+    plan = balora.plan(model, loader, budget_rank=2, num_samples=32, target_modules=["all-linear"])
+    peft_model = plan.apply(model)
+    assert plan.task_type is None and plan.lora_config().modules_to_save == ["classifier"]
+    assert peft_model(**next(iter(loader))).loss.isfinite()
