@@ -123,12 +123,12 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from balora import sweeps
+    from balora import specs, sweeps
 
-    spec = sweeps.seed003_preset(args) or args.spec
+    spec = specs.seed003_preset(args) or args.spec
     if spec is None:
-        raise BaloraError("name a sweep: a YAML file or a preset (" + ", ".join(sweeps.PRESETS) + ")")
-    sweeps.run_sweep(sweeps.load_spec(spec, args.only), db=args.db, runs_dir=args.runs_dir, dry_run=args.dry_run,
+        raise BaloraError("name a sweep: a YAML file or a preset (" + ", ".join(specs.PRESETS) + ")")
+    sweeps.run_sweep(specs.load_spec(spec, args.only), db=args.db, runs_dir=args.runs_dir, dry_run=args.dry_run,
                      workers=args.workers, backend=args.backend, ray_address=args.ray_address,
                      rerun_failed=args.rerun_failed, results_dir=args.results_dir)
 
@@ -184,8 +184,9 @@ def cmd_run(args: argparse.Namespace) -> None:
     """The main job: the `quick` preset, a results table, then the report."""
     from balora import sweeps
     from balora.report import write_report
+    from balora.specs import load_spec
 
-    sweeps.run_sweep(sweeps.load_spec("quick", []), db=args.db, runs_dir=args.runs_dir, workers=args.workers)
+    sweeps.run_sweep(load_spec("quick", []), db=args.db, runs_dir=args.runs_dir, workers=args.workers)
     print(sweeps.results_table(args.db, "quick"))
     print(f"report: {write_report(args.db, args.out, paper_dir=args.paper_dir)}")
 

@@ -1,14 +1,9 @@
-"""Sweeps: a YAML grid of runs, executed resumably into the results store.
+"""Sweeps: a spec's runs (`balora.specs`), executed resumably into the results store.
 
-A spec has shared settings (`base`), per-method `overrides`, and one or more `grids`; each grid
-maps RunConfig fields to lists of values and expands to their cross product. Identical configs
-across grids run once (same config hash).
-
-A `tune:` block (for the whole spec, or per grid; `tune: null` in a grid turns it off) selects fields
-on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}`. The
-sweep then runs in two phases: tuning runs (every cell × candidate × tuning seed), then, per cell,
-the evaluation runs at the candidate `balora.tuning` selects from the stored tuning runs. Selection
-is recomputed from the store each time, so an interrupted sweep resumes in either phase.
+A spec with a `tune:` block runs in two phases: tuning runs (every cell × candidate × tuning seed),
+then, per cell, the evaluation runs at the candidate `balora.tuning` selects from the stored tuning
+runs. Selection is recomputed from the store each time, so an interrupted sweep resumes in either
+phase.
 
 The driver process owns the database: it claims a run,
 hands it to an executor (in-process, a local process pool, or Ray), and records the outcome.
@@ -23,229 +18,23 @@ file of every planned run the database has done but the folder lacks.
 
 from __future__ import annotations
 
-import itertools
 import os
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
-from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm.auto import tqdm
 
-from balora.config import TUNABLE, RunConfig, check_field, protocol, protocol_key
-from balora.errors import BaloraError, read_text
+from balora.config import RunConfig, protocol, protocol_key
+from balora.errors import BaloraError
 from balora.runfiles import read_run, run_keys, run_path, write_run
+from balora.specs import Planned, Spec
 from balora.store import ResultsStore
-from balora.tuning import Tune, cell_key, choose, score
-
-# A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
-PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
-                       if f.name.endswith(".yaml")))
-SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "results_dir"}
-SWEEP_SET = ("tuned", "tuning")  # run fields only a sweep sets
-
-
-@dataclass
-class Planned:
-    """A run of the evaluation phase (or, from `Spec.tuning_runs`, of the tuning phase). With `tune`,
-    the config's tuned fields hold the first candidate until selection replaces them."""
-
-    config: RunConfig
-    grid: str
-    tune: Tune | None = None
-
-    @property
-    def cell(self) -> str:
-        return cell_key(self.config.to_dict())
-
-
-@dataclass
-class Spec:
-    name: str
-    description: str
-    runs: list[Planned]
-    results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
-
-    def tuning_runs(self) -> list[Planned]:
-        """Every tuned cell × candidate × tuning seed, once each."""
-        planned: dict[str, Planned] = {}
-        for p in self.runs:
-            for candidate in p.tune.candidates() if p.tune else []:
-                for seed in p.tune.seeds:
-                    config = replace(p.config, **candidate, seed=seed, tuning=True)
-                    planned.setdefault(config.key(), Planned(config, p.grid))
-        return list(planned.values())
-
-
-def _lines(node: yaml.Node, path: tuple = ()) -> dict[tuple, int]:
-    """Map every key path in a YAML document to its 1-based line, so errors can name the line."""
-    found = {path: node.start_mark.line + 1}
-    if isinstance(node, yaml.MappingNode):
-        for key, value in node.value:
-            found.update(_lines(value, path + (key.value,)))
-            found[path + (key.value,)] = key.start_mark.line + 1
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            found.update(_lines(item, path + (i,)))
-    return found
-
-
-def _read(source: str) -> tuple[str, str]:
-    if source in PRESETS:
-        return f"preset '{source}'", resources.files("balora.presets").joinpath(f"{source}.yaml").read_text()
-    path = Path(source)
-    if not path.is_file():
-        raise BaloraError(f"no sweep spec '{source}': not a file and not a preset ({', '.join(PRESETS)})")
-    return str(path), read_text(path, "sweep spec")
-
-
-def _parse_only(only: list[str]) -> dict[str, str]:
-    pairs = {}
-    for item in only:
-        if "=" not in item:
-            raise BaloraError(f"--only takes KEY=VALUE, got '{item}'")
-        key, value = item.split("=", 1)
-        pairs[key] = value
-    return pairs
-
-
-def load_spec(source: str, only: list[str] | None = None) -> Spec:
-    """Read and validate a spec (file path or preset name) and expand its grids."""
-    where, text = _read(source)
-    try:
-        document = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise BaloraError(f"{where}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(data, dict):
-        raise BaloraError(f"{where}: a sweep spec is a mapping with keys {', '.join(sorted(SPEC_KEYS))}")
-    lines = _lines(document)
-
-    def at(*path: Any) -> str:
-        return f"{where}, line {lines.get(path, lines[()])}"
-
-    unknown = set(data) - SPEC_KEYS
-    if unknown:
-        key = sorted(unknown)[0]
-        raise BaloraError(f"{at(key)}: unknown key '{key}'; a spec has {', '.join(sorted(SPEC_KEYS))}")
-    base, overrides, grids = data.get("base") or {}, data.get("overrides") or {}, data.get("grids") or []
-    if not isinstance(grids, list) or not grids:
-        raise BaloraError(f"{at('grids')}: 'grids' must be a non-empty list of grids")
-    spec_tune = _tune(data.get("tune"), at, ("tune",))
-    from balora.methods import METHODS
-
-    def check_method(method: Any, *path: Any) -> None:
-        if method not in METHODS:
-            raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(METHODS)}")
-
-    # Check every value where it is written, so that the error names its line.
-    def check_settable(key: str, *path: Any) -> None:
-        if key in SWEEP_SET:
-            raise BaloraError(f"{at(*path)}: '{key}' is set by the sweep itself; select values on validation "
-                              "with a tune: block")
-
-    for key, value in base.items():
-        check_settable(key, "base", key)
-        check_field(key, value, at("base", key))
-    for method, values in overrides.items():
-        check_method(method, "overrides", method)
-        for key, value in (values or {}).items():
-            check_settable(key, "overrides", method, key)
-            check_field(key, value, at("overrides", method, key))
-    filters = _parse_only(only or [])
-    planned: dict[str, Planned] = {}
-    for index, grid in enumerate(grids):
-        if not isinstance(grid, dict):
-            raise BaloraError(f"{at('grids', index)}: each grid is a mapping of field: [values]")
-        grid = dict(grid)
-        label = str(grid.pop("name", f"grid{index}"))
-        tune = _tune(grid.pop("tune"), at, ("grids", index, "tune")) if "tune" in grid else spec_tune
-        axes = {k: _axis(k, v) for k, v in grid.items()}
-        for key, values in axes.items():
-            check_settable(key, "grids", index, key)
-            for value in values:
-                check_field(key, value, at("grids", index, key))
-                if key == "method":
-                    check_method(value, "grids", index, key)
-        if "method" not in axes:
-            check_method(base.get("method", RunConfig.method), "base", "method")
-        methods = axes.get("method", [base.get("method", RunConfig.method)])
-        for name in tune.fields if tune else []:
-            # A tuned field given a fixed value too would be ambiguous: refuse it where it is written.
-            fixed = [("grids", index, name)] if name in axes else [("base", name)] if name in base else [
-                ("overrides", m, name) for m in methods if name in (overrides.get(m) or {})]
-            if fixed:
-                raise BaloraError(f"{at(*fixed[0])}: '{name}' is tuned in grid {label}; remove its fixed value")
-            if name in filters:
-                raise BaloraError(f"--only {name}=...: '{name}' is tuned (selected on validation), not chosen")
-        tuned = {"tuned": tune.fields, **tune.candidates()[0]} if tune else {}
-        for point in itertools.product(*axes.values()):
-            values = dict(zip(axes, point))
-            method = values.get("method", base.get("method", RunConfig.method))
-            config = RunConfig.from_dict({**base, **values, **(overrides.get(method) or {}), **tuned},
-                                         where=at("grids", index))
-            if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
-                planned.setdefault(config.key(), Planned(config, label, tune))
-    for key in filters:
-        if key not in RunConfig.__dataclass_fields__:
-            raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
-    results_dir = data.get("results_dir")
-    if results_dir is not None and not isinstance(results_dir, str):
-        raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
-    return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir)
-
-
-def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
-    """A `tune:` block, checked where it is written: `field: [candidates]` for each tuned field and
-    `seeds: [tuning seeds]`; null or false means no tuning."""
-    if block is None or block is False:
-        return None
-    usage = "tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3], seeds: [0, 1]} (candidates per field, tuning seeds)"
-    if not isinstance(block, dict):
-        raise BaloraError(f"{at(*path)}: 'tune' is a mapping, e.g. {usage}")
-    seeds = block.get("seeds")
-    if (not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds)
-            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
-        raise BaloraError(f"{at(*path, 'seeds') if 'seeds' in block else at(*path)}: tune needs seeds: a list of "
-                          f"distinct integer tuning seeds, e.g. {usage}")
-    values = {k: v for k, v in block.items() if k != "seeds"}
-    if not values:
-        raise BaloraError(f"{at(*path)}: tune names no field to select; e.g. {usage}")
-    for name, candidates in values.items():
-        if name not in TUNABLE:
-            raise BaloraError(f"{at(*path, name)}: '{name}' cannot be tuned; tune takes seeds and any of "
-                              f"{', '.join(sorted(TUNABLE))}")
-        if not isinstance(candidates, list) or not candidates:
-            raise BaloraError(f"{at(*path, name)}: tune {name} needs a list of candidate values, e.g. {usage}")
-        for value in candidates:
-            check_field(name, value, at(*path, name))
-        if len(set(map(repr, candidates))) != len(candidates):
-            raise BaloraError(f"{at(*path, name)}: tune {name} lists a candidate twice")
-    return Tune(values, list(seeds))
-
-
-def _axis(key: str, value: Any) -> list:
-    """A grid entry's values: a list is an axis, anything else one value. `target_modules` is itself
-    a list, so only a list of lists is an axis over it."""
-    if key == "target_modules":
-        return value if isinstance(value, list) and all(isinstance(v, list) for v in value) else [value]
-    return value if isinstance(value, list) else [value]
-
-
-def seed003_preset(args: Any) -> str | None:
-    """Seed 003's runner flags, mapped onto presets."""
-    if getattr(args, "run_qa_lora", False):
-        return "qa"
-    if getattr(args, "run_all", False):
-        return "paper"
-    if getattr(args, "run_adalora", False):
-        return "adalora"
-    return None
+from balora.tuning import choose, score
 
 
 def execute(config_dict: dict[str, Any], out_dir: str, threads: int | None = None) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 from balora.models import quiet_libraries
-from balora.sweeps import load_spec, run_sweep
+from balora.specs import load_spec
+from balora.sweeps import run_sweep
 
 
 def main() -> None:

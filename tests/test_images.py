@@ -229,7 +229,7 @@ def test_all_linear_targets_every_projection_of_attention_and_mlp_but_not_the_he
 
 
 def test_vision_preset_pairs_seed003s_strategies_and_metrics():
-    from balora.sweeps import load_spec
+    from balora.specs import load_spec
 
     runs = [p.config for p in load_spec("vision").runs]
     assert {(c.model, c.dataset, c.budget_rank, tuple(c.target_modules)) for c in runs} == {

@@ -15,7 +15,7 @@ PACKAGE = Path(__file__).parents[1] / "balora"
 
 # Lowest first: the README's layout line, `assets → models, data, instructions, images → quantisation → importance →
 # allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
-# tuning, estimate → sweeps → report`, with `cli` on top. `balora` is the package itself (its
+# tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
 # version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the phase timer.
 LAYERS = [
     {"balora", "errors"},
@@ -34,6 +34,7 @@ LAYERS = [
     {"runfiles"},
     {"store"},
     {"tuning", "estimate"},
+    {"specs"},
     {"sweeps"},
     {"report"},
     {"cli", "__main__"},

@@ -16,8 +16,9 @@ from balora.cli import main
 from balora.errors import BaloraError
 from balora.report import build_report, check_report, write_report, write_runs_report
 from balora.runfiles import read_run, read_runs, run_keys, run_path, write_run
+from balora.specs import load_spec
 from balora.store import ResultsStore
-from balora.sweeps import load_spec, run_sweep
+from balora.sweeps import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,9 @@ from balora.cli import main
 from balora.config import RunConfig, protocol_key
 from balora.errors import BaloraError
 from balora.estimate import Estimator
+from balora.specs import PRESETS, load_spec, seed003_preset
 from balora.store import ResultsStore
-from balora.sweeps import PRESETS, load_spec, results_table, run_sweep, seed003_preset
+from balora.sweeps import results_table, run_sweep
 from balora.tuning import tuning_cells
 
 
