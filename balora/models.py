@@ -67,7 +67,7 @@ DEFAULT_TARGETS = {
 }
 ALL_LINEAR = "all-linear"  # every Linear/Conv1D layer but the head, as PEFT's `target_modules="all-linear"`
 # transformers 5 names ViT's and DeiT's projections like Llama's; defaults follow the installed naming.
-RENAMED_TARGETS = {"query": "q_proj", "key": "k_proj", "value": "v_proj"}
+RENAMED_TARGETS = {"query": "q_proj", "value": "v_proj"}
 
 # A causal LM adapts every projection by default (seed 002's "all layers"): attention and MLP.
 CAUSAL_LM_TARGETS = {
@@ -185,7 +185,7 @@ def _hub_error(name: str, err: Exception) -> BaloraError:
     if Path(name).exists():
         return BaloraError(f"cannot load model from folder '{name}': {err}")
     return BaloraError(
-        f"unknown model '{name}': not an embedded model ({', '.join(EMBEDDED_MODELS)}), not a local "
+        f"unknown model '{name}': not an embedded model ({', '.join([*EMBEDDED_MODELS, *BUILT_MODELS])}), not a local "
         f"folder, and not loadable from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:80]}); "
         "offline, use "
         "--model minilm, --model smollm2, --model vit-fashion or a local model folder"

@@ -260,3 +260,10 @@ def test_python_api_plans_a_vit_from_pixel_batches(grey_vit_dir):
     peft_model = plan.apply(model)
     assert plan.task_type is None and plan.lora_config().modules_to_save == ["classifier"]
     assert peft_model(**next(iter(loader))).loss.isfinite()
+
+
+def test_a_model_folder_without_an_image_processor_is_refused_in_one_line(tmp_path, capsys):
+    tiny_vit().save_pretrained(tmp_path / "vit")
+    assert main(["allocate", "--model", str(tmp_path / "vit"), "--dataset", "digits", "--budget-rank", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "has no image processor (preprocessor_config.json)" in err and len(err.strip().splitlines()) == 1
