@@ -21,7 +21,8 @@ class RunConfig:
     method: str = field(default="ba_lora", metadata={"help": "Method name from balora.methods.METHODS."})
     model: str = field(default="minilm", metadata={"help": "Embedded model, local folder or hub name."})
     dataset: str = field(default="rotten_tomatoes", metadata={"help": "Embedded dataset, local file/folder or hub name."})
-    task: str = field(default="auto", metadata={"help": "auto (causal LM: causal_lm, else classification), classification, causal_lm."})
+    task: str = field(default="auto", metadata={
+        "help": "auto (causal LM: causal_lm, image model: image, else classification), classification, causal_lm, image."})
     instruction_columns: list[str] | None = field(
         default=None, metadata={"help": "Instruction data: INSTRUCTION [INPUT] RESPONSE columns; default Alpaca's or Dolly's."})
     prompt_template: str = field(default="alpaca", metadata={"help": "Causal LM prompt: alpaca, or chat (the model's chat template)."})
@@ -29,7 +30,8 @@ class RunConfig:
     eval_examples: int | None = field(default=None, metadata={"help": "Evaluate on the first N validation and test examples (for CPUs)."})
     text_column: str | None = field(default=None, metadata={"help": "Text column of a local or hub dataset."})
     label_column: str = field(default="label", metadata={"help": "Label column of a local or hub dataset."})
-    target_modules: list[str] | None = field(default=None, metadata={"help": "Module name suffixes to adapt; default per architecture."})
+    target_modules: list[str] | None = field(default=None, metadata={
+        "help": "Module suffixes to adapt, or all-linear; default per architecture."})
     shots: int | None = field(default=None, metadata={"help": "Training examples per class (few-shot); None = no k-shot sampling."})
     train_size: int | None = field(default=None, metadata={"help": "Random training subset of the pool; None = whole pool."})
     rank: int | None = field(default=None, metadata={"help": "Fixed LoRA rank (method lora); defaults to the budget's rank-equivalent."})
@@ -112,8 +114,8 @@ class RunConfig:
             if name not in TUNABLE:
                 raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
         self._check_quantisation()
-        if self.task not in ("auto", "classification", "causal_lm"):
-            raise BaloraError(f"task must be auto, classification or causal_lm, got {self.task!r}")
+        if self.task not in ("auto", "classification", "causal_lm", "image"):
+            raise BaloraError(f"task must be auto, classification, causal_lm or image, got {self.task!r}")
         if self.prompt_template not in ("alpaca", "chat"):
             raise BaloraError(f"prompt_template must be 'alpaca' or 'chat', got {self.prompt_template!r}")
         if self.adalora_init_ratio < 1:

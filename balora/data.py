@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -57,7 +58,7 @@ class TextDataset:
         return sum(e.label == top for e in self.test) / len(self.test)
 
 
-def _split(name: str, label_names: list[str], examples: list[Example], test: int, validation: int) -> TextDataset:
+def fixed_split(name: str, label_names: list[str], examples: list[Example], test: int, validation: int) -> TextDataset:
     if len(examples) < test + validation + 2:
         raise BaloraError(f"dataset '{name}' has only {len(examples)} examples; it needs more than {test + validation}")
     rng = random.Random(SPLIT_SEED)
@@ -88,7 +89,7 @@ def load_rotten_tomatoes() -> TextDataset:
             continue
         seen.add(text)
         examples.append(Example(text, int(row["category"] == "fresh")))
-    return _split("rotten_tomatoes", ["negative", "positive"], examples, EMBEDDED_TEST_SIZE, EMBEDDED_VALIDATION_SIZE)
+    return fixed_split("rotten_tomatoes", ["negative", "positive"], examples, EMBEDDED_TEST_SIZE, EMBEDDED_VALIDATION_SIZE)
 
 
 def load_presidential_debates() -> TextDataset:
@@ -110,7 +111,7 @@ def load_presidential_debates() -> TextDataset:
         if text and text not in seen and party in names:
             seen.add(text)
             examples.append(Example(text, names.index(party)))
-    return _split("presidential_debates", names, examples, len(examples) // 5, len(examples) // 10)
+    return fixed_split("presidential_debates", names, examples, len(examples) // 5, len(examples) // 10)
 
 
 def _labelled(rows: list[dict], text_column: str, label_column: str, source: str,
@@ -173,7 +174,7 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
     if path.is_file():
         examples, names = _labelled(read_rows(path), text_column, label_column, str(path))
         test = max(1, len(examples) // 5)
-        return _split(path.stem, names, examples, test, max(1, len(examples) // 10))
+        return fixed_split(path.stem, names, examples, test, max(1, len(examples) // 10))
     files = {f.stem: f for f in sorted(path.iterdir()) if f.suffix in LOCAL_SUFFIXES}
     if "train" not in files or "test" not in files:
         raise BaloraError(f"folder '{path}' needs train.* and test.* files (csv, jsonl or parquet), found {sorted(files)}")
@@ -190,23 +191,28 @@ def load_local(path: Path, text_column: str, label_column: str) -> TextDataset:
     return TextDataset(path.name, names, pool, validation, test)
 
 
-def load_hub(name: str, text_column: str | None, label_column: str) -> TextDataset:
-    """A Hugging Face dataset. GLUE's test labels are hidden, so its validation split is our test set
-    and a validation set is carved from train."""
+def hub_splits(name: str, args: tuple[str, ...], what: str, offline: str) -> Any:
+    """`datasets.load_dataset(*args)` for dataset `name`; when the hub is unreachable or has no such dataset, a
+    BaloraError saying `what` else the name is not, and what to use `offline`."""
     import datasets  # deferred: importing `datasets` costs seconds
 
-    args = HUB_ALIASES.get(name, tuple(name.split(":", 1)))
-    text_column = text_column or ("sentence" if args == ("glue", "sst2") else "text")
     try:
         if not assets.hub_reachable():
             raise ConnectionError("hub unreachable")
-        splits = datasets.load_dataset(*args)
+        return datasets.load_dataset(*args)
     except Exception as err:  # noqa: BLE001 - the hub raises many types; all mean "unavailable"
-        raise BaloraError(
-            f"unknown dataset '{name}': not embedded ({', '.join(EMBEDDED_DATASETS)}), not a local file, "
-            f"and not loadable from the Hugging Face hub ({type(err).__name__}); offline, use "
-            "--dataset rotten_tomatoes or a local CSV/JSONL/Parquet file"
-        ) from None
+        raise BaloraError(f"unknown dataset '{name}': {what}, and not loadable from the Hugging Face hub "
+                          f"({type(err).__name__}); offline, use {offline}") from None
+
+
+def load_hub(name: str, text_column: str | None, label_column: str) -> TextDataset:
+    """A Hugging Face dataset. GLUE's test labels are hidden, so its validation split is our test set
+    and a validation set is carved from train."""
+
+    args = HUB_ALIASES.get(name, tuple(name.split(":", 1)))
+    text_column = text_column or ("sentence" if args == ("glue", "sst2") else "text")
+    splits = hub_splits(name, args, f"not embedded ({', '.join(EMBEDDED_DATASETS)}), not a local file",
+                        "--dataset rotten_tomatoes or a local CSV/JSONL/Parquet file")
     train = splits["train"]
     class_names = getattr(train.features.get(label_column), "names", None)
     label_values = [str(i) for i in range(len(class_names))] if class_names else None

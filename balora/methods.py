@@ -21,7 +21,7 @@ from balora import allocation, importance, initialisation
 from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.measure import PhaseMeter
-from balora.models import TargetModule
+from balora.models import TargetModule, is_attention, layer_index
 from balora.reallocation import RankController, ReallocationConfig
 
 
@@ -33,7 +33,7 @@ class MethodContext:
     budget: int  # LoRA parameters
     batches: Callable[[], Iterable[dict[str, torch.Tensor]]]  # a fresh pass over the training set
     total_steps: int
-    task_type: str
+    task_type: str | None  # PEFT's; None for image models (their forward takes pixel_values)
     head_modules: list[str]
     meter: PhaseMeter
     importance_samples: int  # this process's share of `gradient_samples` (all of it unless data-parallel)
@@ -184,18 +184,9 @@ def ba_lora_no_budget(ctx: MethodContext) -> Prepared:
     return _with_warm_start(ctx, ranks, gradients)
 
 
-def _layer_index(name: str) -> int:
-    numbers = [int(part) for part in name.split(".") if part.isdigit()]
-    return numbers[0] if numbers else 0
-
-
-def _is_attention(name: str) -> bool:
-    return any(key in name for key in ("attention", "attn", "q_proj", "k_proj", "v_proj", "o_proj"))
-
-
 def linear_decay(ctx: MethodContext) -> Prepared:
     """Heuristic: rank changes linearly with depth, from 1 to `heuristic_ratio` (relative)."""
-    depths = {t.name: _layer_index(t.name) for t in ctx.targets}
+    depths = {t.name: layer_index(t.name) for t in ctx.targets}
     deepest = max(depths.values()) or 1
     ratio = ctx.config.heuristic_ratio
     weight = {n: 1 + (ratio - 1) * d / deepest for n, d in depths.items()}
@@ -207,11 +198,11 @@ def linear_decay(ctx: MethodContext) -> Prepared:
 
 def attention_heavy(ctx: MethodContext) -> Prepared:
     """Heuristic: attention modules get `heuristic_ratio` × the rank of feed-forward modules."""
-    kinds = {_is_attention(t.name) for t in ctx.targets}
+    kinds = {is_attention(t.name) for t in ctx.targets}
     if kinds != {True, False}:
         raise BaloraError("attention_heavy needs attention and feed-forward targets; e.g. for BERT "
                           "--target-modules query value intermediate.dense output.dense")
-    weight = {t.name: ctx.config.heuristic_ratio if _is_attention(t.name) else 1.0 for t in ctx.targets}
+    weight = {t.name: ctx.config.heuristic_ratio if is_attention(t.name) else 1.0 for t in ctx.targets}
     ranks = _allocate(ctx, weight, "proportional", power=1.0)
     return Prepared(_lora_config(ctx, ranks), ranks)
 
@@ -259,6 +250,12 @@ def adalora(ctx: MethodContext) -> Prepared:
     return Prepared(config, ranks, after_step=after_step, effective_ranks=effective_ranks)
 
 
+def _every_position(layer_input: torch.Tensor | tuple, _model_input: object, _layer_name: str) -> torch.Tensor:
+    """EVA's SVD input for a batch without padding: each position's layer input, one row per position."""
+    x = layer_input[0] if isinstance(layer_input, tuple | list) else layer_input
+    return x.reshape(-1, x.shape[-1])
+
+
 def eva(ctx: MethodContext) -> Prepared:
     """PEFT's EVA: ranks redistributed from the SVD of layer inputs (budget in rank units)."""
     rank = _whole_rank(ctx)
@@ -272,7 +269,11 @@ def eva(ctx: MethodContext) -> Prepared:
     def initialise(model: PeftModel) -> None:
         with ctx.meter.phase("init"):
             batches = [{k: v for k, v in b.items() if k != "labels"} for b in ctx.batches()]
-            initialize_lora_eva_weights(model, batches, show_progress_bar=False)
+            if "input_ids" in batches[0]:  # text: PEFT's default keeps the non-padding tokens
+                initialize_lora_eva_weights(model, batches, show_progress_bar=False)
+            else:  # images: every position (patches and class token) is a real input
+                initialize_lora_eva_weights(model, batches, prepare_model_inputs_fn=None,
+                                            prepare_layer_inputs_fn=_every_position, show_progress_bar=False)
 
     def effective_ranks(model: PeftModel) -> dict[str, int]:
         return {t.name: initialisation.lora_layer(model, t.name).r.get("default", 0) for t in ctx.targets}

@@ -5,7 +5,11 @@ A model name is an embedded model (`minilm`, `smollm2`), a local folder, or a Hu
 budget arithmetic needs: GPT-2's `Conv1D` stores its weight transposed.
 
 The task follows the model: a causal language model (`...ForCausalLM`, GPT-2's `LMHeadModel`) is
-fine-tuned as a causal LM, anything else as a sequence classifier (`task_of`).
+fine-tuned as a causal LM, an image model (ViT, DeiT, ...: a model type transformers can load for image
+classification) as an image classifier, anything else as a sequence classifier (`task_of`).
+
+`vit-fashion` is built, not downloaded: `assets.vit_fashion()` pretrains a small ViT on Fashion-MNIST
+once and caches it (the offline stand-in for an ImageNet-pretrained ViT).
 
 `smollm2` ships as a 4-bit GGUF file; on first use it is dequantised to fp32 and saved once as a plain
 Hugging Face folder (safetensors) in the cache, which later runs load in about a second and which a
@@ -18,6 +22,7 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,21 +31,27 @@ import torch
 from torch import nn
 from transformers import (
     AutoConfig,
+    AutoImageProcessor,
     AutoModelForCausalLM,
+    AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 from transformers.pytorch_utils import Conv1D
 
 from balora import assets
 from balora.errors import BaloraError
 
 EMBEDDED_MODELS = {"minilm": assets.MINILM, "smollm2": assets.SMOLLM2}
+# Embedded models built on first use by the assets layer (called only when the name is used).
+BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: assets.vit_fashion}
 # Embedded models that ship as GGUF: the file inside the asset, converted once to a plain folder.
 GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-TASKS = ("auto", "classification", "causal_lm")
+TASKS = ("auto", "classification", "causal_lm", "image")
 
 # LoRA targets by architecture when the user names none (seed 000: query/value projections).
 DEFAULT_TARGETS = {
@@ -51,8 +62,12 @@ DEFAULT_TARGETS = {
     "llama": ["q_proj", "v_proj"],
     "mistral": ["q_proj", "v_proj"],
     "qwen2": ["q_proj", "v_proj"],
-    "vit": ["query", "value"],
+    "vit": ["query", "value"],  # PEFT's ViT example
+    "deit": ["query", "value"],
 }
+ALL_LINEAR = "all-linear"  # every Linear/Conv1D layer but the head, as PEFT's `target_modules="all-linear"`
+# transformers 5 names ViT's and DeiT's projections like Llama's; defaults follow the installed naming.
+RENAMED_TARGETS = {"query": "q_proj", "value": "v_proj"}
 
 # A causal LM adapts every projection by default (seed 002's "all layers"): attention and MLP.
 CAUSAL_LM_TARGETS = {
@@ -84,6 +99,17 @@ class TargetModule:
         return min(self.d_in, self.d_out)
 
 
+def layer_index(name: str) -> int:
+    """The block a module belongs to: the first number in its name (0 if none)."""
+    numbers = [int(part) for part in name.split(".") if part.isdigit()]
+    return numbers[0] if numbers else 0
+
+
+def is_attention(name: str) -> bool:
+    """Attention projections (and their output projection) as opposed to feed-forward (MLP) layers."""
+    return any(key in name for key in ("attention", "attn", "q_proj", "k_proj", "v_proj", "o_proj"))
+
+
 def quiet_libraries() -> None:
     """Hide load reports and warnings meant for library developers (e.g. "classifier newly initialised")."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -100,6 +126,8 @@ def resolve_model_path(name: str) -> str:
     """The embedded asset's folder, a local folder, or the hub name (checked to be reachable)."""
     if name in GGUF_FILES:
         return str(plain_folder(name))
+    if name in BUILT_MODELS:
+        return str(BUILT_MODELS[name]())
     if name in EMBEDDED_MODELS:
         return str(assets.fetch(EMBEDDED_MODELS[name]))
     if Path(name).exists() and not (Path(name) / "config.json").is_file():
@@ -133,8 +161,8 @@ def plain_folder(name: str) -> Path:
 
 
 def task_of(name: str, task: str = "auto") -> str:
-    """`classification` or `causal_lm`: `task` unless it is `auto`, then what the model's saved
-    architecture is (a causal LM head means causal-LM training)."""
+    """`classification`, `causal_lm` or `image`: `task` unless it is `auto`, then what the model's saved
+    config says (a causal LM head means causal-LM training; an image model type, image classification)."""
     if task not in TASKS:
         raise BaloraError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
     if task != "auto":
@@ -144,7 +172,9 @@ def task_of(name: str, task: str = "auto") -> str:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise _hub_error(name, err) from None
-    return "causal_lm" if any(is_causal_lm_class(a) for a in config.architectures or []) else "classification"
+    if any(is_causal_lm_class(a) for a in config.architectures or []):
+        return "causal_lm"
+    return "image" if config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES else "classification"
 
 
 def is_causal_lm_class(class_name: str) -> bool:
@@ -155,10 +185,10 @@ def _hub_error(name: str, err: Exception) -> BaloraError:
     if Path(name).exists():
         return BaloraError(f"cannot load model from folder '{name}': {err}")
     return BaloraError(
-        f"unknown model '{name}': not an embedded model ({', '.join(EMBEDDED_MODELS)}), not a local "
+        f"unknown model '{name}': not an embedded model ({', '.join([*EMBEDDED_MODELS, *BUILT_MODELS])}), not a local "
         f"folder, and not loadable from the Hugging Face hub ({type(err).__name__}: {str(err).splitlines()[0][:80]}); "
         "offline, use "
-        "--model minilm, --model smollm2 or a local model folder"
+        "--model minilm, --model smollm2, --model vit-fashion or a local model folder"
     )
 
 
@@ -205,6 +235,43 @@ def load_classifier(name: str, num_labels: int, seed: int) -> PreTrainedModel:
     return model
 
 
+def load_image_processor(name: str) -> BaseImageProcessor:
+    """The model's image processor (resizing and normalisation as the model was pretrained with)."""
+    path = resolve_model_path(name)
+    try:
+        return AutoImageProcessor.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        if Path(path).is_dir():
+            raise BaloraError(f"model folder '{name}' has no image processor (preprocessor_config.json); save one with "
+                              "ViTImageProcessor(...).save_pretrained(folder)") from None
+        raise _hub_error(name, err) from None
+
+
+def load_image_classifier(name: str, label_names: list[str], seed: int) -> PreTrainedModel:
+    """An image classifier for `label_names` whose head is new and initialised reproducibly from `seed`.
+
+    A head the checkpoint already has is replaced whatever its size (`ignore_mismatched_sizes` covers
+    another number of classes; with as many classes, e.g. vit-fashion's ten on digits' ten, its weights
+    belong to another task): it is re-drawn as the model's own initialisation draws a new head.
+    """
+    path = resolve_model_path(name)
+    torch.manual_seed(seed)
+    try:
+        model = AutoModelForImageClassification.from_pretrained(
+            path, num_labels=len(label_names), ignore_mismatched_sizes=True,
+            id2label=dict(enumerate(label_names)), label2id={n: i for i, n in enumerate(label_names)})
+    except (OSError, ValueError) as err:
+        raise _hub_error(name, err) from None
+    torch.manual_seed(seed)
+    std = getattr(model.config, "initializer_range", 0.02)
+    for head in head_module_names(model):
+        for module in model.get_submodule(head).modules():
+            if isinstance(module, nn.Linear):  # ViT's and DeiT's `_init_weights` for a Linear layer
+                nn.init.trunc_normal_(module.weight, std=std)
+                nn.init.zeros_(module.bias)
+    return model
+
+
 def load_causal_lm(name: str) -> PreTrainedModel:
     """A causal language model in fp32 (its weights are all pretrained: nothing depends on a seed)."""
     path = resolve_model_path(name)
@@ -226,7 +293,10 @@ def default_target_names(model: nn.Module) -> list[str]:
             f"no default LoRA targets for model type '{model_type}'; name them (--target-modules query value, "
             "or target_modules=[...] in Python)"
         )
-    return DEFAULT_TARGETS[model_type]
+    names = DEFAULT_TARGETS[model_type]
+    if not set(names) <= set(_linear_suffixes(model)):
+        names = [RENAMED_TARGETS.get(n, n) for n in names]
+    return names
 
 
 def weight_shape(module: nn.Module) -> tuple[int, int] | None:
@@ -241,9 +311,12 @@ def weight_shape(module: nn.Module) -> tuple[int, int] | None:
 def target_modules(model: nn.Module, names: list[str] | None = None) -> list[TargetModule]:
     """Every Linear/Conv1D module whose name ends with one of `names` (PEFT's suffix rule).
 
-    Head modules are never targets: they are trained in full.
+    Head modules are never targets: they are trained in full. `["all-linear"]` (PEFT's keyword) names
+    every such layer.
     """
     names = names or default_target_names(model)
+    if names == [ALL_LINEAR]:
+        names = _linear_suffixes(model)
     found: list[TargetModule] = []
     matched: set[str] = set()
     for full_name, module in model.named_modules():
@@ -265,6 +338,14 @@ def target_modules(model: nn.Module, names: list[str] | None = None) -> list[Tar
             f"for {model_type or type(model).__name__} try {hint}"
         )
     return found
+
+
+def module_type(name: str) -> str:
+    """A module's name within its block (`attention.q_proj`, `mlp.fc1`, `intermediate.dense`, ...): the
+    parts after the block's number, so that modules of one kind in every layer share it."""
+    parts = name.split(".")
+    numbered = [i for i, part in enumerate(parts) if part.isdigit()]
+    return ".".join(parts[numbered[0] + 1:]) if numbered else name
 
 
 def _linear_suffixes(model: nn.Module) -> list[str]:

@@ -9,8 +9,8 @@ The result written here is the unit everything downstream (sweeps, results store
     params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
                  head, total_trainable, base_model
     allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
-    task         classification or causal_lm (the task follows the model, `models.task_of`)
-    metrics      classification: test accuracy, f1, precision, recall, loss; majority-class rate
+    task         classification, causal_lm or image (the task follows the model, `models.task_of`)
+    metrics      classification and image: test accuracy, f1, precision, recall, loss; majority-class rate
                  causal_lm: token-weighted test loss on response tokens, perplexity, tokens
                  (none for a tuning run)
     generations  causal_lm: greedy responses to the first test prompts, with their references
@@ -44,12 +44,14 @@ import transformers
 from peft import get_peft_model
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
+from transformers.image_processing_utils import BaseImageProcessor
 
 from balora import __version__, quantisation
 from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
 from balora.data import Example, TextDataset, importance_sample, load_text_dataset, make_loader, select_training
 from balora.errors import BaloraError
+from balora.images import ImageDataset, load_image_dataset, make_image_loader
 from balora.importance import ProbeReport, fit_head
 from balora.instructions import InstructionDataset, load_instruction_dataset, make_lm_loader, prompt_ids
 from balora.measure import PhaseMeter
@@ -60,6 +62,8 @@ from balora.models import (
     head_parameter_count,
     load_causal_lm,
     load_classifier,
+    load_image_classifier,
+    load_image_processor,
     load_tokenizer,
     target_modules,
     task_of,
@@ -75,6 +79,9 @@ from balora.training import (
     train,
 )
 
+# PEFT's task type per task; images have none (PEFT's ViT example): the model's forward takes pixel_values,
+# and the head is named in modules_to_save.
+PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "image": None}
 GENERATION_PROMPTS = 3  # test prompts answered greedily and stored with a causal-LM result
 GENERATION_TOKENS = 48
 
@@ -126,12 +133,12 @@ class Setup:
     """Everything loaded before a method runs; shared by `plan_allocation` and `run_experiment`."""
 
     config: RunConfig
-    task: str  # classification or causal_lm
-    data: TextDataset | InstructionDataset
+    task: str  # classification, causal_lm or image
+    data: TextDataset | InstructionDataset | ImageDataset
     train_examples: list[Example]
     importance_examples: list[Example]  # the one sample for importance, warm-start, EVA and the head probe
     probe: ProbeReport | None
-    tokenizer: PreTrainedTokenizerBase
+    processor: PreTrainedTokenizerBase | BaseImageProcessor  # the tokenizer, or for images the image processor
     model: torch.nn.Module
     targets: list[TargetModule]
     head_params: int
@@ -146,9 +153,12 @@ class Setup:
     def loader(self, examples: list[Example], shuffle: bool, batch_size: int | None = None) -> DataLoader:
         c = self.config
         if self.causal:
-            return make_lm_loader(examples, self.tokenizer, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
+            return make_lm_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
                                   c.prompt_template, c.train_on_prompt)
-        return make_loader(examples, self.tokenizer, batch_size or c.batch_size, shuffle, c.seed, c.max_length)
+        if self.task == "image":
+            return make_image_loader(examples, self.processor, self.model.config.num_channels, batch_size or c.batch_size,
+                                     shuffle, c.seed)
+        return make_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length)
 
     def evaluator(self, examples: list[Example]) -> Callable[[torch.nn.Module], dict[str, float]]:
         """Metrics of a model on `examples` (validation or test; the first `eval_examples` of them if set),
@@ -162,11 +172,11 @@ class Setup:
     def generations(self, model: torch.nn.Module) -> list[dict[str, str]]:
         """Greedy responses to the first test prompts (the split is fixed, so always the same prompts)."""
         examples = self.data.test[:GENERATION_PROMPTS]
-        prompts = [prompt_ids(e, self.config.prompt_template, self.tokenizer) for e in examples]
-        outputs = greedy_generate(model, prompts, GENERATION_TOKENS, self.tokenizer.eos_token_id,
-                                  self.tokenizer.pad_token_id)
+        prompts = [prompt_ids(e, self.config.prompt_template, self.processor) for e in examples]
+        outputs = greedy_generate(model, prompts, GENERATION_TOKENS, self.processor.eos_token_id,
+                                  self.processor.pad_token_id)
         return [{"instruction": e.instruction, "input": e.input, "reference": e.response,
-                 "generated": self.tokenizer.decode(out, skip_special_tokens=True).strip()}
+                 "generated": self.processor.decode(out, skip_special_tokens=True).strip()}
                 for e, out in zip(examples, outputs)]
 
     def importance_batches(self) -> DataLoader:
@@ -176,7 +186,7 @@ class Setup:
 
     def method_context(self, total_steps: int) -> MethodContext:
         return MethodContext(self.config, self.model, self.targets, self.budget, self.importance_batches, total_steps,
-                             "CAUSAL_LM" if self.causal else "SEQ_CLS", head_module_names(self.model), self.meter,
+                             PEFT_TASK_TYPES[self.task], head_module_names(self.model), self.meter,
                              len(self.placement.shard(self.importance_examples)))
 
 
@@ -193,11 +203,14 @@ def setup(config: RunConfig) -> Setup:
     meter = PhaseMeter()
     placement = Distributed.from_env()
     with meter.phase("load"):
-        tokenizer = load_tokenizer(config.model)  # first: a wrong model name fails before data loads
-        task = task_of(config.model, config.task)
+        task = task_of(config.model, config.task)  # first: a wrong model name fails before data loads
+        processor = load_image_processor(config.model) if task == "image" else load_tokenizer(config.model)
         if task == "causal_lm":
             data = load_instruction_dataset(config.dataset, config.instruction_columns)
             model = load_causal_lm(config.model)
+        elif task == "image":
+            data = load_image_dataset(config.dataset, config.label_column)
+            model = load_image_classifier(config.model, data.label_names, config.seed)
         else:
             data = load_text_dataset(config.dataset, config.text_column, config.label_column)
             model = load_classifier(config.model, data.num_labels, config.seed)
@@ -211,7 +224,7 @@ def setup(config: RunConfig) -> Setup:
             quantise_base(model, config, targets, keep_residual=config.quant_schedule != "constant")
     budget = resolve_budget(config, targets, head_params)
     sample = importance_sample(train_examples, config.gradient_samples, config.seed)
-    run = Setup(config, task, data, train_examples, sample, None, tokenizer, model, targets, head_params, budget, meter,
+    run = Setup(config, task, data, train_examples, sample, None, processor, model, targets, head_params, budget, meter,
                 placement)
     heads = head_module_names(model)
     if config.head_probe_steps and heads:
@@ -351,7 +364,7 @@ def save_result(result: dict[str, Any], out_dir: Path) -> None:
 
 def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     """`balora merge`: fold a QA-LoRA run's adapter into its INT base's zero-points and save the merged,
-    still group-quantised model (with the trained head and the tokenizer) to `out_dir`."""
+    still group-quantised model (with the trained head and the tokenizer or image processor) to `out_dir`."""
     from peft import PeftModel
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -365,11 +378,13 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         raise BaloraError(f"{run_dir} was trained with --quant {config.quant}{' --qa-lora' if config.qa_lora else ''}; "
                           "merge needs --quant int4 or int8 with --qa-lora (an update folds only into INT zero-points, "
                           "group by group)")
-    model = load_classifier(config.model, len(result["data"]["labels"]), config.seed)
+    image = result.get("task") == "image"
+    model = (load_image_classifier(config.model, result["data"]["labels"], config.seed) if image
+             else load_classifier(config.model, len(result["data"]["labels"]), config.seed))
     quantise_base(model, config, target_modules(model, config.target_modules))
     peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
     quantisation.fold_into_zero_points(peft_model)
     merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
     quantisation.save_quantised(merged, out_dir)
-    load_tokenizer(config.model).save_pretrained(out_dir)
+    (load_image_processor if image else load_tokenizer)(config.model).save_pretrained(out_dir)
     return quantisation.memory_report(quantisation.quantised_layers(merged))

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 
@@ -40,12 +40,11 @@ def run(method: str, args: argparse.Namespace, out: Path) -> dict:
 def loop_speed(args: argparse.Namespace) -> tuple[float, float]:
     """Steps/s of balora's `train` and of a bare loop, over the same pre-tokenised batches."""
     import torch
+    from loops import compare_loops
     from peft import LoraConfig, get_peft_model
-    from transformers import get_linear_schedule_with_warmup
 
     from balora.data import load_rotten_tomatoes, make_loader, select_training
     from balora.models import load_classifier, load_tokenizer
-    from balora.training import TrainSettings, train
 
     data = load_rotten_tomatoes()
     examples = select_training(data.pool, None, args.speed_steps * 32, 42)
@@ -56,23 +55,8 @@ def loop_speed(args: argparse.Namespace) -> tuple[float, float]:
         config = LoraConfig(task_type="SEQ_CLS", r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"])
         return get_peft_model(load_classifier("minilm", 2, 42), config)
 
-    model = fresh_model()
-    start = time.perf_counter()
-    train(model, batches, TrainSettings(epochs=1, learning_rate=2e-3, evaluations=1, progress=False))
-    ours = len(batches) / (time.perf_counter() - start)
-
-    model = fresh_model()
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3, weight_decay=0.01)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * len(batches)), len(batches))
-    start = time.perf_counter()
-    for batch in batches:
-        model(**batch).loss.backward()
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-    bare = len(batches) / (time.perf_counter() - start)
-    return ours, bare
+    ours, bare = compare_loops(fresh_model, batches, args.speed_repeats)
+    return len(batches) / statistics.median(ours), len(batches) / statistics.median(bare)
 
 
 def sample_agreement(args: argparse.Namespace) -> list[tuple[int, float, float]]:
@@ -99,6 +83,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--gradient-samples", type=int, default=1000)
     parser.add_argument("--speed-steps", type=int, default=40)
+    parser.add_argument("--speed-repeats", type=int, default=3)
     parser.add_argument("--sample-sizes", type=int, nargs="*", default=[125, 250, 500])
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

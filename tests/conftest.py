@@ -18,6 +18,9 @@ from transformers import (
     LlamaForCausalLM,
     LlamaForSequenceClassification,
     PreTrainedTokenizerFast,
+    ViTConfig,
+    ViTForImageClassification,
+    ViTImageProcessor,
 )
 
 WORDS = ("good great fine superb lovely bad awful poor dull boring movie film plot actor story "
@@ -151,3 +154,41 @@ def tiny_alpaca(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("instructions") / "alpaca_data.json"
     path.write_text(json.dumps(instruction_rows(120)))
     return path
+
+
+def tiny_vit(channels: int = 1, num_labels: int = 10) -> ViTForImageClassification:
+    """A ViT for 28×28 images in 7×7 patches (16 patches), 2 layers of width 32: about 30K parameters."""
+    torch.manual_seed(0)
+    config = ViTConfig(image_size=28, patch_size=7, num_channels=channels, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=2, intermediate_size=48, num_labels=num_labels)
+    return ViTForImageClassification(config)
+
+
+def save_tiny_vit(folder: Path, channels: int = 1) -> Path:
+    """The tiny ViT with an image processor that resizes to 28×28 and normalises each channel to (x − 0.5)/0.25."""
+    ViTImageProcessor(size={"height": 28, "width": 28}, image_mean=[0.5] * channels,
+                      image_std=[0.25] * channels).save_pretrained(folder)
+    tiny_vit(channels).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session", params=[1, 3], ids=["grey", "rgb"])
+def tiny_vit_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local ViT folder (random weights) with its image processor, for 1- and 3-channel images."""
+    return save_tiny_vit(tmp_path_factory.mktemp(f"tiny-vit-{request.param}"), request.param)
+
+
+def write_image_folder(root: Path, classes: int = 2, per_class: int = 12, size: int = 10) -> Path:
+    """Class subfolders of PNG files whose class is visible (class c: a bright band at row block c)."""
+    from PIL import Image
+
+    rng = random.Random(0)
+    for c in range(classes):
+        (root / f"class_{c}").mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            pixels = bytearray(rng.randrange(40) for _ in range(size * size))
+            for row in range(c * size // classes, (c + 1) * size // classes):
+                for col in range(size):
+                    pixels[row * size + col] = 200 + rng.randrange(50)
+            Image.frombytes("L", (size, size), bytes(pixels)).save(root / f"class_{c}" / f"{i}.png")
+    return root

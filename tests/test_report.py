@@ -438,3 +438,63 @@ def test_dynamic_runs_get_a_reallocation_section_with_their_parameters_against_t
     assert "100.00% of the budget" in markdown
     assert "Mean training loss over the 3 steps after a reallocation / the 3 steps up to it" in markdown
     assert len(list(out.glob("figures/reallocation_*.png"))) == 2  # one per budget
+
+
+# Seed 003's layer-importance section (image runs).
+
+VIT_KINDS = ("attention.q_proj", "attention.k_proj", "attention.v_proj", "attention.o_proj", "mlp.fc1", "mlp.fc2")
+
+
+def make_vit_result(method: str, metric: str, seed: int, attention_weight: float) -> dict:
+    """A run on a 4-layer ViT, all linear layers adapted; attention modules score `attention_weight` × MLP's
+    (times noise), or with weight 1, every module of a layer scores the same (deeper layers more)."""
+    result = make_result("lora" if method == "lora" else "ba_lora", 4, 16, seed)
+    rng = random.Random(f"vit-{method}-{metric}-{seed}")
+    names = [f"vit.layers.{layer}.{kind}" for layer in range(4) for kind in VIT_KINDS]
+    scored = method != "lora"
+    importance = [(1 + 0.1 * int(n.split(".")[2])) * scored if attention_weight == 1.0 else
+                  (attention_weight if ".attention." in n else 1.0) * rng.uniform(0.8, 1.2) * scored for n in names]
+    ranks = [4 if not scored else (6 if ".attention." in n and attention_weight > 1 else 3) for n in names]
+    result.update({
+        "task": "image", "key": f"vit-{method}-{metric}-{seed}",
+        "config": {**result["config"], "method": method, "model": "vit-fashion", "dataset": "digits",
+                   "importance_metric": metric, "target_modules": ["all-linear"], "strategy": "proportional"},
+        "allocation": [{"name": n, "shape": [128, 128], "importance": i, "rank": r, "params": r * 256, "final_rank": r}
+                       for n, i, r in zip(names, importance, ranks)],
+    })
+    return result
+
+
+def test_vision_section_tests_whether_attention_dominates_with_mann_whitney(tmp_path: Path):
+    from balora.report.runs import load_runs
+    from balora.report.vision import groups, scored_modules
+
+    runs = ([make_vit_result("ba_lora", "fisher", s, 3.0) for s in (42, 43, 44)]
+            + [make_vit_result("ba_lora", "magnitude", s, 1.0) for s in (42, 43, 44)]
+            + [make_vit_result("ba_lora", "grad_norm", s, 0.3) for s in (42, 43, 44)]
+            + [make_vit_result("lora", "sensitivity", s, 1.0) for s in (42, 43, 44)])
+    build_report(runs, tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    section = text.split("## Layer importance in Vision Transformers (seed 003)")[1].split("\n## ")[0]
+    # the statistic, computed here from the raw results: shares per run, averaged per module over seeds
+    shares = {}
+    for result in runs[:3]:
+        total = sum(m["importance"] for m in result["allocation"])
+        for m in result["allocation"]:
+            shares.setdefault(m["name"], []).append(m["importance"] / total)
+    attention = [np.mean(v) for n, v in shares.items() if ".attention." in n]
+    mlp = [np.mean(v) for n, v in shares.items() if ".mlp." in n]
+    u = sps.mannwhitneyu(attention, mlp, alternative="greater").statistic
+    assert f"fisher importance: attention modules score significantly higher than MLP modules (one-sided " \
+           f"Mann-Whitney U = {u:.0f}" in section and "seed 003's claim holds here" in section
+    assert "magnitude importance: attention modules do not score significantly higher" in section
+    assert "grad_norm importance: MLP modules score significantly higher" in section and "the opposite" in section
+    assert "sensitivity importance" not in section  # LoRA scores nothing
+    assert "| attention.q_proj | attention | 4 |" in section and "| mlp.fc1 | MLP | 4 |" in section
+    image = load_runs(runs)
+    assert {(g[1], len(g[2])) for g in groups(image)} == {("fisher", 72), ("magnitude", 72), ("grad_norm", 72)}
+    assert np.allclose(scored_modules(image)["share"].groupby(scored_modules(image)["run"]).sum(), 1.0)
+
+
+def test_vision_section_appears_only_with_image_runs(report_dir: Path):
+    assert "Layer importance in Vision Transformers" not in (report_dir / "report" / "report.md").read_text()

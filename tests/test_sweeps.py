@@ -149,7 +149,7 @@ def test_identical_grid_points_run_once_and_only_filters(tmp_path):
         load_spec(str(spec), ["colour=red"])
 
 
-@pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned"])
+@pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision"])
 def test_comparison_presets_select_every_learning_rate_on_validation(preset):
     spec = load_spec(preset)
     assert all(p.tune and p.tune.fields == ["learning_rate"] and len(p.tune.candidates()) >= 3 for p in spec.runs)

@@ -26,6 +26,7 @@ from balora.report.document import (
 from balora.report.lm import lm_section
 from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
+from balora.report.vision import vision_section
 
 TITLE = "BA-LoRA results report"
 STATISTICS = (
@@ -84,7 +85,8 @@ def _count(n: int, noun: str) -> str:
 def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None) -> Report:
     """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
     appendix); figures are written to `out/figures`.
-    Causal-LM runs (seed 002's instruction tuning) have their own section; the others are classification."""
+    Causal-LM runs (seed 002's instruction tuning) have their own section; the others are classification
+    (image runs among them, which also get seed 003's layer-importance section)."""
     causal = frame[frame["task"] == "causal_lm"]
     frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
     analysis = analyse(frame)
@@ -123,6 +125,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             _per_setting(frame, missing, fig_dir, figures.importance_vs_rank, "Importance vs rank",
                          "no method with importance scores"),
             _per_setting(frame, missing, fig_dir, figures.rank_per_layer, "Rank per layer", "no allocations recorded"))
+        if (frame["task"] == "image").any():  # only where vision runs exist
+            report.sections["vision"] = vision_section(frame[frame["task"] == "image"], missing)
         if not dynamic_runs(frame).empty:
             report.sections["reallocation"] = _section(
                 "Dynamic reallocation (seed 003)", "BA-LoRA dynamic re-scores its modules from the LoRA factors' "
