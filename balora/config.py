@@ -12,9 +12,6 @@ from typing import Any
 
 from balora.errors import BaloraError
 
-# Fields added after results were first stored: part of a run's key only when not at their default.
-KEYED_WHEN_SET = ("task", "instruction_columns", "prompt_template", "train_on_prompt", "eval_examples")
-
 
 @dataclass
 class RunConfig:
@@ -191,7 +188,8 @@ def protocol_key(config: Mapping[str, Any]) -> str:
     return json.dumps(protocol(config), sort_keys=True, default=str)
 
 
-# Fields added after runs were first stored: part of `key()` only when not at their default.
+# Fields added after runs were first stored: part of `key()` only when not at their default. (The task and
+# causal-LM fields are always keyed: every committed run file's key includes them.)
 KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
                             "quant_schedule", "grad_scale", "realloc_every", "realloc_warmup", "realloc_final",
                             "realloc_strategy", "realloc_ema", "realloc_uncertainty"})

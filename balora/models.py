@@ -48,7 +48,8 @@ from balora.errors import BaloraError
 
 EMBEDDED_MODELS = {"minilm": assets.MINILM, "smollm2": assets.SMOLLM2}
 # Embedded models built on first use by the assets layer (called only when the name is used).
-BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: assets.vit_fashion}
+# (Looked up on `assets` at call time, so a stand-in for the asset replaces it everywhere.)
+BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: lambda: assets.vit_fashion()}
 # Embedded models that ship as GGUF: the file inside the asset, converted once to a plain folder.
 GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 TASKS = ("auto", "classification", "causal_lm", "image")
