@@ -43,7 +43,7 @@ class RunConfig:
     max_rank: int | None = field(default=None, metadata={"help": "Largest rank a module may get; default min(d_in, d_out)."})
     threshold: float = field(default=0.5, metadata={"help": "Strategy threshold: share of the top score a module needs."})
     top_k: int | None = field(default=None, metadata={"help": "Strategy top_k: modules that get a rank (default half)."})
-    gradient_samples: int = field(default=1000, metadata={"help": "Importance pass: a stratified random sample."})
+    gradient_samples: int = field(default=500, metadata={"help": "Importance pass: stratified random sample; see benchmarks/overhead.py."})
     head_probe_steps: int = field(default=0, metadata={"help": "Probe steps fitting the head first (every method); 0 = off."})
     warmstart: bool = field(default=True, metadata={"help": "Initialise B from the mean gradient (ba_lora)."})
     gamma: float = field(default=0.005, metadata={"help": "Warm-start step: ‖scaling·B·A‖ = gamma·‖G/RMS(G)‖ per module."})

@@ -128,17 +128,10 @@ def _sizes(data: Any) -> Sizes:
 
 
 def dataset_sizes(config: RunConfig) -> Sizes:
-    from balora.data import load_text_dataset
-    from balora.images import load_image_dataset
-    from balora.instructions import load_instruction_dataset
     from balora.models import task_of
+    from balora.tasks import load_task_data
 
-    task = task_of(config.model, config.task)
-    if task == "causal_lm":
-        return _sizes(load_instruction_dataset(config.dataset, config.instruction_columns))
-    if task == "image":
-        return _sizes(load_image_dataset(config.dataset, config.label_column))
-    return _sizes(load_text_dataset(config.dataset, config.text_column, config.label_column))
+    return _sizes(load_task_data(config, task_of(config.model, config.task)))
 
 
 def run_seconds(config: RunConfig, rates: Rates, sizes: Sizes) -> float:

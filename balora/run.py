@@ -49,26 +49,22 @@ from transformers.image_processing_utils import BaseImageProcessor
 from balora import __version__, quantisation
 from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
-from balora.data import Example, TextDataset, importance_sample, load_text_dataset, make_loader, select_training
+from balora.data import Example, importance_sample, make_loader, select_training
 from balora.errors import BaloraError
-from balora.images import ImageDataset, load_image_dataset, make_image_loader
+from balora.images import make_image_loader
 from balora.importance import ProbeReport, fit_head
-from balora.instructions import InstructionDataset, load_instruction_dataset, make_lm_loader, prompt_ids
+from balora.instructions import make_lm_loader, prompt_ids
 from balora.measure import PhaseMeter
 from balora.methods import MethodContext, get_method
 from balora.models import (
     TargetModule,
     head_module_names,
     head_parameter_count,
-    load_causal_lm,
-    load_classifier,
-    load_image_classifier,
-    load_image_processor,
-    load_tokenizer,
     target_modules,
     task_of,
     weights_checksums,
 )
+from balora.tasks import TaskDataset, load_task_data, load_task_model, load_task_processor
 from balora.training import (
     Distributed,
     TrainSettings,
@@ -134,7 +130,7 @@ class Setup:
 
     config: RunConfig
     task: str  # classification, causal_lm or image
-    data: TextDataset | InstructionDataset | ImageDataset
+    data: TaskDataset
     train_examples: list[Example]
     importance_examples: list[Example]  # the one sample for importance, warm-start, EVA and the head probe
     probe: ProbeReport | None
@@ -204,17 +200,10 @@ def setup(config: RunConfig) -> Setup:
     placement = Distributed.from_env()
     with meter.phase("load"):
         task = task_of(config.model, config.task)  # first: a wrong model name fails before data loads
-        processor = load_image_processor(config.model) if task == "image" else load_tokenizer(config.model)
-        if task == "causal_lm":
-            data = load_instruction_dataset(config.dataset, config.instruction_columns)
-            model = load_causal_lm(config.model)
-        elif task == "image":
-            data = load_image_dataset(config.dataset, config.label_column)
-            model = load_image_classifier(config.model, data.label_names, config.seed)
-        else:
-            data = load_text_dataset(config.dataset, config.text_column, config.label_column)
-            model = load_classifier(config.model, data.num_labels, config.seed)
-        model = model.to(placement.device)
+        processor = load_task_processor(config, task)
+        data = load_task_data(config, task)
+        labels = [] if task == "causal_lm" else data.label_names
+        model = load_task_model(config, task, labels).to(placement.device)
         train_examples = select_training(data.pool, config.shots, config.train_size, config.seed,
                                          min_classes=1 if task == "causal_lm" else 2)
     targets = target_modules(model, config.target_modules)
@@ -378,13 +367,12 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         raise BaloraError(f"{run_dir} was trained with --quant {config.quant}{' --qa-lora' if config.qa_lora else ''}; "
                           "merge needs --quant int4 or int8 with --qa-lora (an update folds only into INT zero-points, "
                           "group by group)")
-    image = result.get("task") == "image"
-    model = (load_image_classifier(config.model, result["data"]["labels"], config.seed) if image
-             else load_classifier(config.model, len(result["data"]["labels"]), config.seed))
+    task = result.get("task", "classification")
+    model = load_task_model(config, task, result["data"]["labels"])
     quantise_base(model, config, target_modules(model, config.target_modules))
     peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
     quantisation.fold_into_zero_points(peft_model)
     merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
     quantisation.save_quantised(merged, out_dir)
-    (load_image_processor if image else load_tokenizer)(config.model).save_pretrained(out_dir)
+    load_task_processor(config, task).save_pretrained(out_dir)
     return quantisation.memory_report(quantisation.quantised_layers(merged))

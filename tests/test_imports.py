@@ -22,6 +22,7 @@ LAYERS = [
     {"config", "measure"},
     {"assets", "vision_pretraining"},
     {"models", "data", "instructions", "images"},
+    {"tasks"},
     {"quantisation"},
     {"importance"},
     {"allocation"},

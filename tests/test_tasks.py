@@ -1,0 +1,54 @@
+"""Each task loads its own kind of dataset, model and processor through balora.tasks, and the sweep
+estimator sizes datasets through the same function as a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import save_tiny_vit, tiny_gpt2_lm, tiny_lm_tokenizer, write_image_folder
+from transformers import PreTrainedTokenizerBase
+from transformers.image_processing_utils import BaseImageProcessor
+
+from balora.config import RunConfig
+from balora.estimate import dataset_sizes
+from balora.images import ImageDataset
+from balora.instructions import InstructionDataset
+from balora.tasks import load_task_data, load_task_model, load_task_processor
+
+
+def task_run(task: str, request: pytest.FixtureRequest, tmp_path: Path) -> RunConfig:
+    """A run of `task` on tiny local data: GPT-2 for causal LM, a grey-scale ViT for images, BERT otherwise."""
+    if task == "causal_lm":
+        tiny_lm_tokenizer().save_pretrained(tmp_path / "lm")
+        tiny_gpt2_lm().save_pretrained(tmp_path / "lm")
+        return RunConfig(model=str(tmp_path / "lm"), dataset=str(request.getfixturevalue("tiny_alpaca")))
+    if task == "image":
+        return RunConfig(model=str(save_tiny_vit(tmp_path / "vit")),
+                         dataset=str(write_image_folder(tmp_path / "images", classes=3)))
+    return RunConfig(model=str(request.getfixturevalue("tiny_model_dir")), dataset=str(request.getfixturevalue("tiny_csv")))
+
+
+@pytest.mark.parametrize("task", ["classification", "causal_lm", "image"])
+def test_each_task_loads_its_own_data_model_and_processor(task: str, request: pytest.FixtureRequest,
+                                                          tmp_path: Path) -> None:
+    config = task_run(task, request, tmp_path)
+    data = load_task_data(config, task)
+    assert isinstance(data, InstructionDataset) == (task == "causal_lm")
+    assert isinstance(data, ImageDataset) == (task == "image")
+    labels = [] if task == "causal_lm" else data.label_names
+    model = load_task_model(config, task, labels)
+    if task == "causal_lm":
+        assert model.get_output_embeddings() is not None
+    else:
+        assert model.config.num_labels == len(labels)
+    processor = load_task_processor(config, task)
+    assert isinstance(processor, BaseImageProcessor if task == "image" else PreTrainedTokenizerBase)
+
+
+@pytest.mark.parametrize("task", ["classification", "causal_lm", "image"])
+def test_estimator_sizes_the_dataset_a_run_loads(task: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    config = task_run(task, request, tmp_path)
+    data = load_task_data(config, task)
+    sizes = dataset_sizes(config)
+    assert (sizes.pool, sizes.validation, sizes.test) == (len(data.pool), len(data.validation), len(data.test))
