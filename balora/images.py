@@ -68,12 +68,12 @@ def load_digits() -> ImageDataset:
 
 
 def load_fashion_mnist() -> ImageDataset:
-    """Fashion-MNIST (assets layer), labels 0–9 in Zalando's class order: its test split is the test set, 5,000 training images (fixed seed)
-    are the validation set, the other 55,000 the pool."""
+    """Fashion-MNIST (assets layer) with Zalando's class names: its test split is the test set, 5,000
+    training images (fixed seed) are the validation set, the other 55,000 the pool."""
     arrays = assets.fashion_mnist()
     pool = _examples(arrays["train_images"], arrays["train_labels"])
     random.Random(SPLIT_SEED).shuffle(pool)
-    return ImageDataset("fashion_mnist", [str(c) for c in range(10)], pool[FASHION_VALIDATION_SIZE:], pool[:FASHION_VALIDATION_SIZE],
+    return ImageDataset("fashion_mnist", list(assets.FASHION_MNIST_CLASSES), pool[FASHION_VALIDATION_SIZE:], pool[:FASHION_VALIDATION_SIZE],
                         _examples(arrays["test_images"], arrays["test_labels"]))
 
 

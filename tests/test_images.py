@@ -104,6 +104,7 @@ def test_fashion_mnist_keeps_its_own_test_split(monkeypatch):
     data = images.load_image_dataset("fashion_mnist")
     assert (len(data.test), len(data.validation), len(data.pool)) == (100, 5000, 1000)
     assert np.array_equal(data.test[0].image, arrays["test_images"][0])
+    assert data.label_names[0] == "T-shirt/top" and data.label_names[9] == "Ankle boot"  # Zalando's names, as pretrained
 
 
 def test_hub_image_datasets_decode_rows_when_batched(monkeypatch):
