@@ -23,6 +23,7 @@ LAYERS = [
     {"assets", "vision_pretraining"},
     {"models", "data", "instructions", "images"},
     {"tasks"},
+    {"bitsandbytes_backend"},
     {"quantisation"},
     {"importance"},
     {"allocation"},
