@@ -19,6 +19,7 @@ from balora import quantisation as q
 from balora.cli import main
 from balora.config import KEYED_WHEN_SET, RunConfig
 from balora.errors import BaloraError
+from balora.methods import METHODS
 from balora.run import run_experiment
 
 needs_bnb = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
@@ -128,6 +129,18 @@ def test_ba_lora_trains_on_bitsandbytes_layers_wrapped_by_peft(tmp_path, tiny_mo
     assert all(m["importance"] > 0 for m in result["allocation"])  # the gradient pass ran on the dequantised weights
     assert json.loads((out / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
     assert not any(p.requires_grad for m in q.quantised_layers(output.model).values() for p in m.parameters())
+
+
+@needs_bnb
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_on_bitsandbytes_layers(method, tiny_model_dir, tiny_csv):
+    config = tiny_config(tiny_model_dir, tiny_csv, method=method, quant="fp4", quant_group_size=32, epochs=1,
+                         quant_backend="bitsandbytes",
+                         target_modules=["query", "value", "intermediate.dense"] if method == "attention_heavy" else None)
+    output = run_experiment(config, progress=False)
+    wrapped = {type(m).__module__ for m in output.model.modules() if hasattr(m, "lora_A")}
+    assert wrapped in ({"peft.tuners.lora.bnb"}, {"peft.tuners.adalora.bnb"})  # PEFT's bnb layers, LoRA's or AdaLoRA's
+    assert output.result["quantisation"]["memory"]["modules"] >= 4
 
 
 def test_key_is_unchanged_at_the_default_backend():
