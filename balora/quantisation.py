@@ -249,7 +249,7 @@ def quantise_model(model: nn.Module, names: list[str], fmt: str, group_size: int
         module = model.get_submodule(name)
         if backend == "bitsandbytes":
             weight = float_weight(module)
-            check_groups(weight.shape[1], group_size, BITS[fmt])
+            check_groups(weight.shape[1], group_size or weight.shape[1], BITS[fmt])  # 0 is refused below
             layer = bitsandbytes_backend.linear4bit(weight, module.bias, fmt, group_size, double_quant)
         else:
             layer = QuantLinear.from_linear(module, fmt, group_size, double_quant, keep_residual)
