@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import re
 import signal
@@ -113,10 +114,13 @@ def test_paper_preset_is_seed000_design():
     assert {c.method for c in strategies} == {"lora", "ba_lora", *heuristics}
     assert len({(c.budget_rank, c.shots, tuple(c.target_modules)) for c in strategies}) == 1
     assert len(spec.runs) == 36 + 40 + 15 + 18
-    for configs in grids.values():  # one protocol per experiment: only method and seed vary within a cell
-        protocol = {(c.epochs, c.batch_size, c.evaluations, c.gradient_samples, tuple(c.target_modules or ()))
-                    for c in configs}
-        assert len(protocol) == 1, protocol
+    # Exp. 2 trains the same number of steps at every shot count: epochs × batches per epoch = 160
+    assert {c.epochs * math.ceil(2 * c.shots / c.batch_size) for c in exp2} == {160}
+    for configs in grids.values():  # one protocol per experiment and shot count: only method and seed vary
+        for shots in {c.shots for c in configs}:
+            protocol = {(c.epochs, c.batch_size, c.evaluations, c.gradient_samples, tuple(c.target_modules or ()))
+                        for c in configs if c.shots == shots}
+            assert len(protocol) == 1, protocol
 
 
 @pytest.mark.parametrize("grids, extra, message", [

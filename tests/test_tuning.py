@@ -65,7 +65,7 @@ def test_a_selection_at_either_end_of_the_grid_is_flagged(best, edge):
     runs = [tuning_result(lr, seed, 0.75 if lr == best else 0.70) for lr in (1e-3, 2e-3, 4e-3) for seed in (0, 1)]
     (cell,) = tuning_cells(runs)
     assert cell.selected.candidate == (best,) and cell.at_edge is edge
-    assert ("1 of 1 cells the selected value is at the edge of its grid" in " ".join(selection_claims(runs))) is edge
+    assert ("1 of 1 cells the selected value is at the edge of its grid" in " ".join(selection_claims(runs, {}))) is edge
     two = [r for r in runs if r["config"]["learning_rate"] != 4e-3]  # two candidates: both are ends, nothing to flag
     assert not tuning_cells(two)[0].at_edge
 
@@ -123,3 +123,22 @@ def test_report_compares_arms_at_their_selected_rates_and_shows_every_candidate(
     assert "at the edge of its grid" not in markdown  # two candidates: no interior to compare with
     coverage = markdown.split("**Runs per setting")[1].split("\n\n")[1]
     assert "42, 43, 44" in coverage and " 0," not in coverage  # tuning runs are not evaluation runs
+
+
+def test_the_appendix_names_each_cell_by_its_arm(tmp_path: Path):
+    """Two arms of one method (LoRA on a full-precision and on an NF4 base) are two rows, each named as the
+    report's tables name it, not twice "LoRA"."""
+    evaluation, tuning = [], []
+    for quant in (None, "nf4"):
+        for seed in (42, 43, 44):
+            result = _selected(make_result("lora", 8, 64, seed), 1e-3)
+            result["config"]["quant"], result["key"] = quant, f"{result['key']}-{quant}"
+            evaluation.append(result)
+        for lr in (1e-3, 2e-3):
+            for seed in (0, 1):
+                config = {**evaluation[-1]["config"], "learning_rate": lr, "seed": seed, "tuning": True}
+                tuning.append(dict(tuning_result(lr, seed, 0.75 if lr == 1e-3 else 0.70), config=config))
+    build_report(evaluation + tuning, tmp_path)
+    appendix = (tmp_path / "report.md").read_text().split("**Selection on validation")[1].split("\n\n")[1]
+    rows = [line for line in appendix.splitlines() if line.startswith("| minilm")]
+    assert [row.split(" | ")[2] for row in rows] == ["LoRA", "LoRA (quant=nf4)"]

@@ -160,11 +160,12 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     if not causal.empty:
         report.sections["lm"] = lm_section(causal, fig_dir, missing)
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
+    labels = selection.arm_labels(frame)
     report.sections["tuning"] = _section(
         "Appendix: selection on validation", "Where a sweep tuned a field (its `tune:` block), every candidate was "
         "trained on the tuning seeds and scored on the validation split; the evaluation runs above use the selected "
-        "value only.", selection.selection_claims(results or []),
-        [t for t in [selection.tuning_table(results or [])] if t])
+        "value only.", selection.selection_claims(results or [], labels),
+        [t for t in [selection.tuning_table(results or [], labels)] if t])
     return report
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 from balora.report.document import Table
 from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, setting_label, settings
 from balora.report.tables import DASH, pct
-from balora.tuning import RISING_TOLERANCE, CellTuning, accuracy_curve, still_rising, tuning_cells
+from balora.tuning import RISING_TOLERANCE, CellTuning, accuracy_curve, cell_key, still_rising, tuning_cells
 
 MARK = "*"
 
@@ -29,8 +29,21 @@ def _where(config: dict[str, Any]) -> tuple[str, str]:
     return data, budget_label(float(budget)) if config.get("budget") is None else f"{budget:,} params"
 
 
-def tuning_table(results: list[dict[str, Any]]) -> Table | None:
-    """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds."""
+def arm_labels(frame: pd.DataFrame) -> dict[str, str]:
+    """{tuning cell: the report's name for its arm}, from the evaluation runs (a method's variants, such as
+    a quantised base, are separate arms with the same method name)."""
+    if frame.empty:
+        return {}
+    return {cell_key(r["config"]): label for r, label in zip(frame["result"], frame["arm_label"])}
+
+
+def _arm(cell: CellTuning, labels: dict[str, str]) -> str:
+    return labels.get(cell.cell, method_name(cell.example["method"]))
+
+
+def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table | None:
+    """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds;
+    `labels` (from `arm_labels`) names the cells that have evaluation runs."""
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     cells = sorted(tuning_cells(results), key=lambda c: (*_where(c.example), order.get(c.example["method"], len(order)),
                                                          c.example["method"]))
@@ -40,7 +53,7 @@ def tuning_table(results: list[dict[str, Any]]) -> Table | None:
     rows = []
     for cell in cells:
         by_name = {_candidate(cell.fields, s.candidate): s for s in cell.scores}
-        row = [*_where(cell.example), method_name(cell.example["method"])]
+        row = [*_where(cell.example), _arm(cell, labels)]
         for name in candidates:
             score = by_name.get(name)
             if score is None:
@@ -106,7 +119,7 @@ def convergence_claims(arms: list[dict[str, Any]]) -> list[str]:
             f"training might change their comparison: {names}."]
 
 
-def selection_claims(results: list[dict[str, Any]]) -> list[str]:
+def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
     cells: list[CellTuning] = tuning_cells(results)
     if not cells:
         return ["No tuning runs: every value in these results was fixed by its sweep, none selected on validation."]
@@ -116,7 +129,7 @@ def selection_claims(results: list[dict[str, Any]]) -> list[str]:
               "accuracy over the tuning seeds); test accuracy exists only at the selected values."]
     edge = [c for c in cells if c.at_edge]
     if edge:
-        names = "; ".join(f"{method_name(c.example['method'])}, {', '.join(_where(c.example))}: "
+        names = "; ".join(f"{_arm(c, labels)}, {', '.join(_where(c.example))}: "
                           f"{_candidate(c.fields, c.selected.candidate)}" for c in edge)
         claims.append(f"In {len(edge)} of {len(cells)} cells the selected value is at the edge of its grid, so a wider "
                       f"grid might select otherwise: {names}.")
