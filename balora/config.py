@@ -80,6 +80,8 @@ class RunConfig:
     qa_lora: bool = field(default=False, metadata={"help": "QA-LoRA: A sees the input average-pooled per quantisation group."})
     quant_schedule: str = field(default="constant", metadata={"help": "Full precision → quantised: constant, linear, cosine."})
     grad_scale: float = field(default=1.0, metadata={"help": "Multiply the adapter's gradients by this factor."})
+    quant_backend: str = field(default="torch", metadata={
+        "help": "Quantised layers: balora's own pure-torch ones (torch), or bitsandbytes' Linear4bit (nf4/fp4 only)."})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -132,12 +134,31 @@ class RunConfig:
         needs_quant = [flag for flag, on in (("--qa-lora", self.qa_lora), ("--double-quant", self.double_quant),
                                              ("--quant-schedule", self.quant_schedule != "constant"),
                                              ("--quant-modules", self.quant_modules != "targets"),
+                                             ("--quant-backend", self.quant_backend != "torch"),
                                              ("--grad-scale", self.grad_scale != 1.0)) if on]
         if self.quant is None and needs_quant:
             raise BaloraError(f"{', '.join(needs_quant)} need(s) a quantised base: add --quant nf4|fp4|int4|int8")
+        if self.quant_backend not in QUANT_BACKENDS:
+            raise BaloraError(f"unknown --quant-backend '{self.quant_backend}'; choose one of {', '.join(QUANT_BACKENDS)}")
+        if self.quant is not None and self.quant_backend == "bitsandbytes":
+            self._check_bitsandbytes()
         if self.qa_lora and self.method in ("adalora", "eva"):
             raise BaloraError(f"--qa-lora pools LoRA's A; method {self.method} has its own parametrisation: "
                               "use lora, ba_lora or a heuristic")
+
+    def _check_bitsandbytes(self) -> None:
+        """What bitsandbytes' Linear4bit cannot store or do: balora's own layers do it (--quant-backend torch)."""
+        unsupported = [
+            (self.quant not in ("nf4", "fp4"), f"--quant {self.quant}: its 4-bit layers are NF4 and FP4 only (its int8 "
+                                               "is LLM.int8, symmetric per row, not balora's asymmetric group-wise INT)"),
+            (self.quant_group_size not in BNB_BLOCKSIZES, f"--quant-group-size {self.quant_group_size}: its blocks are "
+                                                          f"{', '.join(map(str, BNB_BLOCKSIZES))} weights"),
+            (self.qa_lora, "--qa-lora: its layers have no zero-point to fold the pooled adapter into"),
+            (self.quant_schedule != "constant", f"--quant-schedule {self.quant_schedule}: its layers keep no "
+                                                "full-precision residual to blend with")]
+        reasons = [reason for bad, reason in unsupported if bad]
+        if reasons:
+            raise BaloraError(f"--quant-backend bitsandbytes cannot do {'; '.join(reasons)}; use --quant-backend torch")
 
     @property
     def train_epochs(self) -> int:
@@ -191,13 +212,15 @@ def protocol_key(config: Mapping[str, Any]) -> str:
 # Fields added after runs were first stored: part of `key()` only when not at their default. (The task and
 # causal-LM fields are always keyed: every committed run file's key includes them.)
 KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
-                            "quant_schedule", "grad_scale", "realloc_every", "realloc_warmup", "realloc_final",
+                            "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
                             "realloc_strategy", "realloc_ema", "realloc_uncertainty"})
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
 # Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.
 QUANT_FORMATS = ("nf4", "fp4", "int4", "int8")
 QUANT_SCHEDULES = ("constant", "linear", "cosine")
+QUANT_BACKENDS = ("torch", "bitsandbytes")
+BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' `quantize_4bit` accepts these
 
 
 def check_field(name: str, value: Any, where: str = "config") -> None:

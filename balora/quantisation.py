@@ -26,6 +26,9 @@ Schedule (seed 003's constant/linear/cosine): while training, a layer uses
 optimizer step t of T is 1 (constant), t/T (linear) or (1 − cos(πt/T))/2 (cosine). Until λ reaches 1
 the float residual W − Ŵ is kept (memory of a full-precision weight); at λ = 1 it is freed, and
 evaluation always uses the quantised weight.
+
+`--quant-backend bitsandbytes` builds bitsandbytes' `Linear4bit` layers instead (`balora.bitsandbytes_backend`,
+NF4/FP4, constant schedule, no QA-LoRA); the functions below that read a model's quantised layers handle both.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from balora import bitsandbytes_backend
 from balora.config import QUANT_FORMATS as FORMATS
 from balora.config import QUANT_SCHEDULES as SCHEDULES
 from balora.errors import BaloraError
@@ -78,6 +82,18 @@ def _round_up_half(values: torch.Tensor) -> torch.Tensor:
     return torch.where(half < values, half * (1 + 2.0 ** -10), half).to(torch.float16)
 
 
+def check_groups(in_features: int, group: int, bits: int) -> None:
+    """A layer's inputs must split into whole groups (and, at 4 bits, whole bytes)."""
+    if in_features % group or (bits == 4 and in_features % 2):
+        raise BaloraError(f"a layer with {in_features} inputs cannot be cut into groups of {group} columns; "
+                          f"pick a --quant-group-size that divides it (or 0: one group per row)")
+
+
+def float_weight(module: nn.Module) -> torch.Tensor:
+    """The `(d_out, d_in)` float32 weight of an `nn.Linear` or GPT-2 `Conv1D` (whose weight is stored transposed)."""
+    return (module.weight.T if isinstance(module, Conv1D) else module.weight).detach().float()
+
+
 class QuantLinear(nn.Linear):
     """A frozen linear layer stored as group-wise codes; dequantised on the fly.
 
@@ -90,9 +106,7 @@ class QuantLinear(nn.Linear):
         if fmt not in BITS:
             raise BaloraError(f"unknown quantisation format '{fmt}'; choose one of {', '.join(FORMATS)}")
         group = group_size or in_features
-        if in_features % group or (BITS[fmt] == 4 and in_features % 2):
-            raise BaloraError(f"a layer with {in_features} inputs cannot be cut into groups of {group} columns; "
-                              f"pick a --quant-group-size that divides it (or 0: one group per row)")
+        check_groups(in_features, group, BITS[fmt])
         self.in_features, self.out_features, self.fmt, self.group_size = in_features, out_features, fmt, group
         self.double_quant = double_quant
         groups = (out_features, in_features // group)
@@ -118,8 +132,8 @@ class QuantLinear(nn.Linear):
     @torch.no_grad()
     def from_linear(cls, module: nn.Module, fmt: str, group_size: int, double_quant: bool = False,
                     keep_residual: bool = False) -> QuantLinear:
-        """Quantise an `nn.Linear` or GPT-2 `Conv1D` (whose weight is stored transposed)."""
-        weight = (module.weight.T if isinstance(module, Conv1D) else module.weight).detach().float()
+        """Quantise an `nn.Linear` or GPT-2 `Conv1D`."""
+        weight = float_weight(module)
         layer = cls(weight.shape[1], weight.shape[0], fmt, group_size, module.bias is not None, double_quant)
         layer.to(weight.device)
         layer._quantise(weight)
@@ -227,15 +241,28 @@ class _QuantisedMatmul(torch.autograd.Function):
 
 
 def quantise_model(model: nn.Module, names: list[str], fmt: str, group_size: int, double_quant: bool = False,
-                   keep_residual: bool = False) -> dict[str, QuantLinear]:
-    """Replace the named Linear/Conv1D modules of `model` by `QuantLinear`s, in place."""
+                   keep_residual: bool = False, backend: str = "torch") -> dict[str, nn.Module]:
+    """Replace the named Linear/Conv1D modules of `model` by `QuantLinear`s (or, with the bitsandbytes
+    backend, by its `Linear4bit`s, group size as block size), in place."""
     layers = {}
     for name in names:
-        parent, _, child = name.rpartition(".")
-        layer = QuantLinear.from_linear(model.get_submodule(name), fmt, group_size, double_quant, keep_residual)
-        setattr(model.get_submodule(parent) if parent else model, child, layer)
+        module = model.get_submodule(name)
+        if backend == "bitsandbytes":
+            weight = float_weight(module)
+            check_groups(weight.shape[1], group_size or weight.shape[1], BITS[fmt])  # 0 is refused below
+            layer = bitsandbytes_backend.linear4bit(weight, module.bias, fmt, group_size, double_quant)
+        else:
+            layer = QuantLinear.from_linear(module, fmt, group_size, double_quant, keep_residual)
+        _replace(model, name, layer)
         layers[name] = layer
+    if backend == "bitsandbytes":
+        model.is_loaded_in_4bit = True  # PEFT wraps Linear4bit with its bnb LoRA layers only on a model marked so
     return layers
+
+
+def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, module)
 
 
 def linear_module_names(model: nn.Module, exclude: tuple[str, ...]) -> list[str]:
@@ -244,13 +271,22 @@ def linear_module_names(model: nn.Module, exclude: tuple[str, ...]) -> list[str]
             if isinstance(module, nn.Linear | Conv1D) and name.split(".")[0] not in exclude]
 
 
-def quantised_layers(model: nn.Module) -> dict[str, QuantLinear]:
-    return {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+def is_quantised(module: nn.Module) -> bool:
+    """A quantised base layer: balora's `QuantLinear` or bitsandbytes' `Linear4bit`."""
+    return isinstance(module, (QuantLinear, *bitsandbytes_backend.layer_types()))
 
 
-def memory_report(layers: dict[str, QuantLinear]) -> dict[str, float]:
+def quantised_layers(model: nn.Module) -> dict[str, nn.Module]:
+    return {name: m for name, m in model.named_modules() if is_quantised(m)}
+
+
+def stored_bytes(layer: nn.Module) -> int:
+    return layer.stored_bytes() if isinstance(layer, QuantLinear) else bitsandbytes_backend.stored_bytes(layer)
+
+
+def memory_report(layers: dict[str, nn.Module]) -> dict[str, float]:
     """Stored bytes of the quantised base weights against the float32 weights they replace."""
-    stored = sum(layer.stored_bytes() for layer in layers.values())
+    stored = sum(stored_bytes(layer) for layer in layers.values())
     fp32 = sum(4 * layer.in_features * layer.out_features for layer in layers.values())
     return {"modules": len(layers), "fp32_bytes": fp32, "stored_bytes": stored,
             "ratio": fp32 / stored if stored else float("nan")}
@@ -259,15 +295,22 @@ def memory_report(layers: dict[str, QuantLinear]) -> dict[str, float]:
 @contextmanager
 def dense_weights(model: nn.Module) -> Iterator[None]:
     """Give every `QuantLinear` a float Parameter `weight` = Ŵ for the duration (the importance pass
-    needs weight gradients); the forward then uses it, with the same values. Freed on exit."""
-    layers = list(quantised_layers(model).values())
+    needs weight gradients); the forward then uses it, with the same values. A bitsandbytes `Linear4bit`
+    is swapped for an `nn.Linear` holding its Ŵ instead, and put back. Freed on exit."""
+    layers = quantised_layers(model)
+    own = [layer for layer in layers.values() if isinstance(layer, QuantLinear)]
+    swapped = {name: layer for name, layer in layers.items() if not isinstance(layer, QuantLinear)}
     try:
-        for layer in layers:
+        for layer in own:
             layer.dense = nn.Parameter(layer.dequantise(), requires_grad=False)
+        for name, layer in swapped.items():
+            _replace(model, name, bitsandbytes_backend.dense_copy(layer))
         yield
     finally:
-        for layer in layers:
+        for layer in own:
             layer.dense = None
+        for name, layer in swapped.items():
+            _replace(model, name, layer)
 
 
 def blend_at(schedule: str, step: int, total: int) -> float:
@@ -284,7 +327,8 @@ def blend_at(schedule: str, step: int, total: int) -> float:
 
 def set_blend(model: nn.Module, blend: float) -> None:
     for layer in quantised_layers(model).values():
-        layer.set_blend(blend)
+        if isinstance(layer, QuantLinear):  # bitsandbytes layers are constant-schedule only
+            layer.set_blend(blend)
 
 
 class GroupPooledLinear(nn.Linear):
@@ -355,7 +399,7 @@ def balance(model: nn.Module, adapter: str = "default") -> dict[str, float]:
         if not isinstance(getattr(module, "lora_A", None), nn.ModuleDict) or adapter not in module.lora_A:
             continue
         base = module.get_base_layer()
-        if isinstance(base, QuantLinear) and base.quant_error > 0:
+        if is_quantised(base) and base.quant_error > 0:
             ratios[name] = float(torch.linalg.matrix_norm(adapter_delta(module, adapter))) / base.quant_error
     return ratios
 

@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
-from balora import __version__, quantisation
+from balora import __version__, bitsandbytes_backend, quantisation
 from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
 from balora.data import Example, importance_sample, make_loader, select_training
@@ -191,11 +191,14 @@ def quantise_base(model: torch.nn.Module, config: RunConfig, targets: list[Targe
     """Quantise the run's `--quant-modules` (the targets, or every linear layer but the head) in place."""
     names = ([t.name for t in targets] if config.quant_modules == "targets"
              else quantisation.linear_module_names(model, tuple(head_module_names(model))))
-    quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant, keep_residual)
+    quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant, keep_residual,
+                                config.quant_backend)
 
 
 def setup(config: RunConfig) -> Setup:
     get_method(config.method)  # fail fast on an unknown method, before loading anything
+    if config.quant_backend == "bitsandbytes":
+        bitsandbytes_backend.require()  # and on a missing optional package
     meter = PhaseMeter()
     placement = Distributed.from_env()
     with meter.phase("load"):

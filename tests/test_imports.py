@@ -13,7 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "balora"
 
-# Lowest first: the README's layout line, `assets, vision_pretraining → models, data, instructions, images → quantisation → importance →
+# Lowest first: the README's layout line, `assets, vision_pretraining → models, data, instructions, images → bitsandbytes_backend →
+# quantisation → importance →
 # allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
 # tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
 # version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the phase timer.
@@ -23,6 +24,7 @@ LAYERS = [
     {"assets", "vision_pretraining"},
     {"models", "data", "instructions", "images"},
     {"tasks"},
+    {"bitsandbytes_backend"},
     {"quantisation"},
     {"importance"},
     {"allocation"},
