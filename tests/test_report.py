@@ -346,6 +346,73 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
     assert "Instruction tuning: strategy comparison" in (generated / "tables" / "lm_strategy_smollm2_critic_instructions.tex").read_text()
 
 
+# BA-LoRA's per-seed test loss minus LoRA r=8's (seeds 42, 43, 44): lower, higher, and a tie.
+LM_OUTCOMES = {"lower": ((-0.05, -0.06, -0.04), "BA-LoRA's test loss is significantly lower than LoRA r=8's"),
+               "higher": ((0.05, 0.06, 0.04), "BA-LoRA's test loss is significantly higher than LoRA r=8's: "
+                                              "BA-LoRA does worse here"),
+               "tie": ((0.05, -0.06, 0.01), "there is no significant difference between BA-LoRA and LoRA r=8: "
+                                            "BA-LoRA does not do better here")}
+
+
+def lm_pair(offsets: tuple[float, ...]) -> list[dict]:
+    """LoRA r=8 and BA-LoRA runs on seeds 42-44, BA-LoRA's loss = LoRA's + the seed's offset."""
+    lora = [make_lm_result("lora", 8, 1e-3, s) for s in (42, 43, 44)]
+    ba = [make_lm_result("ba_lora", 8, 3e-4, s) for s in (42, 43, 44)]
+    for ours, theirs, offset in zip(ba, lora, offsets):
+        ours["metrics"]["loss"] = theirs["metrics"]["loss"] + offset
+    return lora + ba
+
+
+@pytest.mark.parametrize("outcome", sorted(LM_OUTCOMES))
+def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(outcome: str, tmp_path: Path):
+    from balora.report.document import latex_text
+
+    offsets, verdict = LM_OUTCOMES[outcome]
+    runs = lm_pair(offsets)
+    build_report(runs, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    lora = [r["metrics"]["loss"] for r in runs[:3]]
+    ba = [r["metrics"]["loss"] for r in runs[3:]]
+    p = sps.ttest_rel(ba, lora).pvalue
+    claim = next(line[2:] for line in markdown.splitlines() if line.startswith("- smollm2 · critic_instructions: BA-LoRA"))
+    assert claim.endswith(f": {verdict}.")
+    assert f"Δ loss = {np.mean(np.subtract(ba, lora)):+.4f}" in claim
+    assert f"paired t-test p = {p:.3f}, Holm-adjusted p = {p:.3f}" in claim  # one test in the table
+    assert f"a test loss of {np.mean(ba):.4f} ± {np.std(ba, ddof=1):.4f} (perplexity {math.exp(np.mean(ba)):.2f}, n = 3" in claim
+    listed = {"lower": "significantly lower loss: BA-LoRA;", "higher": "significantly higher loss: BA-LoRA;",
+              "tie": "no significant difference: BA-LoRA."}[outcome]
+    assert listed in markdown
+    paper = (tmp_path / "paper" / "generated" / "lm.tex").read_text()
+    assert latex_text(claim) in paper and r"\input{generated/tables/lm_strategy_smollm2_critic_instructions.tex}" in paper
+
+
+def test_instruction_tuning_claims_need_three_seeds_and_a_reference(tmp_path: Path):
+    runs = lm_pair((-0.05, -0.06, -0.04))
+    build_report(runs[:2] + runs[3:5], tmp_path / "two", figures_too=False)
+    assert "with 2 matched seeds there are too few for a test, so no claim is made." in \
+        (tmp_path / "two" / "report.md").read_text()
+    build_report(runs[3:], tmp_path / "alone", figures_too=False)
+    assert "there are no LoRA r=8 runs, so no strategy is compared with LoRA." in \
+        (tmp_path / "alone" / "report.md").read_text()
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (TeX Live builds the paper)")
+def test_paper_builds_with_the_instruction_tuning_study(tmp_path: Path):
+    from balora.report import build_paper
+
+    paper = tmp_path / "paper"
+    shutil.copytree(Path(__file__).parents[1] / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf"))
+    runs = lm_pair(LM_OUTCOMES["higher"][0]) + [make_lm_result("lora", 16, 1e-3, s) for s in (42, 43, 44)]
+    build_report(runs + synthetic_results()[:40], tmp_path / "report", paper_dir=paper)
+    pdf = build_paper(paper)
+    assert pdf.stat().st_size > 10_000
+    aux = (paper / "main.aux").read_text(errors="replace")
+    for label in ("tab:lm_strategy_smollm2_critic_instructions", "fig:params_loss_smollm2_critic_instructions",
+                  "fig:rank_per_layer_smollm2_critic_instructions"):
+        assert f"\\newlabel{{{label}}}" in aux, label
+    assert "There were undefined references" not in (paper / "main.log").read_text(errors="replace")
+
+
 def test_no_table_row_holds_two_protocols():
     """Runs that differ in anything but the seed are never one row: LoRA's budget given as a parameter count
     next to the same budget as a rank (one budget, r=8), and 16-shot LoRA trained for 5 and for 40 epochs

@@ -49,6 +49,7 @@ class Report:
     criteria: list[Criterion] = field(default_factory=list)  # seed 000's success criteria, marked
     sections: dict[str, list[Block]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    lm_claims: list[str] = field(default_factory=list)  # the instruction-tuning section's sentences
 
     def blocks(self, kind: type) -> list:
         return [b for blocks in self.sections.values() for b in blocks if isinstance(b, kind)]
@@ -158,7 +159,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             "Cost", "Wall time per phase and peak memory.",
             [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))
     if not causal.empty:
-        report.sections["lm"] = lm_section(causal, fig_dir, missing)
+        report.sections["lm"], report.lm_claims = lm_section(causal, fig_dir, missing)
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
     labels = selection.arm_labels(frame)
     report.sections["tuning"] = _section(

@@ -1,9 +1,12 @@
-"""Seed 002's instruction-tuning study (causal-LM runs): strategy table, two figures, stored generations.
+"""Seed 002's instruction-tuning study (causal-LM runs): claims, strategy table, two figures, stored generations.
 
 Each strategy (method, placement, fixed rank, decay direction) is run at every learning rate of the
 sweep's grid; its rate is the one with the lowest mean final validation loss over seeds, and only those
 runs enter the table and figures (test loss is never used to choose). Δ is the paired per-seed
-difference in test loss against LoRA r=8 on all layers; negative is better.
+difference in test loss against LoRA r=8 on all layers; negative is better. The claims word each
+comparison by its Holm-adjusted paired test, as `claims` does for classification: "significantly lower
+loss" only where the test says so, and a higher loss or a tie is said as such; they go into the report
+and, LaTeX-escaped, into the paper's `lm.tex`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from pathlib import Path
 import pandas as pd
 
 from balora.report import figures, stats
+from balora.report.claims import p_text, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
 from balora.report.runs import by_seed, method_name
 from balora.report.tables import p_value
 
+REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
 NOTE = ("Learning rate: the grid value with the lowest mean final validation loss over seeds (selected per strategy). "
         "Eval loss: token-weighted test cross-entropy on response tokens, mean ± std over seeds; perplexity = "
@@ -59,24 +64,36 @@ def selected_runs(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(chosen).assign(arm=lambda f: f["strategy"], arm_label=lambda f: f["strategy"])
 
 
-def strategy_table(runs: pd.DataFrame, setting: str) -> Table:
-    reference = by_seed(runs[runs["strategy"] == "LoRA r=8"], "loss")
-    largest = runs.groupby("strategy")["lora_params"].mean().max()
+def compare_with_lora(runs: pd.DataFrame) -> dict[str, stats.Comparison]:
+    """Each strategy's per-seed test loss against LoRA r=8's, paired on seeds, Holm-adjusted over the table.
+    Losses enter negated, so that the comparison's "better" (a positive difference) means a lower loss;
+    `loss_delta` turns Δ and its CI back into loss units."""
+    reference = {s: -v for s, v in by_seed(runs[runs["strategy"] == REFERENCE], "loss").items()}
     groups = list(runs.groupby("strategy", sort=False))
-    # losses negated: the comparison's "better" (a positive difference) then means a lower loss
-    comparisons = [stats.paired_comparison({s: -v for s, v in by_seed(g, "loss").items()},
-                                           {s: -v for s, v in reference.items()}) for _, g in groups]
-    comparisons = stats.holm_adjust(comparisons)
+    compared = stats.holm_adjust([stats.paired_comparison({s: -v for s, v in by_seed(g, "loss").items()}, reference)
+                                  for _, g in groups])
+    return {name: c for (name, _), c in zip(groups, compared)}
+
+
+def loss_delta(c: stats.Comparison) -> tuple[float, float, float]:
+    """Δ test loss (strategy − LoRA r=8; negative: lower loss) and its CI, from a `compare_with_lora` comparison."""
+    return -c.delta, -c.ci_high, -c.ci_low
+
+
+def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Comparison]) -> Table:
+    largest = runs.groupby("strategy")["lora_params"].mean().max()
     rows = []
-    for (name, group), c in zip(groups, comparisons):
+    for name, group in runs.groupby("strategy", sort=False):
+        c = compared[name]
         loss = stats.summarize(list(by_seed(group, "loss").values()))
         params = group["lora_params"].mean()
-        is_reference = name == "LoRA r=8"
-        delta = "—" if is_reference or not c.n_pairs else (
-            f"{-c.delta:+.4f} [{-c.ci_high:+.4f}, {-c.ci_low:+.4f}]" if c.n_pairs > 1 else f"{-c.delta:+.4f}")
+        is_reference = name == REFERENCE
+        delta, low, high = loss_delta(c)
+        delta_cell = "—" if is_reference or not c.n_pairs else (
+            f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]" if c.n_pairs > 1 else f"{delta:+.4f}")
         rows.append([name, f"{group['lr'].iloc[0]:g}", str(loss.n),
                      f"{loss.mean:.4f}" + ("" if math.isnan(loss.std) else f" ± {loss.std:.4f}"),
-                     f"{math.exp(loss.mean):.2f}", f"{params:,.0f}", f"{100 * (1 - params / largest):.1f}", delta,
+                     f"{math.exp(loss.mean):.2f}", f"{params:,.0f}", f"{100 * (1 - params / largest):.1f}", delta_cell,
                      "—" if is_reference else (f"n<3 (n={c.n_pairs})" if c.p_holm is None else p_value(c.p_holm)),
                      "—" if is_reference else stats.SHORT_VERDICT.get(c.verdict, c.verdict)])
     columns = ["Strategy", "lr", "n", "Eval loss", "Perplexity", "LoRA params", "Reduction (%)",
@@ -85,10 +102,68 @@ def strategy_table(runs: pd.DataFrame, setting: str) -> Table:
                  [NOTE])
 
 
+def _loss_summary(runs: pd.DataFrame) -> str:
+    loss = stats.summarize(list(by_seed(runs, "loss").values()))
+    spread = "" if math.isnan(loss.std) else f" ± {loss.std:.4f}"
+    return (f"{loss.mean:.4f}{spread} (perplexity {math.exp(loss.mean):.2f}, n = {loss.n}, "
+            f"{runs['lora_params'].mean():,.0f} LoRA parameters)")
+
+
+def _verdict_words(c: stats.Comparison, name: str) -> str:
+    """The verdict on a loss comparison with LoRA r=8: lower loss is better; a loss or a tie is said as such."""
+    if c.verdict == stats.BETTER:
+        return f"{name}'s test loss is significantly lower than {REFERENCE}'s"
+    if c.verdict == stats.WORSE:
+        return f"{name}'s test loss is significantly higher than {REFERENCE}'s: {name} does worse here"
+    if c.verdict == stats.NO_DIFFERENCE:
+        return f"there is no significant difference between {name} and {REFERENCE}: {name} does not do better here"
+    return verdict_phrase(c.verdict, name, REFERENCE, c.n_pairs)
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if names else "none"
+
+
+def lm_claims(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Comparison]) -> list[str]:
+    """Statistics-worded sentences: BA-LoRA against LoRA r=8 in detail, then every strategy's verdict."""
+    if REFERENCE not in compared:
+        return [f"{setting}: there are no {REFERENCE} runs, so no strategy is compared with LoRA."]
+    sentences = []
+    reference = runs[runs["strategy"] == REFERENCE]
+    if (c := compared.get(PROPOSED)) is not None:
+        proposed = runs[runs["strategy"] == PROPOSED]
+        text = (f"{setting}: {PROPOSED} reached a test loss of {_loss_summary(proposed)} against {REFERENCE}'s "
+                f"{_loss_summary(reference)}")
+        delta, low, high = loss_delta(c)
+        if c.n_pairs >= 2:
+            text += f"; over {c.n_pairs} matched seeds Δ loss = {delta:+.4f}"
+        if c.tested:
+            text += (f" ({100 * c.ci_level:.1f}% CI {low:+.4f} to {high:+.4f}, the level matching Holm's verdict), "
+                     f"paired t-test {p_text(c.p_t)}, Holm-adjusted {p_text(c.p_holm)}")
+            if c.p_wilcoxon is not None:
+                text += f", Wilcoxon {p_text(c.p_wilcoxon)}"
+        sentences.append(f"{text}: {_verdict_words(c, PROPOSED)}.")
+    others = {name: c for name, c in compared.items() if name != REFERENCE}
+    if others:
+        lower = [n for n, c in others.items() if c.verdict == stats.BETTER]
+        higher = [n for n, c in others.items() if c.verdict == stats.WORSE]
+        ties = [n for n, c in others.items() if c.verdict == stats.NO_DIFFERENCE]
+        untested = len(others) - len(lower) - len(higher) - len(ties)
+        best = runs.groupby("strategy", sort=False)["loss"].mean().idxmin()
+        sentences.append(
+            f"{setting}: of {len(others)} strateg{'y' if len(others) == 1 else 'ies'} compared with {REFERENCE} "
+            f"(paired t-tests on test loss, Holm-adjusted over the table, α = {stats.ALPHA}), significantly lower "
+            f"loss: {_names(lower)}; significantly higher loss: {_names(higher)}; no significant difference: "
+            f"{_names(ties)}" + (f"; {untested} not tested (fewer than 3 matched seeds or the same difference on "
+                                 "every seed)" if untested else "")
+            + f". The lowest mean test loss is {best}'s: {_loss_summary(runs[runs['strategy'] == best])}.")
+    return sentences
+
+
 def _generations(runs: pd.DataFrame) -> list[str]:
     """The stored greedy responses of the first seed's LoRA r=8 and BA-LoRA runs."""
     lines = []
-    for name in ("LoRA r=8", "BA-LoRA"):
+    for name in (REFERENCE, PROPOSED):
         chosen = runs[runs["strategy"] == name].sort_values("seed")
         if chosen.empty:
             continue
@@ -99,17 +174,22 @@ def _generations(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> list[Block]:
-    """Heading, table, figures and generations for every (model, dataset) of causal-LM runs in `frame`."""
+def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list[Block], list[str]]:
+    """Heading, claims, table, figures and generations for every (model, dataset) of causal-LM runs in
+    `frame`; and the claims alone (the paper's sentences)."""
     blocks: list[Block] = [Heading(2, "Instruction tuning (seed 002)"), Paragraph(
         "Causal-LM fine-tuning on instruction data: fixed ranks, attention-only and MLP-only placements, and the "
         "adaptive strategies at the budget of fixed rank 8 on all layers, by evaluation loss and perplexity.")]
+    sentences: list[str] = []
     for (model, dataset), runs in selected_runs(frame).groupby(["model", "dataset"], sort=False):
         setting = f"{model} · {dataset}"
+        compared = compare_with_lora(runs)
+        claims = lm_claims(runs, setting, compared)
         figs: list[Figure] = figures.params_loss_bars(runs, setting, out) + figures.rank_per_layer(runs, setting, out)
         if len(figs) < 2:
             missing.append(f"Rank-per-layer figure, {setting}: no allocations recorded.")
-        blocks += [strategy_table(runs, setting), *figs]
+        blocks += [Bullets(claims), strategy_table(runs, setting, compared), *figs]
+        sentences += claims
         if generations := _generations(runs):
             blocks += [Paragraph("Greedy responses to fixed test prompts, stored with each run:"), Bullets(generations)]
-    return blocks
+    return blocks, sentences

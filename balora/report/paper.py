@@ -177,7 +177,7 @@ def write_generated(report: Report | None, paper_dir: Path) -> Path:
         parts = _parts(report, out)
     if report is not None:
         floats = [b for b in report.sections.get("lm", []) if isinstance(b, Table | Figure)]
-        parts["lm"] = _part([], floats, out, "No instruction-tuning (causal-LM) runs.")
+        parts["lm"] = _part(report.lm_claims, floats, out, "No instruction-tuning (causal-LM) runs.")
     for name, text in parts.items():
         (out / f"{name}.tex").write_text(text)
     return out
