@@ -1,0 +1,105 @@
+"""BA-LoRA on a causal LM: throughput, memory and wall-time ratios (issue 9's benchmark; not a timed test).
+
+On the embedded `smollm2` model and `critic_instructions` data (or `--model`/`--dataset`), prints three
+ratios, each against a baseline measured in the same invocation:
+
+1. Training tokens per second of balora's loop / a bare PEFT + torch loop on the same pre-built batches
+   (rank 8 on every projection, both loops from the same initial weights with the same AdamW and linear
+   schedule, timed in turns, see `loops.py`; target ≥ 0.95). Tokens are the non-padding tokens of the
+   batches; SmolLM2's absolute tokens per second are printed too.
+2. Peak RSS of BA-LoRA's importance pass / peak RSS of LoRA's training phase (two `balora train` runs,
+   each in a fresh process; target ≤ 1.1).
+3. BA-LoRA's total wall time / LoRA's, same data, steps and evaluation (the same two runs; target ≤ 1.05).
+
+The defaults are a small check that fits a loaded 2-core CPU (a few steps, a few importance samples,
+short sequences); the lm preset's size is `--steps 50 --batch-size 8 --max-length 96 --gradient-samples 64
+--eval-examples 200` (its 200 examples × 2 epochs are 50 steps; here 400 examples × 1 epoch).
+
+Usage: python benchmarks/lm.py [--model smollm2] [--dataset critic_instructions] [--steps 4]
+                               [--batch-size 4] [--max-length 48] [--gradient-samples 8]
+                               [--eval-examples 8] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def run(method: str, args: argparse.Namespace, out: Path) -> dict:
+    """One `balora train` run of `method` at the rank-8 budget (γ as in the lm preset)."""
+    command = [sys.executable, "-m", "balora.cli", "train", "--method", method, "--budget-rank", "8",
+               "--model", args.model, "--dataset", args.dataset, "--train-size", str(args.steps * args.batch_size),
+               "--epochs", "1", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
+               "--learning-rate", "3e-4", "--gamma", "1e-4", "--gradient-samples", str(args.gradient_samples),
+               "--eval-examples", str(args.eval_examples), "--evaluations", "1", "--seed", "42", "--quiet",
+               "--out", str(out)]
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads((out / "result.json").read_text())
+
+
+def throughput(args: argparse.Namespace) -> tuple[list[float], list[float], int]:
+    """Tokens per second of balora's `train` and of a bare loop, each timed `args.repeats` times in turns."""
+    import torch
+    from loops import compare_loops
+    from peft import LoraConfig, get_peft_model
+
+    from balora.instructions import load_instruction_dataset, make_lm_loader
+    from balora.models import default_target_names, load_causal_lm, load_tokenizer
+
+    examples = load_instruction_dataset(args.dataset).pool[:args.steps * args.batch_size]
+    batches = list(make_lm_loader(examples, load_tokenizer(args.model), args.batch_size, shuffle=True, seed=42,
+                                  max_length=args.max_length))
+    targets = default_target_names(load_causal_lm(args.model))
+
+    def fresh_model() -> torch.nn.Module:
+        torch.manual_seed(42)
+        config = LoraConfig(task_type="CAUSAL_LM", r=8, lora_alpha=16, lora_dropout=0.1, target_modules=targets)
+        return get_peft_model(load_causal_lm(args.model), config)
+
+    tokens = int(sum(b["attention_mask"].sum() for b in batches))
+    ours, bare = compare_loops(fresh_model, batches, args.repeats)
+    return [tokens / t for t in ours], [tokens / t for t in bare], tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--dataset", default="critic_instructions")
+    parser.add_argument("--steps", type=int, default=4, help="training steps (train size = steps × batch size)")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-length", type=int, default=48)
+    parser.add_argument("--gradient-samples", type=int, default=8, help="BA-LoRA's importance samples")
+    parser.add_argument("--eval-examples", type=int, default=8, help="validation and test examples of each run")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes of each loop")
+    args = parser.parse_args()
+    from balora.models import quiet_libraries
+
+    quiet_libraries()
+    ours, bare, tokens = throughput(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        lora = run("lora", args, Path(tmp) / "lora")
+        ba = run("ba_lora", args, Path(tmp) / "ba_lora")
+    ours_median, bare_median = statistics.median(ours), statistics.median(bare)
+    importance_peak = ba["memory"]["peak_rss_mib"]["importance"]
+    train_peak = lora["memory"]["peak_rss_mib"]["train"]
+    print(f"setting: {args.model} · {args.dataset}, {args.steps} steps of batch {args.batch_size}, max_length "
+          f"{args.max_length} ({tokens} tokens per pass), rank-equivalent 8 on every projection, "
+          f"{args.gradient_samples} importance samples, {args.eval_examples} eval examples")
+    print(f"balora loop tokens/s {', '.join(f'{t:.1f}' for t in ours)}; bare loop {', '.join(f'{t:.1f}' for t in bare)}")
+    print(f"LoRA    total {lora['timings']['total']:.1f} s  {json.dumps({k: round(v, 1) for k, v in lora['timings'].items()})}")
+    print(f"BA-LoRA total {ba['timings']['total']:.1f} s  {json.dumps({k: round(v, 1) for k, v in ba['timings'].items()})}")
+    print(f"ratio 1  balora loop / bare PEFT loop tokens per s: {ours_median / bare_median:.3f} "
+          f"({ours_median:.1f} / {bare_median:.1f} tokens/s, medians of {args.repeats})")
+    print(f"ratio 2  importance-pass / LoRA-train peak RSS:     {importance_peak / train_peak:.3f} "
+          f"({importance_peak:.0f} / {train_peak:.0f} MiB)")
+    print(f"ratio 3  BA-LoRA / LoRA wall time:                  {ba['timings']['total'] / lora['timings']['total']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
