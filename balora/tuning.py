@@ -29,6 +29,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from balora.config import protocol
+
 RISING_TOLERANCE = 0.005
 TIE = 1e-9
 
@@ -50,11 +52,12 @@ class Tune:
 
 
 def cell_key(config: dict[str, Any]) -> str:
-    """The cell a run belongs to: its config without the seed, the tuning mark and the tuned fields'
-    values (tuning and evaluation runs of one method × setting × budget share it)."""
+    """The cell a run belongs to: its protocol (`config.protocol`: fields a stored run predates count at
+    their default) without the tuning mark and the tuned fields' values, so tuning and evaluation runs of
+    one method × setting × budget share it, whichever balora version stored them."""
     tuned = set(config.get("tuned") or [])
-    rest = {k: v for k, v in config.items() if k not in tuned and k not in ("seed", "tuning")}
-    return hashlib.sha256(json.dumps(rest, sort_keys=True).encode()).hexdigest()[:16]
+    rest = {k: v for k, v in protocol(config).items() if k not in tuned and k != "tuning"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def candidate_of(config: dict[str, Any]) -> tuple:

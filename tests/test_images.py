@@ -243,11 +243,11 @@ def test_vision_preset_pairs_seed003s_strategies_and_metrics():
 
 
 def test_vision_preset_dry_run_estimates_without_training(grey_vit_dir, tmp_path, monkeypatch, capsys):
-    """vit-fashion stands in as the tiny ViT: the estimate calibrates on it and plans 80 + 30 runs."""
+    """vit-fashion stands in as the tiny ViT: the estimate calibrates on it and plans 100 + 30 runs."""
     monkeypatch.setattr(assets, "vit_fashion", lambda: grey_vit_dir, raising=False)
     assert main(["sweep", "vision", "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"tuning +80 runs: 0 done, 80 to run", out) and re.search(r"evaluation +30 runs", out)
+    assert re.search(r"tuning +100 runs: 0 done, 100 to run", out) and re.search(r"evaluation +30 runs", out)
     assert re.search(r"total +about \d+ min .*times from a calibration of", out)
 
 

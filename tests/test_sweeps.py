@@ -86,6 +86,22 @@ def test_quick_preset_compares_three_methods_at_one_budget_over_three_seeds():
     assert len({p.config.budget_rank for p in runs}) == 1 and len({p.config.seed for p in runs}) >= 3
 
 
+def test_quick_reuses_the_rates_its_committed_tuning_sweep_selected():
+    """The main job fixes each method's learning rate at what `quick_tuned` selected on validation
+    (results/quick_tuned), and otherwise trains exactly as that sweep's evaluation runs did."""
+    from balora.runfiles import read_runs
+    from balora.tuning import tuning_cells
+
+    committed = read_runs(Path(__file__).parents[1] / "results" / "quick_tuned")
+    selected = {c.example["method"]: c.selected.candidate for c in tuning_cells(committed)}
+    tuned = {p.config.method: p.config for p in load_spec("quick_tuned").runs}
+    for planned in load_spec("quick").runs:
+        config = planned.config
+        assert (config.learning_rate,) == selected[config.method]
+        assert protocol_key(replace(tuned[config.method], learning_rate=config.learning_rate, tuned=None).to_dict()) == \
+            protocol_key(config.to_dict())
+
+
 def test_paper_preset_is_seed000_design():
     """Issue 8's reading of seed 000 (and seeds 001/002's strategy table), grid by grid; its runs go to
     results/paper as run files."""

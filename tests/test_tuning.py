@@ -142,3 +142,12 @@ def test_the_appendix_names_each_cell_by_its_arm(tmp_path: Path):
     appendix = (tmp_path / "report.md").read_text().split("**Selection on validation")[1].split("\n\n")[1]
     rows = [line for line in appendix.splitlines() if line.startswith("| minilm")]
     assert [row.split(" | ")[2] for row in rows] == ["LoRA", "LoRA (quant=nf4)"]
+
+
+def test_runs_stored_before_a_field_existed_share_their_cell():
+    """A tuning run stored before `quant_backend` existed (its config lacks the field) is in the same cell as
+    one stored after, at its default: otherwise selection splits one cell's candidates in two."""
+    new = RunConfig(method="lora", seed=0, learning_rate=1e-3, tuned=["learning_rate"], tuning=True).to_dict()
+    old = {k: v for k, v in new.items() if k != "quant_backend"} | {"learning_rate": 2e-3, "seed": 1}
+    assert cell_key(old) == cell_key(new)
+    assert len(tuning_cells([dict(tuning_result(1e-3, 0, 0.7), config=new), dict(tuning_result(2e-3, 1, 0.7), config=old)])) == 1
