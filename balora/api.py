@@ -36,7 +36,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +54,7 @@ from balora.importance import Batch, LossFn, examples_in
 from balora.initialisation import lora_layer
 from balora.measure import PhaseMeter
 from balora.reallocation import RankController, ReallocationConfig
+from balora.tasks import WARM_START_GAMMA
 
 # RunConfig fields that shape a plan, passed through `plan(**options)`; the rest of RunConfig is about runs.
 OPTIONS = ("strategy", "allocation_power", "importance_metric", "base_rank", "threshold", "top_k", "gamma",
@@ -77,7 +78,8 @@ class Plan:
     alpha_ratio: float = field(default=2.0, metadata={"help": "lora_alpha = alpha_ratio × rank, per module."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
     warmstart: bool = field(default=True, metadata={"help": "Whether apply() warm-starts B from the gradients."})
-    gamma: float = field(default=initialisation.DEFAULT_GAMMA, metadata={"help": "Warm-start step size."})
+    gamma: float = field(default=WARM_START_GAMMA["classification"],
+                         metadata={"help": "Warm-start step size (`plan` uses the task's default)."})
     gamma_normalise: bool = field(default=True, metadata={"help": "Warm-start from G/RMS(G), not G."})
     seed: int = field(default=42, metadata={"help": "Seed of the sample and of LoRA's random A in apply()."})
     importance: dict[str, Any] = field(default_factory=dict, metadata={"help": "metric, examples, seconds."})
@@ -273,6 +275,8 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
     lora_budget = allocation.lora_budget(targets, params=budget, rank=budget_rank, head_params=head_params,
                                          count_head=count_head)
     task = _task_type(model) if task_type == "auto" else task_type
+    if config.gamma is None:
+        config = replace(config, gamma=WARM_START_GAMMA["causal_lm" if task == "CAUSAL_LM" else "classification"])
     batches, share, size = sample_batches(data, num_samples, seed)
     meter = PhaseMeter()
     context = methods.MethodContext(config, model, targets, lora_budget, batches, 0, task, heads, meter, share, loss_fn)

@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
+from balora.tasks import with_task_defaults
 
 # Seed 000's flag names, accepted as aliases of ours.
 SEED_ALIASES = {
@@ -72,7 +73,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
     names = {f.name for f in fields(RunConfig)}
-    return RunConfig(**{k: v for k, v in vars(args).items() if k in names})
+    return with_task_defaults(RunConfig(**{k: v for k, v in vars(args).items() if k in names}))
 
 
 def cmd_allocate(args: argparse.Namespace) -> None:

@@ -46,7 +46,8 @@ class RunConfig:
     gradient_samples: int = field(default=500, metadata={"help": "Importance pass: stratified random sample; see benchmarks/overhead.py."})
     head_probe_steps: int = field(default=0, metadata={"help": "Probe steps fitting the head first (every method); 0 = off."})
     warmstart: bool = field(default=True, metadata={"help": "Initialise B from the mean gradient (ba_lora)."})
-    gamma: float = field(default=0.005, metadata={"help": "Warm-start step: ‖scaling·B·A‖ = gamma·‖G/RMS(G)‖ per module."})
+    gamma: float | None = field(default=None, metadata={"help": "Warm-start step: ‖scaling·B·A‖ = gamma·‖G/RMS(G)‖ per module; "
+                                                        "default per task: 0.005, or 1e-4 for a causal LM."})
     gamma_normalise: bool = field(default=True, metadata={"help": "Divide G by its RMS first; off: gamma is a raw learning rate."})
     decay_direction: str = field(default="decreasing", metadata={"help": "linear_decay: rank 'decreasing' or 'increasing' with depth."})
     heuristic_ratio: float = field(default=2.0, metadata={"help": "linear_decay: top/bottom rank ratio; attention_heavy: attention/FFN."})
@@ -96,7 +97,7 @@ class RunConfig:
                 raise BaloraError(f"{name} must be a positive number, got {value!r}")
         for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank", "head_probe_steps",
                      "realloc_warmup", "realloc_final", "realloc_ema"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise BaloraError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.warmup_ratio >= 1 or self.lora_dropout >= 1:
             raise BaloraError("warmup_ratio and lora_dropout must be below 1")

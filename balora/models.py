@@ -53,6 +53,8 @@ BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: lambda: 
 # Embedded models that ship as GGUF: the file inside the asset, converted once to a plain folder.
 GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 TASKS = ("auto", "classification", "causal_lm", "image")
+# The embedded models' tasks, known without fetching them (a sweep's plan needs them before any run).
+EMBEDDED_TASKS = {"minilm": "classification", "smollm2": "causal_lm", assets.VIT_FASHION_NAME: "image"}
 
 # LoRA targets by architecture when the user names none (seed 000: query/value projections).
 DEFAULT_TARGETS = {
@@ -168,6 +170,8 @@ def task_of(name: str, task: str = "auto") -> str:
         raise BaloraError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
     if task != "auto":
         return task
+    if name in EMBEDDED_TASKS:
+        return EMBEDDED_TASKS[name]
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path)

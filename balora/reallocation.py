@@ -24,8 +24,14 @@ Optimizer state (AdamW's `exp_avg`, `exp_avg_sq`; the step count is kept):
   moment and the matrix's mean second moment. A zero second moment would be wrong here: Adam's bias
   correction assumes all entries started together, and with a high step count a fresh entry's first
   updates would be up to ~6× Adam's normal step;
-- shrunk modules: the SVD rotates the coordinates, so per-entry moments have no counterpart; the first
-  moment restarts at zero and the second moment is the matrix's old mean, for the same reason.
+- shrunk modules: the moments are carried along the kept directions. The new factors lie in the old
+  ones' spans, B' = B·M and A' = N·A (M = B⁺B', N = A'A⁺), so for any gradient G of the module's
+  output weight the new factors' gradients are linear in the old ones':
+  ∂L/∂A' = s'·B'ᵀG = (s'/s)·Mᵀ·∂L/∂A and ∂L/∂B' = (s'/s)·∂L/∂B·Nᵀ (s, s' the old and new scaling).
+  The first moment, an average of gradients, is mapped by the same linear maps: exactly the average
+  the new factors would have had, had the factors been the current ones all along. The second moment
+  (an average of squares) is mapped with the squared coefficients, which is exact when the old
+  coordinates' gradients are uncorrelated and keeps Adam's step size in the same range.
 
 Scores are per module, from the LoRA factors θ = (A, B) and their gradients g:
 `sensitivity` mean |θ ⊙ g| (AdaLoRA's entry importance, averaged), `grad_norm` ‖g‖, `fisher`
@@ -40,6 +46,7 @@ import math
 import re
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -124,30 +131,41 @@ def truncated_factors(b: torch.Tensor, a: torch.Tensor, rank: int, scale: float,
     return (left * (scale / a_row_norm)).to(b.dtype), (right.T * a_row_norm).to(a.dtype)
 
 
-def _resized_state(state: dict, old: torch.Tensor, new: torch.Tensor, keep: tuple[slice, ...] | None) -> dict:
-    """Adam state for `new`: moments copied on `keep` (the kept components, None when the coordinates
-    were rotated); elsewhere a zero first moment and the old mean second moment (module docstring)."""
-    resized = {}
-    for key, value in state.items():
-        if not (torch.is_tensor(value) and value.shape == old.shape):
-            resized[key] = value  # the step count
-            continue
-        fill = 0.0 if key == "exp_avg" else float(value.mean())
-        moved = torch.full_like(new, fill)
-        if keep is not None:
-            moved[keep] = value
-        resized[key] = moved
-    return resized
+# How a moment of the old parameter becomes the new one's: (moment, is_second_moment) -> new moment.
+Carry = Callable[[torch.Tensor, bool], torch.Tensor]
 
 
-def _swap_parameter(optimizer: torch.optim.Optimizer | None, old: nn.Parameter, new: nn.Parameter,
-                    keep: tuple[slice, ...] | None) -> None:
+def _keep_components(keep: tuple[slice, ...], new: torch.Tensor) -> Carry:
+    """Growing: moments copied on `keep` (the kept components); elsewhere a zero first moment and the
+    old mean second moment (module docstring)."""
+    def carry(moment: torch.Tensor, second: bool) -> torch.Tensor:
+        moved = torch.full_like(new, float(moment.mean()) if second else 0.0)
+        moved[keep] = moment
+        return moved
+    return carry
+
+
+def _linear_map(left: torch.Tensor | None, right: torch.Tensor | None, dtype: torch.dtype) -> Carry:
+    """Shrinking: a first moment becomes left·m·right, a second moment left∘²·v·right∘² (module docstring)."""
+    def carry(moment: torch.Tensor, second: bool) -> torch.Tensor:
+        out = moment.double()
+        if left is not None:
+            out = (left.square() if second else left) @ out
+        if right is not None:
+            out = out @ (right.square() if second else right)
+        return out.to(dtype)
+    return carry
+
+
+def _swap_parameter(optimizer: torch.optim.Optimizer | None, old: nn.Parameter, new: nn.Parameter, carry: Carry) -> None:
     if optimizer is None:
         return
     for group in optimizer.param_groups:
         group["params"] = [new if p is old else p for p in group["params"]]
     if old in optimizer.state:
-        optimizer.state[new] = _resized_state(optimizer.state.pop(old), old, new, keep)
+        # tensors shaped like the parameter are moments (exp_avg, exp_avg_sq, max_exp_avg_sq); the step count stays
+        optimizer.state[new] = {key: carry(value, key.endswith("_sq")) if torch.is_tensor(value) and value.shape == old.shape
+                                else value for key, value in optimizer.state.pop(old).items()}
 
 
 @torch.no_grad()
@@ -168,16 +186,20 @@ def resize_module(model: PeftModel, name: str, rank: int, alpha: float, optimize
         fresh = torch.rand(rank - old_rank, linear_a.in_features, generator=generator, dtype=torch.float64)
         new_a = torch.cat([a, ((2 * fresh - 1) * bound).to(a.device, a.dtype)])
         new_b = torch.cat([b * (old_scale / new_scale), b.new_zeros(b.shape[0], rank - old_rank)], dim=1)
-        keep_a, keep_b = (slice(0, old_rank), slice(None)), (slice(None), slice(0, old_rank))
+        carry_a = _keep_components((slice(0, old_rank), slice(None)), new_a)
+        carry_b = _keep_components((slice(None), slice(0, old_rank)), new_b)
     else:
         row_norm = float(a.double().norm() / math.sqrt(old_rank)) or 1.0
         new_b, new_a = truncated_factors(b, a, rank, old_scale / new_scale, row_norm)
-        keep_a = keep_b = None
+        ratio = new_scale / old_scale
+        m = torch.linalg.pinv(b.double()) @ new_b.double()  # B' = B·M
+        n = new_a.double() @ torch.linalg.pinv(a.double())  # A' = N·A
+        carry_a, carry_b = _linear_map(ratio * m.T, None, a.dtype), _linear_map(None, ratio * n.T, b.dtype)
     linear_a.weight = nn.Parameter(new_a, requires_grad=a.requires_grad)
     linear_b.weight = nn.Parameter(new_b, requires_grad=b.requires_grad)
     linear_a.out_features = linear_b.in_features = rank
-    _swap_parameter(optimizer, a, linear_a.weight, keep_a)
-    _swap_parameter(optimizer, b, linear_b.weight, keep_b)
+    _swap_parameter(optimizer, a, linear_a.weight, carry_a)
+    _swap_parameter(optimizer, b, linear_b.weight, carry_b)
     layer.r[adapter], layer.lora_alpha[adapter], layer.scaling[adapter] = rank, alpha, new_scale
 
 

@@ -64,7 +64,7 @@ from balora.models import (
     task_of,
     weights_checksums,
 )
-from balora.tasks import TaskDataset, load_task_data, load_task_model, load_task_processor
+from balora.tasks import TaskDataset, load_task_data, load_task_model, load_task_processor, with_task_defaults
 from balora.training import (
     Distributed,
     TrainSettings,
@@ -203,6 +203,7 @@ def setup(config: RunConfig) -> Setup:
     placement = Distributed.from_env()
     with meter.phase("load"):
         task = task_of(config.model, config.task)  # first: a wrong model name fails before data loads
+        config = with_task_defaults(config, task)
         processor = load_task_processor(config, task)
         data = load_task_data(config, task)
         labels = [] if task == "causal_lm" else data.label_names
@@ -241,6 +242,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     (DDP averages gradients) and only the first process writes.
     """
     run = setup(config)
+    config = run.config  # with the task's defaults filled in: what the run does and stores
     data, meter, placement = run.data, run.meter, run.placement
     train_loader = run.loader(placement.even_shard(run.train_examples), shuffle=True)
     seed_everything(config.seed)

@@ -22,6 +22,7 @@ import yaml
 
 from balora.config import TUNABLE, RunConfig, check_field
 from balora.errors import BaloraError, read_text
+from balora.tasks import with_task_defaults
 from balora.tuning import Tune, cell_key
 
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
@@ -168,8 +169,8 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         for point in itertools.product(*axes.values()):
             values = dict(zip(axes, point))
             method = values.get("method", base.get("method", RunConfig.method))
-            config = RunConfig.from_dict({**base, **values, **(overrides.get(method) or {}), **tuned},
-                                         where=at("grids", index))
+            config = with_task_defaults(RunConfig.from_dict({**base, **values, **(overrides.get(method) or {}), **tuned},
+                                                            where=at("grids", index)))
             if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
                 planned.setdefault(config.key(), Planned(config, label, tune))
     for key in filters:

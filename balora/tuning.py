@@ -144,12 +144,15 @@ class CellTuning:
 
     @property
     def at_edge(self) -> bool:
-        """The selected value is the smallest or largest of a one-field numeric grid of three or more
-        candidates: the best may lie outside the grid, so a wider one might select otherwise."""
-        values = [s.candidate[0] for s in self.scores]
-        if len(self.fields) != 1 or len(values) < 3 or not all(isinstance(v, (int, float)) for v in values):
-            return False
-        return self.selected.candidate[0] in (min(values), max(values))
+        """For some tuned numeric field with three or more values in the grid, the selected value is the
+        smallest or largest: the best may lie outside the grid, so a wider one might select otherwise.
+        (With two values both are ends; such a field, e.g. a choice of epochs, is not flagged.)"""
+        for index in range(len(self.fields)):
+            values = {s.candidate[index] for s in self.scores}
+            if len(values) >= 3 and all(isinstance(v, (int, float)) for v in values) \
+                    and self.selected.candidate[index] in (min(values), max(values)):
+                return True
+        return False
 
 
 def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:

@@ -66,3 +66,45 @@ def test_smollm2_loads_from_its_plain_folder_as_a_causal_lm_with_every_projectio
     targets = target_modules(model)
     assert len(targets) == 30 * 7 and {(t.d_out, t.d_in) for t in targets if t.name.endswith("k_proj")} == {(192, 576)}
     assert sum(t.cost_per_rank for t in targets) * 8 == 2_442_240  # the lm preset's budget, true shapes (GQA k/v)
+
+
+RELOAD_SMOLLM2 = """
+import sys, torch
+from transformers import AutoModelForCausalLM
+from peft import PeftModel
+base = AutoModelForCausalLM.from_pretrained(sys.argv[1], dtype=torch.float32)
+model = PeftModel.from_pretrained(base, sys.argv[2]).eval()
+with torch.no_grad():
+    logits = model(input_ids=torch.load(sys.argv[3])).logits
+assert "balora" not in sys.modules
+torch.save(logits, sys.argv[4])
+"""
+
+
+def test_ba_lora_trains_smollm2_on_critic_instructions_and_plain_peft_reloads_the_adapter(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    from balora.models import plain_folder
+
+    config = RunConfig(method="ba_lora", model="smollm2", dataset="critic_instructions", budget_rank=4, train_size=8,
+                       epochs=1, batch_size=4, gradient_samples=8, evaluations=1, eval_examples=8, max_length=96,
+                       seed=1)
+    output = run_experiment(config, tmp_path / "run", progress=False)
+    result = output.result
+    assert result["task"] == "causal_lm" and result["steps"] == 2 and len(result["allocation"]) == 30 * 7
+    assert result["params"]["lora"] == sum(m["params"] for m in result["allocation"]) <= result["budget"]["lora_budget"]
+    assert len({m["rank"] for m in result["allocation"]}) > 1  # per-layer ranks, not one fixed rank
+    assert result["metrics"]["perplexity"] < 1e3 and len(result["generations"]) == 3
+
+    tokens = torch.tensor([[1, 504, 3458, 314, 253, 2103, 28], [1, 2683, 1401, 411, 1025, 30, 2]])
+    torch.save(tokens, tmp_path / "tokens.pt")
+    with torch.no_grad():
+        expected = output.model.eval()(input_ids=tokens).logits
+    reload = subprocess.run([sys.executable, "-c", RELOAD_SMOLLM2, str(plain_folder("smollm2")),
+                             str(tmp_path / "run" / "adapter"), str(tmp_path / "tokens.pt"), str(tmp_path / "logits.pt")],
+                            capture_output=True, text=True)
+    assert reload.returncode == 0, reload.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, rtol=1e-4, atol=1e-4)

@@ -95,6 +95,30 @@ def test_shrinking_keeps_the_top_singular_directions_of_scaling_b_a(new_rank):
     assert float(torch.linalg.matrix_norm(old - new)) == pytest.approx(float(s[new_rank:].norm()), rel=1e-5)
 
 
+@pytest.mark.parametrize("new_rank", [1, 3])
+def test_shrinking_carries_adam_s_first_moment_along_the_kept_directions(new_rank):
+    """If every past gradient of the module's weight was G, A's first moment is s·BᵀG and B's s·G·Aᵀ;
+    after the shrink they must be what the new factors' gradients would be: s'·B'ᵀG and s'·G·A'ᵀ."""
+    model, targets = peft_bert()
+    optimizer = adam_after_one_step(model)
+    name = targets[1].name
+    layer = lora_layer(model, name)
+    a, b, scale = layer.lora_A["default"].weight, layer.lora_B["default"].weight, layer.scaling["default"]
+    g = torch.randn(b.shape[0], a.shape[1], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        optimizer.state[a]["exp_avg"] = scale * b.T @ g
+        optimizer.state[b]["exp_avg"] = scale * g @ a.T
+    resize_module(model, name, new_rank, 2.0 * new_rank, optimizer)
+    a, b, scale = layer.lora_A["default"].weight, layer.lora_B["default"].weight, layer.scaling["default"]
+    torch.testing.assert_close(optimizer.state[a]["exp_avg"], (scale * b.T @ g).detach(), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(optimizer.state[b]["exp_avg"], (scale * g @ a.T).detach(), rtol=1e-4, atol=1e-6)
+    for p in (a, b):
+        second = optimizer.state[p]["exp_avg_sq"]
+        assert second.shape == p.shape and bool((second >= 0).all()) and float(second.sum()) > 0
+    model(**random_batches(1)[0]).loss.backward()
+    optimizer.step()  # and training goes on
+
+
 def test_shrinking_an_adapter_whose_b_is_zero_keeps_a_trainable():
     model, targets = peft_bert()
     name = targets[0].name

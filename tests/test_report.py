@@ -439,6 +439,24 @@ def test_no_table_row_holds_two_protocols():
     assert sorted(len(row.runs) for row in fewshot if row.arm == "lora" and row.lead == "16") == [3]
 
 
+def test_a_field_one_arm_selected_on_validation_does_not_split_the_setting():
+    """LoRA at a fixed 16 epochs and AdaLoRA with its epochs selected on validation are one comparison:
+    the table holds both, and notes how their rows differ."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "adalora") for s in SEEDS[:3]]
+    for run in runs:
+        run["config"] |= {"epochs": 16, "tuned": ["learning_rate"]}
+        if run["config"]["method"] == "adalora":
+            run["config"] |= {"epochs": 32, "tuned": ["learning_rate", "epochs"]}
+    frame = load_runs(runs)
+    assert frame["setting"].nunique() == 1
+    (table,) = tables.budget_tables(analyse(frame))
+    assert any(note.startswith("Rows also differ in: epochs") for note in table.notes), table.notes
+
+
 def test_a_table_notes_what_its_rows_differ_in_beyond_what_it_shows():
     from balora.report import tables
     from balora.report.analysis import analyse

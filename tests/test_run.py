@@ -175,6 +175,7 @@ def test_a_causal_lm_gets_causal_lm_training_and_its_adapter_is_plain_peft(tmp_p
     output = run_experiment(lm_config(tiny_lm_dir, tiny_alpaca), out, progress=False)
     result = json.loads((out / "result.json").read_text())
     assert result["task"] == "causal_lm" and result["data"]["labels"] is None
+    assert result["config"]["gamma"] == 1e-4  # the causal-LM warm-start step, not the classifiers' 0.005
     metrics = result["metrics"]
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"])) and metrics["tokens"] > 0
     assert "accuracy" not in metrics and result["params"]["head"] == 0

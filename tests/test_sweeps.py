@@ -102,6 +102,13 @@ def test_quick_reuses_the_rates_its_committed_tuning_sweep_selected():
             protocol_key(config.to_dict())
 
 
+@pytest.mark.parametrize("preset, task", [("quick_tuned", "classification"), ("lm", "causal_lm"), ("vision", "image")])
+def test_a_preset_plans_every_run_with_its_task_s_warm_start_step(preset, task):
+    from balora.tasks import WARM_START_GAMMA
+
+    assert {planned.config.gamma for planned in load_spec(preset).runs} == {WARM_START_GAMMA[task]}
+
+
 def test_paper_preset_is_seed000_design():
     """Issue 8's reading of seed 000 (and seeds 001/002's strategy table), grid by grid; its runs go to
     results/paper as run files."""

@@ -3,6 +3,7 @@ estimator sizes datasets through the same function as a run."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from balora.config import RunConfig
 from balora.estimate import dataset_sizes
 from balora.images import ImageDataset
 from balora.instructions import InstructionDataset
-from balora.tasks import load_task_data, load_task_model, load_task_processor
+from balora.tasks import load_task_data, load_task_model, load_task_processor, with_task_defaults
 
 
 def task_run(task: str, request: pytest.FixtureRequest, tmp_path: Path) -> RunConfig:
@@ -52,3 +53,15 @@ def test_estimator_sizes_the_dataset_a_run_loads(task: str, request: pytest.Fixt
     data = load_task_data(config, task)
     sizes = dataset_sizes(config)
     assert (sizes.pool, sizes.validation, sizes.test) == (len(data.pool), len(data.validation), len(data.test))
+
+
+@pytest.mark.parametrize("task, gamma", [("classification", 0.005), ("causal_lm", 1e-4), ("image", 0.005)])
+def test_the_warm_start_step_defaults_to_the_task_s_own(task, gamma, request, tmp_path):
+    config = task_run(task, request, tmp_path)
+    assert config.gamma is None and with_task_defaults(config).gamma == gamma
+    assert with_task_defaults(replace(config, gamma=0.02)).gamma == 0.02  # a step the user gives is kept
+
+
+def test_a_classifier_s_resolved_config_keeps_the_key_its_runs_were_stored_under():
+    """Runs stored when 0.005 was every task's default keep their keys, so sweeps still find them done."""
+    assert with_task_defaults(RunConfig()).key() == RunConfig(gamma=0.005).key()

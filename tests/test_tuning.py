@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -68,6 +69,17 @@ def test_a_selection_at_either_end_of_the_grid_is_flagged(best, edge):
     assert ("1 of 1 cells the selected value is at the edge of its grid" in " ".join(selection_claims(runs, {}))) is edge
     two = [r for r in runs if r["config"]["learning_rate"] != 4e-3]  # two candidates: both are ends, nothing to flag
     assert not tuning_cells(two)[0].at_edge
+
+
+@pytest.mark.parametrize("best, edge", [((1e-3, 16), True), ((2e-3, 32), False), ((4e-3, 16), True)])
+def test_a_grid_of_two_fields_is_flagged_where_a_field_of_three_values_is_at_its_end(best, edge):
+    runs = []
+    for lr, epochs, seed in itertools.product((1e-3, 2e-3, 4e-3), (16, 32), (0, 1)):
+        run = tuning_result(lr, seed, 0.75 if (lr, epochs) == best else 0.70)
+        run["config"].update(epochs=epochs, tuned=["learning_rate", "epochs"])
+        runs.append(run)
+    (cell,) = tuning_cells(runs)
+    assert cell.selected.candidate == best and cell.at_edge is edge
 
 
 def test_existing_run_keys_are_unchanged_and_tuning_runs_have_their_own():

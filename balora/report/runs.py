@@ -12,7 +12,9 @@ Vocabulary (shared with the tables, figures and paper):
 
 A field a sweep selected on validation (listed in `config.tuned`) is part of the protocol as
 "selected", not as its value: LoRA at its selected learning rate and BA-LoRA at its own are one
-setting. Tuning runs (`config.tuning`) have no test accuracy and appear only in the tuning appendix.
+setting. So are arms where only some selected a field (AdaLoRA its epochs, LoRA trained for fixed
+ones): each arm's value is its own, and the table notes how the rows differ. Tuning runs
+(`config.tuning`) have no test accuracy and appear only in the tuning appendix.
 """
 
 from __future__ import annotations
@@ -139,14 +141,19 @@ def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     (tuning runs are left out: they have no test metrics)."""
     results = [r for r in results if not r["config"].get("tuning")]
     configs = [r["config"] for r in results]
-    # protocol fields that differ between runs of one data setting (not, say, epochs between few-shot and full)
+    # protocol fields that differ between runs of one data setting (not, say, epochs between few-shot and full);
+    # within a data setting, fields some arm there selected on validation are each arm's own choice (module docstring)
+    def data_of(config: dict[str, Any]) -> tuple:
+        return tuple(repr(config.get(f)) for f in SETTING_FIELDS)
+
     by_data: dict[tuple, list[dict[str, Any]]] = {}
     for c in configs:
-        by_data.setdefault(tuple(repr(c.get(f)) for f in SETTING_FIELDS), []).append(c)
+        by_data.setdefault(data_of(c), []).append(c)
     protocol_fields = sorted({f for group in by_data.values() for f in _varying(group, PROTOCOL_FIELDS)})
+    selected = {data: {f for c in group for f in c.get("tuned") or []} for data, group in by_data.items()}
     options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
     variants = {m: _varying([c for c in configs if c["method"] == m], options) for m in {c["method"] for c in configs}}
-    protocols = [_describe(c, protocol_fields) for c in configs]
+    protocols = [_describe(c, [f for f in protocol_fields if f not in selected[data_of(c)]]) for c in configs]
     settings = [setting_label(c["model"], c["dataset"], c.get("shots"), c.get("train_size"), p)
                 for c, p in zip(configs, protocols)]
     arm_variants = _one_protocol_per_arm(results, settings, [_describe(c, variants[c["method"]], skip_defaults=True)
