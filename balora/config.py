@@ -12,6 +12,10 @@ from typing import Any
 
 from balora.errors import BaloraError
 
+# Validation points of a tuning run: its final one decides the selection, the half-way one tells the
+# tuning appendix whether the candidate was still rising (`RunConfig.validation_steps`).
+TUNING_EVALUATIONS = 2
+
 
 @dataclass
 class RunConfig:
@@ -68,7 +72,8 @@ class RunConfig:
     alpha_ratio: float = field(default=2.0, metadata={"help": "lora_alpha = alpha_ratio × rank, per module."})
     max_length: int = field(default=128, metadata={"help": "Tokens kept per text (batches pad to their longest)."})
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size for validation and test."})
-    evaluations: int = field(default=8, metadata={"help": "Validation points along training."})
+    evaluations: int = field(default=8, metadata={"help": "Validation points along training (a tuning run: at most "
+                                                          "TUNING_EVALUATIONS, see `validation_steps`)."})
     seed: int = field(default=42, metadata={"help": "Seed of sampling, head init, LoRA init and shuffling."})
     tuned: list[str] | None = field(default=None, metadata={"help": "Fields whose values were selected on validation "
                                                             "by tuning runs (a sweep's `tune:` block)."})
@@ -160,6 +165,16 @@ class RunConfig:
         reasons = [reason for bad, reason in unsupported if bad]
         if reasons:
             raise BaloraError(f"--quant-backend bitsandbytes cannot do {'; '.join(reasons)}; use --quant-backend torch")
+
+    def validation_steps(self, steps: int) -> list[int]:
+        """The steps at which a run of `steps` training steps scores validation, in order. An evaluation
+        run: step 0 and `evaluations` evenly spaced points, the learning curve whose end the report
+        checks for flatness. A tuning run: at most TUNING_EVALUATIONS evenly spaced points and no step 0,
+        since selection reads only its final point; that point's metrics are the same either way
+        (validation draws no random numbers), so fewer passes lose nothing selection uses."""
+        count = min(self.evaluations, TUNING_EVALUATIONS) if self.tuning else self.evaluations
+        along = sorted({round(steps * (i + 1) / count) for i in range(count)})
+        return along if self.tuning else [0, *along]
 
     @property
     def train_epochs(self) -> int:

@@ -4,9 +4,9 @@ A run's time is modelled as
 
     overhead + steps × step_seconds + evaluated examples × example_seconds
 
-with steps = ⌈training examples / batch size⌉ × epochs and evaluated examples = (evaluations + 1) ×
-the validation split, plus the test set unless it is a tuning run. The rates belong to a *profile*:
-model, dataset, batch sizes, max length and targets. They come from stored runs of the same profile
+with steps = ⌈training examples / batch size⌉ × epochs and evaluated examples = validation passes
+(`RunConfig.validation_steps`) × the validation split, plus the test set unless it is a tuning run.
+The rates belong to a *profile*: model, dataset, batch sizes, max length and targets. They come from stored runs of the same profile
 (each run's validation seconds over its validation passes give example_seconds; its train phase less
 those, over its steps, step_seconds; everything outside training and test, per method, the overhead);
 for a profile with no stored run, from a calibration: the model loaded and a few training steps and
@@ -138,7 +138,7 @@ def run_seconds(config: RunConfig, rates: Rates, sizes: Sizes) -> float:
     """Estimated wall time of one run (see the module docstring)."""
     examples = config.shots * sizes.labels if config.shots else min(config.train_size or sizes.pool, sizes.pool)
     steps = math.ceil(examples / config.batch_size) * config.train_epochs
-    evaluated = (config.evaluations + 1) * sizes.validation + (0 if config.tuning else sizes.test)
+    evaluated = len(config.validation_steps(steps)) * sizes.validation + (0 if config.tuning else sizes.test)
     return rates.overhead_for(config) + steps * rates.step_seconds + evaluated * rates.example_seconds
 
 

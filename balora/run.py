@@ -277,14 +277,12 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         return prepared.after_step is not None and prepared.after_step(m, step, optimizer)
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
-                             config.evaluations, progress and placement.is_main)
+                             frozenset(config.validation_steps(steps)), progress and placement.is_main)
     seed_everything(config.seed)
     quantisation.set_blend(model, quantisation.blend_at(config.quant_schedule, 0, steps))
     with meter.phase("train"):  # the validation curve, its step-0 point included, is part of training
-        initial = validate(model)
         log = train(placement.wrap(model), train_loader, settings, validate,
                     after_step if config.quant is not None else prepared.after_step)
-    log.validation.insert(0, (0, initial))
     quantisation.set_blend(model, 1.0)  # whatever the schedule, the model is evaluated on the quantised weights
     metrics: dict[str, float] = {}
     generations = None

@@ -69,7 +69,7 @@ class TrainSettings:
     learning_rate: float = 5e-4
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
-    evaluations: int = 8  # validation points along training, for the learning curve
+    validate_at: frozenset[int] = frozenset()  # steps after which to validate (0: before the first)
     progress: bool = True
 
 
@@ -185,8 +185,10 @@ def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps = total_steps(loader, settings.epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
-    eval_at = {round(steps * (i + 1) / settings.evaluations) for i in range(settings.evaluations)} if validate else set()
+    validate_at = settings.validate_at if validate else frozenset()
     log = TrainLog()
+    if 0 in validate_at:
+        log.validation.append((0, validate(inner)))
     model.train()
     bar = tqdm(total=steps, desc="train", unit="step", disable=not settings.progress, dynamic_ncols=True)
     for _ in range(settings.epochs):
@@ -204,7 +206,7 @@ def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
             log.train_loss.append((log.steps, value))
             bar.update(1)
             bar.set_postfix(loss=f"{value:.3f}", refresh=False)
-            if log.steps in eval_at:
+            if log.steps in validate_at:
                 log.validation.append((log.steps, validate(inner)))
     bar.close()
     return log

@@ -18,7 +18,7 @@ from balora.training import TrainSettings, train
 
 def _ours(model: torch.nn.Module, batches: list[dict]) -> float:
     start = time.perf_counter()
-    train(model, batches, TrainSettings(epochs=1, learning_rate=2e-3, evaluations=1, progress=False))
+    train(model, batches, TrainSettings(epochs=1, learning_rate=2e-3, progress=False))
     return time.perf_counter() - start
 
 

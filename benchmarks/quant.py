@@ -68,7 +68,7 @@ def step_seconds(models: dict[str, torch.nn.Module], batches: list[dict], rounds
                  clock=time.perf_counter) -> dict[str, float]:
     """Median seconds per step of each model by `clock`; the models take turns, one pass over `batches`
     each per round, so a change in the machine's load affects all of them alike."""
-    settings = TrainSettings(epochs=1, learning_rate=2e-3, evaluations=1, progress=False)
+    settings = TrainSettings(epochs=1, learning_rate=2e-3, progress=False)
     for model in models.values():
         train(model, batches[:1], settings)  # warm-up: allocator and kernels
     times: dict[str, list[float]] = {name: [] for name in models}

@@ -102,7 +102,7 @@ def step_rate_ratio(batches: list[dict], every: int) -> tuple[float, float, int]
         model = _peft(base, [t.name for t in targets], 8)
         controller = _controller(targets, 8, len(batches), every) if dynamic else None
         start = time.perf_counter()
-        train(model, batches, TrainSettings(epochs=1, learning_rate=2e-3, evaluations=1, progress=False),
+        train(model, batches, TrainSettings(epochs=1, learning_rate=2e-3, progress=False),
               after_step=controller)
         rates.append(len(batches) / (time.perf_counter() - start))
         if controller is not None:

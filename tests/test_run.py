@@ -70,6 +70,16 @@ def test_same_seed_same_metrics(tiny_model_dir, tiny_csv):
     assert first["metrics"] == second["metrics"] and first["curves"]["train_loss"] == second["curves"]["train_loss"]
 
 
+def test_a_tuning_run_validates_twice_and_selects_on_the_same_final_point(tiny_model_dir, tiny_csv):
+    evaluation = run_experiment(tiny_config(tiny_model_dir, tiny_csv, evaluations=4), progress=False).result
+    tuning = run_experiment(tiny_config(tiny_model_dir, tiny_csv, evaluations=4, tuning=True), progress=False).result
+    steps = evaluation["steps"]
+    assert [s for s, _ in evaluation["curves"]["validation"]] == [0, *(round(steps * i / 4) for i in (1, 2, 3, 4))]
+    assert [s for s, _ in tuning["curves"]["validation"]] == [round(steps / 2), steps]
+    assert tuning["curves"]["validation"][-1] == evaluation["curves"]["validation"][-1]
+    assert tuning["metrics"] == {"majority_rate": evaluation["metrics"]["majority_rate"]}
+
+
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_every_method_runs_within_its_budget(method, tiny_model_dir, tiny_csv):
     targets = ["query", "value", "intermediate.dense"]

@@ -163,3 +163,13 @@ def test_runs_stored_before_a_field_existed_share_their_cell():
     old = {k: v for k, v in new.items() if k != "quant_backend"} | {"learning_rate": 2e-3, "seed": 1}
     assert cell_key(old) == cell_key(new)
     assert len(tuning_cells([dict(tuning_result(1e-3, 0, 0.7), config=new), dict(tuning_result(2e-3, 1, 0.7), config=old)])) == 1
+
+
+@pytest.mark.parametrize(("tuning", "evaluations", "steps", "expected"), [
+    (False, 4, 128, [0, 32, 64, 96, 128]),
+    (True, 4, 128, [64, 128]),
+    (True, 1, 10, [10]),
+    (False, 3, 10, [0, 3, 7, 10]),
+])
+def test_a_tuning_run_validates_only_half_way_and_at_the_end(tuning, evaluations, steps, expected):
+    assert RunConfig(evaluations=evaluations, tuning=tuning).validation_steps(steps) == expected
