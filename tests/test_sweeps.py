@@ -146,6 +146,19 @@ def test_paper_preset_is_seed000_design():
             assert len(protocol) == 1, protocol
 
 
+def test_the_dynamic_preset_s_static_arms_are_the_paper_s_own_runs():
+    """Issue 11's comparison on the paper's protocol: every static run it shares a setting and budget with
+    the paper preset has the paper's key, so a sweep with the paper's database runs only the rest."""
+    paper, dynamic = load_spec("paper"), load_spec("dynamic")
+    paper_keys = {p.config.key() for p in [*paper.runs, *paper.tuning_runs()]}
+    shared = [p for p in [*dynamic.runs, *dynamic.tuning_runs()] if p.config.method != "ba_lora_dynamic" and (
+        p.config.shots is None or (p.config.budget_rank, p.config.method) in {(8, "lora"), (8, "ba_lora")})]
+    assert len(shared) == 24 + 64 and all(p.config.key() in paper_keys for p in shared)
+    assert {p.config.method for p in dynamic.runs} == {"ba_lora_dynamic", "ba_lora", "adalora", "lora"}
+    assert {(p.config.budget_rank, p.config.shots, p.config.train_size) for p in dynamic.runs} == {
+        (4, 64, None), (8, 64, None), (4, None, 2000), (8, None, 2000)}
+
+
 @pytest.mark.parametrize("grids, extra, message", [
     ("  - method: [lora]\n    sed: [1]\n", "", "line 14: unknown key(s) sed"),
     ("  - method: [lora, bogus]\n", "", "line 13: unknown method 'bogus'"),
@@ -176,7 +189,7 @@ def test_identical_grid_points_run_once_and_only_filters(tmp_path):
         load_spec(str(spec), ["colour=red"])
 
 
-@pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision", "qa"])
+@pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision", "qa", "dynamic"])
 def test_comparison_presets_select_every_learning_rate_on_validation(preset):
     spec = load_spec(preset)
     assert all(p.tune and len({c["learning_rate"] for c in p.tune.candidates()}) >= 3 for p in spec.runs)
