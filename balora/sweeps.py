@@ -80,9 +80,11 @@ def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
             continue
         scores = score([r.result for r in records])
         best = choose(scores)
-        listed = ", ".join(f"{'/'.join(map(str, s.candidate))}: {s.mean:.4f}" for s in scores)
+        measure = "loss" if best.by_loss else "accuracy"
+        listed = ", ".join(f"{'/'.join(map(str, s.candidate))}: {s.mean_loss if s.by_loss else s.mean:.4f}"
+                           for s in scores)
         selections[p.cell] = Selection(p, dict(zip(p.tune.fields, best.candidate)),
-                                       f"mean final validation accuracy over seeds {p.tune.seeds}: {listed}")
+                                       f"mean final validation {measure} over seeds {p.tune.seeds}: {listed}")
     return selections
 
 

@@ -10,6 +10,9 @@ seed and the tuned fields), every candidate is trained once per tuning seed as a
 2. on a tie (equal to 1e-9), the lowest mean final validation loss;
 3. on a tie there too, the smallest candidate (e.g. the lower learning rate).
 
+A causal LM has no accuracy: it is selected on the lowest mean final validation loss (token-weighted
+cross-entropy on response tokens), ties again going to the smallest candidate.
+
 The evaluation runs (every seed) then run only at the selected values; they record the tuned field
 names in `RunConfig.tuned`, so the report knows that those values were selected, not fixed.
 
@@ -106,6 +109,20 @@ class Score:
         return statistics.fmean(self.loss.values()) if self.loss else math.nan
 
     @property
+    def sd_loss(self) -> float:
+        return statistics.stdev(self.loss.values()) if len(self.loss) > 1 else math.nan
+
+    @property
+    def by_loss(self) -> bool:
+        """Scored on loss alone: a causal LM's runs, which have no accuracy."""
+        return not self.accuracy
+
+    def objective(self) -> tuple[int, ...]:
+        """What selection minimises, rounded to TIE (module docstring)."""
+        loss = round(self.mean_loss / TIE)
+        return (loss,) if self.by_loss else (-round(self.mean / TIE), loss)
+
+    @property
     def rising(self) -> bool:
         return still_rising(self.curves)
 
@@ -117,9 +134,10 @@ def score(results: list[dict[str, Any]]) -> list[Score]:
         config = result["config"]
         entry = scores.setdefault(candidate_of(config), Score(candidate_of(config)))
         final = final_validation(result)
-        entry.accuracy[int(config["seed"])] = float(final["accuracy"])
         entry.loss[int(config["seed"])] = float(final["loss"])
-        entry.curves.append(accuracy_curve(result))
+        if "accuracy" in final:  # a classifier (a causal LM is scored on loss alone)
+            entry.accuracy[int(config["seed"])] = float(final["accuracy"])
+            entry.curves.append(accuracy_curve(result))
     return sorted(scores.values(), key=lambda s: _order(s.candidate))
 
 
@@ -128,8 +146,9 @@ def _order(candidate: tuple) -> tuple:
 
 
 def choose(scores: list[Score]) -> Score:
-    """The selected candidate: best mean accuracy, then lowest mean loss, then the smallest (module docstring)."""
-    return min(scores, key=lambda s: (-round(s.mean / TIE), round(s.mean_loss / TIE), _order(s.candidate)))
+    """The selected candidate: best mean accuracy (a causal LM: none), then lowest mean loss, then the smallest
+    (module docstring)."""
+    return min(scores, key=lambda s: (s.objective(), _order(s.candidate)))
 
 
 @dataclass

@@ -189,7 +189,7 @@ def test_identical_grid_points_run_once_and_only_filters(tmp_path):
         load_spec(str(spec), ["colour=red"])
 
 
-@pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision", "qa", "dynamic"])
+@pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision", "qa", "dynamic", "lm"])
 def test_comparison_presets_select_every_learning_rate_on_validation(preset):
     spec = load_spec(preset)
     assert all(p.tune and len({c["learning_rate"] for c in p.tune.candidates()}) >= 3 for p in spec.runs)
@@ -356,3 +356,24 @@ grids:
     assert main(["sweep", str(spec), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "evaluation    4 runs: 0 done, 4 to run" in out and "times from a calibration of" in out
+
+
+def test_a_causal_lm_sweep_selects_its_learning_rate_on_validation_loss(tmp_path, tiny_lm_dir, tiny_alpaca):
+    spec = tmp_path / "lm.yaml"
+    spec.write_text(f"""name: tiny_lm
+base: {{model: {tiny_lm_dir}, dataset: {tiny_alpaca}, train_size: 16, budget_rank: 4, epochs: 1, batch_size: 4,
+       gradient_samples: 8, evaluations: 2, eval_examples: 8}}
+tune: {{learning_rate: [1.0e-4, 1.0e-2], seeds: [7]}}
+grids:
+  - method: [lora]
+    seed: [1]
+""")
+    db = tmp_path / "r.db"
+    counts = run_sweep(load_spec(str(spec)), db=str(db), runs_dir=str(tmp_path / "runs"))
+    assert (counts["done"], counts["failed"], counts["awaiting"]) == (3, 0, 0)
+    with ResultsStore(db) as store:
+        results = [r.result for r in store.runs(status="done")]
+    tuning = {r["config"]["learning_rate"]: r["curves"]["validation"][-1][1]["loss"] for r in results if r["config"]["tuning"]}
+    evaluation = [r for r in results if not r["config"]["tuning"]]
+    assert len(tuning) == 2 and [r["config"]["learning_rate"] for r in evaluation] == [min(tuning, key=tuning.get)]
+    assert "perplexity" in evaluation[0]["metrics"]

@@ -15,7 +15,7 @@ from test_report import make_result
 
 from balora.config import KEYED_WHEN_SET, RunConfig
 from balora.report import build_report
-from balora.report.selection import selection_claims
+from balora.report.selection import selection_claims, tuning_table
 from balora.tuning import cell_key, choose, score, still_rising, tuning_cells
 
 
@@ -47,6 +47,32 @@ def test_the_best_mean_validation_accuracy_over_tuning_seeds_is_selected():
 def test_ties_are_broken_by_validation_loss_then_by_the_smaller_value(runs, expected):
     assert choose(score(runs)).candidate == expected
     assert choose(score(list(reversed(runs)))).candidate == expected
+
+
+def lm_tuning_result(lr: float, seed: int, loss: float) -> dict:
+    """A causal LM's tuning run: its validation points have loss and perplexity, no accuracy."""
+    config = RunConfig(method="lora", model="smollm2", dataset="critic_instructions", task="causal_lm",
+                       learning_rate=lr, seed=seed, tuned=["learning_rate"], tuning=True).to_dict()
+    return {"config": config, "curves": {"validation": [[25, {"loss": loss + 0.2, "perplexity": 9.0}],
+                                                        [50, {"loss": loss, "perplexity": 8.0}]]}}
+
+
+def test_a_causal_lm_is_selected_on_the_lowest_mean_validation_loss():
+    runs = [lm_tuning_result(3e-4, 0, 2.10), lm_tuning_result(3e-4, 1, 2.20),  # mean 2.15
+            lm_tuning_result(1e-3, 0, 1.90), lm_tuning_result(1e-3, 1, 2.30),  # mean 2.10: the lowest
+            lm_tuning_result(3e-3, 0, 1.80), lm_tuning_result(3e-3, 1, 2.60)]  # best single seed, mean 2.20
+    scores = score(runs)
+    assert choose(scores).candidate == (1e-3,) and all(s.by_loss and not s.rising for s in scores)
+    tied = [lm_tuning_result(3e-3, 0, 2.0), lm_tuning_result(1e-3, 0, 2.0)]
+    assert choose(score(tied)).candidate == (1e-3,)
+
+
+def test_the_appendix_shows_a_causal_lm_s_candidates_by_validation_loss():
+    runs = [lm_tuning_result(lr, seed, loss) for lr, loss in [(3e-4, 2.15), (1e-3, 2.10)] for seed in (0, 1)]
+    table = tuning_table(runs, {})
+    assert [row[3:] for row in table.rows] == [["2.150 ± 0.000", "2.100 ± 0.000 *", "2", "lr=0.001"]]
+    assert "final validation loss (nats per response token)" in table.notes[0]
+    assert "a causal LM's lowest mean final validation loss" in selection_claims(runs, {})[0]
 
 
 @pytest.mark.parametrize("curves, rising", [

@@ -1,8 +1,10 @@
 """Seed 002's instruction-tuning study (causal-LM runs): claims, strategy table, two figures, stored generations.
 
-Each strategy (method, placement, fixed rank, decay direction) is run at every learning rate of the
-sweep's grid; its rate is the one with the lowest mean final validation loss over seeds, and only those
-runs enter the table and figures (test loss is never used to choose). Δ is the paired per-seed
+Each strategy (method, placement, fixed rank, decay direction) enters the table and figures at one
+learning rate, chosen on validation loss, never on test loss: a tuned sweep (the `lm` preset) selected
+it on its tuning seeds (`balora.tuning`), so its evaluation runs have that rate only; runs of a sweep
+that ran every rate of a grid on every seed are narrowed here to the rate with the lowest mean final
+validation loss over those seeds. Δ is the paired per-seed
 difference in test loss against LoRA r=8 on all layers; negative is better. The claims word each
 comparison by its Holm-adjusted paired test, as `claims` does for classification: "significantly lower
 loss" only where the test says so, and a higher loss or a tie is said as such; they go into the report
@@ -24,7 +26,8 @@ from balora.report.tables import p_value
 
 REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
-NOTE = ("Learning rate: the grid value with the lowest mean final validation loss over seeds (selected per strategy). "
+NOTE = ("Learning rate: selected per strategy on final validation loss (the lowest mean over the tuning seeds, "
+        "see the appendix; for runs of an untuned grid, over the seeds shown). "
         "Eval loss: token-weighted test cross-entropy on response tokens, mean ± std over seeds; perplexity = "
         "e^loss of the mean. Reduction: 1 − LoRA params / the largest in the table. Δ loss: mean per-seed "
         "difference against LoRA r=8 on all layers with its paired-t 95% CI (negative: lower loss); p (Holm): "

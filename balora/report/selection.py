@@ -1,6 +1,7 @@
 """The report's account of the protocol's selection on validation: the tuning appendix (every
-candidate's validation accuracy per cell, the selected one marked) and the convergence check (arms
-whose validation accuracy was still rising at the last evaluation; definition in `balora.tuning`)."""
+candidate's validation accuracy per cell, or loss for a causal LM, the selected one marked) and the
+convergence check (arms whose validation accuracy was still rising at the last evaluation;
+definition in `balora.tuning`)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from balora.report.tables import DASH, pct
 from balora.tuning import RISING_TOLERANCE, CellTuning, accuracy_curve, cell_key, still_rising, tuning_cells
 
 MARK = "*"
+LM_CRITERION = "; a causal LM's lowest mean final validation loss"
 
 
 def _candidate(fields: list[str], candidate: tuple) -> str:
@@ -59,10 +61,12 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
             if score is None:
                 row.append(DASH)
                 continue
-            spread = "" if len(score.accuracy) < 2 else f" ± {pct(score.sd)}"
-            row.append(f"{pct(score.mean)}{spread}{' ' + MARK if score is cell.selected else ''}"
-                       f"{' ↑' if score.rising else ''}")
-        row += [str(len(cell.selected.accuracy)),
+            if score.by_loss:
+                value = f"{score.mean_loss:.3f}" + ("" if len(score.loss) < 2 else f" ± {score.sd_loss:.3f}")
+            else:
+                value = pct(score.mean) + ("" if len(score.accuracy) < 2 else f" ± {pct(score.sd)}")
+            row.append(f"{value}{' ' + MARK if score is cell.selected else ''}{' ↑' if score.rising else ''}")
+        row += [str(len(cell.selected.loss)),
                 _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")]
         rows.append(row)
     note = (f"Final validation accuracy (%, the last evaluation), mean ± sd over the tuning seeds (n). {MARK}: "
@@ -70,6 +74,9 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
             "the selected value was run on the evaluation seeds and scored on test. ↑: still rising at the last "
             f"evaluation (the mean over seeds exceeds the best earlier point by more than {100 * RISING_TOLERANCE:g} pp). "
             "Grid edge: the selected value is the grid's smallest or largest, so the best may lie outside it.")
+    if any(c.selected.by_loss for c in cells):
+        note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
+                 "lowest mean selected; test loss exists only at the selected values.")
     return Table("tuning", "Selection on validation (tuning runs)", ["Setting", "Budget", "Method", *candidates,
                                                                      "n", "Selected"], rows, [note])
 
@@ -125,8 +132,9 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
         return ["No tuning runs: every value in these results was fixed by its sweep, none selected on validation."]
     fields = sorted({f for c in cells for f in c.fields})
     claims = [f"{', '.join(fields)} selected on validation for {len(cells)} method × setting × budget cells from "
-              f"{sum(len(s.accuracy) for c in cells for s in c.scores)} tuning runs (best mean final validation "
-              "accuracy over the tuning seeds); test accuracy exists only at the selected values."]
+              f"{sum(len(s.loss) for c in cells for s in c.scores)} tuning runs (best mean final validation "
+              f"accuracy over the tuning seeds{LM_CRITERION if any(c.selected.by_loss for c in cells) else ''}); "
+              "test accuracy exists only at the selected values."]
     edge = [c for c in cells if c.at_edge]
     if edge:
         names = "; ".join(f"{_arm(c, labels)}, {', '.join(_where(c.example))}: "
