@@ -153,7 +153,7 @@ def test_the_dynamic_preset_s_static_arms_are_the_paper_s_own_runs():
     paper_keys = {p.config.key() for p in [*paper.runs, *paper.tuning_runs()]}
     shared = [p for p in [*dynamic.runs, *dynamic.tuning_runs()] if p.config.method != "ba_lora_dynamic" and (
         p.config.shots is None or (p.config.budget_rank, p.config.method) in {(8, "lora"), (8, "ba_lora")})]
-    assert len(shared) == 24 + 64 and all(p.config.key() in paper_keys for p in shared)
+    assert len(shared) == 24 + 80 and all(p.config.key() in paper_keys for p in shared)
     assert {p.config.method for p in dynamic.runs} == {"ba_lora_dynamic", "ba_lora", "adalora", "lora"}
     assert {(p.config.budget_rank, p.config.shots, p.config.train_size) for p in dynamic.runs} == {
         (4, 64, None), (8, 64, None), (4, None, 2000), (8, None, 2000)}
