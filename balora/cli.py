@@ -164,12 +164,16 @@ def cmd_report(args: argparse.Namespace) -> None:
     if args.check:
         if not args.runs:
             raise BaloraError("--check compares a committed report with its run files: give --runs DIR")
-        check_report(args.runs, args.out or report_dir(args.runs))
-        print(f"{args.out or report_dir(args.runs)} matches the report rebuilt from {args.runs}")
+        check_report(args.runs, args.out or report_dir(args.runs), args.readme)
+        also = f" (and so does {args.readme}'s block)" if args.readme else ""
+        print(f"{args.out or report_dir(args.runs)} matches the report rebuilt from {args.runs}{also}")
         return
     if args.runs:
-        written = write_runs_report(args.runs, args.out or report_dir(args.runs), paper_dir=args.paper_dir)
+        written = write_runs_report(args.runs, args.out or report_dir(args.runs), paper_dir=args.paper_dir,
+                                    readme=args.readme)
     else:
+        if args.readme:
+            raise BaloraError("--readme writes a results folder's headline block: give --runs DIR")
         written = write_report(args.db, args.out or "report", paper_dir=args.paper_dir)
     print(f"wrote {written}")
     if args.paper:
@@ -263,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="build from the run files in DIR (e.g. results/paper) instead of the database")
             command.add_argument("--check", action="store_true",
                                  help="with --runs: check that the report in --out is the one these runs give")
+            command.add_argument("--readme", default=None, metavar="PATH",
+                                 help="with --runs: also write (with --check: check) PATH's generated block of "
+                                      "headline results for DIR, e.g. README.md")
             command.add_argument("--paper", action="store_true", help="also build paper/main.pdf (pdflatex + bibtex)")
         command.set_defaults(handler=handler)
     return parser

@@ -15,6 +15,7 @@ from test_sweeps import write_spec
 from balora.cli import main
 from balora.errors import BaloraError
 from balora.report import build_report, check_report, write_report, write_runs_report
+from balora.report.readme import begin_marker, blocks_in, end_marker
 from balora.runfiles import read_run, read_runs, run_keys, run_path, write_run
 from balora.specs import load_spec
 from balora.store import ResultsStore
@@ -139,6 +140,32 @@ def test_committed_report_check_fails_when_a_run_changes(swept: Path, tmp_path: 
         check_report("results/tiny", "elsewhere")
 
 
+def test_the_readme_block_of_headline_results_is_generated_and_checked(swept: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        capsys: pytest.CaptureFixture):
+    """`--readme` fills the README's block for a results folder from its runs (text before and after
+    untouched); `--check --readme` fails with one line when a number in the block is not the runs' own."""
+    folder = tmp_path / "results" / "tiny"
+    for run in read_runs(swept / "results" / "tiny"):
+        write_run(folder, run)
+    monkeypatch.chdir(tmp_path)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Project\n\n{begin_marker('results/tiny')}\nhand-typed\n{end_marker('results/tiny')}\n\nAfter.\n")
+    assert main(["report", "--runs", "results/tiny", "--readme", "README.md"]) == 0
+    text = readme.read_text()
+    assert text.startswith("# Project\n\n") and text.endswith(f"{end_marker('results/tiny')}\n\nAfter.\n")
+    assert "hand-typed" not in text and "### Seed 000's success criteria" in text and blocks_in(readme) == ["results/tiny"]
+    assert main(["report", "--runs", "results/tiny", "--check", "--readme", "README.md"]) == 0
+    readme.write_text(text.replace("| not testable", "| met", 1))
+    capsys.readouterr()
+    assert main(["report", "--runs", "results/tiny", "--check", "--readme", "README.md"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "README.md's block for results/tiny differs: committed" in error
+    readme.write_text("# Project\n")
+    assert main(["report", "--runs", "results/tiny", "--readme", "README.md"]) == 2
+    assert "README.md has no block for results/tiny: add the line" in capsys.readouterr().err
+
+
 COMMITTED = sorted({p.parent for p in ROOT.glob("results/*/*.json")})
 
 
@@ -156,3 +183,10 @@ def test_empty_run_folder_gives_an_empty_report(tmp_path: Path):
     path = write_runs_report(tmp_path / "runs", tmp_path / "report")
     assert "No finished runs in 0 run files" in path.read_text()
     assert build_report([], tmp_path / "other").is_file()
+
+
+@pytest.mark.skipif(not blocks_in(ROOT / "README.md"), reason="no generated results block in README.md yet")
+@pytest.mark.parametrize("folder", blocks_in(ROOT / "README.md") or [None])
+def test_the_readme_s_headline_results_are_those_of_the_committed_runs(folder: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(ROOT)
+    check_report(folder, Path(folder) / "report", readme="README.md")

@@ -18,6 +18,7 @@ from typing import Any
 from balora.errors import BaloraError
 from balora.report import builder, figures, paper
 from balora.report.paper import build_paper
+from balora.report.readme import check_readme, headline, write_readme
 
 
 def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None = None,
@@ -25,6 +26,12 @@ def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: 
     """Write the report for `results` (result dicts as in `balora.run`) under `out_dir`; with `paper_dir`,
     also the paper's generated inputs under `paper_dir/generated`. Returns the path of report.md.
     Without `figures_too`, only report.md and tables/*.tex (no images, no HTML page)."""
+    _build(results, out_dir, paper_dir, source, figures_too)
+    return Path(out_dir) / "report.md"
+
+
+def _build(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None, source: str,
+           figures_too: bool) -> builder.Report | None:
     token = figures.RENDER.set(figures_too)
     try:
         report = builder.write(results, out_dir, source)
@@ -32,7 +39,7 @@ def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: 
             paper.write_generated(report, Path(paper_dir))
     finally:
         figures.RENDER.reset(token)
-    return Path(out_dir) / "report.md"
+    return report
 
 
 def write_report(db_path: str | Path = "results/balora.db", out_dir: str | Path = "report",
@@ -55,12 +62,22 @@ def _folder_label(folder: str | Path) -> str:
 
 
 def write_runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None = None,
-                      figures_too: bool = True) -> Path:
-    """The report for every run file in `folder` (see `balora.runfiles` and `build_report`); no database."""
+                      figures_too: bool = True, readme: str | Path | None = None) -> Path:
+    """The report for every run file in `folder` (see `balora.runfiles` and `build_report`); no database.
+    With `readme`, also the folder's generated block of headline results in that README (`readme.py`)."""
+    report, results = _runs_report(folder, out_dir, paper_dir, figures_too)
+    if readme is not None:
+        write_readme(readme, _folder_label(folder), headline(report, results))
+    return Path(out_dir) / "report.md"
+
+
+def _runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None,
+                 figures_too: bool) -> tuple[builder.Report | None, list[dict[str, Any]]]:
     from balora.runfiles import read_runs
 
     results = read_runs(folder)
-    return build_report(results, out_dir, paper_dir, f"{len(results)} run files in {_folder_label(folder)}", figures_too)
+    source = f"{len(results)} run files in {_folder_label(folder)}"
+    return _build(results, out_dir, paper_dir, source, figures_too), results
 
 
 # The text a committed report consists of: what `check_report` compares (figures are images, rebuilt from
@@ -73,14 +90,15 @@ def _checked_files(folder: Path) -> dict[str, str]:
             for path in sorted(folder.glob(pattern))}
 
 
-def check_report(folder: str | Path, report_dir: str | Path) -> None:
+def check_report(folder: str | Path, report_dir: str | Path, readme: str | Path | None = None) -> None:
     """Raise a BaloraError naming the first difference if the report in `report_dir` is not the one the
-    run files in `folder` give now (every number, sentence and table of report.md and tables/*.tex)."""
+    run files in `folder` give now (every number, sentence and table of report.md and tables/*.tex), or,
+    with `readme`, if that README's block for `folder` is not."""
     committed = _checked_files(Path(report_dir))
     if not committed:
         raise BaloraError(f"no report in {report_dir}; write it with balora report --runs {folder} --out {report_dir}")
     with tempfile.TemporaryDirectory() as scratch:
-        write_runs_report(folder, scratch, figures_too=False)
+        report, results = _runs_report(folder, scratch, None, figures_too=False)
         rebuilt = _checked_files(Path(scratch))
     for name in sorted(set(committed) | set(rebuilt)):
         old, new = committed.get(name), rebuilt.get(name)
@@ -95,6 +113,8 @@ def check_report(folder: str | Path, report_dir: str | Path) -> None:
                 f", rebuilt {diff[1][1:][:160]!r}" if len(diff) > 1 else "")
         raise BaloraError(f"{Path(report_dir) / name} {change}; it is not the report of the runs in {folder}: "
                           f"rebuild it with balora report --runs {folder} --out {report_dir}")
+    if readme is not None:
+        check_readme(readme, _folder_label(folder), headline(report, results))
 
 
 __all__ = ["build_paper", "build_report", "check_report", "write_report", "write_runs_report"]
