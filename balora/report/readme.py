@@ -1,7 +1,6 @@
-"""The README's headline results, generated from committed runs, never typed: seed 000's criteria and
-the budget (Exp. 1) and few-shot (Exp. 2) sections of a results folder's report, text and tables
-(figures stay in the report), the selected values and the compute, between two marker lines of
-README.md:
+"""The README's headline results, generated from committed runs, never typed: seed 000's criteria,
+Experiments 1 and 2 (sentences and tables as the report words them), the selected values and the
+compute, between two marker lines of README.md:
 
     <!-- generated from results/paper by `balora report --runs results/paper --readme README.md`: do not edit -->
     ...
@@ -14,14 +13,15 @@ block is not the one DIR's runs give, as it does for the report itself.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from balora.errors import BaloraError
+from balora.report import claims, tables
 from balora.report.builder import Report
-from balora.report.document import Figure, Heading, Paragraph, Table, render_markdown
-
-HEADLINE = ("criteria", "budget", "fewshot")  # the report's sections the README shows
+from balora.report.criteria import criteria_table
+from balora.report.document import Block, Bullets, Heading, Paragraph, Table, render_markdown, slug
 
 
 def begin_marker(folder: str) -> str:
@@ -45,15 +45,32 @@ def compute(results: list[dict[str, Any]]) -> str:
 
 
 def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
-    """The HEADLINE sections of `report` as Markdown, one heading level down (they sit in a README section),
-    then the tuning appendix's table (the selected values) and what the runs cost."""
+    """Seed 000's criteria; Exp. 1's budget comparisons (settings on a training subset or the full pool)
+    and Exp. 2's few-shot ones, their sentences and tables in the paper's compact columns; the tuning
+    appendix's table (the selected values) and what the runs cost. Headings sit one level down, inside a
+    README section; figures stay in the report."""
     if report is None:
         return "No finished runs yet.\n"
-    blocks = [Heading(b.level + 1, b.text) if isinstance(b, Heading) else b
-              for name in HEADLINE for b in report.sections.get(name, []) if not isinstance(b, Figure)]
-    blocks += [Heading(3, "Protocol: selection on validation, and compute"),
-               *[b for b in report.sections.get("tuning", []) if isinstance(b, Table)], Paragraph(compute(results))]
-    return render_markdown(blocks, Path("."))
+    analysis = report.analysis
+    frame = analysis.frame
+    pools = [s for s in analysis.main if frame.loc[frame["setting"] == s, "shots"].isna().all()]
+    budget = [t for t in tables.budget_tables(analysis) if t.name in {f"budget_{slug(s)}" for s in pools}]
+    blocks: list[Block] = [Heading(3, "Experiment 1: matched budgets"),
+                           Bullets([s for setting in pools for s in claims.budget_claims(analysis, setting)]
+                                   or ["No runs on a training subset or the full pool yet."]), *budget,
+                           Heading(3, "Experiment 2: few-shot"),
+                           Bullets([s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)]
+                                   or ["No runs at two or more shot counts yet."]), *tables.fewshot_tables(analysis),
+                           Heading(3, "Protocol: selection on validation, and compute"),
+                           *[b for b in report.sections.get("tuning", []) if isinstance(b, Table)],
+                           Paragraph(compute(results))]
+    # The paper's compact columns; the statistics legend, the same under every table, once at the end.
+    legends = list(dict.fromkeys(b.legend for b in blocks if isinstance(b, Table) and b.legend))
+    compact = [replace(b.select(b.compact) if b.compact else b, legend="") if isinstance(b, Table) else b
+               for b in blocks]
+    criteria = [Heading(3, "Seed 000's success criteria"), Bullets([c.sentence for c in report.criteria]),
+                criteria_table(report.criteria)]
+    return render_markdown([*criteria, *compact, *map(Paragraph, legends)], Path("."))
 
 
 def _span(text: str, readme: Path, folder: str) -> tuple[int, int]:
