@@ -13,6 +13,7 @@ spec then plans tuning runs (every cell × candidate × tuning seed) as well as 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -53,12 +54,14 @@ class Spec:
     runs: list[Planned]
     results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
 
-    def tuning_runs(self) -> list[Planned]:
-        """Every tuned cell × candidate × tuning seed, once each."""
+    def tuning_runs(self, grown: Mapping[str, Tune] | None = None) -> list[Planned]:
+        """Every tuned cell × candidate × tuning seed, once each; a cell in `grown` (by cell key) with the
+        candidates of its grown grid (`Tune.grown`) instead of the spec's."""
         planned: dict[str, Planned] = {}
         for p in self.runs:
-            for candidate in p.tune.candidates() if p.tune else []:
-                for seed in p.tune.seeds:
+            tune = (grown or {}).get(p.cell, p.tune)
+            for candidate in tune.candidates() if tune else []:
+                for seed in tune.seeds:
                     config = replace(p.config, **candidate, seed=seed, tuning=True)
                     planned.setdefault(config.key(), Planned(config, p.grid))
         return list(planned.values())
@@ -195,7 +198,11 @@ def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise BaloraError(f"{at(*path, 'seeds') if 'seeds' in block else at(*path)}: tune needs seeds: a list of "
                           f"distinct integer tuning seeds, e.g. {usage}")
-    values = {k: v for k, v in block.items() if k != "seeds"}
+    extend = block.get("extend", 0)
+    if not isinstance(extend, int) or isinstance(extend, bool) or extend < 0:
+        raise BaloraError(f"{at(*path, 'extend')}: tune extend is how many values a cell's grid may grow by past "
+                          f"its ends (0, the default, for none), got {extend!r}")
+    values = {k: v for k, v in block.items() if k not in ("seeds", "extend")}
     if not values:
         raise BaloraError(f"{at(*path)}: tune names no field to select; e.g. {usage}")
     for name, candidates in values.items():
@@ -208,7 +215,7 @@ def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
             check_field(name, value, at(*path, name))
         if len(set(map(repr, candidates))) != len(candidates):
             raise BaloraError(f"{at(*path, name)}: tune {name} lists a candidate twice")
-    return Tune(values, list(seeds))
+    return Tune(values, list(seeds), extend)
 
 
 def _axis(key: str, value: Any) -> list:

@@ -1,8 +1,8 @@
 """Sweeps: a spec's runs (`balora.specs`), executed resumably into the results store.
 
-A spec with a `tune:` block runs in two phases: tuning runs (every cell × candidate × tuning seed),
-then, per cell, the evaluation runs at the candidate `balora.tuning` selects from the stored tuning
-runs. Selection is recomputed from the store each time, so an interrupted sweep resumes in either
+A spec with a `tune:` block runs in two phases: tuning runs (every cell × candidate × tuning seed,
+and, with `extend`, the candidates of every grid that grew past an end until none grows), then, per
+cell, the evaluation runs at the candidate `balora.tuning` selects from the stored tuning runs. Selection is recomputed from the store each time, so an interrupted sweep resumes in either
 phase.
 
 The driver process owns the database: it claims a run,
@@ -34,7 +34,7 @@ from balora.errors import BaloraError
 from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.specs import Planned, Spec
 from balora.store import ResultsStore
-from balora.tuning import choose, score
+from balora.tuning import Tune, choose, score
 
 
 def execute(config_dict: dict[str, Any], out_dir: str, threads: int | None = None) -> dict[str, Any]:
@@ -66,25 +66,47 @@ class Selection:
     summary: str
 
 
+def grown_tune(p: Planned, store: ResultsStore) -> tuple[Tune, list[dict[str, Any]] | None]:
+    """The grid of `p`'s cell as grown so far (`Tune.grown`, from its stored tuning runs: the same answer
+    however often a sweep is interrupted), and the results of its tuning runs; None for those while any
+    of them is not done."""
+    tune = p.tune
+    while True:
+        records = [store.get(replace(p.config, **c, seed=s, tuning=True).key())
+                   for c in tune.candidates() for s in tune.seeds]
+        if any(r is None or r.status != "done" for r in records):
+            return tune, None
+        results = [r.result for r in records]
+        bigger = tune.grown(choose(score(results)).candidate, p.tune)
+        if bigger is None:
+            return tune, results
+        tune = bigger
+
+
+def grown_tunes(spec: Spec, store: ResultsStore) -> dict[str, Tune]:
+    """Every cell whose grid may grow, with its grid as grown so far (for `Spec.tuning_runs`)."""
+    return {p.cell: grown_tune(p, store)[0] for p in spec.runs if p.tune is not None and p.tune.extend}
+
+
 def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
     """Each tuned cell's selection, recomputed from the stored tuning runs (see `balora.tuning`)."""
     selections: dict[str, Selection] = {}
     for p in spec.runs:
         if p.tune is None or p.cell in selections:
             continue
-        keys = [replace(p.config, **c, seed=s, tuning=True).key() for c in p.tune.candidates() for s in p.tune.seeds]
-        records = [store.get(key) for key in keys]
-        waiting = sum(r is None or r.status != "done" for r in records)
-        if waiting:
+        tune, results = grown_tune(p, store)
+        if results is None:
+            keys = [replace(p.config, **c, seed=s, tuning=True).key() for c in tune.candidates() for s in tune.seeds]
+            waiting = sum(store.status(key) != "done" for key in keys)
             selections[p.cell] = Selection(p, None, f"{waiting} of {len(keys)} tuning runs not done")
             continue
-        scores = score([r.result for r in records])
+        scores = score(results)
         best = choose(scores)
         measure = "loss" if best.by_loss else "accuracy"
         listed = ", ".join(f"{'/'.join(map(str, s.candidate))}: {s.mean_loss if s.by_loss else s.mean:.4f}"
                            for s in scores)
-        selections[p.cell] = Selection(p, dict(zip(p.tune.fields, best.candidate)),
-                                       f"mean final validation {measure} over seeds {p.tune.seeds}: {listed}")
+        selections[p.cell] = Selection(p, dict(zip(tune.fields, best.candidate)),
+                                       f"mean final validation {measure} over seeds {tune.seeds}: {listed}")
     return selections
 
 
@@ -116,7 +138,7 @@ def print_plan(spec: Spec, store: ResultsStore, workers: int = 1, rerun_failed: 
     estimator = Estimator(store.results())
     selections = select(spec, store)
     ready, awaiting = evaluation_runs(spec, selections)
-    phases = {"tuning": spec.tuning_runs(), "evaluation": ready}
+    phases = {"tuning": spec.tuning_runs(grown_tunes(spec, store)), "evaluation": ready}
     summary: dict[str, Any] = {}
     for phase, planned in phases.items():
         status = _statuses(store, planned)
@@ -177,10 +199,13 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
         started, inside_runs = time.perf_counter(), [0.0]
         executor = _executor(backend, workers, ray_address)
         try:
-            tuning = spec.tuning_runs()
-            if tuning:
-                _run_phase(store, executor, spec.name, "tuning", tuning, runs_dir, rerun_failed, counts, inside_runs,
+            # Tuning, then again for the candidates of every grid that grew past an end, until none grows.
+            tuning, seen = spec.tuning_runs(), set()
+            while new := [p for p in tuning if p.config.key() not in seen]:
+                seen |= {p.config.key() for p in new}
+                _run_phase(store, executor, spec.name, "tuning", new, runs_dir, rerun_failed, counts, inside_runs,
                            results_dir)
+                tuning = spec.tuning_runs(grown_tunes(spec, store))
             selections = select(spec, store)
             for selection in selections.values():
                 chosen = selection.chosen and " ".join(f"{k}={v}" for k, v in selection.chosen.items())
@@ -188,7 +213,7 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                            f"{_describe(selection.planned.config).rsplit(' seed', 1)[0].strip()}: {selection.summary}")
             ready, awaiting = evaluation_runs(spec, selections)
             counts["awaiting"] = len(awaiting)
-            _run_phase(store, executor, spec.name, "evaluation" if tuning else "", ready, runs_dir, rerun_failed,
+            _run_phase(store, executor, spec.name, "evaluation" if seen else "", ready, runs_dir, rerun_failed,
                        counts, inside_runs, results_dir)
         finally:
             executor.close()

@@ -10,6 +10,12 @@ seed and the tuned fields), every candidate is trained once per tuning seed as a
 2. on a tie (equal to 1e-9), the lowest mean final validation loss;
 3. on a tie there too, the smallest candidate (e.g. the lower learning rate).
 
+A grid may grow (`extend: N` in the `tune:` block): where a cell's selection is the smallest or largest
+value of a numeric field of three or more, that cell's grid gets the next value on the grid's
+geometric step past that end, its tuning runs run, and the selection is made again, until it lies
+inside the grid or the field has N values more than the spec's (`Tune.grown`). The report then
+leaves out evaluation runs at a value that is no longer selected (`superseded`).
+
 A causal LM has no accuracy: it is selected on the lowest mean final validation loss (token-weighted
 cross-entropy on response tokens), ties again going to the smallest candidate.
 
@@ -29,7 +35,7 @@ import itertools
 import json
 import math
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from balora.config import protocol
@@ -40,11 +46,12 @@ TIE = 1e-9
 
 @dataclass(frozen=True)
 class Tune:
-    """A `tune:` block: candidate values per tuned field (their cross product is the candidate list) and
-    the tuning seeds."""
+    """A `tune:` block: candidate values per tuned field (their cross product is the candidate list), the
+    tuning seeds, and how many values a cell's grid may grow by beyond its ends (`extend`, see `grown`)."""
 
     values: dict[str, list[Any]]
     seeds: list[int]
+    extend: int = 0
 
     @property
     def fields(self) -> list[str]:
@@ -52,6 +59,27 @@ class Tune:
 
     def candidates(self) -> list[dict[str, Any]]:
         return [dict(zip(self.values, point)) for point in itertools.product(*self.values.values())]
+
+    def grown(self, selected: tuple, grid: Tune) -> Tune | None:
+        """This cell's grid grown past the end its selection `selected` lies at: for each tuned numeric field
+        of three or more values whose selected value is its smallest or largest, the next value on the
+        grid's geometric step there (5e-4 after 1e-3, 2e-3, ... gives 2.5e-4), while the field holds at
+        most `extend` values more than in `grid`, the spec's own. None when nothing grows: the selection
+        is inside the grid (or the field cannot grow), so the selection is final."""
+        values, grew = dict(self.values), False
+        for index, name in enumerate(self.fields):
+            ordered = sorted(values[name])
+            if (len(ordered) < 3 or len(ordered) - len(grid.values[name]) >= self.extend
+                    or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in ordered)):
+                continue
+            value = selected[index]
+            beyond = (ordered[0] ** 2 / ordered[1] if value == ordered[0] else
+                      ordered[-1] ** 2 / ordered[-2] if value == ordered[-1] else None)
+            if beyond is not None:
+                beyond = type(value)(float(f"{beyond:.6g}"))
+                values[name] = sorted({*values[name], beyond})
+                grew = True
+        return replace(self, values=values) if grew else None
 
 
 def cell_key(config: dict[str, Any]) -> str:
@@ -186,3 +214,12 @@ def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
         out.append(CellTuning(key, list(runs[0]["config"].get("tuned") or []), runs[0]["config"], scores,
                               choose(scores)))
     return out
+
+
+def superseded(results: list[dict[str, Any]]) -> set[str]:
+    """Keys of the evaluation runs among `results` at tuned values their cell no longer selects: the cell's
+    grid grew after they ran (`Tune.grown`) and the stored tuning runs now select another candidate."""
+    selected = {cell.cell: cell.selected.candidate for cell in tuning_cells(results)}
+    return {str(r.get("key")) for r in results
+            if not r["config"].get("tuning") and r["config"].get("tuned")
+            and selected.get(cell_key(r["config"]), candidate_of(r["config"])) != candidate_of(r["config"])}

@@ -324,6 +324,35 @@ def test_tuned_sweep_selects_on_validation_then_evaluates_only_the_selected_rate
     assert "2 of 2 tuned cells selected, 0 runs awaiting selection" in out
 
 
+def test_a_grid_grows_where_the_selection_lies_at_its_end_then_evaluates_the_final_choice(
+        tmp_path, tiny_model_dir, tiny_csv, monkeypatch, capsys):
+    """With `extend: 2` and a selection that always prefers the smallest rate, the sweep tunes 5e-4, then
+    2.5e-4 (two values past the low end), then stops growing and evaluates 2.5e-4; resuming runs nothing."""
+    monkeypatch.setattr("balora.sweeps.choose", lambda scores: min(scores, key=lambda s: s.candidate))
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1]\n"
+                      "tune: {learning_rate: [1.0e-3, 2.0e-3, 4.0e-3], seeds: [7], extend: 2}\n")
+    db, runs = str(tmp_path / "r.db"), str(tmp_path / "runs")
+    counts = run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)
+    assert (counts["done"], counts["failed"], counts["awaiting"]) == (6, 0, 0)
+    with ResultsStore(db) as store:
+        results = [r.result for r in store.runs(status="done")]
+    assert sorted(r["config"]["learning_rate"] for r in results if r["config"]["tuning"]) == [
+        2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]
+    assert [r["config"]["learning_rate"] for r in results if not r["config"]["tuning"]] == [2.5e-4]
+    assert run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)["done"] == 0
+    capsys.readouterr()
+    assert main(["sweep", str(spec), "--db", db, "--dry-run"]) == 0
+    assert "tuning        5 runs: 5 done, 0 to run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extend", ["-1", "two", "true"])
+def test_tune_extend_must_be_a_count(tmp_path, extend):
+    spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"
+                      f"tune: {{learning_rate: [1.0e-3, 2.0e-3], seeds: [7], extend: {extend}}}\n")
+    with pytest.raises(BaloraError, match="tune extend is how many values a cell's grid may grow by"):
+        load_spec(str(spec))
+
+
 def test_dry_run_plans_both_phases_and_runs_nothing(tmp_path, tiny_model_dir, tiny_csv, capsys):
     spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, TUNED.replace("seeds: [7]", "seeds: [7, 8]"))
     db = tmp_path / "r.db"

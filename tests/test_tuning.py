@@ -7,7 +7,7 @@ import copy
 import hashlib
 import itertools
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +16,7 @@ from test_report import make_result
 from balora.config import KEYED_WHEN_SET, RunConfig
 from balora.report import build_report
 from balora.report.selection import selection_claims, tuning_table
-from balora.tuning import cell_key, choose, score, still_rising, tuning_cells
+from balora.tuning import Tune, cell_key, choose, score, still_rising, superseded, tuning_cells
 
 
 def tuning_result(lr: float, seed: int, accuracy: float, loss: float = 0.5, method: str = "lora",
@@ -199,3 +199,41 @@ def test_runs_stored_before_a_field_existed_share_their_cell():
 ])
 def test_a_tuning_run_validates_only_half_way_and_at_the_end(tuning, evaluations, steps, expected):
     assert RunConfig(evaluations=evaluations, tuning=tuning).validation_steps(steps) == expected
+
+
+GRID = Tune({"learning_rate": [5e-4, 1e-3, 2e-3, 4e-3]}, [0, 1], extend=2)
+
+
+@pytest.mark.parametrize("tune, selected, grown", [
+    (GRID, (5e-4,), [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]),  # the low end: one geometric step further down
+    (GRID, (4e-3,), [5e-4, 1e-3, 2e-3, 4e-3, 8e-3]),
+    (GRID, (1e-3,), None),  # inside the grid: the selection is final
+    (replace(GRID, values={"learning_rate": [2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]}), (2.5e-4,),
+     [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]),
+    (replace(GRID, values={"learning_rate": [1.25e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]}), (1.25e-4,), None),  # 2 more
+    (replace(GRID, extend=0), (5e-4,), None),  # growing is opt-in
+])
+def test_a_grid_grows_past_the_end_its_selection_lies_at(tune, selected, grown):
+    result = tune.grown(selected, GRID)
+    assert (result and result.values["learning_rate"]) == grown
+
+
+def test_only_a_numeric_field_of_three_values_or_more_grows():
+    tune = Tune({"learning_rate": [4e-3, 8e-3, 1.6e-2], "epochs": [16, 32]}, [0], extend=1)
+    assert tune.grown((1.6e-2, 32), tune).values == {"learning_rate": [4e-3, 8e-3, 1.6e-2, 3.2e-2], "epochs": [16, 32]}
+
+
+def test_the_report_leaves_out_evaluation_runs_at_a_value_no_longer_selected(tmp_path: Path):
+    """The grid grew after the 5e-4 runs were evaluated, and 2.5e-4 now wins: only its runs are compared."""
+    cell = make_result("lora", 8, 64, 42)["config"]
+    tuning = [dict(run, config={**run["config"], **cell, "learning_rate": lr, "seed": seed, "tuning": True,
+                                "tuned": ["learning_rate"]})
+              for lr, accuracy in ((2.5e-4, 0.80), (5e-4, 0.75), (1e-3, 0.70), (2e-3, 0.65)) for seed in (0, 1)
+              for run in [tuning_result(lr, seed, accuracy)]]
+    stale = [dict(_selected(make_result("lora", 8, 64, s), 5e-4), key=f"old-{s}") for s in (42, 43, 44)]
+    current = [dict(_selected(make_result("lora", 8, 64, s), 2.5e-4), key=f"new-{s}") for s in (42, 43, 44)]
+    assert superseded(tuning + stale + current) == {"old-42", "old-43", "old-44"}
+    build_report(tuning + stale + current, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "3 evaluation runs left out: they ran at a value their cell no longer selects" in markdown
+    assert "| r=8 | LoRA | 3 |" in markdown

@@ -27,6 +27,7 @@ from balora.report.lm import lm_section
 from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
 from balora.report.vision import vision_section
+from balora.tuning import superseded
 
 TITLE = "BA-LoRA results report"
 STATISTICS = (
@@ -92,6 +93,9 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
     analysis = analyse(frame)
     report = Report(analysis, seed000_criteria(analysis), missing=list(analysis.missing))
+    if stale := superseded(results or []):
+        report.missing.append(f"{len(stale)} evaluation runs left out: they ran at a value their cell no longer "
+                              "selects (its grid grew past an end after they ran; see the appendix).")
     fig_dir, missing = out / "figures", report.missing
     if not frame.empty:
         names = settings(frame)

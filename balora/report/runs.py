@@ -26,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
+from balora.tuning import superseded
 
 REFERENCE = "lora"
 MAIN = ("lora", "ba_lora", "ba_lora_dynamic", "adalora", "eva")
@@ -138,8 +139,10 @@ def _quantisation(result: dict[str, Any]) -> dict[str, Any]:
 
 def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
-    (tuning runs are left out: they have no test metrics)."""
-    results = [r for r in results if not r["config"].get("tuning")]
+    (tuning runs are left out: they have no test metrics; so are evaluation runs at a value their cell
+    no longer selects, `balora.tuning.superseded`)."""
+    stale = superseded(results)
+    results = [r for r in results if not r["config"].get("tuning") and str(r.get("key")) not in stale]
     configs = [r["config"] for r in results]
     # protocol fields that differ between runs of one data setting (not, say, epochs between few-shot and full);
     # within a data setting, fields some arm there selected on validation are each arm's own choice (module docstring)
