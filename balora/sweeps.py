@@ -2,8 +2,8 @@
 
 A spec with a `tune:` block runs in two phases: tuning runs (every cell × candidate × tuning seed,
 and, with `extend`, the candidates of every grid that grew past an end until none grows), then, per
-cell, the evaluation runs at the candidate `balora.tuning` selects from the stored tuning runs. Selection is recomputed from the store each time, so an interrupted sweep resumes in either
-phase.
+cell, the evaluation runs at the candidate `balora.tuning` selects from the stored tuning runs.
+Selection is recomputed from the store each time, so an interrupted sweep resumes in either phase.
 
 The driver process owns the database: it claims a run,
 hands it to an executor (in-process, a local process pool, or Ray), and records the outcome.
