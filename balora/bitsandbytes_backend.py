@@ -55,6 +55,11 @@ def linear4bit(weight: torch.Tensor, bias: torch.Tensor | None, fmt: str, block_
                                      compress_statistics=double_quant, quant_type=fmt, module=layer).to(weight.device)
     if bias is not None:
         layer.bias = nn.Parameter(bias.detach().to(weight.dtype).clone(), requires_grad=False)
+    # On a CPU with AVX512-BF16, bitsandbytes repacks the weight in place into an inference-only layout the
+    # first time the layer runs in eval mode without gradients; training forwards after that fail ("N must
+    # be divisible by block_n", or an in-place op on a leaf's view). A run validates between training steps,
+    # so the layer keeps the one layout that serves both.
+    layer.support_avx512bf16_for_cpu = False
     layer.quant_error = float(torch.linalg.matrix_norm(weight - dequantise(layer)))
     return layer
 

@@ -19,6 +19,7 @@ saved adapter names as its base, so plain PEFT can load the adapter.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 import warnings
@@ -120,6 +121,9 @@ def quiet_libraries() -> None:
     import huggingface_hub
     import transformers
 
+    # bitsandbytes, imported by PEFT where installed, warns at import on AVX512-BF16 CPUs that an optional
+    # kernel package is missing; balora's layers never use that kernel (`bitsandbytes_backend.linear4bit`).
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     huggingface_hub.utils.logging.set_verbosity_error()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()

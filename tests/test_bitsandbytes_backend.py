@@ -85,7 +85,9 @@ def test_layers_are_linear4bit_with_our_settings_and_the_same_weights(double):
         assert layer.quant_error == pytest.approx(own[name].quant_error, rel=0.1)
         x = torch.randn(3, 32, requires_grad=True)
         x_ref = x.detach().clone().requires_grad_(True)
-        layer(x).square().sum().backward()
+        with torch.no_grad():  # validation first (eval mode, no gradients), then training: both still work
+            layer.eval()(x.detach())
+        layer.train()(x).square().sum().backward()
         torch.nn.functional.linear(x_ref, dequantised, layer.bias).square().sum().backward()
         torch.testing.assert_close(x.grad, x_ref.grad, atol=1e-5, rtol=1e-5)
     per_layer = 32 * 32 // 2 + (32 + 4 + 4 if double else 4 * 32)  # codes; absmax (8-bit + nested absmax + mean)
