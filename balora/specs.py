@@ -46,6 +46,10 @@ class Planned:
     def cell(self) -> str:
         return cell_key(self.config.to_dict())
 
+    def tuning_configs(self, tune: Tune) -> list[RunConfig]:
+        """The cell's tuning runs under `tune`: every candidate on every tuning seed."""
+        return [replace(self.config, **c, seed=s, tuning=True) for c in tune.candidates() for s in tune.seeds]
+
 
 @dataclass
 class Spec:
@@ -60,10 +64,8 @@ class Spec:
         planned: dict[str, Planned] = {}
         for p in self.runs:
             tune = (grown or {}).get(p.cell, p.tune)
-            for candidate in tune.candidates() if tune else []:
-                for seed in tune.seeds:
-                    config = replace(p.config, **candidate, seed=seed, tuning=True)
-                    planned.setdefault(config.key(), Planned(config, p.grid))
+            for config in p.tuning_configs(tune) if tune else []:
+                planned.setdefault(config.key(), Planned(config, p.grid))
         return list(planned.values())
 
 

@@ -72,8 +72,7 @@ def grown_tune(p: Planned, store: ResultsStore) -> tuple[Tune, list[dict[str, An
     of them is not done."""
     tune = p.tune
     while True:
-        records = [store.get(replace(p.config, **c, seed=s, tuning=True).key())
-                   for c in tune.candidates() for s in tune.seeds]
+        records = [store.get(config.key()) for config in p.tuning_configs(tune)]
         if any(r is None or r.status != "done" for r in records):
             return tune, None
         results = [r.result for r in records]
@@ -96,7 +95,7 @@ def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
             continue
         tune, results = grown_tune(p, store)
         if results is None:
-            keys = [replace(p.config, **c, seed=s, tuning=True).key() for c in tune.candidates() for s in tune.seeds]
+            keys = [config.key() for config in p.tuning_configs(tune)]
             waiting = sum(store.status(key) != "done" for key in keys)
             selections[p.cell] = Selection(p, None, f"{waiting} of {len(keys)} tuning runs not done")
             continue
