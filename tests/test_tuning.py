@@ -16,6 +16,7 @@ from test_report import make_result
 from balora.config import KEYED_WHEN_SET, RunConfig
 from balora.report import build_report
 from balora.report.selection import selection_claims, tuning_table
+from balora.report.tables import DASH
 from balora.tuning import Tune, cell_key, choose, score, still_rising, superseded, tuning_cells
 
 
@@ -73,6 +74,15 @@ def test_the_appendix_shows_a_causal_lm_s_candidates_by_validation_loss():
     assert [row[3:] for row in table.rows] == [["2.150 ± 0.000", "2.100 ± 0.000 *", "2", "lr=0.001"]]
     assert "final validation loss (nats per response token)" in table.notes[0]
     assert "a causal LM's lowest mean final validation loss" in selection_claims(runs, {})[0]
+
+
+def test_the_appendix_orders_candidate_columns_by_value_whatever_cell_tried_them_first():
+    # LoRA's cell (listed first) tried {1e-3, 2e-3}; BA-LoRA's grid grew down to 5e-4 after them
+    runs = [tuning_result(lr, 0, 0.7, method=method)
+            for method, rates in [("lora", (2e-3, 1e-3)), ("ba_lora", (1e-3, 2e-3, 5e-4))] for lr in rates]
+    table = tuning_table(runs, {})
+    assert table.columns[3:6] == ["lr=0.0005", "lr=0.001", "lr=0.002"]
+    assert {row[2]: row[3].split()[0] for row in table.rows} == {"LoRA": DASH, "BA-LoRA": "70.00"}
 
 
 @pytest.mark.parametrize("curves, rising", [

@@ -51,7 +51,9 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                                                          c.example["method"]))
     if not cells:
         return None
-    candidates = list(dict.fromkeys(_candidate(c.fields, s.candidate) for c in cells for s in c.scores))
+    # columns in value order: a grid that grew past an end adds its values after the others were run
+    tried = {_candidate(c.fields, s.candidate): (tuple(c.fields), s.candidate) for c in cells for s in c.scores}
+    candidates = sorted(tried, key=tried.__getitem__)
     rows = []
     for cell in cells:
         by_name = {_candidate(cell.fields, s.candidate): s for s in cell.scores}
