@@ -226,6 +226,11 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
     assert len(sentences) == 2 and all("BA-LoRA is significantly worse than LoRA" in s for s in sentences)
     few = analyse(load_runs(runs[:2] + runs[10:12]))  # two seeds per method and budget: no test, no claim
     assert claims.conclusion_claims(few)[0].startswith("No comparison of BA-LoRA with LoRA had 3 or more")
+    # the verdict counts name only the verdicts that occurred
+    assert ("Across 2 setting–budget combinations, compared with LoRA, BA-LoRA was significantly worse in 2 (paired "
+            "t-tests on matched seeds, Holm-adjusted per table, α = 0.05).") in claims.summary_claims(analysis)
+    assert ("The one setting–budget combination could not be tested: it had fewer than 3 matched seeds, no "
+            "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
 
 
 def test_write_report_reads_the_store_and_says_what_is_missing(tmp_path: Path):
@@ -249,6 +254,30 @@ def test_write_report_reads_the_store_and_says_what_is_missing(tmp_path: Path):
     generated = tmp_path / "paper" / "generated"
     assert r"\newcommand{\NumRuns}{6}" in (generated / "results.tex").read_text()
     assert "only one shot count" in (generated / "fewshot.tex").read_text()
+
+
+def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_them(tmp_path: Path):
+    """As in the paper preset: the budget comparison on full data is the primary setting, while the ablations
+    and the strategy comparison ran at 64 shots (the strategies on a wider placement): each section shows
+    its own setting's table instead of saying the primary setting has none."""
+    full = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for run in full:
+        run["config"] |= {"shots": None, "train_size": 2000}
+        run["key"] += "-full"
+    ablations = [make_result(m, 8, 64, s) for m in ("ba_lora", "ba_lora_no_warmstart") for s in SEEDS[:3]]
+    wider = [make_result(m, 8, 64, s) for m in ("lora", "linear_decay") for s in SEEDS[:3]]
+    for run in wider:
+        run["config"]["target_modules"] = ["query", "value", "intermediate.dense"]
+        run["key"] += "-wider"
+    build_report(full + ablations + wider, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    generated = tmp_path / "paper" / "generated"
+    assert r"\newcommand{\PrimarySetting}{minilm $\cdot$ rotten\_tomatoes $\cdot$ 2,000 examples" in (
+        generated / "results.tex").read_text()
+    ablation, strategy = (generated / "ablation.tex").read_text(), (generated / "strategy.tex").read_text()
+    assert r"\input{generated/tables/ablation_minilm_rotten_tomatoes_64_shot" in ablation
+    assert "w/o warm-start" in ablation and "No ablation runs" not in ablation
+    assert r"\input{generated/tables/strategy_minilm_rotten_tomatoes_64_shot_targets" in strategy
+    assert "strategy_minilm_rotten_tomatoes_64_shot_default" not in strategy  # ablations are no strategies
 
 
 def test_missing_or_empty_database(tmp_path: Path):
@@ -437,6 +466,20 @@ def test_no_table_row_holds_two_protocols():
     assert {row.label for row in main} >= {"LoRA (budget=73728, budget_rank=None)", "LoRA (budget=None, budget_rank=8.0)"}
     fewshot = [row for table in analysis.fewshot.values() for row in table]
     assert sorted(len(row.runs) for row in fewshot if row.arm == "lora" and row.lead == "16") == [3]
+
+
+def test_settings_that_differ_in_target_modules_read_as_placements():
+    """The strategy table's wider placement is its own setting, labelled by the modules it adapts; the
+    model's default placement says so instead of printing a Python None or tuple."""
+    from balora.report.runs import load_runs
+
+    runs = [make_result("lora", 8, 64, s) for s in SEEDS[:3]]
+    wider = [make_result("lora", 8, 64, s) for s in SEEDS[:3]]
+    for run in wider:
+        run["config"]["target_modules"] = ["query", "value", "intermediate.dense"]
+    labels = set(load_runs(runs + wider)["setting"])
+    assert labels == {setting_label("minilm", "rotten_tomatoes", 64, None, "default targets"),
+                      setting_label("minilm", "rotten_tomatoes", 64, None, "targets query+value+intermediate.dense")}
 
 
 def test_a_field_one_arm_selected_on_validation_does_not_split_the_setting():

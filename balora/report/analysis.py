@@ -110,8 +110,9 @@ def analyse(frame: pd.DataFrame) -> Analysis:
             result.ablation[setting] = compared_rows(budget_groups(ablations), "ba_lora")
         else:
             result.missing.append(f"Ablations, {setting}: no ablation runs.")
-        if part["method"].isin(MAIN).all():
-            result.missing.append(f"Strategy comparison, {setting}: only main methods (see the budget table).")
+        if part["method"].isin(MAIN + ABLATIONS).all():  # ablations have their own table
+            result.missing.append(f"Strategy comparison, {setting}: no heuristic strategies, only main methods "
+                                  "and ablations (see the budget and ablation tables).")
         else:
             result.strategy[setting] = compared_rows(budget_groups(part), REFERENCE)
     fewshot = frame[frame["shots"].notna() & frame["method"].isin(MAIN) & frame["quant"].isna()]

@@ -20,6 +20,13 @@ from balora.report.tables import pct, pct_summary, signed, time_ratios
 PROPOSED = "ba_lora"
 
 
+def counted(parts: list[tuple[int, str]]) -> str:
+    """The parts with a non-zero count, each its template filled with the count, joined as a list in words
+    ("significantly worse in 1 and not significantly different in 2"): a zero count is not worth a clause."""
+    phrases = [template.format(n) for n, template in parts if n]
+    return ", ".join(phrases[:-1]) + (" and " if len(phrases) > 1 else "") + (phrases[-1] if phrases else "")
+
+
 def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
@@ -190,20 +197,26 @@ def summary_claims(analysis: Analysis) -> list[str]:
     sentences = []
     verdicts = _main_verdicts(analysis)
     if total := sum(verdicts.values()):
+        untested = verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE] + verdicts[stats.NO_SPREAD]
+        tested = counted([(verdicts[stats.BETTER], "significantly better in {}"),
+                          (verdicts[stats.WORSE], "significantly worse in {}"),
+                          (verdicts[stats.NO_DIFFERENCE], "not significantly different in {}")])
+        why = "fewer than 3 matched seeds, no LoRA runs, or the same difference on every seed"
+        across = f"Across {total} setting–budget combination{'s' if total != 1 else ''}"
         sentences.append(
-            f"Across {total} setting–budget combination{'s' if total != 1 else ''}, {method_name(PROPOSED)} was "
-            f"significantly better than LoRA in {verdicts[stats.BETTER]}, significantly worse in "
-            f"{verdicts[stats.WORSE]}, and not significantly different in {verdicts[stats.NO_DIFFERENCE]} "
-            "(paired t-tests on matched seeds, Holm-adjusted per "
-            f"table, α = 0.05); {verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE] + verdicts[stats.NO_SPREAD]} "
-            "had fewer than 3 matched seeds, no LoRA runs, or the same difference on every seed, and were not tested.")
+            (f"None of the {total} setting–budget combinations could be tested: each had {why}." if total > 1 else
+             f"The one setting–budget combination could not be tested: it had {why}.") if not tested else
+            f"{across}, compared with LoRA, {method_name(PROPOSED)} was {tested} (paired t-tests on matched seeds, "
+            "Holm-adjusted per table, α = 0.05)"
+            + (f"; {untested} had {why}, and {'was' if untested == 1 else 'were'} not tested." if untested else "."))
     trends = Counter(t[PROPOSED].verdict for t in analysis.trends.values() if PROPOSED in t)
     if total := sum(trends.values()):
         sentences.append(
-            f"Over {total} few-shot series (one per budget), the BA-LoRA − LoRA gap widened significantly as data "
-            f"shrank in {trends[stats.WIDENS]}, narrowed significantly in {trends[stats.NARROWS]}, and showed no "
-            f"significant trend in {trends[stats.NO_TREND]}"
-            + (f" ({trends[stats.TOO_FEW_POINTS]} had too few points)." if trends[stats.TOO_FEW_POINTS] else "."))
+            f"Over {total} few-shot series (one per budget), the BA-LoRA − LoRA gap "
+            + counted([(trends[stats.WIDENS], "widened significantly as data shrank in {}"),
+                       (trends[stats.NARROWS], "narrowed significantly in {}"),
+                       (trends[stats.NO_TREND], "showed no significant trend with the amount of data in {}"),
+                       (trends[stats.TOO_FEW_POINTS], "had too few shot counts for a trend in {}")]) + ".")
     return sentences
 
 

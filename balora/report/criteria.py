@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from balora.report import stats
 from balora.report.analysis import Analysis, Row
-from balora.report.claims import PROPOSED, p_text
+from balora.report.claims import PROPOSED, counted, p_text
 from balora.report.document import Table
 from balora.report.runs import budget_label
 from balora.report.tables import signed
@@ -172,5 +172,8 @@ def criteria_table(criteria: list[Criterion]) -> Table:
 def criteria_summary(criteria: list[Criterion]) -> str:
     """One sentence: how many of seed 000's criteria were met, not met, or not testable."""
     counts = {mark: sum(c.mark == mark for c in criteria) for mark in (MET, NOT_MET, NOT_TESTABLE)}
-    return (f"Of seed 000's success criteria ({len(criteria)} checks), {counts[MET]} {'was' if counts[MET] == 1 else 'were'} "
-            f"met, {counts[NOT_MET]} not met and {counts[NOT_TESTABLE]} not testable on these runs.")
+    def were(mark: str) -> str:
+        return "{} " + ("was" if counts[mark] == 1 else "were") + f" {mark}"
+
+    marks = counted([(counts[mark], were(mark)) for mark in (MET, NOT_MET, NOT_TESTABLE)])
+    return f"Of seed 000's {len(criteria)} success criteria, {marks} on these runs" + ("; none was met." if not counts[MET] else ".")

@@ -148,10 +148,12 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
                             [*prefixed(f"rank_heatmap_{key}__"), *pick(f"importance_rank_{key}",
                                                                         f"rank_per_layer_{key}")],
                             out, f"No allocation data in {primary}."),
-        "ablation": _part(claims.ablation_claims(analysis, primary), pick(f"ablation_{key}"), out,
-                          f"No ablation runs in {primary}."),
-        "strategy": _part([], pick(f"strategy_{key}", f"params_loss_{key}"), out,
-                          f"No strategy comparison in {primary}."),
+        # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
+        "ablation": _part([s for setting in analysis.ablation for s in claims.ablation_claims(analysis, setting)],
+                          pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), out,
+                          "No ablation runs."),
+        "strategy": _part([], pick(*(f"{kind}_{slug(setting)}" for setting in analysis.strategy
+                                     for kind in ("strategy", "params_loss"))), out, "No strategy comparison."),
         "dynamics": _part(claims.majority_claims(frame) + selection.convergence_claims(selection.rising_arms(frame)),
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),

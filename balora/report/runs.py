@@ -92,8 +92,15 @@ def _varying(configs: list[dict[str, Any]], names: Iterable[str]) -> list[str]:
 def _describe(config: dict[str, Any], names: list[str], skip_defaults: bool = False) -> str:
     """`name=value` for `names`; with `skip_defaults`, only where the value is not RunConfig's default
     (so the default variant of a method keeps the plain method name)."""
-    return ", ".join(f"{n}={_effective(config, n)}" for n in names
+    return ", ".join(_shown(n, _effective(config, n)) for n in names
                      if not (skip_defaults and _effective(config, n) == _effective(DEFAULTS, n)))
+
+
+def _shown(name: str, value: Any) -> str:
+    """One field of a label; target modules read as a placement (None: the model's default targets)."""
+    if name == "target_modules" and value != SELECTED:
+        return "default targets" if value is None else f"targets {'+'.join(value)}"
+    return f"{name}={value}"
 
 
 def _budget(result: dict[str, Any]) -> float:
