@@ -280,6 +280,21 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     assert "strategy_minilm_rotten_tomatoes_64_shot_default" not in strategy  # ablations are no strategies
 
 
+@pytest.mark.parametrize("where, wraps", [("16-shot", False), ("minilm · rotten_tomatoes · k-shot · default targets", True)])
+def test_latex_tables_stay_legible_long_text_wraps_instead_of_shrinking(where: str, wraps: bool):
+    """8 pt type; a column of long text wraps to the text width (tabularx) where shrinking the whole table to
+    fit would make its type illegible in print; short columns keep a plain tabular, shrunk only if too wide."""
+    from balora.report.document import Table, table_latex
+
+    latex = table_latex(Table("t", "Title", ["Criterion", "Where", "Mark"], [["The gap widens", where, "not met"]]))
+    assert r"\footnotesize" in latex and r"\scriptsize" not in latex
+    assert (r"\begin{tabularx}{\linewidth}{l>{\raggedright\arraybackslash}Xr}" in latex) is wraps
+    assert (r"\resizebox" in latex and r"\begin{tabular}{llr}" in latex) is not wraps
+    # a header longer than its column's cells takes two lines instead of widening the column
+    numbers = table_latex(Table("t", "Title", ["Method", "n", "Final LoRA params"], [["LoRA", "5", "73,728"]]))
+    assert r"\begin{tabular}[b]{@{}r@{}}Final LoRA\\params\end{tabular}" in numbers
+
+
 def test_missing_or_empty_database(tmp_path: Path):
     from balora.errors import BaloraError
     from balora.report import write_report

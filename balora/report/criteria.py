@@ -161,7 +161,7 @@ def seed000_criteria(analysis: Analysis) -> list[Criterion]:
 
 def criteria_table(criteria: list[Criterion]) -> Table:
     rows = [[c.name, c.where, c.test, c.mark, c.numbers] for c in criteria]
-    note = ("Seed 000's success criteria (Experiments 1 and 2), each decided by the test shown on the paired "
+    note = ("Experiments 1 and 2; each criterion is decided by the test shown on the paired "
             "comparisons of the tables below (Δ = BA-LoRA − LoRA, mean over matched seeds). A criterion over several "
             "cases is not met when a tested case fails it, met only when every case of the design was tested and "
             "passed, and otherwise not testable.")

@@ -102,17 +102,43 @@ def table_markdown(table: Table) -> str:
     return "\n".join(lines)
 
 
+WRAP_AT = 40  # characters: a column with a longer cell wraps instead of widening the table
+
+
+def _stacked(header: str, width: int, align: str) -> str:
+    """A header longer than its column's cells, on two lines (split at the space nearest its middle), so
+    that a column of short numbers is not as wide as its name."""
+    spaces = [i for i, c in enumerate(header) if c == " "]
+    if len(header) <= width or not spaces:
+        return latex_text(header)
+    cut = min(spaces, key=lambda i: abs(2 * i - len(header)))
+    lines = (latex_text(header[:cut]), latex_text(header[cut + 1:]))
+    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{lines[0]}\\{lines[1]}\end{{tabular}}"
+
+
 def table_latex(table: Table, label: str | None = None) -> str:
-    """A `table` float with booktabs rules, shrunk to the text width when wider."""
-    spec = "l" * 2 + "r" * (len(table.columns) - 2)
-    body = [" & ".join(latex_text(c) for c in table.columns) + r" \\", r"\midrule"]
+    """A `table` float with booktabs rules at 8 pt (legible in print). Columns with long text wrap, the table
+    set to the text width (tabularx); a table of short columns that is still wider than the text is shrunk
+    to fit."""
+    longest = [max(len(text) for text in [name, *(row[i] for row in table.rows)]) for i, name in enumerate(table.columns)]
+    wraps = [n > WRAP_AT for n in longest]
+    spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else "l" if i < 2 else "r" for i, wrap in enumerate(wraps))
+    cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
+    headers = [latex_text(c) if wrap else _stacked(c, width, "l" if i < 2 else "r")
+               for i, (c, wrap, width) in enumerate(zip(table.columns, wraps, cells))]
+    body = [" & ".join(headers) + r" \\", r"\midrule"]
     body += [" & ".join(latex_text(c) for c in row) + r" \\" for row in table.rows]
     caption = latex_text(". ".join([table.title, *(n.rstrip(".") for n in table.captions)]) + ".")
+    if any(wraps):
+        begin, end = rf"\begin{{tabularx}}{{\linewidth}}{{{spec}}}", r"\end{tabularx}"
+    else:
+        begin = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n" + rf"\begin{{tabular}}{{{spec}}}"
+        end = r"\end{tabular}}"
     return "\n".join([
-        r"\begin{table}[htbp]", r"\centering", r"\scriptsize",
+        # a caption above the table needs space below it (LaTeX's default is none), local to this float
+        r"\begin{table}[htbp]", r"\centering", r"\footnotesize", r"\setlength{\belowcaptionskip}{4pt}",
         rf"\caption{{{caption}}}" + (rf"\label{{{label}}}" if label else ""),
-        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
-        rf"\begin{{tabular}}{{{spec}}}", r"\toprule", *body, r"\bottomrule", r"\end{tabular}}", r"\end{table}", "",
+        begin, r"\toprule", *body, r"\bottomrule", end, r"\end{table}", "",
     ])
 
 
