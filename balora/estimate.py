@@ -10,9 +10,9 @@ The rates belong to a *profile*: model, dataset, batch sizes, max length and tar
 (each run's validation seconds over its validation passes give example_seconds; its train phase less
 those, over its steps, step_seconds; everything outside training and test, per method, the overhead);
 for a profile with no stored run, from a calibration: the model loaded and a few training steps and
-validation batches timed here (medians, so that a stall behind another process counts once), with
-the importance pass counted as one step per batch of its sample. A calibration measures the machine
-as loaded at that moment.
+validation batches timed here (medians, so that a stall behind another process counts once; each the
+smaller of its wall and CPU time, so that waiting for the CPU another process holds does not count), with
+the importance pass counted as one step per batch of its sample.
 """
 
 from __future__ import annotations
@@ -91,6 +91,16 @@ def stored_rates(results: list[dict[str, Any]]) -> dict[tuple, Rates]:
     return rates
 
 
+def _clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def _elapsed(start: tuple[float, float], end: tuple[float, float]) -> float:
+    """Wall time, but no more than the CPU time this process used (over all its threads): next to a running
+    sweep the calibration waits for the CPU without using it, and the estimate is of a run's own cost."""
+    return min(end[0] - start[0], end[1] - start[1])
+
+
 def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
     """Time a few training steps and validation batches of `config`'s model on its data (LoRA at its budget)."""
     from peft import get_peft_model
@@ -103,19 +113,19 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
     run = setup(probe)
     model = get_peft_model(run.model, get_method("lora")(run.method_context(CALIBRATION_STEPS)).peft_config)
     loader = run.loader(run.train_examples[:(CALIBRATION_STEPS + 1) * config.batch_size], shuffle=True)
-    ends: list[float] = []  # when each step ended; the first step, which pays one-off set-up costs, is left out
+    ends: list[tuple[float, float]] = []  # when each step ended; the first step, which pays one-off set-up costs, is left out
     train(model, loader, TrainSettings(epochs=max(1, math.ceil((CALIBRATION_STEPS + 1) / len(loader))),
                                        learning_rate=config.learning_rate, progress=False),
-          after_step=lambda _model, _step, _optimizer: ends.append(time.perf_counter()))
+          after_step=lambda _model, _step, _optimizer: ends.append(_clock()))
     # Medians, not means: on a shared machine one step or batch may stall behind another process.
-    step_seconds = statistics.median(b - a for a, b in zip(ends, ends[1:]))
+    step_seconds = statistics.median(_elapsed(a, b) for a, b in zip(ends, ends[1:]))
     per_example = []
     for start in range(0, CALIBRATION_STEPS * config.eval_batch_size, config.eval_batch_size):
         batch = run.data.validation[start:start + config.eval_batch_size]
         if batch:
-            started = time.perf_counter()
+            started = _clock()
             run.evaluator(batch)(model)
-            per_example.append((time.perf_counter() - started) / len(batch))
+            per_example.append(_elapsed(started, _clock()) / len(batch))
     example_seconds = statistics.median(per_example)
     rates = Rates(step_seconds, example_seconds, {"": run.meter.timings()["load"]},
                   f"a calibration of {len(ends) - 1} steps")

@@ -366,6 +366,21 @@ def test_dry_run_plans_both_phases_and_runs_nothing(tmp_path, tiny_model_dir, ti
         assert store.runs() == []
 
 
+def test_a_calibration_starved_by_other_processes_measures_the_work_not_the_wait(tmp_path, tiny_model_dir, tiny_csv,
+                                                                                 monkeypatch):
+    """A dry run next to a running sweep gets little CPU: its wall clock runs on while it waits (simulated here
+    as 100 s per clock read), but the CPU time it used is the run's own cost, which the estimate is for."""
+    import time
+
+    from balora import estimate
+
+    config = load_spec(str(write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n"))).runs[0].config
+    reads = iter(range(10**6))
+    monkeypatch.setattr(estimate.time, "perf_counter", lambda: time.process_time() + 100.0 * next(reads))
+    rates, _ = estimate.calibrate(config)
+    assert rates.step_seconds < 5 and rates.example_seconds < 5
+
+
 def test_a_failed_tuning_run_holds_back_its_cell(tmp_path, tiny_model_dir, tiny_csv):
     spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    budget_rank: null\n"
                       "    tune: {budget: [10, 256], seeds: [7]}\n")
