@@ -227,8 +227,11 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
     few = analyse(load_runs(runs[:2] + runs[10:12]))  # two seeds per method and budget: no test, no claim
     assert claims.conclusion_claims(few)[0].startswith("No comparison of BA-LoRA with LoRA had 3 or more")
     # the verdict counts name only the verdicts that occurred
-    assert ("Across 2 setting–budget combinations, compared with LoRA, BA-LoRA was significantly worse in 2 (paired "
-            "t-tests on matched seeds, Holm-adjusted per table, α = 0.05).") in claims.summary_claims(analysis)
+    assert ("Across 2 setting–budget combinations, compared with LoRA, BA-LoRA was significantly worse in all 2 "
+            "(paired t-tests on matched seeds, Holm-adjusted per table, α = 0.05).") in claims.summary_claims(analysis)
+    one = analyse(load_runs(runs[:5] + runs[10:15]))  # one budget: no count to give
+    assert claims.summary_claims(one)[0].startswith("In the one setting–budget combination, compared with LoRA, "
+                                                    "BA-LoRA was significantly worse (paired t-tests")
     assert ("The one setting–budget combination could not be tested: it had fewer than 3 matched seeds, no "
             "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
 
@@ -293,6 +296,15 @@ def test_latex_tables_stay_legible_long_text_wraps_instead_of_shrinking(where: s
     # a header longer than its column's cells takes two lines instead of widening the column
     numbers = table_latex(Table("t", "Title", ["Method", "n", "Final LoRA params"], [["LoRA", "5", "73,728"]]))
     assert r"\begin{tabular}[b]{@{}r@{}}Final LoRA\\params\end{tabular}" in numbers
+
+
+def test_a_part_missing_for_one_reason_in_several_settings_is_said_once(tmp_path: Path):
+    runs = [make_result(m, 8, k, s) for m in ("lora", "ba_lora") for k in (16, 64) for s in SEEDS[:3]]
+    markdown = build_report(runs, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False).read_text()
+    settings_ = "; ".join(setting_label("minilm", "rotten_tomatoes", k, None) for k in (16, 64))
+    assert f"- Ablations: no ablation runs, in 2 settings ({settings_})." in markdown
+    assert "- Ablations, minilm" not in markdown
+    assert "Ablations: no ablation runs, in 2 settings" in (tmp_path / "paper" / "generated" / "missing.tex").read_text()
 
 
 def test_missing_or_empty_database(tmp_path: Path):

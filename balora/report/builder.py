@@ -3,6 +3,7 @@ figures/*.png|pdf (and, on request, the paper's generated inputs)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,10 @@ STATISTICS = (
     "is significant.")
 
 
+# A missing-data message about one setting: "what, setting: why" (see `_per_setting`)
+PER_SETTING = re.compile(r"^([^,:]+), ([^:]+): (.+)$")
+
+
 @dataclass
 class Report:
     """What was built: sections of blocks (in order), the analysis, and what could not be built."""
@@ -54,6 +59,17 @@ class Report:
 
     def blocks(self, kind: type) -> list:
         return [b for blocks in self.sections.values() for b in blocks if isinstance(b, kind)]
+
+    def coverage(self) -> list[str]:
+        """`missing`, a part missing for the same reason in several settings said once, naming them."""
+        groups: dict[tuple[str, str], list[str]] = {}
+        for message in self.missing:
+            found = PER_SETTING.match(message)
+            what, setting, why = found.groups() if found else (message, "", "")
+            groups.setdefault((what, why), []).append(setting)
+        return [what if not why else f"{what}, {places[0]}: {why}" if len(places) == 1 else
+                f"{what}: {why.rstrip('.')}, in {len(places)} settings ({'; '.join(places)})."
+                for (what, why), places in groups.items()]
 
 
 def _per_setting(frame: pd.DataFrame, missing: list[str], out: Path, draw, what: str, why: str) -> list[Figure]:
@@ -189,7 +205,7 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
     report = build(frame, out, results)
     for table in report.blocks(Table):
         (out / "tables" / f"{table.name}.tex").write_text(table_latex(table, label=f"tab:{table.name}"))
-    missing = Bullets(report.missing) if report.missing else Paragraph("Nothing is missing.")
+    missing = Bullets(report.coverage()) if report.missing else Paragraph("Nothing is missing.")
     blocks = [Heading(1, TITLE), Paragraph(f"Source: {source}.")]
     for key, section in report.sections.items():
         blocks += section

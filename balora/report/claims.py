@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -20,11 +21,16 @@ from balora.report.tables import pct, pct_summary, signed, time_ratios
 PROPOSED = "ba_lora"
 
 
-def counted(parts: list[tuple[int, str]]) -> str:
-    """The parts with a non-zero count, each its template filled with the count, joined as a list in words
-    ("significantly worse in 1 and not significantly different in 2"): a zero count is not worth a clause."""
-    phrases = [template.format(n) for n, template in parts if n]
+def counted(parts: list[tuple[int, str]], number: Callable[[int], str] = str) -> str:
+    """The parts with a non-zero count, each its template filled with `number(count)`, joined as a list in
+    words ("significantly worse in 1 and not significantly different in 2"): a zero count is not worth a clause."""
+    phrases = [template.format(number(n)) for n, template in parts if n]
     return ", ".join(phrases[:-1]) + (" and " if len(phrases) > 1 else "") + (phrases[-1] if phrases else "")
+
+
+def _share(total: int) -> Callable[[int], str]:
+    """How many of `total` cases a clause covers: " in 2", " in all 5", or nothing when there is one case."""
+    return lambda n: "" if total == 1 else f" in all {n}" if n == total else f" in {n}"
 
 
 def p_text(p: float) -> str:
@@ -198,25 +204,27 @@ def summary_claims(analysis: Analysis) -> list[str]:
     verdicts = _main_verdicts(analysis)
     if total := sum(verdicts.values()):
         untested = verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE] + verdicts[stats.NO_SPREAD]
-        tested = counted([(verdicts[stats.BETTER], "significantly better in {}"),
-                          (verdicts[stats.WORSE], "significantly worse in {}"),
-                          (verdicts[stats.NO_DIFFERENCE], "not significantly different in {}")])
+        tested = counted([(verdicts[stats.BETTER], "significantly better{}"),
+                          (verdicts[stats.WORSE], "significantly worse{}"),
+                          (verdicts[stats.NO_DIFFERENCE], "not significantly different{}")], _share(total))
         why = "fewer than 3 matched seeds, no LoRA runs, or the same difference on every seed"
-        across = f"Across {total} setting–budget combination{'s' if total != 1 else ''}"
+        opening = (f"Across {total} setting–budget combinations" if total > 1 else
+                   "In the one setting–budget combination")
         sentences.append(
             (f"None of the {total} setting–budget combinations could be tested: each had {why}." if total > 1 else
              f"The one setting–budget combination could not be tested: it had {why}.") if not tested else
-            f"{across}, compared with LoRA, {method_name(PROPOSED)} was {tested} (paired t-tests on matched seeds, "
+            f"{opening}, compared with LoRA, {method_name(PROPOSED)} was {tested} (paired t-tests on matched seeds, "
             "Holm-adjusted per table, α = 0.05)"
             + (f"; {untested} had {why}, and {'was' if untested == 1 else 'were'} not tested." if untested else "."))
     trends = Counter(t[PROPOSED].verdict for t in analysis.trends.values() if PROPOSED in t)
     if total := sum(trends.values()):
         sentences.append(
-            f"Over {total} few-shot series (one per budget), the BA-LoRA − LoRA gap "
-            + counted([(trends[stats.WIDENS], "widened significantly as data shrank in {}"),
-                       (trends[stats.NARROWS], "narrowed significantly in {}"),
-                       (trends[stats.NO_TREND], "showed no significant trend with the amount of data in {}"),
-                       (trends[stats.TOO_FEW_POINTS], "had too few shot counts for a trend in {}")]) + ".")
+            (f"Over {total} few-shot series (one per budget)" if total > 1 else "In the one few-shot series")
+            + ", the BA-LoRA − LoRA gap "
+            + counted([(trends[stats.WIDENS], "widened significantly as data shrank{}"),
+                       (trends[stats.NARROWS], "narrowed significantly{}"),
+                       (trends[stats.NO_TREND], "showed no significant trend with the amount of data{}"),
+                       (trends[stats.TOO_FEW_POINTS], "had too few shot counts for a trend{}")], _share(total)) + ".")
     return sentences
 
 

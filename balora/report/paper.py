@@ -158,7 +158,7 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
         "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),
-        "missing": (latex_text("Not available in these results:") + "\n" + _sentences(report.missing)
+        "missing": (latex_text("Not available in these results:") + "\n" + _sentences(report.coverage())
                     if report.missing else latex_text("Every planned table and figure had data.") + "\n"),
     }
 
