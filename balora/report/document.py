@@ -120,12 +120,12 @@ def table_latex(table: Table, label: str | None = None) -> str:
     """A `table` float with booktabs rules at 8 pt (legible in print). Columns with long text wrap, the table
     set to the text width (tabularx); a table of short columns that is still wider than the text is shrunk
     to fit."""
-    longest = [max(len(text) for text in [name, *(row[i] for row in table.rows)]) for i, name in enumerate(table.columns)]
-    wraps = [n > WRAP_AT for n in longest]
-    spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else "l" if i < 2 else "r" for i, wrap in enumerate(wraps))
     cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
-    headers = [latex_text(c) if wrap else _stacked(c, width, "l" if i < 2 else "r")
-               for i, (c, wrap, width) in enumerate(zip(table.columns, wraps, cells))]
+    wraps = [max(len(name), width) > WRAP_AT for name, width in zip(table.columns, cells)]
+    aligns = ["l" if i < 2 else "r" for i in range(len(table.columns))]
+    spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else align for wrap, align in zip(wraps, aligns))
+    headers = [latex_text(c) if wrap else _stacked(c, width, align)
+               for c, wrap, width, align in zip(table.columns, wraps, cells, aligns)]
     body = [" & ".join(headers) + r" \\", r"\midrule"]
     body += [" & ".join(latex_text(c) for c in row) + r" \\" for row in table.rows]
     caption = latex_text(". ".join([table.title, *(n.rstrip(".") for n in table.captions)]) + ".")
