@@ -100,16 +100,18 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
-def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None) -> Report:
+def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None,
+          stale: set[str] | None = None) -> Report:
     """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
-    appendix); figures are written to `out/figures`.
+    appendix; `stale`: the keys of the evaluation runs left out of `frame` as superseded, counted under
+    Missing data); figures are written to `out/figures`.
     Causal-LM runs (seed 002's instruction tuning) have their own section; the others are classification
     (image runs among them, which also get seed 003's layer-importance section)."""
     causal = frame[frame["task"] == "causal_lm"]
     frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
     analysis = analyse(frame)
     report = Report(analysis, seed000_criteria(analysis), missing=list(analysis.missing))
-    if stale := superseded(results or []):
+    if stale:
         report.missing.append(f"{len(stale)} evaluation runs left out: they ran at a value their cell no longer "
                               "selects (its grid grew past an end after they ran; see the appendix).")
     fig_dir, missing = out / "figures", report.missing
@@ -197,12 +199,13 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
     for stale in [*out.glob("figures/*.png"), *out.glob("figures/*.pdf"), *out.glob("tables/*.tex")]:
         stale.unlink()  # a rerun on other data must not leave old figures behind
     (out / "tables").mkdir(parents=True, exist_ok=True)
-    frame = load_runs(results)
+    stale = superseded(results)
+    frame = load_runs(results, stale)
     if frame.empty:
         blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"No finished runs in {source}: nothing to report.")]
         _write_documents(blocks, out)
         return None
-    report = build(frame, out, results)
+    report = build(frame, out, results, stale)
     for table in report.blocks(Table):
         (out / "tables" / f"{table.name}.tex").write_text(table_latex(table, label=f"tab:{table.name}"))
     missing = Bullets(report.coverage()) if report.missing else Paragraph("Nothing is missing.")

@@ -144,11 +144,11 @@ def _quantisation(result: dict[str, Any]) -> dict[str, Any]:
             "balance": float(curve[-1][1]["mean"]) if curve else math.nan}
 
 
-def load_runs(results: list[dict[str, Any]]) -> pd.DataFrame:
+def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> pd.DataFrame:
     """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
     (tuning runs are left out: they have no test metrics; so are evaluation runs at a value their cell
-    no longer selects, `balora.tuning.superseded`)."""
-    stale = superseded(results)
+    no longer selects, `balora.tuning.superseded`, which callers that already have them pass as `stale`)."""
+    stale = superseded(results) if stale is None else stale
     results = [r for r in results if not r["config"].get("tuning") and str(r.get("key")) not in stale]
     configs = [r["config"] for r in results]
     # protocol fields that differ between runs of one data setting (not, say, epochs between few-shot and full);
