@@ -85,6 +85,20 @@ def test_the_appendix_orders_candidate_columns_by_value_whatever_cell_tried_them
     assert {row[2]: row[3].split()[0] for row in table.rows} == {"LoRA": DASH, "BA-LoRA": "70.00"}
 
 
+def test_the_appendix_names_settings_as_the_comparison_tables_do():
+    """Two 64-shot settings that differ in their target modules: each cell's row names its own setting,
+    with the placement the evaluation tables give it (not two indistinguishable "64-shot" LoRA rows)."""
+    runs = [dict(run, config={**run["config"], "shots": 64, "target_modules": targets})
+            for targets in (None, ["query", "value", "intermediate.dense"]) for lr in (1e-3, 2e-3)
+            for run in [tuning_result(lr, 0, 0.7)]]
+    table = tuning_table(runs, {})
+    assert sorted(row[0] for row in table.rows) == [
+        "minilm · rotten_tomatoes · 64-shot · default targets",
+        "minilm · rotten_tomatoes · 64-shot · targets query+value+intermediate.dense"]
+    one_setting = tuning_table(runs[:2], {})
+    assert [row[0] for row in one_setting.rows] == ["minilm · rotten_tomatoes · 64-shot"]
+
+
 @pytest.mark.parametrize("curves, rising", [
     ([[(0, 0.5), (10, 0.6), (20, 0.7)]], True),
     ([[(0, 0.5), (10, 0.7), (20, 0.704)]], False),  # within the 0.5 pp tolerance: flat

@@ -144,15 +144,12 @@ def _quantisation(result: dict[str, Any]) -> dict[str, Any]:
             "balance": float(curve[-1][1]["mean"]) if curve else math.nan}
 
 
-def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> pd.DataFrame:
-    """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
-    (tuning runs are left out: they have no test metrics; so are evaluation runs at a value their cell
-    no longer selects, `balora.tuning.superseded`, which callers that already have them pass as `stale`)."""
-    stale = superseded(results) if stale is None else stale
-    results = [r for r in results if not r["config"].get("tuning") and str(r.get("key")) not in stale]
-    configs = [r["config"] for r in results]
-    # protocol fields that differ between runs of one data setting (not, say, epochs between few-shot and full);
-    # within a data setting, fields some arm there selected on validation are each arm's own choice (module docstring)
+def _protocols(configs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """Each config's protocol as its setting label shows it, and the protocol fields that vary anywhere.
+
+    A label names the protocol fields that differ between configs of its data setting (not, say, epochs
+    between few-shot and full); within a data setting, fields some config there selected on validation
+    are each arm's own choice (module docstring) and are left out."""
     def data_of(config: dict[str, Any]) -> tuple:
         return tuple(repr(config.get(f)) for f in SETTING_FIELDS)
 
@@ -161,11 +158,28 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
         by_data.setdefault(data_of(c), []).append(c)
     protocol_fields = sorted({f for group in by_data.values() for f in _varying(group, PROTOCOL_FIELDS)})
     selected = {data: {f for c in group for f in c.get("tuned") or []} for data, group in by_data.items()}
+    return [_describe(c, [f for f in protocol_fields if f not in selected[data_of(c)]]) for c in configs], protocol_fields
+
+
+def setting_labels(configs: list[dict[str, Any]], protocols: list[str] | None = None) -> list[str]:
+    """Each config's setting label, among `configs`, as `load_runs` gives it to evaluation runs
+    (`protocols`: `_protocols(configs)`'s, where the caller has them)."""
+    protocols = _protocols(configs)[0] if protocols is None else protocols
+    return [setting_label(c["model"], c["dataset"], c.get("shots"), c.get("train_size"), p)
+            for c, p in zip(configs, protocols)]
+
+
+def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> pd.DataFrame:
+    """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
+    (tuning runs are left out: they have no test metrics; so are evaluation runs at a value their cell
+    no longer selects, `balora.tuning.superseded`, which callers that already have them pass as `stale`)."""
+    stale = superseded(results) if stale is None else stale
+    results = [r for r in results if not r["config"].get("tuning") and str(r.get("key")) not in stale]
+    configs = [r["config"] for r in results]
+    protocols, protocol_fields = _protocols(configs)
     options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
     variants = {m: _varying([c for c in configs if c["method"] == m], options) for m in {c["method"] for c in configs}}
-    protocols = [_describe(c, [f for f in protocol_fields if f not in selected[data_of(c)]]) for c in configs]
-    settings = [setting_label(c["model"], c["dataset"], c.get("shots"), c.get("train_size"), p)
-                for c, p in zip(configs, protocols)]
+    settings = setting_labels(configs, protocols)
     arm_variants = _one_protocol_per_arm(results, settings, [_describe(c, variants[c["method"]], skip_defaults=True)
                                                              for c in configs])
     rows = []

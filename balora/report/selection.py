@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from balora.report.document import Table
-from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, setting_label, settings
+from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, setting_labels, settings
 from balora.report.tables import DASH, pct
 from balora.tuning import RISING_TOLERANCE, CellTuning, accuracy_curve, cell_key, still_rising, tuning_cells
 
@@ -25,10 +25,16 @@ def _candidate(fields: list[str], candidate: tuple) -> str:
                      for f, v in zip(fields, candidate))
 
 
-def _where(config: dict[str, Any]) -> tuple[str, str]:
-    data = setting_label(config["model"], config["dataset"], config.get("shots"), config.get("train_size"))
+def _budget(config: dict[str, Any]) -> str:
     budget = config.get("budget_rank") or config.get("budget") or config.get("rank") or 8
-    return data, budget_label(float(budget)) if config.get("budget") is None else f"{budget:,} params"
+    return budget_label(float(budget)) if config.get("budget") is None else f"{budget:,} params"
+
+
+def _places(cells: list[CellTuning]) -> dict[str, tuple[str, str]]:
+    """{cell: (setting, budget)}, settings named among the tuned cells as the comparison tables name them
+    (two 64-shot settings that differ in their target modules are told apart)."""
+    examples = [c.example for c in cells]
+    return {c.cell: (setting, _budget(c.example)) for c, setting in zip(cells, setting_labels(examples))}
 
 
 def arm_labels(frame: pd.DataFrame) -> dict[str, str]:
@@ -47,7 +53,8 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
     """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds;
     `labels` (from `arm_labels`) names the cells that have evaluation runs."""
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    cells = sorted(tuning_cells(results), key=lambda c: (*_where(c.example), order.get(c.example["method"], len(order)),
+    places = _places(tuning_cells(results))
+    cells = sorted(tuning_cells(results), key=lambda c: (*places[c.cell], order.get(c.example["method"], len(order)),
                                                          c.example["method"]))
     if not cells:
         return None
@@ -57,7 +64,7 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
     rows = []
     for cell in cells:
         by_name = {_candidate(cell.fields, s.candidate): s for s in cell.scores}
-        row = [*_where(cell.example), _arm(cell, labels)]
+        row = [*places[cell.cell], _arm(cell, labels)]
         for name in candidates:
             score = by_name.get(name)
             if score is None:
@@ -139,7 +146,8 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
               "test accuracy exists only at the selected values."]
     edge = [c for c in cells if c.at_edge]
     if edge:
-        names = "; ".join(f"{_arm(c, labels)}, {', '.join(_where(c.example))}: "
+        places = _places(cells)
+        names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
                           f"{_candidate(c.fields, c.selected.candidate)}" for c in edge)
         claims.append(f"In {len(edge)} of {len(cells)} cells the selected value is at the edge of its grid, so a wider "
                       f"grid might select otherwise: {names}.")
