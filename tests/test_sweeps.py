@@ -198,6 +198,12 @@ def test_comparison_presets_select_every_learning_rate_on_validation(preset):
     assert len(spec.tuning_runs()) == sum(len(t.candidates()) * len(t.seeds) for t in tunes.values())
 
 
+def test_lm_preset_run_files_join_the_paper_s():
+    """Seed 002's study is part of the paper: its run files go where the paper is built from, so that
+    `balora report --runs results/paper --paper` has its Results section include them (issue 9)."""
+    assert load_spec("lm").results_dir == load_spec("paper").results_dir == "results/paper"
+
+
 def test_seed003_flags_map_onto_presets():
     assert seed003_preset(SimpleNamespace(run_all=True)) == "paper"
     assert seed003_preset(SimpleNamespace(run_adalora=True)) == "adalora"
