@@ -53,9 +53,9 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
     """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds;
     `labels` (from `arm_labels`) names the cells that have evaluation runs."""
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
-    places = _places(tuning_cells(results))
-    cells = sorted(tuning_cells(results), key=lambda c: (*places[c.cell], order.get(c.example["method"], len(order)),
-                                                         c.example["method"]))
+    tuned = tuning_cells(results)
+    places = _places(tuned)
+    cells = sorted(tuned, key=lambda c: (*places[c.cell], order.get(c.example["method"], len(order)), c.example["method"]))
     if not cells:
         return None
     # columns in value order: a grid that grew past an end adds its values after the others were run
