@@ -88,6 +88,9 @@ class RunConfig:
     grad_scale: float = field(default=1.0, metadata={"help": "Multiply the adapter's gradients by this factor."})
     quant_backend: str = field(default="torch", metadata={
         "help": "Quantised layers: balora's own pure-torch ones (torch), or bitsandbytes' Linear4bit (nf4/fp4 only)."})
+    precision: str = field(default="fp32", metadata={
+        "help": "Training and evaluation forward passes: fp32, or bf16 autocast (weights and optimizer stay fp32; "
+                "faster on GPUs and CPUs with AVX512-BF16 or AMX, slower on older CPUs)."})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -123,6 +126,8 @@ class RunConfig:
             raise BaloraError(f"task must be auto, classification, causal_lm or image, got {self.task!r}")
         if self.prompt_template not in ("alpaca", "chat"):
             raise BaloraError(f"prompt_template must be 'alpaca' or 'chat', got {self.prompt_template!r}")
+        if self.precision not in PRECISIONS:
+            raise BaloraError(f"unknown --precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
 
@@ -229,13 +234,15 @@ def protocol_key(config: Mapping[str, Any]) -> str:
 # causal-LM fields are always keyed: every committed run file's key includes them.)
 KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
                             "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
-                            "realloc_strategy", "realloc_ema", "realloc_uncertainty"})
+                            "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision"})
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
 # Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.
 QUANT_FORMATS = ("nf4", "fp4", "int4", "int8")
 QUANT_SCHEDULES = ("constant", "linear", "cosine")
 QUANT_BACKENDS = ("torch", "bitsandbytes")
+# Forward-pass precisions (balora.training.autocast): fp32 everywhere, or bfloat16 autocast over fp32 weights.
+PRECISIONS = ("fp32", "bf16")
 BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' `quantize_4bit` accepts these
 
 

@@ -115,7 +115,7 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
     loader = run.loader(run.train_examples[:(CALIBRATION_STEPS + 1) * config.batch_size], shuffle=True)
     ends: list[tuple[float, float]] = []  # when each step ended; the first step, which pays one-off set-up costs, is left out
     train(model, loader, TrainSettings(epochs=max(1, math.ceil((CALIBRATION_STEPS + 1) / len(loader))),
-                                       learning_rate=config.learning_rate, progress=False),
+                                       learning_rate=config.learning_rate, progress=False, precision=config.precision),
           after_step=lambda _model, _step, _optimizer: ends.append(_clock()))
     # Medians, not means: on a shared machine one step or batch may stall behind another process.
     step_seconds = statistics.median(_elapsed(a, b) for a, b in zip(ends, ends[1:]))

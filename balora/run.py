@@ -68,6 +68,7 @@ from balora.tasks import TaskDataset, load_task_data, load_task_model, load_task
 from balora.training import (
     Distributed,
     TrainSettings,
+    autocast,
     evaluate,
     evaluate_causal_lm,
     greedy_generate,
@@ -161,16 +162,19 @@ class Setup:
         batches built once."""
         examples = examples[:self.config.eval_examples]
         loader = self.loader(examples, shuffle=False, batch_size=self.config.eval_batch_size)
-        if self.causal:
-            return lambda model: evaluate_causal_lm(model, loader)
-        return lambda model: evaluate(model, loader, self.data.num_labels)
+
+        def score(model: torch.nn.Module) -> dict[str, float]:
+            with autocast(self.config.precision, self.placement.device):
+                return evaluate_causal_lm(model, loader) if self.causal else evaluate(model, loader, self.data.num_labels)
+        return score
 
     def generations(self, model: torch.nn.Module) -> list[dict[str, str]]:
         """Greedy responses to the first test prompts (the split is fixed, so always the same prompts)."""
         examples = self.data.test[:GENERATION_PROMPTS]
         prompts = [prompt_ids(e, self.config.prompt_template, self.processor) for e in examples]
-        outputs = greedy_generate(model, prompts, GENERATION_TOKENS, self.processor.eos_token_id,
-                                  self.processor.pad_token_id)
+        with autocast(self.config.precision, self.placement.device):
+            outputs = greedy_generate(model, prompts, GENERATION_TOKENS, self.processor.eos_token_id,
+                                      self.processor.pad_token_id)
         return [{"instruction": e.instruction, "input": e.input, "reference": e.response,
                  "generated": self.processor.decode(out, skip_special_tokens=True).strip()}
                 for e, out in zip(examples, outputs)]
@@ -277,7 +281,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         return prepared.after_step is not None and prepared.after_step(m, step, optimizer)
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
-                             frozenset(config.validation_steps(steps)), progress and placement.is_main)
+                             frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision)
     seed_everything(config.seed)
     quantisation.set_blend(model, quantisation.blend_at(config.quant_schedule, 0, steps))
     with meter.phase("train"):  # the validation curve, its step-0 point included, is part of training

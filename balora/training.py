@@ -7,6 +7,7 @@ optimizer and schedule are the standard ones (AdamW, linear warm-up then linear 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable
@@ -71,6 +72,7 @@ class TrainSettings:
     warmup_ratio: float = 0.06
     validate_at: frozenset[int] = frozenset()  # steps after which to validate (0: before the first)
     progress: bool = True
+    precision: str = "fp32"  # of the forward passes, see `autocast`
 
 
 @dataclass
@@ -88,6 +90,14 @@ class TrainLog:
         if metric == "loss":
             return next(step for step, values in self.validation if values[metric] * fraction <= final)
         return next(step for step, values in self.validation if values[metric] >= fraction * final)
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward passes' precision. `bf16`: bfloat16 autocast, so matrix products run in bf16 while
+    softmax, norms and losses stay fp32, and the weights, gradients, optimizer state and saved adapter
+    stay fp32 (no loss scaling needed, unlike fp16). `fp32`: nothing changes. Backward runs outside it,
+    as PyTorch recommends: its ops follow the dtypes autocast chose in the forward pass."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
@@ -194,7 +204,8 @@ def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
     for _ in range(settings.epochs):
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
-            loss = model(**batch).loss
+            with autocast(settings.precision, device):
+                loss = model(**batch).loss
             loss.backward()
             optimizer.step()
             scheduler.step()

@@ -13,11 +13,11 @@ ratios, each against a baseline measured in the same invocation:
 
 The defaults are a small check that fits a loaded 2-core CPU (a few steps, a few importance samples,
 short sequences); the lm preset's size is `--steps 50 --batch-size 8 --max-length 96 --gradient-samples 64
---eval-examples 200` (its 200 examples × 2 epochs are 50 steps; here 400 examples × 1 epoch).
+--eval-examples 200 --precision bf16` (its 200 examples × 2 epochs are 50 steps; here 400 examples × 1 epoch).
 
 Usage: python benchmarks/lm.py [--model smollm2] [--dataset critic_instructions] [--steps 4]
                                [--batch-size 4] [--max-length 48] [--gradient-samples 8]
-                               [--eval-examples 8] [--repeats 2]
+                               [--eval-examples 8] [--precision fp32] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def run(method: str, args: argparse.Namespace, out: Path) -> dict:
                "--model", args.model, "--dataset", args.dataset, "--train-size", str(args.steps * args.batch_size),
                "--epochs", "1", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                "--learning-rate", "3e-4", "--gamma", "1e-4", "--gradient-samples", str(args.gradient_samples),
-               "--eval-examples", str(args.eval_examples), "--evaluations", "1", "--seed", "42", "--quiet",
+               "--eval-examples", str(args.eval_examples), "--evaluations", "1", "--precision", args.precision,
+               "--seed", "42", "--quiet",
                "--out", str(out)]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return json.loads((out / "result.json").read_text())
@@ -63,7 +64,7 @@ def throughput(args: argparse.Namespace) -> tuple[list[float], list[float], int]
         return get_peft_model(load_causal_lm(args.model), config)
 
     tokens = int(sum(b["attention_mask"].sum() for b in batches))
-    ours, bare = compare_loops(fresh_model, batches, args.repeats)
+    ours, bare = compare_loops(fresh_model, batches, args.repeats, args.precision)
     return [tokens / t for t in ours], [tokens / t for t in bare], tokens
 
 
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=48)
     parser.add_argument("--gradient-samples", type=int, default=8, help="BA-LoRA's importance samples")
     parser.add_argument("--eval-examples", type=int, default=8, help="validation and test examples of each run")
+    parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="forward passes of both loops")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes of each loop")
     args = parser.parse_args()
     from balora.models import quiet_libraries
@@ -90,7 +92,7 @@ def main() -> None:
     train_peak = lora["memory"]["peak_rss_mib"]["train"]
     print(f"setting: {args.model} · {args.dataset}, {args.steps} steps of batch {args.batch_size}, max_length "
           f"{args.max_length} ({tokens} tokens per pass), rank-equivalent 8 on every projection, "
-          f"{args.gradient_samples} importance samples, {args.eval_examples} eval examples")
+          f"{args.gradient_samples} importance samples, {args.eval_examples} eval examples, {args.precision}")
     print(f"balora loop tokens/s {', '.join(f'{t:.1f}' for t in ours)}; bare loop {', '.join(f'{t:.1f}' for t in bare)}")
     print(f"LoRA    total {lora['timings']['total']:.1f} s  {json.dumps({k: round(v, 1) for k, v in lora['timings'].items()})}")
     print(f"BA-LoRA total {ba['timings']['total']:.1f} s  {json.dumps({k: round(v, 1) for k, v in ba['timings'].items()})}")

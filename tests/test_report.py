@@ -509,6 +509,21 @@ def test_settings_that_differ_in_target_modules_read_as_placements():
                       setting_label("minilm", "rotten_tomatoes", 64, None, "targets query+value+intermediate.dense")}
 
 
+def test_runs_in_bf16_are_a_setting_of_their_own():
+    """The forward precision is part of the training protocol: bf16 runs are never compared in one table
+    with fp32 runs, and the label says which is which; run files written before the field existed are fp32."""
+    from balora.report.runs import load_runs
+
+    runs = [make_result("lora", 8, 64, s) for s in SEEDS[:3]]
+    bf16 = [make_result("lora", 8, 64, s) for s in SEEDS[:3]]
+    for run in bf16:
+        run["config"]["precision"] = "bf16"
+    assert "precision" not in runs[0]["config"]
+    labels = set(load_runs(runs + bf16)["setting"])
+    assert labels == {setting_label("minilm", "rotten_tomatoes", 64, None, "precision=fp32"),
+                      setting_label("minilm", "rotten_tomatoes", 64, None, "precision=bf16")}
+
+
 def test_a_field_one_arm_selected_on_validation_does_not_split_the_setting():
     """LoRA at a fixed 16 epochs and AdaLoRA with its epochs selected on validation are one comparison:
     the table holds both, and notes how their rows differ."""

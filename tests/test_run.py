@@ -239,3 +239,24 @@ def test_train_on_prompt_learns_more_tokens(tiny_lm_dir, tiny_alpaca):
     whole = run_experiment(lm_config(tiny_lm_dir, tiny_alpaca, epochs=1, method="lora", train_on_prompt=True),
                            progress=False).result
     assert whole["metrics"]["tokens"] > 3 * masked["metrics"]["tokens"]
+
+
+def test_bf16_runs_a_causal_lm_close_to_fp32_and_records_it(tiny_lm_dir, tiny_alpaca):
+    results = {precision: run_experiment(lm_config(tiny_lm_dir, tiny_alpaca, method="ba_lora", precision=precision),
+                                         progress=False).result for precision in ("fp32", "bf16")}
+    assert results["bf16"]["config"]["precision"] == "bf16"
+    assert results["bf16"]["key"] != results["fp32"]["key"] == RunConfig(**results["fp32"]["config"]).key()
+    assert results["bf16"]["allocation"] == results["fp32"]["allocation"]  # importance is measured in fp32
+    bf16, fp32 = results["bf16"]["metrics"]["loss"], results["fp32"]["metrics"]["loss"]
+    assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)
+
+
+def test_bf16_evaluates_and_generates_in_bf16(tiny_lm_dir, tiny_alpaca):
+    from balora.run import setup
+
+    run = setup(lm_config(tiny_lm_dir, tiny_alpaca, precision="bf16"))
+    seen = []
+    run.model.get_output_embeddings().register_forward_hook(lambda _module, _inputs, output: seen.append(output.dtype))
+    run.evaluator(run.data.validation)(run.model)
+    run.generations(run.model)
+    assert len(seen) > 3 and set(seen) == {torch.bfloat16}

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import random_batches, tiny_bert
-from peft import AdaLoraConfig, get_peft_model
+from peft import AdaLoraConfig, LoraConfig, get_peft_model
 
-from balora.training import Distributed, evaluate
+from balora.training import Distributed, TrainSettings, evaluate, train
 
 
 def test_evaluation_loss_is_the_task_loss_without_adalora_s_penalty():
@@ -28,3 +28,15 @@ def test_even_shards_have_equal_sizes_and_cover_everything(size):
     shards = [Distributed(rank, 4).even_shard(items) for rank in range(4)]
     assert len({len(s) for s in shards}) == 1
     assert set().union(*shards) == set(items)
+
+
+@pytest.mark.parametrize("precision, matmul_dtype", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_forward_matmuls_and_keeps_weights_and_optimizer_in_fp32(precision, matmul_dtype):
+    model = get_peft_model(tiny_bert(), LoraConfig(target_modules=["query", "value"], r=4, task_type="SEQ_CLS"))
+    seen = []
+    model.base_model.model.bert.encoder.layer[0].attention.self.query.register_forward_hook(
+        lambda _module, _inputs, output: seen.append(output.dtype))
+    log = train(model, random_batches(), TrainSettings(epochs=1, learning_rate=1e-2, progress=False, precision=precision))
+    assert set(seen) == {matmul_dtype}
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in log.train_loss)
