@@ -540,6 +540,8 @@ def test_a_field_one_arm_selected_on_validation_does_not_split_the_setting():
     assert frame["setting"].nunique() == 1
     (table,) = tables.budget_tables(analyse(frame))
     assert any(note.startswith("Rows also differ in: epochs") for note in table.notes), table.notes
+    # a list reads as its items, not as Python's repr
+    assert "tuned learning_rate for LoRA (r=8); learning_rate + epochs for AdaLoRA (r=8)." in table.notes[-1], table.notes
 
 
 def test_a_table_notes_what_its_rows_differ_in_beyond_what_it_shows():

@@ -130,7 +130,9 @@ def hidden_differences(rows: list[Row]) -> list[str]:
     for name in sorted({n for p in protocols for n in p} - set(SHOWN)):
         by_value: dict[str, list[str]] = {}
         for row, values in zip(rows, protocols):
-            by_value.setdefault(str(values.get(name)), []).append(f"{row.label} ({row.lead})")
+            value = values.get(name)
+            shown = " + ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            by_value.setdefault(shown, []).append(f"{row.label} ({row.lead})")
         if len(by_value) > 1 and not all(f"{name}=" in row.label for row in rows):
             parts.append(f"{name} " + "; ".join(f"{value} for {', '.join(names)}" for value, names in by_value.items()))
     return [f"Rows also differ in: {' | '.join(parts)}."] if parts else []
