@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 import torch
@@ -201,7 +202,10 @@ def test_a_dynamic_run_records_every_reallocation_and_saves_a_plain_peft_adapter
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    # A bounded wait: a rendezvous or collective that stalls fails the test instead of hanging the suite
+    # (seen once in a full local run; the test then passed on every rerun).
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                                         timeout=timedelta(seconds=120))
     torch.manual_seed(rank)  # different RNG streams per process: the controller must not depend on them
     model, targets = peft_bert(rank=2)
     budget = rank_budget(targets, 2)
