@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from balora.training import TrainSettings, train
+from balora.training import TrainSettings, autocast, train
 
 
 def _ours(model: torch.nn.Module, batches: list[dict], precision: str) -> float:
@@ -29,7 +29,7 @@ def _bare(model: torch.nn.Module, batches: list[dict], precision: str) -> float:
     scheduler = get_linear_schedule_with_warmup(optimizer, int(0.06 * len(batches)), len(batches))
     start = time.perf_counter()
     for batch in batches:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with autocast(precision, next(model.parameters()).device):
             loss = model(**batch).loss
         loss.backward()
         optimizer.step()
