@@ -13,7 +13,7 @@ from test_report import make_result
 
 from balora.report import build_report
 from balora.report.analysis import analyse
-from balora.report.criteria import MET, NOT_MET, NOT_TESTABLE, seed000_criteria
+from balora.report.criteria import MET, NOT_MET, NOT_TESTABLE, criteria_summary, seed000_criteria
 from balora.report.runs import load_runs
 
 SEEDS = (42, 43, 44, 45, 46)
@@ -88,6 +88,9 @@ def test_criteria_say_plainly_when_ba_lora_loses_or_ties():
     assert trend.mark == NOT_MET and "no significant trend" in trend.sentence
     sixteen = found["The 16-shot improvement is ≥ 2 pp"]
     assert sixteen.mark == NOT_MET and "significantly better but by less than 2 pp" in sixteen.sentence
+    losing = criteria(design({4: -0.010, 8: 0.0, 16: 0.003}, {16: -0.01, 32: -0.01, 64: -0.01, 128: -0.01}))
+    assert {c.mark for c in losing.values()} == {NOT_MET}  # said once, not "4 were not met; none was met"
+    assert criteria_summary(list(losing.values())) == "None of seed 000's 4 success criteria was met on these runs."
 
 
 def test_missing_data_is_not_testable_and_says_why():
@@ -103,6 +106,8 @@ def test_missing_data_is_not_testable_and_says_why():
     assert "2 matched seeds, too few to test" in two_seeds["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].sentence
     nothing = criteria([run("lora", 8, s, 0.0, 64) for s in SEEDS])
     assert {c.mark for c in nothing.values()} == {NOT_TESTABLE}
+    assert criteria_summary(list(nothing.values())) == ("None of seed 000's 4 success criteria was met on these runs "
+                                                        "(4 of them not testable).")
     assert "no LoRA and BA-LoRA runs at two or more shot counts" in nothing["The 16-shot improvement is ≥ 2 pp"].sentence
 
 

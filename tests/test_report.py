@@ -227,11 +227,13 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
     few = analyse(load_runs(runs[:2] + runs[10:12]))  # two seeds per method and budget: no test, no claim
     assert claims.conclusion_claims(few)[0].startswith("No comparison of BA-LoRA with LoRA had 3 or more")
     # the verdict counts name only the verdicts that occurred
-    assert ("Across 2 setting–budget combinations, compared with LoRA, BA-LoRA was significantly worse in all 2 "
+    assert ("Across 2 setting–budget combinations, BA-LoRA was significantly worse than LoRA in all 2 "
             "(paired t-tests on matched seeds, Holm-adjusted per table, α = 0.05).") in claims.summary_claims(analysis)
     one = analyse(load_runs(runs[:5] + runs[10:15]))  # one budget: no count to give
-    assert claims.summary_claims(one)[0].startswith("In the one setting–budget combination, compared with LoRA, "
-                                                    "BA-LoRA was significantly worse (paired t-tests")
+    assert claims.summary_claims(one)[0].startswith("In the one setting–budget combination, BA-LoRA was "
+                                                    "significantly worse than LoRA (paired t-tests")
+    # the conclusion gives the bottom line once: the abstract's verdict count would repeat it
+    assert not any(s.startswith("Across") for s in claims.conclusion_claims(analysis))
     assert ("The one setting–budget combination could not be tested: it had fewer than 3 matched seeds, no "
             "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
 
@@ -281,6 +283,28 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     assert "w/o warm-start" in ablation and "No ablation runs" not in ablation
     assert r"\input{generated/tables/strategy_minilm_rotten_tomatoes_64_shot_targets" in strategy
     assert "strategy_minilm_rotten_tomatoes_64_shot_default" not in strategy  # ablations are no strategies
+    # the strategies are worded from their tests, as every other comparison: a tie is said as such
+    assert ("of 1 strategy compared with LoRA (paired t-tests on accuracy, Holm-adjusted over the table, "
+            r"$\alpha$ = 0.05), significantly better: none; significantly worse: none; no significant difference: "
+            "linear decay.") in strategy
+
+
+def test_strategy_claims_name_the_strategies_that_lose_and_the_best_one(monkeypatch: pytest.MonkeyPatch):
+    from balora.report import claims
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    monkeypatch.setitem(EFFECT, "linear_decay", -0.05)
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "linear_decay") for s in SEEDS[:3]]
+    for run in runs:
+        run["config"]["target_modules"] = ["query", "value", "intermediate.dense"]
+    analysis = analyse(load_runs(runs))
+    (setting,) = analysis.strategy
+    detail, verdicts = claims.strategy_claims(analysis, setting)
+    assert detail.startswith(f"{setting}, budget r=8") and "BA-LoRA is significantly better than LoRA" in detail
+    assert ("significantly better: BA-LoRA; significantly worse: linear decay; no significant difference: none. "
+            "The highest mean accuracy is BA-LoRA's") in verdicts
+    assert claims.strategy_claims(analysis, "no such setting") == []
 
 
 @pytest.mark.parametrize("where, wraps", [("16-shot", False), ("minilm · rotten_tomatoes · k-shot · default targets", True)])
@@ -542,6 +566,20 @@ def test_a_field_one_arm_selected_on_validation_does_not_split_the_setting():
     assert any(note.startswith("Rows also differ in: epochs") for note in table.notes), table.notes
     # a list reads as its items, not as Python's repr
     assert "tuned learning_rate for LoRA (r=8); learning_rate + epochs for AdaLoRA (r=8)." in table.notes[-1], table.notes
+
+
+def test_a_column_note_goes_where_its_column_goes(report_dir: Path):
+    """The paper's compact tables drop columns; the caption must not explain a column that is not there."""
+    from balora.report.document import Table
+
+    table = Table("t", "Title", ["Method", "Ranks (Gini)", "Acc. (%)"], [["LoRA", "8–8, G=0.00", "80.0"]],
+                  ["Rows also differ in: nothing."], column_notes={"Ranks (Gini)": "Ranks (Gini): spread."})
+    assert table.captions == ["Ranks (Gini): spread.", "Rows also differ in: nothing."]
+    assert table.select(["Method", "Acc. (%)"]).captions == ["Rows also differ in: nothing."]
+    budget = sorted((report_dir / "paper" / "generated" / "tables").glob("budget_*.tex"))
+    assert budget
+    for tex in budget:
+        assert "Gini" not in tex.read_text() and "LoRA params: trainable at training time" in tex.read_text()
 
 
 def test_a_table_notes_what_its_rows_differ_in_beyond_what_it_shows():

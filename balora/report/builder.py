@@ -163,7 +163,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             each(claims.ablation_claims), tables.ablation_tables(analysis))
         report.sections["strategy"] = _section(
             "Strategy comparison (seed 002)", "Every allocation strategy: evaluation loss, parameters, accuracy.",
-            tables.strategy_tables(analysis),
+            each(claims.strategy_claims), tables.strategy_tables(analysis),
             _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
         arms = selection.rising_arms(frame)
         if analysis.quantised:  # only where runs on quantised bases exist

@@ -102,6 +102,30 @@ def ablation_claims(analysis: Analysis, setting: str) -> list[str]:
             for r in analysis.ablation.get(setting, []) if r.comparison is not None]
 
 
+def strategy_claims(analysis: Analysis, setting: str) -> list[str]:
+    """BA-LoRA against LoRA in detail, then every strategy's verdict against LoRA in one sentence (the
+    strategy table's Holm adjustment): a loss or a tie is said as such, as for the other tables."""
+    rows = analysis.strategy.get(setting, [])
+    compared = [r for r in rows if r.comparison is not None]
+    if not compared:
+        return []
+    sentences = [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}") for r in _proposed_rows(rows)]
+    by_verdict = {verdict: [r.label for r in compared if r.comparison.verdict == verdict]
+                  for verdict in (stats.BETTER, stats.WORSE, stats.NO_DIFFERENCE)}
+    untested = len(compared) - sum(map(len, by_verdict.values()))
+    best = max(rows, key=lambda r: r.runs["accuracy"].mean())
+    sentences.append(
+        f"{setting}: of {len(compared)} strateg{'y' if len(compared) == 1 else 'ies'} compared with LoRA (paired "
+        f"t-tests on accuracy, Holm-adjusted over the table, α = {stats.ALPHA}), significantly better: "
+        f"{', '.join(by_verdict[stats.BETTER]) or 'none'}; significantly worse: "
+        f"{', '.join(by_verdict[stats.WORSE]) or 'none'}; no significant difference: "
+        f"{', '.join(by_verdict[stats.NO_DIFFERENCE]) or 'none'}"
+        + (f"; {untested} not tested (fewer than 3 matched seeds or the same difference on every seed)"
+           if untested else "")
+        + f". The highest mean accuracy is {best.label}'s, {pct_summary(stats.summarize(best.runs['accuracy']))} %.")
+    return sentences
+
+
 def majority_claims(frame: pd.DataFrame) -> list[str]:
     """Runs that did not get above the majority-class rate (not learnt), per setting."""
     sentences = []
@@ -200,22 +224,31 @@ def _main_verdicts(analysis: Analysis) -> Counter:
 
 def summary_claims(analysis: Analysis) -> list[str]:
     """Verdict counts of BA-LoRA against LoRA over every setting and budget, and the few-shot trends."""
+    return [*_verdict_counts(analysis), *_trend_counts(analysis)]
+
+
+def _verdict_counts(analysis: Analysis) -> list[str]:
     sentences = []
     verdicts = _main_verdicts(analysis)
     if total := sum(verdicts.values()):
         untested = verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE] + verdicts[stats.NO_SPREAD]
-        tested = counted([(verdicts[stats.BETTER], "significantly better{}"),
-                          (verdicts[stats.WORSE], "significantly worse{}"),
-                          (verdicts[stats.NO_DIFFERENCE], "not significantly different{}")], _share(total))
+        tested = counted([(verdicts[stats.BETTER], "significantly better than LoRA{}"),
+                          (verdicts[stats.WORSE], "significantly worse than LoRA{}"),
+                          (verdicts[stats.NO_DIFFERENCE], "not significantly different from LoRA{}")], _share(total))
         why = "fewer than 3 matched seeds, no LoRA runs, or the same difference on every seed"
         opening = (f"Across {total} setting–budget combinations" if total > 1 else
                    "In the one setting–budget combination")
         sentences.append(
             (f"None of the {total} setting–budget combinations could be tested: each had {why}." if total > 1 else
              f"The one setting–budget combination could not be tested: it had {why}.") if not tested else
-            f"{opening}, compared with LoRA, {method_name(PROPOSED)} was {tested} (paired t-tests on matched seeds, "
+            f"{opening}, {method_name(PROPOSED)} was {tested} (paired t-tests on matched seeds, "
             "Holm-adjusted per table, α = 0.05)"
             + (f"; {untested} had {why}, and {'was' if untested == 1 else 'were'} not tested." if untested else "."))
+    return sentences
+
+
+def _trend_counts(analysis: Analysis) -> list[str]:
+    sentences = []
     trends = Counter(t[PROPOSED].verdict for t in analysis.trends.values() if PROPOSED in t)
     if total := sum(trends.values()):
         sentences.append(
@@ -249,7 +282,8 @@ def conclusion_claims(analysis: Analysis) -> list[str]:
     else:
         bottom = (f"The evidence is mixed: BA-LoRA was significantly better than LoRA in {better} of {tested} tested "
                   f"comparisons, significantly worse in {worse}, and not significantly different in the rest.")
-    return [bottom, *_not_learnt(analysis), *summary_claims(analysis)]
+    # the abstract's verdict counts would repeat the bottom line here
+    return [bottom, *_not_learnt(analysis), *_trend_counts(analysis)]
 
 
 def _not_learnt(analysis: Analysis) -> list[str]:

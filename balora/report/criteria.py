@@ -175,5 +175,8 @@ def criteria_summary(criteria: list[Criterion]) -> str:
     def were(mark: str) -> str:
         return "{} " + ("was" if counts[mark] == 1 else "were") + f" {mark}"
 
+    if counts[MET] == 0:  # "4 were not met; none was met" says one thing twice
+        untestable = f" ({counts[NOT_TESTABLE]} of them not testable)" if counts[NOT_TESTABLE] else ""
+        return f"None of seed 000's {len(criteria)} success criteria was met on these runs{untestable}."
     marks = counted([(counts[mark], were(mark)) for mark in (MET, NOT_MET, NOT_TESTABLE)])
-    return f"Of seed 000's {len(criteria)} success criteria, {marks} on these runs" + ("; none was met." if not counts[MET] else ".")
+    return f"Of seed 000's {len(criteria)} success criteria, {marks} on these runs."

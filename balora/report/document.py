@@ -40,16 +40,18 @@ class Table:
     notes: list[str] = field(default_factory=list)
     legend: str = ""  # how to read the statistics columns: long, so the paper states it once instead
     compact: list[str] | None = None  # the columns a page-wide (paper) version keeps; None: all
+    column_notes: dict[str, str] = field(default_factory=dict)  # what a column means, shown while it is
 
     @property
     def captions(self) -> list[str]:
-        return [*self.notes, *([self.legend] if self.legend else [])]
+        explained = [note for column, note in self.column_notes.items() if column in self.columns]
+        return [*explained, *self.notes, *([self.legend] if self.legend else [])]
 
     def select(self, columns: list[str]) -> Table:
-        """The table with only `columns` (in their original order)."""
+        """The table with only `columns` (in their original order), and only those columns' notes."""
         keep = [i for i, c in enumerate(self.columns) if c in columns]
         return Table(self.name, self.title, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows],
-                     self.notes, self.legend)
+                     self.notes, self.legend, column_notes=self.column_notes)
 
 
 @dataclass

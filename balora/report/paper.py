@@ -152,8 +152,9 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
         "ablation": _part([s for setting in analysis.ablation for s in claims.ablation_claims(analysis, setting)],
                           pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), out,
                           "No ablation runs."),
-        "strategy": _part([], pick(*(f"{kind}_{slug(setting)}" for setting in analysis.strategy
-                                     for kind in ("strategy", "params_loss"))), out, "No strategy comparison."),
+        "strategy": _part([s for setting in analysis.strategy for s in claims.strategy_claims(analysis, setting)],
+                          pick(*(f"{kind}_{slug(setting)}" for setting in analysis.strategy
+                                 for kind in ("strategy", "params_loss"))), out, "No strategy comparison."),
         "dynamics": _part(claims.majority_claims(frame) + selection.convergence_claims(selection.rising_arms(frame)),
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),

@@ -149,13 +149,14 @@ def budget_tables(analysis: Analysis) -> list[Table]:
     """Seed 000 Exp. 1: the main methods × budgets against LoRA, per setting."""
     columns = ["Method", "n", "LoRA params", "Final LoRA params", "Head params", "Ranks (Gini)", "Acc. (%)",
                "Majority (%)", "≤ majority", "F1 (%)", *STAT_COLUMNS]
-    note = ("LoRA params: trainable at training time; final: after AdaLoRA's pruning or EVA's redistribution. "
-            "Ranks (Gini): lowest–highest final rank of any module over the seeds, and the mean Gini coefficient "
-            "of the ranks (0 = the same rank everywhere).")
+    explained = {"Final LoRA params": "LoRA params: trainable at training time; final: after AdaLoRA's pruning or "
+                                      "EVA's redistribution.",
+                 "Ranks (Gini)": "Ranks (Gini): lowest–highest final rank of any module over the seeds, and the mean "
+                                 "Gini coefficient of the ranks (0 = the same rank everywhere)."}
     compact = ["Budget", "Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "≤ majority",
                "F1 (%)", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"]
     return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
-                  render(rows, columns), [note, *hidden_differences(rows)], STAT_NOTE, compact)
+                  render(rows, columns), hidden_differences(rows), STAT_NOTE, compact, explained)
             for setting, rows in analysis.main.items()]
 
 
@@ -201,16 +202,18 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
     configuration in the table, and accuracy against LoRA."""
     columns = ["Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Ranks (Gini)", "Acc. (%)",
                "Majority (%)", "≤ majority", *STAT_COLUMNS]
-    note = ("Reduction: 1 − LoRA params / the largest LoRA params in this table. Eval loss: test cross-entropy. "
-            "Ranks (Gini): lowest–highest final rank over the seeds, and the ranks' mean Gini coefficient.")
+    explained = {"Eval loss": "Eval loss: test cross-entropy.",
+                 "Reduction (%)": "Reduction: 1 − LoRA params / the largest LoRA params in this table.",
+                 "Ranks (Gini)": "Ranks (Gini): lowest–highest final rank over the seeds, and the ranks' mean Gini "
+                                 "coefficient."}
     tables = []
     for setting, rows in analysis.strategy.items():
         largest = max(_mean(r, "lora_params") for r in rows)
         reduction = {"Reduction (%)": lambda r, top=largest: f"{100 * (1 - _mean(r, 'lora_params') / top):.1f}"}
         tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
-                            render(rows, columns, reduction), [note, *hidden_differences(rows)], STAT_NOTE,
+                            render(rows, columns, reduction), hidden_differences(rows), STAT_NOTE,
                             ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
-                             "≤ majority", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"]))
+                             "≤ majority", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"], explained))
     return tables
 
 
@@ -224,14 +227,16 @@ def quantised_tables(analysis: Analysis) -> list[Table]:
              "Time / step (s)": lambda r: f"{_mean(r, 'time_per_step'):.3f}",
              "Balance": lambda r: DASH if r.runs["balance"].isna().all() else f"{_mean(r, 'balance'):.3g}"}
     note = ("Arms differ from LoRA only in the frozen base (quant: format; group size 0 = one scale per row), the "
-            "quantisation schedule and the gradient scale. Base fp32 / stored: bytes of the quantised base weights "
-            "(codes, scales, zero-points) against the same weights in fp32. Peak RSS: largest per-phase peak of the "
-            "process. Time / step: training seconds per optimizer step, validation included. Balance: "
-            "‖scaling·B·A‖ / ‖W − Ŵ‖ at the end of training, mean over modules and runs.")
+            "quantisation schedule and the gradient scale.")
+    explained = {"Base fp32 / stored (×)": "Base fp32 / stored: bytes of the quantised base weights (codes, scales, "
+                                           "zero-points) against the same weights in fp32.",
+                 "Peak RSS (MiB)": "Peak RSS: largest per-phase peak of the process.",
+                 "Time / step (s)": "Time / step: training seconds per optimizer step, validation included.",
+                 "Balance": "Balance: ‖scaling·B·A‖ / ‖W − Ŵ‖ at the end of training, mean over modules and runs."}
     return [Table(f"quantised_{slug(setting)}", f"Quantised bases — {setting}", ["Budget", *columns],
                   render(rows, columns, extra), [note], STAT_NOTE,
                   ["Budget", "Method", "n", "Base fp32 / stored (×)", "Peak RSS (MiB)", "Time / step (s)", "Acc. (%)",
-                   "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"])
+                   "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"], explained)
             for setting, rows in analysis.quantised.items()]
 
 
@@ -269,12 +274,17 @@ def cost_tables(analysis: Analysis) -> list[Table]:
                              *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
                              *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
         note = ("Seconds per phase (– where a method has no such phase), mean over the arm's runs in this setting "
-                "and budget; total / LoRA: mean ± std of the ratio to the LoRA run with the same budget and seed; "
-                "peak memory: the largest per-phase peak, mean over runs; steps: optimizer steps; converged: first "
-                "validation step at 95% of the final validation accuracy, mean over runs.")
+                "and budget.")
+        explained = {"Total / LoRA (×)": "Total / LoRA: mean ± std of the ratio to the LoRA run with the same budget "
+                                         "and seed.",
+                     "Peak RSS (MiB)": "Peak memory: the largest per-phase peak, mean over runs.",
+                     "Steps": "Steps: optimizer steps.",
+                     "Converged (step)": "Converged: first validation step at 95% of the final validation accuracy, "
+                                         "mean over runs."}
         compact = ["Budget", "Method", "Runs", "importance (s)", "init (s)", "train (s)", "Total (s)", "Total / LoRA (×)",
                    "Peak RSS (MiB)", "Peak CUDA (MiB)", "Converged (step)"]
-        tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, [note], compact=compact))
+        tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, [note], compact=compact,
+                            column_notes=explained))
     return tables
 
 
