@@ -573,9 +573,10 @@ def test_a_column_note_goes_where_its_column_goes(report_dir: Path):
     from balora.report.document import Table
 
     table = Table("t", "Title", ["Method", "Ranks (Gini)", "Acc. (%)"], [["LoRA", "8–8, G=0.00", "80.0"]],
-                  ["Rows also differ in: nothing."], column_notes={"Ranks (Gini)": "Ranks (Gini): spread."})
-    assert table.captions == ["Ranks (Gini): spread.", "Rows also differ in: nothing."]
-    assert table.select(["Method", "Acc. (%)"]).captions == ["Rows also differ in: nothing."]
+                  ["Rows also differ in: nothing."], column_notes={"Ranks (Gini)": "Ranks (Gini): spread.",
+                                                                   "Acc. (%)": "Acc.: on test."})
+    assert table.captions == ["Ranks (Gini): spread. Acc.: on test.", "Rows also differ in: nothing."]
+    assert table.select(["Method", "Acc. (%)"]).captions == ["Acc.: on test.", "Rows also differ in: nothing."]
     budget = sorted((report_dir / "paper" / "generated" / "tables").glob("budget_*.tex"))
     assert budget
     for tex in budget:

@@ -44,8 +44,8 @@ class Table:
 
     @property
     def captions(self) -> list[str]:
-        explained = [note for column, note in self.column_notes.items() if column in self.columns]
-        return [*explained, *self.notes, *([self.legend] if self.legend else [])]
+        explained = " ".join(note for column, note in self.column_notes.items() if column in self.columns)
+        return [*([explained] if explained else []), *self.notes, *([self.legend] if self.legend else [])]
 
     def select(self, columns: list[str]) -> Table:
         """The table with only `columns` (in their original order), and only those columns' notes."""

@@ -273,9 +273,9 @@ def cost_tables(analysis: Analysis) -> list[Table]:
                              f"{runs['time_total'].mean():.2f}", ratio_cell, count(runs["peak_rss_mib"].mean()),
                              *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
                              *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
-        note = ("Seconds per phase (– where a method has no such phase), mean over the arm's runs in this setting "
-                "and budget.")
-        explained = {"Total / LoRA (×)": "Total / LoRA: mean ± std of the ratio to the LoRA run with the same budget "
+        explained = {"Total (s)": "Seconds per phase (– where a method has no such phase), mean over the arm's runs "
+                                  "in this setting and budget.",
+                     "Total / LoRA (×)": "Total / LoRA: mean ± std of the ratio to the LoRA run with the same budget "
                                          "and seed.",
                      "Peak RSS (MiB)": "Peak memory: the largest per-phase peak, mean over runs.",
                      "Steps": "Steps: optimizer steps.",
@@ -283,7 +283,7 @@ def cost_tables(analysis: Analysis) -> list[Table]:
                                          "mean over runs."}
         compact = ["Budget", "Method", "Runs", "importance (s)", "init (s)", "train (s)", "Total (s)", "Total / LoRA (×)",
                    "Peak RSS (MiB)", "Peak CUDA (MiB)", "Converged (step)"]
-        tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, [note], compact=compact,
+        tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, compact=compact,
                             column_notes=explained))
     return tables
 
