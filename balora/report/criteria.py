@@ -175,6 +175,8 @@ def criteria_summary(criteria: list[Criterion]) -> str:
     def were(mark: str) -> str:
         return "{} " + ("was" if counts[mark] == 1 else "were") + f" {mark}"
 
+    if counts[NOT_TESTABLE] == len(criteria):
+        return f"None of seed 000's {len(criteria)} success criteria could be tested on these runs."
     if counts[MET] == 0:  # "4 were not met; none was met" says one thing twice
         untestable = f" ({counts[NOT_TESTABLE]} of them not testable)" if counts[NOT_TESTABLE] else ""
         return f"None of seed 000's {len(criteria)} success criteria was met on these runs{untestable}."
