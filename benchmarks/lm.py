@@ -9,7 +9,10 @@ ratios, each against a baseline measured in the same invocation:
    batches; SmolLM2's absolute tokens per second are printed too.
 2. Peak RSS of BA-LoRA's importance pass / peak RSS of LoRA's training phase (two `balora train` runs,
    each in a fresh process; target ≤ 1.1).
-3. BA-LoRA's total wall time / LoRA's, same data, steps and evaluation (the same two runs; target ≤ 1.05).
+3. BA-LoRA's total wall time / LoRA's, same data, steps and evaluation (target ≤ 1.05): `--repeats` pairs of
+   runs in turns (LoRA first, then BA-LoRA first, ...), the median of the per-pair ratios. Each run's CPU
+   time (user + system of the child process) is printed too: on a machine shared with other work it moves
+   less than wall time, so a wall-time ratio that its CPU-time ratio does not repeat is load, not BA-LoRA.
 
 The defaults are a small check that fits a loaded 2-core CPU (a few steps, a few importance samples,
 short sequences); the lm preset's size is `--steps 50 --batch-size 8 --max-length 96 --gradient-samples 64
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,8 +35,14 @@ import tempfile
 from pathlib import Path
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(method: str, args: argparse.Namespace, out: Path) -> dict:
-    """One `balora train` run of `method` at the rank-8 budget (γ as in the lm preset)."""
+    """One `balora train` run of `method` at the rank-8 budget (γ as in the lm preset); its result with
+    the child's CPU seconds added as `cpu_seconds`."""
     command = [sys.executable, "-m", "balora.cli", "train", "--method", method, "--budget-rank", "8",
                "--model", args.model, "--dataset", args.dataset, "--train-size", str(args.steps * args.batch_size),
                "--epochs", "1", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
@@ -40,8 +50,24 @@ def run(method: str, args: argparse.Namespace, out: Path) -> dict:
                "--eval-examples", str(args.eval_examples), "--evaluations", "1", "--precision", args.precision,
                "--seed", "42", "--quiet",
                "--out", str(out)]
+    before = _children_cpu()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    return json.loads((out / "result.json").read_text())
+    return json.loads((out / "result.json").read_text()) | {"cpu_seconds": _children_cpu() - before}
+
+
+def paired_runs(args: argparse.Namespace) -> list[tuple[dict, dict]]:
+    """`args.repeats` (LoRA, BA-LoRA) pairs, alternating which runs first so that drifting load falls on both."""
+    pairs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for repeat in range(args.repeats):
+            order = ("lora", "ba_lora") if repeat % 2 == 0 else ("ba_lora", "lora")
+            done = {method: run(method, args, Path(tmp) / f"{method}-{repeat}") for method in order}
+            pairs.append((done["lora"], done["ba_lora"]))
+    return pairs
+
+
+def _phases(result: dict) -> str:
+    return json.dumps({k: round(v, 1) for k, v in result["timings"].items()})
 
 
 def throughput(args: argparse.Namespace) -> tuple[list[float], list[float], int]:
@@ -78,29 +104,33 @@ def main() -> None:
     parser.add_argument("--gradient-samples", type=int, default=8, help="BA-LoRA's importance samples")
     parser.add_argument("--eval-examples", type=int, default=8, help="validation and test examples of each run")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="forward passes of both loops")
-    parser.add_argument("--repeats", type=int, default=2, help="timed passes of each loop")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes of each loop, and pairs of runs")
     args = parser.parse_args()
     from balora.models import quiet_libraries
 
     quiet_libraries()
     ours, bare, tokens = throughput(args)
-    with tempfile.TemporaryDirectory() as tmp:
-        lora = run("lora", args, Path(tmp) / "lora")
-        ba = run("ba_lora", args, Path(tmp) / "ba_lora")
+    pairs = paired_runs(args)
     ours_median, bare_median = statistics.median(ours), statistics.median(bare)
-    importance_peak = ba["memory"]["peak_rss_mib"]["importance"]
-    train_peak = lora["memory"]["peak_rss_mib"]["train"]
+    importance_peak = statistics.median(ba["memory"]["peak_rss_mib"]["importance"] for _, ba in pairs)
+    train_peak = statistics.median(lora["memory"]["peak_rss_mib"]["train"] for lora, _ in pairs)
+    wall = [ba["timings"]["total"] / lora["timings"]["total"] for lora, ba in pairs]
+    cpu = [ba["cpu_seconds"] / lora["cpu_seconds"] for lora, ba in pairs]
     print(f"setting: {args.model} · {args.dataset}, {args.steps} steps of batch {args.batch_size}, max_length "
           f"{args.max_length} ({tokens} tokens per pass), rank-equivalent 8 on every projection, "
           f"{args.gradient_samples} importance samples, {args.eval_examples} eval examples, {args.precision}")
     print(f"balora loop tokens/s {', '.join(f'{t:.1f}' for t in ours)}; bare loop {', '.join(f'{t:.1f}' for t in bare)}")
-    print(f"LoRA    total {lora['timings']['total']:.1f} s  {json.dumps({k: round(v, 1) for k, v in lora['timings'].items()})}")
-    print(f"BA-LoRA total {ba['timings']['total']:.1f} s  {json.dumps({k: round(v, 1) for k, v in ba['timings'].items()})}")
+    for repeat, (lora, ba) in enumerate(pairs):
+        print(f"pair {repeat}: LoRA    total {lora['timings']['total']:.1f} s, CPU {lora['cpu_seconds']:.1f} s  "
+              f"{_phases(lora)}")
+        print(f"pair {repeat}: BA-LoRA total {ba['timings']['total']:.1f} s, CPU {ba['cpu_seconds']:.1f} s  {_phases(ba)}")
     print(f"ratio 1  balora loop / bare PEFT loop tokens per s: {ours_median / bare_median:.3f} "
           f"({ours_median:.1f} / {bare_median:.1f} tokens/s, medians of {args.repeats})")
     print(f"ratio 2  importance-pass / LoRA-train peak RSS:     {importance_peak / train_peak:.3f} "
           f"({importance_peak:.0f} / {train_peak:.0f} MiB)")
-    print(f"ratio 3  BA-LoRA / LoRA wall time:                  {ba['timings']['total'] / lora['timings']['total']:.3f}")
+    print(f"ratio 3  BA-LoRA / LoRA wall time:                  {statistics.median(wall):.3f} "
+          f"(median of {len(wall)} pairs: {', '.join(f'{r:.3f}' for r in wall)}); CPU time "
+          f"{statistics.median(cpu):.3f} ({', '.join(f'{r:.3f}' for r in cpu)})")
 
 
 if __name__ == "__main__":

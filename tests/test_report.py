@@ -464,6 +464,15 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     assert listed in markdown
     paper = (tmp_path / "paper" / "generated" / "lm.tex").read_text()
     assert latex_text(claim) in paper and r"\input{generated/tables/lm_strategy_smollm2_critic_instructions.tex}" in paper
+    # the study's bottom line reaches the abstract and the conclusion, with or without classification runs
+    bottom = f"In instruction tuning (smollm2 · critic_instructions, at the budget of LoRA r=8 on every projection), {verdict}"
+    assert latex_text(bottom) in (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
+    classification = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    build_report(runs + classification, tmp_path / "both", paper_dir=tmp_path / "paper2", figures_too=False)
+    summary = (tmp_path / "both" / "report.md").read_text().split("## Summary")[1].split("\n## ")[0]
+    assert bottom in summary and "BA-LoRA was significantly more accurate than LoRA" in summary
+    for part in ("abstract", "conclusion"):
+        assert latex_text(bottom) in (tmp_path / "paper2" / "generated" / f"{part}.tex").read_text()
 
 
 def test_instruction_tuning_claims_need_three_seeds_and_a_reference(tmp_path: Path):

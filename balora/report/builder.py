@@ -56,6 +56,7 @@ class Report:
     sections: dict[str, list[Block]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     lm_claims: list[str] = field(default_factory=list)  # the instruction-tuning section's sentences
+    lm_bottom_lines: list[str] = field(default_factory=list)  # its BA-LoRA verdicts, for the abstract and summary
 
     def blocks(self, kind: type) -> list:
         return [b for blocks in self.sections.values() for b in blocks if isinstance(b, kind)]
@@ -115,6 +116,9 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         report.missing.append(f"{len(stale)} evaluation runs left out: they ran at a value their cell no longer "
                               "selects (its grid grew past an end after they ran; see the appendix).")
     fig_dir, missing = out / "figures", report.missing
+    lm_blocks = None  # built first: its bottom lines belong in the summary, its section after the others
+    if not causal.empty:
+        lm_blocks, report.lm_claims, report.lm_bottom_lines = lm_section(causal, fig_dir, missing)
     if not frame.empty:
         names = settings(frame)
 
@@ -124,7 +128,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         report.sections["summary"] = _section(
             "Summary", f"{_count(len(frame), 'run')} in {_count(len(names), 'setting')}, "
             f"{_count(frame['arm'].nunique(), 'method')}, seeds {', '.join(map(str, sorted(frame['seed'].unique())))}.",
-            [*claims.conclusion_claims(analysis), criteria_summary(report.criteria)])
+            [*claims.conclusion_claims(analysis), *report.lm_bottom_lines, criteria_summary(report.criteria)])
         report.sections["criteria"] = _section(
             "Seed 000's success criteria", "Each of the seed's criteria for Experiments 1 and 2, decided by a test on the "
             "comparisons below and marked met, not met or not testable.",
@@ -180,8 +184,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         report.sections["cost"] = _section(
             "Cost", "Wall time per phase and peak memory.",
             [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))
-    if not causal.empty:
-        report.sections["lm"], report.lm_claims = lm_section(causal, fig_dir, missing)
+    if lm_blocks is not None:
+        report.sections["lm"] = lm_blocks
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
     labels = selection.arm_labels(frame)
     report.sections["tuning"] = _section(

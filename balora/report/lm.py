@@ -163,6 +163,16 @@ def lm_claims(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Compar
     return sentences
 
 
+def abstract_claim(setting: str, compared: dict[str, stats.Comparison]) -> list[str]:
+    """The study's bottom line in one sentence, for the abstract and the summary: BA-LoRA against LoRA r=8."""
+    c = compared.get(PROPOSED)
+    if c is None or REFERENCE not in compared:
+        return []
+    numbers = f" (Δ test loss {loss_delta(c)[0]:+.4f}, Holm-adjusted {p_text(c.p_holm)})" if c.tested else ""
+    return [f"In instruction tuning ({setting}, at the budget of LoRA r=8 on every projection), "
+            f"{_verdict_words(c, PROPOSED)}{numbers}."]
+
+
 def _generations(runs: pd.DataFrame) -> list[str]:
     """The stored greedy responses of the first seed's LoRA r=8 and BA-LoRA runs."""
     lines = []
@@ -177,13 +187,14 @@ def _generations(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list[Block], list[str]]:
+def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list[Block], list[str], list[str]]:
     """Heading, claims, table, figures and generations for every (model, dataset) of causal-LM runs in
-    `frame`; and the claims alone (the paper's sentences)."""
+    `frame`; the claims alone (the paper's sentences); and each study's bottom line (`abstract_claim`)."""
     blocks: list[Block] = [Heading(2, "Instruction tuning (seed 002)"), Paragraph(
         "Causal-LM fine-tuning on instruction data: fixed ranks, attention-only and MLP-only placements, and the "
         "adaptive strategies at the budget of fixed rank 8 on all layers, by evaluation loss and perplexity.")]
     sentences: list[str] = []
+    bottom_lines: list[str] = []
     for (model, dataset), runs in selected_runs(frame).groupby(["model", "dataset"], sort=False):
         setting = f"{model} · {dataset}"
         compared = compare_with_lora(runs)
@@ -193,6 +204,7 @@ def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list
             missing.append(f"Rank-per-layer figure, {setting}: no allocations recorded.")
         blocks += [Bullets(claims), strategy_table(runs, setting, compared), *figs]
         sentences += claims
+        bottom_lines += abstract_claim(setting, compared)
         if generations := _generations(runs):
             blocks += [Paragraph("Greedy responses to fixed test prompts, stored with each run:"), Bullets(generations)]
-    return blocks, sentences
+    return blocks, sentences, bottom_lines

@@ -135,9 +135,11 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
 
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     return {
-        "abstract": _part([*claims.summary_claims(analysis), criteria_summary(report.criteria)], [], out,
+        "abstract": _part([*claims.summary_claims(analysis), *report.lm_bottom_lines, criteria_summary(report.criteria)],
+                          [], out,
                           "No comparison with LoRA was possible."),
-        "conclusion": _part([*claims.conclusion_claims(analysis), criteria_summary(report.criteria)], [], out, ""),
+        "conclusion": _part([*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
+                             criteria_summary(report.criteria)], [], out, ""),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
         "criteria": _part([c.sentence for c in report.criteria], pick("criteria"), out, ""),
         "budget": _part(claims.budget_claims(analysis, primary), pick(f"budget_{key}", f"pareto_{key}"), out,
@@ -175,6 +177,7 @@ def write_generated(report: Report | None, paper_dir: Path) -> Path:
     elif report.analysis.frame.empty:  # causal-LM runs only
         (out / "results.tex").write_text(_macro_file(dict.fromkeys(MACROS, "n/a")))
         parts = dict.fromkeys(PARTS, "No classification results were available when this paper was generated.\n")
+        parts["abstract"] = parts["conclusion"] = _sentences(report.lm_bottom_lines) + parts["abstract"]
     else:
         (out / "results.tex").write_text(_macro_file(macros(report.analysis.frame)))
         parts = _parts(report, out)
