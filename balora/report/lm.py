@@ -163,8 +163,9 @@ def lm_claims(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Compar
     return sentences
 
 
-def abstract_claim(setting: str, compared: dict[str, stats.Comparison]) -> list[str]:
-    """The study's bottom line in one sentence, for the abstract and the summary: BA-LoRA against LoRA r=8."""
+def bottom_line(setting: str, compared: dict[str, stats.Comparison]) -> list[str]:
+    """The study's bottom line, for the abstract and the summary: BA-LoRA against LoRA r=8 in one sentence
+    (none without both)."""
     c = compared.get(PROPOSED)
     if c is None or REFERENCE not in compared:
         return []
@@ -189,7 +190,7 @@ def _generations(runs: pd.DataFrame) -> list[str]:
 
 def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list[Block], list[str], list[str]]:
     """Heading, claims, table, figures and generations for every (model, dataset) of causal-LM runs in
-    `frame`; the claims alone (the paper's sentences); and each study's bottom line (`abstract_claim`)."""
+    `frame`; the claims alone (the paper's sentences); and each study's bottom line (`bottom_line`)."""
     blocks: list[Block] = [Heading(2, "Instruction tuning (seed 002)"), Paragraph(
         "Causal-LM fine-tuning on instruction data: fixed ranks, attention-only and MLP-only placements, and the "
         "adaptive strategies at the budget of fixed rank 8 on all layers, by evaluation loss and perplexity.")]
@@ -204,7 +205,7 @@ def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list
             missing.append(f"Rank-per-layer figure, {setting}: no allocations recorded.")
         blocks += [Bullets(claims), strategy_table(runs, setting, compared), *figs]
         sentences += claims
-        bottom_lines += abstract_claim(setting, compared)
+        bottom_lines += bottom_line(setting, compared)
         if generations := _generations(runs):
             blocks += [Paragraph("Greedy responses to fixed test prompts, stored with each run:"), Bullets(generations)]
     return blocks, sentences, bottom_lines

@@ -136,8 +136,7 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     return {
         "abstract": _part([*claims.summary_claims(analysis), *report.lm_bottom_lines, criteria_summary(report.criteria)],
-                          [], out,
-                          "No comparison with LoRA was possible."),
+                          [], out, "No comparison with LoRA was possible."),
         "conclusion": _part([*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
                              criteria_summary(report.criteria)], [], out, ""),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
