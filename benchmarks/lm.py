@@ -20,7 +20,7 @@ short sequences); the lm preset's size is `--steps 50 --batch-size 8 --max-lengt
 
 Usage: python benchmarks/lm.py [--model smollm2] [--dataset critic_instructions] [--steps 4]
                                [--batch-size 4] [--max-length 48] [--gradient-samples 8]
-                               [--eval-examples 8] [--precision fp32] [--repeats 2]
+                               [--eval-examples 8] [--precision fp32] [--repeats 2] [--part all]
 """
 
 from __future__ import annotations
@@ -105,33 +105,38 @@ def main() -> None:
     parser.add_argument("--eval-examples", type=int, default=8, help="validation and test examples of each run")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="forward passes of both loops")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes of each loop, and pairs of runs")
+    parser.add_argument("--part", choices=["all", "loops", "runs"], default="all",
+                        help="loops: ratio 1 only; runs: ratios 2 and 3 only (the preset's size takes an hour for both)")
     args = parser.parse_args()
     from balora.models import quiet_libraries
 
     quiet_libraries()
-    ours, bare, tokens = throughput(args)
-    pairs = paired_runs(args)
-    ours_median, bare_median = statistics.median(ours), statistics.median(bare)
-    importance_peak = statistics.median(ba["memory"]["peak_rss_mib"]["importance"] for _, ba in pairs)
-    train_peak = statistics.median(lora["memory"]["peak_rss_mib"]["train"] for lora, _ in pairs)
-    wall = [ba["timings"]["total"] / lora["timings"]["total"] for lora, ba in pairs]
-    cpu = [ba["cpu_seconds"] / lora["cpu_seconds"] for lora, ba in pairs]
-    print(f"setting: {args.model} · {args.dataset}, {args.steps} steps of batch {args.batch_size}, max_length "
-          f"{args.max_length} ({tokens} tokens per pass), rank-equivalent 8 on every projection, "
-          f"{args.gradient_samples} importance samples, {args.eval_examples} eval examples, {args.precision}")
-    print(f"balora loop tokens/s {', '.join(f'{t:.1f}' for t in ours)}; bare loop {', '.join(f'{t:.1f}' for t in bare)}")
-    for repeat, (lora, ba) in enumerate(pairs):
-        print(f"pair {repeat}: LoRA    total {lora['timings']['total']:.1f} s, CPU {lora['cpu_seconds']:.1f} s  "
-              f"{_phases(lora)}")
-        print(f"pair {repeat}: BA-LoRA total {ba['timings']['total']:.1f} s, CPU {ba['cpu_seconds']:.1f} s  {_phases(ba)}")
-    print(f"ratio 1  balora loop / bare PEFT loop tokens per s: {ours_median / bare_median:.3f} "
-          f"({ours_median:.1f} / {bare_median:.1f} tokens/s, medians of {args.repeats})")
-    print(f"ratio 2  importance-pass / LoRA-train peak RSS:     {importance_peak / train_peak:.3f} "
-          f"({importance_peak:.0f} / {train_peak:.0f} MiB)")
-    print(f"ratio 3  BA-LoRA / LoRA wall time:                  {statistics.median(wall):.3f} "
-          f"(median of {len(wall)} pairs: {', '.join(f'{r:.3f}' for r in wall)}); CPU time "
-          f"{statistics.median(cpu):.3f} ({', '.join(f'{r:.3f}' for r in cpu)})")
-
+    setting = (f"setting: {args.model} · {args.dataset}, {args.steps} steps of batch {args.batch_size}, max_length "
+               f"{args.max_length}, rank-equivalent 8 on every projection, {args.gradient_samples} importance samples, "
+               f"{args.eval_examples} eval examples, {args.precision}")
+    print(setting, flush=True)
+    if args.part in ("all", "loops"):
+        ours, bare, tokens = throughput(args)
+        ours_median, bare_median = statistics.median(ours), statistics.median(bare)
+        print(f"balora loop tokens/s {', '.join(f'{t:.1f}' for t in ours)}; bare loop "
+              f"{', '.join(f'{t:.1f}' for t in bare)} ({tokens} tokens per pass)")
+        print(f"ratio 1  balora loop / bare PEFT loop tokens per s: {ours_median / bare_median:.3f} "
+              f"({ours_median:.1f} / {bare_median:.1f} tokens/s, medians of {args.repeats})", flush=True)
+    if args.part in ("all", "runs"):
+        pairs = paired_runs(args)
+        importance_peak = statistics.median(ba["memory"]["peak_rss_mib"]["importance"] for _, ba in pairs)
+        train_peak = statistics.median(lora["memory"]["peak_rss_mib"]["train"] for lora, _ in pairs)
+        wall = [ba["timings"]["total"] / lora["timings"]["total"] for lora, ba in pairs]
+        cpu = [ba["cpu_seconds"] / lora["cpu_seconds"] for lora, ba in pairs]
+        for repeat, (lora, ba) in enumerate(pairs):
+            for name, result in (("LoRA   ", lora), ("BA-LoRA", ba)):
+                print(f"pair {repeat}: {name} total {result['timings']['total']:.1f} s, CPU {result['cpu_seconds']:.1f} s"
+                      f"  {_phases(result)}")
+        print(f"ratio 2  importance-pass / LoRA-train peak RSS:     {importance_peak / train_peak:.3f} "
+              f"({importance_peak:.0f} / {train_peak:.0f} MiB)")
+        print(f"ratio 3  BA-LoRA / LoRA wall time:                  {statistics.median(wall):.3f} "
+              f"(median of {len(wall)} pairs: {', '.join(f'{r:.3f}' for r in wall)}); CPU time "
+              f"{statistics.median(cpu):.3f} ({', '.join(f'{r:.3f}' for r in cpu)})")
 
 if __name__ == "__main__":
     main()
