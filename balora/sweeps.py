@@ -66,17 +66,36 @@ class Selection:
     summary: str
 
 
-def grown_tune(p: Planned, store: ResultsStore) -> tuple[Tune, list[dict[str, Any]] | None]:
-    """The grid of `p`'s cell as grown so far (`Tune.grown`, from its stored tuning runs: the same answer
-    however often a sweep is interrupted), and the results of its tuning runs; None for those while any
-    of them is not done."""
-    tune = p.tune
+def tuned_cells(spec: Spec) -> dict[str, list[Planned]]:
+    """The evaluation runs of each tuned cell, by cell key."""
+    cells: dict[str, list[Planned]] = {}
+    for p in spec.runs:
+        if p.tune is not None:
+            cells.setdefault(p.cell, []).append(p)
+    return cells
+
+
+def cell_results(cell: list[Planned], tune: Tune, store: ResultsStore) -> list[dict[str, Any]] | None:
+    """The results of a cell's tuning runs under `tune` and of its evaluation runs done at any of its
+    candidates (which count only if they ended at chance, `balora.tuning.at_chance`); None while any of
+    the tuning runs is not done."""
+    records = [store.get(config.key()) for config in cell[0].tuning_configs(tune)]
+    if any(r is None or r.status != "done" for r in records):
+        return None
+    evaluations = [store.get(replace(p.config, **candidate).key()) for p in cell for candidate in tune.candidates()]
+    return [r.result for r in records] + [r.result for r in evaluations if r is not None and r.status == "done"]
+
+
+def grown_tune(cell: list[Planned], store: ResultsStore) -> tuple[Tune, list[dict[str, Any]] | None]:
+    """The grid of a cell as grown so far (`Tune.grown`, from its stored runs: the same answer however often
+    a sweep is interrupted), and the cell's results (`cell_results`); None for those while any of its
+    tuning runs is not done."""
+    tune = cell[0].tune
     while True:
-        records = [store.get(config.key()) for config in p.tuning_configs(tune)]
-        if any(r is None or r.status != "done" for r in records):
+        results = cell_results(cell, tune, store)
+        if results is None:
             return tune, None
-        results = [r.result for r in records]
-        bigger = tune.grown(choose(score(results)).candidate, p.tune)
+        bigger = tune.grown(choose(score(results)).candidate, cell[0].tune)
         if bigger is None:
             return tune, results
         tune = bigger
@@ -84,28 +103,28 @@ def grown_tune(p: Planned, store: ResultsStore) -> tuple[Tune, list[dict[str, An
 
 def grown_tunes(spec: Spec, store: ResultsStore) -> dict[str, Tune]:
     """Every cell whose grid may grow, with its grid as grown so far (for `Spec.tuning_runs`)."""
-    return {p.cell: grown_tune(p, store)[0] for p in spec.runs if p.tune is not None and p.tune.extend}
+    return {key: grown_tune(cell, store)[0] for key, cell in tuned_cells(spec).items() if cell[0].tune.extend}
 
 
 def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
-    """Each tuned cell's selection, recomputed from the stored tuning runs (see `balora.tuning`)."""
+    """Each tuned cell's selection, recomputed from the stored runs (see `balora.tuning`)."""
     selections: dict[str, Selection] = {}
-    for p in spec.runs:
-        if p.tune is None or p.cell in selections:
-            continue
-        tune, results = grown_tune(p, store)
+    for key, cell in tuned_cells(spec).items():
+        p = cell[0]
+        tune, results = grown_tune(cell, store)
         if results is None:
             keys = [config.key() for config in p.tuning_configs(tune)]
             waiting = sum(store.status(key) != "done" for key in keys)
-            selections[p.cell] = Selection(p, None, f"{waiting} of {len(keys)} tuning runs not done")
+            selections[key] = Selection(p, None, f"{waiting} of {len(keys)} tuning runs not done")
             continue
         scores = score(results)
         best = choose(scores)
         measure = "loss" if best.by_loss else "accuracy"
         listed = ", ".join(f"{'/'.join(map(str, s.candidate))}: {s.mean_loss if s.by_loss else s.mean:.4f}"
+                           + ("" if s.admissible else f" (at chance: seed {', '.join(map(str, s.at_chance))})")
                            for s in scores)
-        selections[p.cell] = Selection(p, dict(zip(tune.fields, best.candidate)),
-                                       f"mean final validation {measure} over seeds {tune.seeds}: {listed}")
+        selections[key] = Selection(p, dict(zip(tune.fields, best.candidate)),
+                                    f"mean final validation {measure} over seeds {tune.seeds}: {listed}")
     return selections
 
 
@@ -198,22 +217,34 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
         started, inside_runs = time.perf_counter(), [0.0]
         executor = _executor(backend, workers, ray_address)
         try:
-            # Tuning, then again for the candidates of every grid that grew past an end, until none grows.
-            tuning, seen = spec.tuning_runs(), set()
-            while new := [p for p in tuning if p.config.key() not in seen]:
-                seen |= {p.config.key() for p in new}
-                _run_phase(store, executor, spec.name, "tuning", new, runs_dir, rerun_failed, counts, inside_runs,
-                           results_dir)
-                tuning = spec.tuning_runs(grown_tunes(spec, store))
-            selections = select(spec, store)
-            for selection in selections.values():
-                chosen = selection.chosen and " ".join(f"{k}={v}" for k, v in selection.chosen.items())
-                tqdm.write(f"{'selected ' + chosen if chosen else 'awaiting selection'} for "
-                           f"{_describe(selection.planned.config).rsplit(' seed', 1)[0].strip()}: {selection.summary}")
-            ready, awaiting = evaluation_runs(spec, selections)
-            counts["awaiting"] = len(awaiting)
-            _run_phase(store, executor, spec.name, "evaluation" if seen else "", ready, runs_dir, rerun_failed,
-                       counts, inside_runs, results_dir)
+            # Tuning, then again for the candidates of every grid that grew past an end; then the evaluation
+            # runs at each cell's selection, then again wherever one ended at chance and the cell selected anew.
+            seen: set[str] = set()
+            tuned, announced = False, set()
+            while True:
+                tuning = [p for p in spec.tuning_runs(grown_tunes(spec, store)) if p.config.key() not in seen]
+                if tuning:
+                    seen |= {p.config.key() for p in tuning}
+                    tuned = True
+                    _run_phase(store, executor, spec.name, "tuning", tuning, runs_dir, rerun_failed, counts,
+                               inside_runs, results_dir)
+                    continue
+                selections = select(spec, store)
+                for selection in selections.values():
+                    chosen = selection.chosen and " ".join(f"{k}={v}" for k, v in selection.chosen.items())
+                    line = (f"{'selected ' + chosen if chosen else 'awaiting selection'} for "
+                            f"{_describe(selection.planned.config).rsplit(' seed', 1)[0].strip()}: {selection.summary}")
+                    if line not in announced:
+                        announced.add(line)
+                        tqdm.write(line)
+                ready, awaiting = evaluation_runs(spec, selections)
+                counts["awaiting"] = len(awaiting)
+                evaluation = [p for p in ready if p.config.key() not in seen]
+                if not evaluation:
+                    break
+                seen |= {p.config.key() for p in evaluation}
+                _run_phase(store, executor, spec.name, "evaluation" if tuned else "", evaluation, runs_dir,
+                           rerun_failed, counts, inside_runs, results_dir)
         finally:
             executor.close()
     wall = time.perf_counter() - started

@@ -3,7 +3,11 @@
 A tuned grid names candidate values for one or more run fields (usually `learning_rate`) and tuning
 seeds. For each cell, i.e. each method × setting × budget (everything that defines a run except the
 seed and the tuned fields), every candidate is trained once per tuning seed as a *tuning run*
-(`RunConfig.tuning`, scored on validation only). The selected candidate is the one with:
+(`RunConfig.tuning`, scored on validation only). A candidate is *admissible* unless a run at it, on a
+tuning seed or (once they have run) on an evaluation seed, ended at chance on validation (`at_chance`:
+it predicts one class whatever the input, so it has not learnt the task, and a method's mean over
+seeds would average a failure to train with real results). Among the admissible candidates (all of
+them when none is) the selected one is the one with:
 
 1. the highest mean over tuning seeds of the final validation accuracy (the last point of the
    validation curve, i.e. the model that training returns, which is the one a test would score);
@@ -20,7 +24,10 @@ A causal LM has no accuracy: it is selected on the lowest mean final validation 
 cross-entropy on response tokens), ties again going to the smallest candidate.
 
 The evaluation runs (every seed) then run only at the selected values; they record the tuned field
-names in `RunConfig.tuned`, so the report knows that those values were selected, not fixed.
+names in `RunConfig.tuned`, so the report knows that those values were selected, not fixed. Where one
+of them ends at chance on validation, its candidate is no longer admissible: the cell selects again,
+its evaluation runs run at the new value, and those at the old one are `superseded`. The rule reads
+validation only, never test, and holds for every arm alike.
 
 Convergence: an arm is *still rising* when the mean over its seeds of the validation accuracy at the
 last evaluation exceeds the best mean at any earlier evaluation (step 0 included) by more than
@@ -41,6 +48,7 @@ from typing import Any
 from balora.config import protocol
 
 RISING_TOLERANCE = 0.005
+AT_CHANCE_TOLERANCE = 0.02
 TIE = 1e-9
 
 
@@ -101,6 +109,15 @@ def final_validation(result: dict[str, Any]) -> dict[str, float]:
     return result["curves"]["validation"][-1][1]
 
 
+def at_chance(result: dict[str, Any]) -> bool:
+    """Whether a classifier's final validation balanced accuracy (macro recall) is within
+    `AT_CHANCE_TOLERANCE` (2 pp) of chance, 1 / number of classes: what a model gets that predicts (nearly)
+    one class whatever the input, whichever class that is and however unbalanced the split. False for a
+    run without it (a causal LM)."""
+    final, labels = final_validation(result), result.get("data", {}).get("labels")
+    return "recall" in final and bool(labels) and float(final["recall"]) <= 1 / len(labels) + AT_CHANCE_TOLERANCE
+
+
 def still_rising(curves: list[list[tuple[int, float]]], tolerance: float = RISING_TOLERANCE) -> bool:
     """Whether the mean curve over seeds (curves aligned by evaluation index) ends more than `tolerance`
     above its best earlier point; False when there is no earlier point to compare with."""
@@ -117,12 +134,18 @@ def accuracy_curve(result: dict[str, Any]) -> list[tuple[int, float]]:
 
 @dataclass
 class Score:
-    """One candidate of one cell: final validation accuracy and loss per tuning seed."""
+    """One candidate of one cell: final validation accuracy and loss per tuning seed, and the seeds (tuning
+    or evaluation) whose run ended at chance on validation."""
 
     candidate: tuple
     accuracy: dict[int, float] = field(default_factory=dict)  # by seed
     loss: dict[int, float] = field(default_factory=dict)
     curves: list[list[tuple[int, float]]] = field(default_factory=list)
+    at_chance: list[int] = field(default_factory=list)
+
+    @property
+    def admissible(self) -> bool:
+        return not self.at_chance
 
     @property
     def mean(self) -> float:
@@ -156,16 +179,23 @@ class Score:
 
 
 def score(results: list[dict[str, Any]]) -> list[Score]:
-    """Scores of the candidates among the tuning runs of one cell, in candidate order."""
+    """Scores of the candidates among the tuning runs of one cell, in candidate order. The cell's evaluation
+    runs among `results` count only where they ended at chance (`Score.at_chance`)."""
     scores: dict[tuple, Score] = {}
     for result in results:
         config = result["config"]
+        if not config.get("tuning"):
+            continue
         entry = scores.setdefault(candidate_of(config), Score(candidate_of(config)))
         final = final_validation(result)
         entry.loss[int(config["seed"])] = float(final["loss"])
         if "accuracy" in final:  # a classifier (a causal LM is scored on loss alone)
             entry.accuracy[int(config["seed"])] = float(final["accuracy"])
             entry.curves.append(accuracy_curve(result))
+    for result in results:
+        entry = scores.get(candidate_of(result["config"]))
+        if entry is not None and at_chance(result):
+            entry.at_chance.append(int(result["config"]["seed"]))
     return sorted(scores.values(), key=lambda s: _order(s.candidate))
 
 
@@ -174,9 +204,9 @@ def _order(candidate: tuple) -> tuple:
 
 
 def choose(scores: list[Score]) -> Score:
-    """The selected candidate: best mean accuracy (a causal LM: none), then lowest mean loss, then the smallest
-    (module docstring)."""
-    return min(scores, key=lambda s: (s.objective(), _order(s.candidate)))
+    """The selected candidate: among the admissible ones (all when none is), best mean accuracy (a causal LM:
+    none), then lowest mean loss, then the smallest (module docstring)."""
+    return min([s for s in scores if s.admissible] or scores, key=lambda s: (s.objective(), _order(s.candidate)))
 
 
 @dataclass
@@ -203,11 +233,15 @@ class CellTuning:
 
 
 def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
-    """Group stored tuning runs by cell and select each cell's candidate, as the sweep does."""
+    """Group stored tuning runs (and the evaluation runs of their cells) by cell and select each cell's
+    candidate, as the sweep does."""
     cells: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         if result["config"].get("tuning"):
             cells.setdefault(cell_key(result["config"]), []).append(result)
+    for result in results:
+        if not result["config"].get("tuning") and result["config"].get("tuned") and cell_key(result["config"]) in cells:
+            cells[cell_key(result["config"])].append(result)
     out = []
     for key, runs in cells.items():
         scores = score(runs)
@@ -218,7 +252,8 @@ def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
 
 def superseded(results: list[dict[str, Any]]) -> set[str]:
     """Keys of the evaluation runs among `results` at tuned values their cell no longer selects: the cell's
-    grid grew after they ran (`Tune.grown`) and the stored tuning runs now select another candidate."""
+    grid grew after they ran (`Tune.grown`) and the stored tuning runs now select another candidate, or one
+    of them ended at chance on validation, so that their value is no longer admissible."""
     selected = {cell.cell: cell.selected.candidate for cell in tuning_cells(results)}
     return {str(r.get("key")) for r in results
             if not r["config"].get("tuning") and r["config"].get("tuned")

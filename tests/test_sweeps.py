@@ -22,7 +22,7 @@ from balora.estimate import Estimator
 from balora.specs import PRESETS, load_spec, seed003_preset
 from balora.store import ResultsStore
 from balora.sweeps import results_table, run_sweep
-from balora.tuning import tuning_cells
+from balora.tuning import superseded, tuning_cells
 
 
 def write_spec(tmp_path: Path, model_dir: Path, csv: Path, grids: str, extra_base: str = "") -> Path:
@@ -349,6 +349,30 @@ def test_a_grid_grows_where_the_selection_lies_at_its_end_then_evaluates_the_fin
     capsys.readouterr()
     assert main(["sweep", str(spec), "--db", db, "--dry-run"]) == 0
     assert "tuning        5 runs: 5 done, 0 to run" in capsys.readouterr().out
+
+
+def test_an_evaluation_run_at_chance_makes_the_cell_select_again_and_evaluate_the_new_value(
+        tmp_path, tiny_model_dir, tiny_csv, monkeypatch, capsys):
+    """The first value evaluated has a seed whose run ends at chance on validation (simulated): the same sweep
+    selects the other value and evaluates it; resuming runs nothing, and the report compares the new value."""
+    first: dict[str, float] = {}
+    monkeypatch.setattr("balora.tuning.at_chance", lambda r: not r["config"]["tuning"] and r["config"]["seed"] == 2
+                        and r["config"]["learning_rate"] == first.setdefault("lr", r["config"]["learning_rate"]))
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2]\n"
+                      "tune: {learning_rate: [1.0e-4, 5.0e-2], seeds: [7]}\n")
+    db, runs = str(tmp_path / "r.db"), str(tmp_path / "runs")
+    counts = run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)
+    assert (counts["done"], counts["failed"], counts["awaiting"]) == (6, 0, 0)
+    with ResultsStore(db) as store:
+        results = [r.result for r in store.runs(status="done")]
+    evaluated = sorted((r["config"]["learning_rate"], r["config"]["seed"]) for r in results if not r["config"]["tuning"])
+    second = ({1e-4, 5e-2} - {first["lr"]}).pop()
+    assert evaluated == sorted([(first["lr"], 1), (first["lr"], 2), (second, 1), (second, 2)])
+    assert [c.selected.candidate for c in tuning_cells(results)] == [(second,)]
+    assert superseded(results) == {r["key"] for r in results if r["config"]["learning_rate"] == first["lr"]
+                                                and not r["config"]["tuning"]}
+    assert "(at chance: seed 2)" in capsys.readouterr().out
+    assert run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)["done"] == 0
 
 
 @pytest.mark.parametrize("extend", ["-1", "two", "true"])

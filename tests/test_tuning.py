@@ -17,15 +17,18 @@ from balora.config import KEYED_WHEN_SET, RunConfig
 from balora.report import build_report
 from balora.report.selection import selection_claims, tuning_table
 from balora.report.tables import DASH
-from balora.tuning import Tune, cell_key, choose, score, still_rising, superseded, tuning_cells
+from balora.tuning import Tune, at_chance, cell_key, choose, score, still_rising, superseded, tuning_cells
 
 
 def tuning_result(lr: float, seed: int, accuracy: float, loss: float = 0.5, method: str = "lora",
-                  curve: tuple[float, ...] = (0.5, 0.6)) -> dict:
-    """A stored tuning run as far as selection reads it: config and validation curve."""
+                  curve: tuple[float, ...] = (0.5, 0.6), recall: float | None = None) -> dict:
+    """A stored tuning run as far as selection reads it: config and validation curve (with `recall`, the
+    balanced accuracy of a binary classifier at the last point)."""
     config = RunConfig(method=method, learning_rate=lr, seed=seed, tuned=["learning_rate"], tuning=True).to_dict()
     points = [[10 * i, {"accuracy": a, "loss": loss}] for i, a in enumerate((*curve, accuracy))]
-    return {"config": config, "curves": {"validation": points}}
+    if recall is not None:
+        points[-1][1]["recall"] = recall
+    return {"config": config, "curves": {"validation": points}, "data": {"labels": ["negative", "positive"]}}
 
 
 def test_the_best_mean_validation_accuracy_over_tuning_seeds_is_selected():
@@ -48,6 +51,59 @@ def test_the_best_mean_validation_accuracy_over_tuning_seeds_is_selected():
 def test_ties_are_broken_by_validation_loss_then_by_the_smaller_value(runs, expected):
     assert choose(score(runs)).candidate == expected
     assert choose(score(list(reversed(runs)))).candidate == expected
+
+
+@pytest.mark.parametrize("recall, labels, expected", [
+    (0.5, 2, True), (0.5014, 2, True), (0.52, 2, True), (0.53, 2, False), (0.79, 2, False),
+    (0.12, 10, True), (0.13, 10, False), (None, 2, False),  # a run without balanced accuracy: a causal LM
+])
+def test_a_run_is_at_chance_when_its_balanced_validation_accuracy_is_within_2_pp_of_chance(recall, labels, expected):
+    result = tuning_result(1e-3, 0, 0.58, recall=recall)
+    result["data"]["labels"] = [str(i) for i in range(labels)]
+    assert at_chance(result) is expected
+
+
+def test_a_value_at_which_a_tuning_seed_ended_at_chance_is_not_selected():
+    """2e-3 has the best mean, but on seed 1 it predicted one class (balanced accuracy 0.5): not admissible."""
+    runs = [tuning_result(1e-3, 0, 0.78, recall=0.78), tuning_result(1e-3, 1, 0.78, recall=0.78),
+            tuning_result(2e-3, 0, 0.99, recall=0.99), tuning_result(2e-3, 1, 0.58, recall=0.5)]
+    scores = score(runs)
+    assert scores[1].at_chance == [1] and not scores[1].admissible
+    assert choose(scores).candidate == (1e-3,)
+
+
+def test_when_every_value_ended_at_chance_somewhere_the_best_mean_is_selected_regardless():
+    runs = [tuning_result(1e-3, 0, 0.57, recall=0.5), tuning_result(2e-3, 0, 0.58, recall=0.51)]
+    assert choose(score(runs)).candidate == (2e-3,)
+
+
+def test_an_evaluation_seed_at_chance_makes_its_value_inadmissible_and_its_runs_superseded(tmp_path: Path):
+    """The cell selected 8e-3 on its tuning seeds; evaluation seed 44 at 8e-3 then stayed at one class on
+    validation, so 4e-3 is selected and compared, and the report says why 8e-3's runs are left out."""
+    cell = make_result("lora", 8, 64, 42)["config"]
+    tuning = [dict(run, config={**run["config"], **cell, "learning_rate": lr, "seed": seed, "tuning": True,
+                                "tuned": ["learning_rate"]})
+              for lr, accuracy in ((2e-3, 0.70), (4e-3, 0.75), (8e-3, 0.80)) for seed in (0, 1)
+              for run in [tuning_result(lr, seed, accuracy, recall=accuracy)]]
+    first = [dict(_selected(make_result("lora", 8, 64, s), 8e-3), key=f"first-{s}") for s in (42, 43, 44)]
+    first[2]["curves"]["validation"][-1][1]["recall"] = 0.5014
+    first[2]["data"]["labels"] = ["negative", "positive"]
+    again = [dict(_selected(make_result("lora", 8, 64, s), 4e-3), key=f"again-{s}") for s in (42, 43, 44)]
+    assert [c.selected.candidate for c in tuning_cells(tuning + first[:2])] == [(8e-3,)]
+    assert [c.selected.candidate for c in tuning_cells(tuning + first)] == [(4e-3,)]
+    assert superseded(tuning + first + again) == {"first-42", "first-43", "first-44"}
+    build_report(tuning + first + again, tmp_path, paper_dir=tmp_path / "paper", figures_too=False)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "a run at that value ended at chance on validation" in markdown
+    assert "1 candidate value was not admissible, because a run at it ended at chance on validation: LoRA" in markdown
+    assert "lr=0.008 (seed 44)" in markdown
+    assert "In 1 of 1 cells that value had the best mean, so the cell selected its best admissible value instead" \
+        in markdown
+    appendix = markdown.split("**Selection on validation")[1].split("\n\n")[1]
+    assert "| 75.00 ± 0.00 * ↑ | 80.00 ± 0.00 ✗ ↑ | 2 | lr=0.004 |" in appendix
+    assert "✗: not admissible, since a run at this value" in markdown
+    paper = (tmp_path / "paper" / "generated" / "selection.tex").read_text()
+    assert "A candidate is admissible only if no run at it" in paper and "lr=0.008 (seed 44)" in paper
 
 
 def lm_tuning_result(lr: float, seed: int, loss: float) -> dict:

@@ -57,6 +57,7 @@ class Report:
     missing: list[str] = field(default_factory=list)
     lm_claims: list[str] = field(default_factory=list)  # the instruction-tuning section's sentences
     lm_bottom_lines: list[str] = field(default_factory=list)  # its BA-LoRA verdicts, for the abstract and summary
+    selection_claims: list[str] = field(default_factory=list)  # the appendix's account of selection on validation
 
     def blocks(self, kind: type) -> list:
         return [b for blocks in self.sections.values() for b in blocks if isinstance(b, kind)]
@@ -114,7 +115,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     report = Report(analysis, seed000_criteria(analysis), missing=list(analysis.missing))
     if stale:
         report.missing.append(f"{len(stale)} evaluation runs left out: they ran at a value their cell no longer "
-                              "selects (its grid grew past an end after they ran; see the appendix).")
+                              "selects (its grid grew past an end after they ran, or a run at that value ended at "
+                              "chance on validation; see the appendix).")
     fig_dir, missing = out / "figures", report.missing
     lm_blocks = None  # built first: its bottom lines belong in the summary, its section after the others
     if not causal.empty:
@@ -188,11 +190,10 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         report.sections["lm"] = lm_blocks
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
     labels = selection.arm_labels(frame)
-    report.sections["tuning"] = _section(
-        "Appendix: selection on validation", "Where a sweep tuned a field (its `tune:` block), every candidate was "
-        "trained on the tuning seeds and scored on the validation split; the evaluation runs above use the selected "
-        "value only.", selection.selection_claims(results or [], labels),
-        [t for t in [selection.tuning_table(results or [], labels)] if t])
+    report.selection_claims = selection.selection_claims(results or [], labels)
+    report.sections["tuning"] = _section("Appendix: selection on validation", selection.PROTOCOL,
+                                         report.selection_claims,
+                                         [t for t in [selection.tuning_table(results or [], labels)] if t])
     return report
 
 

@@ -35,7 +35,7 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
           "LearningRates", "GradientSamples", "Gammas", "GammaNormalise", "AlphaRatios", "AdaLoRAInitRatios", "Devices",
           "PrimarySetting")
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
-PARTS = ("abstract", "conclusion", "statistics", "criteria", "budget", "fewshot", "allocation", "ablation", "strategy",
+PARTS = ("abstract", "conclusion", "statistics", "selection", "criteria", "budget", "fewshot", "allocation", "ablation", "strategy",
          "dynamics", "cost", "missing", "lm")
 
 
@@ -140,6 +140,7 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
         "conclusion": _part([*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
                              criteria_summary(report.criteria)], [], out, ""),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
+        "selection": latex_text(selection.PROTOCOL) + "\n\n" + _sentences(report.selection_claims),
         "criteria": _part([c.sentence for c in report.criteria], pick("criteria"), out, ""),
         "budget": _part(claims.budget_claims(analysis, primary), pick(f"budget_{key}", f"pareto_{key}"), out,
                         f"No budget comparison in {primary}."),

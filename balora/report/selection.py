@@ -13,10 +13,24 @@ import pandas as pd
 from balora.report.document import Table
 from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, setting_labels, settings
 from balora.report.tables import DASH, pct
-from balora.tuning import RISING_TOLERANCE, CellTuning, accuracy_curve, cell_key, still_rising, tuning_cells
+from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, accuracy_curve, cell_key, still_rising, tuning_cells
 
 MARK = "*"
+REJECTED = "✗"
 LM_CRITERION = "; a causal LM's lowest mean final validation loss"
+
+
+PROTOCOL = ("Where a sweep tuned a field (its tune block), every candidate was trained on the tuning seeds and scored "
+            "on the validation split, never on test: the candidate with the best mean final validation accuracy was "
+            "selected (ties: the lower mean validation loss, then the smaller value), and the evaluation runs use the "
+            "selected value only. A selection at an end of a numeric grid of three or more values grows that grid by "
+            "one geometric step past the end (as far as the sweep allows) and the cell selects again. A candidate is "
+            "admissible only if no run at it, on a tuning seed or on an evaluation seed once those have run, ended at "
+            f"chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
+            "classes): such a run never left one class, and a mean over seeds that includes it measures a failure to "
+            "train. Where an evaluation seed ends at chance, the cell selects its best admissible value and its "
+            "evaluation seeds run there; the runs at the rejected value are left out of the comparisons. The rule "
+            "reads validation only and holds for every arm and budget alike.")
 
 
 def _candidate(fields: list[str], candidate: tuple) -> str:
@@ -74,7 +88,8 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                 value = f"{score.mean_loss:.3f}" + ("" if len(score.loss) < 2 else f" ± {score.sd_loss:.3f}")
             else:
                 value = pct(score.mean) + ("" if len(score.accuracy) < 2 else f" ± {pct(score.sd)}")
-            row.append(f"{value}{' ' + MARK if score is cell.selected else ''}{' ↑' if score.rising else ''}")
+            row.append(f"{value}{' ' + MARK if score is cell.selected else ''}"
+                       f"{'' if score.admissible else ' ' + REJECTED}{' ↑' if score.rising else ''}")
         row += [str(len(cell.selected.loss)),
                 _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")]
         rows.append(row)
@@ -83,6 +98,10 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
             "the selected value was run on the evaluation seeds and scored on test. ↑: still rising at the last "
             f"evaluation (the mean over seeds exceeds the best earlier point by more than {100 * RISING_TOLERANCE:g} pp). "
             "Grid edge: the selected value is the grid's smallest or largest, so the best may lie outside it.")
+    if any(not s.admissible for c in cells for s in c.scores):
+        note += (f" {REJECTED}: not admissible, since a run at this value (a tuning seed or an evaluation seed) ended "
+                 f"at chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
+                 "classes): it did not learn the task. The best admissible value is selected.")
     if any(c.selected.by_loss for c in cells):
         note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
                  "lowest mean selected; test loss exists only at the selected values.")
@@ -144,6 +163,25 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
               f"{sum(len(s.loss) for c in cells for s in c.scores)} tuning runs (best mean final validation "
               f"accuracy over the tuning seeds{LM_CRITERION if any(c.selected.by_loss for c in cells) else ''}); "
               "test accuracy exists only at the selected values."]
+    rejected = [(c, s) for c in cells for s in c.scores if not s.admissible]
+    if rejected:
+        places = _places(cells)
+        names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: {_candidate(c.fields, s.candidate)} "
+                          f"(seed{'s' * (len(s.at_chance) > 1)} {', '.join(map(str, sorted(s.at_chance)))})"
+                          for c, s in rejected)
+        claims.append(f"{len(rejected)} candidate value{'s were' if len(rejected) > 1 else ' was'} not admissible, "
+                      f"because a run at {'each' if len(rejected) > 1 else 'it'} ended at chance on validation: {names}.")
+        # cells whose best mean was rejected (once each, however many of its values were)
+        best_rejected = list({c.cell: c for c, s in rejected if s.objective() < c.selected.objective()}.values())
+        if best_rejected:
+            claims.append(f"In {len(best_rejected)} of {len(cells)} cells that value had the best mean, so the cell "
+                          "selected its best admissible value instead: "
+                          + "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
+                                      f"{_candidate(c.fields, c.selected.candidate)}" for c in best_rejected) + ".")
+        unadmitted = [c for c in cells if not c.selected.admissible]
+        if unadmitted:
+            claims.append(f"In {len(unadmitted)} cells no value was admissible, so the best mean was selected regardless: "
+                          + "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}" for c in unadmitted) + ".")
     edge = [c for c in cells if c.at_edge]
     if edge:
         places = _places(cells)
