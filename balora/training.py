@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -100,6 +100,24 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+@contextlib.contextmanager
+def weights_cast_once(model: nn.Module) -> Iterator[None]:
+    """For inference under bf16 autocast: each frozen weight cast to bf16 once per autocast region, not at
+    every forward. Autocast caches its low-precision copy only of leaf tensors that require grad, so a
+    frozen base weight is cast again at each call; in greedy decoding, one token per forward, casting the
+    whole model every token dominates the time. The frozen floating-point parameters are flagged as
+    requiring grad for the duration (callers run under `no_grad`, so no graph is built), which lets
+    autocast cache them; the values, hence the outputs, are the same. The flags are restored on exit."""
+    frozen = [p for p in model.parameters() if p.is_floating_point() and not p.requires_grad]
+    try:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+        yield
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(False)
+
+
 def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
     """Accuracy and macro-averaged F1, precision and recall (a class never predicted has precision 0)."""
     precision, recall, f1 = [], [], []
@@ -126,14 +144,15 @@ def evaluate(model: nn.Module, loader: DataLoader, num_labels: int) -> dict[str,
     model.eval()
     device = next(model.parameters()).device
     predictions, labels, loss_sum, count = [], [], 0.0, 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        targets = batch.pop("labels")
-        logits = model(**batch).logits
-        loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
-        count += targets.shape[0]
-        predictions.append(logits.argmax(-1).cpu())
-        labels.append(targets.cpu())
+    with weights_cast_once(model):
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            targets = batch.pop("labels")
+            logits = model(**batch).logits
+            loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+            count += targets.shape[0]
+            predictions.append(logits.argmax(-1).cpu())
+            labels.append(targets.cpu())
     model.train(was_training)
     metrics = classification_metrics(torch.cat(predictions), torch.cat(labels), num_labels)
     metrics["loss"] = loss_sum / count
@@ -149,13 +168,15 @@ def evaluate_causal_lm(model: nn.Module, loader: DataLoader) -> dict[str, float]
     model.eval()
     device = next(model.parameters()).device
     loss_sum, tokens = 0.0, 0
-    for batch in loader:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        targets = batch.pop("labels")[:, 1:]
-        logits = model(**batch).logits[:, :-1]
-        loss_sum += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                            targets.reshape(-1), ignore_index=-100, reduction="sum"))
-        tokens += int((targets != -100).sum())
+    with weights_cast_once(model):
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            targets = batch.pop("labels")[:, 1:]
+            logits = model(**batch).logits[:, :-1]
+            loss_sum += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
+                                                                targets.reshape(-1), ignore_index=-100,
+                                                                reduction="sum"))
+            tokens += int((targets != -100).sum())
     model.train(was_training)
     loss = loss_sum / max(tokens, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": float(tokens)}
@@ -169,11 +190,13 @@ def greedy_generate(model: nn.Module, prompts: list[list[int]], max_new_tokens: 
     model.eval()
     device = next(model.parameters()).device
     outputs = []
-    for prompt in prompts:
-        ids = torch.tensor([prompt], device=device)
-        generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                   do_sample=False, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
-        outputs.append(generated[0, len(prompt):].tolist())
+    with weights_cast_once(model):
+        for prompt in prompts:
+            ids = torch.tensor([prompt], device=device)
+            generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                       max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_token_id,
+                                       pad_token_id=pad_token_id)
+            outputs.append(generated[0, len(prompt):].tolist())
     model.train(was_training)
     return outputs
 

@@ -130,8 +130,10 @@ def main() -> None:
         cpu = [ba["cpu_seconds"] / lora["cpu_seconds"] for lora, ba in pairs]
         for repeat, (lora, ba) in enumerate(pairs):
             for name, result in (("LoRA   ", lora), ("BA-LoRA", ba)):
+                # the eval phase decodes greedy answers until EOS: their length is the model's, not overhead
+                written = [len(g["generated"]) for g in result.get("generations") or []]
                 print(f"pair {repeat}: {name} total {result['timings']['total']:.1f} s, CPU {result['cpu_seconds']:.1f} s"
-                      f"  {_phases(result)}")
+                      f"  {_phases(result)}  answers of {written} characters")
         print(f"ratio 2  importance-pass / LoRA-train peak RSS:     {importance_peak / train_peak:.3f} "
               f"({importance_peak:.0f} / {train_peak:.0f} MiB)")
         print(f"ratio 3  BA-LoRA / LoRA wall time:                  {statistics.median(wall):.3f} "

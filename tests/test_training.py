@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_batches, tiny_bert
+from conftest import TINY_LMS, random_batches, tiny_bert
 from peft import AdaLoraConfig, LoraConfig, get_peft_model
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from balora.training import Distributed, TrainSettings, evaluate, train
+from balora.training import Distributed, TrainSettings, evaluate, greedy_generate, train
 
 
 def test_evaluation_loss_is_the_task_loss_without_adalora_s_penalty():
@@ -40,3 +41,35 @@ def test_precision_sets_the_forward_matmuls_and_keeps_weights_and_optimizer_in_f
     assert set(seen) == {matmul_dtype}
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(torch.isfinite(torch.tensor(loss)) for _, loss in log.train_loss)
+
+
+class _WeightCasts(TorchDispatchMode):
+    """Counts dtype conversions whose source is one of the given tensors (by storage)."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        super().__init__()
+        self.pointers, self.count = {t.data_ptr() for t in tensors}, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._to_copy.default and args[0].data_ptr() in self.pointers:
+            self.count += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("lm", sorted(TINY_LMS))
+def test_bf16_decoding_casts_each_frozen_weight_once_and_decodes_the_same_tokens(lm):
+    """Autocast caches no cast of a frozen weight: without care the whole model is cast again for every
+    generated token. Greedy decoding and evaluation cast each once per autocast region, with the same result."""
+    model = get_peft_model(TINY_LMS[lm](), LoraConfig(r=4, task_type="CAUSAL_LM"))
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    prompt, tokens = [5, 9, 14, 3], 8
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        ids = torch.tensor([prompt])
+        reference = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
+                                   min_new_tokens=tokens, do_sample=False, pad_token_id=0)[0, len(prompt):].tolist()
+    with torch.autocast("cpu", dtype=torch.bfloat16), _WeightCasts(frozen) as casts:
+        model.generation_config.min_new_tokens = tokens  # every forward of the loop runs
+        generated = greedy_generate(model, [prompt], tokens, eos_token_id=2, pad_token_id=0)[0]
+    assert generated == reference and len(generated) == tokens
+    assert 0 < casts.count <= len(frozen)
+    assert not any(p.requires_grad for p in frozen)  # flags restored
