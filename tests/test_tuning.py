@@ -97,8 +97,8 @@ def test_an_evaluation_seed_at_chance_makes_its_value_inadmissible_and_its_runs_
     assert "a run at that value ended at chance on validation" in markdown
     assert "1 candidate value was not admissible, because a run at it ended at chance on validation: LoRA" in markdown
     assert "lr=0.008 (seed 44)" in markdown
-    assert "In 1 of 1 cells that value had the best mean, so the cell selected its best admissible value instead" \
-        in markdown
+    assert "In 1 of 1 cells a value that was not admissible had the best mean, so the cell selected its best " \
+        "admissible value instead" in markdown
     appendix = markdown.split("**Selection on validation")[1].split("\n\n")[1]
     assert "| 75.00 ± 0.00 * ↑ | 80.00 ± 0.00 ✗ ↑ | 2 | lr=0.004 |" in appendix
     assert "✗: not admissible, since a run at this value" in markdown

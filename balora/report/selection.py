@@ -174,8 +174,8 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
         # cells whose best mean was rejected (once each, however many of its values were)
         best_rejected = list({c.cell: c for c, s in rejected if s.objective() < c.selected.objective()}.values())
         if best_rejected:
-            claims.append(f"In {len(best_rejected)} of {len(cells)} cells that value had the best mean, so the cell "
-                          "selected its best admissible value instead: "
+            claims.append(f"In {len(best_rejected)} of {len(cells)} cells a value that was not admissible had the best "
+                          "mean, so the cell selected its best admissible value instead: "
                           + "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
                                       f"{_candidate(c.fields, c.selected.candidate)}" for c in best_rejected) + ".")
         unadmitted = [c for c in cells if not c.selected.admissible]
