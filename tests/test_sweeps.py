@@ -330,18 +330,23 @@ def test_tuned_sweep_selects_on_validation_then_evaluates_only_the_selected_rate
     assert "2 of 2 tuned cells selected, 0 runs awaiting selection" in out
 
 
+def _tuned_sweep(tmp_path: Path, model_dir: Path, csv: Path, grids: str) -> tuple[Path, str, str, list[dict]]:
+    """Run a tuned sweep of `grids` that must do 6 runs and fail none; its spec, database, runs folder and results."""
+    spec = write_spec(tmp_path, model_dir, csv, grids)
+    db, runs = str(tmp_path / "r.db"), str(tmp_path / "runs")
+    counts = run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)
+    assert (counts["done"], counts["failed"], counts["awaiting"]) == (6, 0, 0)
+    with ResultsStore(db) as store:
+        return spec, db, runs, [r.result for r in store.runs(status="done")]
+
+
 def test_a_grid_grows_where_the_selection_lies_at_its_end_then_evaluates_the_final_choice(
         tmp_path, tiny_model_dir, tiny_csv, monkeypatch, capsys):
     """With `extend: 2` and a selection that always prefers the smallest rate, the sweep tunes 5e-4, then
     2.5e-4 (two values past the low end), then stops growing and evaluates 2.5e-4; resuming runs nothing."""
     monkeypatch.setattr("balora.sweeps.choose", lambda scores: min(scores, key=lambda s: s.candidate))
-    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1]\n"
-                      "tune: {learning_rate: [1.0e-3, 2.0e-3, 4.0e-3], seeds: [7], extend: 2}\n")
-    db, runs = str(tmp_path / "r.db"), str(tmp_path / "runs")
-    counts = run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)
-    assert (counts["done"], counts["failed"], counts["awaiting"]) == (6, 0, 0)
-    with ResultsStore(db) as store:
-        results = [r.result for r in store.runs(status="done")]
+    spec, db, runs, results = _tuned_sweep(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1]\n"
+                                           "tune: {learning_rate: [1.0e-3, 2.0e-3, 4.0e-3], seeds: [7], extend: 2}\n")
     assert sorted(r["config"]["learning_rate"] for r in results if r["config"]["tuning"]) == [
         2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3]
     assert [r["config"]["learning_rate"] for r in results if not r["config"]["tuning"]] == [2.5e-4]
@@ -358,13 +363,8 @@ def test_an_evaluation_run_at_chance_makes_the_cell_select_again_and_evaluate_th
     first: dict[str, float] = {}
     monkeypatch.setattr("balora.tuning.at_chance", lambda r: not r["config"]["tuning"] and r["config"]["seed"] == 2
                         and r["config"]["learning_rate"] == first.setdefault("lr", r["config"]["learning_rate"]))
-    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2]\n"
-                      "tune: {learning_rate: [1.0e-4, 5.0e-2], seeds: [7]}\n")
-    db, runs = str(tmp_path / "r.db"), str(tmp_path / "runs")
-    counts = run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)
-    assert (counts["done"], counts["failed"], counts["awaiting"]) == (6, 0, 0)
-    with ResultsStore(db) as store:
-        results = [r.result for r in store.runs(status="done")]
+    spec, db, runs, results = _tuned_sweep(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2]\n"
+                                           "tune: {learning_rate: [1.0e-4, 5.0e-2], seeds: [7]}\n")
     evaluated = sorted((r["config"]["learning_rate"], r["config"]["seed"]) for r in results if not r["config"]["tuning"])
     second = ({1e-4, 5e-2} - {first["lr"]}).pop()
     assert evaluated == sorted([(first["lr"], 1), (first["lr"], 2), (second, 1), (second, 2)])
