@@ -17,7 +17,8 @@ The result written here is the unit everything downstream (sweeps, results store
     reallocations  (ba_lora_dynamic) per reallocation: step, ranks, importance, params, budget, changed, seconds
     curves       train_loss [[step, loss]], validation [[step, {metrics}]] (step 0 = after init)
     convergence_step  first step reaching 95% of the final validation accuracy (causal_lm: loss)
-    timings      seconds per phase (load, importance, allocation, init, train, eval) and total
+    timings      seconds per phase (load, importance, allocation, init, train, eval, and a causal LM's
+                 greedy answers: generate) and total
     validation_seconds  of the train phase, the seconds spent on the validation curve
     memory       peak RSS MiB per phase (and CUDA max-allocated MiB on a GPU)
     quantisation (with --quant) format, group size, schedule, gradient scale; stored bytes of the
@@ -293,7 +294,9 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     if not config.tuning:  # a tuning run is scored on validation only: test accuracy exists only where selected
         with meter.phase("eval"):
             metrics = run.evaluator(data.test)(model)
-            generations = run.generations(model) if run.causal else None
+        if run.causal:  # timed apart: greedy answers stop at EOS, so their cost depends on what the model writes
+            with meter.phase("generate"):
+                generations = run.generations(model)
     if not run.causal:
         metrics["majority_rate"] = data.majority_rate()
 

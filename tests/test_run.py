@@ -194,6 +194,7 @@ def test_a_causal_lm_gets_causal_lm_training_and_its_adapter_is_plain_peft(tmp_p
     assert result["params"]["lora"] == sum(m["params"] for m in result["allocation"]) == result["budget"]["lora_budget"]
     assert len(result["generations"]) == 3 and all(set(g) == {"instruction", "input", "reference", "generated"}
                                                    for g in result["generations"])
+    assert result["timings"]["generate"] > 0  # timed apart from the test loss: its length is the model's
     validation = [values["loss"] for _, values in result["curves"]["validation"]]
     assert validation[-1] < validation[0]  # it learns the responses
 

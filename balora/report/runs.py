@@ -40,7 +40,7 @@ METHOD_NAMES = {
     "ba_lora_no_warmstart": "BA-LoRA w/o warm-start", "ba_lora_uniform": "BA-LoRA uniform ranks",
     "ba_lora_no_budget": "BA-LoRA w/o budget",
 }
-PHASES = ("load", "importance", "allocation", "init", "train", "eval")
+PHASES = ("load", "importance", "allocation", "init", "train", "eval", "generate")
 METRICS = ("accuracy", "f1", "precision", "recall", "loss", "perplexity")
 
 SETTING_FIELDS = ("model", "dataset", "shots", "train_size")
