@@ -220,12 +220,12 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
             # Tuning, then again for the candidates of every grid that grew past an end; then the evaluation
             # runs at each cell's selection, then again wherever one ended at chance and the cell selected anew.
             seen: set[str] = set()
-            tuned, announced = False, set()
+            announced: set[str] = set()
+            evaluation_phase = "evaluation" if any(p.tune for p in spec.runs) else ""
             while True:
                 tuning = [p for p in spec.tuning_runs(grown_tunes(spec, store)) if p.config.key() not in seen]
                 if tuning:
                     seen |= {p.config.key() for p in tuning}
-                    tuned = True
                     _run_phase(store, executor, spec.name, "tuning", tuning, runs_dir, rerun_failed, counts,
                                inside_runs, results_dir)
                     continue
@@ -243,8 +243,8 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                 if not evaluation:
                     break
                 seen |= {p.config.key() for p in evaluation}
-                _run_phase(store, executor, spec.name, "evaluation" if tuned else "", evaluation, runs_dir,
-                           rerun_failed, counts, inside_runs, results_dir)
+                _run_phase(store, executor, spec.name, evaluation_phase, evaluation, runs_dir, rerun_failed, counts,
+                           inside_runs, results_dir)
         finally:
             executor.close()
     wall = time.perf_counter() - started

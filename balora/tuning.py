@@ -240,8 +240,9 @@ def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
         if result["config"].get("tuning"):
             cells.setdefault(cell_key(result["config"]), []).append(result)
     for result in results:
-        if not result["config"].get("tuning") and result["config"].get("tuned") and cell_key(result["config"]) in cells:
-            cells[cell_key(result["config"])].append(result)
+        if not result["config"].get("tuning") and result["config"].get("tuned") \
+                and (key := cell_key(result["config"])) in cells:
+            cells[key].append(result)
     out = []
     for key, runs in cells.items():
         scores = score(runs)

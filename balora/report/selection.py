@@ -163,9 +163,9 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
               f"{sum(len(s.loss) for c in cells for s in c.scores)} tuning runs (best mean final validation "
               f"accuracy over the tuning seeds{LM_CRITERION if any(c.selected.by_loss for c in cells) else ''}); "
               "test accuracy exists only at the selected values."]
+    places = _places(cells)
     rejected = [(c, s) for c in cells for s in c.scores if not s.admissible]
     if rejected:
-        places = _places(cells)
         names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: {_candidate(c.fields, s.candidate)} "
                           f"(seed{'s' * (len(s.at_chance) > 1)} {', '.join(map(str, sorted(s.at_chance)))})"
                           for c, s in rejected)
@@ -184,7 +184,6 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
                           + "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}" for c in unadmitted) + ".")
     edge = [c for c in cells if c.at_edge]
     if edge:
-        places = _places(cells)
         names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
                           f"{_candidate(c.fields, c.selected.candidate)}" for c in edge)
         claims.append(f"In {len(edge)} of {len(cells)} cells the selected value is at the edge of its grid, so a wider "
