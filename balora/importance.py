@@ -24,7 +24,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from balora.errors import BaloraError
-from balora.models import TargetModule
+from balora.models import TargetModule, model_inputs
 
 METRICS = ("sensitivity", "grad_norm", "fisher", "magnitude", "activation")
 GRADIENT_METRICS = ("sensitivity", "grad_norm", "fisher")
@@ -84,7 +84,7 @@ def batch_loss(model: nn.Module, batch: Batch, loss_fn: LossFn | None = None) ->
     if not isinstance(batch, Mapping) or "labels" not in batch:
         raise BaloraError("the importance pass needs a loss: give batches as dicts with 'labels' (what the model's "
                           "forward takes), or pass loss_fn(model, batch) -> loss")
-    loss = getattr(model(**batch), "loss", None)
+    loss = getattr(model(**model_inputs(batch)), "loss", None)
     if loss is None:
         raise BaloraError(f"{type(model).__name__} returned no loss from its labels; pass loss_fn(model, batch) -> loss")
     return loss
@@ -278,7 +278,7 @@ def input_norms(model: nn.Module, batches: Iterable[Batch], targets: list[Target
                 take = min(examples_in(batch), num_samples - seen)
                 batch = _first(batch, take, device)
                 if loss_fn is None:
-                    model(**batch)
+                    model(**model_inputs(batch))
                 else:
                     loss_fn(model, batch)
                 seen += take

@@ -233,9 +233,14 @@ def encode(example: InstructionExample, tokenizer: PreTrainedTokenizerBase, temp
 
 def make_lm_loader(examples: list[InstructionExample], tokenizer: PreTrainedTokenizerBase, batch_size: int,
                    shuffle: bool, seed: int = 0, max_length: int = 128, template: str = "alpaca",
-                   train_on_prompt: bool = False) -> DataLoader:
+                   train_on_prompt: bool = False, labelled_logits_only: bool = False) -> DataLoader:
     """Batches of input_ids, attention_mask and labels, right-padded to each batch's longest sequence
-    (padding is labelled -100). Without shuffling, examples are ordered by length, as in `data.make_loader`."""
+    (padding is labelled -100). Without shuffling, examples are ordered by length, as in `data.make_loader`.
+
+    `labelled_logits_only` adds `logits_to_keep`, a boolean mask of the positions whose next token is
+    labelled, for a model that then computes logits there only (`models.selects_logits`): prompt and padding
+    are most of the tokens (about 70 % on critic_instructions), and the vocabulary projection, its
+    cross-entropy and their gradients are the largest tensors of a step."""
     encoded = [encode(e, tokenizer, template, max_length, train_on_prompt) for e in examples]
     if not shuffle:
         encoded.sort(key=lambda pair: len(pair[0]))
@@ -250,7 +255,10 @@ def make_lm_loader(examples: list[InstructionExample], tokenizer: PreTrainedToke
             ids[row, :len(tokens)] = torch.tensor(tokens)
             labels[row, :len(targets)] = torch.tensor(targets)
             mask[row, :len(tokens)] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        if labelled_logits_only:
+            batch["logits_to_keep"] = torch.nn.functional.pad(labels[:, 1:] != IGNORE, (0, 1))
+        return batch
 
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(encoded, batch_size=batch_size, shuffle=shuffle, collate_fn=collate, generator=generator)

@@ -19,6 +19,7 @@ saved adapter names as its base, so plain PEFT can load the adapter.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import os
 import tempfile
@@ -291,6 +292,29 @@ def load_causal_lm(name: str) -> PreTrainedModel:
     if model.config.pad_token_id is None:
         model.config.pad_token_id = model.config.eos_token_id
     return model
+
+
+def selects_logits(model: nn.Module) -> bool:
+    """Whether `model` (or a PEFT model's base) computes logits only where a boolean `logits_to_keep` mask
+    says, as transformers' `slice_logits_to_keep` does (v5); older versions would misread the mask."""
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "logits_to_keep" not in inspect.signature(base.forward).parameters:
+        return False
+    kept = slice_logits_to_keep(torch.zeros(1, 2, 1), torch.tensor([[True, False]]))
+    return tuple(kept.shape) == (1, 1)
+
+
+def model_inputs(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A batch as the model's forward takes it: where it selects the labelled positions (`logits_to_keep`),
+    also their next tokens as `shift_labels`, the flat targets that transformers' causal-LM loss then uses
+    instead of shifting `labels` (kept in the batch, so that models still compute their loss)."""
+    if "logits_to_keep" not in batch:
+        return batch
+    return batch | {"shift_labels": batch["labels"][:, 1:][batch["logits_to_keep"][:, :-1]]}
 
 
 def default_target_names(model: nn.Module) -> list[str]:

@@ -61,6 +61,7 @@ from balora.models import (
     TargetModule,
     head_module_names,
     head_parameter_count,
+    selects_logits,
     target_modules,
     task_of,
     weights_checksums,
@@ -152,7 +153,7 @@ class Setup:
         c = self.config
         if self.causal:
             return make_lm_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
-                                  c.prompt_template, c.train_on_prompt)
+                                  c.prompt_template, c.train_on_prompt, labelled_logits_only=selects_logits(self.model))
         if self.task == "image":
             return make_image_loader(examples, self.processor, self.model.config.num_channels, batch_size or c.batch_size,
                                      shuffle, c.seed)

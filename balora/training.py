@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from balora.methods import StepHook
+from balora.models import model_inputs
 
 
 @dataclass
@@ -163,7 +164,8 @@ def evaluate(model: nn.Module, loader: DataLoader, num_labels: int) -> dict[str,
 def evaluate_causal_lm(model: nn.Module, loader: DataLoader) -> dict[str, float]:
     """Token-weighted next-token cross-entropy over the labelled (response) tokens, and perplexity = e^loss.
 
-    Computed here from the logits, like `evaluate`, so that AdaLoRA's orthogonality penalty is left out."""
+    Computed here from the logits, like `evaluate`, so that AdaLoRA's orthogonality penalty is left out
+    (labels are not passed). Batches with `logits_to_keep` get logits at the labelled positions only."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -171,8 +173,13 @@ def evaluate_causal_lm(model: nn.Module, loader: DataLoader) -> dict[str, float]
     with weights_cast_once(model):
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
-            targets = batch.pop("labels")[:, 1:]
-            logits = model(**batch).logits[:, :-1]
+            if "logits_to_keep" in batch:
+                targets = model_inputs(batch)["shift_labels"]
+                del batch["labels"]
+                logits = model(**batch).logits
+            else:
+                targets = batch.pop("labels")[:, 1:]
+                logits = model(**batch).logits[:, :-1]
             loss_sum += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
                                                                 targets.reshape(-1), ignore_index=-100,
                                                                 reduction="sum"))
@@ -228,7 +235,7 @@ def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             with autocast(settings.precision, device):
-                loss = model(**batch).loss
+                loss = model(**model_inputs(batch)).loss
             loss.backward()
             optimizer.step()
             scheduler.step()

@@ -18,11 +18,13 @@ ratios, each against a baseline measured in the same invocation:
 
 The defaults are a small check that fits a loaded 2-core CPU (a few steps, a few importance samples,
 short sequences); the lm preset's size is `--steps 50 --batch-size 8 --max-length 96 --gradient-samples 64
---eval-examples 200 --precision bf16` (its 200 examples × 2 epochs are 50 steps; here 400 examples × 1 epoch).
+--eval-examples 200 --evaluations 4 --eval-batch-size 16 --precision bf16` (its 200 examples × 2 epochs are
+50 steps; here 400 examples × 1 epoch).
 
 Usage: python benchmarks/lm.py [--model smollm2] [--dataset critic_instructions] [--steps 4]
                                [--batch-size 4] [--max-length 48] [--gradient-samples 8]
-                               [--eval-examples 8] [--precision fp32] [--repeats 2] [--part all]
+                               [--eval-examples 8] [--evaluations 1] [--eval-batch-size 64]
+                               [--precision fp32] [--repeats 2] [--part all]
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def run(method: str, args: argparse.Namespace, out: Path) -> dict:
                "--model", args.model, "--dataset", args.dataset, "--train-size", str(args.steps * args.batch_size),
                "--epochs", "1", "--batch-size", str(args.batch_size), "--max-length", str(args.max_length),
                "--learning-rate", "3e-4", "--gamma", "1e-4", "--gradient-samples", str(args.gradient_samples),
-               "--eval-examples", str(args.eval_examples), "--evaluations", "1", "--precision", args.precision,
+               "--eval-examples", str(args.eval_examples), "--evaluations", str(args.evaluations),
+               "--eval-batch-size", str(args.eval_batch_size), "--precision", args.precision,
                "--seed", "42", "--quiet",
                "--out", str(out)]
     before = _children_cpu()
@@ -109,6 +112,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=48)
     parser.add_argument("--gradient-samples", type=int, default=8, help="BA-LoRA's importance samples")
     parser.add_argument("--eval-examples", type=int, default=8, help="validation and test examples of each run")
+    parser.add_argument("--evaluations", type=int, default=1, help="validation passes during each run's training")
+    parser.add_argument("--eval-batch-size", type=int, default=64)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="forward passes of both loops")
     parser.add_argument("--repeats", type=int, default=2, help="timed passes of each loop, and pairs of runs")
     parser.add_argument("--part", choices=["all", "loops", "runs"], default="all",
@@ -119,7 +124,8 @@ def main() -> None:
     quiet_libraries()
     setting = (f"setting: {args.model} · {args.dataset}, {args.steps} steps of batch {args.batch_size}, max_length "
                f"{args.max_length}, rank-equivalent 8 on every projection, {args.gradient_samples} importance samples, "
-               f"{args.eval_examples} eval examples, {args.precision}")
+               f"{args.eval_examples} eval examples ({args.evaluations} validation passes, batch {args.eval_batch_size}), "
+               f"{args.precision}")
     print(setting, flush=True)
     if args.part in ("all", "loops"):
         ours, bare, tokens = throughput(args)

@@ -73,3 +73,39 @@ def test_bf16_decoding_casts_each_frozen_weight_once_and_decodes_the_same_tokens
     assert generated == reference and len(generated) == tokens
     assert 0 < casts.count <= len(frozen)
     assert not any(p.requires_grad for p in frozen)  # flags restored
+
+
+@pytest.mark.parametrize("lm", sorted(TINY_LMS))
+def test_logits_at_labelled_positions_only_give_the_same_loss_gradients_and_evaluation(lm):
+    from conftest import instruction_rows, tiny_lm_tokenizer
+
+    from balora.instructions import InstructionExample, make_lm_loader
+    from balora.models import model_inputs, selects_logits
+    from balora.training import evaluate_causal_lm
+
+    examples = [InstructionExample(r["instruction"], r["input"], r["output"]) for r in instruction_rows(6)]
+    model = get_peft_model(TINY_LMS[lm](), LoraConfig(r=4, task_type="CAUSAL_LM"))
+    assert selects_logits(model)
+    model.eval()  # no dropout: both passes see the same network
+    results = []
+    for selected in (False, True):
+        loader = make_lm_loader(examples, tiny_lm_tokenizer(), batch_size=3, shuffle=False, labelled_logits_only=selected)
+        batch = next(iter(loader))
+        output = model(**model_inputs(batch))
+        output.loss.backward()
+        gradients = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad()
+        results.append((output, gradients, evaluate_causal_lm(model, loader)))
+    (full, full_gradients, full_metrics), (selected, selected_gradients, selected_metrics) = results
+    labelled = int((batch["labels"][:, 1:] != -100).sum())
+    assert selected.logits.shape[0] == labelled < full.logits.shape[:2].numel() / 2  # prompts are most tokens
+    assert float(selected.loss.detach()) == pytest.approx(float(full.loss.detach()), rel=1e-5)
+    for a, b in zip(full_gradients, selected_gradients, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert selected_metrics == pytest.approx(full_metrics, rel=1e-5)
+
+
+def test_a_model_without_logits_to_keep_gets_all_its_logits():
+    from balora.models import selects_logits
+
+    assert not selects_logits(tiny_bert())
