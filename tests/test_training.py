@@ -2,11 +2,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_LMS, random_batches, tiny_bert
+from conftest import TINY_LMS, instruction_rows, random_batches, tiny_bert, tiny_lm_tokenizer
 from peft import AdaLoraConfig, LoraConfig, get_peft_model
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from balora.training import Distributed, TrainSettings, evaluate, greedy_generate, train
+from balora.instructions import InstructionExample, make_lm_loader
+from balora.models import model_inputs, selects_logits
+from balora.training import (
+    Distributed,
+    TrainSettings,
+    evaluate,
+    evaluate_causal_lm,
+    greedy_generate,
+    train,
+)
 
 
 def test_evaluation_loss_is_the_task_loss_without_adalora_s_penalty():
@@ -77,12 +86,6 @@ def test_bf16_decoding_casts_each_frozen_weight_once_and_decodes_the_same_tokens
 
 @pytest.mark.parametrize("lm", sorted(TINY_LMS))
 def test_logits_at_labelled_positions_only_give_the_same_loss_gradients_and_evaluation(lm):
-    from conftest import instruction_rows, tiny_lm_tokenizer
-
-    from balora.instructions import InstructionExample, make_lm_loader
-    from balora.models import model_inputs, selects_logits
-    from balora.training import evaluate_causal_lm
-
     examples = [InstructionExample(r["instruction"], r["input"], r["output"]) for r in instruction_rows(6)]
     model = get_peft_model(TINY_LMS[lm](), LoraConfig(r=4, task_type="CAUSAL_LM"))
     assert selects_logits(model)
@@ -106,6 +109,4 @@ def test_logits_at_labelled_positions_only_give_the_same_loss_gradients_and_eval
 
 
 def test_a_model_without_logits_to_keep_gets_all_its_logits():
-    from balora.models import selects_logits
-
     assert not selects_logits(tiny_bert())
