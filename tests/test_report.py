@@ -258,6 +258,7 @@ def test_write_report_reads_the_store_and_says_what_is_missing(tmp_path: Path):
         (tmp_path / "report" / "tables").glob("ablation*"))
     generated = tmp_path / "paper" / "generated"
     assert r"\newcommand{\NumRuns}{6}" in (generated / "results.tex").read_text()
+    assert r"\newcommand{\Devices}{CPU}" in (generated / "results.tex").read_text()  # a reader's name for it
     assert "only one shot count" in (generated / "fewshot.tex").read_text()
 
 
@@ -320,6 +321,47 @@ def test_latex_tables_stay_legible_long_text_wraps_instead_of_shrinking(where: s
     # a header longer than its column's cells takes two lines instead of widening the column
     numbers = table_latex(Table("t", "Title", ["Method", "n", "Final LoRA params"], [["LoRA", "5", "73,728"]]))
     assert r"\begin{tabular}[b]{@{}r@{}}Final LoRA\\params\end{tabular}" in numbers
+
+
+def test_a_paper_table_states_a_column_that_is_the_same_in_every_row_in_its_caption():
+    """A column with one value in every row (the head's parameters, n, a single budget) widens the table and
+    shrinks its type; the paper's version says it once in the caption instead. A one-row table keeps all."""
+    from balora.report.document import Table
+
+    table = Table("t", "Title", ["Budget", "Method", "n", "Head params", "Acc. (%)", "F1 (%)", "p", "Verdict"],
+                  [["r=8", "LoRA", "3", "770", "80.0", "79.0", "–", "(reference)"],
+                   ["r=8", "BA-LoRA", "3", "770", "81.0", "80.0", "0.5", "n.s."]], ["A note."],
+                  column_notes={"Head params": "Head params: the classifier's."})
+    short = table.constants_in_caption()
+    assert short.columns == ["Method", "Acc. (%)", "F1 (%)", "p", "Verdict"]
+    assert short.rows == [["LoRA", "80.0", "79.0", "–", "(reference)"], ["BA-LoRA", "81.0", "80.0", "0.5", "n.s."]]
+    assert short.captions == ["Same in every row — Budget: r=8; n: 3; Head params: 770.", "A note."]
+    one = Table("t", "Title", table.columns, table.rows[:1])
+    criteria = Table("t", "Criteria", ["Criterion", "Where", "Mark"], [["a", "x", "not met"], ["b", "x", "not met"]])
+    assert one.constants_in_caption() == one and criteria.constants_in_caption() == criteria
+
+
+def test_a_table_note_names_the_common_value_once_and_each_method_once():
+    """What rows differ in reads as the common value and its exceptions, each method named once with its
+    budgets, instead of every row listed under every value."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, b, 64, s) for m in ("lora", "ba_lora", "adalora") for b in (4, 8) for s in SEEDS[:3]]
+    for run in runs:
+        adalora = run["config"]["method"] == "adalora"
+        run["config"] |= {"epochs": 6 if adalora else 3, "tuned": ["learning_rate", *(["epochs"] if adalora else [])]}
+    (table,) = tables.budget_tables(analyse(load_runs(runs)))
+    assert ("Rows also differ in: epochs 3, except 6 for AdaLoRA (r=4, r=8) | tuned learning_rate, except "
+            "learning_rate + epochs for AdaLoRA (r=4, r=8).") in table.notes, table.notes
+
+
+def test_a_vertical_bar_prints_as_a_bar_in_latex():
+    """pdflatex's default font sets a plain | as an em dash."""
+    from balora.report.document import latex_text
+
+    assert latex_text("a | b") == r"a \textbar{} b"
 
 
 def test_a_part_missing_for_one_reason_in_several_settings_is_said_once(tmp_path: Path):

@@ -230,7 +230,7 @@ def test_report_compares_arms_at_their_selected_rates_and_shows_every_candidate(
     markdown = (tmp_path / "report.md").read_text()
     budget = markdown.split("**Budget efficiency")[1].split("\n\n")[1]
     assert "BA-LoRA" in budget and "LoRA" in budget  # one setting, compared, despite different learning rates
-    assert "learning_rate selected on validation for 2 method × setting × budget cells from 8 tuning runs" in markdown
+    assert "Selected on validation: learning_rate, in 2 method × setting × budget cells, from 8 tuning runs" in markdown
     appendix = markdown.split("**Selection on validation")[1].split("\n\n")[1]
     rows = [line for line in appendix.splitlines() if line.startswith("| minilm")]
     assert len(rows) == 2 and all(row.count(" *") == 1 for row in rows)

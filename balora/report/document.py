@@ -11,7 +11,7 @@ import base64
 import html
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -29,6 +29,9 @@ class Paragraph:
 @dataclass
 class Bullets:
     items: list[str]
+
+
+NARROW = 6  # columns: a table this narrow fits the page at 8 pt with every column it has
 
 
 @dataclass
@@ -52,6 +55,19 @@ class Table:
         keep = [i for i, c in enumerate(self.columns) if c in columns]
         return Table(self.name, self.title, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows],
                      self.notes, self.legend, column_notes=self.column_notes)
+
+    def constants_in_caption(self) -> Table:
+        """The table without the columns that hold one value in every row, stated once in the caption instead
+        (a narrower table keeps its type legible in print). A table that fits anyway (at most NARROW columns,
+        such as the criteria with their marks) or has one row is returned as it is."""
+        if len(self.rows) < 2 or len(self.columns) <= NARROW:
+            return self
+        constant = [i for i, c in enumerate(self.columns) if len({row[i] for row in self.rows}) == 1]
+        if not constant:
+            return self
+        short = self.select([c for i, c in enumerate(self.columns) if i not in constant])
+        said = "Same in every row — " + "; ".join(f"{self.columns[i]}: {self.rows[0][i]}" for i in constant) + "."
+        return replace(short, notes=[said, *short.notes], legend=self.legend)
 
 
 @dataclass
@@ -77,7 +93,8 @@ _LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "ρ": r"$\rho$", "×": r"$\
                   "<": "$<$", ">": "$>$", "→": r"$\rightarrow$", "γ": r"$\gamma$", "λ": r"$\lambda$",
                   "α": r"$\alpha$", "…": r"\ldots{}", "’": "'", "“": "``", "”": "''"}
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "|": r"\textbar{}"}  # the default font sets a plain | as an em dash
 
 
 def latex_text(text: str) -> str:

@@ -77,9 +77,15 @@ def macros(frame: pd.DataFrame) -> dict[str, str]:
         "GammaNormalise": _config_values(ba_lora, "gamma_normalise"),
         "AlphaRatios": _config_values(frame, "alpha_ratio"),
         "AdaLoRAInitRatios": _config_values(frame[frame["method"] == "adalora"], "adalora_init_ratio"),
-        "Devices": ", ".join(sorted({str(r.get("environment", {}).get("device", "?")) for r in frame["result"]})),
+        "Devices": ", ".join(sorted({_device_name(str(r.get("environment", {}).get("device", "?")))
+                                     for r in frame["result"]})),
         "PrimarySetting": primary_setting(frame),
     }
+
+
+def _device_name(device: str) -> str:
+    """A run's device as a reader names it: 'CPU', or the GPU's own name as the run recorded it."""
+    return "CPU" if device == "cpu" else device
 
 
 def _macro_file(values: dict[str, str]) -> str:
@@ -99,10 +105,10 @@ def _figure(figure: Figure, out: Path) -> str:
 
 
 def _table(table: Table, out: Path) -> str:
-    """The table's compact columns, without the statistics legend (the paper states it once, in
-    `statistics.tex`)."""
+    """The table's compact columns less those with one value in every row (said in the caption), without the
+    statistics legend (the paper states it once, in `statistics.tex`)."""
     (out / "tables").mkdir(exist_ok=True)
-    short = replace(table.select(table.compact or table.columns), legend="")
+    short = replace(table.select(table.compact or table.columns), legend="").constants_in_caption()
     (out / "tables" / f"{table.name}.tex").write_text(table_latex(short, label=f"tab:{table.name}"))
     return rf"\input{{generated/tables/{table.name}.tex}}" + "\n"
 

@@ -159,7 +159,7 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
     if not cells:
         return ["No tuning runs: every value in these results was fixed by its sweep, none selected on validation."]
     fields = sorted({f for c in cells for f in c.fields})
-    claims = [f"{', '.join(fields)} selected on validation for {len(cells)} method × setting × budget cells from "
+    claims = [f"Selected on validation: {' and '.join(fields)}, in {len(cells)} method × setting × budget cells, from "
               f"{sum(len(s.loss) for c in cells for s in c.scores)} tuning runs (best mean final validation "
               f"accuracy over the tuning seeds{LM_CRITERION if any(c.selected.by_loss for c in cells) else ''}); "
               "test accuracy exists only at the selected values."]

@@ -128,14 +128,27 @@ def hidden_differences(rows: list[Row]) -> list[str]:
     protocols = [protocol(row.runs["result"].iloc[0]["config"]) for row in rows]
     parts = []
     for name in sorted({n for p in protocols for n in p} - set(SHOWN)):
-        by_value: dict[str, list[str]] = {}
+        by_value: dict[str, list[Row]] = {}
         for row, values in zip(rows, protocols):
             value = values.get(name)
             shown = " + ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-            by_value.setdefault(shown, []).append(f"{row.label} ({row.lead})")
+            by_value.setdefault(shown, []).append(row)
         if len(by_value) > 1 and not all(f"{name}=" in row.label for row in rows):
-            parts.append(f"{name} " + "; ".join(f"{value} for {', '.join(names)}" for value, names in by_value.items()))
+            common = max(by_value, key=lambda v: len(by_value[v]))
+            if 2 * len(by_value[common]) > len(rows):  # the usual value once, then its exceptions
+                parts.append(f"{name} {common}, except " + "; ".join(
+                    f"{value} for {_row_names(named)}" for value, named in by_value.items() if value != common))
+            else:
+                parts.append(f"{name} " + "; ".join(f"{value} for {_row_names(named)}" for value, named in by_value.items()))
     return [f"Rows also differ in: {' | '.join(parts)}."] if parts else []
+
+
+def _row_names(rows: list[Row]) -> str:
+    """Rows by method, each method once with its rows' leads: 'AdaLoRA (r=4, r=8), EVA (r=4)'."""
+    leads: dict[str, list[str]] = {}
+    for row in rows:
+        leads.setdefault(row.label, []).append(row.lead)
+    return ", ".join(f"{label} ({', '.join(named)})" for label, named in leads.items())
 
 
 def render(rows: list[Row], columns: list[str],
