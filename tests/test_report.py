@@ -364,6 +364,22 @@ def test_a_vertical_bar_prints_as_a_bar_in_latex():
     assert latex_text("a | b") == r"a \textbar{} b"
 
 
+def test_every_panel_s_axis_label_fits_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Three budgets side by side shrink each panel; a y label taller than its panel runs into the legend or
+    the panel below."""
+    from balora.report import figures
+
+    drawn, save = [], figures._save
+    monkeypatch.setattr(figures, "_save", lambda fig, *args: drawn.append(fig) or save(fig, *args))
+    runs = [make_result(m, b, 64, s) for m in ("lora", "ba_lora", "adalora") for b in (4, 8, 16) for s in SEEDS[:2]]
+    build_report(runs, tmp_path / "report")
+    assert len(drawn) >= 5
+    for fig in drawn:
+        for ax in fig.axes:
+            if ax.get_ylabel() and ax.get_visible():
+                assert ax.yaxis.label.get_window_extent().height <= ax.get_window_extent().height, ax.get_ylabel()
+
+
 def test_a_part_missing_for_one_reason_in_several_settings_is_said_once(tmp_path: Path):
     runs = [make_result(m, 8, k, s) for m in ("lora", "ba_lora") for k in (16, 64) for s in SEEDS[:3]]
     markdown = build_report(runs, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False).read_text()

@@ -95,11 +95,12 @@ def _grid(rows: int, cols: int, size: tuple[float, float], **options) -> tuple[C
 
 
 def _panels(count: int, width: float = 3.9, height: float = 3.0, columns: int = 3) -> tuple[Canvas, list]:
-    """`count` panels in rows of `columns`, each at most width × height and the row at most MAX_WIDTH."""
+    """`count` panels in rows of `columns`, each at most width × height and the row at most MAX_WIDTH: a
+    full row narrows its panels but keeps their height, which the axis labels beside them need."""
     cols = min(count, columns)
     rows = math.ceil(count / cols)
     scale = min(1.0, MAX_WIDTH / (width * cols))
-    fig, axes = _grid(rows, cols, (width * scale * cols, height * scale * rows))
+    fig, axes = _grid(rows, cols, (width * scale * cols, height * rows))
     flat = list(axes.flat)
     for ax in flat[count:]:
         ax.set_visible(False)
@@ -427,10 +428,11 @@ def _curve_figure(frame: pd.DataFrame, extract: Callable[[dict], list[tuple[int,
 
 @styled
 def training_loss(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
-    fig = _curve_figure(frame, _train_loss, "training loss (cross-entropy, smoothed)", smooth=True, every_arm=False)
+    fig = _curve_figure(frame, _train_loss, "training loss (smoothed)", smooth=True, every_arm=False)
     return [] if fig is None else [_save(
         fig, out_dir, f"train_loss_{slug(setting)}", f"Training loss — {setting}",
-        "Main methods' per-step training loss (AdaLoRA's includes its orthogonality penalty), trailing moving average "
+        "Main methods' per-step training loss (cross-entropy; AdaLoRA's includes its orthogonality penalty), trailing "
+        "moving average "
         "over 1/25 of training, mean over seeds with a ± 1 std band.")]
 
 
