@@ -70,7 +70,8 @@ class RunConfig:
     warmup_ratio: float = field(default=0.06, metadata={"help": "Share of steps with linear warm-up."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
     alpha_ratio: float = field(default=2.0, metadata={"help": "lora_alpha = alpha_ratio × rank, per module."})
-    max_length: int = field(default=128, metadata={"help": "Tokens kept per text (batches pad to their longest)."})
+    max_length: int = field(default=128, metadata={"help": "Tokens kept per text (batches pad to their longest, "
+                                                           "see pad_to_multiple_of)."})
     eval_batch_size: int = field(default=64, metadata={"help": "Batch size for validation and test."})
     evaluations: int = field(default=8, metadata={"help": "Validation points along training (a tuning run: at most "
                                                           "TUNING_EVALUATIONS, see `validation_steps`)."})
@@ -91,12 +92,17 @@ class RunConfig:
     precision: str = field(default="fp32", metadata={
         "help": "Training and evaluation forward passes: fp32, or bf16 autocast (weights and optimizer stay fp32; "
                 "faster on GPUs and CPUs with AVX512-BF16 or AMX, slower on older CPUs)."})
+    pad_to_multiple_of: int = field(default=1, metadata={
+        "help": "Pad each batch up to a multiple of this many tokens (1: to its longest text). Fewer distinct batch "
+                "lengths mean fewer matmul shapes: on CPU, oneDNN builds a kernel per new shape, for every LoRA "
+                "rank, so uneven ranks pay more for varying lengths."})
 
     def __post_init__(self) -> None:
         for f in fields(self):
             check_finite(f.name, getattr(self, f.name))
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
-                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power", "realloc_every"]
+                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power", "realloc_every",
+                    "pad_to_multiple_of"]
         positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank",
                              "eval_examples"]
         for name in positive + positive_or_none:
@@ -234,7 +240,8 @@ def protocol_key(config: Mapping[str, Any]) -> str:
 # causal-LM fields are always keyed: every committed run file's key includes them.)
 KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
                             "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
-                            "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision"})
+                            "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision",
+                            "pad_to_multiple_of"})
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
 # Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.

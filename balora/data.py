@@ -307,8 +307,9 @@ def importance_sample(examples: list[Example], size: int, seed: int) -> list[Exa
 
 
 def make_loader(examples: list[Example], tokenizer: PreTrainedTokenizerBase, batch_size: int,
-                shuffle: bool, seed: int = 0, max_length: int = 128) -> DataLoader:
-    """Batches padded to the longest sequence in each batch, not to a fixed length.
+                shuffle: bool, seed: int = 0, max_length: int = 128, pad_to_multiple_of: int = 1) -> DataLoader:
+    """Batches padded to the longest sequence in each batch (rounded up to `pad_to_multiple_of` tokens),
+    not to a fixed length.
 
     Without shuffling (evaluation), examples are ordered by length so that each batch holds texts
     of similar length: metrics do not depend on order, and padding, which costs as much compute
@@ -318,8 +319,9 @@ def make_loader(examples: list[Example], tokenizer: PreTrainedTokenizerBase, bat
         examples = sorted(examples, key=lambda e: len(e.text))
 
     def collate(batch: list[Example]) -> dict[str, torch.Tensor]:
-        encoded = tokenizer([e.text for e in batch], padding="longest", truncation=True,
-                            max_length=max_length, return_tensors="pt")
+        encoded = tokenizer([e.text for e in batch], padding="longest", truncation=True, max_length=max_length,
+                            pad_to_multiple_of=pad_to_multiple_of if pad_to_multiple_of > 1 else None,
+                            return_tensors="pt")
         encoded["labels"] = torch.tensor([e.label for e in batch])
         return dict(encoded)
 

@@ -233,9 +233,11 @@ def encode(example: InstructionExample, tokenizer: PreTrainedTokenizerBase, temp
 
 def make_lm_loader(examples: list[InstructionExample], tokenizer: PreTrainedTokenizerBase, batch_size: int,
                    shuffle: bool, seed: int = 0, max_length: int = 128, template: str = "alpaca",
-                   train_on_prompt: bool = False, labelled_logits_only: bool = False) -> DataLoader:
-    """Batches of input_ids, attention_mask and labels, right-padded to each batch's longest sequence
-    (padding is labelled -100). Without shuffling, examples are ordered by length, as in `data.make_loader`.
+                   train_on_prompt: bool = False, labelled_logits_only: bool = False,
+                   pad_to_multiple_of: int = 1) -> DataLoader:
+    """Batches of input_ids, attention_mask and labels, right-padded to each batch's longest sequence rounded
+    up to `pad_to_multiple_of` (padding is labelled -100 and masked). Without shuffling, examples are ordered
+    by length, as in `data.make_loader`.
 
     `labelled_logits_only` adds `logits_to_keep`, a boolean mask of the positions whose next token is
     labelled, for a model that then computes logits there only (`models.selects_logits`): prompt and padding
@@ -247,7 +249,7 @@ def make_lm_loader(examples: list[InstructionExample], tokenizer: PreTrainedToke
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     def collate(batch: list[tuple[list[int], list[int]]]) -> dict[str, torch.Tensor]:
-        longest = max(len(ids) for ids, _ in batch)
+        longest = -(-max(len(ids) for ids, _ in batch) // pad_to_multiple_of) * pad_to_multiple_of
         ids = torch.full((len(batch), longest), pad, dtype=torch.long)
         labels = torch.full((len(batch), longest), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(batch), longest), dtype=torch.long)

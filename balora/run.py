@@ -153,11 +153,13 @@ class Setup:
         c = self.config
         if self.causal:
             return make_lm_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
-                                  c.prompt_template, c.train_on_prompt, labelled_logits_only=selects_logits(self.model))
+                                  c.prompt_template, c.train_on_prompt, labelled_logits_only=selects_logits(self.model),
+                                  pad_to_multiple_of=c.pad_to_multiple_of)
         if self.task == "image":
             return make_image_loader(examples, self.processor, self.model.config.num_channels, batch_size or c.batch_size,
                                      shuffle, c.seed)
-        return make_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length)
+        return make_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
+                           c.pad_to_multiple_of)
 
     def evaluator(self, examples: list[Example]) -> Callable[[torch.nn.Module], dict[str, float]]:
         """Metrics of a model on `examples` (validation or test; the first `eval_examples` of them if set),

@@ -53,6 +53,7 @@ def test_seed000_flag_aliases(tiny_model_dir, tiny_csv, tmp_path):
     (["--method", "ba_lora_dynamic", "--importance-metric", "activation"], "cannot be measured during training"),
     (["--method", "ba_lora_dynamic", "--realloc-final", "1.5"], "--realloc-final must be in [0, 1)"),
     (["--realloc-every", "0"], "realloc_every must be a positive number"),
+    (["--pad-to-multiple-of", "0"], "pad_to_multiple_of must be a positive number"),
     (["--precision", "fp16"], "unknown --precision 'fp16'; choose one of fp32, bf16"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tiny_model_dir, tiny_csv, capsys, monkeypatch):

@@ -78,6 +78,9 @@ def test_batches_pad_to_their_longest_text(tiny_model_dir):
     # Sorted by length for evaluation: the short pair pads to 3 tokens ([CLS] w [SEP]), not to the longest overall.
     assert batches[0]["input_ids"].shape[1] < batches[1]["input_ids"].shape[1]
     assert batches[1]["input_ids"].shape[1] == 7
+    padded = list(make_loader(examples, tokenizer, batch_size=2, shuffle=False, pad_to_multiple_of=8))
+    assert [b["input_ids"].shape[1] for b in padded] == [8, 8]  # fewer distinct shapes, the same tokens
+    assert [b["attention_mask"].sum().item() for b in padded] == [b["attention_mask"].sum().item() for b in batches]
 
 
 def test_glue_sst2_through_the_datasets_path(monkeypatch):

@@ -108,5 +108,29 @@ def test_logits_at_labelled_positions_only_give_the_same_loss_gradients_and_eval
     assert selected_metrics == pytest.approx(full_metrics, rel=1e-5)
 
 
+@pytest.mark.parametrize("lm", sorted(TINY_LMS))
+def test_batches_padded_to_a_multiple_give_the_same_loss_gradients_and_evaluation(lm):
+    """Padding up to a multiple of 16 tokens (fewer matmul shapes) is masked and unlabelled: nothing learnt changes."""
+    examples = [InstructionExample(r["instruction"], r["input"], r["output"]) for r in instruction_rows(6)]
+    model = get_peft_model(TINY_LMS[lm](), LoraConfig(r=4, task_type="CAUSAL_LM"))
+    model.eval()
+    results = []
+    for multiple in (1, 16):
+        loader = make_lm_loader(examples, tiny_lm_tokenizer(), batch_size=3, shuffle=False, labelled_logits_only=True,
+                                pad_to_multiple_of=multiple)
+        batches = list(loader)
+        output = model(**model_inputs(batches[0]))
+        output.loss.backward()
+        gradients = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+        model.zero_grad()
+        results.append(([b["input_ids"].shape[1] for b in batches], output, gradients, evaluate_causal_lm(model, loader)))
+    (lengths, full, full_gradients, full_metrics), (padded, output, gradients, metrics) = results
+    assert all(p % 16 == 0 and p - 16 < n <= p for n, p in zip(lengths, padded)) and padded != lengths
+    assert float(output.loss.detach()) == pytest.approx(float(full.loss.detach()), rel=1e-5)
+    for a, b in zip(full_gradients, gradients, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert metrics == pytest.approx(full_metrics, rel=1e-5)
+
+
 def test_a_model_without_logits_to_keep_gets_all_its_logits():
     assert not selects_logits(tiny_bert())
