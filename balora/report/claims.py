@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from balora.report import stats
-from balora.report.analysis import Analysis, Row, trend_deltas
+from balora.report.analysis import Analysis, Row, budget_groups, compared_rows, trend_deltas
 from balora.report.runs import REFERENCE, allocation_frame, budget_label, dynamic_runs, method_name, settings
 from balora.report.tables import pct, pct_summary, signed, time_ratios
 
@@ -163,8 +163,11 @@ def allocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
 
 def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
     """Per dynamic arm: how often ranks moved, the most parameters ever trained against the budget, and
-    the time a reallocation took."""
-    runs = dynamic_runs(frame[frame["setting"] == setting])
+    the time a reallocation took; then whether reallocating helped: each dynamic arm against static BA-LoRA
+    at the same budget, paired on seeds, Holm-adjusted over the setting's budgets."""
+    part = frame[frame["setting"] == setting]
+    runs = dynamic_runs(part)
+    against_static = compared_rows(budget_groups(part[part["arm"].isin({"ba_lora", *runs["arm"]})]), "ba_lora")
     sentences = []
     for (_, budget), part in runs.groupby(["arm", "budget"], sort=False):
         events = [h for r in part["result"] for h in r["reallocations"] if h["step"] > 0]
@@ -183,7 +186,8 @@ def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
                          f"over {len(part)} runs, {moved} of them moved ranks (mean {modules:.1f} modules each); the "
                          f"most LoRA parameters trained at any step was {100 * spent:.2f}% of the budget; a "
                          f"reallocation took {seconds:.1f} ms on average." + jump)
-    return sentences
+    return sentences + [comparison_sentence(row, "static BA-LoRA", f"{setting}, {_budget(row)}")
+                        for row in against_static if row.comparison is not None and row.arm in set(runs["arm"])]
 
 
 def _loss_jump(train_loss: list, step: int, window: int = 3) -> float | None:
