@@ -165,9 +165,10 @@ def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
     """Per dynamic arm: how often ranks moved, the most parameters ever trained against the budget, and
     the time a reallocation took; then whether reallocating helped: each dynamic arm against static BA-LoRA
     at the same budget, paired on seeds, Holm-adjusted over the setting's budgets."""
-    part = frame[frame["setting"] == setting]
-    runs = dynamic_runs(part)
-    against_static = compared_rows(budget_groups(part[part["arm"].isin({"ba_lora", *runs["arm"]})]), "ba_lora")
+    in_setting = frame[frame["setting"] == setting]
+    runs = dynamic_runs(in_setting)
+    against_static = compared_rows(budget_groups(in_setting[in_setting["arm"].isin({"ba_lora", *runs["arm"]})]),
+                                   "ba_lora")
     sentences = []
     for (_, budget), part in runs.groupby(["arm", "budget"], sort=False):
         events = [h for r in part["result"] for h in r["reallocations"] if h["step"] > 0]

@@ -432,8 +432,7 @@ def training_loss(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
     return [] if fig is None else [_save(
         fig, out_dir, f"train_loss_{slug(setting)}", f"Training loss — {setting}",
         "Main methods' per-step training loss (cross-entropy; AdaLoRA's includes its orthogonality penalty), trailing "
-        "moving average "
-        "over 1/25 of training, mean over seeds with a ± 1 std band.")]
+        "moving average over 1/25 of training, mean over seeds with a ± 1 std band.")]
 
 
 @styled
