@@ -84,52 +84,51 @@ def test_bf16_decoding_casts_each_frozen_weight_once_and_decodes_the_same_tokens
     assert not any(p.requires_grad for p in frozen)  # flags restored
 
 
+def _lm_and_examples(lm: str) -> tuple[torch.nn.Module, list[InstructionExample]]:
+    model = get_peft_model(TINY_LMS[lm](), LoraConfig(r=4, task_type="CAUSAL_LM"))
+    model.eval()  # no dropout: every pass sees the same network
+    return model, [InstructionExample(r["instruction"], r["input"], r["output"]) for r in instruction_rows(6)]
+
+
+def _first_batch_pass(model: torch.nn.Module, loader) -> tuple[object, list[torch.Tensor], dict[str, float]]:
+    """The first batch's output and the adapter's gradients from it, then the evaluation over the loader."""
+    output = model(**model_inputs(next(iter(loader))))
+    output.loss.backward()
+    gradients = [p.grad.clone() for p in model.parameters() if p.requires_grad]
+    model.zero_grad()
+    return output, gradients, evaluate_causal_lm(model, loader)
+
+
+def _assert_same_loss_gradients_and_evaluation(first: tuple, second: tuple) -> None:
+    (full, full_gradients, full_metrics), (other, other_gradients, other_metrics) = first, second
+    assert float(other.loss.detach()) == pytest.approx(float(full.loss.detach()), rel=1e-5)
+    for a, b in zip(full_gradients, other_gradients, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert other_metrics == pytest.approx(full_metrics, rel=1e-5)
+
+
 @pytest.mark.parametrize("lm", sorted(TINY_LMS))
 def test_logits_at_labelled_positions_only_give_the_same_loss_gradients_and_evaluation(lm):
-    examples = [InstructionExample(r["instruction"], r["input"], r["output"]) for r in instruction_rows(6)]
-    model = get_peft_model(TINY_LMS[lm](), LoraConfig(r=4, task_type="CAUSAL_LM"))
+    model, examples = _lm_and_examples(lm)
     assert selects_logits(model)
-    model.eval()  # no dropout: both passes see the same network
-    results = []
-    for selected in (False, True):
-        loader = make_lm_loader(examples, tiny_lm_tokenizer(), batch_size=3, shuffle=False, labelled_logits_only=selected)
-        batch = next(iter(loader))
-        output = model(**model_inputs(batch))
-        output.loss.backward()
-        gradients = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-        model.zero_grad()
-        results.append((output, gradients, evaluate_causal_lm(model, loader)))
-    (full, full_gradients, full_metrics), (selected, selected_gradients, selected_metrics) = results
+    loaders = [make_lm_loader(examples, tiny_lm_tokenizer(), batch_size=3, shuffle=False, labelled_logits_only=selected)
+               for selected in (False, True)]
+    full, selected = (_first_batch_pass(model, loader) for loader in loaders)
+    batch = next(iter(loaders[1]))
     labelled = int((batch["labels"][:, 1:] != -100).sum())
-    assert selected.logits.shape[0] == labelled < full.logits.shape[:2].numel() / 2  # prompts are most tokens
-    assert float(selected.loss.detach()) == pytest.approx(float(full.loss.detach()), rel=1e-5)
-    for a, b in zip(full_gradients, selected_gradients, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert selected_metrics == pytest.approx(full_metrics, rel=1e-5)
+    assert selected[0].logits.shape[0] == labelled < full[0].logits.shape[:2].numel() / 2  # prompts are most tokens
+    _assert_same_loss_gradients_and_evaluation(full, selected)
 
 
 @pytest.mark.parametrize("lm", sorted(TINY_LMS))
 def test_batches_padded_to_a_multiple_give_the_same_loss_gradients_and_evaluation(lm):
     """Padding up to a multiple of 16 tokens (fewer matmul shapes) is masked and unlabelled: nothing learnt changes."""
-    examples = [InstructionExample(r["instruction"], r["input"], r["output"]) for r in instruction_rows(6)]
-    model = get_peft_model(TINY_LMS[lm](), LoraConfig(r=4, task_type="CAUSAL_LM"))
-    model.eval()
-    results = []
-    for multiple in (1, 16):
-        loader = make_lm_loader(examples, tiny_lm_tokenizer(), batch_size=3, shuffle=False, labelled_logits_only=True,
-                                pad_to_multiple_of=multiple)
-        batches = list(loader)
-        output = model(**model_inputs(batches[0]))
-        output.loss.backward()
-        gradients = [p.grad.clone() for p in model.parameters() if p.requires_grad]
-        model.zero_grad()
-        results.append(([b["input_ids"].shape[1] for b in batches], output, gradients, evaluate_causal_lm(model, loader)))
-    (lengths, full, full_gradients, full_metrics), (padded, output, gradients, metrics) = results
+    model, examples = _lm_and_examples(lm)
+    loaders = [make_lm_loader(examples, tiny_lm_tokenizer(), batch_size=3, shuffle=False, labelled_logits_only=True,
+                              pad_to_multiple_of=multiple) for multiple in (1, 16)]
+    lengths, padded = ([b["input_ids"].shape[1] for b in loader] for loader in loaders)
     assert all(p % 16 == 0 and p - 16 < n <= p for n, p in zip(lengths, padded)) and padded != lengths
-    assert float(output.loss.detach()) == pytest.approx(float(full.loss.detach()), rel=1e-5)
-    for a, b in zip(full_gradients, gradients, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert metrics == pytest.approx(full_metrics, rel=1e-5)
+    _assert_same_loss_gradients_and_evaluation(*(_first_batch_pass(model, loader) for loader in loaders))
 
 
 def test_a_model_without_logits_to_keep_gets_all_its_logits():
