@@ -67,7 +67,7 @@ class Table:
             return self
         short = self.select([c for i, c in enumerate(self.columns) if i not in constant])
         said = "Same in every row — " + "; ".join(f"{self.columns[i]}: {self.rows[0][i]}" for i in constant) + "."
-        return replace(short, notes=[said, *short.notes], legend=self.legend)
+        return replace(short, notes=[said, *short.notes])
 
 
 @dataclass
