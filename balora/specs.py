@@ -24,7 +24,7 @@ import yaml
 from balora.config import TUNABLE, RunConfig, check_field
 from balora.errors import BaloraError, read_text
 from balora.tasks import with_task_defaults
-from balora.tuning import Tune, cell_key
+from balora.tuning import Tune, cell_key, with_candidate
 
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
@@ -48,7 +48,7 @@ class Planned:
 
     def tuning_configs(self, tune: Tune) -> list[RunConfig]:
         """The cell's tuning runs under `tune`: every candidate on every tuning seed."""
-        return [replace(self.config, **c, seed=s, tuning=True) for c in tune.candidates() for s in tune.seeds]
+        return [replace(with_candidate(self.config, c), seed=s, tuning=True) for c in tune.candidates() for s in tune.seeds]
 
 
 @dataclass
@@ -200,11 +200,14 @@ def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
             or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
         raise BaloraError(f"{at(*path, 'seeds') if 'seeds' in block else at(*path)}: tune needs seeds: a list of "
                           f"distinct integer tuning seeds, e.g. {usage}")
-    extend = block.get("extend", 0)
+    extend, lengthen = block.get("extend", 0), block.get("lengthen", 0)
     if not isinstance(extend, int) or isinstance(extend, bool) or extend < 0:
         raise BaloraError(f"{at(*path, 'extend')}: tune extend is how many values a cell's grid may grow by past "
                           f"its ends (0, the default, for none), got {extend!r}")
-    values = {k: v for k, v in block.items() if k not in ("seeds", "extend")}
+    if not isinstance(lengthen, int) or isinstance(lengthen, bool) or lengthen < 0:
+        raise BaloraError(f"{at(*path, 'lengthen')}: tune lengthen is how many times a cell's selection may be "
+                          f"trained for twice its epochs (0, the default, for never), got {lengthen!r}")
+    values = {k: v for k, v in block.items() if k not in ("seeds", "extend", "lengthen")}
     if not values:
         raise BaloraError(f"{at(*path)}: tune names no field to select; e.g. {usage}")
     for name, candidates in values.items():
@@ -217,7 +220,7 @@ def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
             check_field(name, value, at(*path, name))
         if len(set(map(repr, candidates))) != len(candidates):
             raise BaloraError(f"{at(*path, name)}: tune {name} lists a candidate twice")
-    return Tune(values, list(seeds), extend)
+    return Tune(values, list(seeds), extend, lengthen)
 
 
 def _axis(key: str, value: Any) -> list:

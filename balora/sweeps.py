@@ -13,7 +13,7 @@ With a results folder (`results_dir:` in the spec, or `--results-dir`) every fin
 written there as `<key>.json` (`balora.runfiles`), before the database records it. The folder is
 what gets committed; the database is a working copy: a sweep first imports every run file the
 database lacks (so runs whose file exists are skipped, whatever the database says) and writes the
-file of every planned run the database has done but the folder lacks.
+file of every planned run the database has done but the folder lacks, whichever sweep stored it.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import os
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from balora.errors import BaloraError
 from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.specs import Planned, Spec
 from balora.store import ResultsStore
-from balora.tuning import Tune, choose, score
+from balora.tuning import Tune, cell_fields, choose, score, with_candidate
 
 
 def execute(config_dict: dict[str, Any], out_dir: str, threads: int | None = None) -> dict[str, Any]:
@@ -82,7 +82,7 @@ def cell_results(cell: list[Planned], tune: Tune, store: ResultsStore) -> list[d
     records = [store.get(config.key()) for config in cell[0].tuning_configs(tune)]
     if any(r is None or r.status != "done" for r in records):
         return None
-    evaluations = [store.get(replace(p.config, **candidate).key()) for p in cell for candidate in tune.candidates()]
+    evaluations = [store.get(with_candidate(p.config, candidate).key()) for p in cell for candidate in tune.candidates()]
     return [r.result for r in records] + [r.result for r in evaluations if r is not None and r.status == "done"]
 
 
@@ -95,7 +95,8 @@ def grown_tune(cell: list[Planned], store: ResultsStore) -> tuple[Tune, list[dic
         results = cell_results(cell, tune, store)
         if results is None:
             return tune, None
-        bigger = tune.grown(choose(score(results)).candidate, cell[0].tune)
+        selected = dict(zip(cell_fields(results), choose(score(results)).candidate))
+        bigger = tune.grown(selected, cell[0].tune, cell[0].config.train_epochs)
         if bigger is None:
             return tune, results
         tune = bigger
@@ -103,7 +104,8 @@ def grown_tune(cell: list[Planned], store: ResultsStore) -> tuple[Tune, list[dic
 
 def grown_tunes(spec: Spec, store: ResultsStore) -> dict[str, Tune]:
     """Every cell whose grid may grow, with its grid as grown so far (for `Spec.tuning_runs`)."""
-    return {key: grown_tune(cell, store)[0] for key, cell in tuned_cells(spec).items() if cell[0].tune.extend}
+    return {key: grown_tune(cell, store)[0] for key, cell in tuned_cells(spec).items()
+            if cell[0].tune.extend or cell[0].tune.lengthen}
 
 
 def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
@@ -123,7 +125,7 @@ def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
         listed = ", ".join(f"{'/'.join(map(str, s.candidate))}: {s.mean_loss if s.by_loss else s.mean:.4f}"
                            + ("" if s.admissible else f" (at chance: seed {', '.join(map(str, s.at_chance))})")
                            for s in scores)
-        selections[key] = Selection(p, dict(zip(tune.fields, best.candidate)),
+        selections[key] = Selection(p, dict(zip(cell_fields(results), best.candidate)),
                                     f"mean final validation {measure} over seeds {tune.seeds}: {listed}")
     return selections
 
@@ -136,7 +138,7 @@ def evaluation_runs(spec: Spec, selections: dict[str, Selection]) -> tuple[list[
         if chosen is None:
             awaiting.append(p)
         else:
-            ready.append(Planned(replace(p.config, **chosen), p.grid))
+            ready.append(Planned(with_candidate(p.config, chosen), p.grid))
     return ready, awaiting
 
 
@@ -265,6 +267,11 @@ def _run_phase(store: ResultsStore, executor: Any, sweep: str, phase: str, plann
     """Run the runs of `planned` not yet done, recording each outcome in the store (and, with
     `results_dir`, as a run file) as it arrives."""
     status = _statuses(store, planned)
+    if results_dir:  # a planned run another sweep stored (a shared arm) belongs in this sweep's folder too
+        on_disk = run_keys(results_dir)
+        for key in [key for key, state in status.items() if state == "done" and key not in on_disk]:
+            record = store.get(key)
+            write_run(results_dir, dict(record.result or {}, key=key), record.sweep)
     todo = _todo(planned, status, rerun_failed)
     counts["planned"] += len(todo)
     counts["skipped"] += len(planned) - len(todo)

@@ -20,6 +20,13 @@ geometric step past that end, its tuning runs run, and the selection is made aga
 inside the grid or the field has N values more than the spec's (`Tune.grown`). The report then
 leaves out evaluation runs at a value that is no longer selected (`superseded`).
 
+The training length is selected too where a `tune:` block says `lengthen: N`: a cell's selection is
+final only once it has also been trained, on the tuning seeds, for twice its epochs, at the same
+values of the other fields, and that was not better (or N doublings past the spec's longest epochs
+were reached). A longer candidate that wins is itself doubled, within the limit. Its runs mark
+`epochs` as tuned; the cell's runs that do not are at the epochs the cell's config trains for, so
+old and lengthened runs are candidates of one cell (`cell_key` leaves epochs out).
+
 A causal LM has no accuracy: it is selected on the lowest mean final validation loss (token-weighted
 cross-entropy on response tokens), ties again going to the smallest candidate.
 
@@ -45,7 +52,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from balora.config import protocol
+from balora.config import RunConfig, protocol
 
 RISING_TOLERANCE = 0.005
 AT_CHANCE_TOLERANCE = 0.02
@@ -55,53 +62,91 @@ TIE = 1e-9
 @dataclass(frozen=True)
 class Tune:
     """A `tune:` block: candidate values per tuned field (their cross product is the candidate list), the
-    tuning seeds, and how many values a cell's grid may grow by beyond its ends (`extend`, see `grown`)."""
+    tuning seeds, how many values a cell's grid may grow by beyond its ends (`extend`) and how many
+    times its selection's epochs may double (`lengthen`), see `grown`; `longer` holds the lengthened
+    candidates a cell's grid has grown by."""
 
     values: dict[str, list[Any]]
     seeds: list[int]
     extend: int = 0
+    lengthen: int = 0
+    longer: tuple[dict[str, Any], ...] = ()
 
     @property
     def fields(self) -> list[str]:
         return list(self.values)
 
     def candidates(self) -> list[dict[str, Any]]:
-        return [dict(zip(self.values, point)) for point in itertools.product(*self.values.values())]
+        return [dict(zip(self.values, point)) for point in itertools.product(*self.values.values())] + list(self.longer)
 
-    def grown(self, selected: tuple, grid: Tune) -> Tune | None:
-        """This cell's grid grown past the end its selection `selected` lies at: for each tuned numeric field
-        of three or more values whose selected value is its smallest or largest, the next value on the
-        grid's geometric step there (5e-4 after 1e-3, 2e-3, ... gives 2.5e-4), while the field holds at
-        most `extend` values more than in `grid`, the spec's own. None when nothing grows: the selection
-        is inside the grid (or the field cannot grow), so the selection is final."""
+    def grown(self, selected: dict[str, Any], grid: Tune, epochs: int) -> Tune | None:
+        """This cell's grid grown from its selection `selected` (the cell's fields' values; a cell's config
+        trains for `epochs` where the candidates do not set them):
+
+        - past the end it lies at: for each tuned numeric field of three or more values whose selected value
+          is its smallest or largest, the next value on the grid's geometric step there (5e-4 after 1e-3,
+          2e-3, ... gives 2.5e-4), while the field holds at most `extend` values more than in `grid`, the
+          spec's own;
+        - otherwise, with `lengthen`, by the selection at twice its epochs, unless that was tried or is more
+          than `lengthen` doublings past the spec's longest epochs (so only a selection the grid no longer
+          moves is lengthened).
+
+        None when nothing grows: the selection is final."""
         values, grew = dict(self.values), False
-        for index, name in enumerate(self.fields):
+        for name in self.fields:
             ordered = sorted(values[name])
             if (len(ordered) < 3 or len(ordered) - len(grid.values[name]) >= self.extend
                     or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in ordered)):
                 continue
-            value = selected[index]
+            value = selected[name]
             beyond = (ordered[0] ** 2 / ordered[1] if value == ordered[0] else
                       ordered[-1] ** 2 / ordered[-2] if value == ordered[-1] else None)
             if beyond is not None:
                 beyond = type(value)(float(f"{beyond:.6g}"))
                 values[name] = sorted({*values[name], beyond})
                 grew = True
-        return replace(self, values=values) if grew else None
+        if grew:
+            return replace(self, values=values)
+        twice = {**{name: selected[name] for name in self.fields}, "epochs": 2 * selected.get("epochs", epochs)}
+        tried = [{"epochs": epochs, **candidate} for candidate in self.candidates()]
+        if not self.lengthen or twice in tried or twice["epochs"] > max(grid.values.get("epochs", [epochs])) * 2 ** self.lengthen:
+            return None
+        return replace(self, longer=(*self.longer, twice))
 
 
 def cell_key(config: dict[str, Any]) -> str:
     """The cell a run belongs to: its protocol (`config.protocol`: fields a stored run predates count at
-    their default) without the tuning mark and the tuned fields' values, so tuning and evaluation runs of
-    one method × setting × budget share it, whichever balora version stored them."""
+    their default) without the tuning marks, the tuned fields' values and the epochs (which a cell may
+    lengthen, `Tune.lengthen`, marking them tuned in its longer runs only), so tuning and evaluation runs
+    of one method × setting × budget share it, whichever balora version stored them."""
     tuned = set(config.get("tuned") or [])
-    rest = {k: v for k, v in protocol(config).items() if k not in tuned and k != "tuning"}
+    rest = {k: v for k, v in protocol(config).items() if k not in tuned and k not in ("tuning", "tuned", "epochs")}
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def candidate_of(config: dict[str, Any]) -> tuple:
-    """The tuned fields' values of a run, in the order `tuned` lists them."""
-    return tuple(config.get(name) for name in config.get("tuned") or [])
+def cell_fields(results: list[dict[str, Any]]) -> list[str]:
+    """The fields a cell's candidates assign: every field some run of the cell tuned, in the order the runs
+    list them (`epochs` last where only lengthened runs tuned it)."""
+    return list(dict.fromkeys(name for result in results for name in result["config"].get("tuned") or []))
+
+
+def candidate_of(config: dict[str, Any], fields: list[str]) -> tuple:
+    """A run's values of `fields` (its cell's, `cell_fields`): a field it did not tune, such as the epochs of a
+    run that was not lengthened, at the value it trained with."""
+    values = protocol(config)
+    return tuple(values[name] for name in fields)
+
+
+def with_candidate(config: RunConfig, candidate: dict[str, Any]) -> RunConfig:
+    """`config` at a candidate's values. A candidate's epochs where `config` does not tune them are set, and
+    marked tuned, only where they differ from the epochs `config` trains for (a lengthened candidate);
+    otherwise the config is left as it was, so that runs stored before lengthening keep their keys."""
+    values, tuned = dict(candidate), list(config.tuned or [])
+    if "epochs" in values and "epochs" not in tuned:
+        epochs = values.pop("epochs")
+        if epochs != config.train_epochs:
+            values["epochs"], values["tuned"] = epochs, [*tuned, "epochs"]
+    return replace(config, **values)
 
 
 def final_validation(result: dict[str, Any]) -> dict[str, float]:
@@ -180,20 +225,23 @@ class Score:
 
 def score(results: list[dict[str, Any]]) -> list[Score]:
     """Scores of the candidates among the tuning runs of one cell, in candidate order. The cell's evaluation
-    runs among `results` count only where they ended at chance (`Score.at_chance`)."""
+    runs among `results` count only where they ended at chance (`Score.at_chance`). Candidates are values of
+    the cell's fields (`cell_fields`)."""
+    fields = cell_fields(results)
     scores: dict[tuple, Score] = {}
     for result in results:
         config = result["config"]
         if not config.get("tuning"):
             continue
-        entry = scores.setdefault(candidate_of(config), Score(candidate_of(config)))
+        candidate = candidate_of(config, fields)
+        entry = scores.setdefault(candidate, Score(candidate))
         final = final_validation(result)
         entry.loss[int(config["seed"])] = float(final["loss"])
         if "accuracy" in final:  # a classifier (a causal LM is scored on loss alone)
             entry.accuracy[int(config["seed"])] = float(final["accuracy"])
             entry.curves.append(accuracy_curve(result))
     for result in results:
-        entry = scores.get(candidate_of(result["config"]))
+        entry = scores.get(candidate_of(result["config"], fields))
         if entry is not None and at_chance(result):
             entry.at_chance.append(int(result["config"]["seed"]))
     return sorted(scores.values(), key=lambda s: _order(s.candidate))
@@ -223,13 +271,25 @@ class CellTuning:
     def at_edge(self) -> bool:
         """For some tuned numeric field with three or more values in the grid, the selected value is the
         smallest or largest: the best may lie outside the grid, so a wider one might select otherwise.
-        (With two values both are ends; such a field, e.g. a choice of epochs, is not flagged.)"""
-        for index in range(len(self.fields)):
+        (With two values both are ends; such a field is not flagged. Epochs are `at_longest`'s.)"""
+        for index, name in enumerate(self.fields):
             values = {s.candidate[index] for s in self.scores}
+            if name == "epochs":
+                continue
             if len(values) >= 3 and all(isinstance(v, (int, float)) for v in values) \
                     and self.selected.candidate[index] in (min(values), max(values)):
                 return True
         return False
+
+    @property
+    def at_longest(self) -> bool:
+        """The cell tried more than one number of epochs and selected the largest: longer training might
+        still be better (a lengthening limit, `Tune.lengthen`, or a fixed choice of epochs stopped it)."""
+        if "epochs" not in self.fields:
+            return False
+        index = self.fields.index("epochs")
+        tried = {s.candidate[index] for s in self.scores}
+        return len(tried) > 1 and self.selected.candidate[index] == max(tried)
 
 
 def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
@@ -246,8 +306,7 @@ def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
     out = []
     for key, runs in cells.items():
         scores = score(runs)
-        out.append(CellTuning(key, list(runs[0]["config"].get("tuned") or []), runs[0]["config"], scores,
-                              choose(scores)))
+        out.append(CellTuning(key, cell_fields(runs), runs[0]["config"], scores, choose(scores)))
     return out
 
 
@@ -255,7 +314,8 @@ def superseded(results: list[dict[str, Any]]) -> set[str]:
     """Keys of the evaluation runs among `results` at tuned values their cell no longer selects: the cell's
     grid grew after they ran (`Tune.grown`) and the stored tuning runs now select another candidate, or one
     of them ended at chance on validation, so that their value is no longer admissible."""
-    selected = {cell.cell: cell.selected.candidate for cell in tuning_cells(results)}
+    cells = {cell.cell: cell for cell in tuning_cells(results)}
     return {str(r.get("key")) for r in results
             if not r["config"].get("tuning") and r["config"].get("tuned")
-            and selected.get(cell_key(r["config"]), candidate_of(r["config"])) != candidate_of(r["config"])}
+            and (cell := cells.get(cell_key(r["config"]))) is not None
+            and cell.selected.candidate != candidate_of(r["config"], cell.fields)}

@@ -92,6 +92,20 @@ def test_sweep_writes_a_file_per_run_and_resumes_from_the_files(swept: Path, tmp
     assert again["done"] == 0 and read_run(lost) == runs[0]
 
 
+def test_a_run_another_sweep_stored_gets_its_file_in_this_sweep_s_folder(swept: Path, tmp_path: Path,
+                                                                           tiny_model_dir: Path, tiny_csv: Path):
+    """The `dynamic` preset shares its static arms with `paper`: with the paper's database it runs none of them
+    again, and its results folder must still hold them, or its report compares without them."""
+    shared = tmp_path / "paper.db"
+    shared.write_bytes((swept / "results" / "balora.db").read_bytes())
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 4]\n")
+    spec.write_text(spec.read_text().replace("name: tiny\n", "name: other\n"))
+    folder = tmp_path / "other"
+    counts = run_sweep(load_spec(str(spec)), db=str(shared), runs_dir=str(tmp_path / "runs"), results_dir=str(folder))
+    assert (counts["done"], counts["skipped"]) == (1, 1)  # lora seed 1 is the tiny sweep's run
+    assert {r["config"]["seed"] for r in read_runs(folder)} == {1, 4}
+
+
 def _without_source(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.startswith("Source: "))
 

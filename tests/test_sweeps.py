@@ -375,11 +375,46 @@ def test_an_evaluation_run_at_chance_makes_the_cell_select_again_and_evaluate_th
     assert run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)["done"] == 0
 
 
+def test_a_lengthened_selection_runs_beside_the_runs_stored_before_and_is_evaluated_at_its_epochs(
+        tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
+    """With `lengthen: 1` and a selection that prefers longer training, the sweep trains the selected rate for
+    twice the spec's epochs, selects that, and evaluates it (epochs marked tuned); the runs at the spec's
+    epochs keep the keys they have without lengthening, so a sweep that adds it reruns none of them."""
+    monkeypatch.setattr("balora.sweeps.choose", lambda scores: max(
+        scores, key=lambda s: (s.candidate[1] if len(s.candidate) > 1 else 0, -s.candidate[0])))
+    grids = "  - method: [lora]\n    seed: [1]\ntune: {learning_rate: [1.0e-3, 2.0e-3], seeds: [7]%s}\n"
+    before = load_spec(str(write_spec(tmp_path, tiny_model_dir, tiny_csv, grids % "")))
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, grids % ", lengthen: 1")
+    db, runs = str(tmp_path / "r.db"), str(tmp_path / "runs")
+    assert run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)["done"] == 4
+    with ResultsStore(db) as store:
+        results = [r.result for r in store.runs(status="done")]
+    tuning = sorted((r["config"]["learning_rate"], r["config"]["epochs"], tuple(r["config"]["tuned"]))
+                    for r in results if r["config"]["tuning"])
+    assert tuning == [(1e-3, 1, ("learning_rate",)), (1e-3, 2, ("learning_rate", "epochs")),
+                      (2e-3, 1, ("learning_rate",))]
+    assert {p.config.key() for p in before.tuning_runs()} <= {r["key"] for r in results}
+    (evaluation,) = [r["config"] for r in results if not r["config"]["tuning"]]
+    assert (evaluation["learning_rate"], evaluation["epochs"], evaluation["tuned"]) == (1e-3, 2, ["learning_rate", "epochs"])
+    (cell,) = tuning_cells(results)
+    assert cell.fields == ["learning_rate", "epochs"]  # one cell: the runs before lengthening and the longer one
+    assert sorted(s.candidate for s in cell.scores) == [(1e-3, 1), (1e-3, 2), (2e-3, 1)]
+    assert run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)["done"] == 0
+
+
 @pytest.mark.parametrize("extend", ["-1", "two", "true"])
 def test_tune_extend_must_be_a_count(tmp_path, extend):
     spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"
                       f"tune: {{learning_rate: [1.0e-3, 2.0e-3], seeds: [7], extend: {extend}}}\n")
     with pytest.raises(BaloraError, match="tune extend is how many values a cell's grid may grow by"):
+        load_spec(str(spec))
+
+
+@pytest.mark.parametrize("lengthen", ["-1", "twice", "true"])
+def test_tune_lengthen_must_be_a_count(tmp_path, lengthen):
+    spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"
+                      f"tune: {{learning_rate: [1.0e-3, 2.0e-3], seeds: [7], lengthen: {lengthen}}}\n")
+    with pytest.raises(BaloraError, match="tune lengthen is how many times a cell's selection may be trained"):
         load_spec(str(spec))
 
 

@@ -294,13 +294,80 @@ GRID = Tune({"learning_rate": [5e-4, 1e-3, 2e-3, 4e-3]}, [0, 1], extend=2)
     (replace(GRID, extend=0), (5e-4,), None),  # growing is opt-in
 ])
 def test_a_grid_grows_past_the_end_its_selection_lies_at(tune, selected, grown):
-    result = tune.grown(selected, GRID)
+    result = tune.grown(dict(learning_rate=selected[0]), GRID, 3)
     assert (result and result.values["learning_rate"]) == grown
 
 
 def test_only_a_numeric_field_of_three_values_or_more_grows():
     tune = Tune({"learning_rate": [4e-3, 8e-3, 1.6e-2], "epochs": [16, 32]}, [0], extend=1)
-    assert tune.grown((1.6e-2, 32), tune).values == {"learning_rate": [4e-3, 8e-3, 1.6e-2, 3.2e-2], "epochs": [16, 32]}
+    grown = tune.grown({"learning_rate": 1.6e-2, "epochs": 32}, tune, 3)
+    assert grown.values == {"learning_rate": [4e-3, 8e-3, 1.6e-2, 3.2e-2], "epochs": [16, 32]} and not grown.longer
+
+
+LENGTHEN = Tune({"learning_rate": [1e-3, 2e-3, 4e-3]}, [0, 1], lengthen=2)
+
+
+@pytest.mark.parametrize("tune, selected, longer", [
+    (LENGTHEN, {"learning_rate": 2e-3}, ({"learning_rate": 2e-3, "epochs": 6},)),  # trained for 3: try 6
+    (replace(LENGTHEN, longer=({"learning_rate": 2e-3, "epochs": 6},)), {"learning_rate": 2e-3, "epochs": 3},
+     None),  # twice its epochs was tried and not better: final
+    (replace(LENGTHEN, longer=({"learning_rate": 2e-3, "epochs": 6},)), {"learning_rate": 2e-3, "epochs": 6},
+     ({"learning_rate": 2e-3, "epochs": 6}, {"learning_rate": 2e-3, "epochs": 12})),  # better: doubled again
+    (replace(LENGTHEN, longer=({"learning_rate": 2e-3, "epochs": 6}, {"learning_rate": 2e-3, "epochs": 12})),
+     {"learning_rate": 2e-3, "epochs": 12}, None),  # 2 doublings past 3 epochs: the limit
+    (replace(LENGTHEN, longer=({"learning_rate": 2e-3, "epochs": 6},)), {"learning_rate": 1e-3, "epochs": 3},
+     ({"learning_rate": 2e-3, "epochs": 6}, {"learning_rate": 1e-3, "epochs": 6})),  # a new selection: its own check
+    (replace(LENGTHEN, lengthen=0), {"learning_rate": 2e-3}, None),  # lengthening is opt-in
+])
+def test_a_selection_is_final_once_twice_its_epochs_was_tried_and_not_better(tune, selected, longer):
+    grown = tune.grown(selected, LENGTHEN, 3)
+    assert (grown and grown.longer) == longer
+    if grown:
+        assert grown.values == LENGTHEN.values  # only the selection is lengthened, not the whole grid
+        assert grown.candidates()[-1] == longer[-1]
+
+
+def test_a_selection_the_grid_still_moves_is_not_lengthened_yet():
+    """At the grid's top, the grid grows first; the selection is lengthened once the grid no longer moves."""
+    grid = replace(LENGTHEN, extend=1)
+    grown = grid.grown({"learning_rate": 4e-3}, grid, 3)
+    assert grown.values["learning_rate"] == [1e-3, 2e-3, 4e-3, 8e-3] and not grown.longer
+    assert grown.grown({"learning_rate": 4e-3}, grid, 3).longer == ({"learning_rate": 4e-3, "epochs": 6},)
+
+
+def test_lengthening_counts_doublings_from_the_spec_s_longest_epochs():
+    """AdaLoRA's spec choice of 3 or 6 epochs with one doubling: 6 may become 12, not 24."""
+    grid = Tune({"learning_rate": [8e-3, 1.6e-2], "epochs": [3, 6]}, [0, 1], lengthen=1)
+    grown = grid.grown({"learning_rate": 1.6e-2, "epochs": 6}, grid, 3)
+    assert grown.longer == ({"learning_rate": 1.6e-2, "epochs": 12},)
+    assert grown.grown({"learning_rate": 1.6e-2, "epochs": 12}, grid, 3) is None
+    assert grid.grown({"learning_rate": 8e-3, "epochs": 3}, grid, 3) is None  # 6 epochs is in the grid already
+
+
+def test_runs_before_lengthening_and_the_longer_ones_are_one_cell_whose_old_evaluation_runs_are_superseded(
+        tmp_path: Path):
+    """A cell tuned at the config's 20 epochs, then lengthened: its 40-epoch run (epochs marked tuned) wins on
+    validation, so the evaluation runs at 20 epochs are left out, the appendix shows both lengths in one row,
+    and the report says the longest training tried was selected."""
+    cell = make_result("lora", 8, 64, 42)["config"]
+    tuning = [dict(run, config={**run["config"], **cell, "learning_rate": lr, "seed": seed, "tuning": True,
+                                "tuned": tuned, "epochs": epochs})
+              for lr, epochs, tuned, accuracy in ((1e-3, 20, ["learning_rate"], 0.70), (2e-3, 20, ["learning_rate"], 0.72),
+                                                  (2e-3, 40, ["learning_rate", "epochs"], 0.75))
+              for seed in (0, 1) for run in [tuning_result(lr, seed, accuracy)]]
+    old = [dict(_selected(make_result("lora", 8, 64, s), 2e-3), key=f"old-{s}") for s in (42, 43, 44)]
+    new = [dict(result, key=f"new-{result['config']['seed']}") for result in copy.deepcopy(old)]
+    for result in new:
+        result["config"].update(epochs=40, tuned=["learning_rate", "epochs"])
+    (tuned,) = tuning_cells(tuning + old + new)
+    assert tuned.selected.candidate == (2e-3, 40) and tuned.at_longest and not tuned.at_edge
+    assert superseded(tuning + old + new) == {"old-42", "old-43", "old-44"}
+    build_report(tuning + old + new, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    appendix = markdown.split("**Selection on validation")[1].split("\n\n")[1]
+    assert "| lr=0.001, epochs=20 | lr=0.002, epochs=20 | lr=0.002, epochs=40 |" in appendix
+    assert "| 70.00 ± 0.00 ↑ | 72.00 ± 0.00 ↑ | 75.00 ± 0.00 * ↑ | 2 | lr=0.002, epochs=40 |" in appendix
+    assert "In 1 of 1 cells the longest training tried was selected, so longer training might be better still" in markdown
 
 
 def test_the_report_leaves_out_evaluation_runs_at_a_value_no_longer_selected(tmp_path: Path):

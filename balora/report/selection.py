@@ -24,7 +24,10 @@ PROTOCOL = ("Where a sweep tuned a field (its tune block), every candidate was t
             "on the validation split, never on test: the candidate with the best mean final validation accuracy was "
             "selected (ties: the lower mean validation loss, then the smaller value), and the evaluation runs use the "
             "selected value only. A selection at an end of a numeric grid of three or more values grows that grid by "
-            "one geometric step past the end (as far as the sweep allows) and the cell selects again. A candidate is "
+            "one geometric step past the end (as far as the sweep allows) and the cell selects again. Where a sweep "
+            "lengthens (its tune block's lengthen), a selection that the grid no longer moves is final only once "
+            "it was also trained for twice its epochs, at the same other values, and that was not better (or the "
+            "sweep's limit on doublings was reached). A candidate is "
             "admissible only if no run at it, on a tuning seed or on an evaluation seed once those have run, ended at "
             f"chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
             "classes): such a run never left one class, and a mean over seeds that includes it measures a failure to "
@@ -188,4 +191,10 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
                           f"{_candidate(c.fields, c.selected.candidate)}" for c in edge)
         claims.append(f"In {len(edge)} of {len(cells)} cells the selected value is at the edge of its grid, so a wider "
                       f"grid might select otherwise: {names}.")
+    longest = [c for c in cells if c.at_longest]
+    if longest:
+        names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
+                          f"{_candidate(c.fields, c.selected.candidate)}" for c in longest)
+        claims.append(f"In {len(longest)} of {len(cells)} cells the longest training tried was selected, so longer "
+                      f"training might be better still: {names}.")
     return claims
