@@ -75,15 +75,30 @@ def tuned_cells(spec: Spec) -> dict[str, list[Planned]]:
     return cells
 
 
+def cell_keys(cell: list[Planned], tune: Tune) -> tuple[list[str], list[str]]:
+    """The keys of what a cell's selection reads: its tuning runs under `tune`, and its evaluation runs at
+    any of its candidates (which count only if they ended at chance, `balora.tuning.at_chance`)."""
+    return ([config.key() for config in cell[0].tuning_configs(tune)],
+            [with_candidate(p.config, candidate).key() for p in cell for candidate in tune.candidates()])
+
+
 def cell_results(cell: list[Planned], tune: Tune, store: ResultsStore) -> list[dict[str, Any]] | None:
-    """The results of a cell's tuning runs under `tune` and of its evaluation runs done at any of its
-    candidates (which count only if they ended at chance, `balora.tuning.at_chance`); None while any of
+    """The results of a cell's runs that its selection reads (`cell_keys`) and are done; None while any of
     the tuning runs is not done."""
-    records = [store.get(config.key()) for config in cell[0].tuning_configs(tune)]
-    if any(r is None or r.status != "done" for r in records):
+    tuning, evaluations = ([store.get(key) for key in keys] for keys in cell_keys(cell, tune))
+    if any(r is None or r.status != "done" for r in tuning):
         return None
-    evaluations = [store.get(with_candidate(p.config, candidate).key()) for p in cell for candidate in tune.candidates()]
-    return [r.result for r in records] + [r.result for r in evaluations if r is not None and r.status == "done"]
+    return [r.result for r in tuning] + [r.result for r in evaluations if r is not None and r.status == "done"]
+
+
+def write_missing(store: ResultsStore, folder: str | Path, keys: list[str]) -> None:
+    """Write the run file of each run among `keys` that the store has done and `folder` lacks, whichever sweep
+    stored it: a run another preset shares (the `dynamic` preset's static arms are the `paper`'s runs) belongs
+    in this sweep's folder too, or a report built from the folder compares or selects without it."""
+    on_disk = run_keys(folder)
+    for key in keys:
+        if key not in on_disk and (record := store.get(key)) is not None and record.status == "done":
+            write_run(folder, dict(record.result or {}, key=key), record.sweep)
 
 
 def grown_tune(cell: list[Planned], store: ResultsStore) -> tuple[Tune, list[dict[str, Any]] | None]:
@@ -232,6 +247,10 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                                inside_runs, results_dir)
                     continue
                 selections = select(spec, store)
+                if results_dir:  # every run a selection read, so that the folder's report selects alike
+                    for cell in tuned_cells(spec).values():
+                        write_missing(store, results_dir, [k for keys in cell_keys(cell, grown_tune(cell, store)[0])
+                                                           for k in keys])
                 for selection in selections.values():
                     chosen = selection.chosen and " ".join(f"{k}={v}" for k, v in selection.chosen.items())
                     line = (f"{'selected ' + chosen if chosen else 'awaiting selection'} for "
@@ -267,11 +286,8 @@ def _run_phase(store: ResultsStore, executor: Any, sweep: str, phase: str, plann
     """Run the runs of `planned` not yet done, recording each outcome in the store (and, with
     `results_dir`, as a run file) as it arrives."""
     status = _statuses(store, planned)
-    if results_dir:  # a planned run another sweep stored (a shared arm) belongs in this sweep's folder too
-        on_disk = run_keys(results_dir)
-        for key in [key for key, state in status.items() if state == "done" and key not in on_disk]:
-            record = store.get(key)
-            write_run(results_dir, dict(record.result or {}, key=key), record.sweep)
+    if results_dir:
+        write_missing(store, results_dir, list(status))
     todo = _todo(planned, status, rerun_failed)
     counts["planned"] += len(todo)
     counts["skipped"] += len(planned) - len(todo)

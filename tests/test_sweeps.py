@@ -19,6 +19,7 @@ from balora.cli import main
 from balora.config import RunConfig, protocol_key
 from balora.errors import BaloraError
 from balora.estimate import Estimator
+from balora.runfiles import read_runs
 from balora.specs import PRESETS, load_spec, seed003_preset
 from balora.store import ResultsStore
 from balora.sweeps import results_table, run_sweep
@@ -400,6 +401,25 @@ def test_a_lengthened_selection_runs_beside_the_runs_stored_before_and_is_evalua
     assert cell.fields == ["learning_rate", "epochs"]  # one cell: the runs before lengthening and the longer one
     assert sorted(s.candidate for s in cell.scores) == [(1e-3, 1), (1e-3, 2), (2e-3, 1)]
     assert run_sweep(load_spec(str(spec)), db=db, runs_dir=runs)["done"] == 0
+
+
+def test_a_sweep_that_shares_a_cell_writes_every_run_its_selection_read_into_its_folder(
+        tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
+    """Another preset with the same cell (as `dynamic` shares `paper`'s static arms) runs nothing with the same
+    database, and its folder gets the cell's tuning runs and its evaluation runs at both values, the one at
+    chance included: a report from that folder selects the same value and leaves the same runs out."""
+    first: dict[str, float] = {}
+    monkeypatch.setattr("balora.tuning.at_chance", lambda r: not r["config"]["tuning"] and r["config"]["seed"] == 2
+                        and r["config"]["learning_rate"] == first.setdefault("lr", r["config"]["learning_rate"]))
+    grids = "  - method: [lora]\n    seed: [1, 2]\ntune: {learning_rate: [1.0e-4, 5.0e-2], seeds: [7]}\n"
+    spec, db, runs, results = _tuned_sweep(tmp_path, tiny_model_dir, tiny_csv, grids)
+    spec.write_text(spec.read_text().replace("name: tiny\n", "name: other\n"))
+    folder = tmp_path / "other"
+    assert run_sweep(load_spec(str(spec)), db=db, runs_dir=runs, results_dir=str(folder))["done"] == 0
+    shared = read_runs(folder)
+    assert sorted(r["key"] for r in shared) == sorted(r["key"] for r in results)
+    assert [c.selected.candidate for c in tuning_cells(shared)] == [c.selected.candidate for c in tuning_cells(results)]
+    assert superseded(shared) == superseded(results) and len(superseded(shared)) == 2
 
 
 @pytest.mark.parametrize("extend", ["-1", "two", "true"])
