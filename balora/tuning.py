@@ -282,6 +282,17 @@ class CellTuning:
         return False
 
     @property
+    def longer_not_better(self) -> bool:
+        """Training for more epochs than the selection's, at its values of the other fields, was tried on the
+        tuning seeds and not selected: the selection's length was checked against a longer one."""
+        if "epochs" not in self.fields:
+            return False
+        index, selected = self.fields.index("epochs"), self.selected.candidate
+        return any(s.candidate[index] > selected[index]
+                   and s.candidate[:index] + s.candidate[index + 1:] == selected[:index] + selected[index + 1:]
+                   for s in self.scores)
+
+    @property
     def at_longest(self) -> bool:
         """The cell tried more than one number of epochs and selected the largest: longer training might
         still be better (a lengthening limit, `Tune.lengthen`, or a fixed choice of epochs stopped it)."""

@@ -370,6 +370,37 @@ def test_runs_before_lengthening_and_the_longer_ones_are_one_cell_whose_old_eval
     assert "In 1 of 1 cells the longest training tried was selected, so longer training might be better still" in markdown
 
 
+@pytest.mark.parametrize("longer_accuracy, checked", [(0.70, True), (None, False)])
+def test_an_arm_still_rising_whose_longer_training_was_tried_and_not_better_is_reported_as_checked(
+        tmp_path: Path, longer_accuracy, checked):
+    """Both arms end rising on validation. LoRA's cell also trained its selection for 40 epochs instead of 20
+    (`lengthen`), which was worse: the report says its length was checked; BA-LoRA's was not (and LoRA's isn't
+    either when no longer run exists)."""
+    evaluation, tuning = [], []
+    for method in ("lora", "ba_lora"):
+        for seed in (42, 43, 44):
+            result = _selected(make_result(method, 8, 64, seed), 2e-3)
+            result["config"]["epochs"] = 20
+            curve = result["curves"]["validation"]
+            curve[-1][1]["accuracy"] = curve[-2][1]["accuracy"] + 0.02
+            evaluation.append(result)
+        cell = evaluation[-1]["config"]
+        runs = [(1e-3, 20, 0.70), (2e-3, 20, 0.72)] + ([(2e-3, 40, longer_accuracy)] if method == "lora" and checked else [])
+        tuning += [dict(run, config={**cell, "learning_rate": lr, "seed": seed, "tuning": True, "epochs": epochs,
+                                     "tuned": ["learning_rate"] + (["epochs"] if epochs == 40 else [])})
+                   for lr, epochs, accuracy in runs for seed in (0, 1) for run in [tuning_result(lr, seed, accuracy)]]
+    build_report(evaluation + tuning, tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "2 of 2 arms were still rising on validation at the last evaluation" in markdown
+    if checked:
+        assert ("For 1 of them a longer training at the same values was tried on the tuning seeds and was not better "
+                "on validation") in markdown
+        assert ("For the other 1 no longer training was tried, so longer training might change their comparison: "
+                "BA-LoRA") in markdown
+    else:
+        assert "so longer training might change their comparison: LoRA" in markdown
+
+
 def test_the_report_leaves_out_evaluation_runs_at_a_value_no_longer_selected(tmp_path: Path):
     """The grid grew after the 5e-4 runs were evaluated, and 2.5e-4 now wins: only its runs are compared."""
     cell = make_result("lora", 8, 64, 42)["config"]

@@ -58,6 +58,7 @@ class Report:
     lm_claims: list[str] = field(default_factory=list)  # the instruction-tuning section's sentences
     lm_bottom_lines: list[str] = field(default_factory=list)  # its BA-LoRA verdicts, for the abstract and summary
     selection_claims: list[str] = field(default_factory=list)  # the appendix's account of selection on validation
+    convergence_claims: list[str] = field(default_factory=list)  # which arms were still rising, and which were checked
 
     def blocks(self, kind: type) -> list:
         return [b for blocks in self.sections.values() for b in blocks if isinstance(b, kind)]
@@ -171,7 +172,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             "Strategy comparison (seed 002)", "Every allocation strategy: evaluation loss, parameters, accuracy.",
             each(claims.strategy_claims), tables.strategy_tables(analysis),
             _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
-        arms = selection.rising_arms(frame)
+        arms = selection.rising_arms(frame, results or [])
+        report.convergence_claims = selection.convergence_claims(arms)
         if analysis.quantised:  # only where runs on quantised bases exist
             report.sections["quantised"] = _section(
                 "Quantised bases (seed 003, QA-LoRA)", "LoRA on group-wise quantised frozen weights against "
@@ -182,7 +184,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             claims.majority_claims(frame),
             _per_setting(frame, missing, fig_dir, figures.training_loss, "Training-loss curves", "no curves recorded"),
             _per_setting(frame, missing, fig_dir, figures.validation_accuracy, "Validation curves", "no curves recorded"),
-            selection.convergence_claims(arms), [t for t in [selection.convergence_table(arms)] if t])
+            report.convergence_claims, [t for t in [selection.convergence_table(arms)] if t])
         report.sections["cost"] = _section(
             "Cost", "Wall time per phase and peak memory.",
             [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))

@@ -163,7 +163,7 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
         "strategy": _part([s for setting in analysis.strategy for s in claims.strategy_claims(analysis, setting)],
                           pick(*(f"{kind}_{slug(setting)}" for setting in analysis.strategy
                                  for kind in ("strategy", "params_loss"))), out, "No strategy comparison."),
-        "dynamics": _part(claims.majority_claims(frame) + selection.convergence_claims(selection.rising_arms(frame)),
+        "dynamics": _part(claims.majority_claims(frame) + report.convergence_claims,
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
         "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),

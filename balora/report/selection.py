@@ -112,9 +112,11 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                                                                      "n", "Selected"], rows, [note])
 
 
-def rising_arms(frame: pd.DataFrame) -> list[dict[str, Any]]:
+def rising_arms(frame: pd.DataFrame, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per setting, budget and arm: the mean validation accuracy at the last evaluation, the best mean before
-    it, and whether it was still rising."""
+    it, whether it was still rising, and whether its tuning cell (among `results`) tried a longer training
+    than its selection's and found it no better (`CellTuning.longer_not_better`)."""
+    checked = {c.cell for c in tuning_cells(results) if c.longer_not_better}
     out = []
     for setting in settings(frame):
         part = frame[frame["setting"] == setting]
@@ -128,7 +130,8 @@ def rising_arms(frame: pd.DataFrame) -> list[dict[str, Any]]:
                 means = [statistics.fmean(c[i][1] for c in curves) for i in range(length)]
                 out.append({"setting": setting, "budget": budget, "arm": runs["arm_label"].iloc[0], "n": len(curves),
                             "step": curves[0][length - 1][0], "last": means[-1], "best_before": max(means[:-1]),
-                            "rising": still_rising(curves)})
+                            "rising": still_rising(curves),
+                            "longer_not_better": cell_key(runs["result"].iloc[0]["config"]) in checked})
     return out
 
 
@@ -151,10 +154,22 @@ def convergence_claims(arms: list[dict[str, Any]]) -> list[str]:
         return []
     if not rising:
         return [f"No arm's validation accuracy was still rising at the last evaluation ({len(arms)} arms checked)."]
-    names = "; ".join(f"{a['arm']} at {budget_label(a['budget'])}, {a['setting']} (+{100 * (a['last'] - a['best_before']):.2f} pp)"
-                      for a in rising)
-    return [f"{len(rising)} of {len(arms)} arms were still rising on validation at the last evaluation, so longer "
-            f"training might change their comparison: {names}."]
+    def names(some: list[dict[str, Any]]) -> str:
+        return "; ".join(f"{a['arm']} at {budget_label(a['budget'])}, {a['setting']} "
+                         f"(+{100 * (a['last'] - a['best_before']):.2f} pp)" for a in some)
+
+    checked = [a for a in rising if a["longer_not_better"]]
+    unchecked = [a for a in rising if not a["longer_not_better"]]
+    if not checked:
+        return [f"{len(rising)} of {len(arms)} arms were still rising on validation at the last evaluation, so longer "
+                f"training might change their comparison: {names(rising)}."]
+    claims = [f"{len(rising)} of {len(arms)} arms were still rising on validation at the last evaluation. For "
+              f"{len(checked)} of them a longer training at the same values was tried on the tuning seeds and was not "
+              f"better on validation: {names(checked)}."]
+    if unchecked:
+        claims.append(f"For the other {len(unchecked)} no longer training was tried, so longer training might change "
+                      f"their comparison: {names(unchecked)}.")
+    return claims
 
 
 def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
