@@ -422,19 +422,13 @@ def test_a_sweep_that_shares_a_cell_writes_every_run_its_selection_read_into_its
     assert superseded(shared) == superseded(results) and len(superseded(shared)) == 2
 
 
-@pytest.mark.parametrize("extend", ["-1", "two", "true"])
-def test_tune_extend_must_be_a_count(tmp_path, extend):
+@pytest.mark.parametrize("name, message", [("extend", "tune extend is how many values a cell's grid may grow by"),
+                                           ("lengthen", "tune lengthen is how many times a cell's selection may be trained")])
+@pytest.mark.parametrize("value", ["-1", "two", "true"])
+def test_tune_extend_and_lengthen_must_be_counts(tmp_path, name, message, value):
     spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"
-                      f"tune: {{learning_rate: [1.0e-3, 2.0e-3], seeds: [7], extend: {extend}}}\n")
-    with pytest.raises(BaloraError, match="tune extend is how many values a cell's grid may grow by"):
-        load_spec(str(spec))
-
-
-@pytest.mark.parametrize("lengthen", ["-1", "twice", "true"])
-def test_tune_lengthen_must_be_a_count(tmp_path, lengthen):
-    spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"
-                      f"tune: {{learning_rate: [1.0e-3, 2.0e-3], seeds: [7], lengthen: {lengthen}}}\n")
-    with pytest.raises(BaloraError, match="tune lengthen is how many times a cell's selection may be trained"):
+                      f"tune: {{learning_rate: [1.0e-3, 2.0e-3], seeds: [7], {name}: {value}}}\n")
+    with pytest.raises(BaloraError, match=message):
         load_spec(str(spec))
 
 

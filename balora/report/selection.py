@@ -182,6 +182,11 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
               f"accuracy over the tuning seeds{LM_CRITERION if any(c.selected.by_loss for c in cells) else ''}); "
               "test accuracy exists only at the selected values."]
     places = _places(cells)
+
+    def selections(some: list[CellTuning]) -> str:
+        return "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: {_candidate(c.fields, c.selected.candidate)}"
+                         for c in some)
+
     rejected = [(c, s) for c in cells for s in c.scores if not s.admissible]
     if rejected:
         names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: {_candidate(c.fields, s.candidate)} "
@@ -193,23 +198,17 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
         best_rejected = list({c.cell: c for c, s in rejected if s.objective() < c.selected.objective()}.values())
         if best_rejected:
             claims.append(f"In {len(best_rejected)} of {len(cells)} cells a value that was not admissible had the best "
-                          "mean, so the cell selected its best admissible value instead: "
-                          + "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
-                                      f"{_candidate(c.fields, c.selected.candidate)}" for c in best_rejected) + ".")
+                          f"mean, so the cell selected its best admissible value instead: {selections(best_rejected)}.")
         unadmitted = [c for c in cells if not c.selected.admissible]
         if unadmitted:
             claims.append(f"In {len(unadmitted)} cells no value was admissible, so the best mean was selected regardless: "
                           + "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}" for c in unadmitted) + ".")
     edge = [c for c in cells if c.at_edge]
     if edge:
-        names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
-                          f"{_candidate(c.fields, c.selected.candidate)}" for c in edge)
         claims.append(f"In {len(edge)} of {len(cells)} cells the selected value is at the edge of its grid, so a wider "
-                      f"grid might select otherwise: {names}.")
+                      f"grid might select otherwise: {selections(edge)}.")
     longest = [c for c in cells if c.at_longest]
     if longest:
-        names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: "
-                          f"{_candidate(c.fields, c.selected.candidate)}" for c in longest)
         claims.append(f"In {len(longest)} of {len(cells)} cells the longest training tried was selected, so longer "
-                      f"training might be better still: {names}.")
+                      f"training might be better still: {selections(longest)}.")
     return claims
