@@ -130,6 +130,13 @@ def cell_fields(results: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(name for result in results for name in result["config"].get("tuned") or []))
 
 
+def grid_fields(results: list[dict[str, Any]]) -> list[str]:
+    """The fields of a cell's grid: those every tuning run of the cell tuned (`cell_fields` without the epochs
+    that only its lengthened runs tuned)."""
+    tuned = [set(r["config"].get("tuned") or []) for r in results if r["config"].get("tuning")]
+    return [name for name in cell_fields(results) if all(name in names for names in tuned)]
+
+
 def candidate_of(config: dict[str, Any], fields: list[str]) -> tuple:
     """A run's values of `fields` (its cell's, `cell_fields`): a field it did not tune, such as the epochs of a
     run that was not lengthened, at the value it trained with."""
@@ -183,6 +190,7 @@ class Score:
     or evaluation) whose run ended at chance on validation."""
 
     candidate: tuple
+    lengthened: bool = False  # a longer training of a selection (`Tune.lengthen`), not a candidate of the grid
     accuracy: dict[int, float] = field(default_factory=dict)  # by seed
     loss: dict[int, float] = field(default_factory=dict)
     curves: list[list[tuple[int, float]]] = field(default_factory=list)
@@ -227,14 +235,14 @@ def score(results: list[dict[str, Any]]) -> list[Score]:
     """Scores of the candidates among the tuning runs of one cell, in candidate order. The cell's evaluation
     runs among `results` count only where they ended at chance (`Score.at_chance`). Candidates are values of
     the cell's fields (`cell_fields`)."""
-    fields = cell_fields(results)
+    fields, grid = cell_fields(results), set(grid_fields(results))
     scores: dict[tuple, Score] = {}
     for result in results:
         config = result["config"]
         if not config.get("tuning"):
             continue
         candidate = candidate_of(config, fields)
-        entry = scores.setdefault(candidate, Score(candidate))
+        entry = scores.setdefault(candidate, Score(candidate, lengthened=not set(config.get("tuned") or []) <= grid))
         final = final_validation(result)
         entry.loss[int(config["seed"])] = float(final["loss"])
         if "accuracy" in final:  # a classifier (a causal LM is scored on loss alone)
@@ -266,6 +274,11 @@ class CellTuning:
     example: dict[str, Any]  # one tuning run's config (method, setting, budget)
     scores: list[Score]
     selected: Score
+    grid_fields: list[str]  # the fields of the cell's grid (`grid_fields`), a part of `fields`
+
+    def on_grid(self, candidate: tuple) -> tuple:
+        """A candidate's values of the grid's fields."""
+        return tuple(candidate[self.fields.index(name)] for name in self.grid_fields)
 
     @property
     def at_edge(self) -> bool:
@@ -317,7 +330,7 @@ def tuning_cells(results: list[dict[str, Any]]) -> list[CellTuning]:
     out = []
     for key, runs in cells.items():
         scores = score(runs)
-        out.append(CellTuning(key, cell_fields(runs), runs[0]["config"], scores, choose(scores)))
+        out.append(CellTuning(key, cell_fields(runs), runs[0]["config"], scores, choose(scores), grid_fields(runs)))
     return out
 
 

@@ -365,8 +365,9 @@ def test_runs_before_lengthening_and_the_longer_ones_are_one_cell_whose_old_eval
     build_report(tuning + old + new, tmp_path)
     markdown = (tmp_path / "report.md").read_text()
     appendix = markdown.split("**Selection on validation")[1].split("\n\n")[1]
-    assert "| lr=0.001, epochs=20 | lr=0.002, epochs=20 | lr=0.002, epochs=40 |" in appendix
-    assert "| 70.00 ± 0.00 ↑ | 72.00 ± 0.00 ↑ | 75.00 ± 0.00 * ↑ | 2 | lr=0.002, epochs=40 |" in appendix
+    # the grid's columns as before lengthening; the longer training in a column of its own
+    assert "| lr=0.001 | lr=0.002 | Longer training | n | Selected |" in appendix
+    assert "| 70.00 ± 0.00 ↑ | 72.00 ± 0.00 ↑ | lr=0.002, epochs=40: 75.00 ± 0.00 * ↑ | 2 | lr=0.002, epochs=40 |" in appendix
     assert "In 1 of 1 cells the longest training tried was selected, so longer training might be better still" in markdown
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 from balora.report.document import Table
 from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, setting_labels, settings
 from balora.report.tables import DASH, pct
-from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, accuracy_curve, cell_key, still_rising, tuning_cells
+from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, Score, accuracy_curve, cell_key, still_rising, tuning_cells
 
 MARK = "*"
 REJECTED = "✗"
@@ -75,24 +75,29 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
     cells = sorted(tuned, key=lambda c: (*places[c.cell], order.get(c.example["method"], len(order)), c.example["method"]))
     if not cells:
         return None
-    # columns in value order: a grid that grew past an end adds its values after the others were run
-    tried = {_candidate(c.fields, s.candidate): (tuple(c.fields), s.candidate) for c in cells for s in c.scores}
+
+    def value(cell: CellTuning, score: Score) -> str:
+        if score.by_loss:
+            mean = f"{score.mean_loss:.3f}" + ("" if len(score.loss) < 2 else f" ± {score.sd_loss:.3f}")
+        else:
+            mean = pct(score.mean) + ("" if len(score.accuracy) < 2 else f" ± {pct(score.sd)}")
+        return (f"{mean}{' ' + MARK if score is cell.selected else ''}{'' if score.admissible else ' ' + REJECTED}"
+                f"{' ↑' if score.rising else ''}")
+
+    # columns in value order: a grid that grew past an end adds its values after the others were run; the
+    # lengthened candidates (a selection trained for twice its epochs) share one column
+    tried = {_candidate(c.grid_fields, c.on_grid(s.candidate)): (tuple(c.grid_fields), c.on_grid(s.candidate))
+             for c in cells for s in c.scores if not s.lengthened}
     candidates = sorted(tried, key=tried.__getitem__)
+    longer = any(s.lengthened for c in cells for s in c.scores)
     rows = []
     for cell in cells:
-        by_name = {_candidate(cell.fields, s.candidate): s for s in cell.scores}
+        by_name = {_candidate(cell.grid_fields, cell.on_grid(s.candidate)): s for s in cell.scores if not s.lengthened}
         row = [*places[cell.cell], _arm(cell, labels)]
-        for name in candidates:
-            score = by_name.get(name)
-            if score is None:
-                row.append(DASH)
-                continue
-            if score.by_loss:
-                value = f"{score.mean_loss:.3f}" + ("" if len(score.loss) < 2 else f" ± {score.sd_loss:.3f}")
-            else:
-                value = pct(score.mean) + ("" if len(score.accuracy) < 2 else f" ± {pct(score.sd)}")
-            row.append(f"{value}{' ' + MARK if score is cell.selected else ''}"
-                       f"{'' if score.admissible else ' ' + REJECTED}{' ↑' if score.rising else ''}")
+        row += [value(cell, by_name[name]) if name in by_name else DASH for name in candidates]
+        if longer:
+            row.append("; ".join(f"{_candidate(cell.fields, s.candidate)}: {value(cell, s)}"
+                                 for s in cell.scores if s.lengthened) or DASH)
         row += [str(len(cell.selected.loss)),
                 _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")]
         rows.append(row)
@@ -101,6 +106,9 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
             "the selected value was run on the evaluation seeds and scored on test. ↑: still rising at the last "
             f"evaluation (the mean over seeds exceeds the best earlier point by more than {100 * RISING_TOLERANCE:g} pp). "
             "Grid edge: the selected value is the grid's smallest or largest, so the best may lie outside it.")
+    if longer:
+        note += (" Longer training: the selection, at the values shown, trained for twice its epochs on the tuning "
+                 "seeds (the sweep lengthens); it is selected only if better on validation.")
     if any(not s.admissible for c in cells for s in c.scores):
         note += (f" {REJECTED}: not admissible, since a run at this value (a tuning seed or an evaluation seed) ended "
                  f"at chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
@@ -108,8 +116,9 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
     if any(c.selected.by_loss for c in cells):
         note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
                  "lowest mean selected; test loss exists only at the selected values.")
-    return Table("tuning", "Selection on validation (tuning runs)", ["Setting", "Budget", "Method", *candidates,
-                                                                     "n", "Selected"], rows, [note])
+    return Table("tuning", "Selection on validation (tuning runs)",
+                 ["Setting", "Budget", "Method", *candidates, *(["Longer training"] if longer else []), "n", "Selected"],
+                 rows, [note])
 
 
 def rising_arms(frame: pd.DataFrame, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
