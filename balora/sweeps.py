@@ -64,6 +64,7 @@ class Selection:
     planned: Planned  # the cell's first evaluation run, with placeholder values
     chosen: dict[str, Any] | None
     summary: str
+    reads: list[str]  # the keys of the runs the selection reads under the grid as grown (`cell_keys`)
 
 
 def tuned_cells(spec: Spec) -> dict[str, list[Planned]]:
@@ -129,10 +130,11 @@ def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
     for key, cell in tuned_cells(spec).items():
         p = cell[0]
         tune, results = grown_tune(cell, store)
+        tuning, evaluations = cell_keys(cell, tune)
         if results is None:
-            keys = [config.key() for config in p.tuning_configs(tune)]
-            waiting = sum(store.status(key) != "done" for key in keys)
-            selections[key] = Selection(p, None, f"{waiting} of {len(keys)} tuning runs not done")
+            waiting = sum(store.status(key) != "done" for key in tuning)
+            selections[key] = Selection(p, None, f"{waiting} of {len(tuning)} tuning runs not done",
+                                        tuning + evaluations)
             continue
         scores = score(results)
         best = choose(scores)
@@ -141,7 +143,8 @@ def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
                            + ("" if s.admissible else f" (at chance: seed {', '.join(map(str, s.at_chance))})")
                            for s in scores)
         selections[key] = Selection(p, dict(zip(cell_fields(results), best.candidate)),
-                                    f"mean final validation {measure} over seeds {tune.seeds}: {listed}")
+                                    f"mean final validation {measure} over seeds {tune.seeds}: {listed}",
+                                    tuning + evaluations)
     return selections
 
 
@@ -248,9 +251,7 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                     continue
                 selections = select(spec, store)
                 if results_dir:  # every run a selection read, so that the folder's report selects alike
-                    for cell in tuned_cells(spec).values():
-                        write_missing(store, results_dir, [k for keys in cell_keys(cell, grown_tune(cell, store)[0])
-                                                           for k in keys])
+                    write_missing(store, results_dir, [k for s in selections.values() for k in s.reads])
                 for selection in selections.values():
                     chosen = selection.chosen and " ".join(f"{k}={v}" for k, v in selection.chosen.items())
                     line = (f"{'selected ' + chosen if chosen else 'awaiting selection'} for "
