@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import random
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +75,7 @@ from balora.training import (
     evaluate,
     evaluate_causal_lm,
     greedy_generate,
+    native_bf16,
     total_steps,
     train,
 )
@@ -91,9 +93,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment(model: str) -> dict[str, Any]:
+def environment(model: str, compute: torch.device) -> dict[str, Any]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
+    return {"native_bf16": native_bf16(compute), "balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "platform": platform.platform(),
             "device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "weights_sha256": weights_checksums(model)}
@@ -252,6 +254,11 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     run = setup(config)
     config = run.config  # with the task's defaults filled in: what the run does and stores
     data, meter, placement = run.data, run.meter, run.placement
+    if config.precision == "bf16" and placement.is_main and not native_bf16(placement.device):
+        units = " (AVX512 or AMX)" if placement.device.type == "cpu" else ""
+        print(f"balora: warning: --precision bf16 on a {placement.device.type} without native bf16 matrix "
+              f"units{units}: matrix products are emulated, several times slower than fp32 here; --precision fp32 "
+              "is faster on this machine", file=sys.stderr)
     train_loader = run.loader(placement.even_shard(run.train_examples), shuffle=True)
     seed_everything(config.seed)
     steps = total_steps(train_loader, config.train_epochs)
@@ -311,7 +318,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "key": config.key(),
         "config": config.to_dict(),
         "task": run.task,
-        "environment": environment(config.model),
+        "environment": environment(config.model, placement.device),
         "data": {"dataset": data.name, "train_examples": len(run.train_examples),
                  "validation": len(data.validation[:config.eval_examples]), "test": len(data.test[:config.eval_examples]),
                  "labels": None if run.causal else data.label_names},

@@ -101,6 +101,15 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 matrices in hardware: a GPU that supports bf16, or a CPU with AVX512 or
+    AMX (what oneDNN checks). Elsewhere bf16 autocast still gives bf16 results, but oneDNN emulates each
+    product: on an AVX2-only EPYC a 768×576 by 576×1536 product took 282 ms in bf16 against 35 ms in fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 @contextlib.contextmanager
 def weights_cast_once(model: nn.Module) -> Iterator[None]:
     """For inference under bf16 autocast: each frozen weight cast to bf16 once per autocast region, not at

@@ -252,6 +252,27 @@ def test_bf16_runs_a_causal_lm_close_to_fp32_and_records_it(tiny_lm_dir, tiny_al
     assert bf16 != fp32 and bf16 == pytest.approx(fp32, rel=0.05)
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_without_native_units_warns_and_records_it(native, tiny_lm_dir, tiny_alpaca, monkeypatch, capsys):
+    """On a CPU without AVX512/AMX, oneDNN emulates bf16 matrix products, about 8x slower than fp32 (an AVX2
+    EPYC, 2026-12-02): a run asked for bf16 there says so in one line, and its environment records it."""
+    import balora.run
+
+    monkeypatch.setattr(balora.run, "native_bf16", lambda device: native)
+    result = run_experiment(lm_config(tiny_lm_dir, tiny_alpaca, method="lora", precision="bf16"), progress=False).result
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("balora: warning:")]
+    assert result["environment"]["native_bf16"] is native
+    assert warned == ([] if native else [
+        "balora: warning: --precision bf16 on a cpu without native bf16 matrix units (AVX512 or AMX): matrix "
+        "products are emulated, several times slower than fp32 here; --precision fp32 is faster on this machine"])
+
+
+def test_native_bf16_is_what_onednn_reports_on_cpu():
+    from balora.training import native_bf16
+
+    assert native_bf16(torch.device("cpu")) is torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def test_bf16_evaluates_and_generates_in_bf16(tiny_lm_dir, tiny_alpaca):
     from balora.run import setup
 
