@@ -93,11 +93,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def environment(model: str, compute: torch.device) -> dict[str, Any]:
+def environment(model: str, bf16_units: bool) -> dict[str, Any]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
-    return {"native_bf16": native_bf16(compute), "balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
+    return {"balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "platform": platform.platform(),
-            "device": device, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": device, "native_bf16": bf16_units, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
             "weights_sha256": weights_checksums(model)}
 
 
@@ -254,7 +255,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     run = setup(config)
     config = run.config  # with the task's defaults filled in: what the run does and stores
     data, meter, placement = run.data, run.meter, run.placement
-    if config.precision == "bf16" and placement.is_main and not native_bf16(placement.device):
+    bf16_units = native_bf16(placement.device)
+    if config.precision == "bf16" and placement.is_main and not bf16_units:
         units = " (AVX512 or AMX)" if placement.device.type == "cpu" else ""
         print(f"balora: warning: --precision bf16 on a {placement.device.type} without native bf16 matrix "
               f"units{units}: matrix products are emulated, several times slower than fp32 here; --precision fp32 "
@@ -318,7 +320,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "key": config.key(),
         "config": config.to_dict(),
         "task": run.task,
-        "environment": environment(config.model, placement.device),
+        "environment": environment(config.model, bf16_units),
         "data": {"dataset": data.name, "train_examples": len(run.train_examples),
                  "validation": len(data.validation[:config.eval_examples]), "test": len(data.test[:config.eval_examples]),
                  "labels": None if run.causal else data.label_names},
