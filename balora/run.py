@@ -72,6 +72,7 @@ from balora.training import (
     Distributed,
     TrainSettings,
     autocast,
+    bf16_emulation,
     evaluate,
     evaluate_causal_lm,
     greedy_generate,
@@ -257,10 +258,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     data, meter, placement = run.data, run.meter, run.placement
     bf16_units = native_bf16(placement.device)
     if config.precision == "bf16" and placement.is_main and not bf16_units:
-        units = " (AVX512 or AMX)" if placement.device.type == "cpu" else ""
-        print(f"balora: warning: --precision bf16 on a {placement.device.type} without native bf16 matrix "
-              f"units{units}: matrix products are emulated, several times slower than fp32 here; --precision fp32 "
-              "is faster on this machine", file=sys.stderr)
+        print(f"balora: warning: --precision bf16 on {bf16_emulation(placement.device)}; --precision fp32 is faster on "
+              "this machine", file=sys.stderr)
     train_loader = run.loader(placement.even_shard(run.train_examples), shuffle=True)
     seed_everything(config.seed)
     steps = total_steps(train_loader, config.train_epochs)

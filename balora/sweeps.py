@@ -19,6 +19,7 @@ file of every planned run the database has done but the folder lacks, whichever 
 from __future__ import annotations
 
 import os
+import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -27,6 +28,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm.auto import tqdm
 
 from balora.config import RunConfig, protocol, protocol_key
@@ -34,6 +36,7 @@ from balora.errors import BaloraError
 from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.specs import Planned, Spec
 from balora.store import ResultsStore
+from balora.training import bf16_emulation, native_bf16
 from balora.tuning import Tune, cell_fields, choose, score, with_candidate
 
 
@@ -217,6 +220,14 @@ def sync_results(store: ResultsStore, folder: str | Path, spec: Spec) -> dict[st
     return {"imported": len(imported), "written": len(written)}
 
 
+def _warn_if_bf16_is_emulated(spec: Spec) -> None:
+    """One line where this machine, which runs a local sweep's runs and a dry run's calibration, emulates bf16."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if any(p.config.precision == "bf16" for p in spec.runs) and not native_bf16(device):
+        print(f"balora: warning: sweep '{spec.name}' runs in bf16 on {bf16_emulation(device)}; its runs, and a "
+              "--dry-run's calibration, take several times longer than on a machine with native bf16", file=sys.stderr)
+
+
 def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs", dry_run: bool = False,
               workers: int = 1, backend: str = "local", ray_address: str | None = None,
               rerun_failed: bool = False, results_dir: str | None = None) -> dict[str, Any]:
@@ -225,6 +236,8 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
     Finished runs also go to `results_dir` (default: the spec's `results_dir`) as run files."""
     if workers < 1:
         raise BaloraError(f"--workers must be at least 1, got {workers}")
+    if dry_run or backend == "local":
+        _warn_if_bf16_is_emulated(spec)
     results_dir = results_dir or spec.results_dir
     with ResultsStore(db) as store:
         if results_dir:

@@ -110,6 +110,13 @@ def native_bf16(device: torch.device) -> bool:
     return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def bf16_emulation(device: torch.device) -> str:
+    """What a device without native bf16 (`native_bf16` false) does with bf16, for a warning's line."""
+    units = " (AVX512 or AMX)" if device.type == "cpu" else ""
+    return (f"a {device.type} without native bf16 matrix units{units}: matrix products are emulated, several times "
+            "slower than fp32 here")
+
+
 @contextlib.contextmanager
 def weights_cast_once(model: nn.Module) -> Iterator[None]:
     """For inference under bf16 autocast: each frozen weight cast to bf16 once per autocast region, not at

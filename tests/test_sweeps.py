@@ -481,6 +481,30 @@ grids:
     assert "evaluation    4 runs: 0 done, 4 to run" in out and "times from a calibration of" in out
 
 
+@pytest.mark.parametrize("precision, native, warns", [("bf16", False, True), ("bf16", True, False), ("fp32", False, False)])
+def test_a_bf16_sweep_where_bf16_is_emulated_warns_once_before_planning(precision, native, warns, tmp_path, tiny_lm_dir,
+                                                                       tiny_alpaca, capsys, monkeypatch):
+    """A dry run of a bf16 sweep on an AVX2-only CPU calibrated for over 30 minutes without a word (2026-12-02):
+    the sweep says at the start that bf16 is emulated here, whatever it goes on to do."""
+    import balora.sweeps
+
+    monkeypatch.setattr(balora.sweeps, "native_bf16", lambda device: native)
+    spec = tmp_path / "lm.yaml"
+    spec.write_text(f"""name: tiny_lm
+base: {{model: {tiny_lm_dir}, dataset: {tiny_alpaca}, train_size: 8, budget_rank: 4, epochs: 1, batch_size: 4,
+       evaluations: 1, eval_examples: 4, precision: {precision}}}
+grids:
+  - method: [lora]
+    seed: [1]
+""")
+    assert main(["sweep", str(spec), "--db", str(tmp_path / "r.db"), "--dry-run"]) == 0
+    warned = [line for line in capsys.readouterr().err.splitlines() if line.startswith("balora: warning:")]
+    assert warned == ([
+        "balora: warning: sweep 'tiny_lm' runs in bf16 on a cpu without native bf16 matrix units (AVX512 or AMX): "
+        "matrix products are emulated, several times slower than fp32 here; its runs, and a --dry-run's "
+        "calibration, take several times longer than on a machine with native bf16"] if warns else [])
+
+
 def test_a_causal_lm_sweep_selects_its_learning_rate_on_validation_loss(tmp_path, tiny_lm_dir, tiny_alpaca):
     spec = tmp_path / "lm.yaml"
     spec.write_text(f"""name: tiny_lm
