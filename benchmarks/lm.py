@@ -21,7 +21,7 @@ ratios, each against a baseline measured in the same invocation:
 
 The defaults are a small check that fits a loaded 2-core CPU (a few steps, a few importance samples,
 short sequences); the lm preset's size is `--steps 50 --batch-size 8 --max-length 96 --gradient-samples 64
---eval-examples 200 --evaluations 4 --eval-batch-size 16 --precision bf16` (its 200 examples × 2 epochs are
+--eval-examples 200 --evaluations 4 --eval-batch-size 16 --precision fp32` (its 200 examples × 2 epochs are
 50 steps; here 400 examples × 1 epoch).
 
 Usage: python benchmarks/lm.py [--model smollm2] [--dataset critic_instructions] [--steps 4]

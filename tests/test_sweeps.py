@@ -199,6 +199,14 @@ def test_comparison_presets_select_every_learning_rate_on_validation(preset):
     assert len(spec.tuning_runs()) == sum(len(t.candidates()) * len(t.seeds) for t in tunes.values())
 
 
+@pytest.mark.parametrize("preset", ["paper", "adalora", "quick", "quick_tuned", "vision", "qa", "dynamic", "lm", "probe"])
+def test_presets_run_in_fp32_so_any_machine_runs_them_at_full_speed(preset):
+    """A preset is a protocol that every session's machine continues: in bf16, a CPU without AVX512/AMX
+    emulates every matrix product (8x slower than fp32 on an AVX2 EPYC, 2026-12-02), and the study would
+    stall or change precision half-way (a run's precision is part of its protocol)."""
+    assert {p.config.precision for p in load_spec(preset).runs} == {"fp32"}
+
+
 def test_lm_preset_run_files_join_the_paper_s():
     """Seed 002's study is part of the paper: its run files go where the paper is built from, so that
     `balora report --runs results/paper --paper` has its Results section include them (issue 9)."""
