@@ -199,7 +199,7 @@ def test_comparison_presets_select_every_learning_rate_on_validation(preset):
     assert len(spec.tuning_runs()) == sum(len(t.candidates()) * len(t.seeds) for t in tunes.values())
 
 
-@pytest.mark.parametrize("preset", ["paper", "adalora", "quick", "quick_tuned", "vision", "qa", "dynamic", "lm", "probe"])
+@pytest.mark.parametrize("preset", PRESETS)
 def test_presets_run_in_fp32_so_any_machine_runs_them_at_full_speed(preset):
     """A preset is a protocol that every session's machine continues: in bf16, a CPU without AVX512/AMX
     emulates every matrix product (8x slower than fp32 on an AVX2 EPYC, 2026-12-02), and the study would
