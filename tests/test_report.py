@@ -364,6 +364,16 @@ def test_a_vertical_bar_prints_as_a_bar_in_latex():
     assert latex_text("a | b") == r"a \textbar{} b"
 
 
+def test_a_target_list_may_break_between_its_names_in_latex():
+    """Settings such as query+value+intermediate.dense are one unbreakable word to TeX and ran past the
+    margin of the paper's missing-data list; a sign before a number must still stay with it."""
+    from balora.report.document import latex_text
+
+    assert latex_text("targets query+value+intermediate.dense") == (
+        r"targets query+\allowbreak{}value+\allowbreak{}intermediate.dense")
+    assert latex_text("Δ +0.35 pp, a+1") == r"$\Delta$ +0.35 pp, a+1"
+
+
 def test_every_panel_s_axis_label_fits_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Three budgets side by side shrink each panel; a y label taller than its panel runs into the legend or
     the panel below."""

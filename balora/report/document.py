@@ -101,6 +101,7 @@ def latex_text(text: str) -> str:
     """Plain text → LaTeX: specials escaped, symbols as math, a number's minus sign as a real minus."""
     escaped = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
     escaped = re.sub(r"(?<![\w.])-(?=\d)", "$-$", escaped)
+    escaped = re.sub(r"(?<=[A-Za-z])\+(?=[A-Za-z])", r"+\\allowbreak{}", escaped)  # a+b+c: one long word to TeX
     return "".join(_LATEX_SYMBOLS.get(ch, ch if ch.isascii() else _ascii(ch)) for ch in escaped)
 
 
