@@ -610,6 +610,25 @@ def test_settings_that_differ_in_target_modules_read_as_placements():
                       setting_label("minilm", "rotten_tomatoes", 64, None, "targets query+value+intermediate.dense")}
 
 
+def test_a_method_option_at_its_task_s_default_keeps_the_plain_method_name():
+    """The warm-start step defaults per task (0.005 for a classifier, 1e-4 for a causal LM): runs that use
+    their own task's default are the plain arm even where the folder holds both tasks, and a step that is not
+    its task's default still names its arm."""
+    from balora.report.runs import load_runs
+
+    classifier = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for run in classifier:
+        run["config"]["gamma"] = 0.005
+    lm = [make_lm_result(m, 8, 1e-3, s) for m in ("lora", "ba_lora") for s in (42, 43, 44)]
+    for run in lm:
+        run["config"]["gamma"] = 1e-4
+    stepped = [make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]]
+    for run in stepped:
+        run["config"]["gamma"] = 0.01
+    labels = set(load_runs(classifier + lm + stepped)["arm_label"])
+    assert labels == {"LoRA", "BA-LoRA", "BA-LoRA (gamma=0.01)"}
+
+
 def test_runs_in_bf16_are_a_setting_of_their_own():
     """The forward precision is part of the training protocol: bf16 runs are never compared in one table
     with fp32 runs, and the label says which is which; run files written before the field existed are fp32."""

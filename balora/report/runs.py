@@ -19,6 +19,7 @@ ones): each arm's value is its own, and the table notes how the rows differ. Tun
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
+from balora.tasks import with_task_defaults
 from balora.tuning import superseded
 
 REFERENCE = "lora"
@@ -89,11 +91,23 @@ def _varying(configs: list[dict[str, Any]], names: Iterable[str]) -> list[str]:
     return [n for n in names if len({repr(_effective(c, n)) for c in configs}) > 1]
 
 
-def _describe(config: dict[str, Any], names: list[str], skip_defaults: bool = False) -> str:
-    """`name=value` for `names`; with `skip_defaults`, only where the value is not RunConfig's default
-    (so the default variant of a method keeps the plain method name)."""
+def _describe(config: dict[str, Any], names: list[str], defaults: tuple[dict[str, Any], ...] = ()) -> str:
+    """`name=value` for `names`, leaving out a value that is one of `defaults`' (so the default variant of
+    a method keeps the plain method name)."""
     return ", ".join(_shown(n, _effective(config, n)) for n in names
-                     if not (skip_defaults and _effective(config, n) == _effective(DEFAULTS, n)))
+                     if not any(_effective(config, n) == _effective(d, n) for d in defaults))
+
+
+@functools.cache
+def _task_defaults(task: str) -> dict[str, Any]:
+    return with_task_defaults(RunConfig(), task).to_dict()
+
+
+def _defaults_of(result: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """What a run's config counts as default: RunConfig's, and the values its task resolves them to (the
+    warm-start step of a causal LM is not a classifier's). Run files from before the causal-LM track record
+    no task: they are classifiers."""
+    return DEFAULTS, _task_defaults(result.get("task", "classification"))
 
 
 def _shown(name: str, value: Any) -> str:
@@ -180,8 +194,8 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
     variants = {m: _varying([c for c in configs if c["method"] == m], options) for m in {c["method"] for c in configs}}
     settings = setting_labels(configs, protocols)
-    arm_variants = _one_protocol_per_arm(results, settings, [_describe(c, variants[c["method"]], skip_defaults=True)
-                                                             for c in configs])
+    arm_variants = _one_protocol_per_arm(results, settings, [_describe(r["config"], variants[r["config"]["method"]],
+                                                                       _defaults_of(r)) for r in results])
     rows = []
     for result, setting, shown_protocol, variant in zip(results, settings, protocols, arm_variants):
         config, metrics, params = result["config"], result["metrics"], result["params"]
