@@ -472,6 +472,20 @@ def make_lm_result(method: str, rank: int, lr: float, seed: int) -> dict:
     return result
 
 
+def test_instruction_tuning_figures_colour_each_strategy_by_its_method():
+    """LoRA r=8 and BA-LoRA keep the colours and lines they have in every other figure; another strategy of
+    a method (LoRA r=16) keeps the method's colour with its own dash pattern."""
+    from balora.report.figures import arm_style
+    from balora.report.lm import selected_runs
+    from balora.report.runs import load_runs
+
+    runs = selected_runs(load_runs([make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]))
+    style = {row.strategy: arm_style(row.arm) for row in runs.itertuples()}
+    assert style["LoRA r=8"] == arm_style("lora") and style["BA-LoRA"] == arm_style("ba_lora")
+    assert style["LoRA r=16"]["color"] == arm_style("lora")["color"]
+    assert style["LoRA r=16"]["linestyle"] != arm_style("lora")["linestyle"]
+
+
 def test_instruction_tuning_section_selects_learning_rates_on_validation_and_compares_with_lora(tmp_path: Path):
     lm = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
     build_report(lm + synthetic_results()[:40], tmp_path / "report")

@@ -64,7 +64,17 @@ def selected_runs(frame: pd.DataFrame) -> pd.DataFrame:
     for _, runs in frame.groupby(["model", "dataset", "strategy"], sort=False):
         best = runs.groupby("lr")["validation_loss"].mean().idxmin()
         chosen.append(runs[runs["lr"] == best])
-    return pd.concat(chosen).assign(arm=lambda f: f["strategy"], arm_label=lambda f: f["strategy"])
+    chosen = pd.concat(chosen)
+    return chosen.assign(arm=[_arm(r["config"]) for r in chosen["result"]], arm_label=chosen["strategy"])
+
+
+def _arm(config: dict) -> str:
+    """A run's arm in the figures: its method where the strategy is the method's plain one (LoRA r=8 on all
+    layers, BA-LoRA, ...), else the method with the strategy, so that every strategy keeps its method's
+    colour and another strategy of the same method gets its own dash pattern (`figures.arm_style`)."""
+    strategy = strategy_label(config)
+    return config["method"] if strategy == strategy_label({"method": config["method"]}) else \
+        f"{config['method']} ({strategy})"
 
 
 def compare_with_lora(runs: pd.DataFrame) -> dict[str, stats.Comparison]:
