@@ -491,8 +491,9 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
     build_report(lm + synthetic_results()[:40], tmp_path / "report")
     text = (tmp_path / "report" / "report.md").read_text()
     section = text[text.index("## Instruction tuning (seed 002)"):]
+    strategy_table = section[:section.index("**Instruction tuning: cost")]
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
-            for line in section.splitlines() if line.startswith("| LoRA") or line.startswith("| BA-LoRA")}
+            for line in strategy_table.splitlines() if line.startswith("| LoRA") or line.startswith("| BA-LoRA")}
     assert rows["LoRA r=8"][0] == "0.001" and rows["BA-LoRA"][0] == "0.0003"  # chosen on validation loss
     assert rows["BA-LoRA"][2].startswith("1.9567") and rows["BA-LoRA"][3] == f"{math.exp(1.95 + 0.02 / 3):.2f}"
     assert rows["BA-LoRA"][6].startswith("-0.0500") and rows["LoRA r=16"][5] == "0.0"
@@ -555,6 +556,30 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     assert bottom in summary and "BA-LoRA was significantly more accurate than LoRA" in summary
     for part in ("abstract", "conclusion"):
         assert latex_text(bottom) in (tmp_path / "paper2" / "generated" / f"{part}.tex").read_text()
+
+
+def test_instruction_tuning_cost_table_times_each_strategy_against_lora_on_the_same_seed(tmp_path: Path):
+    """The study's own measure of what BA-LoRA costs: seconds per phase, and total time over LoRA r=8's run
+    with the same seed (mean ± std over seeds)."""
+    import statistics
+
+    runs = lm_pair((0.01, -0.01, 0.0))
+    for run in runs:
+        seed, ours = run["config"]["seed"], run["config"]["method"] == "ba_lora"
+        run["timings"] = {"load": 1.0, "train": 100.0 + seed, "eval": 10.0, **({"importance": 7.0} if ours else {})}
+        run["timings"]["total"] = sum(run["timings"].values())
+    build_report(runs, tmp_path / "report", figures_too=False)
+    text = (tmp_path / "report" / "report.md").read_text()
+    table = text[text.index("**Instruction tuning: cost"):]
+    header, rows = table.splitlines()[2], [line for line in table.splitlines() if line.startswith(("| BA-LoRA", "| LoRA"))]
+    columns = [c.strip() for c in header.split("|")[1:-1]]
+    cells = {row.split("|")[1].strip(): dict(zip(columns, (c.strip() for c in row.split("|")[1:-1]))) for row in rows}
+    ratios = [(118 + s) / (111 + s) for s in (42, 43, 44)]
+    assert cells["BA-LoRA"]["importance (s)"] == "7.0" and cells["LoRA r=8"]["importance (s)"] == "–"
+    assert cells["BA-LoRA"]["Total (s)"] == "161.0"
+    assert cells["BA-LoRA"]["Total / LoRA r=8 (×)"] == (f"{statistics.mean(ratios):.2f} ± "
+                                                        f"{statistics.stdev(ratios):.2f} (n=3)")
+    assert cells["LoRA r=8"]["Total / LoRA r=8 (×)"] == "1.00 ± 0.00 (n=3)"
 
 
 def test_instruction_tuning_claims_need_three_seeds_and_a_reference(tmp_path: Path):

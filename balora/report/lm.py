@@ -1,4 +1,4 @@
-"""Seed 002's instruction-tuning study (causal-LM runs): claims, strategy table, two figures, stored generations.
+"""Seed 002's instruction-tuning study (causal-LM runs): claims, strategy table, two figures, cost, stored generations.
 
 Each strategy (method, placement, fixed rank, decay direction) enters the table and figures at one
 learning rate, chosen on validation loss, never on test loss: a tuned sweep (the `lm` preset) selected
@@ -22,7 +22,7 @@ from balora.report import figures, stats
 from balora.report.claims import p_text, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
 from balora.report.runs import by_seed, method_name
-from balora.report.tables import p_value
+from balora.report.tables import DASH, count, p_value, ratio_cell
 
 REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
@@ -32,6 +32,11 @@ NOTE = ("Learning rate: selected per strategy on final validation loss (the lowe
         "e^loss of the mean. Reduction: 1 − LoRA params / the largest in the table. Δ loss: mean per-seed "
         "difference against LoRA r=8 on all layers with its paired-t 95% CI (negative: lower loss); p (Holm): "
         "paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.")
+COST_PHASES = ("importance", "train", "eval", "generate")
+COST_NOTE = ("Seconds per phase, mean over the strategy's evaluation runs (– where it has no such phase); train "
+             "includes the validation points along training, eval is the test set. Total / LoRA r=8: mean ± std of "
+             "the ratio to the LoRA r=8 run with the same seed. Runs of a sweep share the machine with its other "
+             "workers, so their times include that contention.")
 
 
 def strategy_label(config: dict) -> str:
@@ -113,6 +118,24 @@ def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.C
                "Δ loss vs LoRA r=8 [95% CI]", "p (Holm)", "Verdict"]
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}", columns, rows,
                  [NOTE])
+
+
+def cost_table(runs: pd.DataFrame, setting: str) -> Table:
+    """Each strategy's mean seconds per phase, total time over LoRA r=8's run with the same seed, and peak
+    memory: the study's own measure of what BA-LoRA's importance pass adds (`benchmarks/lm.py` times the
+    phases alone, on an otherwise idle machine)."""
+    reference = by_seed(runs[runs["strategy"] == REFERENCE], "time_total")
+    phases = [p for p in COST_PHASES if f"time_{p}" in runs and runs[f"time_{p}"].notna().any()]
+    rows = []
+    for name, group in runs.groupby("strategy", sort=False):
+        ratios = [total / reference[seed] for seed, total in by_seed(group, "time_total").items()
+                  if reference.get(seed, 0) > 0]
+        rows.append([name, str(len(group)),
+                     *(DASH if group[f"time_{p}"].isna().all() else f"{group[f'time_{p}'].mean():.1f}" for p in phases),
+                     f"{group['time_total'].mean():.1f}", ratio_cell(ratios), count(group["peak_rss_mib"].mean())])
+    columns = ["Strategy", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", f"Total / {REFERENCE} (×)",
+               "Peak RSS (MiB)"]
+    return Table(f"lm_cost_{slug(setting)}", f"Instruction tuning: cost — {setting}", columns, rows, [COST_NOTE])
 
 
 def _loss_summary(runs: pd.DataFrame) -> str:
@@ -213,7 +236,7 @@ def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list
         figs: list[Figure] = figures.params_loss_bars(runs, setting, out) + figures.rank_per_layer(runs, setting, out)
         if len(figs) < 2:
             missing.append(f"Rank-per-layer figure, {setting}: no allocations recorded.")
-        blocks += [Bullets(claims), strategy_table(runs, setting, compared), *figs]
+        blocks += [Bullets(claims), strategy_table(runs, setting, compared), *figs, cost_table(runs, setting)]
         sentences += claims
         bottom_lines += bottom_line(setting, compared)
         if generations := _generations(runs):

@@ -264,6 +264,14 @@ def time_ratios(frame: pd.DataFrame, arm: str) -> list[float]:
     return ratios
 
 
+def ratio_cell(ratios: list[float]) -> str:
+    """Time ratios as mean ± std (n=...), or a dash without any."""
+    ratio = stats.summarize(ratios)
+    if ratio.n == 0:
+        return DASH
+    return f"{ratio.mean:.2f}" + ("" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}") + f" (n={ratio.n})"
+
+
 def cost_tables(analysis: Analysis) -> list[Table]:
     """Each arm's mean phase timings, total time relative to matched LoRA runs, and peak memory, per setting."""
     frame = analysis.frame
@@ -278,12 +286,10 @@ def cost_tables(analysis: Analysis) -> list[Table]:
         for budget, cell in part.groupby("budget"):  # one row per arm and budget: one protocol per row
             for arm in arm_order(cell["arm"]):
                 runs = cell[cell["arm"] == arm]
-                ratio = stats.summarize(time_ratios(cell, arm))
-                ratio_cell = DASH if ratio.n == 0 else f"{ratio.mean:.2f}" + (
-                    "" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}") + f" (n={ratio.n})"
+                ratio = ratio_cell(time_ratios(cell, arm))
                 timing = [DASH if runs[f"time_{p}"].isna().all() else f"{runs[f'time_{p}'].mean():.2f}" for p in phases]
                 rows.append([budget_label(budget), runs["arm_label"].iloc[0], str(len(runs)), *timing,
-                             f"{runs['time_total'].mean():.2f}", ratio_cell, count(runs["peak_rss_mib"].mean()),
+                             f"{runs['time_total'].mean():.2f}", ratio, count(runs["peak_rss_mib"].mean()),
                              *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
                              *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
         explained = {"Total (s)": "Seconds per phase (– where a method has no such phase), mean over the arm's runs "
