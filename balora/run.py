@@ -272,6 +272,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
             quantisation.pool_adapters(model)
     if prepared.initialise is not None:
         prepared.initialise(model)
+        # what it warm-started from, the mean gradients (an fp32 copy of every target weight), training never reads
+        prepared.initialise = prepared.warm_start = None
     lora_params, trained_head = _lora_parameter_count(model), _trained_head_count(model)
     if config.grad_scale != 1.0:
         quantisation.scale_adapter_gradients(model, config.grad_scale)

@@ -218,6 +218,34 @@ def test_seed_002_s_strategies_run_on_a_causal_lm_within_the_budget(method, tiny
         assert result["params"]["lora_final"] <= result["budget"]["lora_budget"]
 
 
+def test_training_holds_no_importance_gradients(tiny_model_dir, tiny_csv, monkeypatch):
+    """The mean gradients (an fp32 copy of every target weight: 0.4 GB on SmolLM2) serve the allocation and
+    the warm-start only; they are freed before training starts."""
+    import gc
+    import weakref
+
+    import balora.importance
+    import balora.run
+
+    held, alive = [], []
+    accumulate, train = balora.importance.accumulate_gradients, balora.run.train
+
+    def recording(*args, **kwargs):
+        stats = accumulate(*args, **kwargs)
+        held.extend(weakref.ref(g) for g in stats.mean.values())
+        return stats
+
+    def checking(*args, **kwargs):
+        gc.collect()
+        alive.append(sum(ref() is not None for ref in held))
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(balora.importance, "accumulate_gradients", recording)
+    monkeypatch.setattr(balora.run, "train", checking)
+    run_experiment(tiny_config(tiny_model_dir, tiny_csv, method="ba_lora"), progress=False)
+    assert held and alive == [0]
+
+
 def test_warm_start_lowers_a_causal_lm_s_loss_before_training(tiny_lm_dir, tiny_alpaca):
     def initial_loss(method: str) -> float:
         config = lm_config(tiny_lm_dir, tiny_alpaca, method=method, gradient_samples=40)
