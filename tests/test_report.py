@@ -486,6 +486,26 @@ def test_instruction_tuning_figures_colour_each_strategy_by_its_method():
     assert style["LoRA r=16"]["linestyle"] != arm_style("lora")["linestyle"]
 
 
+def test_instruction_tuning_bars_are_as_thick_in_every_budget_row(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Seed 002's bar chart gives each budget's row the height its bars need: the lone LoRA r=16 bar is no
+    wider a block than the r=8 bars above it, and the parameter axis is shared, so r=16's twice the parameters
+    show as a twice longer bar."""
+    from balora.report import figures
+    from balora.report.lm import selected_runs
+    from balora.report.runs import load_runs
+
+    canvases = []
+    monkeypatch.setattr(figures, "_save", lambda fig, *args: canvases.append(fig))
+    runs = selected_runs(load_runs([make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]))
+    figures.params_loss_bars(runs, "smollm2 · critic_instructions", tmp_path)
+    (canvas,) = canvases
+    canvas.draw_without_rendering()
+    left_panels = canvas.axes[0::2]
+    thickness = [panel.patches[0].get_window_extent().height for panel in left_panels]
+    assert max(thickness) < 1.2 * min(thickness), thickness
+    assert left_panels[0].get_xlim() == left_panels[1].get_xlim()
+
+
 def test_instruction_tuning_section_selects_learning_rates_on_validation_and_compares_with_lora(tmp_path: Path):
     lm = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
     build_report(lm + synthetic_results()[:40], tmp_path / "report")

@@ -322,12 +322,15 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
 
 @styled
 def params_loss_bars(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
-    """Seed 002's bar chart: LoRA parameters and evaluation loss per arm, one row per budget."""
+    """Seed 002's bar chart: LoRA parameters and evaluation loss per arm, one row per budget, each row as
+    tall as its bars need and the axes shared down the columns, so that bar lengths compare across budgets."""
     budgets = _budgets(frame)
     arms = arm_order(frame["arm"])
-    fig, axes = _grid(len(budgets), 2, (MAX_WIDTH, (0.22 * len(arms) + 1.0) * len(budgets)), sharey="row")
-    for (left, right), (_, cell, label) in zip(axes, budgets):
-        present = [a for a in arms if (cell["arm"] == a).any()]
+    rows = [[a for a in arms if (cell["arm"] == a).any()] for _, cell, _ in budgets]
+    # panels as tall as their bars (a bar per unit of y), plus room for each row's title and axis labels
+    fig, axes = _grid(len(budgets), 2, (MAX_WIDTH, sum(0.22 * len(present) + 1.0 for present in rows)),
+                      sharey="row", sharex="col", gridspec_kw={"height_ratios": [len(present) for present in rows]})
+    for (left, right), (_, cell, label), present in zip(axes, budgets, rows):
         y = np.arange(len(present))
         colours = [arm_style(a)["color"] for a in present]
         params = [cell.loc[cell["arm"] == a, "lora_params"].mean() / 1e3 for a in present]
@@ -335,10 +338,10 @@ def params_loss_bars(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[F
         left.barh(y, params, color=colours)
         right.barh(y, [m for m, _ in losses], xerr=[s for _, s in losses], color=colours, capsize=2)
         left.set_yticks(y, [cell.loc[cell["arm"] == a, "arm_label"].iloc[0] for a in present])
-        left.invert_yaxis()
-        left.set_xlabel("trainable LoRA parameters (thousands)")
-        right.set_xlabel("evaluation loss (test cross-entropy)")
+        left.set_ylim(len(present) - 0.5, -0.5)  # the first arm on top
         left.set_title(label, loc="left")
+    axes[-1][0].set_xlabel("trainable LoRA parameters (thousands)")  # the rows share the axes below them
+    axes[-1][1].set_xlabel("evaluation loss (test cross-entropy)")
     return [_save(fig, out_dir, f"params_loss_{slug(setting)}", f"Parameters and evaluation loss — {setting}",
                   "Mean over seeds; error bars ± 1 std.")]
 
