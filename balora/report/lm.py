@@ -22,7 +22,7 @@ from balora.report import figures, stats
 from balora.report.claims import p_text, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
 from balora.report.runs import by_seed, method_name
-from balora.report.tables import DASH, count, p_value, ratio_cell
+from balora.report.tables import count, p_value, ratio_cell, seconds_cell
 
 REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
@@ -131,7 +131,7 @@ def cost_table(runs: pd.DataFrame, setting: str) -> Table:
         ratios = [total / reference[seed] for seed, total in by_seed(group, "time_total").items()
                   if reference.get(seed, 0) > 0]
         rows.append([name, str(len(group)),
-                     *(DASH if group[f"time_{p}"].isna().all() else f"{group[f'time_{p}'].mean():.1f}" for p in phases),
+                     *(seconds_cell(group[f"time_{p}"], digits=1) for p in phases),
                      f"{group['time_total'].mean():.1f}", ratio_cell(ratios), count(group["peak_rss_mib"].mean())])
     columns = ["Strategy", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", f"Total / {REFERENCE} (×)",
                "Peak RSS (MiB)"]

@@ -264,6 +264,11 @@ def time_ratios(frame: pd.DataFrame, arm: str) -> list[float]:
     return ratios
 
 
+def seconds_cell(values: pd.Series, digits: int = 2) -> str:
+    """The mean of a phase's seconds over runs, or a dash where no run has that phase."""
+    return DASH if values.isna().all() else f"{values.mean():.{digits}f}"
+
+
 def ratio_cell(ratios: list[float]) -> str:
     """Time ratios as mean ± std (n=...), or a dash without any."""
     ratio = stats.summarize(ratios)
@@ -287,7 +292,7 @@ def cost_tables(analysis: Analysis) -> list[Table]:
             for arm in arm_order(cell["arm"]):
                 runs = cell[cell["arm"] == arm]
                 ratio = ratio_cell(time_ratios(cell, arm))
-                timing = [DASH if runs[f"time_{p}"].isna().all() else f"{runs[f'time_{p}'].mean():.2f}" for p in phases]
+                timing = [seconds_cell(runs[f"time_{p}"]) for p in phases]
                 rows.append([budget_label(budget), runs["arm_label"].iloc[0], str(len(runs)), *timing,
                              f"{runs['time_total'].mean():.2f}", ratio, count(runs["peak_rss_mib"].mean()),
                              *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
