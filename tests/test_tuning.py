@@ -155,6 +155,26 @@ def test_the_appendix_names_settings_as_the_comparison_tables_do():
     assert [row[0] for row in one_setting.rows] == ["minilm · rotten_tomatoes · 64-shot"]
 
 
+def test_the_appendix_tells_apart_cells_of_one_method_that_differ_in_an_option_before_evaluation_runs_exist():
+    """Linear decay in both directions, tuned but not yet evaluated: the rows name the direction that differs
+    (as the comparison tables name the arms), not two indistinguishable "linear decay" rows."""
+    runs = [dict(run, config={**run["config"], "decay_direction": direction})
+            for direction in ("decreasing", "increasing") for lr in (1e-3, 2e-3)
+            for run in [tuning_result(lr, 0, 0.7, method="linear_decay")]]
+    table = tuning_table(runs, {})
+    assert sorted(row[2] for row in table.rows) == ["linear decay", "linear decay (decay_direction=increasing)"]
+    assert [row[2] for row in tuning_table(runs[:2], {}).rows] == ["linear decay"]
+
+
+def test_a_causal_lm_s_preset_sizes_do_not_rename_the_classifiers_cells_of_the_same_method():
+    """The lm preset scores 200 test examples and the classifiers all of theirs: sizes of another task are
+    not options that tell one LoRA from another (each task's cells are compared among themselves)."""
+    lm_runs = [dict(run, task="causal_lm", config={**run["config"], "eval_examples": 200})
+               for lr in (1e-3, 3e-3) for run in [lm_tuning_result(lr, 0, 2.1)]]
+    classifier_runs = [tuning_result(lr, 0, 0.7) for lr in (1e-3, 2e-3)]
+    assert [row[2] for row in tuning_table(lm_runs + classifier_runs, {}).rows] == ["LoRA", "LoRA"]
+
+
 @pytest.mark.parametrize("curves, rising", [
     ([[(0, 0.5), (10, 0.6), (20, 0.7)]], True),
     ([[(0, 0.5), (10, 0.7), (20, 0.704)]], False),  # within the 0.5 pp tolerance: flat

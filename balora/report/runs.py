@@ -183,6 +183,18 @@ def setting_labels(configs: list[dict[str, Any]], protocols: list[str] | None = 
             for c, p in zip(configs, protocols)]
 
 
+def method_variants(results: list[dict[str, Any]]) -> list[str]:
+    """Each run's variant of its method: the options (not data, protocol, seed or budget) that vary among
+    the runs of its method and task in `results`, leaving out its task's defaults ("" for the default
+    variant). A causal LM's preset sizes (its test subset, say) do not rename the classifiers' arms."""
+    def group(result: dict[str, Any]) -> tuple[str, str]:
+        return result.get("task", "classification"), result["config"]["method"]
+
+    options = sorted({k for r in results for k in r["config"]} - set(NOT_VARIANT))
+    varying = {g: _varying([r["config"] for r in results if group(r) == g], options) for g in map(group, results)}
+    return [_describe(r["config"], varying[group(r)], _defaults_of(r)) for r in results]
+
+
 def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> pd.DataFrame:
     """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
     (tuning runs are left out: they have no test metrics; so are evaluation runs at a value their cell
@@ -191,13 +203,10 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     results = [r for r in results if not r["config"].get("tuning") and str(r.get("key")) not in stale]
     configs = [r["config"] for r in results]
     protocols, protocol_fields = _protocols(configs)
-    options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
-    variants = {m: _varying([c for c in configs if c["method"] == m], options) for m in {c["method"] for c in configs}}
     settings = setting_labels(configs, protocols)
-    arm_variants = _one_protocol_per_arm(results, settings, [_describe(r["config"], variants[r["config"]["method"]],
-                                                                       _defaults_of(r)) for r in results])
     rows = []
-    for result, setting, shown_protocol, variant in zip(results, settings, protocols, arm_variants):
+    for result, setting, shown_protocol, variant in zip(results, settings, protocols,
+                                                        _one_protocol_per_arm(results, settings, method_variants(results))):
         config, metrics, params = result["config"], result["metrics"], result["params"]
         method = config["method"]
         budget = _budget(result)

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from balora.report.document import Table
-from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, setting_labels, settings
+from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, method_variants, setting_labels, settings
 from balora.report.tables import DASH, pct
 from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, Score, accuracy_curve, cell_key, still_rising, tuning_cells
 
@@ -62,8 +62,14 @@ def arm_labels(frame: pd.DataFrame) -> dict[str, str]:
     return {cell_key(r["config"]): label for r, label in zip(frame["result"], frame["arm_label"])}
 
 
-def _arm(cell: CellTuning, labels: dict[str, str]) -> str:
-    return labels.get(cell.cell, method_name(cell.example["method"]))
+def _arms(cells: list[CellTuning], results: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
+    """{cell: its arm's name}: `labels`' where the cell has evaluation runs, or else its method's name with
+    the options that tell it from the method's other tuned cells (as the comparison tables will name it)."""
+    one_run = {cell_key(r["config"]): r for r in results if r["config"].get("tuning")}
+    runs = [one_run[c.cell] for c in cells]
+    return {c.cell: labels.get(c.cell, f"{method_name(c.example['method'])} ({variant})" if variant
+                               else method_name(c.example["method"]))
+            for c, variant in zip(cells, method_variants(runs))}
 
 
 def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table | None:
@@ -90,10 +96,11 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
              for c in cells for s in c.scores if not s.lengthened}
     candidates = sorted(tried, key=tried.__getitem__)
     longer = any(s.lengthened for c in cells for s in c.scores)
+    arms = _arms(cells, results, labels)
     rows = []
     for cell in cells:
         by_name = {_candidate(cell.grid_fields, cell.on_grid(s.candidate)): s for s in cell.scores if not s.lengthened}
-        row = [*places[cell.cell], _arm(cell, labels)]
+        row = [*places[cell.cell], arms[cell.cell]]
         row += [value(cell, by_name[name]) if name in by_name else DASH for name in candidates]
         if longer:
             row.append("; ".join(f"{_candidate(cell.fields, s.candidate)}: {value(cell, s)}"
@@ -191,14 +198,15 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
               f"accuracy over the tuning seeds{LM_CRITERION if any(c.selected.by_loss for c in cells) else ''}); "
               "test accuracy exists only at the selected values."]
     places = _places(cells)
+    arms = _arms(cells, results, labels)
 
     def selections(some: list[CellTuning]) -> str:
-        return "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: {_candidate(c.fields, c.selected.candidate)}"
+        return "; ".join(f"{arms[c.cell]}, {', '.join(places[c.cell])}: {_candidate(c.fields, c.selected.candidate)}"
                          for c in some)
 
     rejected = [(c, s) for c in cells for s in c.scores if not s.admissible]
     if rejected:
-        names = "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}: {_candidate(c.fields, s.candidate)} "
+        names = "; ".join(f"{arms[c.cell]}, {', '.join(places[c.cell])}: {_candidate(c.fields, s.candidate)} "
                           f"(seed{'s' * (len(s.at_chance) > 1)} {', '.join(map(str, sorted(s.at_chance)))})"
                           for c, s in rejected)
         claims.append(f"{len(rejected)} candidate value{'s were' if len(rejected) > 1 else ' was'} not admissible, "
@@ -211,7 +219,7 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
         unadmitted = [c for c in cells if not c.selected.admissible]
         if unadmitted:
             claims.append(f"In {len(unadmitted)} cells no value was admissible, so the best mean was selected regardless: "
-                          + "; ".join(f"{_arm(c, labels)}, {', '.join(places[c.cell])}" for c in unadmitted) + ".")
+                          + "; ".join(f"{arms[c.cell]}, {', '.join(places[c.cell])}" for c in unadmitted) + ".")
     edge = [c for c in cells if c.at_edge]
     if edge:
         claims.append(f"In {len(edge)} of {len(cells)} cells the selected value is at the edge of its grid, so a wider "
