@@ -183,6 +183,11 @@ def setting_labels(configs: list[dict[str, Any]], protocols: list[str] | None = 
             for c, p in zip(configs, protocols)]
 
 
+def arm_label(method: str, variant: str) -> str:
+    """The report's name for an arm: its method's, with the variant's options where it has any."""
+    return f"{method_name(method)} ({variant})" if variant else method_name(method)
+
+
 def method_variants(results: list[dict[str, Any]]) -> list[str]:
     """Each run's variant of its method: the options (not data, protocol, seed or budget) that vary among
     the runs of its method and task in `results`, leaving out its task's defaults ("" for the default
@@ -204,9 +209,9 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     configs = [r["config"] for r in results]
     protocols, protocol_fields = _protocols(configs)
     settings = setting_labels(configs, protocols)
+    arm_variants = _one_protocol_per_arm(results, settings, method_variants(results))
     rows = []
-    for result, setting, shown_protocol, variant in zip(results, settings, protocols,
-                                                        _one_protocol_per_arm(results, settings, method_variants(results))):
+    for result, setting, shown_protocol, variant in zip(results, settings, protocols, arm_variants):
         config, metrics, params = result["config"], result["metrics"], result["params"]
         method = config["method"]
         budget = _budget(result)
@@ -216,7 +221,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
         rows.append({
             "sweep": result.get("sweep"), "key": result.get("key"), "method": method,
             "arm": f"{method} ({variant})" if variant else method,
-            "arm_label": f"{method_name(method)} ({variant})" if variant else method_name(method),
+            "arm_label": arm_label(method, variant),
             "model": config["model"], "dataset": config["dataset"], "shots": config.get("shots"),
             "train_size": config.get("train_size"), "protocol": shown_protocol, "setting": setting,
             # few-shot settings that differ only in the shot count (and so possibly in epochs) form a family

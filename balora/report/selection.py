@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from balora.report.document import Table
-from balora.report.runs import METHOD_ORDER, arm_order, budget_label, method_name, method_variants, setting_labels, settings
+from balora.report.runs import METHOD_ORDER, arm_label, arm_order, budget_label, method_variants, setting_labels, settings
 from balora.report.tables import DASH, pct
 from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, Score, accuracy_curve, cell_key, still_rising, tuning_cells
 
@@ -67,8 +67,7 @@ def _arms(cells: list[CellTuning], results: list[dict[str, Any]], labels: dict[s
     the options that tell it from the method's other tuned cells (as the comparison tables will name it)."""
     one_run = {cell_key(r["config"]): r for r in results if r["config"].get("tuning")}
     runs = [one_run[c.cell] for c in cells]
-    return {c.cell: labels.get(c.cell, f"{method_name(c.example['method'])} ({variant})" if variant
-                               else method_name(c.example["method"]))
+    return {c.cell: labels.get(c.cell, arm_label(c.example["method"], variant))
             for c, variant in zip(cells, method_variants(runs))}
 
 
