@@ -529,6 +529,22 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
     assert "Instruction tuning: strategy comparison" in (generated / "tables" / "lm_strategy_smollm2_critic_instructions.tex").read_text()
 
 
+def test_the_readme_block_carries_the_instruction_tuning_claims_and_tables(tmp_path: Path):
+    """The README's generated block words the causal-LM study as the report does (its claims, strategy and
+    cost tables), so no number of it is typed by hand; figures and greedy responses stay in the report."""
+    from balora.report.builder import build
+    from balora.report.readme import headline
+    from balora.report.runs import load_runs
+
+    results = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)] + synthetic_results()[:40]
+    text = headline(build(load_runs(results), tmp_path, results), results)
+    section = text[text.index("### Instruction tuning (seed 002)"):text.index("### Protocol")]
+    assert "- smollm2 · critic_instructions: BA-LoRA reached a test loss of 1.9567" in section
+    assert "**Instruction tuning: strategy comparison — smollm2 · critic_instructions**" in section
+    assert "**Instruction tuning: cost — smollm2 · critic_instructions**" in section
+    assert "Great film" not in text and "![" not in text
+
+
 # BA-LoRA's per-seed test loss minus LoRA r=8's (seeds 42, 43, 44): lower, higher, and a tie.
 LM_OUTCOMES = {"lower": ((-0.05, -0.06, -0.04), "BA-LoRA's test loss is significantly lower than LoRA r=8's"),
                "higher": ((0.05, 0.06, 0.04), "BA-LoRA's test loss is significantly higher than LoRA r=8's: "

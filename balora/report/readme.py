@@ -1,6 +1,6 @@
 """The README's headline results, generated from committed runs, never typed: seed 000's criteria,
-Experiments 1 and 2 (sentences and tables as the report words them), the selected values and the
-compute, between two marker lines of README.md:
+Experiments 1 and 2 and seed 002's instruction tuning (sentences and tables as the report words them),
+the selected values and the compute, between two marker lines of README.md:
 
     <!-- generated from results/paper by `balora report --runs results/paper --readme README.md`: do not edit -->
     ...
@@ -44,9 +44,18 @@ def compute(results: list[dict[str, Any]]) -> str:
             "(summed over runs; runs in parallel overlap in wall time).")
 
 
+def _instruction_tuning(report: Report) -> list[Block]:
+    """Seed 002's study as the report words it, its claims and tables (none without causal-LM runs); its
+    figures and the greedy responses stay in the report."""
+    lm = report.sections.get("lm", [])
+    kept = [b for b in lm if isinstance(b, Table) or (isinstance(b, Bullets) and set(b.items) <= set(report.lm_claims))]
+    return [Heading(3, "Instruction tuning (seed 002)"), *kept] if kept else []
+
+
 def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
     """Seed 000's criteria; Exp. 1's budget comparisons (settings on a training subset or the full pool)
-    and Exp. 2's few-shot ones, their sentences and tables in the paper's compact columns; the tuning
+    and Exp. 2's few-shot ones, then seed 002's instruction tuning, their sentences and tables in the paper's
+    compact columns; the tuning
     appendix's table (the selected values) and what the runs cost. Headings sit one level down, inside a
     README section; figures stay in the report."""
     if report is None:
@@ -61,6 +70,7 @@ def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
                            Heading(3, "Experiment 2: few-shot"),
                            Bullets([s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)]
                                    or ["No runs at two or more shot counts yet."]), *tables.fewshot_tables(analysis),
+                           *_instruction_tuning(report),
                            Heading(3, "Protocol: selection on validation, and compute"),
                            *[b for b in report.sections.get("tuning", []) if isinstance(b, Table)],
                            Paragraph(compute(results))]
