@@ -533,11 +533,16 @@ def test_the_readme_block_carries_the_instruction_tuning_claims_and_tables(tmp_p
     """The README's generated block words the causal-LM study as the report does (its claims, strategy and
     cost tables), so no number of it is typed by hand; figures and greedy responses stay in the report."""
     from balora.report.builder import build
+    from balora.report.figures import RENDER
     from balora.report.readme import headline
     from balora.report.runs import load_runs
 
-    results = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)] + synthetic_results()[:40]
-    text = headline(build(load_runs(results), tmp_path, results), results)
+    results = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
+    token = RENDER.set(False)  # the block has no figures: none drawn
+    try:
+        text = headline(build(load_runs(results), tmp_path, results), results)
+    finally:
+        RENDER.reset(token)
     section = text[text.index("### Instruction tuning (seed 002)"):text.index("### Protocol")]
     assert "- smollm2 · critic_instructions: BA-LoRA reached a test loss of 1.9567" in section
     assert "**Instruction tuning: strategy comparison — smollm2 · critic_instructions**" in section
