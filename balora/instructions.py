@@ -126,11 +126,22 @@ def _text(value: object) -> str:
     return "" if value is None or (isinstance(value, float) and value != value) else str(value).strip()
 
 
+def _check_texts(rows: list[dict], names: list[str], source: str) -> None:
+    """Text columns hold text (numbers pass as text): a list or dict there would become a prompt made of
+    its Python repr."""
+    for number, row in enumerate(rows, 1):
+        for name in names:
+            if isinstance(row.get(name), list | dict):
+                raise BaloraError(f"dataset '{source}': row {number}'s '{name}' is a {type(row[name]).__name__}, "
+                                  "not text; give each instruction, input and response as a string")
+
+
 def instruction_examples(rows: list[dict], columns: list[str] | None, source: str) -> list[InstructionExample]:
     """Rows with a non-empty instruction and response; Dolly's `category` becomes the sampling stratum."""
     if not rows:
         raise BaloraError(f"dataset '{source}' is empty; give a file with at least one instruction")
     instruction, context, response = _columns(rows[0], columns, source)
+    _check_texts(rows, [c for c in (instruction, context, response, "category") if c], source)
     categories = sorted({_text(r.get("category")) for r in rows})
     examples = [InstructionExample(_text(r[instruction]), _text(r.get(context)) if context else "", _text(r[response]),
                                    categories.index(_text(r.get("category"))))
@@ -140,21 +151,33 @@ def instruction_examples(rows: list[dict], columns: list[str] | None, source: st
     return examples
 
 
+def _json_line(path: Path, number: int, line: str) -> dict:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise BaloraError(f"cannot read '{path}': line {number} is not valid JSON ({err})") from None
+    if not isinstance(row, dict):
+        raise BaloraError(f"cannot read '{path}': line {number} is not a JSON object; Dolly data has one object per line")
+    return row
+
+
 def _read_rows(path: Path) -> list[dict]:
-    if path.suffix == ".json":
-        try:
-            rows = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise BaloraError(f"cannot read '{path}': not valid JSON ({err}); Alpaca data is one JSON list") from None
-        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-            raise BaloraError(f"cannot read '{path}': expected a JSON list of objects, as alpaca_data.json is")
-        return rows
+    if path.suffix not in {".json", ".jsonl"}:
+        return read_rows(path)  # CSV and Parquet as for labelled data
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BaloraError(f"cannot read '{path}': not UTF-8 text; give an Alpaca .json or Dolly .jsonl file "
+                          "saved as UTF-8") from None
     if path.suffix == ".jsonl":
-        try:
-            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        except json.JSONDecodeError as err:
-            raise BaloraError(f"cannot read '{path}': a line is not valid JSON ({err})") from None
-    return read_rows(path)  # CSV and Parquet as for labelled data
+        return [_json_line(path, number, line) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise BaloraError(f"cannot read '{path}': not valid JSON ({err}); Alpaca data is one JSON list") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise BaloraError(f"cannot read '{path}': expected a JSON list of objects, as alpaca_data.json is")
+    return rows
 
 
 def split_examples(name: str, examples: list[InstructionExample]) -> InstructionDataset:

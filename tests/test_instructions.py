@@ -106,6 +106,23 @@ def test_column_options_name_other_columns_and_bad_columns_are_one_clear_error(t
         load_instruction_dataset(str(tmp_path / "broken.json"))
 
 
+@pytest.mark.parametrize("name, content, message", [
+    ("dolly.jsonl", b'{"instruction": "a", "context": "", "response": "b"}\n[1, 2]\n', "line 2 is not a JSON object"),
+    ("dolly.jsonl", b'{"instruction": "a", "context": "", "response": "b"}\n{oops\n', "line 2 is not valid JSON"),
+    ("alpaca.json", b"\x8c\x00\xff[]", "not UTF-8 text"),
+    ("dolly.jsonl", b"\x8c\x00\xff\n", "not UTF-8 text"),
+    ("alpaca.json", b'[{"instruction": "a", "input": "", "output": ["b", "c"]}]', "row 1's 'output' is a list"),
+    ("dolly.jsonl", b'{"instruction": {"q": 1}, "context": "", "response": "b"}\n', "row 1's 'instruction' is a dict"),
+])
+def test_malformed_instruction_files_are_one_error_naming_the_place(tmp_path, name, content, message):
+    """A line that is no JSON object, bytes that are not text, a list or dict where text belongs: one
+    BaloraError that says where, never a traceback nor a prompt made of a Python list's repr."""
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(BaloraError, match=message):
+        load_instruction_dataset(str(path))
+
+
 def test_a_classification_dataset_with_a_causal_lm_is_refused_with_the_fix():
     with pytest.raises(BaloraError, match="critic_instructions"):
         load_instruction_dataset("rotten_tomatoes")
