@@ -208,6 +208,9 @@ def load_hub_instructions(name: str, columns: list[str] | None) -> InstructionDa
 def load_instruction_dataset(name: str, columns: list[str] | None = None) -> InstructionDataset:
     """Resolve an instruction dataset: embedded, local file, or Hugging Face hub name."""
     if name == "critic_instructions":
+        if columns is not None:
+            raise BaloraError("critic_instructions has its own columns; --instruction-columns names the columns of "
+                              "a file or hub dataset: leave it out")
         return load_critic_instructions()
     if name in ("rotten_tomatoes", "presidential_debates"):
         raise BaloraError(f"'{name}' is a classification dataset but the model is a causal LM; use --dataset "

@@ -123,6 +123,11 @@ def test_malformed_instruction_files_are_one_error_naming_the_place(tmp_path, na
         load_instruction_dataset(str(path))
 
 
+def test_column_options_on_the_embedded_data_are_refused_not_ignored():
+    with pytest.raises(BaloraError, match="critic_instructions has its own columns"):
+        load_instruction_dataset("critic_instructions", ["q", "a"])
+
+
 def test_a_classification_dataset_with_a_causal_lm_is_refused_with_the_fix():
     with pytest.raises(BaloraError, match="critic_instructions"):
         load_instruction_dataset("rotten_tomatoes")
