@@ -248,6 +248,9 @@ def encode(example: InstructionExample, tokenizer: PreTrainedTokenizerBase, temp
 
     The response is cut first; a prompt too long to leave any room keeps its last half of `max_length`
     tokens (the end of the prompt, next to the response), so every example teaches something."""
+    if max_length < 2:  # a causal LM predicts each token from the ones before it
+        raise BaloraError(f"max_length {max_length} leaves no token to predict: a causal LM needs at least 2 tokens "
+                          "per sequence; give --max-length 2 or more (the lm preset uses 96)")
     prompt = prompt_ids(example, template, tokenizer)
     response = tokenizer(example.response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     if len(prompt) >= max_length:

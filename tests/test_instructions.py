@@ -92,6 +92,19 @@ def test_dolly_jsonl_maps_context_and_category(tmp_path):
     assert all((e.input == "the movie") == (e.label == 1) for e in everything)
 
 
+@pytest.mark.parametrize("max_length", [2, 3, 5])
+def test_even_a_tiny_max_length_holds_and_leaves_a_response_token_to_learn(max_length: int):
+    ids, labels = encode(InstructionExample(" ".join(["movie"] * 20), "", "great film"), tiny_lm_tokenizer(), "alpaca",
+                         max_length=max_length, train_on_prompt=False)
+    assert len(ids) <= max_length and any(label != IGNORE for label in labels[1:])  # a token after the first
+
+
+def test_a_max_length_with_no_room_for_a_prediction_is_one_clear_error():
+    with pytest.raises(BaloraError, match="max_length 1 leaves no token to predict"):
+        encode(InstructionExample("Summarise.", "", "Short."), tiny_lm_tokenizer(), "alpaca", max_length=1,
+               train_on_prompt=False)
+
+
 def test_column_options_name_other_columns_and_bad_columns_are_one_clear_error(tmp_path):
     path = tmp_path / "mine.jsonl"
     path.write_text("\n".join(json.dumps({"q": f"question {i}", "a": f"answer {i}"}) for i in range(10)))
