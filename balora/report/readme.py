@@ -55,9 +55,8 @@ def _instruction_tuning(report: Report) -> list[Block]:
 def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
     """Seed 000's criteria; Exp. 1's budget comparisons (settings on a training subset or the full pool)
     and Exp. 2's few-shot ones, then seed 002's instruction tuning, their sentences and tables in the paper's
-    compact columns; the tuning
-    appendix's table (the selected values) and what the runs cost. Headings sit one level down, inside a
-    README section; figures stay in the report."""
+    compact columns; the tuning appendix's table (the selected values) and what the runs cost. Headings sit
+    one level down, inside a README section; figures stay in the report."""
     if report is None:
         return "No finished runs yet.\n"
     analysis = report.analysis
