@@ -4,7 +4,7 @@ evaluation → `result.json` and a PEFT adapter.
 The result written here is the unit everything downstream (sweeps, results store, report) reads:
 
     config       RunConfig as a dict, plus `key`, its hash
-    environment  versions, device, threads, weights_sha256 (of each of the model's weight files)
+    environment  versions, platform, CPU model, device, threads, weights_sha256 (of each of the model's weight files)
     budget       target LoRA budget, its rank-equivalent, whether the head was counted
     params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
                  head, total_trainable, base_model
@@ -94,11 +94,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux's /proc/cpuinfo, else what `platform` knows): the report compares run
+    times only between runs on the same machine, and a platform string alone does not say which CPU ran."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def environment(model: str, bf16_units: bool) -> dict[str, Any]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {"balora": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__, "platform": platform.platform(),
-            "device": device, "native_bf16": bf16_units, "cpu_count": os.cpu_count(),
+            "cpu": cpu_name(), "device": device, "native_bf16": bf16_units, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "weights_sha256": weights_checksums(model)}
 

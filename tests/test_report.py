@@ -599,28 +599,64 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
         assert latex_text(bottom) in (tmp_path / "paper2" / "generated" / f"{part}.tex").read_text()
 
 
-def test_instruction_tuning_cost_table_times_each_strategy_against_lora_on_the_same_seed(tmp_path: Path):
-    """The study's own measure of what BA-LoRA costs: seconds per phase, and total time over LoRA r=8's run
-    with the same seed (mean ± std over seeds)."""
-    import statistics
-
+def timed_lm_pair() -> list[dict]:
+    """`lm_pair`'s runs with timings: training 100 s + the seed, and BA-LoRA's 7 s importance pass."""
     runs = lm_pair((0.01, -0.01, 0.0))
     for run in runs:
         seed, ours = run["config"]["seed"], run["config"]["method"] == "ba_lora"
         run["timings"] = {"load": 1.0, "train": 100.0 + seed, "eval": 10.0, **({"importance": 7.0} if ours else {})}
         run["timings"]["total"] = sum(run["timings"].values())
+    return runs
+
+
+def lm_cost_cells(runs: list[dict], tmp_path: Path) -> dict[str, dict[str, str]]:
+    """The report's instruction-tuning cost table as {strategy: {column: cell}}."""
     build_report(runs, tmp_path / "report", figures_too=False)
     text = (tmp_path / "report" / "report.md").read_text()
     table = text[text.index("**Instruction tuning: cost"):]
     header, rows = table.splitlines()[2], [line for line in table.splitlines() if line.startswith(("| BA-LoRA", "| LoRA"))]
     columns = [c.strip() for c in header.split("|")[1:-1]]
-    cells = {row.split("|")[1].strip(): dict(zip(columns, (c.strip() for c in row.split("|")[1:-1]))) for row in rows}
+    return {row.split("|")[1].strip(): dict(zip(columns, (c.strip() for c in row.split("|")[1:-1]))) for row in rows}
+
+
+def test_instruction_tuning_cost_table_times_each_strategy_against_lora_on_the_same_seed(tmp_path: Path):
+    """The study's own measure of what BA-LoRA costs: seconds per phase, and total time over LoRA r=8's run
+    with the same seed (mean ± std over seeds)."""
+    import statistics
+
+    cells = lm_cost_cells(timed_lm_pair(), tmp_path)
     ratios = [(118 + s) / (111 + s) for s in (42, 43, 44)]
     assert cells["BA-LoRA"]["importance (s)"] == "7.0" and cells["LoRA r=8"]["importance (s)"] == "–"
     assert cells["BA-LoRA"]["Total (s)"] == "161.0"
     assert cells["BA-LoRA"]["Total / LoRA r=8 (×)"] == (f"{statistics.mean(ratios):.2f} ± "
                                                         f"{statistics.stdev(ratios):.2f} (n=3)")
     assert cells["LoRA r=8"]["Total / LoRA r=8 (×)"] == "1.00 ± 0.00 (n=3)"
+
+
+def test_instruction_tuning_cost_table_compares_times_only_on_the_same_machine(tmp_path: Path):
+    """The study's runs come from several sessions' machines, one ~1.5x slower than another (2026-12-03): a
+    run is timed against LoRA r=8's only where both ran on the same machine, else its ratio would be the
+    machines' speeds, not the method's cost."""
+    runs = timed_lm_pair()
+    for run in runs:
+        run["environment"] = {"device": "cpu", "platform": "Linux-a", "cpu": "AMD EPYC"}
+    runs[5]["environment"]["platform"] = "Linux-b"  # BA-LoRA's seed 44 on another machine
+    cells = lm_cost_cells(runs, tmp_path / "one")
+    ratios = [(118 + s) / (111 + s) for s in (42, 43)]
+    assert cells["BA-LoRA"]["Total / LoRA r=8 (×)"] == f"{np.mean(ratios):.2f} ± {np.std(ratios, ddof=1):.2f} (n=2)"
+    for run in runs[3:]:
+        run["environment"]["cpu"] = "Intel Xeon"  # the same platform string on another processor
+    assert lm_cost_cells(runs, tmp_path / "none")["BA-LoRA"]["Total / LoRA r=8 (×)"] == "–"
+
+
+def test_cost_table_times_an_arm_against_lora_only_on_the_same_machine():
+    from balora.report.runs import load_runs
+    from balora.report.tables import time_ratios
+
+    results = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    assert len(time_ratios(load_runs(results), "ba_lora")) == 3
+    results[3]["environment"] = {"device": "NVIDIA H200"}  # BA-LoRA's seed 42 on a GPU, LoRA's on the CPU
+    assert len(time_ratios(load_runs(results), "ba_lora")) == 2
 
 
 def test_instruction_tuning_claims_need_three_seeds_and_a_reference(tmp_path: Path):

@@ -41,6 +41,7 @@ def test_one_run_writes_result_and_an_adapter_plain_peft_reloads(tmp_path, tiny_
     output = run_experiment(tiny_config(tiny_model_dir, tiny_csv), out, progress=False)
     result = json.loads((out / "result.json").read_text())
     assert set(result) >= {"config", "environment", "allocation", "metrics", "timings", "memory", "params", "curves"}
+    assert result["environment"]["cpu"]  # the processor's name: run times compare only on the same machine
     assert {"accuracy", "f1", "precision", "recall", "majority_rate"} <= set(result["metrics"])
     assert {"load", "importance", "allocation", "init", "train", "eval", "total"} <= set(result["timings"])
     assert result["params"]["lora"] == sum(m["params"] for m in result["allocation"]) <= result["budget"]["lora_budget"]

@@ -21,7 +21,7 @@ import pandas as pd
 from balora.report import figures, stats
 from balora.report.claims import p_text, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
-from balora.report.runs import by_seed, method_name
+from balora.report.runs import by_seed, method_name, same_machine_ratios
 from balora.report.tables import count, p_value, ratio_cell, seconds_cell
 
 REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
@@ -35,8 +35,9 @@ NOTE = ("Learning rate: selected per strategy on final validation loss (the lowe
 COST_PHASES = ("importance", "train", "eval", "generate")
 COST_NOTE = ("Seconds per phase, mean over the strategy's evaluation runs (– where it has no such phase); train "
              "includes the validation points along training, eval is the test set. Total / LoRA r=8: mean ± std of "
-             "the ratio to the LoRA r=8 run with the same seed. Runs of a sweep share the machine with its other "
-             "workers, so their times include that contention.")
+             "the ratio to the LoRA r=8 run with the same seed on the same machine (platform, CPU and device as "
+             "recorded; – where there is none). Runs of a sweep share the machine with its other workers, so their "
+             "times include that contention.")
 
 
 def strategy_label(config: dict) -> str:
@@ -121,15 +122,14 @@ def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.C
 
 
 def cost_table(runs: pd.DataFrame, setting: str) -> Table:
-    """Each strategy's mean seconds per phase, total time over LoRA r=8's run with the same seed, and peak
-    memory: the study's own measure of what BA-LoRA's importance pass adds (`benchmarks/lm.py` times the
-    phases alone, on an otherwise idle machine)."""
-    reference = by_seed(runs[runs["strategy"] == REFERENCE], "time_total")
+    """Each strategy's mean seconds per phase, total time over LoRA r=8's run with the same seed and machine,
+    and peak memory: the study's own measure of what BA-LoRA's importance pass adds (`benchmarks/lm.py` times
+    the phases alone, on an otherwise idle machine)."""
+    reference = runs[runs["strategy"] == REFERENCE]
     phases = [p for p in COST_PHASES if f"time_{p}" in runs and runs[f"time_{p}"].notna().any()]
     rows = []
     for name, group in runs.groupby("strategy", sort=False):
-        ratios = [total / reference[seed] for seed, total in by_seed(group, "time_total").items()
-                  if reference.get(seed, 0) > 0]
+        ratios = same_machine_ratios(group, reference, "time_total")
         rows.append([name, str(len(group)),
                      *(seconds_cell(group[f"time_{p}"], digits=1) for p in phases),
                      f"{group['time_total'].mean():.1f}", ratio_cell(ratios), count(group["peak_rss_mib"].mean())])

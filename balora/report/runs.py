@@ -229,7 +229,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
                                              _describe(config, [f for f in protocol_fields if f != "epochs"])) if p),
             "budget": budget, "budget_params": int(result["budget"]["lora_budget"]),
             "protocol_key": protocol_key(config),
-            "seed": int(config["seed"]),
+            "seed": int(config["seed"]), "machine": machine(result),
             **{m: float(metrics[m]) for m in METRICS if m in metrics},
             "task": result.get("task", "classification"),  # results stored before causal LMs are classification
             "majority_rate": float(metrics.get("majority_rate", math.nan)),
@@ -271,6 +271,21 @@ def settings(frame: pd.DataFrame) -> list[str]:
 def by_seed(frame: pd.DataFrame, column: str) -> dict[int, float]:
     """{seed: value} of one arm's replicates (a seed stored twice keeps its last run)."""
     return dict(zip(frame["seed"].astype(int), frame[column].astype(float)))
+
+
+def machine(result: dict[str, Any]) -> str:
+    """Where a run ran, as its environment recorded it: platform, CPU model and device ('' where none is)."""
+    environment = result.get("environment", {})
+    return " · ".join(str(environment[k]) for k in ("platform", "cpu", "device") if environment.get(k))
+
+
+def same_machine_ratios(runs: pd.DataFrame, reference: pd.DataFrame, column: str) -> list[float]:
+    """`column` of each run over the reference run with the same seed on the same machine (a seed stored
+    twice keeps its last run). Runs without one are left out: across machines a time ratio measures the
+    machines, not the method."""
+    base = {(int(s), m): float(v) for s, m, v in zip(reference["seed"], reference["machine"], reference[column])}
+    return [float(v) / base[(int(s), m)] for s, m, v in zip(runs["seed"], runs["machine"], runs[column])
+            if base.get((int(s), m), 0) > 0]
 
 
 def _layer_and_suffix(module: str) -> tuple[int, list[str]]:

@@ -17,7 +17,7 @@ from balora.config import protocol
 from balora.report import stats
 from balora.report.analysis import Analysis, Row, reference_arm, trend_deltas
 from balora.report.document import Table, slug
-from balora.report.runs import PHASES, REFERENCE, arm_order, budget_label, by_seed, settings
+from balora.report.runs import PHASES, REFERENCE, arm_order, budget_label, same_machine_ratios, settings
 
 DASH = "–"
 
@@ -254,13 +254,11 @@ def quantised_tables(analysis: Analysis) -> list[Table]:
 
 
 def time_ratios(frame: pd.DataFrame, arm: str) -> list[float]:
-    """Total time of each run of `arm` over its matched LoRA run (same setting, budget and seed)."""
+    """Total time of each run of `arm` over its matched LoRA run (same setting, budget, seed and machine)."""
     ratios = []
     for _, cell in frame.groupby(["setting", "budget"]):
-        base = by_seed(cell[cell["arm"] == reference_arm(cell, REFERENCE)], "time_total")
-        for seed, total in by_seed(cell[cell["arm"] == arm], "time_total").items():
-            if base.get(seed, 0) > 0:
-                ratios.append(total / base[seed])
+        reference = cell[cell["arm"] == reference_arm(cell, REFERENCE)]
+        ratios += same_machine_ratios(cell[cell["arm"] == arm], reference, "time_total")
     return ratios
 
 
@@ -299,8 +297,8 @@ def cost_tables(analysis: Analysis) -> list[Table]:
                              *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
         explained = {"Total (s)": "Seconds per phase (– where a method has no such phase), mean over the arm's runs "
                                   "in this setting and budget.",
-                     "Total / LoRA (×)": "Total / LoRA: mean ± std of the ratio to the LoRA run with the same budget "
-                                         "and seed.",
+                     "Total / LoRA (×)": "Total / LoRA: mean ± std of the ratio to the LoRA run with the same budget, "
+                                         "seed and machine (platform, CPU and device as recorded).",
                      "Peak RSS (MiB)": "Peak memory: the largest per-phase peak, mean over runs.",
                      "Steps": "Steps: optimizer steps.",
                      "Converged (step)": "Converged: first validation step at 95% of the final validation accuracy, "
