@@ -659,6 +659,18 @@ def test_cost_table_times_an_arm_against_lora_only_on_the_same_machine():
     assert len(time_ratios(load_runs(results), "ba_lora")) == 2
 
 
+def test_instruction_tuning_tables_list_strategies_from_the_lowest_mean_test_loss(tmp_path: Path):
+    """Rows in a reader's order, not the run files' hash order: by mean test loss, the cost table alike."""
+    runs = timed_lm_pair()
+    for ours, theirs in zip(runs[3:], runs[:3]):
+        ours["metrics"]["loss"] = theirs["metrics"]["loss"] + 0.03  # BA-LoRA last, LoRA r=16 first
+    cells = lm_cost_cells(runs + [make_lm_result("lora", 16, 1e-3, s) for s in (42, 43, 44)], tmp_path)
+    text = (tmp_path / "report" / "report.md").read_text()
+    strategy = text[text.index("**Instruction tuning: strategy"):text.index("**Instruction tuning: cost")]
+    order = [line.split("|")[1].strip() for line in strategy.splitlines() if line.startswith(("| BA-LoRA", "| LoRA"))]
+    assert order == ["LoRA r=16", "LoRA r=8", "BA-LoRA"] == list(cells)
+
+
 def test_instruction_tuning_claims_need_three_seeds_and_a_reference(tmp_path: Path):
     runs = lm_pair((-0.05, -0.06, -0.04))
     build_report(runs[:2] + runs[3:5], tmp_path / "two", figures_too=False)

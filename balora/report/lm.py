@@ -83,12 +83,17 @@ def _arm(config: dict) -> str:
         f"{config['method']} ({strategy})"
 
 
+def by_mean_loss(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """Each strategy's runs, from the lowest mean test loss: the order of the tables' rows and the claims' lists."""
+    return sorted(runs.groupby("strategy", sort=False), key=lambda item: item[1]["loss"].mean())
+
+
 def compare_with_lora(runs: pd.DataFrame) -> dict[str, stats.Comparison]:
     """Each strategy's per-seed test loss against LoRA r=8's, paired on seeds, Holm-adjusted over the table.
     Losses enter negated, so that the comparison's "better" (a positive difference) means a lower loss;
     `loss_delta` turns Δ and its CI back into loss units."""
     reference = {s: -v for s, v in by_seed(runs[runs["strategy"] == REFERENCE], "loss").items()}
-    groups = list(runs.groupby("strategy", sort=False))
+    groups = by_mean_loss(runs)
     compared = stats.holm_adjust([stats.paired_comparison({s: -v for s, v in by_seed(g, "loss").items()}, reference)
                                   for _, g in groups])
     return {name: c for (name, _), c in zip(groups, compared)}
@@ -102,7 +107,7 @@ def loss_delta(c: stats.Comparison) -> tuple[float, float, float]:
 def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Comparison]) -> Table:
     largest = runs.groupby("strategy")["lora_params"].mean().max()
     rows = []
-    for name, group in runs.groupby("strategy", sort=False):
+    for name, group in by_mean_loss(runs):
         c = compared[name]
         loss = stats.summarize(list(by_seed(group, "loss").values()))
         params = group["lora_params"].mean()
@@ -128,7 +133,7 @@ def cost_table(runs: pd.DataFrame, setting: str) -> Table:
     reference = runs[runs["strategy"] == REFERENCE]
     phases = [p for p in COST_PHASES if f"time_{p}" in runs and runs[f"time_{p}"].notna().any()]
     rows = []
-    for name, group in runs.groupby("strategy", sort=False):
+    for name, group in by_mean_loss(runs):
         ratios = same_machine_ratios(group, reference, "time_total")
         rows.append([name, str(len(group)),
                      *(seconds_cell(group[f"time_{p}"], digits=1) for p in phases),
