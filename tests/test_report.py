@@ -671,6 +671,21 @@ def test_instruction_tuning_tables_list_strategies_from_the_lowest_mean_test_los
     assert order == ["LoRA r=16", "LoRA r=8", "BA-LoRA"] == list(cells)
 
 
+def test_instruction_tuning_table_says_how_adalora_s_parameter_count_differs(tmp_path: Path):
+    """AdaLoRA trains above the budget (its initial ranks) and prunes down to it: the table gives both counts."""
+    adalora = [make_lm_result("lora", 8, 1e-3, s) for s in (42, 43, 44)]
+    for run in adalora:
+        run["key"] = run["key"].replace("lora", "adalora")
+        run["config"]["method"] = "adalora"
+        run["params"] |= {"lora": 41472, "lora_final": 27000, "total_trainable": 41472}
+    build_report(lm_pair((0.0, 0.01, -0.01)) + adalora, tmp_path / "report", figures_too=False)
+    text = (tmp_path / "report" / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| AdaLoRA | 0.001 |"))
+    assert "| 41,472 (final 27,000) |" in row
+    assert "| 27,648 |" in next(line for line in text.splitlines() if line.startswith("| LoRA r=8 | 0.001 |"))
+    assert "where the final count differs (AdaLoRA prunes its ranks during training), it follows in brackets" in text
+
+
 def test_instruction_tuning_claims_need_three_seeds_and_a_reference(tmp_path: Path):
     runs = lm_pair((-0.05, -0.06, -0.04))
     build_report(runs[:2] + runs[3:5], tmp_path / "two", figures_too=False)

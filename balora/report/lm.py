@@ -29,8 +29,9 @@ ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
 NOTE = ("Learning rate: selected per strategy on final validation loss (the lowest mean over the tuning seeds, "
         "see the appendix; for runs of an untuned grid, over the seeds shown). "
         "Eval loss: token-weighted test cross-entropy on response tokens, mean ± std over seeds; perplexity = "
-        "e^loss of the mean. Reduction: 1 − LoRA params / the largest in the table. Δ loss: mean per-seed "
-        "difference against LoRA r=8 on all layers with its paired-t 95% CI (negative: lower loss); p (Holm): "
+        "e^loss of the mean. LoRA params: trained; where the final count differs (AdaLoRA prunes its ranks during "
+        "training), it follows in brackets. Reduction: 1 − LoRA params / the largest in the table. Δ loss: mean "
+        "per-seed difference against LoRA r=8 on all layers with its paired-t 95% CI (negative: lower loss); p (Holm): "
         "paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.")
 COST_PHASES = ("importance", "train", "eval", "generate")
 COST_NOTE = ("Seconds per phase, mean over the strategy's evaluation runs (– where it has no such phase); train "
@@ -110,14 +111,15 @@ def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.C
     for name, group in by_mean_loss(runs):
         c = compared[name]
         loss = stats.summarize(list(by_seed(group, "loss").values()))
-        params = group["lora_params"].mean()
+        params, final = group["lora_params"].mean(), group["lora_final"].mean()
         is_reference = name == REFERENCE
         delta, low, high = loss_delta(c)
         delta_cell = "—" if is_reference or not c.n_pairs else (
             f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]" if c.n_pairs > 1 else f"{delta:+.4f}")
         rows.append([name, f"{group['lr'].iloc[0]:g}", str(loss.n),
                      f"{loss.mean:.4f}" + ("" if math.isnan(loss.std) else f" ± {loss.std:.4f}"),
-                     f"{math.exp(loss.mean):.2f}", f"{params:,.0f}", f"{100 * (1 - params / largest):.1f}", delta_cell,
+                     f"{math.exp(loss.mean):.2f}", f"{params:,.0f}" + ("" if final == params else f" (final {final:,.0f})"),
+                     f"{100 * (1 - params / largest):.1f}", delta_cell,
                      "—" if is_reference else (f"n<3 (n={c.n_pairs})" if c.p_holm is None else p_value(c.p_holm)),
                      "—" if is_reference else stats.SHORT_VERDICT.get(c.verdict, c.verdict)])
     columns = ["Strategy", "lr", "n", "Eval loss", "Perplexity", "LoRA params", "Reduction (%)",
