@@ -22,12 +22,13 @@ from torch import nn
 
 from balora.config import BNB_BLOCKSIZES
 from balora.errors import BaloraError
+from balora.quiet import allow
 
 
 def require() -> ModuleType:
     """The bitsandbytes package, or one clear error saying how to get it."""
     try:
-        import bitsandbytes
+        bitsandbytes = allow("bitsandbytes")
     except ImportError as err:
         raise BaloraError(f"--quant-backend bitsandbytes needs the bitsandbytes package ({err}): "
                           "pip install bitsandbytes, or use --quant-backend torch") from None

@@ -281,9 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as stop:  # --help (0) or a usage error (2), already printed
         return int(stop.code or 0)
     try:
-        from balora.models import quiet_libraries
+        from balora.quiet import silence
 
-        quiet_libraries()
+        silence()
         args.handler(args)
     except (BaloraError, OSError) as err:  # OSError: a path the user gave that cannot be read or written
         print(f"balora: error: {' '.join(str(err).split())}", file=sys.stderr)

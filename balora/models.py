@@ -20,10 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import logging
-import os
 import tempfile
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -113,21 +110,6 @@ def layer_index(name: str) -> int:
 def is_attention(name: str) -> bool:
     """Attention projections (and their output projection) as opposed to feed-forward (MLP) layers."""
     return any(key in name for key in ("attention", "attn", "q_proj", "k_proj", "v_proj", "o_proj"))
-
-
-def quiet_libraries() -> None:
-    """Hide load reports and warnings meant for library developers (e.g. "classifier newly initialised")."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore")
-    import huggingface_hub
-    import transformers
-
-    # bitsandbytes, imported by PEFT where installed, warns at import on AVX512-BF16 CPUs that an optional
-    # kernel package is missing; balora's layers never use that kernel (`bitsandbytes_backend.linear4bit`).
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    huggingface_hub.utils.logging.set_verbosity_error()
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
 
 
 def resolve_model_path(name: str) -> str:

@@ -67,6 +67,7 @@ from balora.models import (
     task_of,
     weights_checksums,
 )
+from balora.quiet import write_library_log
 from balora.tasks import TaskDataset, load_task_data, load_task_model, load_task_processor, with_task_defaults
 from balora.training import (
     Distributed,
@@ -364,6 +365,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
             model.save_pretrained(Path(out_dir) / "adapter")
         result["timings"] = meter.timings()  # now with the save
         save_result(result, Path(out_dir))
+        write_library_log(Path(out_dir))
     return RunOutput(result, model)
 
 

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from balora.config import RunConfig, protocol, protocol_key
 from balora.errors import BaloraError
+from balora.quiet import silence
 from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.specs import Planned, Spec
 from balora.store import ResultsStore
@@ -42,14 +43,13 @@ from balora.tuning import Tune, cell_fields, choose, score, with_candidate
 
 def execute(config_dict: dict[str, Any], out_dir: str, threads: int | None = None) -> dict[str, Any]:
     """Run one config in this process and return its result (the worker side of every backend)."""
+    silence()  # a Ray worker's first call; a local worker's initializer already did it, before any import
     import torch
 
-    from balora.models import quiet_libraries
     from balora.run import run_experiment
 
     if threads:
         torch.set_num_threads(threads)
-    quiet_libraries()
     return run_experiment(RunConfig(**config_dict), out_dir, progress=False).result
 
 
@@ -375,7 +375,8 @@ class _Processes:
     def __init__(self, workers: int) -> None:
         self.capacity = workers
         self.threads = max(1, (os.cpu_count() or 1) // workers)
-        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        # silence() runs before the worker imports balora.sweeps (and with it PEFT and bitsandbytes)
+        self.pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=silence)
 
     def submit(self, planned: Planned, runs_dir: str) -> Future:
         return self.pool.submit(execute, planned.config.to_dict(), str(out_dir(runs_dir, planned)), self.threads)

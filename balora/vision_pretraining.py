@@ -113,7 +113,7 @@ def pretrain(arrays: dict[str, np.ndarray], out: Path, recipe: PretrainRecipe = 
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad(set_to_none=True)
-            print(f"vit-fashion: epoch {epoch + 1}/{recipe.epochs}, last loss {loss.item():.3f}, "
+            print(f"balora: vit-fashion: epoch {epoch + 1}/{recipe.epochs}, last loss {loss.item():.3f}, "
                   f"{time.perf_counter() - started:.0f} s", file=sys.stderr)
         train_seconds = time.perf_counter() - training_started
         measured = accuracy(model, arrays["test_images"], arrays["test_labels"], mean, std)
@@ -187,7 +187,7 @@ def cached_vit_fashion(recipe: PretrainRecipe = RECIPE) -> Path:
         return verified(target)
     arrays = assets.fashion_mnist()
     target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"vit-fashion: pretraining once on Fashion-MNIST into {target} (about 10 minutes on 2 cores)", file=sys.stderr)
+    print(f"balora: vit-fashion: pretraining once on Fashion-MNIST into {target} (about 10 minutes on 2 cores)", file=sys.stderr)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         staging = Path(tmp) / "model"
         pretrain(arrays, staging, recipe, threads=os.cpu_count())

@@ -124,9 +124,9 @@ def main() -> None:
     parser.add_argument("--part", choices=["all", "loops", "runs"], default="all",
                         help="loops: ratio 1 only; runs: ratios 2 and 3 only (the preset's size takes an hour for both)")
     args = parser.parse_args()
-    from balora.models import quiet_libraries
+    from balora.quiet import silence
 
-    quiet_libraries()
+    silence()
     setting = (f"setting: {args.model} · {args.dataset}, {args.steps} steps of batch {args.batch_size}, max_length "
                f"{args.max_length}, rank-equivalent 8 on every projection, {args.gradient_samples} importance samples, "
                f"{args.eval_examples} eval examples ({args.evaluations} validation passes, batch {args.eval_batch_size}), "

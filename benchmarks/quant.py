@@ -27,7 +27,8 @@ from peft import LoraConfig, get_peft_model
 
 from balora import quantisation
 from balora.data import load_rotten_tomatoes, make_loader, select_training
-from balora.models import head_module_names, load_classifier, load_tokenizer, quiet_libraries, target_modules
+from balora.models import head_module_names, load_classifier, load_tokenizer, target_modules
+from balora.quiet import silence
 from balora.training import TrainSettings, train
 
 BNB = importlib.util.find_spec("bitsandbytes") is not None
@@ -88,7 +89,7 @@ def main() -> None:
     parser.add_argument("--group-size", type=int, default=64)
     parser.add_argument("--skip-memory", action="store_true", help="only the step times")
     args = parser.parse_args()
-    quiet_libraries()
+    silence()
     if not args.skip_memory:
         memory_rows(args.group_size)
     data = load_rotten_tomatoes()

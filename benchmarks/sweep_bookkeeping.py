@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from balora.models import quiet_libraries
+from balora.quiet import silence
 from balora.specs import load_spec
 from balora.sweeps import run_sweep
 
@@ -23,7 +23,7 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--only", nargs="*", default=[])
     args = parser.parse_args()
-    quiet_libraries()
+    silence()
     with tempfile.TemporaryDirectory() as tmp:
         counts = run_sweep(load_spec(args.preset, args.only), db=str(Path(tmp) / "b.db"), runs_dir=str(Path(tmp) / "runs"))
     wall = counts["wall_seconds"]

@@ -70,9 +70,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    from balora.models import quiet_libraries
+    from balora.quiet import silence
 
-    quiet_libraries()
+    silence()
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or str(random_vit(Path(tmp)))
         ours, bare, images = throughput(model, args.steps, args.batch_size, args.repeats)

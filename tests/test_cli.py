@@ -18,7 +18,7 @@ def balora(*args: str, cwd=None) -> subprocess.CompletedProcess:
 def _home() -> dict:
     import os
 
-    return {k: os.environ[k] for k in ("HOME", "BALORA_CACHE") if k in os.environ}
+    return {k: os.environ[k] for k in ("HOME", "BALORA_CACHE", "PYTHONPATH") if k in os.environ}
 
 
 def test_allocate_json_schema(tiny_model_dir, tiny_csv, capsys):

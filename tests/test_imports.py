@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).parents[1] / "balora"
 # tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
 # version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the phase timer.
 LAYERS = [
-    {"balora", "errors"},
+    {"balora", "errors", "quiet"},
     {"config", "measure"},
     {"assets", "vision_pretraining"},
     {"models", "data", "instructions", "images"},
