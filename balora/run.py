@@ -407,6 +407,6 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
     quantisation.fold_into_zero_points(peft_model)
     merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
-    quantisation.save_quantised(merged, out_dir)
+    quantisation.save_quantised(merged, out_dir, task)
     load_task_processor(config, task).save_pretrained(out_dir)
     return quantisation.memory_report(quantisation.quantised_layers(merged))
