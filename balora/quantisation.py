@@ -407,10 +407,15 @@ def balance(model: nn.Module, adapter: str = "default") -> dict[str, float]:
 
 
 def scale_adapter_gradients(model: nn.Module, factor: float) -> None:
-    """Multiply the gradient of every LoRA parameter by `factor` (seed 003's gradient scaling)."""
+    """Multiply the gradient of every LoRA parameter by `factor` (seed 003's gradient scaling).
+
+    The hook belongs to the parameter object, and a reallocation's resize replaces a module's parameters
+    by new ones: call this again after it. Parameters already hooked are marked and skipped, so each new
+    one is scaled once and the others are not scaled twice."""
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad and "lora_" in name:
+        if parameter.requires_grad and "lora_" in name and not hasattr(parameter, "balora_grad_scale"):
             parameter.register_hook(lambda grad: grad * factor)
+            parameter.balora_grad_scale = factor
 
 
 @torch.no_grad()

@@ -303,7 +303,10 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
 
     def after_step(m: torch.nn.Module, step: int, optimizer: torch.optim.Optimizer) -> bool:
         quantisation.set_blend(m, quantisation.blend_at(config.quant_schedule, step, steps))
-        return prepared.after_step is not None and prepared.after_step(m, step, optimizer)
+        replaced = prepared.after_step is not None and prepared.after_step(m, step, optimizer)
+        if replaced and config.grad_scale != 1.0:  # ba_lora_dynamic's resized modules have new, unscaled parameters
+            quantisation.scale_adapter_gradients(m, config.grad_scale)
+        return replaced
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
                              frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision)

@@ -220,6 +220,7 @@ def test_gradient_scaling_multiplies_adapter_gradients():
         model.train()
         if factor != 1.0:
             q.scale_adapter_gradients(model, factor)
+            q.scale_adapter_gradients(model, factor)  # again, as after a reallocation: no parameter is scaled twice
         model(**BATCH, labels=torch.tensor([0, 1])).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n})
     assert all(torch.allclose(grads[1][n], 2.5 * g) for n, g in grads[0].items())
