@@ -54,6 +54,9 @@ GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 TASKS = ("auto", "classification", "causal_lm", "image")
 # The embedded models' tasks, known without fetching them (a sweep's plan needs them before any run).
 EMBEDDED_TASKS = {"minilm": "classification", "smollm2": "causal_lm", assets.VIT_FASHION_NAME: "image"}
+# The transformers class that builds each task's model (with its head) from a config.
+TASK_MODEL_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM,
+                      "image": AutoModelForImageClassification}
 
 # LoRA targets by architecture when the user names none (seed 000: query/value projections).
 DEFAULT_TARGETS = {

@@ -41,7 +41,8 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
@@ -49,6 +50,7 @@ from balora import bitsandbytes_backend
 from balora.config import QUANT_FORMATS as FORMATS
 from balora.config import QUANT_SCHEDULES as SCHEDULES
 from balora.errors import BaloraError
+from balora.models import TASK_MODEL_CLASSES
 
 # bitsandbytes `functional.py`, `get_4bit_type` (bitsandbytes-foundation/bitsandbytes): NF4 from
 # `create_normal_map(offset=0.9677083, use_extra_value=True)`; FP4 is the raw table divided by 12
@@ -405,10 +407,15 @@ def balance(model: nn.Module, adapter: str = "default") -> dict[str, float]:
 
 
 def scale_adapter_gradients(model: nn.Module, factor: float) -> None:
-    """Multiply the gradient of every LoRA parameter by `factor` (seed 003's gradient scaling)."""
+    """Multiply the gradient of every LoRA parameter by `factor` (seed 003's gradient scaling).
+
+    The hook belongs to the parameter object, and a reallocation's resize replaces a module's parameters
+    by new ones: call this again after it. Parameters already hooked are marked and skipped, so each new
+    one is scaled once and the others are not scaled twice."""
     for name, parameter in model.named_parameters():
-        if parameter.requires_grad and "lora_" in name:
+        if parameter.requires_grad and "lora_" in name and not hasattr(parameter, "balora_grad_scale"):
             parameter.register_hook(lambda grad: grad * factor)
+            parameter.balora_grad_scale = factor
 
 
 @torch.no_grad()
@@ -434,34 +441,37 @@ def fold_into_zero_points(model: nn.Module, adapter: str = "default", tolerance:
     return folded
 
 
-def save_quantised(model: nn.Module, out_dir: Path) -> None:
-    """A transformers model with `QuantLinear` layers: its config, `model.safetensors` (codes, scales,
-    zero-points, every other weight) and `quantisation.json` naming each quantised layer."""
+def save_quantised(model: nn.Module, out_dir: Path, task: str) -> None:
+    """A transformers model of `task` (classification, causal_lm, image) with `QuantLinear` layers: its
+    config, `model.safetensors` (codes, scales, zero-points, every other weight; tied weights stored
+    once) and `quantisation.json` naming the task and each quantised layer."""
     out_dir.mkdir(parents=True, exist_ok=True)
     model.config.save_pretrained(out_dir)
     layers = {name: {"in_features": m.in_features, "out_features": m.out_features, "format": m.fmt,
                      "group_size": m.group_size, "double_quant": m.double_quant, "bias": m.bias is not None}
               for name, m in quantised_layers(model).items()}
-    (out_dir / "quantisation.json").write_text(json.dumps({"layers": layers}, indent=2))
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, out_dir / "model.safetensors")
+    (out_dir / "quantisation.json").write_text(json.dumps({"task": task, "layers": layers}, indent=2))
+    # `save_model`, not `save_file`: a causal LM's head may share its tensor with the token embeddings
+    save_model(model, out_dir / "model.safetensors")
 
 
 def load_quantised(folder: str | Path) -> nn.Module:
-    """The model `save_quantised` wrote, its layers still quantised."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    """The model `save_quantised` wrote, its layers still quantised, with its task's head."""
+    from transformers import AutoConfig
 
     folder = Path(folder)
     if not (folder / "quantisation.json").exists():
         raise BaloraError(f"{folder} holds no quantised model (no quantisation.json); write one with balora merge")
-    model = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(folder))
-    state = load_file(folder / "model.safetensors")
-    for name, spec in json.loads((folder / "quantisation.json").read_text())["layers"].items():
-        parent, _, child = name.rpartition(".")
-        layer = QuantLinear(spec["in_features"], spec["out_features"], spec["format"], spec["group_size"],
-                            spec["bias"], spec["double_quant"])
-        if layer.zeros is not None:  # merged zero-points are float32
-            layer.zeros = torch.empty_like(state[f"{name}.zeros"])
-        setattr(model.get_submodule(parent) if parent else model, child, layer)
-    model.load_state_dict(state, strict=True)
+    spec = json.loads((folder / "quantisation.json").read_text())
+    task = spec.get("task", "classification")  # merges written before the task was recorded were all classifiers
+    model = TASK_MODEL_CLASSES[task].from_config(AutoConfig.from_pretrained(folder))
+    weights = folder / "model.safetensors"
+    with safe_open(weights, framework="pt") as stored:
+        for name, layer_spec in spec["layers"].items():
+            layer = QuantLinear(layer_spec["in_features"], layer_spec["out_features"], layer_spec["format"],
+                                layer_spec["group_size"], layer_spec["bias"], layer_spec["double_quant"])
+            if layer.zeros is not None:  # merged zero-points are float32
+                layer.zeros = torch.empty_like(stored.get_tensor(f"{name}.zeros"))
+            _replace(model, name, layer)
+    load_model(model, weights, strict=True)  # tied weights: the one stored tensor fills both names
     return model.eval()

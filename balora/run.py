@@ -304,7 +304,10 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
 
     def after_step(m: torch.nn.Module, step: int, optimizer: torch.optim.Optimizer) -> bool:
         quantisation.set_blend(m, quantisation.blend_at(config.quant_schedule, step, steps))
-        return prepared.after_step is not None and prepared.after_step(m, step, optimizer)
+        replaced = prepared.after_step is not None and prepared.after_step(m, step, optimizer)
+        if replaced and config.grad_scale != 1.0:  # ba_lora_dynamic's resized modules have new, unscaled parameters
+            quantisation.scale_adapter_gradients(m, config.grad_scale)
+        return replaced
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
                              frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision)
@@ -409,6 +412,6 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
     quantisation.fold_into_zero_points(peft_model)
     merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
-    quantisation.save_quantised(merged, out_dir)
+    quantisation.save_quantised(merged, out_dir, task)
     load_task_processor(config, task).save_pretrained(out_dir)
     return quantisation.memory_report(quantisation.quantised_layers(merged))

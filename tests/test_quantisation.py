@@ -3,14 +3,17 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
+from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_bert, tiny_gpt2
+from conftest import save_tiny_vit, tiny_bert, tiny_gpt2, tiny_gpt2_lm, tiny_llama_lm, tiny_lm_tokenizer
 from peft import LoraConfig, PeftModel, get_peft_model
-from test_run import tiny_config
+from test_run import lm_config, tiny_config
 from torch import nn
 
 from balora import quantisation as q
@@ -189,10 +192,15 @@ def test_merge_into_zero_points_is_exact_and_stays_quantised(fmt, tmp_path):
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     layer = merged.bert.encoder.layer[0].attention.self.query
     assert isinstance(layer, q.QuantLinear) and layer.zeros.dtype == torch.float32 and layer.codes.dtype == torch.uint8
-    q.save_quantised(merged, tmp_path / "merged")
+    q.save_quantised(merged, tmp_path / "merged", "classification")
     reloaded = q.load_quantised(tmp_path / "merged")
     with torch.no_grad():
         torch.testing.assert_close(reloaded(**BATCH).logits, got)
+    spec = tmp_path / "merged" / "quantisation.json"
+    assert json.loads(spec.read_text()).pop("task") == "classification"
+    spec.write_text(json.dumps({"layers": json.loads(spec.read_text())["layers"]}))  # as merges wrote it before the task
+    with torch.no_grad():
+        torch.testing.assert_close(q.load_quantised(tmp_path / "merged")(**BATCH).logits, got)
 
 
 def test_merge_refuses_what_cannot_fold():
@@ -212,6 +220,7 @@ def test_gradient_scaling_multiplies_adapter_gradients():
         model.train()
         if factor != 1.0:
             q.scale_adapter_gradients(model, factor)
+            q.scale_adapter_gradients(model, factor)  # again, as after a reallocation: no parameter is scaled twice
         model(**BATCH, labels=torch.tensor([0, 1])).loss.backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if "lora_" in n})
     assert all(torch.allclose(grads[1][n], 2.5 * g) for n, g in grads[0].items())
@@ -269,6 +278,53 @@ def test_qa_lora_run_saves_a_plain_adapter_and_merges(tmp_path, tiny_model_dir, 
     assert "group-quantised layers" in capsys.readouterr().out
     with torch.no_grad():
         torch.testing.assert_close(q.load_quantised(tmp_path / "merged")(**BATCH).logits, expected, atol=1e-5, rtol=1e-5)
+
+
+RELOAD_MERGED = """
+import sys, torch
+from balora.quantisation import load_quantised
+model = load_quantised(sys.argv[1])
+with torch.no_grad():
+    torch.save(model(**torch.load(sys.argv[2])).logits, sys.argv[3])
+"""
+
+
+def _causal_lm_run(folder: Path, instructions: Path, make, **quant) -> tuple[RunConfig, dict]:
+    tiny_lm_tokenizer().save_pretrained(folder)
+    make().save_pretrained(folder)
+    return lm_config(folder, instructions, train_size=16, epochs=1, gradient_samples=8, eval_examples=8, **quant), BATCH
+
+
+def _image_run(folder: Path, _instructions: Path, **quant) -> tuple[RunConfig, dict]:
+    save_tiny_vit(folder)
+    config = RunConfig(model=str(folder), dataset="digits", shots=4, budget_rank=2, epochs=1, batch_size=8,
+                       gradient_samples=8, evaluations=2, eval_examples=16, seed=3, **quant)
+    return config, {"pixel_values": torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0))}
+
+
+# The tasks besides classification (`test_qa_lora_run_saves_a_plain_adapter_and_merges`); GPT-2 ties its LM
+# head to the token embeddings, as SmolLM2 does.
+MERGE_RUNS = {"llama-lm": partial(_causal_lm_run, make=tiny_llama_lm, quant="int4"),
+              "gpt2-lm": partial(_causal_lm_run, make=tiny_gpt2_lm, quant="int4"),
+              "vit": partial(_image_run, quant="int8")}
+
+
+@pytest.mark.parametrize("model", sorted(MERGE_RUNS))
+def test_merged_causal_lm_and_image_models_reload_in_a_fresh_process(model, tmp_path, tiny_alpaca):
+    # a tuning run: no test evaluation or greedy generation, which this test does not need
+    config, batch = MERGE_RUNS[model](tmp_path / "model", tiny_alpaca, method="lora", quant_group_size=8, qa_lora=True,
+                                      tuning=True)
+    output = run_experiment(config, tmp_path / "run", progress=False)
+    with torch.no_grad():
+        expected = output.model.eval()(**batch).logits
+    assert main(["merge", str(tmp_path / "run"), "--out", str(tmp_path / "merged")]) == 0
+    torch.save(batch, tmp_path / "batch.pt")
+    # a fresh process that imports this checkout's balora: nothing of the training process helps the reload
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])}
+    reload = subprocess.run([sys.executable, "-c", RELOAD_MERGED, str(tmp_path / "merged"), str(tmp_path / "batch.pt"),
+                             str(tmp_path / "logits.pt")], capture_output=True, text=True, env=env)
+    assert reload.returncode == 0, reload.stderr[-2000:]
+    torch.testing.assert_close(torch.load(tmp_path / "logits.pt"), expected, atol=1e-5, rtol=0)
 
 
 def test_plain_adapter_on_a_quantised_base_and_merge_errors(tmp_path, tiny_model_dir, tiny_csv, capsys):

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from conftest import random_batches, tiny_bert
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from peft import LoraConfig, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model
 from test_run import RELOAD, tiny_config
 
 from balora.allocation import ModuleRank, rank_budget
@@ -20,7 +20,7 @@ from balora.errors import BaloraError
 from balora.initialisation import lora_layer
 from balora.models import target_modules
 from balora.reallocation import RankController, ReallocationConfig, resize_module
-from balora.run import run_experiment
+from balora.run import run_experiment, setup
 from balora.training import TrainSettings, train
 
 TARGETS = ["query", "value", "intermediate.dense"]
@@ -199,6 +199,24 @@ def test_a_dynamic_run_records_every_reallocation_and_saves_a_plain_peft_adapter
 
     again = run_experiment(config, progress=False).result  # same seed, same ranks and metrics
     assert again["reallocations"][-1]["ranks"] == history[-1]["ranks"] and again["metrics"] == result["metrics"]
+
+
+def test_gradient_scaling_survives_reallocation(tmp_path, tiny_model_dir, tiny_csv):
+    """--grad-scale multiplies every adapter gradient, those of parameters a resize created included."""
+    config = tiny_config(tiny_model_dir, tiny_csv, method="ba_lora_dynamic", target_modules=TARGETS, epochs=4,
+                         realloc_every=2, realloc_warmup=2, quant="int8", quant_group_size=8, grad_scale=2.5)
+    output = run_experiment(config, tmp_path, progress=False)
+    assert any(h["changed"] for h in output.result["reallocations"]), "ranks never moved"
+    # the same adapter on the same quantised base, loaded without any gradient scaling
+    unscaled = PeftModel.from_pretrained(setup(config).model, tmp_path / "adapter", is_trainable=True)
+    batch = random_batches(1)[0]
+    grads = []
+    for model in (output.model, unscaled):
+        model.eval()(**batch).loss.backward()  # eval: no dropout, the same function in both
+        grads.append({n: p.grad for n, p in model.named_parameters() if "lora_" in n})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[1].items():
+        torch.testing.assert_close(grads[0][name], 2.5 * grad, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out: str) -> None:
