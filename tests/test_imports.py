@@ -1,4 +1,4 @@
-"""Data flows one way (README, Layout): no module of balora imports from a module above it.
+"""Data flows one way (docs/architecture.md): no module of balora imports from a module above it.
 
 Every `import` statement of every module is read with `ast`, the ones inside functions included. A
 module joins the flow by being added to LAYERS; modules on one layer may import each other.
@@ -13,8 +13,8 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "balora"
 
-# Lowest first: the README's layout line, `assets, vision_pretraining → models, data, instructions, images → bitsandbytes_backend →
-# quantisation → importance →
+# Lowest first: the layout line of docs/architecture.md (whose table lists these layers), `assets,
+# vision_pretraining → models, data, instructions, images → bitsandbytes_backend → quantisation → importance →
 # allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
 # tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
 # version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the phase timer.
