@@ -267,9 +267,10 @@ def close_pairs(offsets: tuple[float, ...]) -> list[dict]:
 
 @pytest.mark.parametrize("declared, verdict, margin", [
     (None, "inconclusive (MDE {mde:.2f} pp)", "Equivalence margin: ±1 pp, the default for accuracy: no preset among "
-                                              "these runs' sweeps (synthetic) declares equivalence_margin"),
+                                              "the compared runs' sweeps declares equivalence_margin (this table's runs "
+                                              "are from sweep synthetic)."),
     (0.03, "equivalent within ±3 pp", "Equivalence margin: ±3 pp, declared (equivalence_margin) by the spec of sweep "
-                                      "synthetic"),
+                                      "synthetic (this table's runs are from sweep synthetic)."),
 ])
 def test_a_spec_declared_margin_reaches_the_verdict_and_the_table_says_which_applied(
         declared: float | None, verdict: str, margin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -134,7 +134,7 @@ def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.C
                "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "p (TOST, Holm)", "MDE (nats)", "Verdict"]
     others = [c for name, c in compared.items() if name != REFERENCE]
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}", columns, rows,
-                 [NOTE, *margin_note(others)])
+                 [NOTE, *margin_note(others, runs["sweep"])])
 
 
 def cost_table(runs: pd.DataFrame, setting: str) -> Table:

@@ -283,8 +283,8 @@ def equivalence_margin(runs: pd.DataFrame, metric: stats.Metric) -> stats.Margin
     sweeps = sorted({s for s in runs["sweep"] if isinstance(s, str) and s})
     declared = {s: m for s in sweeps if (m := specs.declared_margin(s)) is not None}
     if not declared:
-        return stats.Margin(metric.margin, f"the default for {metric.name}: no preset among these runs' sweeps "
-                                           f"({', '.join(sweeps) or 'none recorded'}) declares equivalence_margin")
+        return stats.Margin(metric.margin, f"the default for {metric.name}: no preset among the compared runs' "
+                                           "sweeps declares equivalence_margin")
     if len(set(declared.values())) == 1:
         several = "s" if len(declared) > 1 else ""
         return stats.Margin(min(declared.values()), f"declared (equivalence_margin) by the spec{several} of "

@@ -74,14 +74,17 @@ def mde_cell(c: stats.Comparison) -> str:
     return DASH if not math.isfinite(c.mde) else f"{c.metric.scale * c.mde:.{c.metric.digits}f}"
 
 
-def margin_note(comparisons: Iterable[stats.Comparison | None]) -> list[str]:
-    """Which equivalence margin the verdicts of a table used, and where it comes from (the spec, or the
-    metric's default): a note, none for a table without comparisons."""
+def margin_note(comparisons: Iterable[stats.Comparison | None], sweeps: Iterable[str | None]) -> list[str]:
+    """Which equivalence margin a table's verdicts used and where it comes from (a spec, or the metric's
+    default), with the sweeps of the table's runs, by whose names the report looks their specs up: a note,
+    none for a table without comparisons."""
     margins = dict.fromkeys((c.metric.amount(c.margin.value, exact=True), c.margin.source)
                             for c in comparisons if c is not None)
     if not margins:
         return []
-    return ["Equivalence margin: " + "; ".join(f"±{amount}, {source}" for amount, source in margins) + "."]
+    named = sorted({s for s in sweeps if isinstance(s, str) and s})
+    return ["Equivalence margin: " + "; ".join(f"±{amount}, {source}" for amount, source in margins)
+            + f" (this table's runs are from sweep{'' if len(named) == 1 else 's'} {', '.join(named) or 'unrecorded'})."]
 
 
 def _d(c: stats.Comparison) -> str:
@@ -202,7 +205,11 @@ def budget_tables(analysis: Analysis) -> list[Table]:
 
 def comparison_notes(rows: list[Row]) -> list[str]:
     """A comparison table's notes: what its rows differ in beyond what it shows, and its equivalence margin."""
-    return hidden_differences(rows) + margin_note(r.comparison for r in rows)
+    return hidden_differences(rows) + rows_margin_note(rows)
+
+
+def rows_margin_note(rows: list[Row]) -> list[str]:
+    return margin_note((r.comparison for r in rows), (s for r in rows for s in r.runs["sweep"]))
 
 
 def fewshot_tables(analysis: Analysis) -> list[Table]:
@@ -279,7 +286,7 @@ def quantised_tables(analysis: Analysis) -> list[Table]:
                  "Time / step (s)": "Time / step: training seconds per optimizer step, validation included.",
                  "Balance": "Balance: ‖scaling·B·A‖ / ‖W − Ŵ‖ at the end of training, mean over modules and runs."}
     return [Table(f"quantised_{slug(setting)}", f"Quantised bases — {setting}", ["Budget", *columns],
-                  render(rows, columns, extra), [note, *margin_note(r.comparison for r in rows)], STAT_NOTE,
+                  render(rows, columns, extra), [note, *rows_margin_note(rows)], STAT_NOTE,
                   ["Budget", "Method", "n", "Base fp32 / stored (×)", "Peak RSS (MiB)", "Time / step (s)", "Acc. (%)",
                    "Δ acc. (pp) [CI]", "p (Holm)", "p (TOST, Holm)", "Verdict"], explained)
             for setting, rows in analysis.quantised.items()]
