@@ -97,6 +97,9 @@ def _mdes(comparisons: list[stats.Comparison]) -> str:
     return f"MDEs {low.metric.amount(low.mde).split()[0]} to {high.metric.amount(high.mde)}"
 
 
+DECIDED = (stats.BETTER, stats.WORSE, stats.EQUIVALENT, stats.INCONCLUSIVE)  # the verdicts of a test
+
+
 def verdict_lists(named: list[tuple[str, stats.Comparison]], better: str = "better", worse: str = "worse") -> str:
     """Who got which verdict, in one clause: "better: A; worse: none; equivalent within ±1 pp: B;
     inconclusive: C (MDE 2.10 pp)", and how many had no test. `better`, `worse`: the first two labels."""
@@ -104,8 +107,7 @@ def verdict_lists(named: list[tuple[str, stats.Comparison]], better: str = "bett
         return ", ".join(name + (f" ({_mdes([c])})" if verdict == stats.INCONCLUSIVE else "")
                          for name, c in named if c.verdict == verdict) or "none"
 
-    decided = (stats.BETTER, stats.WORSE, stats.EQUIVALENT, stats.INCONCLUSIVE)
-    untested = sum(c.verdict not in decided for _, c in named)
+    untested = sum(c.verdict not in DECIDED for _, c in named)
     return (f"{better}: {names(stats.BETTER)}; {worse}: {names(stats.WORSE)}; equivalent within "
             f"{_margins([c for _, c in named])}: {names(stats.EQUIVALENT)}; inconclusive: {names(stats.INCONCLUSIVE)}"
             + (f"; {untested} not tested (fewer than 3 matched seeds or the same difference on every seed)"
@@ -266,9 +268,6 @@ def _main_comparisons(analysis: Analysis) -> list[stats.Comparison]:
     """BA-LoRA against LoRA in every setting and budget (few-shot settings included: the few-shot tables
     regroup these same runs, so they are not counted twice)."""
     return [r.comparison for rows in analysis.main.values() for r in _proposed_rows(rows)]
-
-
-DECIDED = (stats.BETTER, stats.WORSE, stats.EQUIVALENT, stats.INCONCLUSIVE)  # the verdicts of a test
 
 
 def _undecided(comparisons: list[stats.Comparison]) -> list[tuple[int, str]]:
