@@ -8,11 +8,19 @@ A `tune:` block (for the whole spec, or per grid; `tune: null` in a grid turns i
 on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}`: the
 spec then plans tuning runs (every cell × candidate × tuning seed) as well as its evaluation runs
 (`balora.sweeps` runs them in two phases).
+
+An optional `equivalence_margin` declares the margin of the report's equivalence tests, in the units
+of the metric compared: a fraction of accuracy (0.01 = ±1 pp) for classifiers, nats of test loss for a
+causal LM. Without it the report uses the metric's default (±1 pp, ±0.01 nats). A run file records
+its sweep's name, not its spec, so the report finds a margin only for a sweep named after a preset
+(`declared_margin`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -29,7 +37,7 @@ from balora.tuning import Tune, cell_key, with_candidate
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
                        if f.name.endswith(".yaml")))
-SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "results_dir"}
+SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "results_dir", "equivalence_margin"}
 SWEEP_SET = ("tuned", "tuning")  # run fields only a sweep sets
 
 
@@ -57,6 +65,7 @@ class Spec:
     description: str
     runs: list[Planned]
     results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
+    equivalence_margin: float | None = None  # the report's equivalence margin (None: the metric's default)
 
     def tuning_runs(self, grown: Mapping[str, Tune] | None = None) -> list[Planned]:
         """Every tuned cell × candidate × tuning seed, once each; a cell in `grown` (by cell key) with the
@@ -184,7 +193,30 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     results_dir = data.get("results_dir")
     if results_dir is not None and not isinstance(results_dir, str):
         raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
-    return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir)
+    return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir,
+                _margin(data.get("equivalence_margin"), at("equivalence_margin")))
+
+
+def _margin(value: Any, where: str) -> float | None:
+    """A declared equivalence margin: a positive number, or None where the spec declares none."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise BaloraError(f"{where}: equivalence_margin is a positive number in the compared metric's units "
+                          f"(0.01: ±1 pp of accuracy, or ±0.01 nats of test loss), got {value!r}")
+    return float(value)
+
+
+@functools.cache
+def declared_margin(sweep: str) -> float | None:
+    """The equivalence margin that the preset named `sweep` declares: None where it declares none or `sweep`
+    is no preset (a run file names its sweep, and only a preset can be found by that name). Reads the one
+    key, without expanding the grids, which would import the methods."""
+    if sweep not in PRESETS:
+        return None
+    where, text = _read(sweep)
+    data = yaml.safe_load(text)
+    return _margin(data.get("equivalence_margin"), where)
 
 
 def _tune(block: Any, at: Any, path: tuple) -> Tune | None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 from test_report import make_result
+from test_stats import mde_by_hand
 
 from balora.report import build_report
 from balora.report.analysis import analyse
@@ -82,7 +83,7 @@ def test_criteria_say_plainly_when_ba_lora_loses_or_ties():
     budgets = found["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"]
     assert budgets.mark == NOT_MET
     assert "r=4: BA-LoRA significantly worse than LoRA" in budgets.sentence
-    assert "r=8: no significant difference from LoRA" in budgets.sentence
+    assert "r=8: equivalent within ±1 pp, Δ = " in budgets.sentence  # a tie the equivalence test shows
     assert found["BA-LoRA improves on LoRA at every shot count"].mark == MET
     trend = found["The gap widens as data shrinks"]
     assert trend.mark == NOT_MET and "no significant trend" in trend.sentence
@@ -125,6 +126,23 @@ def test_criteria_table_in_the_report_and_the_paper(tmp_path: Path):
     assert r"\input{generated/tables/criteria.tex}" in (generated / "criteria.tex").read_text()
     assert "3 were met and 1 was not met" in (generated / "abstract.tex").read_text()
     assert (tmp_path / "report" / "tables" / "criteria.tex").is_file()
+
+
+def test_a_case_the_seeds_cannot_decide_says_inconclusive_with_its_mde_and_interval():
+    """No difference and no equivalence shown: the case gives its MDE and its Δ with the CI, not "no
+    significant difference"."""
+    offsets = {42: 0.02, 43: -0.015, 44: 0.005}
+    runs = design({4: 0.0, 8: 0.0, 16: 0.0}, {}, seeds=SEEDS[:3])
+    for result in runs:
+        if result["config"]["method"] == "ba_lora":
+            result["metrics"]["accuracy"] += offsets[result["config"]["seed"]]
+    budgets = criteria(runs)["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"]
+    assert budgets.mark == NOT_MET
+    for budget in (4, 8, 16):
+        d = _delta(runs, budget_rank=float(budget), train_size=2000)
+        case = f"r={budget}: inconclusive (MDE {100 * mde_by_hand(3, d.std(ddof=1)):.2f} pp), Δ = {100 * d.mean():+.2f} pp ("
+        assert case in budgets.numbers and "% CI " in budgets.numbers.split(case)[1].split(";")[0]
+    assert "no significant difference" not in budgets.sentence
 
 
 @pytest.mark.parametrize("gain, mark", [(0.0049, NOT_MET), (0.0051, MET)])

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats as sps
+from test_stats import mde_by_hand, tost_by_hand
 
 from balora.report import build_report
 from balora.report.runs import budget_label, method_name, setting_label
@@ -191,16 +192,21 @@ def test_every_table_number_matches_the_results(report_dir: Path):
                 expected[(label, method)] = row
                 checked += 1
         # Holm over this table's comparisons, computed by hand; each CI at the level matching its verdict
-        order = sorted((p, i) for i, (p, _) in enumerate(comparisons) if p is not None)
-        holm, running = {}, 0.0
-        for rank, (p, i) in enumerate(order):
-            running = max(running, min(1.0, (len(order) - rank) * p))
-            holm[i] = running
+        holm = _holm_by_hand([p for p, _ in comparisons])
+        # the equivalence tests at accuracy's default ±1 pp, Holm-adjusted over the same comparisons
+        equivalence = _holm_by_hand([tost_by_hand(d, 0.01) if p is not None else None for p, d in comparisons])
         for i, row in enumerate(expected.values()):
             _check_p(row["p (Holm)"], holm.get(i))
+            _check_p(row["p (TOST, Holm)"], equivalence.get(i))
             p, d = comparisons[i]
             if p is None:
+                assert row["Verdict"] == "n<3" and row["MDE (pp)"] == "–"
                 continue
+            mde = 100 * mde_by_hand(len(d), d.std(ddof=1))
+            _close(row["MDE (pp)"], mde, 2)
+            assert row["Verdict"] == ("better" if holm[i] < 0.05 and d.mean() > 0 else "worse" if holm[i] < 0.05 else
+                                      "equivalent within ±1 pp" if equivalence[i] < 0.05 else
+                                      f"inconclusive (MDE {mde:.2f} pp)")
             level = 1 - 0.05 * p / holm[i]
             half = sps.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
             low, high = row["Δ acc. (pp) [CI]"].split(" [")[1].rstrip("]").split(", ")
@@ -209,6 +215,16 @@ def test_every_table_number_matches_the_results(report_dir: Path):
             significant = row["Verdict"] in ("better", "worse")
             assert significant == (float(low) > 0 or float(high) < 0) or min(abs(float(low)), abs(float(high))) < 0.01
     assert checked == 12
+
+
+def _holm_by_hand(ps: list[float | None]) -> dict[int, float]:
+    """{index: Holm-adjusted p} of the p-values that are not None: sorted, ×(m − rank), running maximum."""
+    order = sorted((p, i) for i, p in enumerate(ps) if p is not None)
+    holm, running = {}, 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p))
+        holm[i] = running
+    return holm
 
 
 def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
@@ -227,15 +243,51 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
     few = analyse(load_runs(runs[:2] + runs[10:12]))  # two seeds per method and budget: no test, no claim
     assert claims.conclusion_claims(few)[0].startswith("No comparison of BA-LoRA with LoRA had 3 or more")
     # the verdict counts name only the verdicts that occurred
-    assert ("Across 2 setting–budget combinations, BA-LoRA was significantly worse than LoRA in all 2 "
-            "(paired t-tests on matched seeds, Holm-adjusted per table, α = 0.05).") in claims.summary_claims(analysis)
+    assert ("Across 2 setting–budget combinations (paired t-tests and equivalence tests on matched seeds, "
+            "Holm-adjusted per table, α = 0.05), the verdict on BA-LoRA against LoRA was worse in all 2."
+            ) in claims.summary_claims(analysis)
     one = analyse(load_runs(runs[:5] + runs[10:15]))  # one budget: no count to give
-    assert claims.summary_claims(one)[0].startswith("In the one setting–budget combination, BA-LoRA was "
-                                                    "significantly worse than LoRA (paired t-tests")
+    assert claims.summary_claims(one)[0].startswith("In the one setting–budget combination (paired t-tests and "
+                                                    "equivalence tests on matched seeds, Holm-adjusted per table, "
+                                                    "α = 0.05), the verdict on BA-LoRA against LoRA was worse.")
     # the conclusion gives the bottom line once: the abstract's verdict count would repeat it
     assert not any(s.startswith("Across") for s in claims.conclusion_claims(analysis))
     assert ("The one setting–budget combination could not be tested: it had fewer than 3 matched seeds, no "
             "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
+
+
+def close_pairs(offsets: tuple[float, ...]) -> list[dict]:
+    """LoRA and BA-LoRA at r=8, 64 shots, on seeds 42…; BA-LoRA's accuracy = LoRA's + the seed's offset."""
+    lora = [make_result("lora", 8, 64, s) for s in SEEDS[:len(offsets)]]
+    ba = [make_result("ba_lora", 8, 64, s) for s in SEEDS[:len(offsets)]]
+    for ours, theirs, offset in zip(ba, lora, offsets):
+        ours["metrics"]["accuracy"] = theirs["metrics"]["accuracy"] + offset
+    return lora + ba
+
+
+@pytest.mark.parametrize("declared, verdict, margin", [
+    (None, "inconclusive (MDE {mde:.2f} pp)", "Equivalence margin: ±1 pp, the default for accuracy: no preset among "
+                                              "the compared runs' sweeps declares equivalence_margin (this table's runs "
+                                              "are from sweep synthetic)."),
+    (0.03, "equivalent within ±3 pp", "Equivalence margin: ±3 pp, declared (equivalence_margin) by the spec of sweep "
+                                      "synthetic (this table's runs are from sweep synthetic)."),
+])
+def test_a_spec_declared_margin_reaches_the_verdict_and_the_table_says_which_applied(
+        declared: float | None, verdict: str, margin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Differences of mean ≈ 0 whose spread rules out neither a 1 pp difference nor equivalence within ±1 pp:
+    inconclusive at accuracy's default margin, equivalent at a ±3 pp margin that the runs' spec declares."""
+    from balora import specs
+
+    monkeypatch.setattr(specs, "declared_margin", lambda sweep: declared if sweep == "synthetic" else None)
+    offsets = (0.015, -0.012, 0.008, -0.014, 0.005)
+    markdown = build_report(close_pairs(offsets), tmp_path / "report", figures_too=False).read_text()
+    (title, rows), *_ = _markdown_tables(markdown.split("## Budget efficiency")[1])
+    (row,) = [r for r in rows if r["Method"] == "BA-LoRA"]
+    expected = verdict.format(mde=100 * mde_by_hand(5, np.std(offsets, ddof=1)))
+    assert row["Verdict"] == expected
+    claim = next(line for line in markdown.splitlines() if line.startswith("- minilm") and "BA-LoRA reached" in line)
+    assert f": {expected}" in claim and "Δ = +0.04 pp (95.0% CI" in claim  # the sentence states the interval
+    assert margin in markdown.split("## Budget efficiency")[1].split("\n## ")[0]
 
 
 def test_write_report_reads_the_store_and_says_what_is_missing(tmp_path: Path):
@@ -285,9 +337,9 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     assert r"\input{generated/tables/strategy_minilm_rotten_tomatoes_64_shot_targets" in strategy
     assert "strategy_minilm_rotten_tomatoes_64_shot_default" not in strategy  # ablations are no strategies
     # the strategies are worded from their tests, as every other comparison: a tie is said as such
-    assert ("of 1 strategy compared with LoRA (paired t-tests on accuracy, Holm-adjusted over the table, "
-            r"$\alpha$ = 0.05), significantly better: none; significantly worse: none; no significant difference: "
-            "linear decay.") in strategy
+    assert ("of 1 strategy compared with LoRA (paired t-tests and equivalence tests on accuracy, Holm-adjusted over "
+            r"the table, $\alpha$ = 0.05), better: none; worse: none; equivalent within $\pm$1 pp: linear decay; "
+            "inconclusive: none.") in strategy
 
 
 def test_strategy_claims_name_the_strategies_that_lose_and_the_best_one(monkeypatch: pytest.MonkeyPatch):
@@ -303,7 +355,7 @@ def test_strategy_claims_name_the_strategies_that_lose_and_the_best_one(monkeypa
     (setting,) = analysis.strategy
     detail, verdicts = claims.strategy_claims(analysis, setting)
     assert detail.startswith(f"{setting}, budget r=8") and "BA-LoRA is significantly better than LoRA" in detail
-    assert ("significantly better: BA-LoRA; significantly worse: linear decay; no significant difference: none. "
+    assert ("better: BA-LoRA; worse: linear decay; equivalent within ±1 pp: none; inconclusive: none. "
             "The highest mean accuracy is BA-LoRA's") in verdicts
     assert claims.strategy_claims(analysis, "no such setting") == []
 
@@ -550,12 +602,16 @@ def test_the_readme_block_carries_the_instruction_tuning_claims_and_tables(tmp_p
     assert "Great film" not in text and "![" not in text
 
 
-# BA-LoRA's per-seed test loss minus LoRA r=8's (seeds 42, 43, 44): lower, higher, and a tie.
-LM_OUTCOMES = {"lower": ((-0.05, -0.06, -0.04), "BA-LoRA's test loss is significantly lower than LoRA r=8's"),
-               "higher": ((0.05, 0.06, 0.04), "BA-LoRA's test loss is significantly higher than LoRA r=8's: "
+# BA-LoRA's per-seed test loss minus LoRA r=8's (seeds 42, 43, 44): lower, higher, a tie within ±0.01 nats, and
+# differences too spread to tell ({mde}: the MDE by hand, in nats).
+LM_OUTCOMES = {"lower": ((-0.05, -0.06, -0.04), "better — BA-LoRA's test loss is significantly lower than LoRA r=8's"),
+               "higher": ((0.05, 0.06, 0.04), "worse — BA-LoRA's test loss is significantly higher than LoRA r=8's: "
                                               "BA-LoRA does worse here"),
-               "tie": ((0.05, -0.06, 0.01), "there is no significant difference between BA-LoRA and LoRA r=8: "
-                                            "BA-LoRA does not do better here")}
+               "tie": ((0.001, -0.001, 0.0005), "equivalent within ±0.01 nats — the equivalence test rules out a "
+                                                "difference of 0.01 nats or more between BA-LoRA and LoRA r=8"),
+               "unsure": ((0.05, -0.06, 0.01), "inconclusive (MDE {mde}) — with 3 matched seeds neither a difference "
+                                               "nor equivalence within ±0.01 nats is shown; only a difference of about "
+                                               "{mde} or more would be detected with 80% power")}
 
 
 def lm_pair(offsets: tuple[float, ...]) -> list[dict]:
@@ -572,6 +628,7 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     from balora.report.document import latex_text
 
     offsets, verdict = LM_OUTCOMES[outcome]
+    verdict = verdict.format(mde=f"{mde_by_hand(3, np.std(offsets, ddof=1)):.4f} nats")
     runs = lm_pair(offsets)
     build_report(runs, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
     markdown = (tmp_path / "report" / "report.md").read_text()
@@ -583,18 +640,22 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     assert f"Δ loss = {np.mean(np.subtract(ba, lora)):+.4f}" in claim
     assert f"paired t-test p = {p:.3f}, Holm-adjusted p = {p:.3f}" in claim  # one test in the table
     assert f"a test loss of {np.mean(ba):.4f} ± {np.std(ba, ddof=1):.4f} (perplexity {math.exp(np.mean(ba)):.2f}, n = 3" in claim
-    listed = {"lower": "significantly lower loss: BA-LoRA;", "higher": "significantly higher loss: BA-LoRA;",
-              "tie": "no significant difference: BA-LoRA."}[outcome]
+    listed = {"lower": "better (significantly lower loss): BA-LoRA;", "higher": "worse (significantly higher loss): BA-LoRA;",
+              "tie": "equivalent within ±0.01 nats: BA-LoRA;", "unsure": "inconclusive: BA-LoRA (MDE "}[outcome]
     assert listed in markdown
     paper = (tmp_path / "paper" / "generated" / "lm.tex").read_text()
     assert latex_text(claim) in paper and r"\input{generated/tables/lm_strategy_smollm2_critic_instructions.tex}" in paper
-    # the study's bottom line reaches the abstract and the conclusion, with or without classification runs
-    bottom = f"In instruction tuning (smollm2 · critic_instructions, at the budget of LoRA r=8 on every projection), {verdict}"
-    assert latex_text(bottom) in (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
+    # the study's bottom line, with Δ and its CI, reaches the abstract and the conclusion, with or without
+    # classification runs
     classification = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
     build_report(runs + classification, tmp_path / "both", paper_dir=tmp_path / "paper2", figures_too=False)
     summary = (tmp_path / "both" / "report.md").read_text().split("## Summary")[1].split("\n## ")[0]
-    assert bottom in summary and "BA-LoRA was significantly more accurate than LoRA" in summary
+    bottom = next(line[2:] for line in summary.splitlines() if line.startswith("- In instruction tuning"))
+    assert bottom.startswith("In instruction tuning (smollm2 · critic_instructions, at the budget of LoRA r=8 on "
+                             f"every projection), BA-LoRA against LoRA r=8 (Δ test loss {np.mean(np.subtract(ba, lora)):+.4f}, ")
+    assert "% CI " in bottom and bottom.endswith(f": {verdict}.")
+    assert latex_text(bottom) in (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
+    assert "BA-LoRA was significantly more accurate than LoRA" in summary
     for part in ("abstract", "conclusion"):
         assert latex_text(bottom) in (tmp_path / "paper2" / "generated" / f"{part}.tex").read_text()
 
@@ -804,7 +865,7 @@ def test_a_field_one_arm_selected_on_validation_does_not_split_the_setting():
     (table,) = tables.budget_tables(analyse(frame))
     assert any(note.startswith("Rows also differ in: epochs") for note in table.notes), table.notes
     # a list reads as its items, not as Python's repr
-    assert "tuned learning_rate for LoRA (r=8); learning_rate + epochs for AdaLoRA (r=8)." in table.notes[-1], table.notes
+    assert "tuned learning_rate for LoRA (r=8); learning_rate + epochs for AdaLoRA (r=8)." in table.notes[0], table.notes
 
 
 def test_a_column_note_goes_where_its_column_goes(report_dir: Path):

@@ -50,7 +50,8 @@ def test_holm_against_hand_computation():
     untested = stats.paired_comparison({1: 0.9, 2: 0.91}, {1: 0.7, 2: 0.72})
     adjusted = stats.holm_adjust([untested if q is None else _tested(q) for q in p])
     assert [c.p_holm for c in adjusted] == pytest.approx([0.03, 0.06, 0.06, None, 0.02])
-    assert [c.verdict for c in adjusted] == [stats.BETTER, stats.NO_DIFFERENCE, stats.NO_DIFFERENCE, stats.TOO_FEW,
+    # Δ = +2 pp, beyond the ±1 pp margin: no equivalence either, so the untested-by-Holm ones are inconclusive
+    assert [c.verdict for c in adjusted] == [stats.BETTER, stats.INCONCLUSIVE, stats.INCONCLUSIVE, stats.TOO_FEW,
                                              stats.BETTER]
     assert [c.p_holm for c in stats.holm_adjust([_tested(0.5), _tested(0.9)])] == pytest.approx([1.0, 1.0])
 
@@ -126,3 +127,117 @@ def test_gap_trend_detects_widening():
 def test_a_trend_with_every_point_on_the_line_is_not_testable():
     trend = stats.gap_trend({16: [0.04, 0.04], 32: [0.03, 0.03], 64: [0.02]})
     assert trend.p is None and trend.verdict == stats.NOT_TESTABLE and trend.slope == pytest.approx(-0.01)
+
+
+def tost_by_hand(d: np.ndarray, margin: float) -> float:
+    """TOST by hand: H0 Δ ≤ −margin and H0 Δ ≥ +margin, each a one-sided t-test; the larger p decides."""
+    se = d.std(ddof=1) / math.sqrt(d.size)
+    p_low = sps.t.sf((d.mean() + margin) / se, d.size - 1)
+    p_high = sps.t.cdf((d.mean() - margin) / se, d.size - 1)
+    return max(p_low, p_high)
+
+
+@pytest.mark.parametrize("differences, equivalent", [
+    ((0.002, -0.001, 0.003, 0.0, 0.001, -0.002), True),  # tight around 0: inside ±1 pp
+    ((0.015, -0.012, 0.008, -0.014, 0.005), False),  # mean ≈ 0 but too spread to rule out ±1 pp
+    ((0.0095, 0.0105, 0.0098, 0.0102), False),  # tight, but at the +1 pp edge
+])
+def test_tost_is_the_larger_of_two_one_sided_t_tests(differences: tuple[float, ...], equivalent: bool):
+    reference = {s: 0.70 + 0.01 * s for s in range(len(differences))}
+    method = {s: reference[s] + d for s, d in enumerate(differences)}
+    c = stats.paired_comparison(method, reference)
+    expected = tost_by_hand(np.array([method[s] - reference[s] for s in reference]), 0.01)
+    assert c.p_tost == pytest.approx(expected)
+    assert (c.p_tost < 0.05) is equivalent
+    assert c.margin.value == 0.01  # accuracy's default: ±1 pp
+
+
+def mde_by_hand(n: int, sd: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The effect δ (in SDs of the differences) at which a two-sided paired t-test has `power`: the
+    noncentral t with n − 1 df and noncentrality δ√n beyond ±t_crit, solved for δ; times the SD."""
+    critical = sps.t.ppf(1 - alpha / 2, n - 1)
+
+    def shortfall(delta: float) -> float:
+        nc = delta * math.sqrt(n)
+        # the lower tail as the upper tail of −nc: the same value, but no NaN where it underflows
+        return sps.nct.sf(critical, n - 1, nc) + sps.nct.sf(critical, n - 1, -nc) - power
+
+    from scipy.optimize import brentq
+    return brentq(shortfall, 0.01, 20) * sd
+
+
+@pytest.mark.parametrize("n", [3, 5, 10])
+def test_mde_is_the_effect_a_paired_t_test_detects_with_80_percent_power(n: int):
+    reference = {s: 0.70 for s in range(n)}
+    method = {s: 0.70 + 0.004 * ((s * 7) % 5 - 2) + 0.001 * s for s in range(n)}
+    c = stats.paired_comparison(method, reference)
+    sd = np.std([method[s] - reference[s] for s in range(n)], ddof=1)
+    assert c.mde == pytest.approx(mde_by_hand(n, sd), rel=1e-4)
+    # a known value: with 10 pairs, 80% power at α = 0.05 needs about one SD of the differences (d ≈ 0.996)
+    if n == 10:
+        assert c.mde / sd == pytest.approx(0.996, abs=1e-3)
+
+
+def test_no_mde_or_equivalence_test_without_a_test():
+    few = stats.paired_comparison({1: 0.9, 2: 0.91}, {1: 0.7, 2: 0.72})
+    flat = stats.paired_comparison({1: 0.6, 2: 0.62, 3: 0.7}, {1: 0.59, 2: 0.61, 3: 0.69})
+    for c in (few, flat):
+        assert c.p_tost is None and c.p_tost_holm is None and math.isnan(c.mde)
+
+
+# Per-seed differences (method − reference) giving each of the four verdicts at a ±1 pp margin.
+VERDICTS = {
+    "better": ((0.050, 0.052, 0.049, 0.055, 0.051), "BETTER", "better"),
+    "worse": ((-0.050, -0.052, -0.049, -0.055, -0.051), "WORSE", "worse"),
+    "equivalent": ((0.002, -0.001, 0.003, 0.0, 0.001, -0.002), "EQUIVALENT", "equivalent within ±1 pp"),
+    "inconclusive": ((0.03, -0.025, 0.01), "INCONCLUSIVE", "inconclusive (MDE {:.2f} pp)"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VERDICTS))
+def test_the_four_verdicts(case: str):
+    differences, verdict, label = VERDICTS[case]
+    reference = {s: 0.70 + 0.01 * s for s in range(len(differences))}
+    method = {s: reference[s] + d for s, d in enumerate(differences)}
+    (c,) = stats.holm_adjust([stats.paired_comparison(method, reference)])
+    assert c.verdict == getattr(stats, verdict)
+    d = np.array(differences)
+    assert c.verdict_label == label.format(100 * mde_by_hand(d.size, d.std(ddof=1)))
+
+
+def test_the_verdict_of_a_loss_is_worded_in_nats_at_its_own_margin():
+    reference = {s: 3.84 + 0.01 * s for s in range(5)}
+    tight = {s: reference[s] + d for s, d in enumerate((0.001, -0.001, 0.0005, 0.0, -0.0005))}
+    spread = {s: reference[s] + d for s, d in enumerate((0.03, -0.02, 0.01, -0.015, 0.02))}
+    equal, unsure = stats.holm_adjust([stats.paired_comparison(tight, reference, stats.LOSS),
+                                       stats.paired_comparison(spread, reference, stats.LOSS)])
+    assert equal.verdict_label == "equivalent within ±0.01 nats"
+    d = np.array([spread[s] - reference[s] for s in range(5)])
+    assert unsure.verdict_label == f"inconclusive (MDE {mde_by_hand(5, d.std(ddof=1)):.4f} nats)"
+
+
+def test_a_declared_margin_decides_equivalence():
+    """The same differences: inconclusive at ±1 pp, equivalent at a declared ±3 pp."""
+    reference = {s: 0.70 + 0.01 * s for s in range(5)}
+    method = {s: reference[s] + d for s, d in enumerate((0.015, -0.012, 0.008, -0.014, 0.005))}
+    default = stats.paired_comparison(method, reference)
+    wide = stats.paired_comparison(method, reference, margin=stats.Margin(0.03, "declared by the test"))
+    assert default.verdict == stats.INCONCLUSIVE
+    assert wide.verdict == stats.EQUIVALENT and wide.verdict_label == "equivalent within ±3 pp"
+    d = np.array([method[s] - reference[s] for s in range(5)])
+    assert wide.p_tost == pytest.approx(tost_by_hand(d, 0.03))
+
+
+def test_holm_adjusts_the_equivalence_tests_over_the_same_family():
+    """An equivalence p below 0.05 alone that Holm lifts above it: inconclusive, not equivalent."""
+    reference = {s: 0.70 + 0.01 * s for s in range(5)}
+    near = {s: reference[s] + d for s, d in enumerate((0.007, -0.005, 0.004, -0.006, 0.003))}
+    spread = {s: reference[s] + d for s, d in enumerate((0.015, -0.012, 0.008, -0.014, 0.005))}
+    margin = stats.Margin(0.007, "declared by the test")
+    alone = stats.paired_comparison(near, reference, margin=margin)
+    assert 0.025 < alone.p_tost < 0.05 and alone.verdict == stats.EQUIVALENT
+    family = stats.holm_adjust([alone, stats.paired_comparison(spread, reference, margin=margin)])
+    low, high = sorted(c.p_tost for c in family)  # Holm by hand: ×2 for the smaller, then running maximum
+    holm = {low: min(1.0, 2 * low), high: min(1.0, max(2 * low, high))}
+    assert [c.p_tost_holm for c in family] == pytest.approx([holm[c.p_tost] for c in family])
+    assert family[0].p_tost_holm > 0.05 and family[0].verdict == stats.INCONCLUSIVE

@@ -190,6 +190,30 @@ def test_identical_grid_points_run_once_and_only_filters(tmp_path):
         load_spec(str(spec), ["colour=red"])
 
 
+def _with_margin(tmp_path: Path, value: str) -> Path:
+    spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n")
+    spec.write_text(spec.read_text().replace("name: tiny\n", f"name: tiny\nequivalence_margin: {value}\n"))
+    return spec
+
+
+def test_a_spec_declares_its_equivalence_margin_and_the_report_finds_a_preset_s(tmp_path):
+    """The margin of the report's equivalence test is the spec's (in the metric's units: a fraction of
+    accuracy, nats of loss); the report knows a run's spec only by its sweep name, so it reads presets."""
+    from balora.specs import declared_margin
+
+    assert load_spec(str(_with_margin(tmp_path, "0.02"))).equivalence_margin == 0.02
+    assert load_spec(str(write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"))).equivalence_margin is None
+    assert declared_margin("paper") == load_spec("paper").equivalence_margin == 0.01  # ±1 pp of accuracy
+    assert declared_margin("lm") == load_spec("lm").equivalence_margin == 0.01  # ±0.01 nats of test loss
+    assert declared_margin("quick") is None and declared_margin("a sweep of a file, not a preset") is None
+
+
+@pytest.mark.parametrize("value", ["-0.01", "0", "two", "true", "[0.01]"])
+def test_an_equivalence_margin_is_a_positive_number(tmp_path, value):
+    with pytest.raises(BaloraError, match="line 2: equivalence_margin is"):
+        load_spec(str(_with_margin(tmp_path, value)))
+
+
 @pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision", "qa", "dynamic", "lm"])
 def test_comparison_presets_select_every_learning_rate_on_validation(preset):
     spec = load_spec(preset)

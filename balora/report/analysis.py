@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from balora.report import stats
-from balora.report.runs import ABLATIONS, MAIN, REFERENCE, arm_order, budget_label, by_seed, settings
+from balora.report.runs import ABLATIONS, MAIN, REFERENCE, arm_order, budget_label, by_seed, equivalence_margin, settings
 
 
 @dataclass
@@ -40,16 +40,19 @@ def reference_arm(cell: pd.DataFrame, method: str) -> str | None:
     return method if method in arms else (arms[0] if arms else None)
 
 
-def compared_rows(groups: list[tuple[str, pd.DataFrame]], reference: str, metric: str = "accuracy") -> list[Row]:
-    """A row per arm and group, compared with the group's `reference` arm on matched seeds, Holm-adjusted
-    across all rows."""
+def compared_rows(groups: list[tuple[str, pd.DataFrame]], reference: str,
+                  metric: stats.Metric = stats.ACCURACY) -> list[Row]:
+    """A row per arm and group, compared with the group's `reference` arm on matched seeds at the margin
+    their specs declare (`equivalence_margin`), Holm-adjusted across all rows."""
     rows = []
     for lead, cell in groups:
         ref = reference_arm(cell, reference)
-        ref_values = by_seed(cell[cell["arm"] == ref], metric) if ref else {}
+        ref_runs = cell[cell["arm"] == ref]  # none where the group has no reference
+        ref_values = by_seed(ref_runs, metric.name)
         for arm in arm_order(cell["arm"]):
             runs = cell[cell["arm"] == arm]
-            comparison = None if arm == ref else stats.paired_comparison(by_seed(runs, metric), ref_values)
+            comparison = None if arm == ref else stats.paired_comparison(
+                by_seed(runs, metric.name), ref_values, metric, equivalence_margin(pd.concat([runs, ref_runs]), metric))
             rows.append(Row(lead, arm, runs, comparison))
     adjusted = iter(stats.holm_adjust([r.comparison for r in rows if r.comparison is not None]))
     for row in rows:

@@ -37,10 +37,17 @@ STATISTICS = (
     f"for the ablations) at the same setting and budget the report gives mean ± std over seeds and n, the mean "
     f"per-seed difference Δ, a paired t-test (scipy; from {MIN_PAIRS} matched seeds: fewer are marked n<3, and "
     "differences without spread, the same on every seed, are marked not testable; neither is ever called "
-    f"significant), a Wilcoxon signed-rank test (from {MIN_WILCOXON} pairs), the paired Cohen's d, and Holm's "
-    "adjustment over the comparisons of one table (statsmodels); verdicts use the Holm p at α = 0.05, and Δ's "
-    "paired-t CI is at the matching confidence, 1 − 0.05·p/p(Holm), so it excludes 0 exactly when the verdict "
-    "is significant.")
+    f"significant), a Wilcoxon signed-rank test (from {MIN_WILCOXON} pairs), the paired Cohen's d, a paired "
+    "equivalence test (TOST, statsmodels: two one-sided t-tests that the true Δ lies within ± a margin, the one the "
+    "runs' spec declares, else ±1 pp of accuracy or ±0.01 nats of test loss), the minimum detectable effect (MDE) "
+    "at 80% power for the number of pairs and the observed spread of the differences (statsmodels), and Holm's "
+    "adjustment of the t-tests, and separately of the equivalence tests, over the comparisons of one table "
+    "(statsmodels). The verdict has four words, at α = 0.05: better or worse where the Holm-adjusted t-test "
+    "rejects no difference; else equivalent within ±margin where the Holm-adjusted equivalence test rejects a "
+    "difference as large as the margin; else inconclusive, with the MDE: these seeds show neither a difference "
+    "nor equivalence, and a true difference smaller than the MDE would likely go undetected. Δ's paired-t CI is "
+    "at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm), so it excludes 0 exactly when "
+    "the verdict is better or worse.")
 
 
 # A missing-data message about one setting: "what, setting: why" (see `_per_setting`)

@@ -1,6 +1,8 @@
-"""Sentences whose wording follows the statistics: a claim says "significantly better" only where the
-Holm-adjusted paired test says so, "significantly worse" where BA-LoRA loses, "no significant
-difference" otherwise, and makes no claim with fewer than 3 matched seeds.
+"""Sentences whose wording follows the statistics, each led by its verdict (`stats`): "better" only
+where the Holm-adjusted paired test says so, "worse" where BA-LoRA loses, "equivalent within ±margin"
+where the Holm-adjusted equivalence test shows a tie, and otherwise "inconclusive" with the minimum
+detectable effect, so that a tie is never read into too few seeds; every sentence about one comparison
+states Δ and its CI. No claim is made with fewer than 3 matched seeds.
 
 The same sentences go into `report.md` and, LaTeX-escaped, into `paper/generated/`.
 """
@@ -37,16 +39,36 @@ def p_text(p: float) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def verdict_phrase(verdict: str, name: str, reference: str, n_pairs: int) -> str:
+def margin_text(c: stats.Comparison) -> str:
+    return c.metric.amount(c.margin.value, exact=True)
+
+
+def verdict_phrase(c: stats.Comparison, name: str, reference: str, better: str | None = None,
+                   worse: str | None = None) -> str:
+    """The verdict in words, led by its label (`Comparison.verdict_label`). `better`, `worse`: what a
+    significant difference says for this metric (by default "{name} is significantly better than {reference}")."""
+    n = c.n_pairs
     return {
-        stats.BETTER: f"{name} is significantly better than {reference}",
-        stats.WORSE: f"{name} is significantly worse than {reference}",
-        stats.NO_DIFFERENCE: f"there is no significant difference between {name} and {reference}",
-        stats.TOO_FEW: f"with {n_pairs} matched seed{'s' if n_pairs != 1 else ''} there are too few for a test, "
-                       "so no claim is made",
+        stats.BETTER: f"better — {better or f'{name} is significantly better than {reference}'}",
+        stats.WORSE: f"worse — {worse or f'{name} is significantly worse than {reference}'}",
+        stats.EQUIVALENT: f"{c.verdict_label} — the equivalence test rules out a difference of {margin_text(c)} or "
+                          f"more between {name} and {reference}",
+        stats.INCONCLUSIVE: f"{c.verdict_label} — with {n} matched seeds neither a difference nor equivalence within "
+                            f"±{margin_text(c)} is shown; only a difference of about {c.metric.amount(c.mde)} or more "
+                            f"would be detected with {100 * stats.POWER:.0f}% power",
+        stats.TOO_FEW: f"with {n} matched seed{'s' if n != 1 else ''} there are too few for a test, so no claim is made",
         stats.NO_SPREAD: "every matched seed gives the same difference, which no test can assess, so no claim is made",
         stats.NO_REFERENCE: f"there are no {reference} runs here to compare with",
-    }[verdict]
+    }[c.verdict]
+
+
+def statistics_text(c: stats.Comparison) -> str:
+    """The tests behind a tested comparison's verdict: the t-test, Holm's adjustment of it, Wilcoxon's where
+    there are enough pairs, and the Holm-adjusted equivalence test at the comparison's margin."""
+    text = f"paired t-test {p_text(c.p_t)}, Holm-adjusted {p_text(c.p_holm)}"
+    if c.p_wilcoxon is not None:
+        text += f", Wilcoxon {p_text(c.p_wilcoxon)}"
+    return text + f", equivalence test (±{margin_text(c)}) Holm-adjusted {p_text(c.p_tost_holm)}"
 
 
 def comparison_sentence(row: Row, reference: str, where: str) -> str:
@@ -58,10 +80,38 @@ def comparison_sentence(row: Row, reference: str, where: str) -> str:
         text += f"; over {c.n_pairs} matched seeds Δ = {signed(c.delta)} pp"
     if c.tested:
         text += f" ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}, the level matching Holm's verdict)"
-        text += f", paired t-test {p_text(c.p_t)}, Holm-adjusted {p_text(c.p_holm)}"
-        if c.p_wilcoxon is not None:
-            text += f", Wilcoxon {p_text(c.p_wilcoxon)}"
-    return f"{text}: {verdict_phrase(c.verdict, row.label, reference, c.n_pairs)}."
+        text += f", {statistics_text(c)}"
+    return f"{text}: {verdict_phrase(c, row.label, reference)}."
+
+
+def _margins(comparisons: list[stats.Comparison]) -> str:
+    """The equivalence margins of `comparisons`, each once: "±1 pp" (or "±1 pp or ±2 pp")."""
+    return " or ".join(dict.fromkeys(f"±{margin_text(c)}" for c in comparisons))
+
+
+def _mdes(comparisons: list[stats.Comparison]) -> str:
+    """The minimum detectable effects of (inconclusive) `comparisons`: "MDE 2.10 pp", or their range."""
+    low, high = min(comparisons, key=lambda c: c.mde), max(comparisons, key=lambda c: c.mde)
+    if len(comparisons) == 1:
+        return f"MDE {low.metric.amount(low.mde)}"
+    return f"MDEs {low.metric.amount(low.mde).split()[0]} to {high.metric.amount(high.mde)}"
+
+
+DECIDED = (stats.BETTER, stats.WORSE, stats.EQUIVALENT, stats.INCONCLUSIVE)  # the verdicts of a test
+
+
+def verdict_lists(named: list[tuple[str, stats.Comparison]], better: str = "better", worse: str = "worse") -> str:
+    """Who got which verdict, in one clause: "better: A; worse: none; equivalent within ±1 pp: B;
+    inconclusive: C (MDE 2.10 pp)", and how many had no test. `better`, `worse`: the first two labels."""
+    def names(verdict: str) -> str:
+        return ", ".join(name + (f" ({_mdes([c])})" if verdict == stats.INCONCLUSIVE else "")
+                         for name, c in named if c.verdict == verdict) or "none"
+
+    untested = sum(c.verdict not in DECIDED for _, c in named)
+    return (f"{better}: {names(stats.BETTER)}; {worse}: {names(stats.WORSE)}; equivalent within "
+            f"{_margins([c for _, c in named])}: {names(stats.EQUIVALENT)}; inconclusive: {names(stats.INCONCLUSIVE)}"
+            + (f"; {untested} not tested (fewer than 3 matched seeds or the same difference on every seed)"
+               if untested else ""))
 
 
 def _budget(row: Row) -> str:
@@ -110,19 +160,12 @@ def strategy_claims(analysis: Analysis, setting: str) -> list[str]:
     if not compared:
         return []
     sentences = [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}") for r in _proposed_rows(rows)]
-    by_verdict = {verdict: [r.label for r in compared if r.comparison.verdict == verdict]
-                  for verdict in (stats.BETTER, stats.WORSE, stats.NO_DIFFERENCE)}
-    untested = len(compared) - sum(map(len, by_verdict.values()))
     best = max(rows, key=lambda r: r.runs["accuracy"].mean())
     sentences.append(
         f"{setting}: of {len(compared)} strateg{'y' if len(compared) == 1 else 'ies'} compared with LoRA (paired "
-        f"t-tests on accuracy, Holm-adjusted over the table, α = {stats.ALPHA}), significantly better: "
-        f"{', '.join(by_verdict[stats.BETTER]) or 'none'}; significantly worse: "
-        f"{', '.join(by_verdict[stats.WORSE]) or 'none'}; no significant difference: "
-        f"{', '.join(by_verdict[stats.NO_DIFFERENCE]) or 'none'}"
-        + (f"; {untested} not tested (fewer than 3 matched seeds or the same difference on every seed)"
-           if untested else "")
-        + f". The highest mean accuracy is {best.label}'s, {pct_summary(stats.summarize(best.runs['accuracy']))} %.")
+        f"t-tests and equivalence tests on accuracy, Holm-adjusted over the table, α = {stats.ALPHA}), "
+        f"{verdict_lists([(r.label, r.comparison) for r in compared])}. The highest mean accuracy is {best.label}'s, "
+        f"{pct_summary(stats.summarize(best.runs['accuracy']))} %.")
     return sentences
 
 
@@ -221,10 +264,18 @@ def cost_claims(frame: pd.DataFrame, setting: str) -> list[str]:
     return [f"{setting} — " + " ".join(sentences)] if sentences else []
 
 
-def _main_verdicts(analysis: Analysis) -> Counter:
-    """Verdicts of BA-LoRA against LoRA in every setting and budget (few-shot settings included: the
-    few-shot tables regroup these same runs, so they are not counted twice)."""
-    return Counter(r.comparison.verdict for rows in analysis.main.values() for r in _proposed_rows(rows))
+def _main_comparisons(analysis: Analysis) -> list[stats.Comparison]:
+    """BA-LoRA against LoRA in every setting and budget (few-shot settings included: the few-shot tables
+    regroup these same runs, so they are not counted twice)."""
+    return [r.comparison for rows in analysis.main.values() for r in _proposed_rows(rows)]
+
+
+def _undecided(comparisons: list[stats.Comparison]) -> list[tuple[int, str]]:
+    """The equivalent and the inconclusive comparisons as `counted` parts, with their margin and their MDEs."""
+    equivalent = [c for c in comparisons if c.verdict == stats.EQUIVALENT]
+    inconclusive = [c for c in comparisons if c.verdict == stats.INCONCLUSIVE]
+    return [(len(equivalent), f"equivalent within {_margins(equivalent)}{{}}" if equivalent else ""),
+            (len(inconclusive), f"inconclusive{{}} ({_mdes(inconclusive)})" if inconclusive else "")]
 
 
 def summary_claims(analysis: Analysis) -> list[str]:
@@ -234,20 +285,20 @@ def summary_claims(analysis: Analysis) -> list[str]:
 
 def _verdict_counts(analysis: Analysis) -> list[str]:
     sentences = []
-    verdicts = _main_verdicts(analysis)
-    if total := sum(verdicts.values()):
-        untested = verdicts[stats.TOO_FEW] + verdicts[stats.NO_REFERENCE] + verdicts[stats.NO_SPREAD]
-        tested = counted([(verdicts[stats.BETTER], "significantly better than LoRA{}"),
-                          (verdicts[stats.WORSE], "significantly worse than LoRA{}"),
-                          (verdicts[stats.NO_DIFFERENCE], "not significantly different from LoRA{}")], _share(total))
+    comparisons = _main_comparisons(analysis)
+    verdicts = Counter(c.verdict for c in comparisons)
+    if total := len(comparisons):
+        untested = total - sum(verdicts[v] for v in DECIDED)
+        tested = counted([(verdicts[stats.BETTER], "better{}"), (verdicts[stats.WORSE], "worse{}"),
+                          *_undecided(comparisons)], _share(total))
         why = "fewer than 3 matched seeds, no LoRA runs, or the same difference on every seed"
         opening = (f"Across {total} setting–budget combinations" if total > 1 else
                    "In the one setting–budget combination")
         sentences.append(
             (f"None of the {total} setting–budget combinations could be tested: each had {why}." if total > 1 else
              f"The one setting–budget combination could not be tested: it had {why}.") if not tested else
-            f"{opening}, {method_name(PROPOSED)} was {tested} (paired t-tests on matched seeds, "
-            "Holm-adjusted per table, α = 0.05)"
+            f"{opening} (paired t-tests and equivalence tests on matched seeds, Holm-adjusted per table, "
+            f"α = {stats.ALPHA}), the verdict on {method_name(PROPOSED)} against LoRA was {tested}"
             + (f"; {untested} had {why}, and {'was' if untested == 1 else 'were'} not tested." if untested else "."))
     return sentences
 
@@ -267,26 +318,33 @@ def _trend_counts(analysis: Analysis) -> list[str]:
 
 
 def conclusion_claims(analysis: Analysis) -> list[str]:
-    """The bottom line, worded from the verdict counts of BA-LoRA against LoRA in every setting and budget:
-    it says BA-LoRA helps only where tests say so, and says so when it loses."""
-    verdicts = _main_verdicts(analysis)
+    """The bottom line, worded from the verdicts of BA-LoRA against LoRA in every setting and budget: it says
+    BA-LoRA helps only where tests say so, says so when it loses, and calls a tie a tie only where the
+    equivalence test shows one; where the seeds show neither, it says so, with their MDEs."""
+    comparisons = _main_comparisons(analysis)
+    verdicts = Counter(c.verdict for c in comparisons)
     better, worse = verdicts[stats.BETTER], verdicts[stats.WORSE]
-    tested = better + worse + verdicts[stats.NO_DIFFERENCE]
+    tested = sum(verdicts[v] for v in DECIDED)
     if tested == 0:
         return ["No comparison of BA-LoRA with LoRA had 3 or more matched seeds, so these results support no claim "
                 "about BA-LoRA's accuracy relative to LoRA."]
+    rest = counted(_undecided(comparisons), _share(tested - better - worse))
+    undetected = (" A difference smaller than a comparison's MDE would likely go undetected, so an inconclusive "
+                  "comparison does not show that the two methods are alike." if verdicts[stats.INCONCLUSIVE] else "")
     if better == tested:
         bottom = "BA-LoRA was significantly more accurate than LoRA in every tested comparison."
     elif worse == tested:
         bottom = "BA-LoRA was significantly less accurate than LoRA in every tested comparison."
     elif better == 0 and worse == 0:
-        bottom = "BA-LoRA and LoRA were not significantly different in any tested comparison."
+        bottom = (f"BA-LoRA was neither significantly better nor significantly worse than LoRA in any tested "
+                  f"comparison: the verdict was {rest}.{undetected}")
     elif better == 0:
         bottom = (f"BA-LoRA did not beat LoRA significantly in any tested comparison and was significantly worse in "
-                  f"{worse} of {tested}.")
+                  f"{worse} of {tested}; in the rest the verdict was {rest}.{undetected}")
     else:
         bottom = (f"The evidence is mixed: BA-LoRA was significantly better than LoRA in {better} of {tested} tested "
-                  f"comparisons, significantly worse in {worse}, and not significantly different in the rest.")
+                  f"comparisons, significantly worse in {worse}" + (f", and in the rest the verdict was {rest}"
+                                                                      if rest else "") + f".{undetected}")
     # the abstract's verdict counts would repeat the bottom line here
     return [bottom, *_not_learnt(analysis), *_trend_counts(analysis)]
 

@@ -2,7 +2,8 @@
 
 Each criterion is marked met, not met or not testable, with the numbers behind the mark and a
 sentence worded from them. The comparisons are the report's own (`Analysis`): paired on matched
-seeds, Holm-adjusted within their table, so a criterion never disagrees with a table.
+seeds, Holm-adjusted within their table, so a criterion never disagrees with a table; a case that
+fails says why in the table's verdict (worse, equivalent within ±margin, or inconclusive with its MDE).
 
 1. Exp. 1: BA-LoRA beats LoRA by at least 0.5 pp at every budget (rank-equivalents 4, 8, 16, on a
    training subset or the full pool, not few-shot), each with Holm p < 0.05.
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 from balora.report import stats
 from balora.report.analysis import Analysis, Row
-from balora.report.claims import PROPOSED, counted, p_text
+from balora.report.claims import PROPOSED, counted, margin_text, p_text
 from balora.report.document import Table
 from balora.report.runs import budget_label
 from balora.report.tables import signed
@@ -61,9 +62,13 @@ class Case:
         c = self.comparison
         if c is None:
             return NOT_TESTABLE, f"{self.label}: no BA-LoRA and LoRA runs"
+        if c.verdict == stats.NO_SPREAD:
+            return NOT_TESTABLE, f"{self.label}: the same difference on every matched seed, which no test can assess"
         if c.p_holm is None:
             return NOT_TESTABLE, f"{self.label}: {c.n_pairs} matched seed{'s' if c.n_pairs != 1 else ''}, too few to test"
-        numbers = (f"Δ = {signed(c.delta)} pp (95% CI {signed(c.ci_low)} to {signed(c.ci_high)}), Holm {p_text(c.p_holm)}, "
+        # the CI at the level of the better/worse verdict, as in the tables
+        numbers = (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), "
+                   f"Holm {p_text(c.p_holm)}, equivalence (±{margin_text(c)}) Holm {p_text(c.p_tost_holm)}, "
                    f"{c.n_pairs} seeds")
         if c.verdict == stats.BETTER and c.delta >= min_gain:
             return MET, f"{self.label}: BA-LoRA significantly better, {numbers}"
@@ -71,7 +76,7 @@ class Case:
             return NOT_MET, f"{self.label}: BA-LoRA significantly better but by less than {100 * min_gain:g} pp, {numbers}"
         if c.verdict == stats.WORSE:
             return NOT_MET, f"{self.label}: BA-LoRA significantly worse than LoRA, {numbers}"
-        return NOT_MET, f"{self.label}: no significant difference from LoRA, {numbers}"
+        return NOT_MET, f"{self.label}: {c.verdict_label}, {numbers}"
 
 
 def _proposed(rows: list[Row], lead: str) -> stats.Comparison | None:
@@ -164,7 +169,10 @@ def criteria_table(criteria: list[Criterion]) -> Table:
     note = ("Experiments 1 and 2; each criterion is decided by the test shown on the paired "
             "comparisons of the tables below (Δ = BA-LoRA − LoRA, mean over matched seeds). A criterion over several "
             "cases is not met when a tested case fails it, met only when every case of the design was tested and "
-            "passed, and otherwise not testable.")
+            "passed, and otherwise not testable. Each case gives its table's verdict: better or worse (Holm p < 0.05), "
+            "equivalent within ±margin (Holm-adjusted equivalence test p < 0.05), or inconclusive with the minimum "
+            "detectable effect at 80% power (MDE): these seeds show neither; Δ's CI is at the level that matches the "
+            "better/worse verdict.")
     return Table("criteria", "Seed 000's success criteria", ["Criterion", "Where", "Test", "Mark", "Numbers"], rows,
                  [note], compact=["Criterion", "Where", "Mark"])
 

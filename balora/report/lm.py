@@ -6,9 +6,11 @@ it on its tuning seeds (`balora.tuning`), so its evaluation runs have that rate 
 that ran every rate of a grid on every seed are narrowed here to the rate with the lowest mean final
 validation loss over those seeds. Δ is the paired per-seed
 difference in test loss against LoRA r=8 on all layers; negative is better. The claims word each
-comparison by its Holm-adjusted paired test, as `claims` does for classification: "significantly lower
-loss" only where the test says so, and a higher loss or a tie is said as such; they go into the report
-and, LaTeX-escaped, into the paper's `lm.tex`.
+comparison by its verdict, as `claims` does for classification: better ("significantly lower loss")
+only where the Holm-adjusted paired test says so, worse where the loss is higher, equivalent within
+the margin (±0.01 nats unless the runs' spec declares another) where the equivalence test shows a tie,
+and otherwise inconclusive with the minimum detectable effect; they go into the report and,
+LaTeX-escaped, into the paper's `lm.tex`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from pathlib import Path
 import pandas as pd
 
 from balora.report import figures, stats
-from balora.report.claims import p_text, verdict_phrase
+from balora.report.claims import p_text, statistics_text, verdict_lists, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
-from balora.report.runs import by_seed, method_name, same_machine_ratios
-from balora.report.tables import count, p_value, ratio_cell, seconds_cell
+from balora.report.runs import by_seed, equivalence_margin, method_name, same_machine_ratios
+from balora.report.tables import EQUIVALENCE_NOTE, count, margin_note, mde_cell, p_value, ratio_cell, seconds_cell
 
 REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
@@ -31,8 +33,10 @@ NOTE = ("Learning rate: selected per strategy on final validation loss (the lowe
         "Eval loss: token-weighted test cross-entropy on response tokens, mean ± std over seeds; perplexity = "
         "e^loss of the mean. LoRA params: trained; where the final count differs (AdaLoRA prunes its ranks during "
         "training), it follows in brackets. Reduction: 1 − LoRA params / the largest in the table. Δ loss: mean "
-        "per-seed difference against LoRA r=8 on all layers with its paired-t 95% CI (negative: lower loss); p (Holm): "
-        "paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.")
+        "per-seed difference against LoRA r=8 on all layers (negative: lower loss) with its paired-t CI at the "
+        "confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% where the table has one test); "
+        "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match. "
+        + EQUIVALENCE_NOTE.replace("MDE:", "MDE (nats):") + " Better means a significantly lower test loss.")
 COST_PHASES = ("importance", "train", "eval", "generate")
 COST_NOTE = ("Seconds per phase, mean over the strategy's evaluation runs (– where it has no such phase); train "
              "includes the validation points along training, eval is the test set. Total / LoRA r=8: mean ± std of "
@@ -90,12 +94,15 @@ def by_mean_loss(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
 
 
 def compare_with_lora(runs: pd.DataFrame) -> dict[str, stats.Comparison]:
-    """Each strategy's per-seed test loss against LoRA r=8's, paired on seeds, Holm-adjusted over the table.
-    Losses enter negated, so that the comparison's "better" (a positive difference) means a lower loss;
-    `loss_delta` turns Δ and its CI back into loss units."""
-    reference = {s: -v for s, v in by_seed(runs[runs["strategy"] == REFERENCE], "loss").items()}
+    """Each strategy's per-seed test loss against LoRA r=8's, paired on seeds at the margin the runs' specs
+    declare, Holm-adjusted over the table. Losses enter negated, so that the comparison's "better" (a positive
+    difference) means a lower loss; `loss_delta` turns Δ and its CI back into loss units (the margin and the
+    MDE are magnitudes, the same either way)."""
+    lora = runs[runs["strategy"] == REFERENCE]
+    reference = {s: -v for s, v in by_seed(lora, "loss").items()}
     groups = by_mean_loss(runs)
-    compared = stats.holm_adjust([stats.paired_comparison({s: -v for s, v in by_seed(g, "loss").items()}, reference)
+    compared = stats.holm_adjust([stats.paired_comparison({s: -v for s, v in by_seed(g, "loss").items()}, reference,
+                                                          stats.LOSS, equivalence_margin(pd.concat([g, lora]), stats.LOSS))
                                   for _, g in groups])
     return {name: c for (name, _), c in zip(groups, compared)}
 
@@ -120,12 +127,14 @@ def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.C
                      f"{loss.mean:.4f}" + ("" if math.isnan(loss.std) else f" ± {loss.std:.4f}"),
                      f"{math.exp(loss.mean):.2f}", f"{params:,.0f}" + ("" if final == params else f" (final {final:,.0f})"),
                      f"{100 * (1 - params / largest):.1f}", delta_cell,
-                     "—" if is_reference else (f"n<3 (n={c.n_pairs})" if c.p_holm is None else p_value(c.p_holm)),
-                     "—" if is_reference else stats.SHORT_VERDICT.get(c.verdict, c.verdict)])
+                     *(["—"] * 4 if is_reference else
+                       [f"{c.verdict_label} (n={c.n_pairs})" if c.p_holm is None else p_value(c.p_holm),
+                        p_value(c.p_tost_holm), mde_cell(c), c.verdict_label])])
     columns = ["Strategy", "lr", "n", "Eval loss", "Perplexity", "LoRA params", "Reduction (%)",
-               "Δ loss vs LoRA r=8 [95% CI]", "p (Holm)", "Verdict"]
+               "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "p (TOST, Holm)", "MDE (nats)", "Verdict"]
+    others = [c for name, c in compared.items() if name != REFERENCE]
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}", columns, rows,
-                 [NOTE])
+                 [NOTE, *margin_note(others, runs["sweep"])])
 
 
 def cost_table(runs: pd.DataFrame, setting: str) -> Table:
@@ -154,17 +163,8 @@ def _loss_summary(runs: pd.DataFrame) -> str:
 
 def _verdict_words(c: stats.Comparison, name: str) -> str:
     """The verdict on a loss comparison with LoRA r=8: lower loss is better; a loss or a tie is said as such."""
-    if c.verdict == stats.BETTER:
-        return f"{name}'s test loss is significantly lower than {REFERENCE}'s"
-    if c.verdict == stats.WORSE:
-        return f"{name}'s test loss is significantly higher than {REFERENCE}'s: {name} does worse here"
-    if c.verdict == stats.NO_DIFFERENCE:
-        return f"there is no significant difference between {name} and {REFERENCE}: {name} does not do better here"
-    return verdict_phrase(c.verdict, name, REFERENCE, c.n_pairs)
-
-
-def _names(names: list[str]) -> str:
-    return ", ".join(names) if names else "none"
+    return verdict_phrase(c, name, REFERENCE, better=f"{name}'s test loss is significantly lower than {REFERENCE}'s",
+                          worse=f"{name}'s test loss is significantly higher than {REFERENCE}'s: {name} does worse here")
 
 
 def lm_claims(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Comparison]) -> list[str]:
@@ -182,23 +182,15 @@ def lm_claims(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Compar
             text += f"; over {c.n_pairs} matched seeds Δ loss = {delta:+.4f}"
         if c.tested:
             text += (f" ({100 * c.ci_level:.1f}% CI {low:+.4f} to {high:+.4f}, the level matching Holm's verdict), "
-                     f"paired t-test {p_text(c.p_t)}, Holm-adjusted {p_text(c.p_holm)}")
-            if c.p_wilcoxon is not None:
-                text += f", Wilcoxon {p_text(c.p_wilcoxon)}"
+                     f"{statistics_text(c)}")
         sentences.append(f"{text}: {_verdict_words(c, PROPOSED)}.")
     others = {name: c for name, c in compared.items() if name != REFERENCE}
     if others:
-        lower = [n for n, c in others.items() if c.verdict == stats.BETTER]
-        higher = [n for n, c in others.items() if c.verdict == stats.WORSE]
-        ties = [n for n, c in others.items() if c.verdict == stats.NO_DIFFERENCE]
-        untested = len(others) - len(lower) - len(higher) - len(ties)
         best = runs.groupby("strategy", sort=False)["loss"].mean().idxmin()
         sentences.append(
             f"{setting}: of {len(others)} strateg{'y' if len(others) == 1 else 'ies'} compared with {REFERENCE} "
-            f"(paired t-tests on test loss, Holm-adjusted over the table, α = {stats.ALPHA}), significantly lower "
-            f"loss: {_names(lower)}; significantly higher loss: {_names(higher)}; no significant difference: "
-            f"{_names(ties)}" + (f"; {untested} not tested (fewer than 3 matched seeds or the same difference on "
-                                 "every seed)" if untested else "")
+            f"(paired t-tests and equivalence tests on test loss, Holm-adjusted over the table, α = {stats.ALPHA}), "
+            + verdict_lists(list(others.items()), "better (significantly lower loss)", "worse (significantly higher loss)")
             + f". The lowest mean test loss is {best}'s: {_loss_summary(runs[runs['strategy'] == best])}.")
     return sentences
 
@@ -209,9 +201,11 @@ def bottom_line(setting: str, compared: dict[str, stats.Comparison]) -> list[str
     c = compared.get(PROPOSED)
     if c is None or REFERENCE not in compared:
         return []
-    numbers = f" (Δ test loss {loss_delta(c)[0]:+.4f}, Holm-adjusted {p_text(c.p_holm)})" if c.tested else ""
-    return [f"In instruction tuning ({setting}, at the budget of LoRA r=8 on every projection), "
-            f"{_verdict_words(c, PROPOSED)}{numbers}."]
+    delta, low, high = loss_delta(c)
+    numbers = (f" (Δ test loss {delta:+.4f}, {100 * c.ci_level:.1f}% CI {low:+.4f} to {high:+.4f}, Holm-adjusted "
+               f"{p_text(c.p_holm)}, equivalence test Holm-adjusted {p_text(c.p_tost_holm)})" if c.tested else "")
+    return [f"In instruction tuning ({setting}, at the budget of LoRA r=8 on every projection), {PROPOSED} against "
+            f"{REFERENCE}{numbers}: {_verdict_words(c, PROPOSED)}."]
 
 
 def _generations(runs: pd.DataFrame) -> list[str]:

@@ -26,7 +26,9 @@ from typing import Any
 
 import pandas as pd
 
+from balora import specs
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
+from balora.report import stats
 from balora.tasks import with_task_defaults
 from balora.tuning import superseded
 
@@ -271,6 +273,24 @@ def settings(frame: pd.DataFrame) -> list[str]:
 def by_seed(frame: pd.DataFrame, column: str) -> dict[int, float]:
     """{seed: value} of one arm's replicates (a seed stored twice keeps its last run)."""
     return dict(zip(frame["seed"].astype(int), frame[column].astype(float)))
+
+
+def equivalence_margin(runs: pd.DataFrame, metric: stats.Metric) -> stats.Margin:
+    """The equivalence margin of a comparison of `runs` (both arms'): the one their sweeps' specs declare,
+    found by sweep name among the presets (`specs.declared_margin`; a run file records no more of its spec);
+    `metric`'s default where none declares one; where they declare different ones, the smallest, whose
+    test of equivalence is the strictest."""
+    sweeps = sorted({s for s in runs["sweep"] if isinstance(s, str) and s})
+    declared = {s: m for s in sweeps if (m := specs.declared_margin(s)) is not None}
+    if not declared:
+        return stats.Margin(metric.margin, f"the default for {metric.name}: no preset among the compared runs' "
+                                           "sweeps declares equivalence_margin")
+    if len(set(declared.values())) == 1:
+        several = "s" if len(declared) > 1 else ""
+        return stats.Margin(min(declared.values()), f"declared (equivalence_margin) by the spec{several} of "
+                                                    f"sweep{several} {', '.join(declared)}")
+    listed = ", ".join(f"{s} ±{metric.amount(m, exact=True)}" for s, m in declared.items())
+    return stats.Margin(min(declared.values()), f"the smallest of the margins the runs' specs declare ({listed})")
 
 
 def machine(result: dict[str, Any]) -> str:

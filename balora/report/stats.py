@@ -2,26 +2,40 @@
 
 Runs of two methods that share a seed share the data sample, the head initialisation and the
 shuffling, so the per-seed difference removes that variance: every test here is paired. The tests
-are scipy's and the multiple-comparison adjustment is statsmodels'.
+are scipy's and statsmodels', and so are the multiple-comparison adjustment and the power analysis.
 
 - Δ: mean of the per-seed differences;
 - p_t: paired t-test (two-sided, `scipy.stats.ttest_rel`); p_wilcoxon: Wilcoxon signed-rank
   (`scipy.stats.wilcoxon`), only from 6 pairs on (below that its smallest attainable two-sided p is
   above 0.05);
 - d: paired Cohen's d (d_z = mean difference / standard deviation of the differences);
-- p_holm: Holm's step-down adjustment across the comparisons of one table (`holm_adjust`, with
-  `statsmodels.stats.multitest.multipletests`); the verdict is read from it at α;
-- the confidence interval of Δ (paired t) is at the level that matches that verdict: after
+- p_tost: paired equivalence test, two one-sided t-tests that the true Δ lies within ±margin
+  (`statsmodels.stats.weightstats.ttost_paired`: the larger of the two one-sided p-values). The margin
+  is the spec's (`Margin`; `Metric.margin` where none is declared);
+- MDE: the minimum detectable effect, the |Δ| that a two-sided paired t-test at α = 0.05 detects with
+  80% power at this number of pairs (`statsmodels.stats.power.TTestPower`, in standard deviations of
+  the differences), times the observed standard deviation of the differences. It is computed at the
+  unadjusted α: Holm's adjustment only lowers the power, so the MDE is a lower bound on what the
+  table's adjusted test can detect;
+- p_holm, p_tost_holm: Holm's step-down adjustment of the t-tests, and separately of the equivalence
+  tests, across the comparisons of one table (`holm_adjust`, with
+  `statsmodels.stats.multitest.multipletests`);
+- the verdict, one of four words: better or worse where the Holm-adjusted t-test rejects "no
+  difference" at α (its direction from Δ's sign), else equivalent (within ±margin) where the
+  Holm-adjusted equivalence test rejects "a difference of at least the margin", else inconclusive,
+  with the MDE: these seeds show neither;
+- the confidence interval of Δ (paired t) is at the level that matches the better/worse verdict: after
   `holm_adjust`, 1 − α·p_t/p_holm (1 − α where a table has one test), so it excludes 0 exactly
-  when the verdict is "significantly better" or "worse". Before adjustment it is at 1 − α.
+  when the verdict is better or worse. Before adjustment it is at 1 − α.
 
-Not testable, so no p-value and no verdict either way: fewer than `MIN_PAIRS` matched seeds, and
-differences without spread (every seed gives the same Δ, e.g. two runs stuck at the majority class:
+Not testable, so no p-value, no MDE and no verdict either way: fewer than `MIN_PAIRS` matched seeds,
+and differences without spread (every seed gives the same Δ, e.g. two runs stuck at the majority class:
 a t statistic would divide by zero).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -29,24 +43,60 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestPower
+from statsmodels.stats.weightstats import ttost_paired
 
 ALPHA = 0.05
+POWER = 0.8  # of the minimum detectable effect
 MIN_PAIRS = 3  # fewer matched seeds: no test, a mark instead
 MIN_WILCOXON = 6
 # Differences whose standard deviation is below this are equal: equal differences of accuracies (ratios of
 # counts) computed from different pairs differ by float rounding, ~1e-16, which would give t ≈ 1e14, p ≈ 0.
 TIE = 1e-9
 
-BETTER = "significantly better"
-WORSE = "significantly worse"
-NO_DIFFERENCE = "no significant difference"
+BETTER = "better"
+WORSE = "worse"
+EQUIVALENT = "equivalent"
+INCONCLUSIVE = "inconclusive"
 TOO_FEW = "fewer than 3 matched seeds"
 NO_SPREAD = "not testable: the same difference on every seed"
 NO_REFERENCE = "no reference runs"
 
-# Short forms for table cells; the report explains them once.
-SHORT_VERDICT = {BETTER: "better", WORSE: "worse", NO_DIFFERENCE: "n.s.", TOO_FEW: "n<3", NO_SPREAD: "not testable",
-                 NO_REFERENCE: "no ref."}
+# Table cells of the comparisons without a test; the report explains them once.
+UNTESTED = {TOO_FEW: "n<3", NO_SPREAD: "not testable", NO_REFERENCE: "no ref."}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How differences of a metric read: `unit` after scaling by `scale`, with `digits` decimals, and the
+    equivalence margin (in the metric's own units) where no spec declares one."""
+
+    name: str  # the run column it is read from
+    unit: str
+    scale: float
+    digits: int
+    margin: float
+
+    def amount(self, value: float, exact: bool = False) -> str:
+        """`value` in the unit: "2.34 pp"; `exact` for a declared number such as a margin, as written ("1 pp")."""
+        number = f"{self.scale * value:g}" if exact else f"{self.scale * value:.{self.digits}f}"
+        return f"{number} {self.unit}"
+
+
+ACCURACY = Metric("accuracy", "pp", 100.0, 2, 0.01)  # ±1 pp
+LOSS = Metric("loss", "nats", 1.0, 4, 0.01)  # ±0.01 nats of test cross-entropy
+
+
+@dataclass(frozen=True)
+class Margin:
+    """The equivalence margin of a comparison, in the metric's units, and where it comes from (for the notes)."""
+
+    value: float
+    source: str
+
+
+def default_margin(metric: Metric) -> Margin:
+    return Margin(metric.margin, f"the default for {metric.name}")
 
 
 @dataclass(frozen=True)
@@ -82,21 +132,38 @@ class Comparison:
     p_wilcoxon: float | None
     cohens_d: float  # NaN where the differences have no spread
     p_holm: float | None
+    p_tost: float | None  # equivalence within ±margin; None where p_t is
+    p_tost_holm: float | None
+    mde: float  # minimum detectable |Δ| at 80% power, in the metric's units; NaN where not tested
+    metric: Metric
+    margin: Margin
     verdict: str
 
     @property
     def tested(self) -> bool:
         return self.p_t is not None
 
+    @property
+    def verdict_label(self) -> str:
+        """The verdict as every table and sentence writes it: better, worse, "equivalent within ±1 pp",
+        "inconclusive (MDE 2.34 pp)", or the mark of a comparison without a test."""
+        if self.verdict == EQUIVALENT:
+            return f"equivalent within ±{self.metric.amount(self.margin.value, exact=True)}"
+        if self.verdict == INCONCLUSIVE:
+            return f"inconclusive (MDE {self.metric.amount(self.mde)})"
+        return UNTESTED.get(self.verdict, self.verdict)
 
-def _verdict(delta: float, p: float | None, n_pairs: int, spread: float, alpha: float) -> str:
+
+def _verdict(delta: float, p: float | None, p_tost: float | None, n_pairs: int, spread: float, alpha: float) -> str:
     if n_pairs == 0:
         return NO_REFERENCE
     if n_pairs < MIN_PAIRS:
         return TOO_FEW
     if not spread > TIE:
         return NO_SPREAD
-    return NO_DIFFERENCE if p is None or p >= alpha else (BETTER if delta > 0 else WORSE)
+    if p is not None and p < alpha:
+        return BETTER if delta > 0 else WORSE
+    return EQUIVALENT if p_tost is not None and p_tost < alpha else INCONCLUSIVE
 
 
 def _interval(delta: float, stderr: float, n: int, level: float) -> tuple[float, float]:
@@ -107,8 +174,19 @@ def _interval(delta: float, stderr: float, n: int, level: float) -> tuple[float,
     return delta - half, delta + half
 
 
-def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float], alpha: float = ALPHA) -> Comparison:
-    """Compare `method` with `reference`, both given as {seed: value}; pairs are the shared seeds."""
+@functools.cache
+def detectable_effect(n_pairs: int, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The standardised effect (mean / SD of the differences) that a two-sided paired t-test on `n_pairs`
+    pairs detects with `power` at `alpha`; it depends on nothing else, so it is solved once per n."""
+    return float(TTestPower().solve_power(effect_size=None, nobs=n_pairs, alpha=alpha, power=power,
+                                          alternative="two-sided"))
+
+
+def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float], metric: Metric = ACCURACY,
+                      margin: Margin | None = None, alpha: float = ALPHA) -> Comparison:
+    """Compare `method` with `reference`, both given as {seed: value}; pairs are the shared seeds.
+    `margin`: the equivalence margin (`metric`'s default where None)."""
+    margin = margin or default_margin(metric)
     seeds = sorted(set(method) & set(reference))
     ours = np.array([method[s] for s in seeds], dtype=float)
     theirs = np.array([reference[s] for s in seeds], dtype=float)
@@ -120,27 +198,36 @@ def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float
     testable = n >= MIN_PAIRS and spread > TIE
     p_t = float(stats.ttest_rel(ours, theirs).pvalue) if testable else None
     p_w = float(stats.wilcoxon(ours, theirs).pvalue) if testable and n >= MIN_WILCOXON else None
+    p_tost = float(ttost_paired(ours, theirs, -margin.value, margin.value)[0]) if testable else None
     return Comparison(summarize(list(method.values())), summarize(list(reference.values())), n, delta, stderr,
                       1 - alpha, *_interval(delta, stderr, n, 1 - alpha), p_t, p_w,
-                      delta / spread if spread > TIE else math.nan, p_t, _verdict(delta, p_t, n, spread, alpha))
+                      delta / spread if spread > TIE else math.nan, p_t, p_tost, p_tost,
+                      detectable_effect(n, alpha) * spread if testable else math.nan, metric, margin,
+                      _verdict(delta, p_t, p_tost, n, spread, alpha))
+
+
+def _holm(ps: list[float], alpha: float) -> list[float]:
+    return [float(p) for p in multipletests(ps, alpha=alpha, method="holm")[1]] if ps else []
 
 
 def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
-    """The comparisons of one table with Holm-adjusted p-values, verdicts from them, and each tested
-    comparison's CI at the level that matches its verdict (1 − α·p_t/p_holm). Untested ones are not
-    counted in the adjustment and keep their p-values None."""
+    """The comparisons of one table with Holm-adjusted p-values, of the t-tests and (separately, over the
+    same comparisons) of the equivalence tests, verdicts from them, and each tested comparison's CI at the
+    level that matches its better/worse verdict (1 − α·p_t/p_holm). Untested ones are not counted in the
+    adjustment and keep their p-values None."""
     tested = [i for i, c in enumerate(comparisons) if c.tested]
-    adjusted = multipletests([comparisons[i].p_t for i in tested], alpha=alpha, method="holm")[1] if tested else []
+    adjusted = _holm([comparisons[i].p_t for i in tested], alpha)
+    equivalence = _holm([comparisons[i].p_tost for i in tested], alpha)
     result = list(comparisons)
-    for i, p_holm in zip(tested, adjusted):
+    for i, p_holm, p_tost_holm in zip(tested, adjusted, equivalence):
         c = comparisons[i]
         # Holm's factor for this comparison; a p-value that underflows to 0 gets Bonferroni's, the largest.
-        factor = float(p_holm) / c.p_t if c.p_t > 0 else len(tested)
+        factor = p_holm / c.p_t if c.p_t > 0 else len(tested)
         level = 1 - alpha / factor
         spread = c.stderr * math.sqrt(c.n_pairs)
-        result[i] = replace(c, p_holm=float(p_holm), ci_level=level,
+        result[i] = replace(c, p_holm=p_holm, p_tost_holm=p_tost_holm, ci_level=level,
                             **dict(zip(("ci_low", "ci_high"), _interval(c.delta, c.stderr, c.n_pairs, level))),
-                            verdict=_verdict(c.delta, float(p_holm), c.n_pairs, spread, alpha))
+                            verdict=_verdict(c.delta, p_holm, p_tost_holm, c.n_pairs, spread, alpha))
     return result
 
 

@@ -1,13 +1,14 @@
 """The report's tables, rendered from an `Analysis` as plain-text cells.
 
 Accuracy-type numbers are percentages with two decimals and Δ is in percentage points; every
-comparison is paired on matched seeds, with Holm's adjustment over the comparisons of one table.
+comparison is paired on matched seeds, with Holm's adjustment over the comparisons of one table, and
+its verdict is one of better, worse, equivalent (within the margin) or inconclusive (with the MDE).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -65,7 +66,25 @@ def _compared(value: Callable[[stats.Comparison], str], reference: str = DASH) -
 
 
 def _p_t(c: stats.Comparison) -> str:
-    return f"{stats.SHORT_VERDICT[c.verdict]} (n={c.n_pairs})" if not c.tested and c.n_pairs else p_value(c.p_t)
+    return f"{c.verdict_label} (n={c.n_pairs})" if not c.tested and c.n_pairs else p_value(c.p_t)
+
+
+def mde_cell(c: stats.Comparison) -> str:
+    """The minimum detectable effect in the metric's unit, without the unit (the column names it)."""
+    return DASH if not math.isfinite(c.mde) else f"{c.metric.scale * c.mde:.{c.metric.digits}f}"
+
+
+def margin_note(comparisons: Iterable[stats.Comparison | None], sweeps: Iterable[str | None]) -> list[str]:
+    """Which equivalence margin a table's verdicts used and where it comes from (a spec, or the metric's
+    default), with the sweeps of the table's runs, by whose names the report looks their specs up: a note,
+    none for a table without comparisons."""
+    margins = dict.fromkeys((c.metric.amount(c.margin.value, exact=True), c.margin.source)
+                            for c in comparisons if c is not None)
+    if not margins:
+        return []
+    named = sorted({s for s in sweeps if isinstance(s, str) and s})
+    return ["Equivalence margin: " + "; ".join(f"±{amount}, {source}" for amount, source in margins)
+            + f" (this table's runs are from sweep{'' if len(named) == 1 else 's'} {', '.join(named) or 'unrecorded'})."]
 
 
 def _d(c: stats.Comparison) -> str:
@@ -101,20 +120,31 @@ COLUMNS: dict[str, Callable[[Row], str]] = {
     "p (Wilcoxon)": _compared(lambda c: p_value(c.p_wilcoxon)),
     "d": _compared(_d),
     "p (Holm)": _compared(lambda c: p_value(c.p_holm)),
-    "Verdict": _compared(lambda c: stats.SHORT_VERDICT[c.verdict], "(reference)"),
+    "p (TOST, Holm)": _compared(lambda c: p_value(c.p_tost_holm)),
+    "MDE (pp)": _compared(mde_cell),
+    "Verdict": _compared(lambda c: c.verdict_label, "(reference)"),
 }
 # What a page-wide version of a comparison table keeps: the lead, the arm, its accuracy and the verdict.
 COMPACT_STATS = ["Budget", "Shots/class", "Method", "n", "LoRA params", "Acc. (%)", "≤ majority",
-                 "Δ acc. (pp) [CI]", "p (t)", "p (Holm)", "Verdict"]
-STAT_COLUMNS = ["Δ acc. (pp) [CI]", "p (t)", "p (Wilcoxon)", "d", "p (Holm)", "Verdict"]
+                 "Δ acc. (pp) [CI]", "p (t)", "p (Holm)", "p (TOST, Holm)", "Verdict"]
+STAT_COLUMNS = ["Δ acc. (pp) [CI]", "p (t)", "p (Wilcoxon)", "d", "p (Holm)", "p (TOST, Holm)", "MDE (pp)", "Verdict"]
+# The verdict's rule, said once for accuracy and for test loss (lm.py).
+VERDICT_RULE = ("Verdict at α = 0.05: better or worse where p (Holm) is below it (the direction from Δ); else "
+                "equivalent within ±margin where p (TOST, Holm) is; else inconclusive, with the MDE: these seeds "
+                "show neither a difference nor equivalence.")
+EQUIVALENCE_NOTE = ("p (TOST, Holm): paired equivalence test, two one-sided t-tests that the true Δ lies within "
+                    "± the equivalence margin (given under each table), Holm-adjusted over the same comparisons. "
+                    "MDE: minimum detectable effect, the |Δ| that a two-sided paired t-test at α = 0.05 detects with "
+                    "80% power at this number of pairs and the observed std of the differences (at the unadjusted "
+                    "α: Holm's adjustment only raises it). " + VERDICT_RULE)
 STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in accuracy (method − reference) with "
-             "its paired-t CI at the confidence that matches the verdict, 1 − 0.05·p/p(Holm) (95% where a table has "
-             "one test), so it excludes 0 exactly when the verdict is better or worse. p (t): paired t-test on "
-             "matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the same "
-             "difference (no test, no CI). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired Cohen's d. "
-             "p (Holm): the t-test p adjusted over this table (Holm). Verdict at α = 0.05 on the Holm p: better, "
-             "worse, or n.s. (no significant difference). ≤ majority: runs whose accuracy is not above the "
-             "majority-class rate (by more than 0.1 pp), i.e. that have not learnt the task.")
+             "its paired-t CI at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% where "
+             "a table has one test), so it excludes 0 exactly when the verdict is better or worse. p (t): paired "
+             "t-test on matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the "
+             "same difference (no test, no CI, no MDE). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired "
+             "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE
+             + " ≤ majority: runs whose accuracy is not above the majority-class rate (by more than 0.1 pp), i.e. "
+             "that have not learnt the task.")
 
 
 # Fields a comparison table shows by its title, lead column and method column.
@@ -167,10 +197,19 @@ def budget_tables(analysis: Analysis) -> list[Table]:
                  "Ranks (Gini)": "Ranks (Gini): lowest–highest final rank of any module over the seeds, and the mean "
                                  "Gini coefficient of the ranks (0 = the same rank everywhere)."}
     compact = ["Budget", "Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "≤ majority",
-               "F1 (%)", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"]
+               "F1 (%)", "Δ acc. (pp) [CI]", "p (Holm)", "p (TOST, Holm)", "Verdict"]
     return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
-                  render(rows, columns), hidden_differences(rows), STAT_NOTE, compact, explained)
+                  render(rows, columns), comparison_notes(rows), STAT_NOTE, compact, explained)
             for setting, rows in analysis.main.items()]
+
+
+def comparison_notes(rows: list[Row]) -> list[str]:
+    """A comparison table's notes: what its rows differ in beyond what it shows, and its equivalence margin."""
+    return hidden_differences(rows) + rows_margin_note(rows)
+
+
+def rows_margin_note(rows: list[Row]) -> list[str]:
+    return margin_note((r.comparison for r in rows), (s for r in rows for s in r.runs["sweep"]))
 
 
 def fewshot_tables(analysis: Analysis) -> list[Table]:
@@ -179,7 +218,7 @@ def fewshot_tables(analysis: Analysis) -> list[Table]:
     tables = []
     for name, rows in analysis.fewshot.items():
         tables.append(Table(f"fewshot_{slug(name)}", f"Few-shot accuracy — {name}", ["Shots/class", *columns],
-                            render(rows, columns), hidden_differences(rows), STAT_NOTE, COMPACT_STATS))
+                            render(rows, columns), comparison_notes(rows), STAT_NOTE, COMPACT_STATS))
         tables.append(_trend_table(name, rows, analysis.trends[name]))
     return tables
 
@@ -206,7 +245,7 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
     columns = ["Method", "n", "LoRA params", "Acc. (%)", "Majority (%)", "≤ majority", *STAT_COLUMNS]
     legend = STAT_NOTE.replace("method − reference", "ablation − full BA-LoRA")
     return [Table(f"ablation_{slug(setting)}", f"Ablations against full BA-LoRA — {setting}", ["Budget", *columns],
-                  render(rows, columns), hidden_differences(rows), legend, COMPACT_STATS)
+                  render(rows, columns), comparison_notes(rows), legend, COMPACT_STATS)
             for setting, rows in analysis.ablation.items()]
 
 
@@ -224,9 +263,9 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
         largest = max(_mean(r, "lora_params") for r in rows)
         reduction = {"Reduction (%)": lambda r, top=largest: f"{100 * (1 - _mean(r, 'lora_params') / top):.1f}"}
         tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
-                            render(rows, columns, reduction), hidden_differences(rows), STAT_NOTE,
+                            render(rows, columns, reduction), comparison_notes(rows), STAT_NOTE,
                             ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
-                             "≤ majority", "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"], explained))
+                             "≤ majority", "Δ acc. (pp) [CI]", "p (Holm)", "p (TOST, Holm)", "Verdict"], explained))
     return tables
 
 
@@ -247,9 +286,9 @@ def quantised_tables(analysis: Analysis) -> list[Table]:
                  "Time / step (s)": "Time / step: training seconds per optimizer step, validation included.",
                  "Balance": "Balance: ‖scaling·B·A‖ / ‖W − Ŵ‖ at the end of training, mean over modules and runs."}
     return [Table(f"quantised_{slug(setting)}", f"Quantised bases — {setting}", ["Budget", *columns],
-                  render(rows, columns, extra), [note], STAT_NOTE,
+                  render(rows, columns, extra), [note, *rows_margin_note(rows)], STAT_NOTE,
                   ["Budget", "Method", "n", "Base fp32 / stored (×)", "Peak RSS (MiB)", "Time / step (s)", "Acc. (%)",
-                   "Δ acc. (pp) [CI]", "p (Holm)", "Verdict"], explained)
+                   "Δ acc. (pp) [CI]", "p (Holm)", "p (TOST, Holm)", "Verdict"], explained)
             for setting, rows in analysis.quantised.items()]
 
 
