@@ -272,7 +272,7 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
                           f"modules such as {', '.join(n for n, _ in model.named_children())}")
     head_params = sum(p.numel() for name in heads for p in model.get_submodule(name).parameters())
     lora_budget = allocation.lora_budget(targets, params=budget, rank=budget_rank, head_params=head_params,
-                                         count_head=count_head)
+                                         count_head=count_head, max_rank=max_rank)
     task = _task_type(model) if task_type == "auto" else task_type
     if config.gamma is None:
         config = replace(config, gamma=WARM_START_GAMMA["causal_lm" if task == "CAUSAL_LM" else "classification"])

@@ -117,10 +117,10 @@ def environment(model: str, bf16_units: bool) -> dict[str, Any]:
 def resolve_budget(config: RunConfig, targets: list[TargetModule], head_params: int) -> int:
     """LoRA parameters this run may spend: `budget`, `budget_rank`, or else what uniform `rank` (default 8)
     costs. A `rank` given with a budget must cost exactly that budget."""
+    bounds = dict(head_params=head_params, count_head=config.count_head, max_rank=config.max_rank)
     if config.budget is None and config.budget_rank is None:
-        return lora_budget(targets, rank=config.rank or 8, head_params=head_params, count_head=config.count_head)
-    budget = lora_budget(targets, params=config.budget, rank=config.budget_rank, head_params=head_params,
-                         count_head=config.count_head)
+        return lora_budget(targets, rank=config.rank or 8, **bounds)
+    budget = lora_budget(targets, params=config.budget, rank=config.budget_rank, **bounds)
     if config.rank is not None and rank_budget(targets, config.rank) != budget:
         raise BaloraError(f"--rank {config.rank} costs {rank_budget(targets, config.rank):,} LoRA parameters, but the "
                           f"budget is {budget:,}{' after the head' if config.count_head else ''}; give --rank or a "

@@ -146,6 +146,7 @@ def test_bad_input_raises_one_balora_error_naming_the_fix():
     (tiny_bert(), random_batches()[0], {"budget_rank": 4}, "got one batch, a dict: pass a list of batches"),
     (tiny_bert(), random_batches(), {"budget_rank": 4, "num_samples": "many"}, "num_samples must be a positive integer, got 'many'"),
     (tiny_bert(), random_batches(), {"budget_rank": 4, "loss_fn": "mse"}, "loss_fn must be callable"),
+    (tiny_bert(), random_batches(), {"budget_rank": 1e9}, r"largest feasible budget \(spent to 99%\) is 8,274"),
 ])
 def test_wrong_types_and_impossible_budgets_raise_a_balora_error(model, data, options, message):
     with pytest.raises(balora.BaloraError, match=message):

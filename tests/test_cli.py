@@ -112,6 +112,9 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "missing database": ["report", "--db", str(folder / "typo.db")],
         "database is a folder": ["export", "--db", str(folder)],
         "output is a file": ["train", *data, "--shots", "10", "--out", str(folder / "empty.csv")],
+        "budget above full rank": ["allocate", *data, "--shots", "10", "--budget-rank", "1e9"],
+        "training budget above full rank": ["train", *data, "--shots", "10", "--method", "lora", "--budget-rank", "1e9",
+                                            "--out", str(folder / "run")],
     }
 
 
@@ -130,6 +133,9 @@ BAD_INPUT = {  # what the one line must say
     "one-class draw": "the training set has only class", "model folder without a model": "no_model' has no config.json",
     "missing database": "no results database", "database is a folder": "is a directory",
     "output is a file": "empty.csv is a file",
+    # tiny BERT's query and value (4 modules of 32x32) cost 8,192 at full rank: 8,274 is spent to 99%
+    "budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
+    "training budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
 }
 
 
