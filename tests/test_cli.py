@@ -115,6 +115,8 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "budget above full rank": ["allocate", *data, "--shots", "10", "--budget-rank", "1e9"],
         "training budget above full rank": ["train", *data, "--shots", "10", "--method", "lora", "--budget-rank", "1e9",
                                             "--out", str(folder / "run")],
+        "another method's options": ["allocate", *data, "--method", "lora", "--realloc-every", "10",
+                                     "--realloc-strategy", "top_k"],
     }
 
 
@@ -136,6 +138,8 @@ BAD_INPUT = {  # what the one line must say
     # tiny BERT's query and value (4 modules of 32x32) cost 8,192 at full rank: 8,274 is spent to 99%
     "budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
     "training budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
+    "another method's options": "method lora ignores --realloc-every (read only by ba_lora_dynamic) and "
+                                "--realloc-strategy (read only by ba_lora_dynamic)",
 }
 
 
