@@ -1,4 +1,5 @@
-"""The one exception type a user is meant to read, and reading a user's file so that it raises only that.
+"""The one exception type a user is meant to read, and the user's paths (a file to read, a folder to write,
+a path that is not there) checked so that they raise only that.
 
 Anything raised as `BaloraError` is a problem with the user's input or setup; the CLI prints
 its message on one line and exits with status 2, without a traceback.
@@ -21,3 +22,9 @@ def read_text(path: str | Path, what: str) -> str:
         raise BaloraError(f"{what} '{path}' is not UTF-8 text (byte {err.start}); save it as UTF-8") from None
     except OSError as err:
         raise BaloraError(f"cannot read {what} '{path}': {err.strerror or err}; check the path and its permissions") from None
+
+
+def missing_local_path(name: str) -> bool:
+    """Whether `name` is written as a local path (absolute, ./ or ../, which no hub name can be) that does not
+    exist: a typo to name as such, not a name to look up on the Hugging Face hub."""
+    return (Path(name).is_absolute() or name.startswith(("./", "../"))) and not Path(name).exists()

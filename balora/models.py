@@ -46,7 +46,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 from transformers.pytorch_utils import Conv1D
 
 from balora import assets
-from balora.errors import BaloraError
+from balora.errors import BaloraError, missing_local_path
 
 EMBEDDED_MODELS = {"minilm": assets.MINILM, "smollm2": assets.SMOLLM2}
 # Embedded models built on first use by the assets layer (called only when the name is used).
@@ -138,6 +138,9 @@ def resolve_model_path(name: str) -> str:
         return str(BUILT_MODELS[name]())
     if name in EMBEDDED_MODELS:
         return str(assets.fetch(EMBEDDED_MODELS[name]))
+    if missing_local_path(name):
+        raise BaloraError(f"model folder '{name}' does not exist; check the path, or use an embedded model "
+                          f"({', '.join([*EMBEDDED_MODELS, *BUILT_MODELS])})")
     if Path(name).exists() and not (Path(name) / "config.json").is_file():
         raise BaloraError(f"model folder '{name}' has no config.json; give a folder written by save_pretrained "
                           "(model and tokenizer), or --model minilm")

@@ -227,8 +227,8 @@ def setup(config: RunConfig) -> Setup:
     with meter.phase("load"):
         task = task_of(config.model, config.task)  # first: a wrong model name fails before data loads
         config = with_task_defaults(config, task)
-        processor = load_task_processor(config, task)
-        data = load_task_data(config, task)
+        data = load_task_data(config, task)  # then the data, which checks first that it fits the task
+        processor = load_task_processor(config, task)  # and only then what may be built (vit-fashion: minutes)
         labels = [] if task == "causal_lm" else data.label_names
         model = load_task_model(config, task, labels).to(placement.device)
         train_examples = select_training(data.pool, config.shots, config.train_size, config.seed,

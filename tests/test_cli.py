@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from balora import assets
 from balora.cli import main
 
 
@@ -115,6 +116,11 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "budget above full rank": ["allocate", *data, "--shots", "10", "--budget-rank", "1e9"],
         "training budget above full rank": ["train", *data, "--shots", "10", "--method", "lora", "--budget-rank", "1e9",
                                             "--out", str(folder / "run")],
+        "image model, text data": ["allocate", "--model", "vit-fashion", "--dataset", "rotten_tomatoes"],
+        "text model, instruction data": ["allocate", "--model", "minilm", "--dataset", "critic_instructions"],
+        "text model, image data": ["allocate", "--model", "minilm", "--dataset", "digits"],
+        "missing model folder": ["allocate", "--model", "/nonexistent/dir", "--dataset", str(csv)],
+        "missing data file": ["allocate", "--model", str(model_dir), "--dataset", "/nonexistent/file.csv"],
         "another method's options": ["allocate", *data, "--method", "lora", "--realloc-every", "10",
                                      "--realloc-strategy", "top_k"],
     }
@@ -138,6 +144,12 @@ BAD_INPUT = {  # what the one line must say
     # tiny BERT's query and value (4 modules of 32x32) cost 8,192 at full rank: 8,274 is spent to 99%
     "budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
     "training budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
+    "image model, text data": "model 'vit-fashion' (image classification) and dataset 'rotten_tomatoes' (text "
+                              "classification) belong to different tasks; for rotten_tomatoes use --model minilm",
+    "text model, instruction data": "belong to different tasks; for critic_instructions use --model smollm2",
+    "text model, image data": "belong to different tasks; for digits use --model vit-fashion",
+    "missing model folder": "model folder '/nonexistent/dir' does not exist",
+    "missing data file": "dataset '/nonexistent/file.csv' does not exist",
     "another method's options": "method lora ignores --realloc-every (read only by ba_lora_dynamic) and "
                                 "--realloc-strategy (read only by ba_lora_dynamic)",
 }
@@ -158,6 +170,8 @@ def test_every_malformed_input_is_one_line_and_exit_2(case, tmp_path, tiny_model
         return real_read_text(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", read_text)
+    # no bad input may get as far as pretraining the vision model (minutes, the first time)
+    monkeypatch.setattr(assets, "vit_fashion", lambda: pytest.fail("vit-fashion was built"))
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert err.startswith("balora: error: ") and err.endswith("\n") and err.count("\n") == 1, err
