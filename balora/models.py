@@ -22,7 +22,6 @@ import hashlib
 import inspect
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -161,8 +160,8 @@ def plain_folder(name: str) -> Path:
     if target.is_dir():
         return target
     source = assets.fetch(asset)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        staging = Path(tmp) / "model"
+    with assets.building(target) as tmp:
+        staging = tmp / "model"
         quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILES[name], dtype=torch.float32)
         plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
         plain.load_state_dict(quantised.state_dict())
