@@ -52,7 +52,7 @@ from balora import __version__, bitsandbytes_backend, quantisation
 from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
 from balora.data import Example, importance_sample, make_loader, select_training
-from balora.errors import BaloraError
+from balora.errors import BaloraError, output_folder
 from balora.images import make_image_loader
 from balora.importance import ProbeReport, fit_head
 from balora.instructions import make_lm_loader, prompt_ids
@@ -390,7 +390,8 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     still group-quantised model (with the trained head and the tokenizer or image processor) to `out_dir`."""
     from peft import PeftModel
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    # checked first: save_quantised would write into a full folder, the run's own adapter/ even
+    run_dir, out_dir = Path(run_dir), output_folder(out_dir, "--out", empty=True)
     try:
         result = json.loads((run_dir / "result.json").read_text())
     except (OSError, ValueError) as err:

@@ -85,6 +85,8 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "inf.yaml": spec.replace("[lora]", "[lora]\n    gamma: [0.01, .inf]"), "colour.yaml": spec + "colour: red\n",
         "empty.csv": "", "one_class.csv": "text,label\n" + "".join(f"good film {i},1\n" for i in range(40)),
         "broken.jsonl": '{"text": "good", "label": 1}\n{"text": \n', "locked.yaml": spec,
+        # specs that load (an embedded model's task is known without it) to be refused after
+        "spec.yaml": spec.replace("model: m", "model: minilm"),
     }
     for name, text in files.items():
         (folder / name).write_text(text)
@@ -123,6 +125,10 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "missing data file": ["allocate", "--model", str(model_dir), "--dataset", "/nonexistent/file.csv"],
         "another method's options": ["allocate", *data, "--method", "lora", "--realloc-every", "10",
                                      "--realloc-strategy", "top_k"],
+        "merge into a file": ["merge", str(folder / "run"), "--out", str(folder / "empty.csv")],
+        "merge into a full folder": ["merge", str(folder / "run"), "--out", str(folder)],
+        "results folder is a file": ["sweep", str(folder / "spec.yaml"), "--results-dir", str(folder / "empty.csv"),
+                                     "--dry-run"],
     }
 
 
@@ -152,6 +158,9 @@ BAD_INPUT = {  # what the one line must say
     "missing data file": "dataset '/nonexistent/file.csv' does not exist",
     "another method's options": "method lora ignores --realloc-every (read only by ba_lora_dynamic) and "
                                 "--realloc-strategy (read only by ba_lora_dynamic)",
+    "merge into a file": "empty.csv is a file; give a new or empty folder",
+    "merge into a full folder": "already holds files; give a new or empty folder",
+    "results folder is a file": "empty.csv is a file",
 }
 
 

@@ -243,6 +243,39 @@ def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv,
     assert len((tmp_path / "runs.csv").read_text().strip().splitlines()) == 6
 
 
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize("folder", ["results_dir", "runs_dir"])
+def test_an_output_folder_that_is_a_file_is_refused_before_any_run(folder, dry_run, tmp_path, tiny_model_dir, tiny_csv):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1]\n")
+    (tmp_path / "taken").write_text("")
+    path = tmp_path / "taken" if folder == "results_dir" else tmp_path / "taken" / "runs"
+    with pytest.raises(BaloraError, match="taken is a file" if folder == "results_dir" else "is inside .*taken, a file"):
+        run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), dry_run=dry_run,
+                  **{"runs_dir": str(tmp_path / "runs"), folder: str(path)})
+    with ResultsStore(tmp_path / "r.db") as store:
+        assert store.runs() == []
+
+
+def test_a_finished_run_whose_file_cannot_be_written_is_still_recorded(tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
+    from balora import sweeps
+
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1]\n")
+    options = dict(db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweeps, "write_run", disk_full)
+    with pytest.raises(BaloraError, match="finished and is recorded as done in .*r.db, but its run file could not be "
+                                          "written .*No space left on device"):
+        run_sweep(load_spec(str(spec)), **options)
+    with ResultsStore(tmp_path / "r.db") as store:
+        assert [r.status for r in store.runs()] == ["done"]
+    monkeypatch.undo()
+    assert run_sweep(load_spec(str(spec)), **options)["skipped"] == 1  # not run again, and its file is written now
+    assert len(read_runs(tmp_path / "results")) == 1
+
+
 def test_two_worker_processes(tmp_path, tiny_model_dir, tiny_csv):
     spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2, 3]\n")
     counts = run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"), workers=2)
