@@ -141,7 +141,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from balora.store import ResultsStore
 
-    with ResultsStore(args.db) as store:
+    with ResultsStore(args.db, create=False) as store:
         print(f"wrote {store.export(args.format, args.out or f'results/runs.{args.format}')}")
 
 

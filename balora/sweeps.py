@@ -441,7 +441,7 @@ def _executor(backend: str, workers: int, ray_address: str | None) -> _Inline | 
 
 
 def runs_table(db: str, sweep: str | None = None, status: str | None = None) -> str:
-    with ResultsStore(db) as store:
+    with ResultsStore(db, create=False) as store:
         records = store.runs(sweep, status)
     if not records:
         return "no runs recorded"
@@ -465,7 +465,7 @@ def results_table(db: str, sweep: str | None = None) -> str:
     counts. Rows that differ in a field other than method, budget and data show it in a last column."""
     import statistics
 
-    with ResultsStore(db) as store:
+    with ResultsStore(db, create=False) as store:
         results = [r for r in store.results(sweep) if not r["config"].get("tuning")]  # test accuracy: selected only
     groups: dict[str, list[dict]] = {}
     for r in results:

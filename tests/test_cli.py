@@ -87,6 +87,8 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "broken.jsonl": '{"text": "good", "label": 1}\n{"text": \n', "locked.yaml": spec,
         # specs that load (an embedded model's task is known without it) to be refused after
         "spec.yaml": spec.replace("model: m", "model: minilm"),
+        "twice.yaml": spec.replace("model: m", "model: minilm").replace("  - method: [lora]\n",
+                                                                        "  - {name: a, method: [lora]}\n" * 2),
     }
     for name, text in files.items():
         (folder / name).write_text(text)
@@ -127,8 +129,11 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
                                      "--realloc-strategy", "top_k"],
         "merge into a file": ["merge", str(folder / "run"), "--out", str(folder / "empty.csv")],
         "merge into a full folder": ["merge", str(folder / "run"), "--out", str(folder)],
+        "report of an empty run folder": ["report", "--runs", str(folder / "no_splits")],
+        "runs of a missing database": ["runs", "--db", str(folder / "missing" / "x.db")],
         "results folder is a file": ["sweep", str(folder / "spec.yaml"), "--results-dir", str(folder / "empty.csv"),
                                      "--dry-run"],
+        "one grid twice": ["sweep", str(folder / "twice.yaml"), "--dry-run"],
     }
 
 
@@ -160,7 +165,10 @@ BAD_INPUT = {  # what the one line must say
                                 "--realloc-strategy (read only by ba_lora_dynamic)",
     "merge into a file": "empty.csv is a file; give a new or empty folder",
     "merge into a full folder": "already holds files; give a new or empty folder",
+    "report of an empty run folder": "no run files in",
+    "runs of a missing database": "no results database at",
     "results folder is a file": "empty.csv is a file",
+    "one grid twice": "grid a plans the run",
 }
 
 
@@ -185,6 +193,13 @@ def test_every_malformed_input_is_one_line_and_exit_2(case, tmp_path, tiny_model
     out, err = capsys.readouterr()
     assert err.startswith("balora: error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert BAD_INPUT[case] in err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("command", ["runs", "export"])
+def test_reading_a_missing_database_creates_nothing(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where export would write
+    assert main([command, "--db", str(tmp_path / "missing" / "x.db")]) == 2
+    assert "no results database at" in capsys.readouterr().err and not (tmp_path / "missing").exists()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -174,6 +174,7 @@ def test_the_dynamic_preset_s_static_arms_are_the_paper_s_own_runs():
     ("  - method: [lora]\n    tune: {learning_rate: [0.001], seeds: [1]}\n", "  learning_rate: 0.01\n",
      "line 12: 'learning_rate' is tuned"),
     ("  - method: [lora]\n    tuning: true\n", "", "line 14: 'tuning' is set by the sweep itself"),
+    ("  - method: [lora]\n    seed: [1, 2, 1]\n", "", "line 14: grid grid0 lists seed 1 twice"),
 ])
 def test_spec_errors_name_the_line(tmp_path, grids, extra, message):
     spec = write_spec(tmp_path, Path("m"), Path("d.csv"), grids, extra)
@@ -188,6 +189,17 @@ def test_identical_grid_points_run_once_and_only_filters(tmp_path):
     assert {p.config.method for p in load_spec(str(spec), ["method=lora"]).runs} == {"lora"}
     with pytest.raises(BaloraError, match="not a run setting"):
         load_spec(str(spec), ["colour=red"])
+
+
+def test_grids_of_one_name_are_one_experiment_in_several_settings_but_may_not_repeat_a_run(tmp_path):
+    """As the paper preset's exp2_fewshot at 16, 32, 64 and 128 shots; grids of other names may share a run."""
+    spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - {name: a, method: lora, seed: [1, 2]}\n"
+                      "  - {name: a, method: lora, seed: 3}\n  - {name: b, method: [lora, ba_lora], seed: [1, 2]}\n")
+    assert len(load_spec(str(spec)).runs) == 5
+    spec.write_text(spec.read_text() + "  - {name: a, method: [ba_lora, lora], seed: 2}\n")
+    with pytest.raises(BaloraError, match=r"line 16: grid a plans the run lora, seed 2 \(\w+\) that grid a on line 13 "
+                                          "already plans; remove the repeated grid"):
+        load_spec(str(spec))
 
 
 @pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision", "qa", "dynamic", "lm"])
