@@ -9,7 +9,8 @@ strategy proposes ranks, then `fit_to_budget` trims and fills them so that
   between modules of unequal width to spend that remainder too where integer ranks allow it
   (a rank-equivalent budget is spent to at least 99%, usually exactly).
 
-A budget below `min_rank` on every module is infeasible and raises `BaloraError`.
+A budget below `min_rank` on every module is infeasible and raises `BaloraError`; so, in `lora_budget`, does
+one that every module at its largest rank could not spend to 99%.
 
 The default strategy, `proportional`, gives module i a rank proportional to sᵢ^p (its importance
 score to the power `power`, default 1), exactly: rᵢ* = clip(λ·sᵢ^p, lowᵢ, highᵢ) with λ solved so that
@@ -69,10 +70,12 @@ def nearest_rank(targets: list[TargetModule], params: int) -> int:
 
 
 def lora_budget(targets: list[TargetModule], *, params: int | None = None, rank: float | None = None,
-                head_params: int = 0, count_head: bool = False) -> int:
+                head_params: int = 0, count_head: bool = False, max_rank: int | None = None) -> int:
     """LoRA parameters available, from a parameter count or a rank-equivalent.
 
-    With `count_head`, the classification head's parameters are paid out of the same budget.
+    With `count_head`, the classification head's parameters are paid out of the same budget. A budget that
+    could not be spent to 99% even with every module at its largest rank (full rank, or `max_rank`) is an
+    error naming the largest one that could: runs "at a budget" would otherwise compare budgets never spent.
     """
     if (params is None) == (rank is None):
         raise BaloraError("give exactly one budget: --budget PARAMS or --budget-rank R (budget= or budget_rank= in Python)")
@@ -86,6 +89,16 @@ def lora_budget(targets: list[TargetModule], *, params: int | None = None, rank:
         raise BaloraError(
             f"budget {total:,} does not even cover the classification head ({head_params:,} parameters); "
             "raise the budget or drop --count-head"
+        )
+    capacity = sum(min(t.max_rank, max_rank or t.max_rank) * t.cost_per_rank for t in targets)
+    if 99 * available > 100 * capacity:
+        largest = capacity * 100 // 99 + (head_params if count_head else 0)
+        ranks = "full rank" if max_rank is None else f"full rank up to --max-rank {max_rank}"
+        raise BaloraError(
+            f"budget {total:,} is more than the targets can take: {ranks} on all {len(targets)} target modules costs "
+            f"{capacity:,} LoRA parameters (rank-equivalent {rank_equivalent(targets, capacity):.2f}); the largest "
+            f"feasible budget (spent to 99%) is {largest:,}; give a smaller --budget or --budget-rank "
+            "(budget= or budget_rank= in Python)"
         )
     return available
 

@@ -257,8 +257,7 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
     - `options`: the CLI's allocation settings, e.g. `strategy="uniform"`, `allocation_power=0.5`,
       `importance_metric="fisher"`, `gamma=0.01`, `alpha_ratio=2` (see `OPTIONS`).
     """
-    if num_samples <= 0:
-        raise BaloraError(f"num_samples must be positive, got {num_samples}")
+    _check_arguments(model, data, num_samples, loss_fn)
     unknown = sorted(set(options) - set(OPTIONS))
     if unknown:
         raise BaloraError(f"balora.plan got unknown option(s) {', '.join(unknown)}; known: {', '.join(OPTIONS)}")
@@ -273,7 +272,7 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
                           f"modules such as {', '.join(n for n, _ in model.named_children())}")
     head_params = sum(p.numel() for name in heads for p in model.get_submodule(name).parameters())
     lora_budget = allocation.lora_budget(targets, params=budget, rank=budget_rank, head_params=head_params,
-                                         count_head=count_head)
+                                         count_head=count_head, max_rank=max_rank)
     task = _task_type(model) if task_type == "auto" else task_type
     if config.gamma is None:
         config = replace(config, gamma=WARM_START_GAMMA["causal_lm" if task == "CAUSAL_LM" else "classification"])
@@ -287,6 +286,24 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
                 {"metric": config.importance_metric, "examples": size,
                  "seconds": timings.get("importance", 0.0) + timings.get("allocation", 0.0)},
                 prepared.warm_start)
+
+
+def _check_arguments(model: Any, data: Any, num_samples: Any, loss_fn: Any) -> None:
+    """The arguments of `plan` that RunConfig does not check, as BaloraErrors rather than the TypeError or
+    AttributeError they would raise deep inside."""
+    if not isinstance(model, nn.Module):
+        raise BaloraError(f"balora.plan: model must be a torch nn.Module (a transformers model, say), got "
+                          f"{type(model).__name__}")
+    if isinstance(data, Mapping):
+        raise BaloraError(f"balora.plan: data got one batch, a {type(data).__name__}: pass a list of batches, "
+                          "e.g. [batch], or a DataLoader")
+    if not isinstance(data, Iterable) or isinstance(data, str | bytes):
+        raise BaloraError(f"balora.plan: data must be a DataLoader or an iterable of batches, got {type(data).__name__}")
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples <= 0:
+        raise BaloraError(f"balora.plan: num_samples must be a positive integer, got {num_samples!r}")
+    if loss_fn is not None and not callable(loss_fn):
+        raise BaloraError(f"balora.plan: loss_fn must be callable as loss_fn(model, batch) -> loss, got "
+                          f"{type(loss_fn).__name__}")
 
 
 def _task_type(model: nn.Module) -> str | None:

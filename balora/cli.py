@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from balora.config import RunConfig
-from balora.errors import BaloraError
+from balora.errors import BaloraError, output_folder
 from balora.tasks import with_task_defaults
 
 # Seed 000's flag names, accepted as aliases of ours.
@@ -99,9 +99,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from balora.run import run_experiment
 
     config = _run_config(args)
-    out = Path(args.out or Path("runs") / (args.experiment_name or f"{config.method}-{config.key()}"))
-    if out.exists() and not out.is_dir():  # found before training, not when saving
-        raise BaloraError(f"--out {out} is a file; give a folder for result.json and adapter/")
+    out = output_folder(args.out or Path("runs") / (args.experiment_name or f"{config.method}-{config.key()}"), "--out")
     result = run_experiment(config, out, progress=not args.quiet).result
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
@@ -143,7 +141,7 @@ def cmd_runs(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from balora.store import ResultsStore
 
-    with ResultsStore(args.db) as store:
+    with ResultsStore(args.db, create=False) as store:
         print(f"wrote {store.export(args.format, args.out or f'results/runs.{args.format}')}")
 
 

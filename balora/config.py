@@ -136,6 +136,19 @@ class RunConfig:
             raise BaloraError(f"unknown --precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
+        self._check_method_settings()
+
+    def _check_method_settings(self) -> None:
+        """Refuse a setting the method does not read (METHOD_SETTINGS) given away from its default: ignored, it
+        would still change the run's key and put an identical run in a report row of its own."""
+        ignored = [name for name, readers in METHOD_SETTINGS.items()
+                   if self.method not in readers and getattr(self, name) != DEFAULTS[name]]
+        if not ignored:
+            return
+        named = [f"--{name.replace('_', '-')} (read only by {', '.join(METHOD_SETTINGS[name])})" for name in ignored]
+        listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
+        them = "it" if len(named) == 1 else "them"
+        raise BaloraError(f"method {self.method} ignores {listed}; leave {them} out, or use a method that reads {them}")
 
     def _check_quantisation(self) -> None:
         if self.quant is not None and self.quant not in QUANT_FORMATS:
@@ -197,8 +210,7 @@ class RunConfig:
     def key(self) -> str:
         """Stable hash of everything that defines the run: same key, same experiment. Fields added later
         (KEYED_WHEN_SET) count only when set away from their default, so older runs keep their keys."""
-        defaults = {f.name: f.default for f in fields(self)}
-        values = {k: v for k, v in self.to_dict().items() if k not in KEYED_WHEN_SET or v != defaults[k]}
+        values = {k: v for k, v in self.to_dict().items() if k not in KEYED_WHEN_SET or v != DEFAULTS[k]}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()[:16]
 
     def protocol(self) -> dict[str, Any]:
@@ -242,6 +254,26 @@ KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "qua
                             "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
                             "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision",
                             "pad_to_multiple_of"})
+# Settings only some methods read (balora.methods), each with the methods that read it; the others ignore it.
+# threshold, top_k and base_rank reach every allocation, but only the strategies of the methods that allocate
+# by `strategy` use them (base_rank also the no-budget ablation's seed 000 ranks); gamma_normalise is read by the
+# methods that warm-start (gamma too, but every config's task default sets it, so it is left out).
+_BY_STRATEGY = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_dynamic")
+METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
+    "strategy": _BY_STRATEGY, "threshold": _BY_STRATEGY, "top_k": _BY_STRATEGY,
+    "base_rank": (*_BY_STRATEGY, "ba_lora_no_budget"),
+    "importance_metric": (*_BY_STRATEGY, "ba_lora_no_budget"),
+    "allocation_power": (*_BY_STRATEGY, "magnitude", "activation"),
+    "warmstart": ("ba_lora", "ba_lora_dynamic"),
+    "gamma_normalise": ("ba_lora", "ba_lora_dynamic", "ba_lora_uniform", "ba_lora_no_budget"),
+    "decay_direction": ("linear_decay",),
+    "heuristic_ratio": ("linear_decay", "attention_heavy"),
+    "adalora_init_ratio": ("adalora",),
+    "eva_rho": ("eva",),
+    **dict.fromkeys(("realloc_every", "realloc_warmup", "realloc_final", "realloc_strategy", "realloc_ema",
+                     "realloc_uncertainty"), ("ba_lora_dynamic",)),
+}
+DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
 # Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.

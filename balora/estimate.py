@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from balora.config import RunConfig
+from balora.config import DEFAULTS, METHOD_SETTINGS, RunConfig
 
 CALIBRATION_STEPS = 4
 # Methods that need no gradient pass before training (the others score modules on the importance sample).
@@ -109,7 +109,9 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
     from balora.run import setup
     from balora.training import TrainSettings, train
 
-    probe = replace(config, method="lora", head_probe_steps=0, tuning=True)
+    # LoRA reads none of the other methods' settings (and refuses them set): they go back to their defaults
+    probe = replace(config, method="lora", head_probe_steps=0, tuning=True,
+                    **{name: DEFAULTS[name] for name in METHOD_SETTINGS})
     run = setup(probe)
     model = get_peft_model(run.model, get_method("lora")(run.method_context(CALIBRATION_STEPS)).peft_config)
     loader = run.loader(run.train_examples[:(CALIBRATION_STEPS + 1) * config.batch_size], shuffle=True)

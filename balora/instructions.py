@@ -212,9 +212,6 @@ def load_instruction_dataset(name: str, columns: list[str] | None = None) -> Ins
             raise BaloraError("critic_instructions has its own columns; --instruction-columns names the columns of "
                               "a file or hub dataset: leave it out")
         return load_critic_instructions()
-    if name in ("rotten_tomatoes", "presidential_debates"):
-        raise BaloraError(f"'{name}' is a classification dataset but the model is a causal LM; use --dataset "
-                          "critic_instructions (instruction data), or --task classification")
     path = Path(name)
     if path.is_file():
         return split_examples(path.stem, instruction_examples(_read_rows(path), columns, str(path)))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -43,7 +42,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATIO
 from transformers.pytorch_utils import Conv1D
 
 from balora import assets
-from balora.errors import BaloraError
+from balora.errors import BaloraError, missing_local_path
 
 EMBEDDED_MODELS = {"minilm": assets.MINILM, "smollm2": assets.SMOLLM2}
 # Embedded models built on first use by the assets layer (called only when the name is used).
@@ -123,6 +122,9 @@ def resolve_model_path(name: str) -> str:
         return str(BUILT_MODELS[name]())
     if name in EMBEDDED_MODELS:
         return str(assets.fetch(EMBEDDED_MODELS[name]))
+    if missing_local_path(name):
+        raise BaloraError(f"model folder '{name}' does not exist; check the path, or use an embedded model "
+                          f"({', '.join([*EMBEDDED_MODELS, *BUILT_MODELS])})")
     if Path(name).exists() and not (Path(name) / "config.json").is_file():
         raise BaloraError(f"model folder '{name}' has no config.json; give a folder written by save_pretrained "
                           "(model and tokenizer), or --model minilm")
@@ -143,8 +145,8 @@ def plain_folder(name: str) -> Path:
     if target.is_dir():
         return target
     source = assets.fetch(asset)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        staging = Path(tmp) / "model"
+    with assets.building(target) as tmp:
+        staging = tmp / "model"
         quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILES[name], dtype=torch.float32)
         plain = AutoModelForCausalLM.from_config(quantised.config, dtype=torch.float32)
         plain.load_state_dict(quantised.state_dict())

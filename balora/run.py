@@ -52,7 +52,7 @@ from balora import __version__, bitsandbytes_backend, quantisation
 from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
 from balora.data import Example, importance_sample, make_loader, select_training
-from balora.errors import BaloraError
+from balora.errors import BaloraError, output_folder
 from balora.images import make_image_loader
 from balora.importance import ProbeReport, fit_head
 from balora.instructions import make_lm_loader, prompt_ids
@@ -118,10 +118,10 @@ def environment(model: str, bf16_units: bool) -> dict[str, Any]:
 def resolve_budget(config: RunConfig, targets: list[TargetModule], head_params: int) -> int:
     """LoRA parameters this run may spend: `budget`, `budget_rank`, or else what uniform `rank` (default 8)
     costs. A `rank` given with a budget must cost exactly that budget."""
+    bounds = dict(head_params=head_params, count_head=config.count_head, max_rank=config.max_rank)
     if config.budget is None and config.budget_rank is None:
-        return lora_budget(targets, rank=config.rank or 8, head_params=head_params, count_head=config.count_head)
-    budget = lora_budget(targets, params=config.budget, rank=config.budget_rank, head_params=head_params,
-                         count_head=config.count_head)
+        return lora_budget(targets, rank=config.rank or 8, **bounds)
+    budget = lora_budget(targets, params=config.budget, rank=config.budget_rank, **bounds)
     if config.rank is not None and rank_budget(targets, config.rank) != budget:
         raise BaloraError(f"--rank {config.rank} costs {rank_budget(targets, config.rank):,} LoRA parameters, but the "
                           f"budget is {budget:,}{' after the head' if config.count_head else ''}; give --rank or a "
@@ -228,8 +228,8 @@ def setup(config: RunConfig) -> Setup:
     with meter.phase("load"):
         task = task_of(config.model, config.task)  # first: a wrong model name fails before data loads
         config = with_task_defaults(config, task)
-        processor = load_task_processor(config, task)
-        data = load_task_data(config, task)
+        data = load_task_data(config, task)  # then the data, which checks first that it fits the task
+        processor = load_task_processor(config, task)  # and only then what may be built (vit-fashion: minutes)
         labels = [] if task == "causal_lm" else data.label_names
         model = load_task_model(config, task, labels).to(placement.device)
         train_examples = select_training(data.pool, config.shots, config.train_size, config.seed,
@@ -395,7 +395,8 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     still group-quantised model (with the trained head and the tokenizer or image processor) to `out_dir`."""
     from peft import PeftModel
 
-    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    # checked first: save_quantised would write into a full folder, the run's own adapter/ even
+    run_dir, out_dir = Path(run_dir), output_folder(out_dir, "--out", empty=True)
     try:
         result = json.loads((run_dir / "result.json").read_text())
     except (OSError, ValueError) as err:

@@ -2,7 +2,9 @@
 
 A spec has shared settings (`base`), per-method `overrides`, and one or more `grids`; each grid
 maps RunConfig fields to lists of values and expands to their cross product. Identical configs
-across grids run once (same config hash).
+across grids run once (same config hash). Grids may share a name (one experiment in several settings),
+but one that repeats a run of an earlier grid of its name, or an axis that lists a value twice, is refused
+as a copy made by mistake.
 
 A `tune:` block (for the whole spec, or per grid; `tune: null` in a grid turns it off) selects fields
 on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}`: the
@@ -155,6 +157,7 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
             check_field(key, value, at("overrides", method, key))
     filters = _parse_only(only or [])
     planned: dict[str, Planned] = {}
+    first_grid: dict[str, tuple[int, str]] = {}  # the grid (index, name) that planned each run first, by key
     for index, grid in enumerate(grids):
         if not isinstance(grid, dict):
             raise BaloraError(f"{at('grids', index)}: each grid is a mapping of field: [values]")
@@ -164,6 +167,9 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         axes = {k: _axis(k, v) for k, v in grid.items()}
         for key, values in axes.items():
             check_settable(key, "grids", index, key)
+            twice = next((v for i, v in enumerate(values) if repr(v) in map(repr, values[:i])), None)
+            if twice is not None:
+                raise BaloraError(f"{at('grids', index, key)}: grid {label} lists {key} {twice} twice; list each value once")
             for value in values:
                 check_field(key, value, at("grids", index, key))
                 if key == "method":
@@ -185,6 +191,13 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
             method = values.get("method", base.get("method", RunConfig.method))
             config = with_task_defaults(RunConfig.from_dict({**base, **values, **(overrides.get(method) or {}), **tuned},
                                                             where=at("grids", index)))
+            # Grids may share a name (one experiment in several settings) and different grids may plan the same
+            # run (it runs once), but a grid repeating a run of another of its name is a copy made by mistake.
+            first, name = first_grid.setdefault(config.key(), (index, label))
+            if first != index and name == label:
+                raise BaloraError(f"{at('grids', index)}: grid {label} plans the run {config.method}, seed {config.seed} "
+                                  f"({config.key()}) that grid {label} on line {lines[('grids', first)]} already plans; "
+                                  "remove the repeated grid, or the values it repeats")
             if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
                 planned.setdefault(config.key(), Planned(config, label, tune))
     for key in filters:

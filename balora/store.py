@@ -141,9 +141,13 @@ def _check_path(path: Path) -> None:
 class ResultsStore:
     """The results database; one instance may be shared by threads (calls are serialised)."""
 
-    def __init__(self, path: str | Path = "results/balora.db", timeout: float = 60.0) -> None:
+    def __init__(self, path: str | Path = "results/balora.db", timeout: float = 60.0, create: bool = True) -> None:
+        """Open the database at `path`; `create=False` for commands that only read it, where a mistyped path
+        would otherwise create an empty database (and its folders) and report nothing."""
         self.path = Path(path)
         _check_path(self.path)
+        if not create and not self.path.is_file():
+            raise BaloraError(f"no results database at {self.path}; run a sweep first or give --db PATH")
         self._lock = threading.RLock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from balora.config import RunConfig, protocol, protocol_key
-from balora.errors import BaloraError
+from balora.errors import BaloraError, output_folder
 from balora.quiet import silence
 from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.specs import Planned, Spec
@@ -238,7 +238,12 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
         raise BaloraError(f"--workers must be at least 1, got {workers}")
     if dry_run or backend == "local":
         _warn_if_bf16_is_emulated(spec)
+    where = "--results-dir" if results_dir else f"the results_dir of sweep '{spec.name}'"
     results_dir = results_dir or spec.results_dir
+    # found now, dry run too, not when the first finished run is saved
+    output_folder(runs_dir, "--runs-dir")
+    if results_dir:
+        output_folder(results_dir, where)
     with ResultsStore(db) as store:
         if results_dir:
             synced = sync_results(store, results_dir, spec)
@@ -318,11 +323,19 @@ def _run_phase(store: ResultsStore, executor: Any, sweep: str, phase: str, plann
             counts["failed"] += 1
             tqdm.write(f"failed: {_describe(planned.config)}: {message}")
         else:
+            unwritten = None
             if results_dir:  # the file first: once it exists, no later sweep runs this again
-                write_run(results_dir, outcome, sweep)
+                try:
+                    write_run(results_dir, outcome, sweep)
+                except OSError as err:  # a full disk, say: the finished run is recorded all the same
+                    unwritten = err
             store.finish(key, outcome, str(folder / "result.json"), str(folder / "adapter"))
             counts["done"] += 1
             inside_runs[0] += outcome["timings"]["total"]
+            if unwritten is not None:  # a later sweep writes the file from the database (`sync_results`)
+                raise BaloraError(f"run {key} finished and is recorded as done in {store.path}, but its run file could "
+                                  f"not be written to {results_dir} ({unwritten}); fix that, and the next sweep writes "
+                                  "it from the database")
         bar.update(1)
 
     in_flight: dict[Any, Planned] = {}
@@ -429,7 +442,7 @@ def _executor(backend: str, workers: int, ray_address: str | None) -> _Inline | 
 
 
 def runs_table(db: str, sweep: str | None = None, status: str | None = None) -> str:
-    with ResultsStore(db) as store:
+    with ResultsStore(db, create=False) as store:
         records = store.runs(sweep, status)
     if not records:
         return "no runs recorded"
@@ -453,7 +466,7 @@ def results_table(db: str, sweep: str | None = None) -> str:
     counts. Rows that differ in a field other than method, budget and data show it in a last column."""
     import statistics
 
-    with ResultsStore(db) as store:
+    with ResultsStore(db, create=False) as store:
         results = [r for r in store.results(sweep) if not r["config"].get("tuning")]  # test accuracy: selected only
     groups: dict[str, list[dict]] = {}
     for r in results:

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -186,10 +185,9 @@ def cached_vit_fashion(recipe: PretrainRecipe = RECIPE) -> Path:
     if target.is_dir():
         return verified(target)
     arrays = assets.fashion_mnist()
-    target.parent.mkdir(parents=True, exist_ok=True)
     print(f"balora: vit-fashion: pretraining once on Fashion-MNIST into {target} (about 10 minutes on 2 cores)", file=sys.stderr)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        staging = Path(tmp) / "model"
+    with assets.building(target) as tmp:
+        staging = tmp / "model"
         pretrain(arrays, staging, recipe, threads=os.cpu_count())
         return assets.publish(staging, target)
 

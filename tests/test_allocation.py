@@ -117,6 +117,29 @@ def test_rank_equivalent_budgets_are_at_least_99_percent_used(widths, rank, stra
     assert 0.99 * budget <= total_params(rows) <= budget
 
 
+@settings(max_examples=300, deadline=None)
+@given(shapes=shapes, max_rank=st.none() | st.integers(1, 100), head=st.integers(0, 500), count_head=st.booleans(),
+       data=st.data())
+def test_a_budget_is_accepted_exactly_when_it_can_be_spent_to_99_percent(shapes, max_rank, head, count_head, data):
+    targets = [TargetModule(f"m{i}", d_out, d_in) for i, (d_out, d_in) in enumerate(shapes)]
+    capacity = sum(min(t.max_rank, max_rank or t.max_rank) * t.cost_per_rank for t in targets)  # every module at its top
+    paid = head if count_head else 0
+    total = data.draw(st.integers(paid + 1, paid + 2 * capacity))
+    options = dict(head_params=head, count_head=count_head, max_rank=max_rank)
+    if 99 * (total - paid) > 100 * capacity:
+        largest = capacity * 100 // 99 + paid  # the head, if paid for, comes on top
+        with pytest.raises(BaloraError, match=rf"largest feasible budget \(spent to 99%\) is {largest:,};"):
+            lora_budget(targets, params=total, **options)
+        assert lora_budget(targets, params=largest, **options) == largest - paid  # the one named is feasible
+        with pytest.raises(BaloraError, match="largest feasible budget"):
+            lora_budget(targets, params=largest + 1, **options)
+        return
+    budget = lora_budget(targets, params=total, **options)
+    if budget >= capacity:  # at or above the top, allocation spends exactly the top: at least 99%
+        rows = allocate({}, targets, budget, strategy="uniform", min_rank=0, max_rank=max_rank)
+        assert 0.99 * budget <= total_params(rows) == capacity
+
+
 def mixed_shapes() -> list[TargetModule]:
     """Llama-like modules of four different shapes: allocation must treat them by rank, not by size."""
     shapes = {"q_proj": (576, 576), "k_proj": (192, 576), "up_proj": (1536, 576), "down_proj": (576, 1536)}

@@ -139,6 +139,20 @@ def test_bad_input_raises_one_balora_error_naming_the_fix():
         balora.Plan.from_dict({"format": 1, "modules": [{"name": "x"}]})
 
 
+@pytest.mark.parametrize("model, data, options, message", [
+    (None, random_batches(), {"budget_rank": 4}, "model must be a torch nn.Module .*got NoneType"),
+    ("bert", random_batches(), {"budget_rank": 4}, "model must be a torch nn.Module .*got str"),
+    (tiny_bert(), 42, {"budget_rank": 4}, "data must be a DataLoader or an iterable of batches, got int"),
+    (tiny_bert(), random_batches()[0], {"budget_rank": 4}, "got one batch, a dict: pass a list of batches"),
+    (tiny_bert(), random_batches(), {"budget_rank": 4, "num_samples": "many"}, "num_samples must be a positive integer, got 'many'"),
+    (tiny_bert(), random_batches(), {"budget_rank": 4, "loss_fn": "mse"}, "loss_fn must be callable"),
+    (tiny_bert(), random_batches(), {"budget_rank": 1e9}, r"largest feasible budget \(spent to 99%\) is 8,274"),
+])
+def test_wrong_types_and_impossible_budgets_raise_a_balora_error(model, data, options, message):
+    with pytest.raises(balora.BaloraError, match=message):
+        balora.plan(model, data, **options)
+
+
 def test_a_saved_plan_applies_to_a_fresh_model_exactly_as_the_original(tmp_path):
     batches = random_batches()
     plan = balora.plan(tiny_bert(), batches, budget_rank=4, min_rank=1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from balora import assets
 from balora.cli import main
 
 
@@ -84,6 +85,10 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "inf.yaml": spec.replace("[lora]", "[lora]\n    gamma: [0.01, .inf]"), "colour.yaml": spec + "colour: red\n",
         "empty.csv": "", "one_class.csv": "text,label\n" + "".join(f"good film {i},1\n" for i in range(40)),
         "broken.jsonl": '{"text": "good", "label": 1}\n{"text": \n', "locked.yaml": spec,
+        # specs that load (an embedded model's task is known without it) to be refused after
+        "spec.yaml": spec.replace("model: m", "model: minilm"),
+        "twice.yaml": spec.replace("model: m", "model: minilm").replace("  - method: [lora]\n",
+                                                                        "  - {name: a, method: [lora]}\n" * 2),
     }
     for name, text in files.items():
         (folder / name).write_text(text)
@@ -112,6 +117,23 @@ def _bad_files(folder: Path, model_dir: Path, csv: Path) -> dict[str, list[str]]
         "missing database": ["report", "--db", str(folder / "typo.db")],
         "database is a folder": ["export", "--db", str(folder)],
         "output is a file": ["train", *data, "--shots", "10", "--out", str(folder / "empty.csv")],
+        "budget above full rank": ["allocate", *data, "--shots", "10", "--budget-rank", "1e9"],
+        "training budget above full rank": ["train", *data, "--shots", "10", "--method", "lora", "--budget-rank", "1e9",
+                                            "--out", str(folder / "run")],
+        "image model, text data": ["allocate", "--model", "vit-fashion", "--dataset", "rotten_tomatoes"],
+        "text model, instruction data": ["allocate", "--model", "minilm", "--dataset", "critic_instructions"],
+        "text model, image data": ["allocate", "--model", "minilm", "--dataset", "digits"],
+        "missing model folder": ["allocate", "--model", "/nonexistent/dir", "--dataset", str(csv)],
+        "missing data file": ["allocate", "--model", str(model_dir), "--dataset", "/nonexistent/file.csv"],
+        "another method's options": ["allocate", *data, "--method", "lora", "--realloc-every", "10",
+                                     "--realloc-strategy", "top_k"],
+        "merge into a file": ["merge", str(folder / "run"), "--out", str(folder / "empty.csv")],
+        "merge into a full folder": ["merge", str(folder / "run"), "--out", str(folder)],
+        "report of an empty run folder": ["report", "--runs", str(folder / "no_splits")],
+        "runs of a missing database": ["runs", "--db", str(folder / "missing" / "x.db")],
+        "results folder is a file": ["sweep", str(folder / "spec.yaml"), "--results-dir", str(folder / "empty.csv"),
+                                     "--dry-run"],
+        "one grid twice": ["sweep", str(folder / "twice.yaml"), "--dry-run"],
     }
 
 
@@ -130,6 +152,23 @@ BAD_INPUT = {  # what the one line must say
     "one-class draw": "the training set has only class", "model folder without a model": "no_model' has no config.json",
     "missing database": "no results database", "database is a folder": "is a directory",
     "output is a file": "empty.csv is a file",
+    # tiny BERT's query and value (4 modules of 32x32) cost 8,192 at full rank: 8,274 is spent to 99%
+    "budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
+    "training budget above full rank": "the largest feasible budget (spent to 99%) is 8,274",
+    "image model, text data": "model 'vit-fashion' (image classification) and dataset 'rotten_tomatoes' (text "
+                              "classification) belong to different tasks; for rotten_tomatoes use --model minilm",
+    "text model, instruction data": "belong to different tasks; for critic_instructions use --model smollm2",
+    "text model, image data": "belong to different tasks; for digits use --model vit-fashion",
+    "missing model folder": "model folder '/nonexistent/dir' does not exist",
+    "missing data file": "dataset '/nonexistent/file.csv' does not exist",
+    "another method's options": "method lora ignores --realloc-every (read only by ba_lora_dynamic) and "
+                                "--realloc-strategy (read only by ba_lora_dynamic)",
+    "merge into a file": "empty.csv is a file; give a new or empty folder",
+    "merge into a full folder": "already holds files; give a new or empty folder",
+    "report of an empty run folder": "no run files in",
+    "runs of a missing database": "no results database at",
+    "results folder is a file": "empty.csv is a file",
+    "one grid twice": "grid a plans the run",
 }
 
 
@@ -148,10 +187,19 @@ def test_every_malformed_input_is_one_line_and_exit_2(case, tmp_path, tiny_model
         return real_read_text(path, *args, **kwargs)
 
     monkeypatch.setattr(Path, "read_text", read_text)
+    # no bad input may get as far as pretraining the vision model (minutes, the first time)
+    monkeypatch.setattr(assets, "vit_fashion", lambda: pytest.fail("vit-fashion was built"))
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert err.startswith("balora: error: ") and err.endswith("\n") and err.count("\n") == 1, err
     assert BAD_INPUT[case] in err and "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("command", ["runs", "export"])
+def test_reading_a_missing_database_creates_nothing(command, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where export would write
+    assert main([command, "--db", str(tmp_path / "missing" / "x.db")]) == 2
+    assert "no results database at" in capsys.readouterr().err and not (tmp_path / "missing").exists()
 
 
 @pytest.mark.parametrize("args, message", [

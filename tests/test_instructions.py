@@ -141,11 +141,6 @@ def test_column_options_on_the_embedded_data_are_refused_not_ignored():
         load_instruction_dataset("critic_instructions", ["q", "a"])
 
 
-def test_a_classification_dataset_with_a_causal_lm_is_refused_with_the_fix():
-    with pytest.raises(BaloraError, match="critic_instructions"):
-        load_instruction_dataset("rotten_tomatoes")
-
-
 def test_critic_instructions_follow_the_documented_rule_and_split_by_film():
     data = load_critic_instructions()
     assert critic_instruction("positive", "about_a_boy") == "Write a positive critic's blurb about the film About A Boy."

@@ -39,3 +39,12 @@ def test_head_is_never_a_target_and_is_counted_apart():
 def test_unknown_module_names_the_fix():
     with pytest.raises(BaloraError, match="q_lin not found.*try query value"):
         target_modules(TINY_MODELS["bert"](), ["q_lin"])
+
+
+@pytest.mark.parametrize("path", ["/nonexistent/dir", "./nonexistent", "../nonexistent/model"])
+def test_a_missing_model_folder_is_called_missing_not_looked_up_on_the_hub(path):
+    from balora.models import resolve_model_path, task_of
+
+    for call in (resolve_model_path, task_of):
+        with pytest.raises(BaloraError, match=f"model folder '{path}' does not exist; check the path"):
+            call(path)

@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from balora.config import RunConfig
+from balora.config import METHOD_SETTINGS, RunConfig
 from balora.errors import BaloraError
 from balora.methods import METHODS
 from balora.run import run_experiment
@@ -97,6 +97,29 @@ def test_every_method_runs_within_its_budget(method, tiny_model_dir, tiny_csv):
     assert result["params"]["head"] == 32 * 2 + 2  # nothing trains but the adapter and the classifier
     correct = result["metrics"]["accuracy"] * result["data"]["test"]  # a share of the test set, not a mean of batches
     assert correct == pytest.approx(round(correct), abs=1e-6)
+
+
+# A valid value other than the default for each setting only some methods read.
+SET_AWAY = {"strategy": "top_k", "threshold": 0.3, "top_k": 2, "base_rank": 4, "allocation_power": 0.5,
+            "importance_metric": "fisher", "warmstart": False, "gamma_normalise": False, "decay_direction": "increasing",
+            "heuristic_ratio": 3.0, "adalora_init_ratio": 2.0, "eva_rho": 1.5, "realloc_every": 10, "realloc_warmup": 10,
+            "realloc_final": 0.3, "realloc_strategy": "top_k", "realloc_ema": 0.5, "realloc_uncertainty": True}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_a_setting_the_method_does_not_read_is_refused_unless_left_at_its_default(method):
+    """Ignored, it would still change the run's key: an identical run in a report row of its own."""
+    assert set(SET_AWAY) == set(METHOD_SETTINGS) and {m for ms in METHOD_SETTINGS.values() for m in ms} <= set(METHODS)
+    defaults = RunConfig()
+    for name, value in SET_AWAY.items():
+        RunConfig(method=method, **{name: getattr(defaults, name)})
+        if method in METHOD_SETTINGS[name]:
+            RunConfig(method=method, **{name: value})
+        else:
+            flag = "--" + name.replace("_", "-")
+            with pytest.raises(BaloraError, match=f"method {method} ignores {flag} \\(read only by "
+                                                  f"{', '.join(METHOD_SETTINGS[name])}\\); leave it out"):
+                RunConfig(method=method, **{name: value})
 
 
 def test_lora_spends_a_fractional_budget_with_two_adjacent_ranks(tiny_model_dir, tiny_csv):

@@ -192,11 +192,13 @@ def test_committed_reports_match_committed_runs(folder: Path, monkeypatch: pytes
     check_report(relative, relative / "report")
 
 
-def test_empty_run_folder_gives_an_empty_report(tmp_path: Path):
+def test_a_report_of_an_empty_run_folder_is_refused_not_written(tmp_path: Path):
+    """An empty folder is a wrong --runs (a typo, a sweep not yet run), not a study with nothing to say."""
     (tmp_path / "runs").mkdir()
-    path = write_runs_report(tmp_path / "runs", tmp_path / "report")
-    assert "No finished runs in 0 run files" in path.read_text()
-    assert build_report([], tmp_path / "other").is_file()
+    with pytest.raises(BaloraError, match="no run files in .*runs; give the folder a sweep's --results-dir wrote to"):
+        write_runs_report(tmp_path / "runs", tmp_path / "report")
+    assert not (tmp_path / "report").exists()
+    assert build_report([], tmp_path / "other").is_file()  # from Python, no results still make a report
 
 
 @pytest.mark.skipif(not blocks_in(ROOT / "README.md"), reason="no generated results block in README.md yet")

@@ -176,6 +176,7 @@ def test_the_dynamic_preset_s_static_arms_are_the_paper_s_own_runs():
     ("  - method: [lora]\n    tune: {learning_rate: [0.001], seeds: [1]}\n", "  learning_rate: 0.01\n",
      "line 12: 'learning_rate' is tuned"),
     ("  - method: [lora]\n    tuning: true\n", "", "line 14: 'tuning' is set by the sweep itself"),
+    ("  - method: [lora]\n    seed: [1, 2, 1]\n", "", "line 14: grid grid0 lists seed 1 twice"),
 ])
 def test_spec_errors_name_the_line(tmp_path, grids, extra, message):
     spec = write_spec(tmp_path, Path("m"), Path("d.csv"), grids, extra)
@@ -214,6 +215,17 @@ def test_a_spec_declares_its_equivalence_margin_and_the_report_finds_a_preset_s(
 def test_an_equivalence_margin_is_a_positive_number(tmp_path, value):
     with pytest.raises(BaloraError, match="line 2: equivalence_margin is"):
         load_spec(str(_with_margin(tmp_path, value)))
+
+
+def test_grids_of_one_name_are_one_experiment_in_several_settings_but_may_not_repeat_a_run(tmp_path):
+    """As the paper preset's exp2_fewshot at 16, 32, 64 and 128 shots; grids of other names may share a run."""
+    spec = write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - {name: a, method: lora, seed: [1, 2]}\n"
+                      "  - {name: a, method: lora, seed: 3}\n  - {name: b, method: [lora, ba_lora], seed: [1, 2]}\n")
+    assert len(load_spec(str(spec)).runs) == 5
+    spec.write_text(spec.read_text() + "  - {name: a, method: [ba_lora, lora], seed: 2}\n")
+    with pytest.raises(BaloraError, match=r"line 16: grid a plans the run lora, seed 2 \(\w+\) that grid a on line 13 "
+                                          "already plans; remove the repeated grid"):
+        load_spec(str(spec))
 
 
 @pytest.mark.parametrize("preset", ["paper", "adalora", "quick_tuned", "vision", "qa", "dynamic", "lm"])
@@ -267,6 +279,39 @@ def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv,
     assert listing.count("done") == 4 and listing.count("failed") == 1
     assert main(["export", "--db", str(db), "--format", "csv", "--out", str(tmp_path / "runs.csv")]) == 0
     assert len((tmp_path / "runs.csv").read_text().strip().splitlines()) == 6
+
+
+@pytest.mark.parametrize("dry_run", [True, False])
+@pytest.mark.parametrize("folder", ["results_dir", "runs_dir"])
+def test_an_output_folder_that_is_a_file_is_refused_before_any_run(folder, dry_run, tmp_path, tiny_model_dir, tiny_csv):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1]\n")
+    (tmp_path / "taken").write_text("")
+    path = tmp_path / "taken" if folder == "results_dir" else tmp_path / "taken" / "runs"
+    with pytest.raises(BaloraError, match="taken is a file" if folder == "results_dir" else "is inside .*taken, a file"):
+        run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), dry_run=dry_run,
+                  **{"runs_dir": str(tmp_path / "runs"), folder: str(path)})
+    with ResultsStore(tmp_path / "r.db") as store:
+        assert store.runs() == []
+
+
+def test_a_finished_run_whose_file_cannot_be_written_is_still_recorded(tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
+    from balora import sweeps
+
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1]\n")
+    options = dict(db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"), results_dir=str(tmp_path / "results"))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sweeps, "write_run", disk_full)
+    with pytest.raises(BaloraError, match="finished and is recorded as done in .*r.db, but its run file could not be "
+                                          "written .*No space left on device"):
+        run_sweep(load_spec(str(spec)), **options)
+    with ResultsStore(tmp_path / "r.db") as store:
+        assert [r.status for r in store.runs()] == ["done"]
+    monkeypatch.undo()
+    assert run_sweep(load_spec(str(spec)), **options)["skipped"] == 1  # not run again, and its file is written now
+    assert len(read_runs(tmp_path / "results")) == 1
 
 
 def test_two_worker_processes(tmp_path, tiny_model_dir, tiny_csv):

@@ -3,6 +3,7 @@ estimator sizes datasets through the same function as a run."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
 from balora.config import RunConfig
+from balora.errors import BaloraError
 from balora.estimate import dataset_sizes
 from balora.images import ImageDataset
 from balora.instructions import InstructionDataset
@@ -65,3 +67,29 @@ def test_the_warm_start_step_defaults_to_the_task_s_own(task, gamma, request, tm
 def test_a_classifier_s_resolved_config_keeps_the_key_its_runs_were_stored_under():
     """Runs stored when 0.005 was every task's default keep their keys, so sweeps still find them done."""
     assert with_task_defaults(RunConfig()).key() == RunConfig(gamma=0.005).key()
+
+
+@pytest.mark.parametrize("model, task, dataset, message", [
+    ("vit-fashion", "image", "rotten_tomatoes", "model 'vit-fashion' (image classification) and dataset 'rotten_tomatoes' "
+     "(text classification) belong to different tasks; for rotten_tomatoes use --model minilm or another text classifier"),
+    ("minilm", "classification", "critic_instructions", "for critic_instructions use --model smollm2 or another causal LM"),
+    ("minilm", "classification", "fashion_mnist", "for fashion_mnist use --model vit-fashion or another image classifier"),
+    ("smollm2", "causal_lm", "presidential_debates", "for presidential_debates use --model minilm or another text "
+     "classifier (a local folder or hub name), or --task classification to train smollm2 as one"),
+    ("vit-fashion", "image", "critic_instructions", "for critic_instructions use --model smollm2"),
+])
+def test_a_model_and_an_embedded_dataset_of_another_task_are_refused_before_loading(model, task, dataset, message,
+                                                                                    monkeypatch):
+    from balora import assets
+
+    monkeypatch.setattr(assets, "fetch", lambda asset: pytest.fail(f"{asset.name} was fetched"))
+    with pytest.raises(BaloraError) as err:
+        load_task_data(RunConfig(model=model, dataset=dataset), task)
+    assert message in str(err.value)
+
+
+@pytest.mark.parametrize("task", ["classification", "causal_lm", "image"])
+@pytest.mark.parametrize("path", ["/nonexistent/file.csv", "./nonexistent", "../nonexistent/images"])
+def test_a_missing_local_dataset_is_called_missing_not_looked_up_on_the_hub(task, path):
+    with pytest.raises(BaloraError, match=f"dataset '{re.escape(path)}' does not exist; check the path"):
+        load_task_data(RunConfig(dataset=path), task)

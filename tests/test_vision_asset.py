@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -240,6 +242,36 @@ def test_cached_model_is_built_once_and_checked_on_every_load(tmp_path: Path, mo
     (folder / "recipe.json").unlink()
     with pytest.raises(BaloraError, match="no readable recipe.json.*delete the folder"):
         vision_pretraining.cached_vit_fashion(TINY)
+
+
+def test_a_build_killed_outright_leaves_nothing_once_the_next_build_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A Python exception cleans up its own temporary folder; SIGKILL or SIGTERM cannot, so the next build removes
+    the folders of builds whose process is gone, and leaves a running build's alone."""
+    child = f"""import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_vision_asset import TINY, tiny_arrays
+from balora import assets, vision_pretraining
+def stalled(arrays, out, recipe, threads=None):
+    out.mkdir(parents=True)
+    print("building", flush=True)
+    time.sleep(300)
+assets.fashion_mnist, vision_pretraining.pretrain = tiny_arrays, stalled
+vision_pretraining.cached_vit_fashion(TINY)
+"""
+    monkeypatch.setenv("BALORA_CACHE", str(tmp_path))
+    monkeypatch.setattr(assets, "fashion_mnist", tiny_arrays)
+    monkeypatch.setattr(vision_pretraining, "pretrain", lambda arrays, out, recipe, threads=None: out.mkdir(parents=True))
+    building = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert any(line == "building\n" for line in building.stdout)
+        other = replace(TINY, epochs=1)
+        vision_pretraining.cached_vit_fashion(other)  # while the first build runs: its folder is kept
+        assert len(list((tmp_path / "assets").iterdir())) == 2
+    finally:
+        building.kill()
+        building.wait()
+    assert vision_pretraining.cached_vit_fashion(TINY) == tmp_path / "assets" / f"vit-fashion-{TINY.key()}"
+    assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == sorted(f"vit-fashion-{r.key()}" for r in (TINY, other))
 
 
 def test_assets_vit_fashion_is_the_cached_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

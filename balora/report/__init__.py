@@ -47,9 +47,7 @@ def write_report(db_path: str | Path = "results/balora.db", out_dir: str | Path 
     """The report for every finished run in the results store at `db_path` (see `build_report`)."""
     from balora.store import ResultsStore  # imported here: building from result dicts needs no database
 
-    if not Path(db_path).is_file():  # opening would create an empty database at a mistyped path
-        raise BaloraError(f"no results database at {db_path}; run a sweep first or give --db PATH")
-    with ResultsStore(db_path) as store:
+    with ResultsStore(db_path, create=False) as store:
         results = store.results()
     return build_report(results, out_dir, paper_dir, f"results store {db_path}", figures_too)
 
@@ -76,6 +74,8 @@ def _runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path 
     from balora.runfiles import read_runs
 
     results = read_runs(folder)
+    if not results:  # a mistyped folder, or a sweep not yet run: not a study with nothing to report
+        raise BaloraError(f"no run files in {folder}; give the folder a sweep's --results-dir wrote to")
     source = f"{len(results)} run files in {_folder_label(folder)}"
     return _build(results, out_dir, paper_dir, source, figures_too), results
 
