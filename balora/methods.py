@@ -4,14 +4,18 @@ Every method receives a `MethodContext` (base model, target modules, LoRA budget
 batches) and returns a `Prepared`: the PEFT config, the per-module allocation it chose, and
 optional hooks run on the PEFT model before training (`initialise`) and after each optimizer
 step (`after_step`). Budgets are always in LoRA parameters; the head is counted separately.
+
+Every LoRA-family method sets each module's alpha by the run's scaling rule (`allocation.lora_alpha`).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from peft import AdaLoraConfig, EvaConfig, LoraConfig, PeftConfig, PeftModel, initialize_lora_eva_weights
@@ -58,28 +62,38 @@ class Prepared:
 
 
 def lora_config(ranks: list[allocation.ModuleRank], *, task_type: str | None, alpha_ratio: float,
-                lora_dropout: float, modules_to_save: list[str] | None) -> LoraConfig:
-    """A `LoraConfig` with one escaped `rank_pattern`/`alpha_pattern` entry per adapted module,
-    keeping alpha/r constant; it reloads with plain PEFT, no balora needed."""
+                lora_dropout: float, modules_to_save: list[str] | None, scaling_rule: str = "constant",
+                reference_rank: float | None = None, **options: Any) -> LoraConfig:
+    """A `LoraConfig` with one escaped `rank_pattern`/`alpha_pattern` entry per adapted module, each
+    alpha set by `scaling_rule` at `reference_rank` (`allocation.lora_alpha`; by default alpha/r is
+    constant); it reloads with plain PEFT, no balora needed. `options` are further `LoraConfig` fields
+    (a peer's `init_lora_weights`, `use_dora`)."""
     active = [m for m in ranks if m.rank > 0]
     if not active:
         raise BaloraError("the allocation gave every module rank 0; raise the budget")
     default = Counter(m.rank for m in active).most_common(1)[0][0]
+
+    def alpha(rank: int) -> float:
+        return allocation.lora_alpha(rank, alpha_ratio, scaling_rule, reference_rank)
+
     return LoraConfig(
         task_type=task_type,
         target_modules=[m.name for m in active],
         r=default,
-        lora_alpha=alpha_ratio * default,
+        lora_alpha=alpha(default),
         rank_pattern={re.escape(m.name): m.rank for m in active},
-        alpha_pattern={re.escape(m.name): alpha_ratio * m.rank for m in active},
+        alpha_pattern={re.escape(m.name): alpha(m.rank) for m in active},
         lora_dropout=lora_dropout,
         modules_to_save=modules_to_save or None,
+        **options,
     )
 
 
-def _lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank]) -> LoraConfig:
+def _lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank], **options: Any) -> LoraConfig:
     return lora_config(ranks, task_type=ctx.task_type, alpha_ratio=ctx.config.alpha_ratio,
-                       lora_dropout=ctx.config.lora_dropout, modules_to_save=ctx.head_modules)
+                       lora_dropout=ctx.config.lora_dropout, modules_to_save=ctx.head_modules,
+                       scaling_rule=ctx.config.scaling_rule,
+                       reference_rank=allocation.rank_equivalent(ctx.targets, ctx.budget), **options)
 
 
 def _whole_rank(ctx: MethodContext) -> int:
@@ -159,7 +173,8 @@ def ba_lora_dynamic(ctx: MethodContext) -> Prepared:
                                   uncertainty=c.realloc_uncertainty, min_rank=c.min_rank, max_rank=c.max_rank,
                                   power=c.allocation_power, threshold=c.threshold, top_k=c.top_k, seed=c.seed)
     prepared = _ba_lora(ctx, c.warmstart, rest_rank=c.min_rank)
-    controller = RankController(settings, ctx.targets, ctx.budget, ctx.total_steps, c.alpha_ratio, prepared.allocation)
+    controller = RankController(settings, ctx.targets, ctx.budget, ctx.total_steps, c.alpha_ratio, prepared.allocation,
+                                scaling_rule=c.scaling_rule)
     prepared.after_step, prepared.history = controller, controller.history
     prepared.effective_ranks = lambda _model: dict(controller.ranks)
     return prepared
@@ -257,12 +272,15 @@ def _every_position(layer_input: torch.Tensor | tuple, _model_input: object, _la
 
 
 def eva(ctx: MethodContext) -> Prepared:
-    """PEFT's EVA: ranks redistributed from the SVD of layer inputs (budget in rank units)."""
-    rank = _whole_rank(ctx)
+    """PEFT's EVA: ranks redistributed from the SVD of layer inputs (budget in rank units). PEFT moves the
+    ranks itself, so the scaling rule is set through its options: `adjust_scaling_factors` keeps alpha/r
+    (constant); without it alpha stays at the budget rank's, over r (standard) or, with rsLoRA, over √r."""
+    rank, rule = _whole_rank(ctx), ctx.config.scaling_rule
     config = LoraConfig(
         task_type=ctx.task_type, target_modules=[t.name for t in ctx.targets], r=rank,
-        lora_alpha=ctx.config.alpha_ratio * rank, lora_dropout=ctx.config.lora_dropout,
-        init_lora_weights="eva", eva_config=EvaConfig(rho=ctx.config.eva_rho),
+        lora_alpha=ctx.config.alpha_ratio * (math.sqrt(rank) if rule == "rslora" else rank),
+        use_rslora=rule == "rslora", lora_dropout=ctx.config.lora_dropout, init_lora_weights="eva",
+        eva_config=EvaConfig(rho=ctx.config.eva_rho, adjust_scaling_factors=rule == "constant"),
         modules_to_save=ctx.head_modules or None,
     )
 

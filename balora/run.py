@@ -306,7 +306,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         return prepared.after_step is not None and prepared.after_step(m, step, optimizer)
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
-                             frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision)
+                             frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision,
+                             config.loraplus_ratio)
     seed_everything(config.seed)
     quantisation.set_blend(model, quantisation.blend_at(config.quant_schedule, 0, steps))
     with meter.phase("train"):  # the validation curve, its step-0 point included, is part of training
