@@ -69,6 +69,25 @@ def nearest_rank(targets: list[TargetModule], params: int) -> int:
     return max(1, round(rank_equivalent(targets, params)))
 
 
+def lora_alpha(rank: int, alpha_ratio: float, rule: str = "constant", reference_rank: float | None = None) -> float:
+    """The lora_alpha of a module of rank `rank`, so that its scaling alpha/rank follows `rule` across the
+    unequal ranks of an allocation, every rule giving `alpha_ratio` at `reference_rank` (the budget's
+    rank-equivalent), so that a uniform allocation trains alike under all three:
+
+    - `constant`: scaling = alpha_ratio whatever the rank (alpha ∝ rank, as EVA keeps it);
+    - `rslora`: scaling = alpha_ratio·√(reference/rank) (rsLoRA's alpha/√r, with its alpha fixed);
+    - `standard`: scaling = alpha_ratio·reference/rank (LoRA's alpha/r with one alpha for every module).
+
+    rsLoRA is expressed as an alpha too, not as PEFT's `use_rslora`: PEFT refuses to convert a PiSSA, OLoRA
+    or LoRA-GA adapter that combines `use_rslora` with rank or alpha patterns, and an alpha is all a plain
+    `LoraConfig` needs to reload any of them."""
+    if rule == "constant":
+        return alpha_ratio * rank
+    if rule not in ("rslora", "standard") or reference_rank is None:
+        raise ValueError(f"scaling rule {rule!r}: expected constant, or rslora or standard with a reference rank")
+    return alpha_ratio * (math.sqrt(reference_rank * rank) if rule == "rslora" else reference_rank)
+
+
 def lora_budget(targets: list[TargetModule], *, params: int | None = None, rank: float | None = None,
                 head_params: int = 0, count_head: bool = False, max_rank: int | None = None) -> int:
     """LoRA parameters available, from a parameter count or a rank-equivalent.

@@ -96,6 +96,12 @@ class RunConfig:
         "help": "Pad each batch up to a multiple of this many tokens (1: to its longest text). Fewer distinct batch "
                 "lengths mean fewer matmul shapes: on CPU, oneDNN builds a kernel per new shape, for every LoRA "
                 "rank, so uneven ranks pay more for varying lengths."})
+    scaling_rule: str = field(default="constant", metadata={
+        "help": "LoRA scaling across unequal ranks, each module's alpha/r: constant (alpha_ratio at every rank), "
+                "rslora (alpha_ratio·√(R/r)) or standard (a fixed alpha: alpha_ratio·R/r); R is the budget's "
+                "rank-equivalent, where every rule gives alpha_ratio."})
+    loraplus_ratio: float = field(default=1.0, metadata={
+        "help": "LoRA+: every B trains at this × the learning rate (A and the head at the learning rate); 1 = off."})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -137,6 +143,7 @@ class RunConfig:
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
         self._check_method_settings()
+        self._check_peft_options()
 
     def _check_method_settings(self) -> None:
         """Refuse a setting the method does not read (METHOD_SETTINGS) given away from its default: ignored, it
@@ -175,6 +182,18 @@ class RunConfig:
         if self.qa_lora and self.method in ("adalora", "eva"):
             raise BaloraError(f"--qa-lora pools LoRA's A; method {self.method} has its own parametrisation: "
                               "use lora, ba_lora or a heuristic")
+
+    def _check_peft_options(self) -> None:
+        if self.scaling_rule not in SCALING_RULES:
+            raise BaloraError(f"unknown --scaling-rule '{self.scaling_rule}'; choose one of {', '.join(SCALING_RULES)}")
+        if not self.loraplus_ratio > 0:
+            raise BaloraError(f"--loraplus-ratio must be positive (1 = plain LoRA), got {self.loraplus_ratio!r}")
+        if self.method == "adalora" and self.scaling_rule != "constant":
+            raise BaloraError(f"--scaling-rule {self.scaling_rule}: adalora scales by its fixed initial rank whatever "
+                              "it prunes; use --scaling-rule constant")
+        if self.method in ("pissa", "olora", "lora_ga", "dora") and self.quant is not None:
+            raise BaloraError(f"method {self.method} initialises from or normalises by the full-precision base weights "
+                              "that --quant replaces; use lora or ba_lora with --quant")
 
     def _check_bitsandbytes(self) -> None:
         """What bitsandbytes' Linear4bit cannot store or do: balora's own layers do it (--quant-backend torch)."""
@@ -253,7 +272,7 @@ def protocol_key(config: Mapping[str, Any]) -> str:
 KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
                             "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
                             "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision",
-                            "pad_to_multiple_of"})
+                            "pad_to_multiple_of", "scaling_rule", "loraplus_ratio"})
 # Settings only some methods read (balora.methods), each with the methods that read it; the others ignore it.
 # threshold, top_k and base_rank reach every allocation, but only the strategies of the methods that allocate
 # by `strategy` use them (base_rank also the no-budget ablation's seed 000 ranks); gamma_normalise is read by the
@@ -280,6 +299,8 @@ TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "
 QUANT_FORMATS = ("nf4", "fp4", "int4", "int8")
 QUANT_SCHEDULES = ("constant", "linear", "cosine")
 QUANT_BACKENDS = ("torch", "bitsandbytes")
+# How each module's LoRA scaling follows its rank (`allocation.lora_alpha`).
+SCALING_RULES = ("constant", "rslora", "standard")
 # Forward-pass precisions (balora.training.autocast): fp32 everywhere, or bfloat16 autocast over fp32 weights.
 PRECISIONS = ("fp32", "bf16")
 BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' `quantize_4bit` accepts these

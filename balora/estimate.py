@@ -26,8 +26,9 @@ from typing import Any
 from balora.config import DEFAULTS, METHOD_SETTINGS, RunConfig
 
 CALIBRATION_STEPS = 4
-# Methods that need no gradient pass before training (the others score modules on the importance sample).
-NO_IMPORTANCE_PASS = ("lora", "adalora", "linear_decay", "attention_heavy")
+# Methods that need no gradient pass before training (the others score modules, or LoRA-GA initialises, on the
+# importance sample).
+NO_IMPORTANCE_PASS = ("lora", "adalora", "linear_decay", "attention_heavy", "pissa", "olora", "dora")
 
 
 def profile(config: dict[str, Any]) -> tuple:

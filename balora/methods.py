@@ -4,18 +4,40 @@ Every method receives a `MethodContext` (base model, target modules, LoRA budget
 batches) and returns a `Prepared`: the PEFT config, the per-module allocation it chose, and
 optional hooks run on the PEFT model before training (`initialise`) and after each optimizer
 step (`after_step`). Budgets are always in LoRA parameters; the head is counted separately.
+
+Every LoRA-family method sets each module's alpha by the run's scaling rule (`allocation.lora_alpha`).
+The peers that PEFT ships (PiSSA, OLoRA, LoRA-GA, DoRA) spend the same budget as LoRA (the block
+before `pissa`).
 """
 
 from __future__ import annotations
 
+import math
 import re
+import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
-from peft import AdaLoraConfig, EvaConfig, LoraConfig, PeftConfig, PeftModel, initialize_lora_eva_weights
+from peft import (
+    AdaLoraConfig,
+    EvaConfig,
+    LoraConfig,
+    LoraGAConfig,
+    PeftConfig,
+    PeftModel,
+    get_peft_model_state_dict,
+    initialize_lora_eva_weights,
+    preprocess_loraga,
+)
+from peft.utils import SAFETENSORS_WEIGHTS_NAME
+from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 from balora import allocation, importance, initialisation
 from balora.config import RunConfig
@@ -55,31 +77,44 @@ class Prepared:
     effective_ranks: Callable[[PeftModel], dict[str, int]] | None = None  # ranks after training, if they change
     warm_start: dict[str, torch.Tensor] | None = None  # the mean gradients `initialise` warm-starts B from
     history: list[dict] | None = None  # reallocations during training (step, ranks, importance, params)
+    per_rank_extra: int = 0  # parameters per unit of rank besides A and B (AdaLoRA's singular values E)
+    extra_params: int = 0  # parameters besides the rank-sized ones (DoRA's magnitude vectors)
+    changes_base: bool = False  # the init moves part of the base weights into the adapter (see `save_adapter`)
 
 
 def lora_config(ranks: list[allocation.ModuleRank], *, task_type: str | None, alpha_ratio: float,
-                lora_dropout: float, modules_to_save: list[str] | None) -> LoraConfig:
-    """A `LoraConfig` with one escaped `rank_pattern`/`alpha_pattern` entry per adapted module,
-    keeping alpha/r constant; it reloads with plain PEFT, no balora needed."""
+                lora_dropout: float, modules_to_save: list[str] | None, scaling_rule: str = "constant",
+                reference_rank: float | None = None, **options: Any) -> LoraConfig:
+    """A `LoraConfig` with one escaped `rank_pattern`/`alpha_pattern` entry per adapted module, each
+    alpha set by `scaling_rule` at `reference_rank` (`allocation.lora_alpha`; by default alpha/r is
+    constant); it reloads with plain PEFT, no balora needed. `options` are further `LoraConfig` fields
+    (a peer's `init_lora_weights`, `use_dora`)."""
     active = [m for m in ranks if m.rank > 0]
     if not active:
         raise BaloraError("the allocation gave every module rank 0; raise the budget")
     default = Counter(m.rank for m in active).most_common(1)[0][0]
+
+    def alpha(rank: int) -> float:
+        return allocation.lora_alpha(rank, alpha_ratio, scaling_rule, reference_rank)
+
     return LoraConfig(
         task_type=task_type,
         target_modules=[m.name for m in active],
         r=default,
-        lora_alpha=alpha_ratio * default,
+        lora_alpha=alpha(default),
         rank_pattern={re.escape(m.name): m.rank for m in active},
-        alpha_pattern={re.escape(m.name): alpha_ratio * m.rank for m in active},
+        alpha_pattern={re.escape(m.name): alpha(m.rank) for m in active},
         lora_dropout=lora_dropout,
         modules_to_save=modules_to_save or None,
+        **options,
     )
 
 
-def _lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank]) -> LoraConfig:
+def _lora_config(ctx: MethodContext, ranks: list[allocation.ModuleRank], **options: Any) -> LoraConfig:
     return lora_config(ranks, task_type=ctx.task_type, alpha_ratio=ctx.config.alpha_ratio,
-                       lora_dropout=ctx.config.lora_dropout, modules_to_save=ctx.head_modules)
+                       lora_dropout=ctx.config.lora_dropout, modules_to_save=ctx.head_modules,
+                       scaling_rule=ctx.config.scaling_rule,
+                       reference_rank=allocation.rank_equivalent(ctx.targets, ctx.budget), **options)
 
 
 def _whole_rank(ctx: MethodContext) -> int:
@@ -159,7 +194,8 @@ def ba_lora_dynamic(ctx: MethodContext) -> Prepared:
                                   uncertainty=c.realloc_uncertainty, min_rank=c.min_rank, max_rank=c.max_rank,
                                   power=c.allocation_power, threshold=c.threshold, top_k=c.top_k, seed=c.seed)
     prepared = _ba_lora(ctx, c.warmstart, rest_rank=c.min_rank)
-    controller = RankController(settings, ctx.targets, ctx.budget, ctx.total_steps, c.alpha_ratio, prepared.allocation)
+    controller = RankController(settings, ctx.targets, ctx.budget, ctx.total_steps, c.alpha_ratio, prepared.allocation,
+                                scaling_rule=c.scaling_rule)
     prepared.after_step, prepared.history = controller, controller.history
     prepared.effective_ranks = lambda _model: dict(controller.ranks)
     return prepared
@@ -247,7 +283,7 @@ def adalora(ctx: MethodContext) -> Prepared:
                 for t in ctx.targets}
 
     ranks = [allocation.ModuleRank(t.name, t.d_out, t.d_in, 0.0, init_r) for t in ctx.targets]
-    return Prepared(config, ranks, after_step=after_step, effective_ranks=effective_ranks)
+    return Prepared(config, ranks, after_step=after_step, effective_ranks=effective_ranks, per_rank_extra=1)
 
 
 def _every_position(layer_input: torch.Tensor | tuple, _model_input: object, _layer_name: str) -> torch.Tensor:
@@ -257,12 +293,15 @@ def _every_position(layer_input: torch.Tensor | tuple, _model_input: object, _la
 
 
 def eva(ctx: MethodContext) -> Prepared:
-    """PEFT's EVA: ranks redistributed from the SVD of layer inputs (budget in rank units)."""
-    rank = _whole_rank(ctx)
+    """PEFT's EVA: ranks redistributed from the SVD of layer inputs (budget in rank units). PEFT moves the
+    ranks itself, so the scaling rule is set through its options: `adjust_scaling_factors` keeps alpha/r
+    (constant); without it alpha stays at the budget rank's, over r (standard) or, with rsLoRA, over √r."""
+    rank, rule = _whole_rank(ctx), ctx.config.scaling_rule
     config = LoraConfig(
         task_type=ctx.task_type, target_modules=[t.name for t in ctx.targets], r=rank,
-        lora_alpha=ctx.config.alpha_ratio * rank, lora_dropout=ctx.config.lora_dropout,
-        init_lora_weights="eva", eva_config=EvaConfig(rho=ctx.config.eva_rho),
+        lora_alpha=ctx.config.alpha_ratio * (math.sqrt(rank) if rule == "rslora" else rank),
+        use_rslora=rule == "rslora", lora_dropout=ctx.config.lora_dropout, init_lora_weights="eva",
+        eva_config=EvaConfig(rho=ctx.config.eva_rho, adjust_scaling_factors=rule == "constant"),
         modules_to_save=ctx.head_modules or None,
     )
 
@@ -281,6 +320,101 @@ def eva(ctx: MethodContext) -> Prepared:
     return Prepared(config, _uniform(ctx, rank), initialise=initialise, effective_ranks=effective_ranks)
 
 
+# The peers PEFT ships, at LoRA's budget (issue 38). PiSSA, OLoRA and LoRA-GA initialise A and B from the base
+# weight (or its gradient) and subtract their initial product from it, so that the model starts where it was; the
+# run saves their adapter converted into a plain LoRA of the original base, at twice the rank (`save_adapter`).
+# They take LoRA's uniform ranks (a budget that is not a whole rank: two adjacent ranks); DoRA one rank, the largest
+# that fits with its magnitude vectors (`dora_rank`).
+
+PISSA_INIT = "pissa_niter_16"  # PEFT's fast SVD, 16 subspace iterations: "approximately equivalent" to a full SVD
+
+
+def pissa(ctx: MethodContext) -> Prepared:
+    """PiSSA (arXiv 2404.02948): A and B are the principal singular directions of each base weight, which
+    keeps the residual; trains like LoRA from there."""
+    ranks = _allocate(ctx, {}, "uniform")
+    return Prepared(_lora_config(ctx, ranks, init_lora_weights=PISSA_INIT), ranks, changes_base=True)
+
+
+def olora(ctx: MethodContext) -> Prepared:
+    """OLoRA (arXiv 2406.01775): A and B from the QR decomposition of each base weight (B its first
+    orthonormal columns), which keeps the rest."""
+    stored_transposed = [t.name for t in ctx.targets if isinstance(ctx.model.get_submodule(t.name), Conv1D)]
+    if stored_transposed:  # PEFT 0.21's olora_init factors the weight as stored, (d_in, d_out): B gets the wrong shape
+        raise BaloraError(f"olora cannot adapt {stored_transposed[0]}: PEFT's OLoRA init does not handle GPT-2's "
+                          "Conv1D layers; use pissa (which does) or lora")
+    ranks = _allocate(ctx, {}, "uniform")
+    return Prepared(_lora_config(ctx, ranks, init_lora_weights="olora"), ranks, changes_base=True)
+
+
+def lora_ga(ctx: MethodContext) -> Prepared:
+    """LoRA-GA (arXiv 2407.05000): A and B from the SVD of each weight's gradient, so that the first steps
+    follow full fine-tuning's; the base keeps the rest. PEFT's `preprocess_loraga` averages the gradient of
+    one backward pass per batch of balora's importance sample (the one BA-LoRA scores), before the adapter
+    exists, and `get_peft_model` initialises from it."""
+    ranks = _allocate(ctx, {}, "uniform")
+    config = _lora_config(ctx, ranks, init_lora_weights="lora_ga", lora_ga_config=LoraGAConfig())
+    device = next(ctx.model.parameters()).device
+
+    def train_step() -> None:
+        with warnings.catch_warnings():
+            # PEFT counts the passes with full backward hooks, which torch warns about where a layer's input needs no
+            # gradient (the first adapted layers); they fire once per pass all the same, and that is all PEFT counts
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            for batch in ctx.batches():
+                importance.batch_loss(ctx.model, {k: v.to(device) for k, v in batch.items()}, ctx.loss_fn).backward()
+
+    with ctx.meter.phase("importance"):
+        preprocess_loraga(ctx.model, config, train_step)
+    return Prepared(config, ranks, changes_base=True)
+
+
+def dora_rank(targets: list[TargetModule], budget: int) -> int:
+    """DoRA's uniform rank: the largest r whose factors and magnitude vectors fit the budget,
+    r·Σ(d_in + d_out) + Σ d_out ≤ budget."""
+    magnitudes = sum(t.d_out for t in targets)
+    per_rank = sum(t.cost_per_rank for t in targets)
+    rank = (budget - magnitudes) // per_rank
+    if rank < 1:
+        raise BaloraError(f"DoRA at rank 1 costs {per_rank + magnitudes:,} parameters with its magnitude vectors, over "
+                          f"the budget of {budget:,}; raise the budget")
+    return rank
+
+
+def dora(ctx: MethodContext) -> Prepared:
+    """DoRA (arXiv 2402.09353): each weight split into a magnitude vector (d_out entries, trained) and a
+    direction that LoRA adapts. The magnitudes are paid from the budget, so DoRA gets the largest uniform
+    rank that fits with them (`dora_rank`): on MiniLM's query and value at r=8, rank 7 and 69,120 of the
+    73,728 parameters."""
+    ranks = _uniform(ctx, dora_rank(ctx.targets, ctx.budget))
+    return Prepared(_lora_config(ctx, ranks, use_dora=True), ranks, extra_params=sum(t.d_out for t in ctx.targets))
+
+
+def initial_state(model: PeftModel) -> dict[str, torch.Tensor]:
+    """A copy of the adapter as initialised, for `save_adapter` to convert a base-changing peer against."""
+    return {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def save_adapter(model: PeftModel, folder: str | Path, initial: dict[str, torch.Tensor] | None = None) -> None:
+    """`save_pretrained`; with `initial` (a base-changing peer's `initial_state`), converted by PEFT into a
+    plain LoRA of the original base weights: ΔW = B·A − B₀·A₀ = [B | −B₀]·[A; A₀], twice the rank at the
+    same scaling (`path_initial_model_for_weight_conversion`). PEFT's conversion keeps the LoRA factors only,
+    so the modules trained in full beside them (the head) are written back, or the adapter would not load."""
+    if initial is None:
+        model.save_pretrained(folder)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        start = Path(scratch) / "initial"  # PEFT writes its config here and loads it as adapter "initial"
+        start.mkdir()
+        save_file(initial, start / SAFETENSORS_WEIGHTS_NAME, metadata={"format": "pt"})
+        model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(start))
+    path = Path(folder) / SAFETENSORS_WEIGHTS_NAME
+    trained = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items()
+               if ".lora_A." not in k and ".lora_B." not in k}
+    if trained:
+        save_file({**load_file(path), **trained}, path, metadata={"format": "pt"})
+
+
 METHODS: dict[str, Callable[[MethodContext], Prepared]] = {
     "lora": lora,
     "ba_lora": ba_lora,
@@ -290,6 +424,10 @@ METHODS: dict[str, Callable[[MethodContext], Prepared]] = {
     "ba_lora_no_budget": ba_lora_no_budget,
     "adalora": adalora,
     "eva": eva,
+    "pissa": pissa,
+    "olora": olora,
+    "lora_ga": lora_ga,
+    "dora": dora,
     "linear_decay": linear_decay,
     "attention_heavy": attention_heavy,
     "magnitude": _scored_heuristic("magnitude"),

@@ -15,8 +15,9 @@ training step has just computed (no extra forward or backward pass), reallocates
   every data-parallel process draws the same numbers) and the new columns of B are zero, so the
   output is unchanged at the moment of growth.
 
-Scaling stays alpha/r per module with alpha = alpha_ratio·r (the `alpha_pattern`), so it is constant;
-the resize code nevertheless uses each module's old and new scaling, so it holds for any alpha.
+A resized module's alpha follows the run's scaling rule (`allocation.lora_alpha`: by default alpha =
+alpha_ratio·r, so the scaling alpha/r is constant); the resize code uses each module's old and new
+scaling, so it holds for any alpha.
 
 Optimizer state (AdamW's `exp_avg`, `exp_avg_sq`; the step count is kept):
 - unchanged modules: untouched (same parameter objects, same state);
@@ -220,9 +221,11 @@ class RankController:
     reallocates and resizes on schedule, returns True when parameters were replaced."""
 
     def __init__(self, config: ReallocationConfig, targets: list[TargetModule], budget: int, total_steps: int,
-                 alpha_ratio: float, initial: list[allocation.ModuleRank], adapter: str = "default") -> None:
+                 alpha_ratio: float, initial: list[allocation.ModuleRank], adapter: str = "default",
+                 scaling_rule: str = "constant") -> None:
         self.config, self.targets, self.budget = config, targets, budget
         self.total_steps, self.alpha_ratio, self.adapter = total_steps, alpha_ratio, adapter
+        self.scaling_rule = scaling_rule
         self.ranks = {m.name: m.rank for m in initial}
         self.smoothed: torch.Tensor | None = None  # per target, in `targets` order
         self.uncertain: torch.Tensor | None = None
@@ -269,12 +272,14 @@ class RankController:
                                    max_rank=c.max_rank, threshold=c.threshold, top_k=c.top_k, power=c.power,
                                    rest_rank=c.min_rank)
         changed = [m.name for m in rows if m.rank != self.ranks[m.name]]
+        reference_rank = allocation.rank_equivalent(self.targets, self.budget)  # where every scaling rule agrees
         for m in sorted(rows, key=lambda m: m.rank - self.ranks[m.name]):  # shrink first: memory never peaks
             if m.name not in changed:
                 continue
             generator = torch.Generator().manual_seed(zlib.crc32(f"{c.seed}/{step}/{m.name}".encode()))
-            resize_module(model, m.name, m.rank, self.alpha_ratio * m.rank, optimizer, generator, self.adapter)
-            record_pattern(model, m.name, m.rank, self.alpha_ratio * m.rank, self.adapter)
+            alpha = allocation.lora_alpha(m.rank, self.alpha_ratio, self.scaling_rule, reference_rank)
+            resize_module(model, m.name, m.rank, alpha, optimizer, generator, self.adapter)
+            record_pattern(model, m.name, m.rank, alpha, self.adapter)
             self.ranks[m.name] = m.rank
         self.history.append(self._entry(step, scores, changed, time.perf_counter() - started))
         return bool(changed)

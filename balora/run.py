@@ -5,9 +5,12 @@ The result written here is the unit everything downstream (sweeps, results store
 
     config       RunConfig as a dict, plus `key`, its hash
     environment  versions, platform, CPU model, device, threads, weights_sha256 (of each of the model's weight files)
-    budget       target LoRA budget, its rank-equivalent, whether the head was counted
-    params       lora (trainable at training time), lora_final (after AdaLoRA pruning / EVA),
-                 head, total_trainable, base_model
+    budget       target LoRA budget, its rank-equivalent, whether the head was counted, and what the final
+                 LoRA parameters leave of it (unspent; negative: over it)
+    params       lora (trainable at training time, DoRA's magnitude vectors included), lora_final (after
+                 AdaLoRA pruning / EVA), head, total_trainable, base_model; for PiSSA, OLoRA and LoRA-GA
+                 also saved_adapter: the saved adapter's LoRA parameters, converted to the original base at
+                 twice the rank (`methods.save_adapter`)
     allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
     task         classification, causal_lm or image (the task follows the model, `models.task_of`)
     metrics      classification and image: test accuracy, f1, precision, recall, loss; majority-class rate
@@ -57,7 +60,7 @@ from balora.images import make_image_loader
 from balora.importance import ProbeReport, fit_head
 from balora.instructions import make_lm_loader, prompt_ids
 from balora.measure import PhaseMeter
-from balora.methods import MethodContext, get_method
+from balora.methods import MethodContext, get_method, initial_state, save_adapter
 from balora.models import (
     TargetModule,
     head_module_names,
@@ -286,6 +289,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         prepared.initialise(model)
         # what it warm-started from, the mean gradients (an fp32 copy of every target weight), training never reads
         prepared.initialise = prepared.warm_start = None
+    initial = initial_state(model) if prepared.changes_base else None  # what the saved adapter is converted against
     lora_params, trained_head = _lora_parameter_count(model), _trained_head_count(model)
     if config.grad_scale != 1.0:
         quantisation.scale_adapter_gradients(model, config.grad_scale)
@@ -310,7 +314,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         return replaced
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
-                             frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision)
+                             frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision,
+                             config.loraplus_ratio)
     seed_everything(config.seed)
     quantisation.set_blend(model, quantisation.blend_at(config.quant_schedule, 0, steps))
     with meter.phase("train"):  # the validation curve, its step-0 point included, is part of training
@@ -330,8 +335,8 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
 
     final_ranks = (prepared.effective_ranks(model) if prepared.effective_ranks
                    else {m.name: m.rank for m in prepared.allocation})
-    per_rank_extra = 1 if config.method == "adalora" else 0  # AdaLoRA's singular values E
-    lora_final = sum(final_ranks[m.name] * (m.d_in + m.d_out + per_rank_extra) for m in prepared.allocation)
+    lora_final = prepared.extra_params + sum(final_ranks[m.name] * (m.d_in + m.d_out + prepared.per_rank_extra)
+                                             for m in prepared.allocation)
     result = {
         "key": config.key(),
         "config": config.to_dict(),
@@ -341,10 +346,11 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
                  "validation": len(data.validation[:config.eval_examples]), "test": len(data.test[:config.eval_examples]),
                  "labels": None if run.causal else data.label_names},
         "budget": {"lora_budget": run.budget, "rank_equivalent": rank_equivalent(run.targets, run.budget),
-                   "count_head": config.count_head},
+                   "count_head": config.count_head, "unspent": run.budget - lora_final},
         "params": {"lora": lora_params, "lora_final": lora_final, "head": trained_head,
                    "total_trainable": lora_params + trained_head,
-                   "base_model": sum(p.numel() for p in model.parameters() if not p.requires_grad)},
+                   "base_model": sum(p.numel() for p in model.parameters() if not p.requires_grad),
+                   **({"saved_adapter": 2 * lora_final} if prepared.changes_base else {})},
         "allocation": [dict(m.to_dict(), final_rank=final_ranks[m.name]) for m in prepared.allocation],
         "allocation_summary": summary(prepared.allocation),
         **({"reallocations": prepared.history} if prepared.history is not None else {}),
@@ -365,7 +371,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     result["environment"]["world_size"] = placement.world
     if out_dir is not None and placement.is_main:
         with meter.phase("save"):
-            model.save_pretrained(Path(out_dir) / "adapter")
+            save_adapter(model, Path(out_dir) / "adapter", initial)
         result["timings"] = meter.timings()  # now with the save
         save_result(result, Path(out_dir))
         write_library_log(Path(out_dir))

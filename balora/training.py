@@ -74,6 +74,7 @@ class TrainSettings:
     validate_at: frozenset[int] = frozenset()  # steps after which to validate (0: before the first)
     progress: bool = True
     precision: str = "fp32"  # of the forward passes, see `autocast`
+    loraplus_ratio: float = 1.0  # B's learning rate over the rest's, see `optimizer_groups`
 
 
 @dataclass
@@ -224,6 +225,20 @@ def greedy_generate(model: nn.Module, prompts: list[list[int]], max_new_tokens: 
     return outputs
 
 
+def optimizer_groups(model: nn.Module, learning_rate: float, loraplus_ratio: float = 1.0) -> list[dict]:
+    """The optimizer's parameter groups: with LoRA+ (arXiv 2402.12354) every B matrix trains at
+    `loraplus_ratio` × `learning_rate`, and everything else (A, DoRA's magnitudes, AdaLoRA's E, the head)
+    at `learning_rate`; at ratio 1, one group, the optimizer as before. (PEFT's `create_loraplus_optimizer`
+    also moves every vector, the head's bias included, to B's rate and sets weight decay to 0 unless told
+    otherwise; LoRA+ raises B's rate, and that is all this changes.) The schedule multiplies each group's
+    rate by the same factor, so B stays at `loraplus_ratio` × A's throughout."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if loraplus_ratio == 1:
+        return [{"params": [p for _, p in trainable], "lr": learning_rate}]
+    return [{"params": [p for name, p in trainable if "lora_B" not in name], "lr": learning_rate},
+            {"params": [p for name, p in trainable if "lora_B" in name], "lr": learning_rate * loraplus_ratio}]
+
+
 def total_steps(loader: DataLoader, epochs: int) -> int:
     return len(loader) * epochs
 
@@ -237,8 +252,8 @@ def train(model: nn.Module, loader: DataLoader, settings: TrainSettings,
     lives on the optimizer's parameter groups, so it continues unchanged when a hook swaps parameters."""
     inner = model.module if isinstance(model, DistributedDataParallel) else model
     device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    optimizer = torch.optim.AdamW(optimizer_groups(model, settings.learning_rate, settings.loraplus_ratio),
+                                  lr=settings.learning_rate, weight_decay=settings.weight_decay)
     steps = total_steps(loader, settings.epochs)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * steps), steps)
     validate_at = settings.validate_at if validate else frozenset()

@@ -33,7 +33,9 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green":
 STYLES = {  # method: (colour, line style, marker)
     "lora": ("black", "-", "o"), "ba_lora": ("vermillion", "-", "s"), "ba_lora_dynamic": ("orange", "-", "d"),
     "adalora": ("blue", "-", "^"),
-    "eva": ("green", "-", "D"), "linear_decay": ("orange", "--", "v"), "attention_heavy": ("sky", "--", "<"),
+    "eva": ("green", "-", "D"), "pissa": ("sky", "-.", "P"), "olora": ("purple", "-.", "h"),
+    "lora_ga": ("green", "-.", "X"), "dora": ("blue", "-.", "8"),
+    "linear_decay": ("orange", "--", "v"), "attention_heavy": ("sky", "--", "<"),
     "magnitude": ("purple", "--", ">"), "activation": ("grey", "--", "p"),
     "ba_lora_no_warmstart": ("vermillion", "--", "x"), "ba_lora_uniform": ("vermillion", ":", "+"),
     "ba_lora_no_budget": ("vermillion", "-.", "*"),

@@ -33,13 +33,14 @@ from balora.tasks import with_task_defaults
 from balora.tuning import superseded
 
 REFERENCE = "lora"
-MAIN = ("lora", "ba_lora", "ba_lora_dynamic", "adalora", "eva")
+MAIN = ("lora", "ba_lora", "ba_lora_dynamic", "adalora", "eva", "pissa", "olora", "lora_ga", "dora")
 HEURISTICS = ("linear_decay", "attention_heavy", "magnitude", "activation")
 ABLATIONS = ("ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget")
 METHOD_ORDER = MAIN + HEURISTICS + ABLATIONS
 METHOD_NAMES = {
     "lora": "LoRA", "ba_lora": "BA-LoRA", "ba_lora_dynamic": "BA-LoRA dynamic",
-    "adalora": "AdaLoRA", "eva": "EVA", "linear_decay": "linear decay",
+    "adalora": "AdaLoRA", "eva": "EVA", "pissa": "PiSSA", "olora": "OLoRA", "lora_ga": "LoRA-GA", "dora": "DoRA",
+    "linear_decay": "linear decay",
     "attention_heavy": "attention-heavy", "magnitude": "magnitude", "activation": "activation",
     "ba_lora_no_warmstart": "BA-LoRA w/o warm-start", "ba_lora_uniform": "BA-LoRA uniform ranks",
     "ba_lora_no_budget": "BA-LoRA w/o budget",
