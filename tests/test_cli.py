@@ -1,25 +1,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from balora import assets
 from balora.cli import main
-
-
-def balora(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "balora", *args], capture_output=True, text=True, cwd=cwd,
-                          env={"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"} | _home())
-
-
-def _home() -> dict:
-    import os
-
-    return {k: os.environ[k] for k in ("HOME", "BALORA_CACHE", "PYTHONPATH") if k in os.environ}
 
 
 def test_allocate_json_schema(tiny_model_dir, tiny_csv, capsys):
@@ -201,13 +188,3 @@ def test_reading_a_missing_database_creates_nothing(command, tmp_path, capsys, m
     assert main([command, "--db", str(tmp_path / "missing" / "x.db")]) == 2
     assert "no results database at" in capsys.readouterr().err and not (tmp_path / "missing").exists()
 
-
-@pytest.mark.parametrize("args, message", [
-    (["--learning-rate", "nan"], "expected a finite number"),
-    (["--frobnicate"], "unrecognized arguments"),
-    ([], "unknown method"),
-])
-def test_a_real_process_says_one_line_and_exits_2(args, message):
-    done = balora("train", "--method", "nope", *args)
-    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-    assert done.stderr.startswith("balora: error: ") and message in done.stderr and done.stderr.count("\n") == 1

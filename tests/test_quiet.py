@@ -52,21 +52,23 @@ def not_balora(lines: list[str]) -> list[str]:
 
 def test_every_subcommand_s_error_is_its_one_line(tmp_path):
     (tmp_path / "folder").mkdir()
-    cases = [
-        ["allocate", "--method", "nope"],
-        ["train", "--method", "nope"],
-        ["merge", str(tmp_path / "folder"), "--out", str(tmp_path / "merged")],
-        ["sweep", str(tmp_path / "no_such_spec.yaml")],
-        ["runs", "--db", str(tmp_path / "folder")],
-        ["export", "--db", str(tmp_path / "folder")],
-        ["import", str(tmp_path / "no_such_folder")],
-        ["report", "--db", str(tmp_path / "typo.db")],
-        ["run", "--workers", "0"],
-    ]
-    codes, per_case = run_cases(cases, tmp_path)
+    cases = {  # what the one line must say
+        ("allocate", "--method", "nope"): "unknown method 'nope'",
+        ("train", "--method", "nope"): "unknown method 'nope'",
+        ("train", "--method", "nope", "--learning-rate", "nan"): "expected a finite number",
+        ("train", "--method", "nope", "--frobnicate"): "unrecognized arguments",
+        ("merge", str(tmp_path / "folder"), "--out", str(tmp_path / "merged")): "not a finished run folder",
+        ("sweep", str(tmp_path / "no_such_spec.yaml")): "no sweep spec",
+        ("runs", "--db", str(tmp_path / "missing.db")): "no results database",
+        ("export", "--db", str(tmp_path / "folder")): "is a directory",
+        ("import", str(tmp_path / "no_such_folder")): "no_such_folder",
+        ("report", "--db", str(tmp_path / "typo.db")): "no results database",
+        ("run", "--workers", "0"): "--workers must be at least 1",
+    }
+    codes, per_case = run_cases([list(argv) for argv in cases], tmp_path)
     assert [name for name, _ in per_case] == [argv[0] for argv in cases]
-    for (name, lines), code in zip(per_case, codes, strict=True):
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("balora: error: "), (name, lines)
+    for (argv, message), (_, lines), code in zip(cases.items(), per_case, codes, strict=True):
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("balora: error: ") and message in lines[0], (argv, lines)
 
 
 @pytest.mark.parametrize("backend", ["torch", "bitsandbytes"])
@@ -98,6 +100,8 @@ def test_a_chain_of_successful_commands_prints_nothing_of_other_libraries(backen
     assert codes == [0] * len(cases), per_case
     assert {name: not_balora(lines) for name, lines in per_case if not_balora(lines)} == {}
     assert (tmp_path / "run" / "result.json").is_file()
+    if backend == "torch":  # the sweep's two runs, one per worker process
+        assert len(list((tmp_path / "results").glob("*.json"))) == 2
 
 
 def test_what_libraries_say_is_kept_in_the_run_folder(tmp_path):

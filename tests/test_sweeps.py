@@ -314,12 +314,6 @@ def test_a_finished_run_whose_file_cannot_be_written_is_still_recorded(tmp_path,
     assert len(read_runs(tmp_path / "results")) == 1
 
 
-def test_two_worker_processes(tmp_path, tiny_model_dir, tiny_csv):
-    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2, 3]\n")
-    counts = run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"), workers=2)
-    assert counts["done"] == 3
-
-
 def test_sigkilled_sweep_loses_at_most_the_run_in_flight(tmp_path, tiny_model_dir, tiny_csv):
     spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora]\n    seed: [1, 2, 3, 4, 5, 6]\n")
     db = tmp_path / "r.db"
