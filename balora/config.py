@@ -191,7 +191,7 @@ class RunConfig:
         if self.method == "adalora" and self.scaling_rule != "constant":
             raise BaloraError(f"--scaling-rule {self.scaling_rule}: adalora scales by its fixed initial rank whatever "
                               "it prunes; use --scaling-rule constant")
-        if self.method in ("pissa", "olora", "lora_ga", "dora") and self.quant is not None:
+        if self.method in FULL_PRECISION_BASE and self.quant is not None:
             raise BaloraError(f"method {self.method} initialises from or normalises by the full-precision base weights "
                               "that --quant replaces; use lora or ba_lora with --quant")
 
@@ -299,6 +299,8 @@ TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "
 QUANT_FORMATS = ("nf4", "fp4", "int4", "int8")
 QUANT_SCHEDULES = ("constant", "linear", "cosine")
 QUANT_BACKENDS = ("torch", "bitsandbytes")
+# Methods that initialise from, or normalise by, the full-precision base weights: no --quant.
+FULL_PRECISION_BASE = ("pissa", "olora", "lora_ga", "dora")
 # How each module's LoRA scaling follows its rank (`allocation.lora_alpha`).
 SCALING_RULES = ("constant", "rslora", "standard")
 # Forward-pass precisions (balora.training.autocast): fp32 everywhere, or bfloat16 autocast over fp32 weights.

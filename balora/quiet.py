@@ -42,13 +42,16 @@ class _Captured(logging.Handler):
 
 
 _captured = _Captured()
+_hidden: set[str] = set()  # the optional back-ends silence() hid (a None in sys.modules set by anyone else stays)
 
 
 def silence() -> None:
     """Keep third-party output off the terminal for the rest of this process (idempotent)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     for name in OPTIONAL_BACKENDS:
-        sys.modules.setdefault(name, None)  # `import` raises ImportError and find_spec gives None: PEFT skips it
+        if name not in sys.modules:  # then `import` raises ImportError and find_spec gives None: PEFT skips it
+            sys.modules[name] = None
+            _hidden.add(name)
     logging.captureWarnings(True)  # warnings become records of the `py.warnings` logger
     if _captured not in logging.root.handlers:
         logging.root.addHandler(_captured)
@@ -74,7 +77,8 @@ def _reroute_library_loggers() -> None:
 
 def allow(name: str) -> ModuleType:
     """Import an optional back-end that `silence()` hid, for the option that needs it (ImportError if missing)."""
-    if name in sys.modules and sys.modules[name] is None:
+    if name in _hidden:
+        _hidden.discard(name)
         del sys.modules[name]
         peft_imports = sys.modules.get("peft.import_utils")
         if peft_imports is not None:  # PEFT remembers what it found missing

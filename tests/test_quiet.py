@@ -105,15 +105,15 @@ def test_a_chain_of_successful_commands_prints_nothing_of_other_libraries(backen
 
 
 def test_what_libraries_say_is_kept_in_the_run_folder(tmp_path):
-    import logging
-    import warnings
-
-    quiet.silence()
-    logging.getLogger("some_library").warning("a kernel was not found")
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.warn("deprecated", DeprecationWarning, stacklevel=1)
-    quiet.write_library_log(tmp_path)
+    """In a fresh process (pytest itself records warnings): other libraries' log records and Python warnings
+    reach neither stdout nor stderr, and the run folder's library.log keeps them."""
+    script = ("import logging, sys, warnings\nfrom pathlib import Path\nfrom balora import quiet\nquiet.silence()\n"
+              "logging.getLogger('some_library').warning('a kernel was not found')\n"
+              "warnings.warn('deprecated', DeprecationWarning, stacklevel=1)\n"
+              "quiet.write_library_log(Path(sys.argv[1]))\nquiet.write_library_log(Path(sys.argv[1]) / 'nowhere')\n")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", script, str(tmp_path)], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert done.returncode == 0 and done.stdout == done.stderr == "", done.stderr
     log = (tmp_path / quiet.LIBRARY_LOG).read_text()
     assert "WARNING some_library: a kernel was not found" in log and "DeprecationWarning: deprecated" in log
-    quiet.write_library_log(tmp_path / "nowhere")  # drained: nothing left to write, so no file is opened
+    assert not (tmp_path / "nowhere").exists()  # drained: a second call has nothing to write
