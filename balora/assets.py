@@ -228,15 +228,6 @@ def fashion_mnist() -> dict[str, np.ndarray]:
     return arrays
 
 
-def vit_fashion() -> Path:
-    """The folder of `vit-fashion` (VIT_FASHION_NAME), the offline stand-in for an ImageNet-pretrained ViT: a
-    small ViT pretrained on Fashion-MNIST by `balora.vision_pretraining` on first use (minutes), with its
-    image processor and `recipe.json`; later calls check its weights against the recorded SHA-256."""
-    from balora.vision_pretraining import cached_vit_fashion  # same layer; it imports this module
-
-    return cached_vit_fashion()
-
-
 @contextmanager
 def building(target: Path) -> Iterator[Path]:
     """A new folder beside `target` to build it in (then `publish` it: one rename), removed however the build

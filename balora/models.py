@@ -8,7 +8,7 @@ The task follows the model: a causal language model (`...ForCausalLM`, GPT-2's `
 fine-tuned as a causal LM, an image model (ViT, DeiT, ...: a model type transformers can load for image
 classification) as an image classifier, anything else as a sequence classifier (`task_of`).
 
-`vit-fashion` is built, not downloaded: `assets.vit_fashion()` pretrains a small ViT on Fashion-MNIST
+`vit-fashion` is built, not downloaded: `vision_pretraining.cached_vit_fashion()` pretrains a small ViT on Fashion-MNIST
 once and caches it (the offline stand-in for an ImageNet-pretrained ViT).
 
 `smollm2` ships as a 4-bit GGUF file; on first use it is dequantised to fp32 and saved once as a plain
@@ -41,13 +41,14 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 from transformers.pytorch_utils import Conv1D
 
-from balora import assets
+from balora import assets, vision_pretraining
 from balora.errors import BaloraError, missing_local_path
 
 EMBEDDED_MODELS = {"minilm": assets.MINILM, "smollm2": assets.SMOLLM2}
 # Embedded models built on first use by the assets layer (called only when the name is used).
 # (Looked up on `assets` at call time, so a stand-in for the asset replaces it everywhere.)
-BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: lambda: assets.vit_fashion()}
+# Looked up when called, so a test can replace the builder.
+BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: lambda: vision_pretraining.cached_vit_fashion()}
 # Embedded models that ship as GGUF: the file inside the asset, converted once to a plain folder.
 GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 TASKS = ("auto", "classification", "causal_lm", "image")

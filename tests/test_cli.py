@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from balora import assets
+from balora import vision_pretraining
 from balora.cli import main
 
 
@@ -175,7 +175,7 @@ def test_every_malformed_input_is_one_line_and_exit_2(case, tmp_path, tiny_model
 
     monkeypatch.setattr(Path, "read_text", read_text)
     # no bad input may get as far as pretraining the vision model (minutes, the first time)
-    monkeypatch.setattr(assets, "vit_fashion", lambda: pytest.fail("vit-fashion was built"))
+    monkeypatch.setattr(vision_pretraining, "cached_vit_fashion", lambda: pytest.fail("vit-fashion was built"))
     assert main(argv) == 2
     out, err = capsys.readouterr()
     assert err.startswith("balora: error: ") and err.endswith("\n") and err.count("\n") == 1, err

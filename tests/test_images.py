@@ -12,7 +12,7 @@ import torch
 from conftest import save_tiny_vit, tiny_vit, write_image_folder
 from transformers import ViTImageProcessor
 
-from balora import assets, images, models
+from balora import assets, images, models, vision_pretraining
 from balora.cli import main
 from balora.config import RunConfig
 from balora.data import select_training
@@ -138,9 +138,9 @@ def test_the_task_follows_the_model(tiny_vit_dir, tiny_model_dir):
     assert models.task_of(str(tiny_model_dir), "image") == "image"
 
 
-def test_vit_fashion_resolves_through_the_assets_layer_at_call_time(tiny_vit_dir, monkeypatch):
+def test_vit_fashion_resolves_through_its_builder_at_call_time(tiny_vit_dir, monkeypatch):
     calls = []
-    monkeypatch.setattr(assets, "vit_fashion", lambda: calls.append(1) or tiny_vit_dir, raising=False)
+    monkeypatch.setattr(vision_pretraining, "cached_vit_fashion", lambda: calls.append(1) or tiny_vit_dir)
     assert models.resolve_model_path("vit-fashion") == str(tiny_vit_dir) and calls == [1]
     assert models.task_of("vit-fashion") == "image"
 

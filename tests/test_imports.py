@@ -13,7 +13,7 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "balora"
 
-# Lowest first: the layout line of docs/architecture.md (whose table lists these layers), `assets,
+# Lowest first: the layout line of docs/architecture.md (whose table lists these layers), `assets →
 # vision_pretraining → models, data, instructions, images → bitsandbytes_backend → quantisation → importance →
 # allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
 # tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
@@ -21,7 +21,8 @@ PACKAGE = Path(__file__).parents[1] / "balora"
 LAYERS = [
     {"balora", "errors", "quiet"},
     {"config", "measure"},
-    {"assets", "vision_pretraining"},
+    {"assets"},
+    {"vision_pretraining"},
     {"models", "data", "instructions", "images"},
     {"tasks"},
     {"bitsandbytes_backend"},
@@ -88,3 +89,31 @@ def test_the_check_sees_imports_inside_functions_and_relative_ones(tmp_path: Pat
     source = "def f():\n    from balora.cli import main\nfrom . import store\nimport balora.report.stats\n"
     path = PACKAGE / "sweeps.py"
     assert imported(ast.parse(source), path) == {"cli", "store", "report"}
+
+
+def import_cycles() -> list[list[str]]:
+    """Cycles among balora's modules (by concept name), imports inside functions included: modules on one layer
+    may import each other, but not both ways round, however indirectly."""
+    graph: dict[str, set[str]] = {}
+    for path in MODULES:
+        name = concept(path)
+        graph.setdefault(name, set()).update(imported(ast.parse(path.read_text(), str(path)), path) - {name, "balora"})
+    cycles, state = [], {}  # state: 1 while on the current path, 2 when done
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for other in sorted(graph.get(node, ())):
+            if state.get(other) == 1:
+                cycles.append(trail[trail.index(other):] + [other])
+            elif other not in state:
+                visit(other, [*trail, other])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])
+    return cycles
+
+
+def test_no_import_cycle():
+    assert import_cycles() == []

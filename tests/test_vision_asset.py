@@ -274,12 +274,6 @@ vision_pretraining.cached_vit_fashion(TINY)
     assert sorted(p.name for p in (tmp_path / "assets").iterdir()) == sorted(f"vit-fashion-{r.key()}" for r in (TINY, other))
 
 
-def test_assets_vit_fashion_is_the_cached_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(vision_pretraining, "cached_vit_fashion", lambda: tmp_path)
-    assert assets.vit_fashion() == tmp_path
-    assert assets.VIT_FASHION_NAME == "vit-fashion"
-
-
 def real_model_or_skip() -> Path:
     folder = assets.cache_dir() / "assets" / f"{assets.VIT_FASHION_NAME}-{vision_pretraining.RECIPE.key()}"
     if not folder.is_dir():
@@ -292,7 +286,7 @@ def real_model_or_skip() -> Path:
 @pytest.mark.e2e
 def test_the_cached_vit_fashion_reproduces_its_recorded_accuracy():
     folder = real_model_or_skip()
-    assert assets.vit_fashion() == folder
+    assert vision_pretraining.cached_vit_fashion() == folder
     record = json.loads((folder / "recipe.json").read_text())
     arrays = assets.fashion_mnist()
     model = ViTForImageClassification.from_pretrained(folder)
