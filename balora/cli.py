@@ -17,7 +17,6 @@ from typing import NoReturn
 
 from balora.config import RunConfig
 from balora.errors import BaloraError, output_folder
-from balora.tasks import with_task_defaults
 
 # Seed 000's flag names, accepted as aliases of ours.
 SEED_ALIASES = {
@@ -72,6 +71,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:
+    from balora.tasks import with_task_defaults  # imports transformers: after silence()
+
     names = {f.name for f in fields(RunConfig)}
     return with_task_defaults(RunConfig(**{k: v for k, v in vars(args).items() if k in names}))
 

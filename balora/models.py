@@ -41,14 +41,23 @@ from transformers.image_processing_utils import BaseImageProcessor
 from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 from transformers.pytorch_utils import Conv1D
 
-from balora import assets, vision_pretraining
+from balora import assets
 from balora.errors import BaloraError, missing_local_path
 
 EMBEDDED_MODELS = {"minilm": assets.MINILM, "smollm2": assets.SMOLLM2}
-# Embedded models built on first use by the assets layer (called only when the name is used).
-# (Looked up on `assets` at call time, so a stand-in for the asset replaces it everywhere.)
-# Looked up when called, so a test can replace the builder.
-BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: lambda: vision_pretraining.cached_vit_fashion()}
+
+
+def _vit_fashion() -> Path:
+    # Imported when the model is asked for: vision_pretraining imports transformers' image processors, which
+    # announce at import time (before the CLI has silenced other libraries) that torchvision is missing; and
+    # looked up at call time, so a stand-in for the builder replaces it everywhere.
+    from balora import vision_pretraining
+
+    return vision_pretraining.cached_vit_fashion()
+
+
+# Embedded models built on first use (called only when the name is used).
+BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: _vit_fashion}
 # Embedded models that ship as GGUF: the file inside the asset, converted once to a plain folder.
 GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
 TASKS = ("auto", "classification", "causal_lm", "image")
