@@ -36,6 +36,12 @@ def test_the_documentation_builds_in_strict_mode(tmp_path: Path):
     assert (tmp_path / "site" / "index.html").is_file()
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text(encoding="utf-8")
     assert 'id="balora.api.plan"' in api and 'id="balora.api.Plan"' in api  # the docstrings were rendered
+    # a Results page per committed results folder, generated from its checked report (scripts/mkdocs_results.py)
+    for report in ROOT.glob("results/*/report/report.md"):
+        name = report.parents[1].name
+        page = (tmp_path / "site" / "results" / name / "index.html").read_text(encoding="utf-8")
+        source = re.search(r"^Source: (.+)\.$", report.read_text(encoding="utf-8"), re.MULTILINE).group(1)
+        assert f"Source: {source}." in page, name
 
 
 def _modules() -> set[str]:

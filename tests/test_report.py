@@ -581,24 +581,29 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
     assert "Instruction tuning: strategy comparison" in (generated / "tables" / "lm_strategy_smollm2_critic_instructions.tex").read_text()
 
 
-def test_the_readme_block_carries_the_instruction_tuning_claims_and_tables(tmp_path: Path):
-    """The README's generated block words the causal-LM study as the report does (its claims, strategy and
-    cost tables), so no number of it is typed by hand; figures and greedy responses stay in the report."""
+def test_the_readme_block_is_one_table_and_the_instruction_tuning_verdict(tmp_path: Path):
+    """The README's generated block is a landing page's: one table of BA-LoRA against LoRA (one row per budget
+    and per shot count, with its verdict) and seed 002's verdict as the report words it; every other table, the
+    criteria and the figures stay on the results pages."""
     from balora.report.builder import build
     from balora.report.figures import RENDER
     from balora.report.readme import headline
     from balora.report.runs import load_runs
 
     results = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
+    results += [make_result(m, 8, shots, s) for m in ("lora", "ba_lora") for shots in (16, 64) for s in (42, 43, 44)]
     token = RENDER.set(False)  # the block has no figures: none drawn
     try:
-        text = headline(build(load_runs(results), tmp_path, results), results)
+        report = build(load_runs(results), tmp_path, results)
+        text = headline(report, results)
     finally:
         RENDER.reset(token)
-    section = text[text.index("### Instruction tuning (seed 002)"):text.index("### Protocol")]
-    assert "- smollm2 · critic_instructions: BA-LoRA reached a test loss of 1.9567" in section
-    assert "**Instruction tuning: strategy comparison — smollm2 · critic_instructions**" in section
-    assert "**Instruction tuning: cost — smollm2 · critic_instructions**" in section
+    rows = [line for line in text.splitlines() if line.startswith("| Exp. 2, few-shot |")]
+    assert len(rows) == 2 and "16 shots/class | 3 |" in rows[0] and "64 shots/class | 3 |" in rows[1], text
+    assert [line for line in text.splitlines() if line.startswith("| ") and "Verdict" in line] == [
+        "| Experiment | Setting | Pairs | LoRA acc. (%) | BA-LoRA acc. (%) | Δ (pp) [CI] | Verdict |"]
+    assert report.lm_bottom_lines and all(line in text for line in report.lm_bottom_lines)
+    assert "Instruction tuning: strategy comparison" not in text and "success criteria" not in text
     assert "Great film" not in text and "![" not in text
 
 

@@ -1,6 +1,6 @@
-"""The README's headline results, generated from committed runs, never typed: seed 000's criteria,
-Experiments 1 and 2 and seed 002's instruction tuning (sentences and tables as the report words them),
-the selected values and the compute, between two marker lines of README.md:
+"""The README's headline results, generated from committed runs, never typed: one table of BA-LoRA against
+LoRA in every setting of seed 000's Experiments 1 and 2, seed 002's verdicts and the compute, between two
+marker lines of README.md:
 
     <!-- generated from results/paper by `balora report --runs results/paper --readme README.md`: do not edit -->
     ...
@@ -13,15 +13,14 @@ block is not the one DIR's runs give, as it does for the report itself.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from balora.errors import BaloraError
-from balora.report import claims, tables
+from balora.report import tables
+from balora.report.analysis import Row
 from balora.report.builder import Report
-from balora.report.criteria import criteria_table
-from balora.report.document import Block, Bullets, Heading, Paragraph, Table, render_markdown, slug
+from balora.report.document import Block, Bullets, Paragraph, Table, render_markdown
 
 
 def begin_marker(folder: str) -> str:
@@ -44,42 +43,63 @@ def compute(results: list[dict[str, Any]]) -> str:
             "(summed over runs; runs in parallel overlap in wall time).")
 
 
-def _instruction_tuning(report: Report) -> list[Block]:
-    """Seed 002's study as the report words it, its claims and tables (none without causal-LM runs); its
-    figures and the greedy responses stay in the report."""
-    lm = report.sections.get("lm", [])
-    kept = [b for b in lm if isinstance(b, Table) or (isinstance(b, Bullets) and set(b.items) <= set(report.lm_claims))]
-    return [Heading(3, "Instruction tuning (seed 002)"), *kept] if kept else []
+HEADLINE_ARM = "ba_lora"
+
+
+def _headline_rows(report: Report) -> list[tuple[str, str, str, Row]]:
+    """(experiment, setting, group, row) for BA-LoRA's comparison with LoRA in every cell of Exp. 1 (a training subset
+    or the full pool, per budget) and Exp. 2 (per shot count), in the report's order."""
+    analysis = report.analysis
+    frame = analysis.frame
+    found = []
+    for setting, rows in analysis.main.items():
+        if frame.loc[frame["setting"] == setting, "shots"].isna().all():
+            found += [("Exp. 1, budgets", setting, r.lead, r) for r in rows
+                      if r.arm == HEADLINE_ARM and r.comparison is not None]
+    for name, rows in analysis.fewshot.items():
+        found += [("Exp. 2, few-shot", name, f"{r.lead} shots/class", r) for r in rows
+                  if r.arm == HEADLINE_ARM and r.comparison is not None]
+    return found
+
+
+def headline_table(report: Report) -> Table:
+    """One row per setting where BA-LoRA meets LoRA on matched seeds: both means, Δ with the CI that matches the
+    verdict, and the four-word verdict (Holm-adjusted within the report's table the row comes from). What every
+    row's setting shares (model, data, targets) is said once, in the title."""
+    found = _headline_rows(report)
+    parts = [setting.split(" · ") for _, setting, _, _ in found]
+    shared = [p for p in parts[0] if all(p in other for other in parts)] if parts else []
+    cells = [[experiment, " · ".join([*(p for p in part if p not in shared), group]), str(row.comparison.n_pairs),
+              tables.pct_summary(row.comparison.reference), tables.pct_summary(row.comparison.method),
+              tables.delta_text(row.comparison), row.comparison.verdict_label]
+             for (experiment, _, group, row), part in zip(found, parts, strict=True)]
+    title = "BA-LoRA against LoRA at matched budgets" + (f" ({' · '.join(shared)})" if shared else "")
+    margins = sorted({row.comparison.metric.amount(row.comparison.margin.value, exact=True) for _, _, _, row in found})
+    notes = [f"Equivalence margin: ±{' and ±'.join(margins)}."] if margins else []
+    return Table("headline", title, ["Experiment", "Setting", "Pairs", "LoRA acc. (%)", "BA-LoRA acc. (%)",
+                                     "Δ (pp) [CI]", "Verdict"], cells, notes)
 
 
 def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
-    """Seed 000's criteria; Exp. 1's budget comparisons (settings on a training subset or the full pool)
-    and Exp. 2's few-shot ones, then seed 002's instruction tuning, their sentences and tables in the paper's
-    compact columns; the tuning appendix's table (the selected values) and what the runs cost. Headings sit
-    one level down, inside a README section; figures stay in the report."""
+    """The README's block: one table of BA-LoRA against LoRA in every setting of Exp. 1 and 2 (`headline_table`),
+    the seed 002 verdicts in a sentence each, how to read the table, and what the runs cost. Everything else
+    (criteria, every method, ablations, figures) is on the results pages, built from the same runs."""
     if report is None:
         return "No finished runs yet.\n"
-    analysis = report.analysis
-    frame = analysis.frame
-    pools = [s for s in analysis.main if frame.loc[frame["setting"] == s, "shots"].isna().all()]
-    budget = [t for t in tables.budget_tables(analysis) if t.name in {f"budget_{slug(s)}" for s in pools}]
-    blocks: list[Block] = [Heading(3, "Experiment 1: matched budgets"),
-                           Bullets([s for setting in pools for s in claims.budget_claims(analysis, setting)]
-                                   or ["No runs on a training subset or the full pool yet."]), *budget,
-                           Heading(3, "Experiment 2: few-shot"),
-                           Bullets([s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)]
-                                   or ["No runs at two or more shot counts yet."]), *tables.fewshot_tables(analysis),
-                           *_instruction_tuning(report),
-                           Heading(3, "Protocol: selection on validation, and compute"),
-                           *[b for b in report.sections.get("tuning", []) if isinstance(b, Table)],
-                           Paragraph(compute(results))]
-    # The paper's compact columns; the statistics legend, the same under every table, once at the end.
-    legends = list(dict.fromkeys(b.legend for b in blocks if isinstance(b, Table) and b.legend))
-    compact = [replace(b.select(b.compact) if b.compact else b, legend="") if isinstance(b, Table) else b
-               for b in blocks]
-    criteria = [Heading(3, "Seed 000's success criteria"), Bullets([c.sentence for c in report.criteria]),
-                criteria_table(report.criteria)]
-    return render_markdown([*criteria, *compact, *map(Paragraph, legends)], Path("."))
+    table = headline_table(report)
+    blocks: list[Block] = [table] if table.rows else [Paragraph("No comparison of BA-LoRA with LoRA yet.")]
+    if report.lm_bottom_lines:
+        blocks.append(Bullets(report.lm_bottom_lines))
+    blocks += [Paragraph(HOW_TO_READ), Paragraph(compute(results))]
+    return render_markdown(blocks, Path("."))
+
+
+HOW_TO_READ = (
+    "Mean ± std test accuracy over seeds; pairs: seeds both arms ran (same data sample, head and shuffling). Δ: "
+    "mean per-seed difference, BA-LoRA − LoRA, with the paired-t CI at the level that matches its verdict after "
+    "Holm's adjustment over the comparisons of its report table. Verdict: better or worse where the Holm-adjusted "
+    "t-test rejects no difference; equivalent where the Holm-adjusted equivalence test (TOST) bounds Δ within the "
+    "margin; else inconclusive, with the minimum detectable effect at 80% power.")
 
 
 def _span(text: str, readme: Path, folder: str) -> tuple[int, int]:
