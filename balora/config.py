@@ -277,14 +277,14 @@ KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "qua
 # threshold, top_k and base_rank reach every allocation, but only the strategies of the methods that allocate
 # by `strategy` use them (base_rank also the no-budget ablation's seed 000 ranks); gamma_normalise is read by the
 # methods that warm-start (gamma too, but every config's task default sets it, so it is left out).
-_BY_STRATEGY = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_dynamic")
+_BY_STRATEGY = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_dynamic", "ba_lora_shuffled")
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "strategy": _BY_STRATEGY, "threshold": _BY_STRATEGY, "top_k": _BY_STRATEGY,
     "base_rank": (*_BY_STRATEGY, "ba_lora_no_budget"),
     "importance_metric": (*_BY_STRATEGY, "ba_lora_no_budget"),
     "allocation_power": (*_BY_STRATEGY, "magnitude", "activation"),
-    "warmstart": ("ba_lora", "ba_lora_dynamic"),
-    "gamma_normalise": ("ba_lora", "ba_lora_dynamic", "ba_lora_uniform", "ba_lora_no_budget"),
+    "warmstart": ("ba_lora", "ba_lora_dynamic", "ba_lora_shuffled"),
+    "gamma_normalise": ("ba_lora", "ba_lora_dynamic", "ba_lora_uniform", "ba_lora_no_budget", "ba_lora_shuffled"),
     "decay_direction": ("linear_decay",),
     "heuristic_ratio": ("linear_decay", "attention_heavy"),
     "adalora_init_ratio": ("adalora",),

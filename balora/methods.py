@@ -173,10 +173,12 @@ def lora(ctx: MethodContext) -> Prepared:
     return Prepared(_lora_config(ctx, ranks), ranks)
 
 
-def _ba_lora(ctx: MethodContext, warmstart: bool, rest_rank: int = 0) -> Prepared:
+def _ba_lora(ctx: MethodContext, warmstart: bool, rest_rank: int = 0, shuffle: bool = False) -> Prepared:
     metric = ctx.config.importance_metric
     gradients = _gradients(ctx) if metric in importance.GRADIENT_METRICS or warmstart else None
     ranks = _allocate(ctx, _scores(ctx, metric, gradients), ctx.config.strategy, rest_rank=rest_rank)
+    if shuffle:
+        ranks = allocation.shuffled(ranks, ctx.config.seed)
     return _with_warm_start(ctx, ranks, gradients if warmstart else None)
 
 
@@ -209,6 +211,15 @@ def ba_lora_no_warmstart(ctx: MethodContext) -> Prepared:
 def ba_lora_uniform(ctx: MethodContext) -> Prepared:
     """Ablation: BA-LoRA's warm-start with uniform ranks at the same budget."""
     return _with_warm_start(ctx, _allocate(ctx, {}, "uniform"), _gradients(ctx))
+
+
+def ba_lora_shuffled(ctx: MethodContext) -> Prepared:
+    """Control: random allocation with BA-LoRA's rank histogram. BA-LoRA's allocation (same importance
+    metric, strategy and bounds), its ranks then shuffled across modules by the run's seed, only between
+    modules of one shape (`allocation.shuffled`), so that the same ranks cost exactly the same parameters
+    on targets of mixed shapes; B is warm-started at the shuffled ranks unless --warmstart is off. Does
+    the importance signal matter at all?"""
+    return _ba_lora(ctx, ctx.config.warmstart, shuffle=True)
 
 
 def ba_lora_no_budget(ctx: MethodContext) -> Prepared:
@@ -422,6 +433,7 @@ METHODS: dict[str, Callable[[MethodContext], Prepared]] = {
     "ba_lora_no_warmstart": ba_lora_no_warmstart,
     "ba_lora_uniform": ba_lora_uniform,
     "ba_lora_no_budget": ba_lora_no_budget,
+    "ba_lora_shuffled": ba_lora_shuffled,
     "adalora": adalora,
     "eva": eva,
     "pissa": pissa,

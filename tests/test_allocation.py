@@ -12,6 +12,7 @@ from balora.allocation import (
     lora_budget,
     rank_budget,
     rank_equivalent,
+    shuffled,
     summary,
     total_params,
     unbudgeted_seed000,
@@ -207,3 +208,23 @@ def test_summary_measures_distance_from_uniform():
 def test_non_positive_power_is_an_error():
     with pytest.raises(BaloraError, match="power"):
         allocate({}, square(2), 10_000, power=0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shapes=st.lists(st.sampled_from([(32, 32), (48, 32), (32, 48), (16, 80), (64, 64)]), min_size=1, max_size=12),
+       data=st.data(), seed=st.integers(0, 10**6))
+def test_shuffled_ranks_keep_the_histogram_the_total_and_every_bound(shapes, data, seed):
+    """`ba_lora_shuffled`'s ranks: moved only between modules of one shape up to transposition (16 × 80 and
+    48 × 48 cost alike but 80 × 16 cannot take rank 20), so the parameter count is exactly the allocation's."""
+    targets = [TargetModule(f"m{i}", d_out, d_in) for i, (d_out, d_in) in enumerate(shapes)]
+    importance = {t.name: data.draw(st.floats(0, 1e3, allow_nan=False)) for t in targets}
+    rows = allocate(importance, targets, data.draw(st.integers(sum(t.cost_per_rank for t in targets),
+                                                                 8 * sum(t.cost_per_rank for t in targets))), min_rank=1)
+    moved = shuffled(rows, seed)
+    assert moved == shuffled(rows, seed) and [m.name for m in moved] == [m.name for m in rows]
+    assert sorted(m.rank for m in moved) == sorted(m.rank for m in rows) and total_params(moved) == total_params(rows)
+    assert all(m.rank <= min(m.d_in, m.d_out) and m.importance == r.importance for m, r in zip(moved, rows))
+    for shape in {(m.d_in + m.d_out, min(m.d_in, m.d_out)) for m in rows}:
+        def group(allocation, shape=shape):
+            return sorted(m.rank for m in allocation if (m.d_in + m.d_out, min(m.d_in, m.d_out)) == shape)
+        assert group(moved) == group(rows)

@@ -1,0 +1,77 @@
+"""The levers: the random-allocation control (`ba_lora_shuffled`), GoRA's initialisation as a warm-start
+option (`warmstart_init: gora`), and modules left at rank 0 (`min_rank: 0`)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import torch
+from conftest import random_batches, tiny_bert
+from peft import PeftModel
+from test_run import tiny_config
+from transformers import AutoModelForSequenceClassification
+
+from balora import allocation
+from balora.config import RunConfig
+from balora.measure import PhaseMeter
+from balora.methods import METHODS, MethodContext
+from balora.models import target_modules
+from balora.run import run_experiment
+
+MIXED = ["query", "value", "intermediate.dense"]  # tiny BERT: 32 × 32 (cost 64 per rank) and 48 × 32 (cost 80)
+BATCH = {"input_ids": torch.tensor([[2, 5, 9, 3], [2, 12, 3, 0]]), "attention_mask": torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])}
+
+
+def _context(method: str, budget_rank: float = 4, **values) -> MethodContext:
+    model = tiny_bert()
+    targets = target_modules(model, MIXED)
+    batches = random_batches(num_batches=3, batch_size=8, seed=1)
+    config = RunConfig(method=method, gamma=0.005, min_rank=1, **values)
+    return MethodContext(config, model, targets, allocation.rank_budget(targets, budget_rank), lambda: batches, 10,
+                         "SEQ_CLS", ["classifier"], PhaseMeter(), 24)
+
+
+def _ranks(prepared) -> dict[str, int]:
+    return {m.name: m.rank for m in prepared.allocation}
+
+
+def test_the_shuffled_control_keeps_ba_lora_s_ranks_and_exact_parameter_count_on_mixed_shapes():
+    reference = METHODS["ba_lora"](_context("ba_lora"))
+    cost = {m.name: m.d_in + m.d_out for m in reference.allocation}
+    assert set(cost.values()) == {64, 80}  # two shapes: a shuffle across them would change the count
+    assigned = set()
+    for seed in range(8):
+        shuffled = METHODS["ba_lora_shuffled"](_context("ba_lora_shuffled", seed=seed))
+        ranks = _ranks(shuffled)
+        assert [m.name for m in shuffled.allocation] == [m.name for m in reference.allocation]
+        assert Counter(ranks.values()) == Counter(_ranks(reference).values())
+        assert allocation.total_params(shuffled.allocation) == allocation.total_params(reference.allocation)
+        for width in (64, 80):  # ranks move only between modules of one shape
+            assert (Counter(r for n, r in ranks.items() if cost[n] == width)
+                    == Counter(m.rank for m in reference.allocation if cost[m.name] == width))
+        assert _ranks(METHODS["ba_lora_shuffled"](_context("ba_lora_shuffled", seed=seed))) == ranks  # reproducible
+        assert shuffled.warm_start is not None and shuffled.initialise is not None  # B from the mean gradient
+        assigned.add(tuple(sorted(ranks.items())))
+    assert len(set(_ranks(reference).values())) > 1 and len(assigned) > 1  # the seed moves the ranks
+    assert any(dict(a) != _ranks(reference) for a in assigned)
+
+
+def test_the_shuffled_control_without_warm_start_keeps_peft_s_init():
+    shuffled = METHODS["ba_lora_shuffled"](_context("ba_lora_shuffled", warmstart=False))
+    assert shuffled.initialise is None and shuffled.warm_start is None
+
+
+def test_a_shuffled_run_saves_an_adapter_plain_peft_reloads(tmp_path, tiny_model_dir, tiny_csv):
+    out = tmp_path / "run"
+    output = run_experiment(tiny_config(tiny_model_dir, tiny_csv, method="ba_lora_shuffled", target_modules=MIXED,
+                                        epochs=1), out, progress=False)
+    result, trained = output.result, output.model.eval()
+    assert result["params"]["lora"] == sum(m["params"] for m in result["allocation"]) <= result["budget"]["lora_budget"]
+    original = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2)
+    with torch.no_grad():
+        expected = trained(**BATCH).logits
+        reloaded = PeftModel.from_pretrained(original, out / "adapter").eval()
+        torch.testing.assert_close(reloaded(**BATCH).logits, expected, rtol=1e-4, atol=1e-5)
+    saved = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert saved["rank_pattern"] == {m["name"].replace(".", "\\."): m["rank"] for m in result["allocation"] if m["rank"]}
