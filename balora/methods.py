@@ -156,10 +156,14 @@ def _allocate(ctx: MethodContext, scores: dict[str, float], strategy: str,
 
 def _with_warm_start(ctx: MethodContext, ranks: list[allocation.ModuleRank],
                      gradients: importance.GradientStats | None) -> Prepared:
-    """LoRA with the given ranks; B warm-started from `gradients` unless they are None."""
+    """LoRA with the given ranks; B warm-started from `gradients` unless they are None: BA-LoRA's warm start
+    (`initialisation.warm_start`), or GoRA's (`initialisation.gora_start`) with `--warmstart-init gora`."""
     def initialise(model: PeftModel) -> None:
         with ctx.meter.phase("init"):
-            initialisation.warm_start(model, gradients.mean, ctx.config.gamma, ctx.config.gamma_normalise)
+            if ctx.config.warmstart_init == "gora":
+                initialisation.gora_start(model, gradients.mean, ctx.config.learning_rate)
+            else:
+                initialisation.warm_start(model, gradients.mean, ctx.config.gamma, ctx.config.gamma_normalise)
 
     if gradients is None:
         return Prepared(_lora_config(ctx, ranks), ranks)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 from collections import Counter
 
+import pytest
 import torch
 from conftest import random_batches, tiny_bert
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model
 from test_run import tiny_config
 from transformers import AutoModelForSequenceClassification
 
 from balora import allocation
 from balora.config import RunConfig
+from balora.errors import BaloraError
+from balora.importance import accumulate_gradients
+from balora.initialisation import gora_start, lora_layer
 from balora.measure import PhaseMeter
 from balora.methods import METHODS, MethodContext
 from balora.models import target_modules
@@ -75,3 +79,52 @@ def test_a_shuffled_run_saves_an_adapter_plain_peft_reloads(tmp_path, tiny_model
         torch.testing.assert_close(reloaded(**BATCH).logits, expected, rtol=1e-4, atol=1e-5)
     saved = json.loads((out / "adapter" / "adapter_config.json").read_text())
     assert saved["rank_pattern"] == {m["name"].replace(".", "\\."): m["rank"] for m in result["allocation"] if m["rank"]}
+
+
+WARM_STARTING = ("ba_lora", "ba_lora_dynamic", "ba_lora_uniform", "ba_lora_no_budget", "ba_lora_shuffled")
+
+
+def _check_gora_update(model, gradients: dict[str, torch.Tensor], lr: float) -> None:
+    """GoRA's ΔW₀ = scaling·B·A = −lr·√(d_in/r)·G·Aᵀ(AAᵀ)⁻¹A, computed here from A and G alone; and a descent step."""
+    checked = 0
+    for name, grad in gradients.items():
+        layer = lora_layer(model, name)
+        if "default" not in getattr(layer, "lora_A", {}):
+            continue
+        a, b = layer.lora_A["default"].weight.double(), layer.lora_B["default"].weight.double()
+        g = grad.double()
+        rank, d_in = a.shape
+        expected = -lr * (d_in / rank) ** 0.5 * g @ a.T @ torch.linalg.inv(a @ a.T) @ a
+        update = layer.scaling["default"] * b @ a
+        torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-10)
+        assert float((g * update).sum()) < 0  # ⟨G, ΔW⟩ < 0: the loss goes down to first order
+        checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("rank", [2, 8])
+def test_gora_start_is_one_unnormalised_sgd_step_projected_onto_a_s_rows(rank):
+    model = tiny_bert()
+    targets = target_modules(model, ["query", "value", "output.dense"])  # d_in 32 and 48
+    gradients = accumulate_gradients(model, random_batches(num_batches=3, batch_size=8, seed=1), targets, 24).mean
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=["query", "value", "output.dense"]))
+    gora_start(peft_model, gradients, 3e-3)
+    _check_gora_update(peft_model, gradients, 3e-3)
+
+
+@pytest.mark.parametrize("method", WARM_STARTING)
+def test_every_warm_starting_method_starts_from_gora_s_init_when_asked(method):
+    ctx = _context(method, warmstart_init="gora", learning_rate=2e-3)
+    prepared = METHODS[method](ctx)
+    model = get_peft_model(ctx.model, prepared.peft_config)
+    prepared.initialise(model)
+    _check_gora_update(model, prepared.warm_start, 2e-3)
+
+
+def test_gora_s_init_is_validated_refused_where_nothing_warm_starts_and_keyed_only_when_set():
+    with pytest.raises(BaloraError, match="warmstart_init must be one of balora, gora"):
+        RunConfig(warmstart_init="loraga")
+    with pytest.raises(BaloraError, match="method lora ignores --warmstart-init"):
+        RunConfig(method="lora", warmstart_init="gora")
+    assert RunConfig(warmstart_init="balora").key() == RunConfig().key() != RunConfig(warmstart_init="gora").key()
