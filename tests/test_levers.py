@@ -31,7 +31,7 @@ def _context(method: str, budget_rank: float = 4, **values) -> MethodContext:
     model = tiny_bert()
     targets = target_modules(model, MIXED)
     batches = random_batches(num_batches=3, batch_size=8, seed=1)
-    config = RunConfig(method=method, gamma=0.005, min_rank=1, **values)
+    config = RunConfig(**{"method": method, "gamma": 0.005, "min_rank": 1, **values})
     return MethodContext(config, model, targets, allocation.rank_budget(targets, budget_rank), lambda: batches, 10,
                          "SEQ_CLS", ["classifier"], PhaseMeter(), 24)
 
@@ -128,3 +128,41 @@ def test_gora_s_init_is_validated_refused_where_nothing_warm_starts_and_keyed_on
     with pytest.raises(BaloraError, match="method lora ignores --warmstart-init"):
         RunConfig(method="lora", warmstart_init="gora")
     assert RunConfig(warmstart_init="balora").key() == RunConfig().key() != RunConfig(warmstart_init="gora").key()
+
+
+@pytest.mark.parametrize("strategy, power", [("proportional", 4.0), ("top_k", 1.0)])
+def test_a_module_given_rank_0_is_never_adapted_and_the_budget_stays_exact(strategy, power, tmp_path, tiny_model_dir,
+                                                                            tiny_csv):
+    """min_rank 0 at rank-equivalent 1 on two shapes: the modules left at rank 0 are not wrapped, not saved,
+    not warm-started, and cost nothing; the rest spend the budget to 99% or more, never over it."""
+    values = dict(method="ba_lora", target_modules=MIXED, budget_rank=1, min_rank=0, strategy=strategy,
+                  allocation_power=power, epochs=1)
+    out = tmp_path / "run"
+    output = run_experiment(tiny_config(tiny_model_dir, tiny_csv, **values), out, progress=False)
+    result, model = output.result, output.model
+    rows = result["allocation"]
+    unadapted = {m["name"] for m in rows if m["rank"] == 0}
+    assert unadapted and len(unadapted) < len(rows) and {m["shape"][0] for m in rows} == {32, 48}
+    budget, spent = result["budget"]["lora_budget"], result["params"]["lora"]
+    assert spent == sum(m["rank"] * sum(m["shape"]) for m in rows) == sum(m["params"] for m in rows)
+    assert 0.99 * budget <= spent <= budget
+    assert spent == sum(p.numel() for n, p in model.named_parameters() if ".lora_A." in n or ".lora_B." in n)
+    for m in rows:
+        assert hasattr(lora_layer(model, m["name"]), "lora_A") == (m["rank"] > 0)
+    saved = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    assert set(saved["target_modules"]) == {m["name"] for m in rows} - unadapted
+    assert saved["rank_pattern"] == {m["name"].replace(".", "\\."): m["rank"] for m in rows if m["rank"]}
+
+
+@pytest.mark.parametrize("init", ["balora", "gora"])
+def test_the_warm_start_skips_modules_given_rank_0(init):
+    ctx = _context("ba_lora", budget_rank=1, min_rank=0, allocation_power=4.0, warmstart_init=init)
+    prepared = METHODS["ba_lora"](ctx)
+    ranks = _ranks(prepared)
+    assert 0 in ranks.values() and set(prepared.warm_start) == set(ranks)  # a gradient for every target, adapted or not
+    model = get_peft_model(ctx.model, prepared.peft_config)
+    prepared.initialise(model)
+    for name, rank in ranks.items():
+        layer = lora_layer(model, name)
+        assert hasattr(layer, "lora_A") == (rank > 0)
+        assert rank == 0 or bool(layer.lora_B["default"].weight.abs().sum() > 0)
