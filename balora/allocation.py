@@ -24,8 +24,10 @@ fills the lowest ranks first, which leaves most modules at one rank: kept for re
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
+import random
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -295,6 +297,28 @@ def unbudgeted_seed000(importance: dict[str, float], targets: list[TargetModule]
     scores = [max(float(importance.get(t.name, 0.0)), 0.0) for t in targets]
     return [ModuleRank(t.name, t.d_out, t.d_in, s, min(max(min_rank, r), t.max_rank))
             for t, s, r in zip(targets, scores, _seed000_proposal(scores, base_rank))]
+
+
+def shuffled(allocation: list[ModuleRank], seed: int) -> list[ModuleRank]:
+    """The same ranks moved between modules at random (`random.Random(seed)`): the `ba_lora_shuffled` control.
+
+    Ranks move only between modules of one shape up to transposition, i.e. of equal cost per rank
+    d_in + d_out and equal largest rank min(d_in, d_out). Moving a rank between modules of unequal cost
+    would change the parameter count, and the control must spend exactly what its allocation spent: the
+    multiset of ranks and the total are both kept, whatever mix of shapes the targets have. (Equal cost
+    with unequal largest rank, e.g. 16 × 80 and 48 × 48, is kept apart too, so that no rank lands above
+    its module's bound.) Each module keeps its own importance score; only its rank is drawn."""
+    rng = random.Random(seed)
+    ranks = [m.rank for m in allocation]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for j, m in enumerate(allocation):
+        groups.setdefault((m.d_in + m.d_out, min(m.d_in, m.d_out)), []).append(j)
+    for members in groups.values():  # in order of first appearance: reproducible for one seed
+        drawn = [ranks[j] for j in members]
+        rng.shuffle(drawn)
+        for j, rank in zip(members, drawn):
+            ranks[j] = rank
+    return [dataclasses.replace(m, rank=r) for m, r in zip(allocation, ranks)]
 
 
 def total_params(allocation: list[ModuleRank]) -> int:

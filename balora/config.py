@@ -102,6 +102,10 @@ class RunConfig:
                 "rank-equivalent, where every rule gives alpha_ratio."})
     loraplus_ratio: float = field(default=1.0, metadata={
         "help": "LoRA+: every B trains at this × the learning rate (A and the head at the learning rate); 1 = off."})
+    warmstart_init: str = field(default="balora", metadata={
+        "help": "Warm start of the warm-starting methods: balora (scaling·B·A = −gamma·‖Ĝ‖/‖Ĝ·P_A‖·Ĝ·P_A, Ĝ = G/RMS(G)) or "
+                "gora (GoRA's: B = G·pinv(A) times −learning_rate·√(d_in/r)/scaling, i.e. one SGD step on the "
+                "unnormalised mean gradient G projected onto A's rows; --gamma and --gamma-normalise are then not used)."})
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -142,6 +146,8 @@ class RunConfig:
             raise BaloraError(f"unknown --precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
         if self.adalora_init_ratio < 1:
             raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
+        if self.warmstart_init not in WARMSTART_INITS:
+            raise BaloraError(f"warmstart_init must be one of {', '.join(WARMSTART_INITS)}, got {self.warmstart_init!r}")
         self._check_method_settings()
         self._check_peft_options()
 
@@ -272,19 +278,21 @@ def protocol_key(config: Mapping[str, Any]) -> str:
 KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
                             "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
                             "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision",
-                            "pad_to_multiple_of", "scaling_rule", "loraplus_ratio"})
+                            "pad_to_multiple_of", "scaling_rule", "loraplus_ratio", "warmstart_init"})
 # Settings only some methods read (balora.methods), each with the methods that read it; the others ignore it.
 # threshold, top_k and base_rank reach every allocation, but only the strategies of the methods that allocate
 # by `strategy` use them (base_rank also the no-budget ablation's seed 000 ranks); gamma_normalise is read by the
-# methods that warm-start (gamma too, but every config's task default sets it, so it is left out).
-_BY_STRATEGY = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_dynamic")
+# methods that warm-start, and so is warmstart_init (gamma too, but every config's task default sets it, so it is
+# left out).
+_BY_STRATEGY = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_dynamic", "ba_lora_shuffled")
 METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
     "strategy": _BY_STRATEGY, "threshold": _BY_STRATEGY, "top_k": _BY_STRATEGY,
     "base_rank": (*_BY_STRATEGY, "ba_lora_no_budget"),
     "importance_metric": (*_BY_STRATEGY, "ba_lora_no_budget"),
     "allocation_power": (*_BY_STRATEGY, "magnitude", "activation"),
-    "warmstart": ("ba_lora", "ba_lora_dynamic"),
-    "gamma_normalise": ("ba_lora", "ba_lora_dynamic", "ba_lora_uniform", "ba_lora_no_budget"),
+    "warmstart": ("ba_lora", "ba_lora_dynamic", "ba_lora_shuffled"),
+    **dict.fromkeys(("gamma_normalise", "warmstart_init"),
+                    ("ba_lora", "ba_lora_dynamic", "ba_lora_uniform", "ba_lora_no_budget", "ba_lora_shuffled")),
     "decay_direction": ("linear_decay",),
     "heuristic_ratio": ("linear_decay", "attention_heavy"),
     "adalora_init_ratio": ("adalora",),
@@ -303,6 +311,8 @@ QUANT_BACKENDS = ("torch", "bitsandbytes")
 FULL_PRECISION_BASE = ("pissa", "olora", "lora_ga", "dora")
 # How each module's LoRA scaling follows its rank (`allocation.lora_alpha`).
 SCALING_RULES = ("constant", "rslora", "standard")
+# Warm starts of the warm-starting methods (balora.initialisation): BA-LoRA's, or GoRA's exact one.
+WARMSTART_INITS = ("balora", "gora")
 # Forward-pass precisions (balora.training.autocast): fp32 everywhere, or bfloat16 autocast over fp32 weights.
 PRECISIONS = ("fp32", "bf16")
 BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' `quantize_4bit` accepts these

@@ -30,6 +30,20 @@ validation loss 4.353 with B = 0, 4.217 at 3e-5, 4.137 at 1e-4, 4.346 at 3e-4, 6
 
 λ = 1e-6 · trace(AAᵀ)/r keeps the inverse well-conditioned without changing well-posed solutions.
 
+GoRA's initialisation (`gora_start`, `--warmstart-init gora`; arXiv 2502.12171, its code's
+`common/lora_modules/gora.py`), kept as an option to compare against: A keeps PEFT's random init too, G is
+the *unnormalised* mean gradient (d_out × d_in), B = G·pinv(A) with the pseudo-inverse regularised by
+1e-8·I, B = G·Aᵀ(AAᵀ + 1e-8·I)⁻¹, and B is multiplied by −lr·√(d_in/r)/scaling (lr the run's learning rate,
+r the module's rank), so that
+
+    ΔW₀ = scaling · B · A = −lr · √(d_in/r) · G·P_A:
+
+one SGD step of size lr·√(d_in/r) on the raw gradient, projected onto A's rows. √(d_in/r) offsets the
+projection's shrinkage on average (E‖G·P_A‖² = (r/d_in)‖G‖²), so the step has about the full gradient's
+norm, but unlike BA-LoRA's rescaling not exactly, and its size follows the gradient's scale (the loss, the
+number of samples). We keep the descent sign, which GoRA's public code drops. γ and the RMS
+normalisation are not used.
+
 Initial output shift: unlike PiSSA or LoRA-GA we do not subtract the initial update from the frozen
 weights. The shift is the intended descent step, and leaving the base weights untouched keeps the
 saved adapter an ordinary PEFT adapter for the unmodified base model.
@@ -71,4 +85,25 @@ def warm_start(model: PeftModel, gradients: dict[str, torch.Tensor], gamma: floa
         if projected == 0:
             continue  # the gradient is orthogonal to A's rows: nothing this adapter can express
         b *= -gamma * float(torch.linalg.matrix_norm(g)) / (projected * layer.scaling[adapter])
+        layer.lora_B[adapter].weight.copy_(b.to(layer.lora_B[adapter].weight.dtype))
+
+
+GORA_RIDGE = 1e-8  # GoRA's regularisation of A·Aᵀ in its pseudo-inverse of A
+
+
+@torch.no_grad()
+def gora_start(model: PeftModel, gradients: dict[str, torch.Tensor], learning_rate: float,
+               adapter: str = "default") -> None:
+    """GoRA's initialisation: B = −lr·√(d_in/r)/scaling · G·Aᵀ(AAᵀ + 1e-8·I)⁻¹, so that
+    scaling·B·A = −lr·√(d_in/r)·G·P_A, with G the unnormalised mean gradient (module docstring)."""
+    for name, grad in gradients.items():
+        layer = lora_layer(model, name)
+        if adapter not in getattr(layer, "lora_A", {}):
+            continue  # module got rank 0 and is not adapted
+        a = effective_lora_a(layer.lora_A[adapter]).double()  # (r, d_in)
+        g = grad.double().to(a.device)  # (d_out, d_in)
+        rank, d_in = a.shape
+        gram = a @ a.T + GORA_RIDGE * torch.eye(rank, dtype=a.dtype, device=a.device)
+        b = torch.linalg.solve(gram, (g @ a.T).T).T  # G·Aᵀ(AAᵀ + 1e-8·I)⁻¹ (the Gram matrix is symmetric)
+        b *= -learning_rate * (d_in / rank) ** 0.5 / layer.scaling[adapter]
         layer.lora_B[adapter].weight.copy_(b.to(layer.lora_B[adapter].weight.dtype))

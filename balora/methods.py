@@ -156,10 +156,14 @@ def _allocate(ctx: MethodContext, scores: dict[str, float], strategy: str,
 
 def _with_warm_start(ctx: MethodContext, ranks: list[allocation.ModuleRank],
                      gradients: importance.GradientStats | None) -> Prepared:
-    """LoRA with the given ranks; B warm-started from `gradients` unless they are None."""
+    """LoRA with the given ranks; B warm-started from `gradients` unless they are None: BA-LoRA's warm start
+    (`initialisation.warm_start`), or GoRA's (`initialisation.gora_start`) with `--warmstart-init gora`."""
     def initialise(model: PeftModel) -> None:
         with ctx.meter.phase("init"):
-            initialisation.warm_start(model, gradients.mean, ctx.config.gamma, ctx.config.gamma_normalise)
+            if ctx.config.warmstart_init == "gora":
+                initialisation.gora_start(model, gradients.mean, ctx.config.learning_rate)
+            else:
+                initialisation.warm_start(model, gradients.mean, ctx.config.gamma, ctx.config.gamma_normalise)
 
     if gradients is None:
         return Prepared(_lora_config(ctx, ranks), ranks)
@@ -173,10 +177,12 @@ def lora(ctx: MethodContext) -> Prepared:
     return Prepared(_lora_config(ctx, ranks), ranks)
 
 
-def _ba_lora(ctx: MethodContext, warmstart: bool, rest_rank: int = 0) -> Prepared:
+def _ba_lora(ctx: MethodContext, warmstart: bool, rest_rank: int = 0, shuffle: bool = False) -> Prepared:
     metric = ctx.config.importance_metric
     gradients = _gradients(ctx) if metric in importance.GRADIENT_METRICS or warmstart else None
     ranks = _allocate(ctx, _scores(ctx, metric, gradients), ctx.config.strategy, rest_rank=rest_rank)
+    if shuffle:
+        ranks = allocation.shuffled(ranks, ctx.config.seed)
     return _with_warm_start(ctx, ranks, gradients if warmstart else None)
 
 
@@ -209,6 +215,15 @@ def ba_lora_no_warmstart(ctx: MethodContext) -> Prepared:
 def ba_lora_uniform(ctx: MethodContext) -> Prepared:
     """Ablation: BA-LoRA's warm-start with uniform ranks at the same budget."""
     return _with_warm_start(ctx, _allocate(ctx, {}, "uniform"), _gradients(ctx))
+
+
+def ba_lora_shuffled(ctx: MethodContext) -> Prepared:
+    """Control: random allocation with BA-LoRA's rank histogram. BA-LoRA's allocation (same importance
+    metric, strategy and bounds), its ranks then shuffled across modules by the run's seed, only between
+    modules of one shape (`allocation.shuffled`), so that the same ranks cost exactly the same parameters
+    on targets of mixed shapes; B is warm-started at the shuffled ranks unless --warmstart is off. Does
+    the importance signal matter at all?"""
+    return _ba_lora(ctx, ctx.config.warmstart, shuffle=True)
 
 
 def ba_lora_no_budget(ctx: MethodContext) -> Prepared:
@@ -422,6 +437,7 @@ METHODS: dict[str, Callable[[MethodContext], Prepared]] = {
     "ba_lora_no_warmstart": ba_lora_no_warmstart,
     "ba_lora_uniform": ba_lora_uniform,
     "ba_lora_no_budget": ba_lora_no_budget,
+    "ba_lora_shuffled": ba_lora_shuffled,
     "adalora": adalora,
     "eva": eva,
     "pissa": pissa,

@@ -12,6 +12,7 @@ from balora.allocation import (
     lora_budget,
     rank_budget,
     rank_equivalent,
+    shuffled,
     summary,
     total_params,
     unbudgeted_seed000,
@@ -207,3 +208,48 @@ def test_summary_measures_distance_from_uniform():
 def test_non_positive_power_is_an_error():
     with pytest.raises(BaloraError, match="power"):
         allocate({}, square(2), 10_000, power=0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shapes=st.lists(st.sampled_from([(32, 32), (48, 32), (32, 48), (16, 80), (64, 64)]), min_size=1, max_size=12),
+       data=st.data(), seed=st.integers(0, 10**6))
+def test_shuffled_ranks_keep_the_histogram_the_total_and_every_bound(shapes, data, seed):
+    """`ba_lora_shuffled`'s ranks: moved only between modules of one shape up to transposition (16 × 80 and
+    48 × 48 cost alike but 80 × 16 cannot take rank 20), so the parameter count is exactly the allocation's."""
+    targets = [TargetModule(f"m{i}", d_out, d_in) for i, (d_out, d_in) in enumerate(shapes)]
+    importance = {t.name: data.draw(st.floats(0, 1e3, allow_nan=False)) for t in targets}
+    rows = allocate(importance, targets, data.draw(st.integers(sum(t.cost_per_rank for t in targets),
+                                                                 8 * sum(t.cost_per_rank for t in targets))), min_rank=1)
+    moved = shuffled(rows, seed)
+    assert moved == shuffled(rows, seed) and [m.name for m in moved] == [m.name for m in rows]
+    assert sorted(m.rank for m in moved) == sorted(m.rank for m in rows) and total_params(moved) == total_params(rows)
+    assert all(m.rank <= min(m.d_in, m.d_out) and m.importance == r.importance for m, r in zip(moved, rows))
+    for shape in {(m.d_in + m.d_out, min(m.d_in, m.d_out)) for m in rows}:
+        def group(allocation, shape=shape):
+            return sorted(m.rank for m in allocation if (m.d_in + m.d_out, min(m.d_in, m.d_out)) == shape)
+        assert group(moved) == group(rows)
+
+
+@settings(max_examples=300, deadline=None)
+@given(shapes=shapes, data=st.data(), strategy=st.sampled_from(STRATEGIES), power=st.sampled_from([0.5, 1.0, 4.0]))
+def test_with_min_rank_0_no_budget_is_infeasible_or_exceeded_and_rank_0_costs_nothing(shapes, data, strategy, power):
+    """min_rank 0: any positive budget is feasible (nothing must be adapted), never exceeded, and a module
+    left at rank 0 costs 0 and is left out of the LoRA config (PEFT does not wrap it). An allocation with
+    nothing adapted (threshold or top_k whose chosen modules cannot afford a rank) is a clear error."""
+    from balora.methods import lora_config
+
+    targets = [TargetModule(f"m{i}", d_out, d_in) for i, (d_out, d_in) in enumerate(shapes)]
+    importance = {t.name: data.draw(st.floats(0, 1e3, allow_nan=False)) for t in targets}
+    budget = data.draw(st.integers(1, 4 * sum(t.cost_per_rank for t in targets)))
+    rows = allocate(importance, targets, budget, strategy=strategy, min_rank=0, power=power)
+    assert total_params(rows) == sum(r.rank * (r.d_in + r.d_out) for r in rows) <= budget
+    assert all(r.params == 0 for r in rows if r.rank == 0) and all(r.rank >= 0 for r in rows)
+    if budget >= min(t.cost_per_rank for t in targets) and strategy not in ("threshold", "top_k"):
+        assert any(r.rank > 0 for r in rows)  # what fits is spent (threshold and top_k hold the unchosen at 0)
+    if not any(r.rank > 0 for r in rows):
+        with pytest.raises(BaloraError, match="every module rank 0"):
+            lora_config(rows, task_type=None, alpha_ratio=2.0, lora_dropout=0.0, modules_to_save=None)
+    else:
+        config = lora_config(rows, task_type=None, alpha_ratio=2.0, lora_dropout=0.0, modules_to_save=None)
+        assert set(config.target_modules) == {r.name for r in rows if r.rank > 0}
+        assert set(config.rank_pattern.values()) == {r.rank for r in rows if r.rank > 0}

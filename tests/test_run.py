@@ -103,7 +103,8 @@ def test_every_method_runs_within_its_budget(method, tiny_model_dir, tiny_csv):
 SET_AWAY = {"strategy": "top_k", "threshold": 0.3, "top_k": 2, "base_rank": 4, "allocation_power": 0.5,
             "importance_metric": "fisher", "warmstart": False, "gamma_normalise": False, "decay_direction": "increasing",
             "heuristic_ratio": 3.0, "adalora_init_ratio": 2.0, "eva_rho": 1.5, "realloc_every": 10, "realloc_warmup": 10,
-            "realloc_final": 0.3, "realloc_strategy": "top_k", "realloc_ema": 0.5, "realloc_uncertainty": True}
+            "realloc_final": 0.3, "realloc_strategy": "top_k", "realloc_ema": 0.5, "realloc_uncertainty": True,
+            "warmstart_init": "gora"}
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))

@@ -38,7 +38,7 @@ STYLES = {  # method: (colour, line style, marker)
     "linear_decay": ("orange", "--", "v"), "attention_heavy": ("sky", "--", "<"),
     "magnitude": ("purple", "--", ">"), "activation": ("grey", "--", "p"),
     "ba_lora_no_warmstart": ("vermillion", "--", "x"), "ba_lora_uniform": ("vermillion", ":", "+"),
-    "ba_lora_no_budget": ("vermillion", "-.", "*"),
+    "ba_lora_no_budget": ("vermillion", "-.", "*"), "ba_lora_shuffled": ("grey", ":", "s"),
 }
 HEATMAP_ARMS = 6  # method column groups per heatmap row
 # Widest figure (inches): a page-wide figure in the paper (6.5 in) keeps ≥ 80% of the font size.

@@ -35,7 +35,7 @@ from balora.tuning import superseded
 REFERENCE = "lora"
 MAIN = ("lora", "ba_lora", "ba_lora_dynamic", "adalora", "eva", "pissa", "olora", "lora_ga", "dora")
 HEURISTICS = ("linear_decay", "attention_heavy", "magnitude", "activation")
-ABLATIONS = ("ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget")
+ABLATIONS = ("ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget", "ba_lora_shuffled")
 METHOD_ORDER = MAIN + HEURISTICS + ABLATIONS
 METHOD_NAMES = {
     "lora": "LoRA", "ba_lora": "BA-LoRA", "ba_lora_dynamic": "BA-LoRA dynamic",
@@ -43,7 +43,7 @@ METHOD_NAMES = {
     "linear_decay": "linear decay",
     "attention_heavy": "attention-heavy", "magnitude": "magnitude", "activation": "activation",
     "ba_lora_no_warmstart": "BA-LoRA w/o warm-start", "ba_lora_uniform": "BA-LoRA uniform ranks",
-    "ba_lora_no_budget": "BA-LoRA w/o budget",
+    "ba_lora_no_budget": "BA-LoRA w/o budget", "ba_lora_shuffled": "BA-LoRA shuffled ranks",
 }
 PHASES = ("load", "importance", "allocation", "init", "train", "eval", "generate")
 METRICS = ("accuracy", "f1", "precision", "recall", "loss", "perplexity")
