@@ -58,11 +58,12 @@ from balora.tasks import WARM_START_GAMMA
 
 # RunConfig fields that shape a plan, passed through `plan(**options)`; the rest of RunConfig is about runs.
 OPTIONS = ("strategy", "allocation_power", "importance_metric", "base_rank", "threshold", "top_k", "gamma",
-           "gamma_normalise", "alpha_ratio", "lora_dropout")
+           "gamma_normalise", "alpha_ratio", "lora_dropout", "scaling_rule", "warmstart_init", "learning_rate")
 # PEFT task types by the model class's name suffix; other models (a plain nn.Module) get none.
 TASK_TYPES = {"ForSequenceClassification": "SEQ_CLS", "ForCausalLM": "CAUSAL_LM", "ForTokenClassification": "TOKEN_CLS",
               "ForQuestionAnswering": "QUESTION_ANS", "ForConditionalGeneration": "SEQ_2_SEQ_LM"}
 FORMAT = 1  # version of `Plan.to_dict`
+LATER_PLAN_FIELDS = ("scaling_rule", "warmstart_init", "learning_rate")  # optional in a plan.json: their defaults
 
 
 @dataclass
@@ -81,6 +82,11 @@ class Plan:
     gamma: float = field(default=WARM_START_GAMMA["classification"],
                          metadata={"help": "Warm-start step size (`plan` uses the task's default)."})
     gamma_normalise: bool = field(default=True, metadata={"help": "Warm-start from G/RMS(G), not G."})
+    scaling_rule: str = field(default="constant", metadata={
+        "help": "Each module's alpha/r across the unequal ranks: constant, rslora or standard (RunConfig.scaling_rule)."})
+    warmstart_init: str = field(default="balora", metadata={
+        "help": "apply()'s warm start: balora's (gamma), or gora's (one step of learning_rate, GoRA's exact init)."})
+    learning_rate: float | None = field(default=None, metadata={"help": "The step GoRA's init takes (warmstart_init gora)."})
     seed: int = field(default=42, metadata={"help": "Seed of the sample and of LoRA's random A in apply()."})
     importance: dict[str, Any] = field(default_factory=dict, metadata={"help": "metric, examples, seconds."})
     gradients: dict[str, torch.Tensor] | None = field(default=None, repr=False,
@@ -89,6 +95,8 @@ class Plan:
     def __post_init__(self) -> None:
         if not self.modules:
             raise BaloraError("a plan needs at least one module")
+        if self.warmstart_init == "gora" and self.learning_rate is None:
+            raise BaloraError("warmstart_init='gora' takes one step of your learning rate: give learning_rate=")
         if self.gradients is not None and set(self.gradients) != {m.name for m in self.modules}:
             raise BaloraError("the warm-start gradients do not match the plan's modules; save and load them together")
 
@@ -102,8 +110,10 @@ class Plan:
 
     def lora_config(self) -> LoraConfig:
         """A plain PEFT `LoraConfig` (escaped `rank_pattern`/`alpha_pattern`) for `get_peft_model`."""
+        reference = self.budget / sum(m.d_in + m.d_out for m in self.modules)  # the budget's rank-equivalent
         return methods.lora_config(self.modules, task_type=self.task_type, alpha_ratio=self.alpha_ratio,
-                                   lora_dropout=self.lora_dropout, modules_to_save=self.modules_to_save)
+                                   lora_dropout=self.lora_dropout, modules_to_save=self.modules_to_save,
+                                   scaling_rule=self.scaling_rule, reference_rank=reference)
 
     def apply(self, model: nn.Module, warmstart: bool | None = None) -> PeftModel:
         """`get_peft_model(model, self.lora_config())`, then B warm-started from the plan's gradients
@@ -118,7 +128,9 @@ class Plan:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             peft_model = get_peft_model(model, self.lora_config())
-        if warmstart:
+        if warmstart and self.warmstart_init == "gora":
+            initialisation.gora_start(peft_model, self.gradients, self.learning_rate)
+        elif warmstart:
             initialisation.warm_start(peft_model, self.gradients, self.gamma, self.gamma_normalise)
         return peft_model
 
@@ -162,7 +174,8 @@ class Plan:
                 "task_type": self.task_type, "modules_to_save": self.modules_to_save, "head_params": self.head_params,
                 "count_head": self.count_head, "alpha_ratio": self.alpha_ratio, "lora_dropout": self.lora_dropout,
                 "warmstart": self.warmstart, "gamma": self.gamma, "gamma_normalise": self.gamma_normalise, "seed": self.seed,
-                "importance": self.importance}
+                "importance": self.importance, "scaling_rule": self.scaling_rule, "warmstart_init": self.warmstart_init,
+                "learning_rate": self.learning_rate}
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any], gradients: dict[str, torch.Tensor] | None = None) -> Plan:
@@ -175,6 +188,7 @@ class Plan:
             rest = {k: values[k] for k in ("budget", "task_type", "modules_to_save", "head_params", "count_head",
                                            "alpha_ratio", "lora_dropout", "warmstart", "gamma", "gamma_normalise", "seed",
                                            "importance")}
+            rest |= {k: values[k] for k in LATER_PLAN_FIELDS if k in values}  # plans written before they existed
         except (KeyError, TypeError, ValueError, IndexError) as err:
             raise BaloraError(f"not a balora plan ({type(err).__name__}: {err}); write it with Plan.to_dict") from None
         return cls(modules, gradients=gradients, **rest)
@@ -255,7 +269,8 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
     - `task_type`: PEFT's, from the model's class by default (None for a plain nn.Module); `modules_to_save`:
       heads trained in full, by default the model's `classifier`/`score`.
     - `options`: the CLI's allocation settings, e.g. `strategy="uniform"`, `allocation_power=0.5`,
-      `importance_metric="fisher"`, `gamma=0.01`, `alpha_ratio=2` (see `OPTIONS`).
+      `importance_metric="fisher"`, `gamma=0.01`, `alpha_ratio=2`, `scaling_rule="rslora"`, or
+      `warmstart_init="gora", learning_rate=2e-4` (GoRA's init: one step of your learning rate; see `OPTIONS`).
     """
     _check_arguments(model, data, num_samples, loss_fn)
     unknown = sorted(set(options) - set(OPTIONS))
@@ -282,7 +297,8 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
     prepared = methods.ba_lora(context)
     timings = meter.timings()
     return Plan(prepared.allocation, lora_budget, task, heads, head_params, count_head, config.alpha_ratio,
-                config.lora_dropout, warmstart, config.gamma, config.gamma_normalise, seed,
+                config.lora_dropout, warmstart, config.gamma, config.gamma_normalise, config.scaling_rule,
+                config.warmstart_init, options.get("learning_rate"), seed,
                 {"metric": config.importance_metric, "examples": size,
                  "seconds": timings.get("importance", 0.0) + timings.get("allocation", 0.0)},
                 prepared.warm_start)

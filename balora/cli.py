@@ -82,18 +82,29 @@ def cmd_allocate(args: argparse.Namespace) -> None:
     from balora.run import plan_allocation
 
     config = _run_config(args)
-    setup, rows = plan_allocation(config)
-    payload = {"budget": setup.budget, "total_params": total_params(rows), "head_params": setup.head_params,
-               "rank_equivalent": total_params(rows) / sum(t.cost_per_rank for t in setup.targets),
+    setup, prepared = plan_allocation(config)
+    rows = prepared.allocation
+    lora = total_params(rows)
+    # what the adapter trains besides A and B: DoRA's magnitude vectors, AdaLoRA's singular values
+    extra = prepared.extra_params + prepared.per_rank_extra * sum(r.rank for r in rows)
+    payload = {"budget": setup.budget, "total_params": lora, "extra_params": extra, "head_params": setup.head_params,
+               "rank_equivalent": lora / sum(t.cost_per_rank for t in setup.targets),
                "summary": summary(rows), "modules": [r.to_dict() for r in rows]}
     if args.json:
         print(json.dumps(payload, indent=2))
         return
     print(table(rows))
-    print(f"LoRA parameters: {payload['total_params']:,} of a {setup.budget:,} budget "
-          f"(rank-equivalent {payload['rank_equivalent']:.2f}); head parameters (trained, "
-          f"{'counted' if config.count_head else 'not counted'}): {setup.head_params:,}")
+    besides = (f"; {extra:,} more besides A and B ({EXTRA_PARAMS.get(config.method, 'the method')}), "
+               f"{lora + extra:,} in all" if extra else "")
+    print(f"LoRA parameters: {lora:,} of a {setup.budget:,} budget (rank-equivalent {payload['rank_equivalent']:.2f})"
+          f"{besides}; head parameters (trained, {'counted' if config.count_head else 'not counted'}): "
+          f"{setup.head_params:,}")
     print(describe(rows))
+
+
+# What the `extra_params` of `balora allocate` are, by method
+EXTRA_PARAMS = {"dora": "DoRA's magnitude vectors, paid from the budget",
+                "adalora": "AdaLoRA's singular values, beside a budget counted in ranks"}
 
 
 def cmd_train(args: argparse.Namespace) -> None:

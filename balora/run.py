@@ -52,7 +52,7 @@ from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
 from balora import __version__, bitsandbytes_backend, quantisation
-from balora.allocation import ModuleRank, lora_budget, rank_budget, rank_equivalent, summary
+from balora.allocation import lora_budget, rank_budget, rank_equivalent, summary
 from balora.config import RunConfig
 from balora.data import Example, importance_sample, make_loader, select_training
 from balora.errors import BaloraError, output_folder
@@ -60,7 +60,7 @@ from balora.images import make_image_loader
 from balora.importance import ProbeReport, fit_head
 from balora.instructions import make_lm_loader, prompt_ids
 from balora.measure import PhaseMeter
-from balora.methods import MethodContext, get_method, initial_state, save_adapter
+from balora.methods import MethodContext, Prepared, get_method, initial_state, save_adapter
 from balora.models import (
     TargetModule,
     head_module_names,
@@ -253,13 +253,14 @@ def setup(config: RunConfig) -> Setup:
     return run
 
 
-def plan_allocation(config: RunConfig) -> tuple[Setup, list[ModuleRank]]:
-    """Importance and allocation only, no training (`balora allocate`)."""
+def plan_allocation(config: RunConfig) -> tuple[Setup, Prepared]:
+    """Importance and allocation only, no training (`balora allocate`): the method's `Prepared`, whose
+    `allocation` holds the ranks and `extra_params` what the method pays besides them (DoRA's magnitudes)."""
     run = setup(config)
     seed_everything(config.seed)
     steps = total_steps(run.loader(run.placement.even_shard(run.train_examples), shuffle=True), config.train_epochs)
     with quantisation.dense_weights(run.model):
-        return run, get_method(config.method)(run.method_context(steps)).allocation
+        return run, get_method(config.method)(run.method_context(steps))
 
 
 def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progress: bool = True) -> RunOutput:

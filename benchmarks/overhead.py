@@ -73,7 +73,7 @@ def sample_agreement(args: argparse.Namespace) -> list[tuple[int, float, float]]
     def allocation(samples: int) -> tuple[list[int], list[float]]:
         config = RunConfig(method="ba_lora", train_size=args.train_size, budget_rank=8, gradient_samples=samples,
                            batch_size=32, seed=42)
-        _, rows = plan_allocation(config)
+        rows = plan_allocation(config)[1].allocation
         return [r.rank for r in rows], [r.importance for r in rows]
 
     reference_ranks, reference_scores = allocation(1000)

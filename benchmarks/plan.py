@@ -34,7 +34,8 @@ def main() -> None:
                        gradient_samples=args.samples, budget_rank=8, seed=42)
     inside, api, plans = [], [], []
     for _ in range(args.rounds):
-        setup, rows = plan_allocation(config)
+        setup, prepared = plan_allocation(config)
+        rows = prepared.allocation
         timings = setup.meter.timings()
         inside.append(timings["importance"] + timings["allocation"])
         model = load_classifier("minilm", setup.data.num_labels, config.seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -166,6 +167,41 @@ def test_a_saved_plan_applies_to_a_fresh_model_exactly_as_the_original(tmp_path)
     assert not torch.equal(logits_of(restored.apply(tiny_bert(), warmstart=False), batches[0]), expected)
     with pytest.raises(balora.BaloraError, match="does not match the plan"):
         plan.apply(tiny_gpt2())
+
+
+@pytest.mark.parametrize("rule", ["rslora", "standard"])
+def test_a_plan_follows_the_scaling_rule_and_a_saved_plan_keeps_it(rule):
+    """`scaling_rule` reaches the plan's LoraConfig as the run's does: each module's alpha from
+    `allocation.lora_alpha` at the budget's rank-equivalent; a plan.json written before the field existed
+    loads with today's rule (constant)."""
+    from balora.allocation import lora_alpha
+
+    plan = balora.plan(tiny_bert(), random_batches(), budget_rank=4, min_rank=1, strategy="top_k", top_k=2,
+                       scaling_rule=rule)
+    assert len(set(plan.ranks.values())) > 1  # unequal ranks, where the rules differ
+    reference = plan.budget / sum(m.d_in + m.d_out for m in plan.modules)
+    config = balora.Plan.from_dict(json.loads(json.dumps(plan.to_dict()))).lora_config()
+    for module in [m for m in plan.modules if m.rank > 0]:  # top_k leaves the others out
+        assert config.alpha_pattern[re.escape(module.name)] == pytest.approx(
+            lora_alpha(module.rank, plan.alpha_ratio, rule, reference))
+    old = {k: v for k, v in plan.to_dict().items() if k not in ("scaling_rule", "warmstart_init", "learning_rate")}
+    assert balora.Plan.from_dict(old).scaling_rule == "constant"
+
+
+def test_a_plan_applies_gora_s_initialisation_with_the_given_learning_rate():
+    """`warmstart_init="gora"`: apply() sets scaling·B·A = −lr·√(d_in/r)·G·P_A from the plan's unnormalised mean
+    gradients G; without a learning rate the plan is refused."""
+    plan = balora.plan(tiny_bert(), random_batches(), budget_rank=4, min_rank=1, warmstart_init="gora",
+                       learning_rate=1e-3)
+    model = plan.apply(tiny_bert())
+    for name, grad in plan.gradients.items():
+        layer = model.base_model.model.get_submodule(name)
+        a, b = layer.lora_A["default"].weight.double(), layer.lora_B["default"].weight.double()
+        projection = a.T @ torch.linalg.solve(a @ a.T, a)
+        expected = -1e-3 * (a.shape[1] / a.shape[0]) ** 0.5 * grad.double() @ projection
+        torch.testing.assert_close(layer.scaling["default"] * b @ a, expected, rtol=1e-4, atol=1e-9)
+    with pytest.raises(balora.BaloraError, match="give learning_rate="):
+        balora.plan(tiny_bert(), random_batches(), budget_rank=4, warmstart_init="gora")
 
 
 def test_a_hugging_face_trainer_trains_the_planned_model_and_plain_peft_reloads_it(tmp_path):

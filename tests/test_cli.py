@@ -19,6 +19,21 @@ def test_allocate_json_schema(tiny_model_dir, tiny_csv, capsys):
     assert all(m["params"] == m["rank"] * sum(m["shape"]) for m in payload["modules"])
 
 
+def test_allocate_counts_dora_s_magnitudes_in_the_budget(tiny_model_dir, tiny_csv, capsys):
+    """DoRA pays a magnitude per output feature from the budget: `allocate` shows them beside A and B, and the
+    two together fit the budget (rank lowered until they do)."""
+    assert main(["allocate", "--method", "dora", "--model", str(tiny_model_dir), "--dataset", str(tiny_csv),
+                 "--budget-rank", "4", "--shots", "10", "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    magnitudes = sum(m["shape"][0] for m in payload["modules"])
+    assert payload["extra_params"] == magnitudes > 0
+    assert payload["total_params"] + payload["extra_params"] <= payload["budget"] < payload["total_params"] + magnitudes + \
+        sum(sum(m["shape"]) for m in payload["modules"])  # one more rank would not fit
+    assert main(["allocate", "--method", "dora", "--model", str(tiny_model_dir), "--dataset", str(tiny_csv),
+                 "--budget-rank", "4", "--shots", "10"]) == 0
+    assert f"{magnitudes:,} more besides A and B (DoRA's magnitude vectors" in capsys.readouterr().out
+
+
 def test_seed000_flag_aliases(tiny_model_dir, tiny_csv, tmp_path):
     assert main(["train", "--peft_method", "ba_lora", "--model", str(tiny_model_dir), "--dataset", str(tiny_csv),
                  "--param_budget", "512", "--ba_lora_base_rank", "4", "--ba_lora_gradient_samples", "20",

@@ -41,7 +41,8 @@ def test_a_wheel_with_the_wrong_checksum_is_refused(tmp_path, monkeypatch):
 
 
 def test_allocation_on_minilm_spends_the_rank8_budget_exactly():
-    setup, rows = plan_allocation(RunConfig(shots=16, budget_rank=8, gradient_samples=32))
+    setup, prepared = plan_allocation(RunConfig(shots=16, budget_rank=8, gradient_samples=32))
+    rows = prepared.allocation
     assert setup.budget == 73_728 and sum(r.params for r in rows) == 73_728
     assert len(rows) == 12 and all(r.d_in == r.d_out == 384 for r in rows)
     assert setup.head_params == 384 * 2 + 2

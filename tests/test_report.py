@@ -23,7 +23,7 @@ SEEDS = (42, 43, 44, 45, 46)
 METHODS = ("lora", "ba_lora", "adalora", "eva", "linear_decay", "ba_lora_no_warmstart", "ba_lora_uniform",
            "ba_lora_no_budget")
 EFFECT = {"lora": 0.0, "ba_lora": 0.04, "adalora": -0.02, "eva": 0.01, "linear_decay": 0.0,
-          "ba_lora_no_warmstart": 0.02, "ba_lora_uniform": 0.03, "ba_lora_no_budget": 0.035}
+          "ba_lora_no_warmstart": 0.02, "ba_lora_uniform": 0.03, "ba_lora_no_budget": 0.035, "dora": 0.0}
 MAJORITY = 0.578
 
 
@@ -1020,3 +1020,17 @@ def test_vision_section_tests_whether_attention_dominates_with_mann_whitney(tmp_
 
 def test_vision_section_appears_only_with_image_runs(report_dir: Path):
     assert "Layer importance in Vision Transformers" not in (report_dir / "report" / "report.md").read_text()
+
+
+def test_the_budget_table_says_dora_s_count_includes_its_magnitudes():
+    """With a DoRA row, the parameter columns' note says its count holds the magnitude vectors paid from the
+    budget; without one, the note is as it was (no committed report changes)."""
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+    from balora.report.tables import budget_tables
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in (42, 43, 44)]
+    for methods, said in ((("dora",), True), ((), False)):
+        extra = [make_result(m, 8, 64, s) for m in methods for s in (42, 43, 44)]
+        captions = " ".join(c for t in budget_tables(analyse(load_runs(runs + extra))) for c in t.captions)
+        assert ("DoRA's include its magnitude vectors" in captions) is said

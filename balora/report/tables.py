@@ -199,8 +199,18 @@ def budget_tables(analysis: Analysis) -> list[Table]:
     compact = ["Budget", "Method", "n", "LoRA params", "Final LoRA params", "Head params", "Acc. (%)", "≤ majority",
                "F1 (%)", "Δ acc. (pp) [CI]", "p (Holm)", "p (TOST, Holm)", "Verdict"]
     return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
-                  render(rows, columns), comparison_notes(rows), STAT_NOTE, compact, explained)
+                  render(rows, columns), comparison_notes(rows), STAT_NOTE, compact, _with_dora(explained, rows))
             for setting, rows in analysis.main.items()]
+
+
+def _with_dora(explained: dict[str, str], rows: list[Row]) -> dict[str, str]:
+    """Where DoRA has a row, the LoRA params note says its magnitude vectors are in the count (paid from the budget,
+    which lowers its rank), so the column compares what every arm trains."""
+    if not any(row.runs["method"].eq("dora").any() for row in rows):
+        return explained
+    note = explained["Final LoRA params"]
+    return explained | {"Final LoRA params": note.removesuffix(".") + "; DoRA's include its magnitude vectors (one "
+                                                                     "per output feature, paid from the budget)."}
 
 
 def comparison_notes(rows: list[Row]) -> list[str]:
