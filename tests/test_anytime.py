@@ -64,13 +64,14 @@ def test_the_run_frame_has_each_run_s_anytime_area_and_steps_to_its_lora_s_final
     assert frame.loc[("eva", 44), "steps_to_reference"] is None
 
 
-def faster_pairs() -> list[dict]:
-    """LoRA and BA-LoRA tied on test accuracy (inconclusive at ±1 pp); BA-LoRA's validation curve gets to its
-    final value a quarter into training, LoRA's rises linearly to the end: BA-LoRA is faster."""
+def faster_pairs(faster: bool = True) -> list[dict]:
+    """LoRA and BA-LoRA tied on test accuracy (inconclusive at ±1 pp), their validation curves ending there.
+    `faster`: BA-LoRA's curve gets to its final value a quarter into training, LoRA's rises linearly to the end;
+    else both rise linearly."""
     results = close_pairs(TIE_AT_THE_END)
     for r in results:
         final = r["metrics"]["accuracy"]
-        rise = (lambda i: min(1.0, i / 2)) if r["config"]["method"] == "ba_lora" else (lambda i: i / 8)
+        rise = (lambda i: min(1.0, i / 2)) if faster and r["config"]["method"] == "ba_lora" else (lambda i: i / 8)
         _with_curve(r, [MAJORITY + (final - MAJORITY) * rise(i) for i in range(9)])
     return results
 
@@ -120,3 +121,17 @@ def test_a_spec_may_declare_anytime_true_or_false_and_nothing_else(tmp_path: Pat
     with pytest.raises(BaloraError, match="line 2: anytime is true or false"):
         load_spec(spec("anytime: 1\n"))
     assert declared_anytime("paper") is False and declared_anytime("not a preset") is False
+
+
+def test_no_arm_wins_on_speed_where_the_curves_rise_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from balora import specs
+
+    monkeypatch.setattr(specs, "declared_anytime", lambda sweep: sweep == "synthetic")
+    markdown = build_report(faster_pairs(faster=False), tmp_path / "report", figures_too=False).read_text()
+    section = markdown.split("## Anytime performance")[1].split("\n## ")[0]
+    (_, rows), = _markdown_tables(section)
+    (ba,) = [r for r in rows if r["Method"] == "BA-LoRA"]
+    assert ba["Verdict"] != "better"
+    assert "- No arm wins on speed while tying at the end (better on the anytime metric with a test-accuracy verdict " \
+           "of equivalent or inconclusive) in the setting compared." in section
+    assert "faster: none" in section
