@@ -16,6 +16,10 @@ of the metric compared: a fraction of accuracy (0.01 = ±1 pp) for classifiers, 
 causal LM. Without it the report uses the metric's default (±1 pp, ±0.01 nats). A run file records
 its sweep's name, not its spec, so the report finds a margin only for a sweep named after a preset
 (`declared_margin`).
+
+An optional `anytime: true` asks the report for its "Anytime performance" section (the area under each
+run's validation curve, and the steps to reach LoRA's final validation value; `balora.report.anytime`).
+It is found the same way, by the sweep's name among the presets (`declared_anytime`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from balora.tuning import Tune, cell_key, with_candidate
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
                        if f.name.endswith(".yaml")))
-SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "results_dir", "equivalence_margin"}
+SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "results_dir", "equivalence_margin",
+             "anytime"}
 SWEEP_SET = ("tuned", "tuning")  # run fields only a sweep sets
 
 
@@ -68,6 +73,7 @@ class Spec:
     runs: list[Planned]
     results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
     equivalence_margin: float | None = None  # the report's equivalence margin (None: the metric's default)
+    anytime: bool = False  # the report's anytime section (area under the validation curve, steps to LoRA's final)
 
     def tuning_runs(self, grown: Mapping[str, Tune] | None = None) -> list[Planned]:
         """Every tuned cell × candidate × tuning seed, once each; a cell in `grown` (by cell key) with the
@@ -207,7 +213,7 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     if results_dir is not None and not isinstance(results_dir, str):
         raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
     return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir,
-                _margin(data.get("equivalence_margin"), at("equivalence_margin")))
+                _margin(data.get("equivalence_margin"), at("equivalence_margin")), _anytime(data.get("anytime"), at("anytime")))
 
 
 def _margin(value: Any, where: str) -> float | None:
@@ -218,6 +224,25 @@ def _margin(value: Any, where: str) -> float | None:
         raise BaloraError(f"{where}: equivalence_margin is a positive number in the compared metric's units "
                           f"(0.01: ±1 pp of accuracy, or ±0.01 nats of test loss), got {value!r}")
     return float(value)
+
+
+def _anytime(value: Any, where: str) -> bool:
+    """A declared `anytime`: true or false (absent: false)."""
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise BaloraError(f"{where}: anytime is true or false (true: the report adds its anytime section), got {value!r}")
+    return value
+
+
+@functools.cache
+def declared_anytime(sweep: str) -> bool:
+    """Whether the preset named `sweep` declares `anytime: true`: False where it does not or `sweep` is no
+    preset (found by name, as `declared_margin`)."""
+    if sweep not in PRESETS:
+        return False
+    where, text = _read(sweep)
+    return _anytime(yaml.safe_load(text).get("anytime"), where)
 
 
 @functools.cache

@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from balora.report import stats
-from balora.report.runs import ABLATIONS, MAIN, REFERENCE, arm_order, budget_label, by_seed, equivalence_margin, settings
+from balora.report.runs import (
+    ABLATIONS,
+    MAIN,
+    REFERENCE,
+    arm_order,
+    budget_label,
+    by_seed,
+    equivalence_margin,
+    reference_arm,
+    settings,
+)
 
 
 @dataclass
@@ -32,12 +42,6 @@ class Row:
     @property
     def label(self) -> str:
         return str(self.runs["arm_label"].iloc[0])
-
-
-def reference_arm(cell: pd.DataFrame, method: str) -> str | None:
-    """The reference method's plain arm in `cell`, or its first variant."""
-    arms = [a for a in arm_order(cell["arm"]) if a.split(" (")[0] == method]
-    return method if method in arms else (arms[0] if arms else None)
 
 
 def compared_rows(groups: list[tuple[str, pd.DataFrame]], reference: str,

@@ -12,6 +12,7 @@ import pandas as pd
 
 from balora.report import claims, figures, selection, tables
 from balora.report.analysis import Analysis, analyse
+from balora.report.anytime import anytime_section, declaring_sweeps
 from balora.report.criteria import Criterion, criteria_summary, criteria_table, seed000_criteria
 from balora.report.document import (
     Block,
@@ -192,6 +193,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             _per_setting(frame, missing, fig_dir, figures.training_loss, "Training-loss curves", "no curves recorded"),
             _per_setting(frame, missing, fig_dir, figures.validation_accuracy, "Validation curves", "no curves recorded"),
             report.convergence_claims, [t for t in [selection.convergence_table(arms)] if t])
+        if declaring_sweeps(frame):  # only where the runs' spec asks for it (anytime: true)
+            report.sections["anytime"] = anytime_section(frame, missing)
         report.sections["cost"] = _section(
             "Cost", "Wall time per phase and peak memory.",
             [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))

@@ -15,6 +15,20 @@ A field a sweep selected on validation (listed in `config.tuned`) is part of the
 setting. So are arms where only some selected a field (AdaLoRA its epochs, LoRA trained for fixed
 ones): each arm's value is its own, and the table notes how the rows differ. Tuning runs
 (`config.tuning`) have no test accuracy and appear only in the tuning appendix.
+
+Anytime columns (`anytime_columns`): a run's primary metric is its validation accuracy (higher is better),
+or a causal LM's validation loss (lower is better). `anytime` is the area under the run's validation curve
+of that metric over normalised training progress t = step / steps, from t = 0 to 1, by the trapezoid rule:
+
+    anytime = Σᵢ (tᵢ₊₁ − tᵢ) · (mᵢ + mᵢ₊₁) / 2,
+
+i.e. the run's mean validation metric over training (in the metric's own units), so arms trained for the
+same number of steps compare on how early they got where they got. It is NaN unless the curve has at
+least `MIN_CURVE_POINTS` points and runs from step 0 to the run's last step. `steps_to_reference` is the
+first validation step at which the run's metric reaches (≥ for accuracy, ≤ for loss) `reference_final`,
+the final validation value of its paired reference run (LoRA with the same seed, in the same setting
+and budget), None where it never does; `reference_final` is NaN where the run has no paired reference
+with a usable curve (and then `steps_to_reference` is None too).
 """
 
 from __future__ import annotations
@@ -203,6 +217,57 @@ def method_variants(results: list[dict[str, Any]]) -> list[str]:
     return [_describe(r["config"], varying[group(r)], _defaults_of(r)) for r in results]
 
 
+MIN_CURVE_POINTS = 3  # an anytime area from fewer validation points says little about the path
+
+
+def primary_metric(result: dict[str, Any]) -> str:
+    """The validation metric a run's curves are read by: a causal LM's loss, every other run's accuracy."""
+    return "loss" if result.get("task") == "causal_lm" else "accuracy"
+
+
+def validation_curve(result: dict[str, Any], metric: str | None = None) -> list[tuple[int, float]]:
+    """(step, value) of the run's validation curve for `metric` (its primary metric by default), in step
+    order; points without the metric are left out."""
+    metric = metric or primary_metric(result)
+    points = (result.get("curves") or {}).get("validation") or []
+    return sorted((int(step), float(values[metric])) for step, values in points if metric in values)
+
+
+def anytime_value(curve: list[tuple[int, float]], steps: int | None) -> float:
+    """The area under `curve` over normalised progress step / `steps` in [0, 1] (trapezoid rule): the mean
+    validation metric over training. NaN for fewer than `MIN_CURVE_POINTS` points, or a curve that does not
+    run from step 0 to `steps`."""
+    if not steps or len(curve) < MIN_CURVE_POINTS or curve[0][0] != 0 or curve[-1][0] != steps:
+        return math.nan
+    return sum((b[0] - a[0]) / steps * (a[1] + b[1]) / 2 for a, b in zip(curve, curve[1:]))
+
+
+def steps_to_reach(curve: list[tuple[int, float]], target: float, lower_is_better: bool = False) -> int | None:
+    """The first step of `curve` whose value reaches `target` (≤ it where lower is better, else ≥), or None."""
+    if not math.isfinite(target):
+        return None
+    return next((step for step, value in curve if (value <= target if lower_is_better else value >= target)), None)
+
+
+def anytime_columns(frame: pd.DataFrame) -> pd.DataFrame:
+    """`anytime`, `reference_final` and `steps_to_reference` of each run (module docstring), the reference
+    being the run of the reference arm (`REFERENCE`'s plain arm, else its first variant) with the same seed
+    in the same setting and budget (a seed stored twice keeps its last run)."""
+    curves = pd.Series([validation_curve(r) for r in frame["result"]], index=frame.index, dtype=object)
+    frame = frame.assign(anytime=[anytime_value(c, s) for c, s in zip(curves, frame["steps"])])
+    finals: dict[tuple, float] = {}
+    for (setting, budget), cell in frame.groupby(["setting", "budget"], sort=False):
+        reference = cell[cell["arm"] == reference_arm(cell, REFERENCE)]
+        for seed, curve in zip(reference["seed"], curves[reference.index]):
+            if len(curve) >= MIN_CURVE_POINTS:
+                finals[(setting, budget, int(seed))] = curve[-1][1]
+    targets = [finals.get((setting, budget, int(seed)), math.nan)
+               for setting, budget, seed in zip(frame["setting"], frame["budget"], frame["seed"])]
+    reached = [steps_to_reach(c, t, primary_metric(r) == "loss") if len(c) >= MIN_CURVE_POINTS else None
+               for c, t, r in zip(curves, targets, frame["result"])]
+    return frame.assign(reference_final=targets, steps_to_reference=pd.Series(reached, index=frame.index, dtype=object))
+
+
 def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> pd.DataFrame:
     """One row per run: labels, metrics, parameter counts, timings, memory, and the result itself
     (tuning runs are left out: they have no test metrics; so are evaluation runs at a value their cell
@@ -250,6 +315,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
+    frame = anytime_columns(frame)
     # A family whose shot count holds two settings (say two epoch counts at 16 shots) is split by setting:
     # a few-shot table row is one shot count, and must hold one protocol.
     for family, part in frame[frame["shots"].notna()].groupby("family"):
@@ -264,6 +330,12 @@ def arm_order(arms: Iterable[str]) -> list[str]:
     """Arms in the report's order: main methods, heuristics, ablations, then anything else."""
     order = {m: i for i, m in enumerate(METHOD_ORDER)}
     return sorted(set(arms), key=lambda a: (order.get(a.split(" (")[0], len(order)), a))
+
+
+def reference_arm(cell: pd.DataFrame, method: str) -> str | None:
+    """The reference method's plain arm in `cell`, or its first variant."""
+    arms = [a for a in arm_order(cell["arm"]) if a.split(" (")[0] == method]
+    return method if method in arms else (arms[0] if arms else None)
 
 
 def settings(frame: pd.DataFrame) -> list[str]:

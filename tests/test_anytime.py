@@ -1,0 +1,137 @@
+"""The anytime metric: the area under a run's validation curve over normalised progress, the steps to reach
+LoRA's final validation value, the spec's `anytime` field, and the report section it turns on."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from test_report import MAJORITY, _markdown_tables, close_pairs, make_result
+
+from balora.errors import BaloraError
+from balora.report import build_report
+from balora.report.runs import anytime_value, load_runs, steps_to_reach
+
+TIE_AT_THE_END = (0.015, -0.012, 0.008, -0.014, 0.005)  # BA-LoRA − LoRA test accuracy: inconclusive at ±1 pp
+
+
+def test_the_anytime_area_is_the_trapezoid_mean_over_normalised_progress():
+    # steps 10: t = 0, 0.5, 1 → 0.5·(0.5 + 0.7)/2 + 0.5·(0.7 + 0.8)/2 = 0.3 + 0.375
+    assert anytime_value([(0, 0.5), (5, 0.7), (10, 0.8)], 10) == pytest.approx(0.675)
+    # uneven spacing: t = 0, 0.2, 1 → 0.2·(0.5 + 0.9)/2 + 0.8·(0.9 + 0.9)/2 = 0.14 + 0.72
+    assert anytime_value([(0, 0.5), (2, 0.9), (10, 0.9)], 10) == pytest.approx(0.86)
+    # a flat curve's area is its value
+    assert anytime_value([(0, 0.6), (3, 0.6), (7, 0.6), (8, 0.6)], 8) == pytest.approx(0.6)
+    # fewer than 3 points, no step-0 point, or a curve that stops before the last step: no area
+    assert math.isnan(anytime_value([(0, 0.5), (10, 0.8)], 10))
+    assert math.isnan(anytime_value([(2, 0.5), (5, 0.7), (10, 0.8)], 10))
+    assert math.isnan(anytime_value([(0, 0.5), (5, 0.7), (8, 0.8)], 10))
+
+
+def test_steps_to_reach_a_value_for_accuracy_and_for_loss():
+    curve = [(0, 0.5), (10, 0.7), (20, 0.8), (30, 0.75)]
+    assert steps_to_reach(curve, 0.7) == 10
+    assert steps_to_reach(curve, 0.78) == 20
+    assert steps_to_reach(curve, 0.9) is None
+    losses = [(0, 3.0), (10, 2.5), (20, 2.2)]
+    assert steps_to_reach(losses, 2.5, lower_is_better=True) == 10
+    assert steps_to_reach(losses, 2.0, lower_is_better=True) is None
+
+
+def _with_curve(result: dict, values: list[float]) -> dict:
+    steps = result["steps"]
+    points = [round(steps * i / (len(values) - 1)) for i in range(len(values))]
+    result["curves"]["validation"] = [[s, {"accuracy": v, "loss": 0.7}] for s, v in zip(points, values)]
+    return result
+
+
+def test_the_run_frame_has_each_run_s_anytime_area_and_steps_to_its_lora_s_final_value():
+    """LoRA (seeds 42, 43) ends at 0.75 on validation; BA-LoRA reaches 0.75 at step 40 of 160 on seed 42 and
+    never on seed 43; EVA on seed 44 has no LoRA run with its seed."""
+    lora = [_with_curve(make_result("lora", 8, 64, s), [0.5, 0.6, 0.7, 0.75, 0.75]) for s in (42, 43)]
+    ba = [_with_curve(make_result("ba_lora", 8, 64, 42), [0.5, 0.75, 0.8, 0.8, 0.8]),
+          _with_curve(make_result("ba_lora", 8, 64, 43), [0.5, 0.6, 0.7, 0.74, 0.74])]
+    eva = [_with_curve(make_result("eva", 8, 64, 44), [0.5, 0.9, 0.9, 0.9, 0.9])]
+    frame = load_runs(lora + ba + eva).set_index(["method", "seed"])
+    assert frame.loc[("lora", 42), "anytime"] == pytest.approx(0.25 * (0.55 + 0.65 + 0.725 + 0.75))
+    assert frame.loc[("ba_lora", 42), "anytime"] == pytest.approx(0.25 * (0.625 + 0.775 + 0.8 + 0.8))
+    assert frame.loc[("ba_lora", 42), "steps_to_reference"] == 40
+    assert frame.loc[("ba_lora", 42), "reference_final"] == pytest.approx(0.75)
+    assert frame.loc[("ba_lora", 43), "steps_to_reference"] is None  # never reaches 0.75
+    assert frame.loc[("lora", 43), "steps_to_reference"] == 120  # LoRA's own first step at its final value
+    assert math.isnan(frame.loc[("eva", 44), "reference_final"])  # no paired LoRA run
+    assert frame.loc[("eva", 44), "steps_to_reference"] is None
+
+
+def faster_pairs(faster: bool = True) -> list[dict]:
+    """LoRA and BA-LoRA tied on test accuracy (inconclusive at ±1 pp), their validation curves ending there.
+    `faster`: BA-LoRA's curve gets to its final value a quarter into training, LoRA's rises linearly to the end;
+    else both rise linearly."""
+    results = close_pairs(TIE_AT_THE_END)
+    for r in results:
+        final = r["metrics"]["accuracy"]
+        rise = (lambda i: min(1.0, i / 2)) if faster and r["config"]["method"] == "ba_lora" else (lambda i: i / 8)
+        _with_curve(r, [MAJORITY + (final - MAJORITY) * rise(i) for i in range(9)])
+    return results
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_the_anytime_section_appears_only_where_the_spec_declares_it(declared: bool, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch):
+    from balora import specs
+
+    monkeypatch.setattr(specs, "declared_anytime", lambda sweep: declared and sweep == "synthetic")
+    markdown = build_report(faster_pairs(), tmp_path / "report", figures_too=False).read_text()
+    assert ("## Anytime performance" in markdown) is declared
+    assert (tmp_path / "report" / "tables" / "anytime_minilm_rotten_tomatoes_64_shot.tex").exists() is declared \
+        or not declared and not list((tmp_path / "report" / "tables").glob("anytime_*"))
+
+
+def test_a_faster_arm_that_ties_at_the_end_is_better_on_anytime_and_wins_on_speed(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch):
+    from balora import specs
+
+    monkeypatch.setattr(specs, "declared_anytime", lambda sweep: sweep == "synthetic")
+    markdown = build_report(faster_pairs(), tmp_path / "report", figures_too=False).read_text()
+    section = markdown.split("## Anytime performance")[1].split("\n## ")[0]
+    (title, rows), = _markdown_tables(section)
+    assert title.startswith("Anytime performance — minilm · rotten_tomatoes · 64-shot")
+    (lora,) = [r for r in rows if r["Method"] == "LoRA"]
+    (ba,) = [r for r in rows if r["Method"] == "BA-LoRA"]
+    assert ba["Verdict"] == "better" and ba["Test acc. verdict"].startswith("inconclusive (MDE")
+    # BA-LoRA's curve is at its final value from step 40 on, which is LoRA's or above on the 3 seeds it ends above
+    assert ba["Reached"] == "3/5" and ba["Steps to LoRA's final"] == "40"
+    assert lora["Reached"] == "5/5" and lora["Steps to LoRA's final"] == "160" and lora["Steps"] == "160"
+    assert "faster: BA-LoRA at r=8; slower: none" in section
+    assert "BA-LoRA wins on speed while tying at the end" in section
+    assert "Wins on speed while tying at the end: BA-LoRA at r=8 (minilm · rotten_tomatoes · 64-shot)." in section
+
+
+def test_a_spec_may_declare_anytime_true_or_false_and_nothing_else(tmp_path: Path):
+    from balora.specs import declared_anytime, load_spec
+
+    def spec(line: str) -> str:
+        path = tmp_path / "spec.yaml"
+        path.write_text(f"name: tiny\n{line}grids:\n  - method: [lora]\n    shots: 8\n")
+        return str(path)
+
+    assert load_spec(spec("anytime: true\n")).anytime is True
+    assert load_spec(spec("")).anytime is False
+    with pytest.raises(BaloraError, match="line 2: anytime is true or false"):
+        load_spec(spec("anytime: 1\n"))
+    assert declared_anytime("paper") is False and declared_anytime("not a preset") is False
+
+
+def test_no_arm_wins_on_speed_where_the_curves_rise_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from balora import specs
+
+    monkeypatch.setattr(specs, "declared_anytime", lambda sweep: sweep == "synthetic")
+    markdown = build_report(faster_pairs(faster=False), tmp_path / "report", figures_too=False).read_text()
+    section = markdown.split("## Anytime performance")[1].split("\n## ")[0]
+    (_, rows), = _markdown_tables(section)
+    (ba,) = [r for r in rows if r["Method"] == "BA-LoRA"]
+    assert ba["Verdict"] != "better"
+    assert "- No arm wins on speed while tying at the end (better on the anytime metric with a test-accuracy verdict " \
+           "of equivalent or inconclusive) in the setting compared." in section
+    assert "faster: none" in section
