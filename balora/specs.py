@@ -11,6 +11,14 @@ on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], see
 spec then plans tuning runs (every cell × candidate × tuning seed) as well as its evaluation runs
 (`balora.sweeps` runs them in two phases).
 
+A `confirm:` block (for the whole spec, or per grid; `confirm: null` in a grid turns it off) adds a
+confirmation stage, e.g. `confirm: {seeds: [45, 46, 47, 48, 49, 50, 51], gain: 0.005}`: once an arm's
+evaluation runs (its screening seeds) and those of the reference arm of its setting (`reference:`, default
+plain LoRA) are done, the arm runs on the confirmation seeds too, and so does the reference, if its mean
+final *validation* value, or its mean anytime value (the area under its validation curve), beats the
+reference's by at least `gain` (accuracy: a fraction, 0.005 = 0.5 pp; loss: nats, lower is better). Only
+validation decides what is confirmed, never test (`balora.sweeps.confirmations`).
+
 An optional `equivalence_margin` declares the margin of the report's equivalence tests, in the units
 of the metric compared: a fraction of accuracy (0.01 = ±1 pp) for classifiers, nats of test loss for a
 causal LM. Without it the report uses the metric's default (±1 pp, ±0.01 nats). A run file records
@@ -43,9 +51,19 @@ from balora.tuning import Tune, cell_key, with_candidate
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
                        if f.name.endswith(".yaml")))
-SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "results_dir", "equivalence_margin",
+SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "confirm", "results_dir", "equivalence_margin",
              "anytime"}
 SWEEP_SET = ("tuned", "tuning")  # run fields only a sweep sets
+
+
+@dataclass(frozen=True)
+class Confirm:
+    """A confirmation stage (module docstring): the seeds an arm that beats `reference` by `gain` on
+    validation runs on too."""
+
+    seeds: tuple[int, ...]
+    gain: float
+    reference: str = "lora"
 
 
 @dataclass
@@ -56,6 +74,7 @@ class Planned:
     config: RunConfig
     grid: str
     tune: Tune | None = None
+    confirm: Confirm | None = None
 
     @property
     def cell(self) -> str:
@@ -143,6 +162,8 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     spec_tune = _tune(data.get("tune"), at, ("tune",))
     from balora.methods import METHODS
 
+    spec_confirm = _confirm(data.get("confirm"), at, ("confirm",), METHODS)
+
     def check_method(method: Any, *path: Any) -> None:
         if method not in METHODS:
             raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(METHODS)}")
@@ -170,6 +191,8 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         grid = dict(grid)
         label = str(grid.pop("name", f"grid{index}"))
         tune = _tune(grid.pop("tune"), at, ("grids", index, "tune")) if "tune" in grid else spec_tune
+        confirm = (_confirm(grid.pop("confirm"), at, ("grids", index, "confirm"), METHODS) if "confirm" in grid
+                   else spec_confirm)
         axes = {k: _axis(k, v) for k, v in grid.items()}
         for key, values in axes.items():
             check_settable(key, "grids", index, key)
@@ -205,7 +228,10 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
                                   f"({config.key()}) that grid {label} on line {lines[('grids', first)]} already plans; "
                                   "remove the repeated grid, or the values it repeats")
             if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
-                planned.setdefault(config.key(), Planned(config, label, tune))
+                if confirm is not None and config.seed in confirm.seeds:
+                    raise BaloraError(f"{at('grids', index, 'seed')}: grid {label} runs seed {config.seed}, one of its "
+                                      "confirmation seeds; a confirmation seed runs only for arms that qualify")
+                planned.setdefault(config.key(), Planned(config, label, tune, confirm))
     for key in filters:
         if key not in RunConfig.__dataclass_fields__:
             raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
@@ -291,6 +317,24 @@ def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
         if len(set(map(repr, candidates))) != len(candidates):
             raise BaloraError(f"{at(*path, name)}: tune {name} lists a candidate twice")
     return Tune(values, list(seeds), extend, lengthen)
+
+
+def _confirm(block: Any, at: Any, path: tuple, methods: Any) -> Confirm | None:
+    """A `confirm:` block, checked where it is written; null means no confirmation stage."""
+    if block is None:
+        return None
+    usage = "confirm: {seeds: [45, 46, 47], gain: 0.005} (confirmation seeds; the validation gain over LoRA that earns them)"
+    if not isinstance(block, dict) or set(block) - {"seeds", "gain", "reference"}:
+        raise BaloraError(f"{at(*path)}: 'confirm' is a mapping of seeds, gain and (optional) reference, e.g. {usage}")
+    seeds, gain, reference = block.get("seeds"), block.get("gain"), block.get("reference", "lora")
+    if (not isinstance(seeds, list) or not seeds or len(set(map(repr, seeds))) != len(seeds)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)):
+        raise BaloraError(f"{at(*path)}: confirm needs seeds: a list of distinct integer seeds, e.g. {usage}")
+    if isinstance(gain, bool) or not isinstance(gain, int | float) or not 0 <= gain < math.inf:
+        raise BaloraError(f"{at(*path)}: confirm needs gain: a number ≥ 0 in the validation metric's units, e.g. {usage}")
+    if reference not in methods:
+        raise BaloraError(f"{at(*path)}: confirm reference '{reference}' is not a method; choose from {', '.join(methods)}")
+    return Confirm(tuple(seeds), float(gain), reference)
 
 
 def _axis(key: str, value: Any) -> list:

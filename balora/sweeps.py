@@ -4,6 +4,8 @@ A spec with a `tune:` block runs in two phases: tuning runs (every cell × candi
 and, with `extend`, the candidates of every grid that grew past an end until none grows), then, per
 cell, the evaluation runs at the candidate `balora.tuning` selects from the stored tuning runs.
 Selection is recomputed from the store each time, so an interrupted sweep resumes in either phase.
+A spec with a `confirm:` block has a third phase: the confirmation seeds of every arm whose screening
+runs beat the reference's on validation (`confirmations`), decided from the store in the same way.
 
 The driver process owns the database: it claims a run,
 hands it to an executor (in-process, a local process pool, or Ray), and records the outcome.
@@ -18,12 +20,15 @@ file of every planned run the database has done but the folder lacks, whichever 
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import statistics
 import sys
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -31,14 +36,24 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from balora.config import RunConfig, protocol, protocol_key
+from balora.config import DEFAULTS, METHOD_SETTINGS, RunConfig, protocol, protocol_key
 from balora.errors import BaloraError, output_folder
 from balora.quiet import silence
 from balora.runfiles import read_run, run_keys, run_path, write_run
 from balora.specs import Planned, Spec
 from balora.store import ResultsStore
 from balora.training import bf16_emulation, native_bf16
-from balora.tuning import Tune, cell_fields, choose, score, with_candidate
+from balora.tuning import (
+    Tune,
+    anytime_value,
+    cell_fields,
+    choose,
+    final_validation,
+    primary_metric,
+    score,
+    validation_curve,
+    with_candidate,
+)
 
 
 def execute(config_dict: dict[str, Any], out_dir: str, threads: int | None = None) -> dict[str, Any]:
@@ -159,8 +174,105 @@ def evaluation_runs(spec: Spec, selections: dict[str, Selection]) -> tuple[list[
         if chosen is None:
             awaiting.append(p)
         else:
-            ready.append(Planned(with_candidate(p.config, chosen), p.grid))
+            ready.append(Planned(with_candidate(p.config, chosen), p.grid, confirm=p.confirm))
     return ready, awaiting
+
+
+# What makes an arm besides its setting: a confirmation stage compares the arms of one setting (`setting_key`)
+ARM_OPTIONS = ("scaling_rule", "loraplus_ratio", "warmstart_init", "max_rank")
+ARM_FIELDS = frozenset({"method", "seed", "tuned", "tuning", *ARM_OPTIONS, *METHOD_SETTINGS})
+
+
+def setting_key(config: RunConfig) -> str:
+    """Everything but the arm (ARM_FIELDS) and the values selected on validation: the runs a confirmation stage
+    compares with one reference."""
+    return json.dumps({k: v for k, v in config.to_dict().items() if k not in ARM_FIELDS and k not in (config.tuned or [])},
+                      sort_keys=True, default=str)
+
+
+@dataclass
+class Decision:
+    """A confirmation decision for one arm: the runs it adds (the arm's and the reference's, on the
+    confirmation seeds; none unless it qualified) and why."""
+
+    planned: Planned  # one of the arm's screening runs
+    runs: list[Planned]
+    summary: str
+
+
+def _reference(arms: dict[str, list[Planned]], method: str) -> str | None:
+    """The reference arm among `arms`: `method` with the fewest arm options away from their defaults."""
+    candidates = [a for a, runs in arms.items() if runs[0].config.method == method]
+    return min(candidates, key=lambda a: sum(getattr(arms[a][0].config, o) != DEFAULTS[o] for o in ARM_OPTIONS),
+               default=None)
+
+
+def _screening(runs: list[Planned], store: ResultsStore) -> list[dict[str, Any]] | None:
+    """The stored results of an arm's screening runs, None until all are done."""
+    records = [store.get(p.config.key()) for p in runs]
+    return None if any(r is None or r.status != "done" for r in records) else [r.result for r in records]
+
+
+def _means(results: list[dict[str, Any]]) -> tuple[float, float]:
+    """Mean final validation value and mean anytime value (NaN without curves) over an arm's screening runs."""
+    metric = primary_metric(results[0])
+    finals = [final_validation(r)[metric] for r in results]
+    areas = [anytime_value(validation_curve(r), r.get("steps")) for r in results]
+    return statistics.fmean(finals), statistics.fmean(areas) if all(math.isfinite(a) for a in areas) else math.nan
+
+
+def confirmations(ready: list[Planned], store: ResultsStore) -> list[Decision]:
+    """For every arm of a `confirm:` grid (but the reference), whether it earns the confirmation seeds: its mean
+    final validation value or its mean anytime value over its screening seeds beats the reference arm's, in
+    the same setting, by at least the gain (for a loss, by being that much lower). Arms waiting for screening
+    runs get a decision without runs."""
+    by_setting: dict[str, dict[str, list[Planned]]] = {}
+    for p in ready:
+        if p.confirm is not None:
+            by_setting.setdefault(setting_key(p.config), {}).setdefault(replace(p.config, seed=0).key(), []).append(p)
+    decisions = []
+    for arms in by_setting.values():
+        confirm = next(iter(arms.values()))[0].confirm
+        reference = _reference(arms, confirm.reference)
+        base = _screening(arms[reference], store) if reference else None
+        for arm, runs in arms.items():
+            if arm == reference:
+                continue
+            first = runs[0]
+            if reference is None:
+                decisions.append(Decision(first, [], f"no {confirm.reference} arm in its setting to confirm against"))
+                continue
+            results = _screening(runs, store)
+            if results is None or base is None:
+                decisions.append(Decision(first, [], "awaiting its screening runs or the reference's"))
+                continue
+            sign = -1.0 if primary_metric(results[0]) == "loss" else 1.0
+            (final, area), (ref_final, ref_area) = _means(results), _means(base)
+            gains = sign * (final - ref_final), sign * (area - ref_area)
+            said = f"validation {gains[0]:+.4f}, anytime {gains[1]:+.4f} against {confirm.reference} (gain {confirm.gain:g})"
+            if max(g for g in gains if math.isfinite(g)) >= confirm.gain:
+                added = [Planned(replace(p.config, seed=seed), p.grid) for p in (first, arms[reference][0])
+                         for seed in confirm.seeds]
+                decisions.append(Decision(first, added, f"confirmed on seeds {', '.join(map(str, confirm.seeds))}: {said}"))
+            else:
+                decisions.append(Decision(first, [], f"screened out: {said}"))
+    return decisions
+
+
+def _confirmable(spec: Spec) -> tuple[int, int]:
+    """(arms that a confirmation stage decides on, confirmation runs if every one of them qualified)."""
+    by_setting: dict[str, dict[str, Planned]] = {}
+    for p in spec.runs:
+        if p.confirm is not None:
+            by_setting.setdefault(setting_key(p.config), {}).setdefault(replace(p.config, seed=0).key(), p)
+    arms = sum(len(a) - 1 for a in by_setting.values())
+    runs = sum(len(a) * len(next(iter(a.values())).confirm.seeds) for a in by_setting.values() if len(a) > 1)
+    return arms, runs
+
+
+def confirmation_runs(decisions: list[Decision]) -> list[Planned]:
+    """The runs the decisions add, each once (a reference confirmed by several arms runs once)."""
+    return list({p.config.key(): p for d in decisions for p in d.runs}.values())
 
 
 def _statuses(store: ResultsStore, planned: list[Planned]) -> dict[str, str | None]:
@@ -179,7 +291,10 @@ def print_plan(spec: Spec, store: ResultsStore, workers: int = 1, rerun_failed: 
     estimator = Estimator(store.results())
     selections = select(spec, store)
     ready, awaiting = evaluation_runs(spec, selections)
-    phases = {"tuning": spec.tuning_runs(grown_tunes(spec, store)), "evaluation": ready}
+    decisions = confirmations(ready, store)
+    phases = {"tuning": spec.tuning_runs(grown_tunes(spec, store)), "evaluation": ready,
+              **({"confirmation": confirmation_runs(decisions)} if any(p.confirm for p in spec.runs) else {})}
+    undecided = [d for d in decisions if not d.runs and d.summary.startswith("awaiting")]
     summary: dict[str, Any] = {}
     for phase, planned in phases.items():
         status = _statuses(store, planned)
@@ -190,6 +305,11 @@ def print_plan(spec: Spec, store: ResultsStore, workers: int = 1, rerun_failed: 
         waiting = awaiting if phase == "evaluation" else []
         for p in waiting:
             print(f"{'-':<16}  {'awaiting':<8} {phase:<10} {p.grid:<12} {_describe(p.config)} (to be selected)")
+        if phase == "confirmation":
+            for d in decisions:
+                print(f"{'-':<16}  {'decided' if d.runs or not d.summary.startswith('awaiting') else 'awaiting':<8} "
+                      f"{phase:<12} {d.planned.grid:<12} {_describe(d.planned.config).rsplit(' seed', 1)[0].strip()}: "
+                      f"{d.summary}")
         seconds = sum(estimator.seconds(p.config) for p in todo + waiting)
         summary[phase] = {"runs": len(planned) + len(waiting), "done": sum(s == "done" for s in status.values()),
                           "to_run": len(todo) + len(waiting), "seconds": seconds}
@@ -199,6 +319,11 @@ def print_plan(spec: Spec, store: ResultsStore, workers: int = 1, rerun_failed: 
     for phase, numbers in summary.items():
         selected = (f"; {sum(s.chosen is not None for s in cells)} of {len(cells)} tuned cells selected, "
                     f"{len(awaiting)} runs awaiting selection") if phase == "evaluation" and cells else ""
+        if phase == "confirmation":
+            arms, most = _confirmable(spec)
+            decided = [d for d in decisions if d not in undecided]
+            selected = (f"; of {arms} arms, {len(decided)} decided ({sum(bool(d.runs) for d in decided)} confirmed); "
+                        f"if every arm qualified, {most} runs in all")
         print(f"  {phase:<10} {numbers['runs']:>4} runs: {numbers['done']} done, {numbers['to_run']} to run{selected}, "
               f"about {numbers['seconds'] / 60 / workers:.0f} min")
     print(f"  total      about {total / 60:.0f} min ({total / 3600:.1f} h) with {workers} worker{'s' * (workers > 1)}; "
@@ -279,12 +404,20 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                         tqdm.write(line)
                 ready, awaiting = evaluation_runs(spec, selections)
                 counts["awaiting"] = len(awaiting)
-                evaluation = [p for p in ready if p.config.key() not in seen]
-                if not evaluation:
+                phase, todo = evaluation_phase, [p for p in ready if p.config.key() not in seen]
+                if not todo:  # screening is over: the confirmation seeds of the arms it qualifies
+                    decisions = confirmations(ready, store)
+                    for decision in decisions:
+                        line = f"{_describe(decision.planned.config).rsplit(' seed', 1)[0].strip()}: {decision.summary}"
+                        if line not in announced:
+                            announced.add(line)
+                            tqdm.write(line)
+                    phase, todo = "confirmation", [p for p in confirmation_runs(decisions) if p.config.key() not in seen]
+                if not todo:
                     break
-                seen |= {p.config.key() for p in evaluation}
-                _run_phase(store, executor, spec.name, evaluation_phase, evaluation, runs_dir, rerun_failed, counts,
-                           inside_runs, results_dir)
+                seen |= {p.config.key() for p in todo}
+                _run_phase(store, executor, spec.name, phase, todo, runs_dir, rerun_failed, counts, inside_runs,
+                           results_dir)
         finally:
             executor.close()
     wall = time.perf_counter() - started

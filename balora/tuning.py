@@ -156,6 +156,32 @@ def with_candidate(config: RunConfig, candidate: dict[str, Any]) -> RunConfig:
     return replace(config, **values)
 
 
+MIN_CURVE_POINTS = 3  # an anytime area from fewer validation points says little about the path
+
+
+def primary_metric(result: dict[str, Any]) -> str:
+    """The validation metric a run's curves are read by: a causal LM's loss, every other run's accuracy."""
+    return "loss" if result.get("task") == "causal_lm" else "accuracy"
+
+
+def validation_curve(result: dict[str, Any], metric: str | None = None) -> list[tuple[int, float]]:
+    """(step, value) of the run's validation curve for `metric` (its primary metric by default), in step
+    order; points without the metric are left out."""
+    metric = metric or primary_metric(result)
+    points = (result.get("curves") or {}).get("validation") or []
+    return sorted((int(step), float(values[metric])) for step, values in points if metric in values)
+
+
+def anytime_value(curve: list[tuple[int, float]], steps: int | None) -> float:
+    """The anytime metric, read by the report and by a sweep's confirmation stage: the area under `curve`
+    over normalised progress step / `steps` in [0, 1] (trapezoid rule): the mean
+    validation metric over training. NaN for fewer than `MIN_CURVE_POINTS` points, or a curve that does not
+    run from step 0 to `steps`."""
+    if not steps or len(curve) < MIN_CURVE_POINTS or curve[0][0] != 0 or curve[-1][0] != steps:
+        return math.nan
+    return sum((b[0] - a[0]) / steps * (a[1] + b[1]) / 2 for a, b in zip(curve, curve[1:]))
+
+
 def final_validation(result: dict[str, Any]) -> dict[str, float]:
     """Validation metrics at the last evaluation of a stored run."""
     return result["curves"]["validation"][-1][1]

@@ -597,3 +597,60 @@ grids:
     evaluation = [r for r in results if not r["config"]["tuning"]]
     assert len(tuning) == 2 and [r["config"]["learning_rate"] for r in evaluation] == [min(tuning, key=tuning.get)]
     assert "perplexity" in evaluation[0]["metrics"]
+
+
+def _screened(config: RunConfig, finals: list[float]) -> dict:
+    """A stored evaluation run whose validation accuracy passes through `finals` (the last is its final value)."""
+    curve = [[round(100 * i / (len(finals) - 1)), {"accuracy": value, "loss": 0.7}] for i, value in enumerate(finals)]
+    return {**_finished(config, finals[-1]), "key": config.key(), "steps": 100, "curves": {"validation": curve}}
+
+
+def test_a_confirmation_stage_adds_seeds_to_the_arms_that_beat_lora_on_validation(tmp_path):
+    """`confirm:` runs the confirmation seeds of an arm, and of LoRA, when the arm's mean final validation
+    accuracy (or its mean anytime value) over the screening seeds beats LoRA's by the gain; never on test
+    (the test accuracy says the opposite here), and not before every screening run is done."""
+    from balora.sweeps import confirmation_runs, confirmations, evaluation_runs, select
+
+    grids = "  - method: [lora, ba_lora, ba_lora_uniform, ba_lora_no_warmstart]\n    seed: [42, 43]\n"
+    spec_path = write_spec(tmp_path, Path("minilm"), Path("d.csv"), grids)
+    spec_path.write_text(spec_path.read_text().replace("name: tiny\n", "name: tiny\nconfirm: {seeds: [44, 45], gain: 0.005}\n"))
+    spec = load_spec(str(spec_path))
+    curves = {"lora": [0.5, 0.6, 0.70], "ba_lora": [0.5, 0.6, 0.71],  # +1 pp final: confirmed
+              "ba_lora_uniform": [0.5, 0.69, 0.70],  # ties at the end, faster on the way: confirmed by anytime
+              "ba_lora_no_warmstart": [0.5, 0.6, 0.702]}  # +0.2 pp: screened out
+    with ResultsStore(tmp_path / "r.db") as store:
+        ready, _ = evaluation_runs(spec, select(spec, store))
+        waiting = confirmations(ready, store)
+        assert len(waiting) == 3 and all("awaiting" in d.summary and not d.runs for d in waiting)
+        for p in ready:
+            store.add(dict(_screened(p.config, curves[p.config.method]), metrics={"accuracy": 0.1}), "tiny")
+        decisions = {d.planned.config.method: d for d in confirmations(ready, store)}
+        assert set(decisions) == {"ba_lora", "ba_lora_uniform", "ba_lora_no_warmstart"}  # LoRA is the reference
+        assert decisions["ba_lora_no_warmstart"].runs == [] and "screened out" in decisions["ba_lora_no_warmstart"].summary
+        added = confirmation_runs(list(decisions.values()))
+    assert sorted((p.config.method, p.config.seed) for p in added) == [
+        ("ba_lora", 44), ("ba_lora", 45), ("ba_lora_uniform", 44), ("ba_lora_uniform", 45), ("lora", 44), ("lora", 45)]
+    bad = spec_path.read_text().replace("gain: 0.005", "gain: -1")
+    spec_path.write_text(bad)
+    with pytest.raises(BaloraError, match="confirm needs gain"):
+        load_spec(str(spec_path))
+    spec_path.write_text(bad.replace("gain: -1", "gain: 0.005").replace("seed: [42, 43]", "seed: [42, 44]"))
+    with pytest.raises(BaloraError, match="one of its confirmation seeds"):
+        load_spec(str(spec_path))
+
+
+def test_a_sweep_runs_its_confirmation_stage_after_screening(tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
+    """The sweep runs what `confirmations` decides once screening is done (here every arm qualifies: a gain of
+    0 with validation forced to favour it), and a rerun finds nothing left to do."""
+    from balora import sweeps
+
+    spec_path = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora, ba_lora]\n    seed: [1]\n")
+    spec_path.write_text(spec_path.read_text().replace("name: tiny\n", "name: tiny\nconfirm: {seeds: [2, 3], gain: 0}\n"))
+    monkeypatch.setattr(sweeps, "_means", lambda results: (1.0, 1.0) if results[0]["config"]["method"] == "ba_lora"
+                        else (0.0, 0.0))
+    db = tmp_path / "r.db"
+    counts = run_sweep(load_spec(str(spec_path)), db=str(db), runs_dir=str(tmp_path / "runs"))
+    with ResultsStore(db) as store:
+        ran = sorted((r.method, r.result["config"]["seed"]) for r in store.runs(status="done"))
+    assert counts["done"] == 6 and ran == [("ba_lora", 1), ("ba_lora", 2), ("ba_lora", 3), ("lora", 1), ("lora", 2), ("lora", 3)]
+    assert run_sweep(load_spec(str(spec_path)), db=str(db), runs_dir=str(tmp_path / "runs"))["done"] == 0

@@ -44,7 +44,7 @@ from balora import specs
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
 from balora.report import stats
 from balora.tasks import with_task_defaults
-from balora.tuning import superseded
+from balora.tuning import MIN_CURVE_POINTS, anytime_value, primary_metric, superseded, validation_curve
 
 REFERENCE = "lora"
 MAIN = ("lora", "ba_lora", "ba_lora_dynamic", "adalora", "eva", "pissa", "olora", "lora_ga", "dora")
@@ -215,31 +215,6 @@ def method_variants(results: list[dict[str, Any]]) -> list[str]:
     options = sorted({k for r in results for k in r["config"]} - set(NOT_VARIANT))
     varying = {g: _varying([r["config"] for r in results if group(r) == g], options) for g in map(group, results)}
     return [_describe(r["config"], varying[group(r)], _defaults_of(r)) for r in results]
-
-
-MIN_CURVE_POINTS = 3  # an anytime area from fewer validation points says little about the path
-
-
-def primary_metric(result: dict[str, Any]) -> str:
-    """The validation metric a run's curves are read by: a causal LM's loss, every other run's accuracy."""
-    return "loss" if result.get("task") == "causal_lm" else "accuracy"
-
-
-def validation_curve(result: dict[str, Any], metric: str | None = None) -> list[tuple[int, float]]:
-    """(step, value) of the run's validation curve for `metric` (its primary metric by default), in step
-    order; points without the metric are left out."""
-    metric = metric or primary_metric(result)
-    points = (result.get("curves") or {}).get("validation") or []
-    return sorted((int(step), float(values[metric])) for step, values in points if metric in values)
-
-
-def anytime_value(curve: list[tuple[int, float]], steps: int | None) -> float:
-    """The area under `curve` over normalised progress step / `steps` in [0, 1] (trapezoid rule): the mean
-    validation metric over training. NaN for fewer than `MIN_CURVE_POINTS` points, or a curve that does not
-    run from step 0 to `steps`."""
-    if not steps or len(curve) < MIN_CURVE_POINTS or curve[0][0] != 0 or curve[-1][0] != steps:
-        return math.nan
-    return sum((b[0] - a[0]) / steps * (a[1] + b[1]) / 2 for a, b in zip(curve, curve[1:]))
 
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float, lower_is_better: bool = False) -> int | None:
