@@ -177,16 +177,51 @@ def criteria_table(criteria: list[Criterion]) -> Table:
                  [note], compact=["Criterion", "Where", "Mark"])
 
 
-def criteria_summary(criteria: list[Criterion]) -> str:
-    """One sentence: how many of seed 000's criteria were met, not met, or not testable."""
+def criteria_summary(criteria: list[Criterion], whose: str = "seed 000's") -> str:
+    """One sentence: how many of seed 000's criteria were met, not met, or not testable (`whose`: how the
+    sentence names their author, e.g. "the" where seed 000 means nothing to the reader)."""
     counts = {mark: sum(c.mark == mark for c in criteria) for mark in (MET, NOT_MET, NOT_TESTABLE)}
     def were(mark: str) -> str:
         return "{} " + ("was" if counts[mark] == 1 else "were") + f" {mark}"
 
     if counts[NOT_TESTABLE] == len(criteria):
-        return f"None of seed 000's {len(criteria)} success criteria could be tested on these runs."
+        return f"None of {whose} {len(criteria)} success criteria could be tested on these runs."
     if counts[MET] == 0:  # "4 were not met; none was met" says one thing twice
         untestable = f" ({counts[NOT_TESTABLE]} of them not testable)" if counts[NOT_TESTABLE] else ""
-        return f"None of seed 000's {len(criteria)} success criteria was met on these runs{untestable}."
+        return f"None of {whose} {len(criteria)} success criteria was met on these runs{untestable}."
     marks = counted([(counts[mark], were(mark)) for mark in (MET, NOT_MET, NOT_TESTABLE)])
-    return f"Of seed 000's {len(criteria)} success criteria, {marks} on these runs."
+    return f"Of {whose} {len(criteria)} success criteria, {marks} on these runs."
+
+
+_PLAIN = {stats.BETTER: "BA-LoRA was significantly more accurate",
+          stats.WORSE: "BA-LoRA was significantly less accurate",
+          stats.EQUIVALENT: "the two are equivalent within ±{margin}",
+          stats.INCONCLUSIVE: "inconclusive: neither a difference nor equivalence within ±{margin} is shown"}
+
+
+def _headline(case: str, c: stats.Comparison | None) -> str | None:
+    """One case of the abstract: Δ with its CI and the verdict in plain words; None without a test."""
+    if c is None or not c.tested or c.verdict not in _PLAIN:
+        return None
+    verdict = _PLAIN[c.verdict].format(margin=margin_text(c))
+    return (f"{case}, Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}): "
+            f"{verdict}")
+
+
+def abstract_claims(analysis: Analysis) -> list[str]:
+    """The abstract's numbers: BA-LoRA − LoRA accuracy at r = 8 on training-subset or full-pool data (Exp. 1),
+    and at the fewest and 64 shots per class (Exp. 2), each with its CI and its verdict in plain words."""
+    cases = []
+    for rows in analysis.main.values():
+        if rows and rows[0].runs["shots"].isna().all():
+            size = rows[0].runs["train_size"].iloc[0] if "train_size" in rows[0].runs else None
+            data = "the full training pool" if size is None or size != size else f"{int(size):,} training examples"
+            cases.append(_headline(f"With {data} at the rank-{FEWSHOT_BUDGET} budget",
+                                   _proposed(rows, budget_label(FEWSHOT_BUDGET))))
+    for rows in _series(analysis).values():
+        for shots in (SHOTS[0], 64):
+            cases.append(_headline(f"with {shots} examples per class", _proposed(rows, str(shots))))
+    found = [c for c in cases if c]
+    if not found:
+        return []
+    return ["BA-LoRA minus LoRA in test accuracy, on matched seeds: " + "; ".join(found) + "."]

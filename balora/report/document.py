@@ -136,29 +136,58 @@ def _stacked(header: str, width: int, align: str) -> str:
     return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{lines[0]}\\{lines[1]}\end{{tabular}}"
 
 
+FONT = r"\footnotesize"  # 9 pt in the paper's 11 pt text: no table is shrunk below it (no \resizebox, \tiny)
+PORTRAIT, LANDSCAPE = 104, 144  # estimated characters at 9 pt across the text width (6.5 in) and height (9 in)
+_COLUMN_GAP = 3  # characters: the space between two columns (2 \tabcolsep)
+
+
+def _visible(text: str) -> int:
+    """About how many characters wide `text` sets (math symbols count as one)."""
+    return len(text)
+
+
+def table_width(table: Table) -> int:
+    """The table's natural width in characters at `FONT`: every column as wide as its widest cell or its
+    header (stacked on two lines where that helps, as `table_latex` does), plus the gaps between columns.
+    A column that wraps counts at WRAP_AT."""
+    total = 0
+    for i, name in enumerate(table.columns):
+        cell = max((_visible(row[i]) for row in table.rows), default=0)
+        header = _visible(name) if len(name) <= cell or " " not in name else (len(name) + 1) // 2
+        total += min(max(cell, header), WRAP_AT) + _COLUMN_GAP
+    return total
+
+
 def table_latex(table: Table, label: str | None = None) -> str:
-    """A `table` float with booktabs rules at 8 pt (legible in print). Columns with long text wrap, the table
-    set to the text width (tabularx); a table of short columns that is still wider than the text is shrunk
-    to fit."""
+    """A `table` float with booktabs rules at 9 pt (`FONT`), never smaller. Columns with long text wrap, the
+    table set to the text width (tabularx). A table too wide for the page upright is set sideways on its own
+    page (`sidewaystable`, package rotating), its widest text columns wrapping there if it is still too wide."""
     cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
-    wraps = [max(len(name), width) > WRAP_AT for name, width in zip(table.columns, cells)]
+    width = table_width(table)
+    sideways = width > PORTRAIT
+    wraps = [max(len(name), w) > WRAP_AT for name, w in zip(table.columns, cells)]
+    if table.rows and width > (LANDSCAPE if sideways else PORTRAIT) and not any(wraps):  # wrap the widest text column
+        text = [i for i in range(len(table.columns)) if i < 2 or not any(ch.isdigit() for ch in table.rows[0][i])]
+        if text:
+            wraps[max(text, key=lambda i: cells[i])] = True
     aligns = ["l" if i < 2 else "r" for i in range(len(table.columns))]
     spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else align for wrap, align in zip(wraps, aligns))
-    headers = [latex_text(c) if wrap else _stacked(c, width, align)
-               for c, wrap, width, align in zip(table.columns, wraps, cells, aligns)]
+    headers = [latex_text(c) if wrap else _stacked(c, w, align)
+               for c, wrap, w, align in zip(table.columns, wraps, cells, aligns)]
     body = [" & ".join(headers) + r" \\", r"\midrule"]
     body += [" & ".join(latex_text(c) for c in row) + r" \\" for row in table.rows]
     caption = latex_text(". ".join([table.title, *(n.rstrip(".") for n in table.captions)]) + ".")
     if any(wraps):
         begin, end = rf"\begin{{tabularx}}{{\linewidth}}{{{spec}}}", r"\end{tabularx}"
     else:
-        begin = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n" + rf"\begin{{tabular}}{{{spec}}}"
-        end = r"\end{tabular}}"
+        begin, end = rf"\begin{{tabular}}{{{spec}}}", r"\end{tabular}"
+    environment = "sidewaystable" if sideways else "table"
     return "\n".join([
         # a caption above the table needs space below it (LaTeX's default is none), local to this float
-        r"\begin{table}[htbp]", r"\centering", r"\footnotesize", r"\setlength{\belowcaptionskip}{4pt}",
+        rf"\begin{{{environment}}}" + ("" if sideways else "[htbp]"), r"\centering", FONT,
+        r"\setlength{\belowcaptionskip}{4pt}",
         rf"\caption{{{caption}}}" + (rf"\label{{{label}}}" if label else ""),
-        begin, r"\toprule", *body, r"\bottomrule", end, r"\end{table}", "",
+        begin, r"\toprule", *body, r"\bottomrule", end, rf"\end{{{environment}}}", "",
     ])
 
 

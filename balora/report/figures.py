@@ -338,14 +338,30 @@ def params_loss_bars(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[F
         params = [cell.loc[cell["arm"] == a, "lora_params"].mean() / 1e3 for a in present]
         losses = [_mean_sd(cell[cell["arm"] == a], "loss", 1.0) for a in present]
         left.barh(y, params, color=colours)
-        right.barh(y, [m for m, _ in losses], xerr=[s for _, s in losses], color=colours, capsize=2)
+        for j, ((mean, sd), colour) in enumerate(zip(losses, colours)):  # dots: the axis need not start at 0
+            right.errorbar(mean, j, xerr=sd, fmt="o", color=colour, capsize=2, markersize=5)
+        right.grid(axis="y", color="#e0e0e0", linewidth=0.6)
         left.set_yticks(y, [cell.loc[cell["arm"] == a, "arm_label"].iloc[0] for a in present])
         left.set_ylim(len(present) - 0.5, -0.5)  # the first arm on top
         left.set_title(label, loc="left")
+    spans = [(m - s, m + s) for _, cell, _ in budgets for a in arm_order(cell["arm"])
+             for m, s in [_mean_sd(cell[cell["arm"] == a], "loss", 1.0)]]
+    axes[-1][1].set_xlim(*data_range(spans))  # the rows share it: the losses' own range, not from 0
     axes[-1][0].set_xlabel("trainable LoRA parameters (thousands)")  # the rows share the axes below them
     axes[-1][1].set_xlabel("evaluation loss (test cross-entropy)")
     return [_save(fig, out_dir, f"params_loss_{slug(setting)}", f"Parameters and evaluation loss — {setting}",
-                  "Mean over seeds; error bars ± 1 std.")]
+                  "Mean over seeds (dots; the loss axis spans the data, not from 0); error bars ± 1 std.")]
+
+
+def data_range(spans: list[tuple[float, float]], pad: float = 0.08) -> tuple[float, float]:
+    """An axis range covering every (low, high) span with `pad` of the spread on each side: differences
+    between means of nearly equal losses show, instead of disappearing on an axis from 0."""
+    finite = [v for span in spans for v in span if math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    margin = pad * (high - low) or 0.05 * abs(high) or 0.05
+    return low - margin, high + margin
 
 
 @styled

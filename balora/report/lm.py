@@ -28,15 +28,20 @@ from balora.report.tables import EQUIVALENCE_NOTE, count, margin_note, mde_cell,
 
 REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
-NOTE = ("Learning rate: selected per strategy on final validation loss (the lowest mean over the tuning seeds, "
-        "see the appendix; for runs of an untuned grid, over the seeds shown). "
-        "Eval loss: token-weighted test cross-entropy on response tokens, mean ± std over seeds; perplexity = "
-        "e^loss of the mean. LoRA params: trained; where the final count differs (AdaLoRA prunes its ranks during "
-        "training), it follows in brackets. Reduction: 1 − LoRA params / the largest in the table. Δ loss: mean "
-        "per-seed difference against LoRA r=8 on all layers (negative: lower loss) with its paired-t CI at the "
-        "confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% where the table has one test); "
-        "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match. "
-        + EQUIVALENCE_NOTE.replace("MDE:", "MDE (nats):") + " Better means a significantly lower test loss.")
+COLUMN_NOTES = {  # what each column of the strategy table means, shown while the column is
+    "lr": "Learning rate: selected per strategy on final validation loss (the lowest mean over the tuning seeds, "
+          "see the appendix; for runs of an untuned grid, over the seeds shown).",
+    "Eval loss": "Eval loss: token-weighted test cross-entropy on response tokens, mean ± std over seeds.",
+    "Perplexity": "Perplexity = e^loss of the mean.",
+    "LoRA params": "LoRA params: trained; where the final count differs (AdaLoRA prunes its ranks during training), "
+                   "it follows in brackets.",
+    "Reduction (%)": "Reduction: 1 − LoRA params / the largest in the table.",
+    "Δ loss vs LoRA r=8 [CI]": "Δ loss: mean per-seed difference against LoRA r=8 on all layers (negative: lower loss) "
+                               "with its paired-t CI at the confidence that matches the better/worse verdict, "
+                               "1 − 0.05·p/p(Holm) (95% where the table has one test).",
+    "p (Holm)": "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.",
+    "Verdict": EQUIVALENCE_NOTE.replace("MDE:", "MDE (nats):") + " Better means a significantly lower test loss.",
+}
 COST_PHASES = ("importance", "train", "eval", "generate")
 COST_NOTE = ("Seconds per phase, mean over the strategy's evaluation runs (– where it has no such phase); train "
              "includes the validation points along training, eval is the test set. Total / LoRA r=8: mean ± std of "
@@ -134,7 +139,8 @@ def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.C
                "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "p (TOST, Holm)", "MDE (nats)", "Verdict"]
     others = [c for name, c in compared.items() if name != REFERENCE]
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}", columns, rows,
-                 [NOTE, *margin_note(others, runs["sweep"])])
+                 margin_note(others, runs["sweep"]), column_notes=COLUMN_NOTES,
+                 compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "Verdict"])
 
 
 def cost_table(runs: pd.DataFrame, setting: str) -> Table:
@@ -151,7 +157,8 @@ def cost_table(runs: pd.DataFrame, setting: str) -> Table:
                      f"{group['time_total'].mean():.1f}", ratio_cell(ratios), count(group["peak_rss_mib"].mean())])
     columns = ["Strategy", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", f"Total / {REFERENCE} (×)",
                "Peak RSS (MiB)"]
-    return Table(f"lm_cost_{slug(setting)}", f"Instruction tuning: cost — {setting}", columns, rows, [COST_NOTE])
+    return Table(f"lm_cost_{slug(setting)}", f"Instruction tuning: cost — {setting}", columns, rows, [COST_NOTE],
+                 compact=["Strategy", "Runs", "Total (s)", f"Total / {REFERENCE} (×)", "Peak RSS (MiB)"])
 
 
 def _loss_summary(runs: pd.DataFrame) -> str:

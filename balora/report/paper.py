@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,9 +23,9 @@ import pandas as pd
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
-from balora.report import claims, figures, selection
+from balora.report import claims, figures, selection, stats
 from balora.report.builder import STATISTICS, Report
-from balora.report.criteria import criteria_summary
+from balora.report.criteria import abstract_claims, criteria_summary
 from balora.report.document import Figure, Table, latex_text, slug, table_latex
 from balora.report.runs import budget_label, settings
 from balora.report.tables import STAT_NOTE, pct
@@ -33,9 +34,17 @@ DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
 MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "ModelNames", "DatasetNames", "ShotCounts",
           "BudgetList", "NumTargetModules", "CostPerRank", "TargetShapes", "HeadParams", "MajorityRate", "TestSize",
           "LearningRates", "GradientSamples", "Gammas", "GammaNormalise", "AlphaRatios", "AdaLoRAInitRatios", "Devices",
-          "PrimarySetting")
+          "PrimarySetting", "AllocationStrategies", "AllocationPowers", "MinRanks")
+# methods whose ranks come from the configured allocation strategy (the no-budget ablation does not: it keeps
+# seed 000's min-max ranks, see balora.methods.ba_lora_no_budget)
+ALLOCATED = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_shuffled", "ba_lora_dynamic")
+CI_LEVEL_NOTE = ("{}: Δ with its paired-t confidence interval at the level that matches Holm's verdict, "
+                 "1 − 0.05·p/p(Holm) (95% where the table has one test), so it excludes 0 exactly when the verdict "
+                 "is better or worse")
+ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
-PARTS = ("abstract", "conclusion", "statistics", "selection", "criteria", "budget", "fewshot", "allocation", "ablation", "strategy",
+PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
+         "criteria", "budget", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "dynamics", "cost", "missing", "lm")
 
 
@@ -61,6 +70,7 @@ def macros(frame: pd.DataFrame) -> dict[str, str]:
     modules = frame["result"].iloc[0].get("allocation", [])
     data = frame["result"].iloc[0].get("data", {})
     ba_lora = frame[frame["method"].str.startswith("ba_lora")]
+    allocated = frame[frame["method"].isin(ALLOCATED)]
     return {
         "NumRuns": f"{len(frame):,}", "NumSettings": str(len(settings(frame))),
         "NumMethods": str(frame["arm"].nunique()),
@@ -80,7 +90,30 @@ def macros(frame: pd.DataFrame) -> dict[str, str]:
         "Devices": ", ".join(sorted({_device_name(str(r.get("environment", {}).get("device", "?")))
                                      for r in frame["result"]})),
         "PrimarySetting": primary_setting(frame),
+        "AllocationStrategies": _config_values(allocated, "strategy"),
+        "AllocationPowers": _config_values(allocated, "allocation_power"),
+        "MinRanks": _config_values(allocated, "min_rank"),
     }
+
+
+def config_table(frame: pd.DataFrame) -> Table:
+    """The configuration the runs used, a row per quantity: what the method and setup sections would otherwise
+    list in sentences."""
+    values = macros(frame)
+    rows = [["Runs", f"{values['NumRuns']} finished runs of {values['NumMethods']} methods in "
+                     f"{values['NumSettings']} settings"],
+            ["Seeds", values["SeedList"]], ["Shots per class", values["ShotCounts"]],
+            ["Budgets (rank-equivalent)", values["BudgetList"]],
+            ["Learning rates", values["LearningRates"]],
+            ["α ratio a (α = a·r)", values["AlphaRatios"]],
+            ["Gradient samples (importance)", values["GradientSamples"]],
+            ["Allocation strategy, power p", f"{values['AllocationStrategies']}, p = {values['AllocationPowers']}"],
+            ["Smallest rank", values["MinRanks"]],
+            ["Warm-start step γ", values["Gammas"] + f" (gradient normalised: {values['GammaNormalise']})"],
+            ["AdaLoRA initial rank / budget rank", values["AdaLoRAInitRatios"]],
+            ["Devices", values["Devices"]]]
+    return Table("config", "Configuration of the runs (the values each field took across them; the setup section "
+                 "says which were selected on validation)", ["Quantity", "Values"], rows)
 
 
 def _device_name(device: str) -> str:
@@ -109,6 +142,9 @@ def _table(table: Table, out: Path) -> str:
     statistics legend (the paper states it once, in `statistics.tex`)."""
     (out / "tables").mkdir(exist_ok=True)
     short = replace(table.select(table.compact or table.columns), legend="").constants_in_caption()
+    unexplained = [c for c in short.columns if c.endswith("[CI]") and c not in short.column_notes]
+    if unexplained:  # the legend said it; the level must still be under the table
+        short = replace(short, notes=[*short.notes, CI_LEVEL_NOTE.format(", ".join(unexplained))])
     (out / "tables" / f"{table.name}.tex").write_text(table_latex(short, label=f"tab:{table.name}"))
     return rf"\input{{generated/tables/{table.name}.tex}}" + "\n"
 
@@ -127,6 +163,24 @@ def _part(sentences: list[str], floats: list[Table | Figure], out: Path, empty: 
     return _sentences(sentences) + "".join(_table(f, out) if isinstance(f, Table) else _figure(f, out) for f in floats)
 
 
+def _verdict_words(rows: list, reference: str, what: str) -> list[str]:
+    """One sentence in words for a table's comparisons, without its numbers (the table has them): each row's
+    verdict against `reference`, or, where every row is one method over `what`, how many got each verdict."""
+    compared = [r for r in rows if r.comparison is not None]
+    if not compared:
+        return []
+    words = {stats.BETTER: "better", stats.WORSE: "worse", stats.EQUIVALENT: "equivalent",
+             stats.INCONCLUSIVE: "inconclusive"}
+    labels = {r.label for r in compared}
+    if len(labels) == 1 and len(compared) > 1:
+        counts = Counter(words.get(r.comparison.verdict, "not tested") for r in compared)
+        total = len(compared)
+        verdicts = claims.counted([(n, f"{word}{{}}") for word, n in counts.items()], claims._share(total))
+        return [f"{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
+    return [f"Against {reference}: " + "; ".join(f"{r.label}, {words.get(r.comparison.verdict, 'not tested')}"
+                                                for r in compared) + "."]
+
+
 def _parts(report: Report, out: Path) -> dict[str, str]:
     analysis, frame = report.analysis, report.analysis.frame
     primary = primary_setting(frame)
@@ -140,27 +194,38 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
         return [block for name, block in named.items() if name.startswith(prefix)]
 
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
+    heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
     return {
-        "abstract": _part([*claims.summary_claims(analysis), *report.lm_bottom_lines, criteria_summary(report.criteria)],
-                          [], out, "No comparison with LoRA was possible."),
+        # the abstract: the headline intervals and verdicts in words, then the counts over every comparison
+        "abstract": _part([*abstract_claims(analysis), *claims.summary_claims(analysis), *report.lm_bottom_lines,
+                           criteria_summary(report.criteria, ADVANCE)], [], out, "No comparison with LoRA was possible."),
         "conclusion": _part([*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
-                             criteria_summary(report.criteria)], [], out, ""),
+                             criteria_summary(report.criteria, ADVANCE)], [], out, ""),
+        "config": _table(config_table(frame), out),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
-        "selection": latex_text(selection.PROTOCOL) + "\n\n" + _sentences(report.selection_claims),
-        "criteria": _part([c.sentence for c in report.criteria], pick("criteria"), out, ""),
-        "budget": _part(claims.budget_claims(analysis, primary), pick(f"budget_{key}", f"pareto_{key}"), out,
-                        f"No budget comparison in {primary}."),
-        "fewshot": _part([s for name in analysis.fewshot for s in claims.fewshot_claims(analysis, name)],
+        # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
+        "selection": latex_text(selection.PROTOCOL) + "\n",
+        "tuning": _part([], pick("tuning", "convergence"), out, "No tuning runs."),
+        "criteria": _part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
+                          out, "No success criteria could be assessed."),
+        # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
+        "budget": _part(_verdict_words(claims._proposed_rows(analysis.main.get(primary, [])), "LoRA", "budgets"),
+                        pick(f"budget_{key}", f"pareto_{key}"), out, f"No budget comparison in {primary}."),
+        "fewshot": _part([*(s for name in analysis.fewshot
+                            for s in _verdict_words(claims._proposed_rows(analysis.fewshot[name]), "LoRA",
+                                                    "shot counts")), *claims._trend_counts(analysis)],
                          prefixed("fewshot_"), out, " ".join(["No few-shot comparison.", *fewshot_missing])),
+        # the body shows one budget's heatmap (r = 8 where there is one) and the importance plot; the appendix the rest
         "allocation": _part(claims.allocation_claims(frame, primary),
-                            [*prefixed(f"rank_heatmap_{key}__"), *pick(f"importance_rank_{key}",
-                                                                        f"rank_per_layer_{key}")],
-                            out, f"No allocation data in {primary}."),
+                            [*heatmaps[:1], *pick(f"importance_rank_{key}")], out, f"No allocation data in {primary}."),
+        "allocation_more": _part([], [*heatmaps[1:], *pick(f"rank_per_layer_{key}")], out, ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
-        "ablation": _part([s for setting in analysis.ablation for s in claims.ablation_claims(analysis, setting)],
+        "ablation": _part([s for setting in analysis.ablation
+                           for s in _verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations")],
                           pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), out,
                           "No ablation runs."),
-        "strategy": _part([s for setting in analysis.strategy for s in claims.strategy_claims(analysis, setting)],
+        "strategy": _part([s for setting in analysis.strategy
+                           for s in _verdict_words(analysis.strategy[setting], "LoRA", "strategies")],
                           pick(*(f"{kind}_{slug(setting)}" for setting in analysis.strategy
                                  for kind in ("strategy", "params_loss"))), out, "No strategy comparison."),
         "dynamics": _part(claims.majority_claims(frame) + report.convergence_claims,

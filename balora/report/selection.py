@@ -124,7 +124,7 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                  "lowest mean selected; test loss exists only at the selected values.")
     return Table("tuning", "Selection on validation (tuning runs)",
                  ["Setting", "Budget", "Method", *candidates, *(["Longer training"] if longer else []), "n", "Selected"],
-                 rows, [note])
+                 rows, [note], compact=["Setting", "Budget", "Method", "n", "Selected"])
 
 
 def rising_arms(frame: pd.DataFrame, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
