@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from balora import method_registry
 from balora.config import TUNABLE, RunConfig, check_field
 from balora.errors import BaloraError, read_text
 from balora.tasks import with_task_defaults
@@ -141,11 +142,9 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     if not isinstance(grids, list) or not grids:
         raise BaloraError(f"{at('grids')}: 'grids' must be a non-empty list of grids")
     spec_tune = _tune(data.get("tune"), at, ("tune",))
-    from balora.methods import METHODS
-
     def check_method(method: Any, *path: Any) -> None:
-        if method not in METHODS:
-            raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(METHODS)}")
+        if method_registry.find(method) is None:
+            raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(method_registry.names())}")
 
     # Check every value where it is written, so that the error names its line.
     def check_settable(key: str, *path: Any) -> None:
@@ -249,7 +248,7 @@ def declared_anytime(sweep: str) -> bool:
 def declared_margin(sweep: str) -> float | None:
     """The equivalence margin that the preset named `sweep` declares: None where it declares none or `sweep`
     is no preset (a run file names its sweep, and only a preset can be found by that name). Reads the one
-    key, without expanding the grids, which would import the methods."""
+    key, without expanding the grids."""
     if sweep not in PRESETS:
         return None
     where, text = _read(sweep)
