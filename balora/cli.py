@@ -15,6 +15,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import NoReturn
 
+from balora import method_registry
 from balora.config import RunConfig
 from balora.errors import BaloraError, output_folder
 
@@ -94,17 +95,13 @@ def cmd_allocate(args: argparse.Namespace) -> None:
         print(json.dumps(payload, indent=2))
         return
     print(table(rows))
-    besides = (f"; {extra:,} more besides A and B ({EXTRA_PARAMS.get(config.method, 'the method')}), "
+    what = method_registry.get(config.method).extra_params or "the method"  # what the adapter trains besides them
+    besides = (f"; {extra:,} more besides A and B ({what}), "
                f"{lora + extra:,} in all" if extra else "")
     print(f"LoRA parameters: {lora:,} of a {setup.budget:,} budget (rank-equivalent {payload['rank_equivalent']:.2f})"
           f"{besides}; head parameters (trained, {'counted' if config.count_head else 'not counted'}): "
           f"{setup.head_params:,}")
     print(describe(rows))
-
-
-# What the `extra_params` of `balora allocate` are, by method
-EXTRA_PARAMS = {"dora": "DoRA's magnitude vectors, paid from the budget",
-                "adalora": "AdaLoRA's singular values, beside a budget counted in ranks"}
 
 
 def cmd_train(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from balora import method_registry
 from balora.errors import BaloraError
 
 # Validation points of a tuning run: its final one decides the selection, the half-way one tells the
@@ -152,13 +153,14 @@ class RunConfig:
         self._check_peft_options()
 
     def _check_method_settings(self) -> None:
-        """Refuse a setting the method does not read (METHOD_SETTINGS) given away from its default: ignored, it
+        """Refuse a setting the method does not read (`method_settings`) given away from its default: ignored, it
         would still change the run's key and put an identical run in a report row of its own."""
-        ignored = [name for name, readers in METHOD_SETTINGS.items()
+        settings = method_settings()
+        ignored = [name for name, readers in settings.items()
                    if self.method not in readers and getattr(self, name) != DEFAULTS[name]]
         if not ignored:
             return
-        named = [f"--{name.replace('_', '-')} (read only by {', '.join(METHOD_SETTINGS[name])})" for name in ignored]
+        named = [f"--{name.replace('_', '-')} (read only by {', '.join(settings[name])})" for name in ignored]
         listed = named[0] if len(named) == 1 else f"{', '.join(named[:-1])} and {named[-1]}"
         them = "it" if len(named) == 1 else "them"
         raise BaloraError(f"method {self.method} ignores {listed}; leave {them} out, or use a method that reads {them}")
@@ -185,7 +187,8 @@ class RunConfig:
             raise BaloraError(f"unknown --quant-backend '{self.quant_backend}'; choose one of {', '.join(QUANT_BACKENDS)}")
         if self.quant is not None and self.quant_backend == "bitsandbytes":
             self._check_bitsandbytes()
-        if self.qa_lora and self.method in ("adalora", "eva"):
+        method = method_registry.find(self.method)
+        if self.qa_lora and method is not None and method.own_parametrisation:
             raise BaloraError(f"--qa-lora pools LoRA's A; method {self.method} has its own parametrisation: "
                               "use lora, ba_lora or a heuristic")
 
@@ -194,10 +197,11 @@ class RunConfig:
             raise BaloraError(f"unknown --scaling-rule '{self.scaling_rule}'; choose one of {', '.join(SCALING_RULES)}")
         if not self.loraplus_ratio > 0:
             raise BaloraError(f"--loraplus-ratio must be positive (1 = plain LoRA), got {self.loraplus_ratio!r}")
-        if self.method == "adalora" and self.scaling_rule != "constant":
-            raise BaloraError(f"--scaling-rule {self.scaling_rule}: adalora scales by its fixed initial rank whatever "
-                              "it prunes; use --scaling-rule constant")
-        if self.method in FULL_PRECISION_BASE and self.quant is not None:
+        method = method_registry.find(self.method)
+        if method is not None and method.fixed_scaling and self.scaling_rule != "constant":
+            raise BaloraError(f"--scaling-rule {self.scaling_rule}: {self.method} scales by its fixed initial rank "
+                              "whatever it prunes; use --scaling-rule constant")
+        if method is not None and method.full_precision_base and self.quant is not None:
             raise BaloraError(f"method {self.method} initialises from or normalises by the full-precision base weights "
                               "that --quant replaces; use lora or ba_lora with --quant")
 
@@ -279,36 +283,29 @@ KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "qua
                             "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
                             "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision",
                             "pad_to_multiple_of", "scaling_rule", "loraplus_ratio", "warmstart_init"})
-# Settings only some methods read (balora.methods), each with the methods that read it; the others ignore it.
-# threshold, top_k and base_rank reach every allocation, but only the strategies of the methods that allocate
-# by `strategy` use them (base_rank also the no-budget ablation's seed 000 ranks); gamma_normalise is read by the
-# methods that warm-start, and so is warmstart_init (gamma too, but every config's task default sets it, so it is
-# left out).
-_BY_STRATEGY = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_dynamic", "ba_lora_shuffled")
-METHOD_SETTINGS: dict[str, tuple[str, ...]] = {
-    "strategy": _BY_STRATEGY, "threshold": _BY_STRATEGY, "top_k": _BY_STRATEGY,
-    "base_rank": (*_BY_STRATEGY, "ba_lora_no_budget"),
-    "importance_metric": (*_BY_STRATEGY, "ba_lora_no_budget"),
-    "allocation_power": (*_BY_STRATEGY, "magnitude", "activation"),
-    "warmstart": ("ba_lora", "ba_lora_dynamic", "ba_lora_shuffled"),
-    **dict.fromkeys(("gamma_normalise", "warmstart_init"),
-                    ("ba_lora", "ba_lora_dynamic", "ba_lora_uniform", "ba_lora_no_budget", "ba_lora_shuffled")),
-    "decay_direction": ("linear_decay",),
-    "heuristic_ratio": ("linear_decay", "attention_heavy"),
-    "adalora_init_ratio": ("adalora",),
-    "eva_rho": ("eva",),
-    **dict.fromkeys(("realloc_every", "realloc_warmup", "realloc_final", "realloc_strategy", "realloc_ema",
-                     "realloc_uncertainty"), ("ba_lora_dynamic",)),
-}
 DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
+
+
+def method_settings() -> dict[str, tuple[str, ...]]:
+    """The settings only some methods read, in field order, each with the methods that read it (each method's
+    `balora.method_registry.Method.settings`); the other methods ignore it, so `RunConfig` refuses it away
+    from its default. Read from the registry on every call, so a method registered later is in it."""
+    readers = method_registry.readers()
+    unknown = set(readers) - set(DEFAULTS)
+    if unknown:
+        raise BaloraError(f"a registered method reads {', '.join(sorted(unknown))}, which RunConfig does not have")
+    return {name: readers[name] for name in DEFAULTS if name in readers}
+
+
+def full_precision_base() -> tuple[str, ...]:
+    """The methods that initialise from, or normalise by, the full-precision base weights: no --quant."""
+    return tuple(name for name in method_registry.names() if method_registry.get(name).full_precision_base)
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
 # Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.
 QUANT_FORMATS = ("nf4", "fp4", "int4", "int8")
 QUANT_SCHEDULES = ("constant", "linear", "cosine")
 QUANT_BACKENDS = ("torch", "bitsandbytes")
-# Methods that initialise from, or normalise by, the full-precision base weights: no --quant.
-FULL_PRECISION_BASE = ("pissa", "olora", "lora_ga", "dora")
 # How each module's LoRA scaling follows its rank (`allocation.lora_alpha`).
 SCALING_RULES = ("constant", "rslora", "standard")
 # Warm starts of the warm-starting methods (balora.initialisation): BA-LoRA's, or GoRA's exact one.

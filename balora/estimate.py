@@ -23,12 +23,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from balora.config import DEFAULTS, METHOD_SETTINGS, RunConfig
+from balora import method_registry
+from balora.config import DEFAULTS, RunConfig, method_settings
 
 CALIBRATION_STEPS = 4
-# Methods that need no gradient pass before training (the others score modules, or LoRA-GA initialises, on the
-# importance sample).
-NO_IMPORTANCE_PASS = ("lora", "adalora", "linear_decay", "attention_heavy", "pissa", "olora", "dora")
 
 
 def profile(config: dict[str, Any]) -> tuple:
@@ -55,7 +53,9 @@ class Rates:
     def overhead_for(self, config: RunConfig) -> float:
         if config.method in self.overhead:
             return self.overhead[config.method]
-        extra = 0.0 if config.method in NO_IMPORTANCE_PASS else (
+        # the methods that score modules (or initialise, like LoRA-GA) on the importance sample pass over it first
+        method = method_registry.find(config.method)
+        extra = 0.0 if method is not None and not method.importance_pass else (
             math.ceil(config.gradient_samples / config.batch_size) * self.step_seconds)
         return self.overhead.get("", 0.0) + extra
 
@@ -112,7 +112,7 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
 
     # LoRA reads none of the other methods' settings (and refuses them set): they go back to their defaults
     probe = replace(config, method="lora", head_probe_steps=0, tuning=True,
-                    **{name: DEFAULTS[name] for name in METHOD_SETTINGS})
+                    **{name: DEFAULTS[name] for name in method_settings()})
     run = setup(probe)
     model = get_peft_model(run.model, get_method("lora")(run.method_context(CALIBRATION_STEPS)).peft_config)
     loader = run.loader(run.train_examples[:(CALIBRATION_STEPS + 1) * config.batch_size], shuffle=True)

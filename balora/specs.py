@@ -43,6 +43,7 @@ from typing import Any
 
 import yaml
 
+from balora import method_registry
 from balora.config import TUNABLE, RunConfig, check_field
 from balora.errors import BaloraError, read_text
 from balora.tasks import with_task_defaults
@@ -160,13 +161,11 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     if not isinstance(grids, list) or not grids:
         raise BaloraError(f"{at('grids')}: 'grids' must be a non-empty list of grids")
     spec_tune = _tune(data.get("tune"), at, ("tune",))
-    from balora.methods import METHODS
-
-    spec_confirm = _confirm(data.get("confirm"), at, ("confirm",), METHODS)
+    spec_confirm = _confirm(data.get("confirm"), at, ("confirm",), method_registry.names())
 
     def check_method(method: Any, *path: Any) -> None:
-        if method not in METHODS:
-            raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(METHODS)}")
+        if method_registry.find(method) is None:
+            raise BaloraError(f"{at(*path)}: unknown method '{method}'; choose from {', '.join(method_registry.names())}")
 
     # Check every value where it is written, so that the error names its line.
     def check_settable(key: str, *path: Any) -> None:
@@ -191,7 +190,7 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         grid = dict(grid)
         label = str(grid.pop("name", f"grid{index}"))
         tune = _tune(grid.pop("tune"), at, ("grids", index, "tune")) if "tune" in grid else spec_tune
-        confirm = (_confirm(grid.pop("confirm"), at, ("grids", index, "confirm"), METHODS) if "confirm" in grid
+        confirm = (_confirm(grid.pop("confirm"), at, ("grids", index, "confirm"), method_registry.names()) if "confirm" in grid
                    else spec_confirm)
         axes = {k: _axis(k, v) for k, v in grid.items()}
         for key, values in axes.items():
@@ -275,7 +274,7 @@ def declared_anytime(sweep: str) -> bool:
 def declared_margin(sweep: str) -> float | None:
     """The equivalence margin that the preset named `sweep` declares: None where it declares none or `sweep`
     is no preset (a run file names its sweep, and only a preset can be found by that name). Reads the one
-    key, without expanding the grids, which would import the methods."""
+    key, without expanding the grids."""
     if sweep not in PRESETS:
         return None
     where, text = _read(sweep)

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from balora.config import DEFAULTS, METHOD_SETTINGS, RunConfig, protocol, protocol_key
+from balora.config import DEFAULTS, RunConfig, method_settings, protocol, protocol_key
 from balora.errors import BaloraError, output_folder
 from balora.quiet import silence
 from balora.runfiles import read_run, run_keys, run_path, write_run
@@ -180,14 +180,14 @@ def evaluation_runs(spec: Spec, selections: dict[str, Selection]) -> tuple[list[
 
 # What makes an arm besides its setting: a confirmation stage compares the arms of one setting (`setting_key`)
 ARM_OPTIONS = ("scaling_rule", "loraplus_ratio", "warmstart_init", "max_rank")
-ARM_FIELDS = frozenset({"method", "seed", "tuned", "tuning", *ARM_OPTIONS, *METHOD_SETTINGS})
+ARM_FIELDS = frozenset({"method", "seed", "tuned", "tuning", *ARM_OPTIONS})
 
 
 def setting_key(config: RunConfig) -> str:
     """Everything but the arm (ARM_FIELDS) and the values selected on validation: the runs a confirmation stage
     compares with one reference."""
-    return json.dumps({k: v for k, v in config.to_dict().items() if k not in ARM_FIELDS and k not in (config.tuned or [])},
-                      sort_keys=True, default=str)
+    arm = ARM_FIELDS | set(method_settings()) | set(config.tuned or [])
+    return json.dumps({k: v for k, v in config.to_dict().items() if k not in arm}, sort_keys=True, default=str)
 
 
 @dataclass

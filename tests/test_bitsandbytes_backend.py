@@ -17,7 +17,7 @@ from torch import nn
 from balora import bitsandbytes_backend, quiet
 from balora import quantisation as q
 from balora.cli import main
-from balora.config import FULL_PRECISION_BASE, KEYED_WHEN_SET, RunConfig
+from balora.config import KEYED_WHEN_SET, RunConfig, full_precision_base
 from balora.errors import BaloraError
 from balora.methods import METHODS
 from balora.run import run_experiment
@@ -134,7 +134,7 @@ def test_ba_lora_trains_on_bitsandbytes_layers_wrapped_by_peft(tmp_path, tiny_mo
 
 
 @needs_bnb
-@pytest.mark.parametrize("method", sorted(set(METHODS) - set(FULL_PRECISION_BASE)))  # those refuse --quant
+@pytest.mark.parametrize("method", sorted(set(METHODS) - set(full_precision_base())))  # those refuse --quant
 def test_every_method_trains_on_bitsandbytes_layers(method, tiny_model_dir, tiny_csv):
     config = tiny_config(tiny_model_dir, tiny_csv, method=method, quant="fp4", quant_group_size=32, epochs=1,
                          quant_backend="bitsandbytes",

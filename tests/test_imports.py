@@ -17,10 +17,11 @@ PACKAGE = Path(__file__).parents[1] / "balora"
 # vision_pretraining → models, data, instructions, images → bitsandbytes_backend → quantisation → importance →
 # allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
 # tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
-# version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the phase timer.
+# version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the
+# phase timer, `method_registry` the record of every method (that config, the dry run and the report read).
 LAYERS = [
     {"balora", "errors", "quiet"},
-    {"config", "measure"},
+    {"config", "measure", "method_registry"},
     {"assets"},
     {"vision_pretraining"},
     {"models", "data", "instructions", "images"},

@@ -1,10 +1,13 @@
-"""The peers at the same budget (PiSSA, OLoRA, LoRA-GA, DoRA), the scaling rules across heterogeneous ranks,
-LoRA+, and the `peers` preset (issue 38)."""
+"""The method registry (a method is one record and one build function, known everywhere once registered), the
+peers at the same budget (PiSSA, OLoRA, LoRA-GA, DoRA), the scaling rules across heterogeneous ranks, LoRA+, and
+the `peers` preset (issue 38)."""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,11 +18,13 @@ from peft import LoraConfig, PeftModel, get_peft_model, initialize_lora_eva_weig
 from test_run import tiny_config
 from transformers import AutoModelForSequenceClassification
 
-from balora import allocation
-from balora.config import RunConfig
+from balora import allocation, method_registry
+from balora.config import DEFAULTS, RunConfig, method_settings
 from balora.errors import BaloraError
 from balora.initialisation import lora_layer
-from balora.methods import dora_rank, eva, lora_config, olora
+from balora.method_registry import Method, Style, register, unregister
+from balora.methods import METHODS, dora_rank, eva, get_method, lora_config, olora
+from balora.methods.base import MethodContext, Prepared, allocate_ranks, lora_config_for
 from balora.models import TargetModule, target_modules
 from balora.reallocation import RankController, ReallocationConfig
 from balora.run import run_experiment
@@ -27,6 +32,86 @@ from balora.specs import load_spec
 from balora.training import TrainSettings, optimizer_groups, train
 
 MINILM_QV = [TargetModule(f"layer.{i}.{kind}", 384, 384) for i in range(6) for kind in ("query", "value")]
+
+
+def first_heavy(ctx: MethodContext) -> Prepared:
+    """A toy method: the first target gets `heuristic_ratio` × the rank of the others, LoRA's init."""
+    weight = {t.name: ctx.config.heuristic_ratio if i == 0 else 1.0 for i, t in enumerate(ctx.targets)}
+    ranks = allocate_ranks(ctx, weight, "proportional", power=1.0)
+    return Prepared(lora_config_for(ctx, ranks), ranks)
+
+
+@pytest.fixture
+def toy_method():
+    """`first_heavy`, registered by its one `register` call for the test, and forgotten after it."""
+    method = register(Method("first_heavy", first_heavy, "first-heavy", "heuristic", Style("yellow", ":", "o"),
+                             settings=("heuristic_ratio",), importance_pass=False))
+    yield method
+    unregister(method.name)
+
+
+def test_a_method_registered_in_one_call_is_known_everywhere(toy_method, tiny_model_dir, tiny_csv, tmp_path, capsys):
+    """Nothing but the record and its build function: the method runs from the CLI and a sweep spec, RunConfig
+    checks its settings, the dry run knows it makes no importance pass, the report orders, names and draws it."""
+    from balora.cli import main
+    from balora.estimate import Rates
+    from balora.report.figures import OKABE_ITO, arm_style
+    from balora.report.runs import arm_order, method_name
+
+    assert get_method("first_heavy") is first_heavy and METHODS["first_heavy"] is first_heavy
+    # the settings it reads, and only those
+    assert "first_heavy" in method_settings()["heuristic_ratio"]
+    RunConfig(method="first_heavy", heuristic_ratio=3.0)
+    with pytest.raises(BaloraError, match="method first_heavy ignores --strategy"):
+        RunConfig(method="first_heavy", strategy="top_k")
+    # the CLI builds it
+    data = ["--model", str(tiny_model_dir), "--dataset", str(tiny_csv), "--budget-rank", "4"]
+    assert main(["allocate", "--method", "first_heavy", *data, "--heuristic-ratio", "3", "--json"]) == 0
+    ranks = [m["rank"] for m in json.loads(capsys.readouterr().out)["modules"]]
+    assert ranks[0] > max(ranks[1:])
+    assert main(["allocate", "--method", "first_heavy", *data, "--strategy", "top_k"]) == 2
+    assert "method first_heavy ignores --strategy" in capsys.readouterr().err
+    # a sweep spec plans it
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: toy\nbase: {model: minilm, dataset: rotten_tomatoes, shots: 8, budget_rank: 4}\n"
+                    "grids:\n  - {method: [lora, first_heavy], seed: [42]}\n")
+    assert [p.config.method for p in load_spec(str(spec)).runs] == ["lora", "first_heavy"]
+    # the dry run: no importance pass before training, unlike BA-LoRA
+    rates = Rates(step_seconds=1.0, example_seconds=0.0)
+    assert rates.overhead_for(RunConfig(method="first_heavy")) == 0.0 < rates.overhead_for(RunConfig(method="ba_lora"))
+    # the report: after the other heuristics, before the ablations; its label and its style
+    assert arm_order(["ba_lora_uniform", "first_heavy", "activation", "lora"]) == [
+        "lora", "activation", "first_heavy", "ba_lora_uniform"]
+    assert method_name("first_heavy") == "first-heavy"
+    assert arm_style("first_heavy") == {"color": OKABE_ITO["yellow"], "linestyle": ":", "marker": "o"}
+
+
+def test_an_unregistered_method_is_unknown_again(toy_method):
+    unregister(toy_method.name)
+    try:
+        with pytest.raises(BaloraError, match="unknown method 'first_heavy'"):
+            get_method("first_heavy")
+        assert "first_heavy" not in METHODS and "first_heavy" not in method_settings()["heuristic_ratio"]
+        with pytest.raises(BaloraError, match="already registered"):
+            register(method_registry.get("lora"))
+    finally:
+        register(toy_method)  # for the fixture to forget
+
+
+def test_every_registered_method_builds_and_reads_only_settings_runconfig_has():
+    for name in method_registry.names():
+        method = method_registry.get(name)
+        assert callable(METHODS[name]) and set(method.settings) <= set(DEFAULTS) - {"method"}, name
+    with pytest.raises(BaloraError, match="group must be one of"):
+        Method("x", first_heavy, "x", "extra", Style("black", "-", "o"))
+    with pytest.raises(BaloraError, match="colour must be one of"):
+        Method("x", first_heavy, "x", "main", Style("red", "-", "o"))
+
+
+def test_config_and_the_dry_run_read_the_registry_without_importing_torch():
+    code = "import sys, balora.config, balora.estimate, balora.method_registry; print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
 
 
 def test_dora_takes_the_largest_uniform_rank_whose_factors_and_magnitudes_fit():

@@ -18,7 +18,7 @@ from torch import nn
 
 from balora import quantisation as q
 from balora.cli import main
-from balora.config import FULL_PRECISION_BASE, KEYED_WHEN_SET, RunConfig
+from balora.config import KEYED_WHEN_SET, RunConfig, full_precision_base
 from balora.errors import BaloraError
 from balora.methods import METHODS
 from balora.run import run_experiment
@@ -349,7 +349,7 @@ def test_cli_rejects_bad_quantisation_flags(flags, tiny_model_dir, tiny_csv, tmp
     assert len(err) == 1 and err[0].startswith("balora: error: ")
 
 
-@pytest.mark.parametrize("method", sorted(set(METHODS) - set(FULL_PRECISION_BASE)))  # those refuse --quant
+@pytest.mark.parametrize("method", sorted(set(METHODS) - set(full_precision_base())))  # those refuse --quant
 def test_every_method_trains_on_a_quantised_base(method, tiny_model_dir, tiny_csv):
     config = tiny_config(tiny_model_dir, tiny_csv, method=method, quant="nf4", quant_group_size=16, epochs=1,
                          target_modules=["query", "value", "intermediate.dense"] if method == "attention_heavy" else None)

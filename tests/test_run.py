@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from balora.config import METHOD_SETTINGS, RunConfig
+from balora.config import RunConfig, method_settings
 from balora.errors import BaloraError
 from balora.methods import METHODS
 from balora.run import run_experiment
@@ -110,16 +110,17 @@ SET_AWAY = {"strategy": "top_k", "threshold": 0.3, "top_k": 2, "base_rank": 4, "
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_setting_the_method_does_not_read_is_refused_unless_left_at_its_default(method):
     """Ignored, it would still change the run's key: an identical run in a report row of its own."""
-    assert set(SET_AWAY) == set(METHOD_SETTINGS) and {m for ms in METHOD_SETTINGS.values() for m in ms} <= set(METHODS)
+    settings = method_settings()
+    assert set(SET_AWAY) == set(settings) and {m for ms in settings.values() for m in ms} <= set(METHODS)
     defaults = RunConfig()
     for name, value in SET_AWAY.items():
         RunConfig(method=method, **{name: getattr(defaults, name)})
-        if method in METHOD_SETTINGS[name]:
+        if method in settings[name]:
             RunConfig(method=method, **{name: value})
         else:
             flag = "--" + name.replace("_", "-")
             with pytest.raises(BaloraError, match=f"method {method} ignores {flag} \\(read only by "
-                                                  f"{', '.join(METHOD_SETTINGS[name])}\\); leave it out"):
+                                                  f"{', '.join(settings[name])}\\); leave it out"):
                 RunConfig(method=method, **{name: value})
 
 

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from balora import method_registry
 from balora.report import stats
 from balora.report.runs import (
-    ABLATIONS,
-    MAIN,
     REFERENCE,
     arm_order,
     budget_label,
@@ -97,6 +96,7 @@ class Analysis:
 
 def analyse(frame: pd.DataFrame) -> Analysis:
     result = Analysis(frame)
+    main_methods, ablation_methods = method_registry.group("main"), method_registry.group("ablation")
     for setting in settings(frame):
         everything = frame[frame["setting"] == setting]
         if everything["quant"].notna().any():
@@ -105,24 +105,24 @@ def analyse(frame: pd.DataFrame) -> Analysis:
         part = everything[everything["quant"].isna()]
         if part.empty:
             continue
-        main = part[part["method"].isin(MAIN)]
+        main = part[part["method"].isin(main_methods)]
         if main.empty:
-            result.missing.append(f"Budget efficiency, {setting}: no runs of {', '.join(MAIN)}.")
+            result.missing.append(f"Budget efficiency, {setting}: no runs of {', '.join(main_methods)}.")
         else:
             result.main[setting] = compared_rows(budget_groups(main), REFERENCE)
         if (reference_arm(part, REFERENCE) is None) and not part.empty:
             result.missing.append(f"{setting}: no LoRA runs, so no Δ against LoRA.")
-        ablations = part[part["method"].isin(("ba_lora", *ABLATIONS))]
-        if ablations["method"].isin(ABLATIONS).any():
+        ablations = part[part["method"].isin(("ba_lora", *ablation_methods))]
+        if ablations["method"].isin(ablation_methods).any():
             result.ablation[setting] = compared_rows(budget_groups(ablations), "ba_lora")
         else:
             result.missing.append(f"Ablations, {setting}: no ablation runs.")
-        if part["method"].isin(MAIN + ABLATIONS).all():  # ablations have their own table
+        if part["method"].isin(main_methods + ablation_methods).all():  # ablations have their own table
             result.missing.append(f"Strategy comparison, {setting}: no heuristic strategies, only main methods "
                                   "and ablations (see the budget and ablation tables).")
         else:
             result.strategy[setting] = compared_rows(budget_groups(part), REFERENCE)
-    fewshot = frame[frame["shots"].notna() & frame["method"].isin(MAIN) & frame["quant"].isna()]
+    fewshot = frame[frame["shots"].notna() & frame["method"].isin(main_methods) & frame["quant"].isna()]
     if fewshot.empty:
         result.missing.append("Few-shot comparison: no few-shot runs (config.shots) of the main methods.")
     for (family, budget), part in fewshot.groupby(["family", "budget"], sort=False):

@@ -24,22 +24,13 @@ import pandas as pd
 from matplotlib.figure import Figure as Canvas
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from balora import method_registry
 from balora.report import stats
 from balora.report.document import Figure, slug
-from balora.report.runs import MAIN, allocation_frame, arm_order, budget_label, dynamic_runs, module_label
+from balora.report.runs import allocation_frame, arm_order, budget_label, dynamic_runs, module_label
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#7F7F7F"}
-STYLES = {  # method: (colour, line style, marker)
-    "lora": ("black", "-", "o"), "ba_lora": ("vermillion", "-", "s"), "ba_lora_dynamic": ("orange", "-", "d"),
-    "adalora": ("blue", "-", "^"),
-    "eva": ("green", "-", "D"), "pissa": ("sky", "-.", "P"), "olora": ("purple", "-.", "h"),
-    "lora_ga": ("green", "-.", "X"), "dora": ("blue", "-.", "8"),
-    "linear_decay": ("orange", "--", "v"), "attention_heavy": ("sky", "--", "<"),
-    "magnitude": ("purple", "--", ">"), "activation": ("grey", "--", "p"),
-    "ba_lora_no_warmstart": ("vermillion", "--", "x"), "ba_lora_uniform": ("vermillion", ":", "+"),
-    "ba_lora_no_budget": ("vermillion", "-.", "*"), "ba_lora_shuffled": ("grey", ":", "s"),
-}
 HEATMAP_ARMS = 6  # method column groups per heatmap row
 # Widest figure (inches): a page-wide figure in the paper (6.5 in) keeps ≥ 80% of the font size.
 MAX_WIDTH = 8.0
@@ -69,8 +60,10 @@ def styled(draw: Callable[..., list[Figure]]) -> Callable[..., list[Figure]]:
 def arm_style(arm: str) -> dict:
     """Line/marker style of an arm; variants of a known method keep its colour."""
     method = arm.split(" (")[0]
-    # an unknown method: a colour from its name (crc32, unlike hash(), is the same in every process)
-    colour, line, marker = STYLES.get(method, (SEQUENCE[zlib.crc32(method.encode()) % len(SEQUENCE)], "-.", "h"))
+    known = method_registry.find(method)  # its registered style; an unknown method: a colour from its name (crc32,
+    # unlike hash(), is the same in every process)
+    colour, line, marker = known.style if known is not None else (
+        SEQUENCE[zlib.crc32(method.encode()) % len(SEQUENCE)], "-.", "h")
     if method != arm:  # a variant: same colour, its own dash pattern
         line = (0, (1, 1, 3, 1))
     return {"color": OKABE_ITO[colour], "linestyle": line, "marker": marker}
@@ -130,7 +123,7 @@ def _budgets(frame: pd.DataFrame) -> list[tuple[float, pd.DataFrame, str]]:
 def _curve_arms(frame: pd.DataFrame) -> list[str]:
     """Curves compare the main methods; with none of them present, whatever arms there are."""
     arms = arm_order(frame["arm"])
-    main = [a for a in arms if a.split(" (")[0] in MAIN]
+    main = [a for a in arms if a.split(" (")[0] in method_registry.group("main")]
     return main or arms
 
 

@@ -40,25 +40,13 @@ from typing import Any
 
 import pandas as pd
 
-from balora import specs
+from balora import method_registry, specs
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
 from balora.report import stats
 from balora.tasks import with_task_defaults
 from balora.tuning import MIN_CURVE_POINTS, anytime_value, primary_metric, superseded, validation_curve
 
 REFERENCE = "lora"
-MAIN = ("lora", "ba_lora", "ba_lora_dynamic", "adalora", "eva", "pissa", "olora", "lora_ga", "dora")
-HEURISTICS = ("linear_decay", "attention_heavy", "magnitude", "activation")
-ABLATIONS = ("ba_lora_no_warmstart", "ba_lora_uniform", "ba_lora_no_budget", "ba_lora_shuffled")
-METHOD_ORDER = MAIN + HEURISTICS + ABLATIONS
-METHOD_NAMES = {
-    "lora": "LoRA", "ba_lora": "BA-LoRA", "ba_lora_dynamic": "BA-LoRA dynamic",
-    "adalora": "AdaLoRA", "eva": "EVA", "pissa": "PiSSA", "olora": "OLoRA", "lora_ga": "LoRA-GA", "dora": "DoRA",
-    "linear_decay": "linear decay",
-    "attention_heavy": "attention-heavy", "magnitude": "magnitude", "activation": "activation",
-    "ba_lora_no_warmstart": "BA-LoRA w/o warm-start", "ba_lora_uniform": "BA-LoRA uniform ranks",
-    "ba_lora_no_budget": "BA-LoRA w/o budget", "ba_lora_shuffled": "BA-LoRA shuffled ranks",
-}
 PHASES = ("load", "importance", "allocation", "init", "train", "eval", "generate")
 METRICS = ("accuracy", "f1", "precision", "recall", "loss", "perplexity")
 
@@ -78,7 +66,9 @@ MAJORITY_TOLERANCE = 0.001
 
 
 def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    """The report's name of a method: its registered label (`balora.method_registry`), else the name itself."""
+    known = method_registry.find(method)
+    return known.label if known is not None else method
 
 
 def _number(value: float) -> str:
@@ -303,7 +293,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
 
 def arm_order(arms: Iterable[str]) -> list[str]:
     """Arms in the report's order: main methods, heuristics, ablations, then anything else."""
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    order = {m: i for i, m in enumerate(method_registry.report_order())}
     return sorted(set(arms), key=lambda a: (order.get(a.split(" (")[0], len(order)), a))
 
 

@@ -10,8 +10,9 @@ from typing import Any
 
 import pandas as pd
 
+from balora import method_registry
 from balora.report.document import Table
-from balora.report.runs import METHOD_ORDER, arm_label, arm_order, budget_label, method_variants, setting_labels, settings
+from balora.report.runs import arm_label, arm_order, budget_label, method_variants, setting_labels, settings
 from balora.report.tables import DASH, pct
 from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, Score, accuracy_curve, cell_key, still_rising, tuning_cells
 
@@ -74,7 +75,7 @@ def _arms(cells: list[CellTuning], results: list[dict[str, Any]], labels: dict[s
 def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table | None:
     """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds;
     `labels` (from `arm_labels`) names the cells that have evaluation runs."""
-    order = {m: i for i, m in enumerate(METHOD_ORDER)}
+    order = {m: i for i, m in enumerate(method_registry.report_order())}
     tuned = tuning_cells(results)
     places = _places(tuned)
     cells = sorted(tuned, key=lambda c: (*places[c.cell], order.get(c.example["method"], len(order)), c.example["method"]))
