@@ -51,8 +51,9 @@ from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 from transformers.image_processing_utils import BaseImageProcessor
 
-from balora import __version__, bitsandbytes_backend, quantisation
+from balora import __version__, quantisation
 from balora.allocation import lora_budget, rank_budget, rank_equivalent, summary
+from balora.base_transform import BaseTransform, base_transform, quantise_base
 from balora.config import RunConfig
 from balora.data import Example, importance_sample, make_loader, select_training
 from balora.errors import BaloraError, output_folder
@@ -163,6 +164,7 @@ class Setup:
     budget: int
     meter: PhaseMeter
     placement: Distributed
+    transform: BaseTransform  # what the run does to the frozen base (a quantised base: `--quant`)
 
     @property
     def causal(self) -> bool:
@@ -213,19 +215,9 @@ class Setup:
                              len(self.placement.shard(self.importance_examples)))
 
 
-def quantise_base(model: torch.nn.Module, config: RunConfig, targets: list[TargetModule],
-                  keep_residual: bool = False) -> None:
-    """Quantise the run's `--quant-modules` (the targets, or every linear layer but the head) in place."""
-    names = ([t.name for t in targets] if config.quant_modules == "targets"
-             else quantisation.linear_module_names(model, tuple(head_module_names(model))))
-    quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant, keep_residual,
-                                config.quant_backend)
-
-
 def setup(config: RunConfig) -> Setup:
     get_method(config.method)  # fail fast on an unknown method, before loading anything
-    if config.quant_backend == "bitsandbytes":
-        bitsandbytes_backend.require()  # and on a missing optional package
+    transform = base_transform(config)  # and on a missing optional package
     meter = PhaseMeter()
     placement = Distributed.from_env()
     with meter.phase("load"):
@@ -239,13 +231,11 @@ def setup(config: RunConfig) -> Setup:
                                          min_classes=1 if task == "causal_lm" else 2)
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)
-    if config.quant is not None:
-        with meter.phase("quantise"):
-            quantise_base(model, config, targets, keep_residual=config.quant_schedule != "constant")
+    transform.prepare(model, targets, meter)
     budget = resolve_budget(config, targets, head_params)
     sample = importance_sample(train_examples, config.gradient_samples, config.seed)
     run = Setup(config, task, data, train_examples, sample, None, processor, model, targets, head_params, budget, meter,
-                placement)
+                placement, transform)
     heads = head_module_names(model)
     if config.head_probe_steps and heads:
         with meter.phase("probe"):  # the head is fitted before any method runs: every method starts from it
@@ -259,7 +249,7 @@ def plan_allocation(config: RunConfig) -> tuple[Setup, Prepared]:
     run = setup(config)
     seed_everything(config.seed)
     steps = total_steps(run.loader(run.placement.even_shard(run.train_examples), shuffle=True), config.train_epochs)
-    with quantisation.dense_weights(run.model):
+    with run.transform.importance_context(run.model):
         return run, get_method(config.method)(run.method_context(steps))
 
 
@@ -271,7 +261,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     """
     run = setup(config)
     config = run.config  # with the task's defaults filled in: what the run does and stores
-    data, meter, placement = run.data, run.meter, run.placement
+    data, meter, placement, transform = run.data, run.meter, run.placement, run.transform
     bf16_units = native_bf16(placement.device)
     if config.precision == "bf16" and placement.is_main and not bf16_units:
         print(f"balora: warning: --precision bf16 on {bf16_emulation(placement.device)}; --precision fp32 is faster on "
@@ -279,50 +269,44 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     train_loader = run.loader(placement.even_shard(run.train_examples), shuffle=True)
     seed_everything(config.seed)
     steps = total_steps(train_loader, config.train_epochs)
-    with quantisation.dense_weights(run.model):  # importance needs weight gradients: a float Ŵ for this phase
+    with transform.importance_context(run.model):  # a quantised base: importance needs a float Ŵ's gradients
         prepared = get_method(config.method)(run.method_context(steps))
     seed_everything(config.seed)  # LoRA's random A depends only on the seed, not on the method's work
     with meter.phase("adapter"):
         model = get_peft_model(run.model, prepared.peft_config)
-        if config.qa_lora:
-            quantisation.pool_adapters(model)
+        transform.adapter_created(model)
     if prepared.initialise is not None:
         prepared.initialise(model)
         # what it warm-started from, the mean gradients (an fp32 copy of every target weight), training never reads
         prepared.initialise = prepared.warm_start = None
     initial = initial_state(model) if prepared.changes_base else None  # what the saved adapter is converted against
     lora_params, trained_head = _lora_parameter_count(model), _trained_head_count(model)
-    if config.grad_scale != 1.0:
-        quantisation.scale_adapter_gradients(model, config.grad_scale)
-    balance: list[dict[str, float]] = []  # per validation point
+    transform.before_training(model, steps)
 
     evaluate_validation = run.evaluator(data.validation)
     validation_seconds = [0.0]  # inside the train phase; estimates of later runs' time separate the two
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
         started = time.perf_counter()
-        if config.quant is not None:
-            balance.append(quantisation.balance(m))
+        transform.on_validation(m)
         metrics = evaluate_validation(m)
         validation_seconds[0] += time.perf_counter() - started
         return metrics
 
     def after_step(m: torch.nn.Module, step: int, optimizer: torch.optim.Optimizer) -> bool:
-        quantisation.set_blend(m, quantisation.blend_at(config.quant_schedule, step, steps))
+        transform.after_step(m, step)
         replaced = prepared.after_step is not None and prepared.after_step(m, step, optimizer)
-        if replaced and config.grad_scale != 1.0:  # ba_lora_dynamic's resized modules have new, unscaled parameters
-            quantisation.scale_adapter_gradients(m, config.grad_scale)
+        if replaced:  # ba_lora_dynamic's resize: its modules have new parameters
+            transform.parameters_replaced(m)
         return replaced
 
     settings = TrainSettings(config.train_epochs, config.learning_rate, config.weight_decay, config.warmup_ratio,
                              frozenset(config.validation_steps(steps)), progress and placement.is_main, config.precision,
                              config.loraplus_ratio)
     seed_everything(config.seed)
-    quantisation.set_blend(model, quantisation.blend_at(config.quant_schedule, 0, steps))
     with meter.phase("train"):  # the validation curve, its step-0 point included, is part of training
-        log = train(placement.wrap(model), train_loader, settings, validate,
-                    after_step if config.quant is not None else prepared.after_step)
-    quantisation.set_blend(model, 1.0)  # whatever the schedule, the model is evaluated on the quantised weights
+        log = train(placement.wrap(model), train_loader, settings, validate, after_step)
+    transform.before_evaluation(model)
     metrics: dict[str, float] = {}
     generations = None
     if not config.tuning:  # a tuning run is scored on validation only: test accuracy exists only where selected
@@ -366,9 +350,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "validation_seconds": validation_seconds[0],
         "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},
     }
-    if config.quant is not None:
-        result["quantisation"] = _quantisation_summary(config, model, log.validation, balance)
-        quantisation.expand_adapters(model)  # the saved adapter is a plain PEFT LoRA adapter
+    transform.finalise(model, result)  # a quantised base: result["quantisation"]; a plain PEFT adapter to save
     result["environment"]["world_size"] = placement.world
     if out_dir is not None and placement.is_main:
         with meter.phase("save"):
@@ -377,16 +359,6 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         save_result(result, Path(out_dir))
         write_library_log(Path(out_dir))
     return RunOutput(result, model)
-
-
-def _quantisation_summary(config: RunConfig, model: torch.nn.Module, validation: list, balance: list) -> dict[str, Any]:
-    """Format, stored bytes against fp32, and the balance measure at each validation point."""
-    curve = [[step, {"mean": float(np.mean(list(r.values()))), "min": min(r.values()), "max": max(r.values())}]
-             for (step, _), r in zip(validation, balance, strict=True) if r]
-    return {"format": config.quant, "group_size": config.quant_group_size, "double_quant": config.double_quant,
-            "qa_lora": config.qa_lora, "schedule": config.quant_schedule, "grad_scale": config.grad_scale,
-            "memory": quantisation.memory_report(quantisation.quantised_layers(model)),
-            "balance": curve, "balance_final": quantisation.balance(model)}
 
 
 def save_result(result: dict[str, Any], out_dir: Path) -> None:

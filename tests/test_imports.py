@@ -14,7 +14,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "balora"
 
 # Lowest first: the layout line of docs/architecture.md (whose table lists these layers), `assets →
-# vision_pretraining → models, data, instructions, images → bitsandbytes_backend → quantisation → importance →
+# vision_pretraining → models, data, instructions, images → bitsandbytes_backend → quantisation, base_transform → importance →
 # allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
 # tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
 # version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the
@@ -27,7 +27,7 @@ LAYERS = [
     {"models", "data", "instructions", "images"},
     {"tasks"},
     {"bitsandbytes_backend"},
-    {"quantisation"},
+    {"quantisation", "base_transform"},
     {"importance"},
     {"allocation"},
     {"initialisation"},

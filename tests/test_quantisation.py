@@ -357,3 +357,41 @@ def test_every_method_trains_on_a_quantised_base(method, tiny_model_dir, tiny_cs
     assert output.result["quantisation"]["memory"]["modules"] >= 4
     assert all(isinstance(m.get_base_layer(), q.QuantLinear) for m in output.model.modules() if hasattr(m, "lora_A"))
     assert not any(p.requires_grad for m in q.quantised_layers(output.model).values() for p in m.parameters())
+
+
+class RecordingTransform:
+    """Wraps the run's own transform and records which hook the run called, in order."""
+
+    HOOKS = ("prepare", "importance_context", "adapter_created", "before_training", "on_validation", "after_step",
+             "parameters_replaced", "before_evaluation", "finalise")
+
+    def __init__(self, inner, calls: list) -> None:
+        self.inner, self.calls = inner, calls
+
+    def __getattr__(self, name):
+        hook = getattr(self.inner, name)
+        if name not in self.HOOKS:
+            return hook
+
+        def record(*args, **kwargs):
+            self.calls.append((name, args[1]) if name == "after_step" else name)
+            return hook(*args, **kwargs)
+        return record
+
+
+@pytest.mark.parametrize("quant", [None, "int4"])
+def test_the_run_calls_every_base_transform_hook_in_order_quantised_or_not(quant, tiny_model_dir, tiny_csv, monkeypatch):
+    import balora.run
+
+    calls: list = []
+    factory = balora.run.base_transform
+    monkeypatch.setattr(balora.run, "base_transform", lambda config: RecordingTransform(factory(config), calls))
+    extra = {} if quant is None else dict(quant=quant, quant_group_size=8, quant_schedule="linear")
+    result = run_experiment(tiny_config(tiny_model_dir, tiny_csv, epochs=1, **extra), progress=False).result
+    steps, points = result["steps"], len(result["curves"]["validation"])
+    assert calls[:5] == ["prepare", "importance_context", "adapter_created", "before_training", "on_validation"]
+    assert calls[-2:] == ["before_evaluation", "finalise"]
+    middle = calls[5:-2]
+    assert [c for c in middle if c != "on_validation"] == [("after_step", s) for s in range(1, steps + 1)]
+    assert middle.count("on_validation") == points - 1 and middle[-1] == "on_validation"  # the last step validates
+    assert ("quantisation" in result) == (quant is not None)  # what `finalise` adds

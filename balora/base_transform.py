@@ -1,0 +1,140 @@
+"""What a run does to its frozen base model, as hooks the run calls unconditionally, in this order:
+
+    prepare(model, targets, meter)        setup, once the model and its targets are loaded (quantise the base)
+    importance_context(model)             a context around the method's build: importance, allocation, warm-start
+    adapter_created(model)                right after `get_peft_model`, before the method's `initialise`
+    before_training(model, steps)         after the method's `initialise`, before the first step
+    on_validation(model)                  at each validation point, step 0 included (timed with the validation)
+    after_step(model, step)               after each optimizer step, before the method's own `after_step`
+    parameters_replaced(model)            when the method's `after_step` replaced adapter parameters (a resize)
+    before_evaluation(model)              once training is over, before the test metrics
+    finalise(model, result)               before the adapter is saved: adds to `result`, leaves a plain adapter
+
+`FullPrecision` (no `--quant`) does nothing at any of them. `Quantised` is `--quant` and its options:
+`prepare` replaces the targets (or every linear layer) by quantised layers; the importance pass runs on a
+dense float Ŵ (`quantisation.dense_weights`); QA-LoRA's A is pooled per group; `--grad-scale` hooks the
+adapter's gradients (again after a resize: new parameters); `--quant-schedule` sets λ at every step and 1
+before evaluation; the balance ‖scaling·B·A‖/‖W − Ŵ‖ is kept at each validation point; `finalise` writes
+`result["quantisation"]` and expands pooled As so the saved adapter loads without balora.
+`base_transform(config)` picks one.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from balora import bitsandbytes_backend, quantisation
+from balora.config import RunConfig
+from balora.measure import PhaseMeter
+from balora.models import TargetModule, head_module_names
+
+
+class BaseTransform:
+    """The hooks (module docstring); each does nothing here."""
+
+    def prepare(self, model: nn.Module, targets: list[TargetModule], meter: PhaseMeter) -> None:
+        """Change the loaded base model in place, before budget, importance or any method sees it."""
+
+    def importance_context(self, model: nn.Module) -> AbstractContextManager[Any]:
+        """Entered around the method's build (importance needs weight gradients)."""
+        return nullcontext()
+
+    def adapter_created(self, model: nn.Module) -> None:
+        """The PEFT model was just built (its adapter freshly initialised by PEFT)."""
+
+    def before_training(self, model: nn.Module, steps: int) -> None:
+        """The adapter is initialised and counted; training will take `steps` optimizer steps."""
+
+    def on_validation(self, model: nn.Module) -> None:
+        """A validation point (before its metrics)."""
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        """Optimizer step `step` (1-based) is done."""
+
+    def parameters_replaced(self, model: nn.Module) -> None:
+        """The method's step hook replaced adapter parameters by new ones."""
+
+    def before_evaluation(self, model: nn.Module) -> None:
+        """Training is over; the test metrics come next."""
+
+    def finalise(self, model: nn.Module, result: dict[str, Any]) -> None:
+        """The result is complete but not written, the adapter not saved."""
+
+
+class FullPrecision(BaseTransform):
+    """No `--quant`: the base stays as loaded."""
+
+
+def quantise_base(model: nn.Module, config: RunConfig, targets: list[TargetModule], keep_residual: bool = False) -> None:
+    """Quantise the run's `--quant-modules` (the targets, or every linear layer but the head) in place."""
+    names = ([t.name for t in targets] if config.quant_modules == "targets"
+             else quantisation.linear_module_names(model, tuple(head_module_names(model))))
+    quantisation.quantise_model(model, names, config.quant, config.quant_group_size, config.double_quant, keep_residual,
+                                config.quant_backend)
+
+
+class Quantised(BaseTransform):
+    """`--quant` with its format, group size, double quantisation, QA-LoRA, schedule, gradient scale and backend."""
+
+    def __init__(self, config: RunConfig) -> None:
+        if config.quant_backend == "bitsandbytes":
+            bitsandbytes_backend.require()  # fail fast on a missing optional package, before anything loads
+        self.config = config
+        self.steps = 0
+        self.balance: list[dict[str, float]] = []  # per validation point
+
+    def prepare(self, model: nn.Module, targets: list[TargetModule], meter: PhaseMeter) -> None:
+        with meter.phase("quantise"):
+            quantise_base(model, self.config, targets, keep_residual=self.config.quant_schedule != "constant")
+
+    def importance_context(self, model: nn.Module) -> AbstractContextManager[Any]:
+        return quantisation.dense_weights(model)  # a float Ŵ for the importance pass
+
+    def adapter_created(self, model: nn.Module) -> None:
+        if self.config.qa_lora:
+            quantisation.pool_adapters(model)
+
+    def _scale_gradients(self, model: nn.Module) -> None:
+        if self.config.grad_scale != 1.0:
+            quantisation.scale_adapter_gradients(model, self.config.grad_scale)
+
+    def before_training(self, model: nn.Module, steps: int) -> None:
+        self.steps = steps
+        self._scale_gradients(model)
+        quantisation.set_blend(model, quantisation.blend_at(self.config.quant_schedule, 0, steps))
+
+    def on_validation(self, model: nn.Module) -> None:
+        self.balance.append(quantisation.balance(model))
+
+    def after_step(self, model: nn.Module, step: int) -> None:
+        quantisation.set_blend(model, quantisation.blend_at(self.config.quant_schedule, step, self.steps))
+
+    def parameters_replaced(self, model: nn.Module) -> None:
+        self._scale_gradients(model)  # ba_lora_dynamic's resized modules have new, unscaled parameters
+
+    def before_evaluation(self, model: nn.Module) -> None:
+        quantisation.set_blend(model, 1.0)  # whatever the schedule, the model is evaluated on the quantised weights
+
+    def finalise(self, model: nn.Module, result: dict[str, Any]) -> None:
+        result["quantisation"] = self.summary(model, result["curves"]["validation"])
+        quantisation.expand_adapters(model)  # the saved adapter is a plain PEFT LoRA adapter
+
+    def summary(self, model: nn.Module, validation: list) -> dict[str, Any]:
+        """Format, stored bytes against fp32, and the balance measure at each validation point."""
+        config = self.config
+        curve = [[step, {"mean": float(np.mean(list(r.values()))), "min": min(r.values()), "max": max(r.values())}]
+                 for (step, _), r in zip(validation, self.balance, strict=True) if r]
+        return {"format": config.quant, "group_size": config.quant_group_size, "double_quant": config.double_quant,
+                "qa_lora": config.qa_lora, "schedule": config.quant_schedule, "grad_scale": config.grad_scale,
+                "memory": quantisation.memory_report(quantisation.quantised_layers(model)),
+                "balance": curve, "balance_final": quantisation.balance(model)}
+
+
+def base_transform(config: RunConfig) -> BaseTransform:
+    """The run's transform of its base: `Quantised` with `--quant`, else `FullPrecision`."""
+    return FullPrecision() if config.quant is None else Quantised(config)
+
