@@ -1105,3 +1105,46 @@ def test_paper_tables_state_the_level_of_their_confidence_intervals(report_dir: 
     assert with_ci
     for text in with_ci:
         assert "the level that matches Holm's verdict" in text or "95\\% CI" in text, text[:400]
+
+
+def test_a_wide_table_wraps_its_verdict_upright_before_it_goes_sideways():
+    """A comparison table a little wider than the page wraps its words (the verdict), never its intervals, and
+    stays upright; only one too wide even so is set sideways on a page of its own."""
+    from balora.report.document import PORTRAIT, Table, table_latex, table_width
+
+    row = ["r=8", "BA-LoRA", "3", "73,728", "79.80 ± 0.59", "0/3", "−0.27 [−1.92, +1.39]", "0.287",
+           "inconclusive (MDE 1.27 pp)"]
+    columns = ["Budget", "Method", "n", "LoRA params", "Acc. (%)", "≤ majority", "Δ acc. (pp) [CI]",
+               "p (TOST, Holm)", "Verdict"]
+    table = Table("t", "T", columns, [["r=8", "LoRA", "3", "73,728", "79.83 ± 1.13", "0/3", "(reference)", "—",
+                                      "(reference)"], row])
+    assert table_width(table) > PORTRAIT
+    latex = table_latex(table)
+    assert r"\begin{table}" in latex and r"\begin{tabularx}" in latex
+    spec = re.search(r"\\begin\{tabularx\}\{\\linewidth\}\{(.*)\}", latex).group(1)
+    assert spec.endswith(r"\arraybackslash}X") and spec.count("X") == 1, spec  # only the verdict wraps
+    wide = Table("w", "W", [*columns, *(f"Extra column {i}" for i in range(6))], [[*row, *["12,345.67"] * 6]] * 2)
+    assert r"\begin{sidewaystable}" in table_latex(wide)
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
+                    reason="pdflatex and pdftotext (poppler-utils) build and read the paper")
+def test_the_paper_body_from_the_committed_runs_fits_ten_pages(tmp_path: Path):
+    """The paper built from results/paper has at most 10 pages before its references (the appendix after them
+    does not count), and no results table is set sideways on a page of its own in the body."""
+    import subprocess
+
+    from balora.report import build_paper, write_runs_report
+
+    root = Path(__file__).parents[1]
+    paper = tmp_path / "paper"
+    shutil.copytree(root / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf", "*.aux", "*.log"))
+    write_runs_report(root / "results" / "paper", tmp_path / "report", paper_dir=paper, figures_too=True)
+    pdf = build_paper(paper)
+    pages = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
+                           check=True).stdout.split("\f")
+    references = next(i for i, page in enumerate(pages, 1) if re.search(r"^\s*References\s*$", page, re.M))
+    assert references - 1 <= 10, f"the body has {references - 1} pages"
+    for name in ("budget", "fewshot", "ablation", "strategy"):
+        for table in (paper / "generated" / "tables").glob(f"{name}_*.tex"):
+            assert r"\begin{sidewaystable}" not in table.read_text(), table.name

@@ -196,27 +196,29 @@ def criteria_summary(criteria: list[Criterion], whose: str = "seed 000's") -> st
 _PLAIN = {stats.BETTER: "BA-LoRA was significantly more accurate",
           stats.WORSE: "BA-LoRA was significantly less accurate",
           stats.EQUIVALENT: "the two are equivalent within ±{margin}",
-          stats.INCONCLUSIVE: "inconclusive: neither a difference nor equivalence within ±{margin} is shown"}
+          stats.INCONCLUSIVE: "neither a difference nor equivalence within ±{margin} was shown (inconclusive)"}
+_ALL = {1: "", 2: "in both, ", 3: "in all three, "}
 
 
-def _headline(case: str, c: stats.Comparison | None) -> str | None:
-    """One case of the abstract: Δ with its CI and the verdict in plain words; None without a test."""
+def _headline(case: str, c: stats.Comparison | None) -> tuple[str, str] | None:
+    """One case of the abstract: Δ with its CI, and the verdict in plain words; None without a test."""
     if c is None or not c.tested or c.verdict not in _PLAIN:
         return None
     verdict = _PLAIN[c.verdict].format(margin=margin_text(c))
-    return (f"{case}, Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}): "
-            f"{verdict}")
+    return (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}) "
+            f"{case}", verdict)
 
 
 def abstract_claims(analysis: Analysis) -> list[str]:
     """The abstract's numbers: BA-LoRA − LoRA accuracy at r = 8 on training-subset or full-pool data (Exp. 1),
-    and at the fewest and 64 shots per class (Exp. 2), each with its CI and its verdict in plain words."""
+    and at the fewest and 64 shots per class (Exp. 2), each with its CI, and the verdicts in plain words (once,
+    where every case has the same)."""
     cases = []
     for rows in analysis.main.values():
         if rows and rows[0].runs["shots"].isna().all():
             size = rows[0].runs["train_size"].iloc[0] if "train_size" in rows[0].runs else None
             data = "the full training pool" if size is None or size != size else f"{int(size):,} training examples"
-            cases.append(_headline(f"With {data} at the rank-{FEWSHOT_BUDGET} budget",
+            cases.append(_headline(f"with {data} at the rank-{FEWSHOT_BUDGET} budget",
                                    _proposed(rows, budget_label(FEWSHOT_BUDGET))))
     for rows in _series(analysis).values():
         for shots in (SHOTS[0], 64):
@@ -224,4 +226,10 @@ def abstract_claims(analysis: Analysis) -> list[str]:
     found = [c for c in cases if c]
     if not found:
         return []
-    return ["BA-LoRA minus LoRA in test accuracy, on matched seeds: " + "; ".join(found) + "."]
+    lead = "BA-LoRA minus LoRA in test accuracy, on matched seeds: "
+    verdicts = {verdict for _, verdict in found}
+    if len(verdicts) == 1 and len(found) in _ALL:
+        listed = [text for text, _ in found]
+        joined = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
+        return [f"{lead}{joined}; {_ALL[len(found)]}{verdicts.pop()}."]
+    return [lead + "; ".join(f"{text}: {verdict}" for text, verdict in found) + "."]

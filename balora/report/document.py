@@ -137,8 +137,11 @@ def _stacked(header: str, width: int, align: str) -> str:
 
 
 FONT = r"\footnotesize"  # 9 pt in the paper's 11 pt text: no table is shrunk below it (no \resizebox, \tiny)
-PORTRAIT, LANDSCAPE = 104, 144  # estimated characters at 9 pt across the text width (6.5 in) and height (9 in)
-_COLUMN_GAP = 3  # characters: the space between two columns (2 \tabcolsep)
+# Measured with pdflatex (\settowidth on the paper's tables at 9 pt): a character of these cells sets about 4.6 pt
+# wide, so the 6.5 in (468 pt) text width holds about 101 and the 9 in height (sideways) about 140.
+PORTRAIT, LANDSCAPE = 100, 138
+TABCOLSEP = "4pt"  # half the space between two columns (LaTeX's default is 6 pt): narrower tables, same type
+_COLUMN_GAP = 2  # characters: the space between two columns (2 \tabcolsep = 8 pt)
 
 
 def _visible(text: str) -> int:
@@ -146,30 +149,66 @@ def _visible(text: str) -> int:
     return len(text)
 
 
-def table_width(table: Table) -> int:
-    """The table's natural width in characters at `FONT`: every column as wide as its widest cell or its
-    header (stacked on two lines where that helps, as `table_latex` does), plus the gaps between columns.
-    A column that wraps counts at WRAP_AT."""
-    total = 0
-    for i, name in enumerate(table.columns):
-        cell = max((_visible(row[i]) for row in table.rows), default=0)
-        header = _visible(name) if len(name) <= cell or " " not in name else (len(name) + 1) // 2
-        total += min(max(cell, header), WRAP_AT) + _COLUMN_GAP
-    return total
+def _header_width(name: str, cell: int) -> int:
+    """A header's width: on one line where it is no longer than the column's cells, else stacked on two lines
+    as `_stacked` splits it (the longer line counts)."""
+    spaces = [i for i, c in enumerate(name) if c == " "]
+    if _visible(name) <= cell or not spaces:
+        return _visible(name)
+    cut = min(spaces, key=lambda i: abs(2 * i - len(name)))
+    return max(_visible(name[:cut]), _visible(name[cut + 1:]))
+
+
+def _natural(table: Table, i: int) -> int:
+    """Column `i`'s width in characters: its widest cell or its header, at most WRAP_AT (longer text wraps)."""
+    cell = max((_visible(row[i]) for row in table.rows), default=0)
+    return min(max(cell, _header_width(table.columns[i], cell)), WRAP_AT)
+
+
+def _narrowest(table: Table, i: int) -> int:
+    """Column `i`'s width when it wraps: its longest word (a wrapped column never breaks a word)."""
+    words = [w for text in [table.columns[i], *(row[i] for row in table.rows)] for w in text.split()]
+    return max((_visible(w) for w in words), default=0)
+
+
+def table_width(table: Table, wraps: list[bool] | None = None) -> int:
+    """The table's width in characters at `FONT`: every column as wide as its widest cell or its header
+    (stacked on two lines where that helps, as `table_latex` does), plus the gaps between columns. A column
+    with text longer than WRAP_AT counts at WRAP_AT; a column in `wraps` at its longest word."""
+    wraps = wraps or [False] * len(table.columns)
+    return sum((_narrowest(table, i) if wrap else _natural(table, i)) + _COLUMN_GAP
+               for i, wrap in enumerate(wraps))
+
+
+def _text_columns(table: Table) -> list[int]:
+    """Columns of words: the two lead columns, and any with a letter in every cell, such as the verdict (not a
+    column of numbers and intervals, whose reference row may say '(reference)')."""
+    return [i for i in range(len(table.columns))
+            if i < 2 or all(any(ch.isalpha() for ch in row[i]) for row in table.rows)]
+
+
+def _fitting_wraps(table: Table, cells: list[int], page: int) -> list[bool]:
+    """Which columns wrap: those with text longer than WRAP_AT, then, while the table is wider than `page`,
+    its text columns, the widest first, each down to its longest word."""
+    wraps = [max(len(name), w) > WRAP_AT for name, w in zip(table.columns, cells)]
+    for i in sorted(_text_columns(table) if table.rows else [], key=lambda i: -cells[i]):
+        if table_width(table, wraps) <= page:
+            break
+        if _narrowest(table, i) < _natural(table, i):
+            wraps[i] = True
+    return wraps
 
 
 def table_latex(table: Table, label: str | None = None) -> str:
-    """A `table` float with booktabs rules at 9 pt (`FONT`), never smaller. Columns with long text wrap, the
-    table set to the text width (tabularx). A table too wide for the page upright is set sideways on its own
-    page (`sidewaystable`, package rotating), its widest text columns wrapping there if it is still too wide."""
+    """A `table` float with booktabs rules at 9 pt (`FONT`), never smaller. Text columns wrap where the table
+    is wider than the page (the widest first, and never inside a word), the table then set to the text width
+    (tabularx). A table too wide for the page upright even so is set sideways on its own page
+    (`sidewaystable`, package rotating), wrapping its text columns there as far as it must."""
     cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
-    width = table_width(table)
-    sideways = width > PORTRAIT
-    wraps = [max(len(name), w) > WRAP_AT for name, w in zip(table.columns, cells)]
-    if table.rows and width > (LANDSCAPE if sideways else PORTRAIT) and not any(wraps):  # wrap the widest text column
-        text = [i for i in range(len(table.columns)) if i < 2 or not any(ch.isdigit() for ch in table.rows[0][i])]
-        if text:
-            wraps[max(text, key=lambda i: cells[i])] = True
+    wraps = _fitting_wraps(table, cells, PORTRAIT)
+    sideways = table_width(table, wraps) > PORTRAIT
+    if sideways:
+        wraps = _fitting_wraps(table, cells, LANDSCAPE)
     aligns = ["l" if i < 2 else "r" for i in range(len(table.columns))]
     spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else align for wrap, align in zip(wraps, aligns))
     headers = [latex_text(c) if wrap else _stacked(c, w, align)
@@ -185,7 +224,7 @@ def table_latex(table: Table, label: str | None = None) -> str:
     return "\n".join([
         # a caption above the table needs space below it (LaTeX's default is none), local to this float
         rf"\begin{{{environment}}}" + ("" if sideways else "[htbp]"), r"\centering", FONT,
-        r"\setlength{\belowcaptionskip}{4pt}",
+        r"\setlength{\belowcaptionskip}{4pt}", rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}",
         rf"\caption{{{caption}}}" + (rf"\label{{{label}}}" if label else ""),
         begin, r"\toprule", *body, r"\bottomrule", end, rf"\end{{{environment}}}", "",
     ])

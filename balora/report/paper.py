@@ -26,7 +26,7 @@ from balora.errors import BaloraError
 from balora.report import claims, figures, selection, stats
 from balora.report.builder import STATISTICS, Report
 from balora.report.criteria import abstract_claims, criteria_summary
-from balora.report.document import Figure, Table, latex_text, slug, table_latex
+from balora.report.document import NARROW, Figure, Table, latex_text, slug, table_latex
 from balora.report.runs import budget_label, settings
 from balora.report.tables import STAT_NOTE, pct
 
@@ -45,7 +45,7 @@ ADVANCE = "the"  # the success criteria, as the paper names their author (the de
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "budget", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "dynamics", "cost", "missing", "lm")
+         "strategy_more", "dynamics", "cost", "missing", "lm")
 
 
 def primary_setting(frame: pd.DataFrame) -> str:
@@ -142,6 +142,11 @@ def _table(table: Table, out: Path) -> str:
     statistics legend (the paper states it once, in `statistics.tex`)."""
     (out / "tables").mkdir(exist_ok=True)
     short = replace(table.select(table.compact or table.columns), legend="").constants_in_caption()
+    if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
+        at = short.columns.index("≤ majority")
+        if short.rows and all(row[at].startswith("0/") for row in short.rows):
+            short = replace(short.select([c for c in short.columns if c != "≤ majority"]),
+                            notes=[*short.notes, "No run in this table ended at or below the majority-class rate."])
     unexplained = [c for c in short.columns if c.endswith("[CI]") and c not in short.column_notes]
     if unexplained:  # the legend said it; the level must still be under the table
         short = replace(short, notes=[*short.notes, CI_LEVEL_NOTE.format(", ".join(unexplained))])
@@ -215,10 +220,11 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
                             for s in _verdict_words(claims._proposed_rows(analysis.fewshot[name]), "LoRA",
                                                     "shot counts")), *claims._trend_counts(analysis)],
                          prefixed("fewshot_"), out, " ".join(["No few-shot comparison.", *fewshot_missing])),
-        # the body shows one budget's heatmap (r = 8 where there is one) and the importance plot; the appendix the rest
-        "allocation": _part(claims.allocation_claims(frame, primary),
-                            [*heatmaps[:1], *pick(f"importance_rank_{key}")], out, f"No allocation data in {primary}."),
-        "allocation_more": _part([], [*heatmaps[1:], *pick(f"rank_per_layer_{key}")], out, ""),
+        # the body shows one budget's heatmap (r = 8 where there is one), its text the importance-rank correlation;
+        # the appendix the other budgets and the importance plot
+        "allocation": _part(claims.allocation_claims(frame, primary), heatmaps[:1], out,
+                            f"No allocation data in {primary}."),
+        "allocation_more": _part([], [*heatmaps[1:], *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], out, ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
         "ablation": _part([s for setting in analysis.ablation
                            for s in _verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations")],
@@ -226,8 +232,10 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
                           "No ablation runs."),
         "strategy": _part([s for setting in analysis.strategy
                            for s in _verdict_words(analysis.strategy[setting], "LoRA", "strategies")],
-                          pick(*(f"{kind}_{slug(setting)}" for setting in analysis.strategy
-                                 for kind in ("strategy", "params_loss"))), out, "No strategy comparison."),
+                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), out,
+                          "No strategy comparison."),
+        # the strategies' parameters against their loss: detail for the appendix (the table has both)
+        "strategy_more": _part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), out, ""),
         "dynamics": _part(claims.majority_claims(frame) + report.convergence_claims,
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
