@@ -18,8 +18,10 @@ score to the power `power`, default 1), exactly: rᵢ* = clip(λ·sᵢ^p, lowᵢ
 noise give a near-uniform allocation (the same rank everywhere when scores are equal, whatever the
 shapes), multiplying every score by a constant changes nothing, and a module with twice the score of
 another gets 2^p times its rank unless a bound stops it. `power` < 1 tempers outliers, > 1 sharpens.
-Seed 000's own procedure (`seed000`) only uses the scores' order after min-max normalisation and
-fills the lowest ranks first, which leaves most modules at one rank: kept for reproducing the seed.
+The min-max strategy (`minmax`; `seed000`, its old name, is still accepted and allocates identically)
+is the original BA-LoRA proposal's procedure: it only uses the scores' order after min-max
+normalisation and fills the lowest ranks first, which leaves most modules at one rank: kept for
+reproducing that proposal.
 """
 
 from __future__ import annotations
@@ -35,7 +37,9 @@ from dataclasses import dataclass
 from balora.errors import BaloraError
 from balora.models import TargetModule
 
-STRATEGIES = ("proportional", "seed000", "threshold", "top_k", "uniform")
+STRATEGIES = ("proportional", "minmax", "threshold", "top_k", "uniform")
+# Old names still accepted by `allocate` (stored configs keep them, and with them their run keys).
+STRATEGY_ALIASES = {"seed000": "minmax"}
 
 
 @dataclass(frozen=True)
@@ -232,8 +236,8 @@ def _proportional(weights: list[float], targets: list[TargetModule], budget: int
                          fill_order=lambda j, r: (r[j] - ideal[j], j))
 
 
-def _seed000_proposal(scores: list[float], base_rank: int) -> list[int]:
-    """Seed 000: min-max normalise importance to [0.5, 2] × base rank, floored (equal scores: 1.25×)."""
+def _minmax_proposal(scores: list[float], base_rank: int) -> list[int]:
+    """The original proposal: min-max normalise importance to [0.5, 2] × base rank, floored (equal scores: 1.25×)."""
     top, bottom = max(scores), min(scores)
     spread = [(s - bottom) / (top - bottom) if top > bottom else 0.5 for s in scores]
     return [int(base_rank * (0.5 + 1.5 * x)) for x in spread]
@@ -245,7 +249,8 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
              power: float = 1.0, rest_rank: int = 0) -> list[ModuleRank]:
     """Ranks for `targets` within `budget` LoRA parameters.
 
-    - `seed000`: seed 000's procedure. Importance is normalised to [0.5, 2] × `base_rank`
+    - `minmax` (old name `seed000`, still accepted): the original BA-LoRA proposal's procedure.
+      Importance is normalised to [0.5, 2] × `base_rank`
       (default: the budget's rank-equivalent), floored and kept ≥ `min_rank`; then the highest
       rank is trimmed and the lowest rank filled until the budget is met.
     - `proportional` (the default): rank ∝ importance^`power`, exactly within the bounds (module
@@ -256,6 +261,7 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
       the rest get `rest_rank` (default 0: not adapted; dynamic reallocation keeps them at its minimum).
     - `uniform`: the same rank everywhere (importance ignored), the remainder by largest remainder.
     """
+    strategy = STRATEGY_ALIASES.get(strategy, strategy)
     if strategy not in STRATEGIES:
         raise BaloraError(f"unknown allocation strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
     if min_rank < 0 or (max_rank is not None and max_rank < max(min_rank, 1)):
@@ -268,9 +274,9 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
     weights = [s ** power for s in scores]
     lows, highs = _bounds(targets, min_rank, max_rank)
 
-    if strategy == "seed000":
+    if strategy == "minmax":
         base = base_rank or nearest_rank(targets, budget)
-        ranks = fit_to_budget(_seed000_proposal(scores, base), targets, budget, lows, highs,
+        ranks = fit_to_budget(_minmax_proposal(scores, base), targets, budget, lows, highs,
                               trim_order=lambda j, r: (-r[j], scores[j], j),
                               fill_order=lambda j, r: (r[j], -scores[j], j))
     elif strategy == "proportional":
@@ -290,13 +296,13 @@ def allocate(importance: dict[str, float], targets: list[TargetModule], budget: 
     return [ModuleRank(t.name, t.d_out, t.d_in, s, r) for t, s, r in zip(targets, scores, ranks)]
 
 
-def unbudgeted_seed000(importance: dict[str, float], targets: list[TargetModule], base_rank: int,
-                       min_rank: int = 2) -> list[ModuleRank]:
-    """Seed 000's normalisation without trimming or filling: the `ba_lora_no_budget` ablation,
+def unbudgeted_minmax(importance: dict[str, float], targets: list[TargetModule], base_rank: int,
+                      min_rank: int = 2) -> list[ModuleRank]:
+    """The `minmax` normalisation without trimming or filling: the `ba_lora_no_budget` ablation,
     which spends whatever the normalised ranks cost."""
     scores = [max(float(importance.get(t.name, 0.0)), 0.0) for t in targets]
     return [ModuleRank(t.name, t.d_out, t.d_in, s, min(max(min_rank, r), t.max_rank))
-            for t, s, r in zip(targets, scores, _seed000_proposal(scores, base_rank))]
+            for t, s, r in zip(targets, scores, _minmax_proposal(scores, base_rank))]
 
 
 def shuffled(allocation: list[ModuleRank], seed: int) -> list[ModuleRank]:

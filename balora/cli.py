@@ -133,7 +133,7 @@ def cmd_merge(args: argparse.Namespace) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from balora import specs, sweeps
 
-    spec = specs.seed003_preset(args) or args.spec
+    spec = specs.preset_for_legacy_flags(args) or args.spec
     if spec is None:
         raise BaloraError("name a sweep: a YAML file or a preset (" + ", ".join(specs.PRESETS) + ")")
     sweeps.run_sweep(specs.load_spec(spec, args.only), db=args.db, runs_dir=args.runs_dir, dry_run=args.dry_run,

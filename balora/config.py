@@ -40,7 +40,8 @@ class RunConfig:
     budget: int | None = field(default=None, metadata={"help": "LoRA parameter budget as a count."})
     budget_rank: float | None = field(default=None, metadata={"help": "Budget as the cost of uniform rank R on the same targets."})
     count_head: bool = field(default=False, metadata={"help": "Pay the classification head out of the budget."})
-    strategy: str = field(default="proportional", metadata={"help": "Allocation: proportional, seed000, threshold, top_k, uniform."})
+    strategy: str = field(default="proportional", metadata={
+        "help": "Allocation: proportional, minmax (old name: seed000), threshold, top_k, uniform."})
     allocation_power: float = field(default=1.0, metadata={"help": "Ranks ∝ importance^power (proportional, threshold, top_k)."})
     importance_metric: str = field(default="sensitivity", metadata={"help": "sensitivity, grad_norm, fisher, magnitude, activation."})
     base_rank: int | None = field(default=None, metadata={"help": "Seed 000's base rank; default the budget's rank-equivalent."})

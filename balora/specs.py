@@ -344,8 +344,8 @@ def _axis(key: str, value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
 
-def seed003_preset(args: Any) -> str | None:
-    """Seed 003's runner flags, mapped onto presets."""
+def preset_for_legacy_flags(args: Any) -> str | None:
+    """The old runner's flags (`--run_all`, `--run_adalora`, `--run_qa_lora`; seed 003's), mapped onto presets."""
     if getattr(args, "run_qa_lora", False):
         return "qa"
     if getattr(args, "run_all", False):

@@ -15,7 +15,7 @@ from balora.allocation import (
     shuffled,
     summary,
     total_params,
-    unbudgeted_seed000,
+    unbudgeted_minmax,
 )
 from balora.errors import BaloraError
 from balora.models import TargetModule
@@ -43,13 +43,26 @@ def test_head_counted_only_when_asked():
         lora_budget(targets, params=10, rank=8)
 
 
-def test_seed000_gives_more_rank_to_more_important_modules():
+def test_minmax_gives_more_rank_to_more_important_modules():
     targets = square(12)
     importance = {t.name: float(i + 1) for i, t in enumerate(targets)}
-    rows = allocate(importance, targets, rank_budget(targets, 8), strategy="seed000")
+    rows = allocate(importance, targets, rank_budget(targets, 8), strategy="minmax")
     ranks = [r.rank for r in rows]
     assert total_params(rows) == 73_728
     assert ranks == sorted(ranks) and ranks[0] < ranks[-1]
+
+
+def test_seed000_is_the_old_name_of_minmax():
+    """`seed000` (stored configs use it) allocates exactly as `minmax`, and a config naming it keeps its run key."""
+    from balora.config import RunConfig
+
+    targets = square(12)
+    importance = {t.name: float((7 * i) % 5 + 1) for i, t in enumerate(targets)}
+    budget = rank_budget(targets, 8)
+    assert allocate(importance, targets, budget, strategy="minmax") == \
+        allocate(importance, targets, budget, strategy="seed000")
+    config = RunConfig(method="ba_lora", strategy="seed000")
+    assert config.strategy == "seed000" and config.key() == "99a370b4e4fca649"
 
 
 def test_infeasible_budget_is_a_clear_error():
@@ -67,7 +80,7 @@ def test_top_k_leaves_unchosen_modules_unadapted():
 def test_no_budget_ablation_ignores_the_budget():
     targets = square(12)
     importance = {t.name: float(i) for i, t in enumerate(targets)}
-    rows = unbudgeted_seed000(importance, targets, base_rank=8)
+    rows = unbudgeted_minmax(importance, targets, base_rank=8)
     assert [r.rank for r in rows][0] == 4 and rows[-1].rank == 16
     assert total_params(rows) != rank_budget(targets, 8)
 
@@ -107,7 +120,7 @@ def test_budget_is_never_exceeded_and_nothing_more_fits(shapes, data, strategy, 
 
 @settings(max_examples=200, deadline=None)
 @given(widths=st.lists(st.integers(64, 1024), min_size=2, max_size=40), rank=st.integers(2, 32),
-       strategy=st.sampled_from(["seed000", "proportional", "uniform"]), seed=st.integers(0, 10**6))
+       strategy=st.sampled_from(["minmax", "proportional", "uniform"]), seed=st.integers(0, 10**6))
 def test_rank_equivalent_budgets_are_at_least_99_percent_used(widths, rank, strategy, seed):
     import random
 

@@ -52,7 +52,7 @@ def test_seed000_flag_aliases(tiny_model_dir, tiny_csv, tmp_path):
     (["--budget-rank", "-3"], "must be a positive number"),
     (["--shots", "0"], "must be a positive number"),
     (["--shots", "500"], "--shots 500 is larger than class"),
-    (["--method", "ba_lora_dynamic", "--realloc-strategy", "seed000"], "unknown reallocation strategy 'seed000'"),
+    (["--method", "ba_lora_dynamic", "--realloc-strategy", "minmax"], "unknown reallocation strategy 'minmax'"),
     (["--method", "ba_lora_dynamic", "--importance-metric", "activation"], "cannot be measured during training"),
     (["--method", "ba_lora_dynamic", "--realloc-final", "1.5"], "--realloc-final must be in [0, 1)"),
     (["--realloc-every", "0"], "realloc_every must be a positive number"),

@@ -14,7 +14,7 @@ from test_stats import mde_by_hand
 
 from balora.report import build_report
 from balora.report.analysis import analyse
-from balora.report.criteria import MET, NOT_MET, NOT_TESTABLE, criteria_summary, seed000_criteria
+from balora.report.criteria import MET, NOT_MET, NOT_TESTABLE, criteria_summary, success_criteria
 from balora.report.runs import load_runs
 
 SEEDS = (42, 43, 44, 45, 46)
@@ -42,7 +42,7 @@ def design(budget_gain: dict[int, float], shot_gain: dict[int, float], seeds=SEE
 
 
 def criteria(runs: list[dict]) -> dict[str, object]:
-    found = seed000_criteria(analyse(load_runs(runs)))
+    found = success_criteria(analyse(load_runs(runs)))
     return {c.name.split(" (")[0]: c for c in found}
 
 

@@ -20,7 +20,7 @@ from balora.config import RunConfig, protocol_key
 from balora.errors import BaloraError
 from balora.estimate import Estimator
 from balora.runfiles import read_runs
-from balora.specs import PRESETS, load_spec, seed003_preset
+from balora.specs import PRESETS, load_spec, preset_for_legacy_flags
 from balora.store import ResultsStore
 from balora.sweeps import results_table, run_sweep
 from balora.tuning import superseded, tuning_cells
@@ -251,10 +251,10 @@ def test_lm_preset_run_files_join_the_paper_s():
     assert load_spec("lm").results_dir == load_spec("paper").results_dir == "results/paper"
 
 
-def test_seed003_flags_map_onto_presets():
-    assert seed003_preset(SimpleNamespace(run_all=True)) == "paper"
-    assert seed003_preset(SimpleNamespace(run_adalora=True)) == "adalora"
-    assert seed003_preset(SimpleNamespace(run_qa_lora=True)) == "qa"
+def test_legacy_runner_flags_map_onto_presets():
+    assert preset_for_legacy_flags(SimpleNamespace(run_all=True)) == "paper"
+    assert preset_for_legacy_flags(SimpleNamespace(run_adalora=True)) == "adalora"
+    assert preset_for_legacy_flags(SimpleNamespace(run_qa_lora=True)) == "qa"
 
 
 def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv, capsys):

@@ -54,5 +54,5 @@ def ba_lora_no_budget(ctx: MethodContext) -> Prepared:
     gradients = mean_gradients(ctx)
     scores = importance_scores(ctx, ctx.config.importance_metric, gradients)
     base = ctx.config.base_rank or allocation.nearest_rank(ctx.targets, ctx.budget)
-    ranks = allocation.unbudgeted_seed000(scores, ctx.targets, base, ctx.config.min_rank)
+    ranks = allocation.unbudgeted_minmax(scores, ctx.targets, base, ctx.config.min_rank)
     return with_warm_start(ctx, ranks, gradients)

@@ -13,7 +13,7 @@ import pandas as pd
 from balora.report import claims, figures, selection, tables
 from balora.report.analysis import Analysis, analyse
 from balora.report.anytime import anytime_section, declaring_sweeps
-from balora.report.criteria import Criterion, criteria_summary, criteria_table, seed000_criteria
+from balora.report.criteria import Criterion, criteria_summary, criteria_table, success_criteria
 from balora.report.document import (
     Block,
     Bullets,
@@ -121,7 +121,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     causal = frame[frame["task"] == "causal_lm"]
     frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
     analysis = analyse(frame)
-    report = Report(analysis, seed000_criteria(analysis), missing=list(analysis.missing))
+    report = Report(analysis, success_criteria(analysis), missing=list(analysis.missing))
     if stale:
         report.missing.append(f"{len(stale)} evaluation runs left out: they ran at a value their cell no longer "
                               "selects (its grid grew past an end after they ran, or a run at that value ended at "

@@ -160,7 +160,8 @@ def fewshot_criteria(analysis: Analysis) -> list[Criterion]:
     return found
 
 
-def seed000_criteria(analysis: Analysis) -> list[Criterion]:
+def success_criteria(analysis: Analysis) -> list[Criterion]:
+    """The success criteria of the original BA-LoRA proposal (seed 000): the budget and few-shot ones."""
     return [*budget_criteria(analysis), *fewshot_criteria(analysis)]
 
 
