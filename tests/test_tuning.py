@@ -103,7 +103,9 @@ def test_an_evaluation_seed_at_chance_makes_its_value_inadmissible_and_its_runs_
     assert "| 75.00 ± 0.00 * ↑ | 80.00 ± 0.00 ✗ ↑ | 2 | lr=0.004 |" in appendix
     assert "✗: not admissible, since a run at this value" in markdown
     paper = (tmp_path / "paper" / "generated" / "selection.tex").read_text()
-    assert "A candidate is admissible only if no run at it" in paper and "lr=0.008 (seed 44)" in paper
+    assert "A candidate is admissible only if no run at it" in paper
+    table = (tmp_path / "paper" / "generated" / "tables" / "tuning.tex").read_text()  # the paper's compact table
+    assert r"$\times$ Not admissible" in table and "lr=0.008 (seed 44)" in table and "?" not in table
 
 
 def lm_tuning_result(lr: float, seed: int, loss: float) -> dict:

@@ -91,7 +91,7 @@ def slug(text: str) -> str:
 _LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "ρ": r"$\rho$", "×": r"$\times$", "≥": r"$\geq$",
                   "≤": r"$\leq$", "·": r"$\cdot$", "—": "---", "–": "--", "−": "$-$", "≈": r"$\approx$",
                   "<": "$<$", ">": "$>$", "→": r"$\rightarrow$", "γ": r"$\gamma$", "λ": r"$\lambda$",
-                  "α": r"$\alpha$", "…": r"\ldots{}", "’": "'", "“": "``", "”": "''"}
+                  "α": r"$\alpha$", "…": r"\ldots{}", "↑": r"$\uparrow$", "✗": r"$\times$", "’": "'", "“": "``", "”": "''"}
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "|": r"\textbar{}"}  # the default font sets a plain | as an em dash

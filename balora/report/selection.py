@@ -97,6 +97,7 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
     candidates = sorted(tried, key=tried.__getitem__)
     longer = any(s.lengthened for c in cells for s in c.scores)
     arms = _arms(cells, results, labels)
+    rejecting = any(not s.admissible for c in cells for s in c.scores)  # a column naming them, kept in the paper
     rows = []
     for cell in cells:
         by_name = {_candidate(cell.grid_fields, cell.on_grid(s.candidate)): s for s in cell.scores if not s.lengthened}
@@ -107,6 +108,10 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                                  for s in cell.scores if s.lengthened) or DASH)
         row += [str(len(cell.selected.loss)),
                 _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")]
+        if rejecting:
+            row.append("; ".join(f"{_candidate(cell.fields, s.candidate)} (seed{'s' * (len(s.at_chance) > 1)} "
+                                 f"{', '.join(map(str, sorted(s.at_chance)))})" for s in cell.scores if not s.admissible)
+                       or DASH)
         rows.append(row)
     note = (f"Final validation accuracy (%, the last evaluation), mean ± sd over the tuning seeds (n). {MARK}: "
             "selected, the best mean; ties go to the lower mean validation loss, then to the smaller value. Only "
@@ -116,7 +121,7 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
     if longer:
         note += (" Longer training: the selection, at the values shown, trained for twice its epochs on the tuning "
                  "seeds (the sweep lengthens); it is selected only if better on validation.")
-    if any(not s.admissible for c in cells for s in c.scores):
+    if rejecting:
         note += (f" {REJECTED}: not admissible, since a run at this value (a tuning seed or an evaluation seed) ended "
                  f"at chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
                  "classes): it did not learn the task. The best admissible value is selected.")
@@ -124,8 +129,9 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
         note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
                  "lowest mean selected; test loss exists only at the selected values.")
     return Table("tuning", "Selection on validation (tuning runs)",
-                 ["Setting", "Budget", "Method", *candidates, *(["Longer training"] if longer else []), "n", "Selected"],
-                 rows, [note], compact=["Setting", "Budget", "Method", "n", "Selected"])
+                 ["Setting", "Budget", "Method", *candidates, *(["Longer training"] if longer else []), "n", "Selected",
+                  *([f"{REJECTED} Not admissible"] if rejecting else [])],
+                 rows, [note], compact=["Setting", "Budget", "Method", "n", "Selected", f"{REJECTED} Not admissible"])
 
 
 def rising_arms(frame: pd.DataFrame, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
