@@ -221,17 +221,22 @@ def _means(results: list[dict[str, Any]]) -> tuple[float, float]:
     return statistics.fmean(finals), statistics.fmean(areas) if all(math.isfinite(a) for a in areas) else math.nan
 
 
+def _arms_by_setting(planned: list[Planned]) -> dict[str, dict[str, list[Planned]]]:
+    """The runs of `confirm:` grids by setting (`setting_key`), then by arm (the config but its seed)."""
+    by_setting: dict[str, dict[str, list[Planned]]] = {}
+    for p in planned:
+        if p.confirm is not None:
+            by_setting.setdefault(setting_key(p.config), {}).setdefault(replace(p.config, seed=0).key(), []).append(p)
+    return by_setting
+
+
 def confirmations(ready: list[Planned], store: ResultsStore) -> list[Decision]:
     """For every arm of a `confirm:` grid (but the reference), whether it earns the confirmation seeds: its mean
     final validation value or its mean anytime value over its screening seeds beats the reference arm's, in
     the same setting, by at least the gain (for a loss, by being that much lower). Arms waiting for screening
     runs get a decision without runs."""
-    by_setting: dict[str, dict[str, list[Planned]]] = {}
-    for p in ready:
-        if p.confirm is not None:
-            by_setting.setdefault(setting_key(p.config), {}).setdefault(replace(p.config, seed=0).key(), []).append(p)
     decisions = []
-    for arms in by_setting.values():
+    for arms in _arms_by_setting(ready).values():
         confirm = next(iter(arms.values()))[0].confirm
         reference = _reference(arms, confirm.reference)
         base = _screening(arms[reference], store) if reference else None
@@ -261,12 +266,9 @@ def confirmations(ready: list[Planned], store: ResultsStore) -> list[Decision]:
 
 def _confirmable(spec: Spec) -> tuple[int, int]:
     """(arms that a confirmation stage decides on, confirmation runs if every one of them qualified)."""
-    by_setting: dict[str, dict[str, Planned]] = {}
-    for p in spec.runs:
-        if p.confirm is not None:
-            by_setting.setdefault(setting_key(p.config), {}).setdefault(replace(p.config, seed=0).key(), p)
+    by_setting = _arms_by_setting(spec.runs)
     arms = sum(len(a) - 1 for a in by_setting.values())
-    runs = sum(len(a) * len(next(iter(a.values())).confirm.seeds) for a in by_setting.values() if len(a) > 1)
+    runs = sum(len(a) * len(next(iter(a.values()))[0].confirm.seeds) for a in by_setting.values() if len(a) > 1)
     return arms, runs
 
 
