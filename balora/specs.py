@@ -28,6 +28,19 @@ its sweep's name, not its spec, so the report finds a margin only for a sweep na
 An optional `anytime: true` asks the report for its "Anytime performance" section (the area under each
 run's validation curve, and the steps to reach LoRA's final validation value; `balora.report.anytime`).
 It is found the same way, by the sweep's name among the presets (`declared_anytime`).
+
+An optional `hypotheses:` list declares what the study tests, each entry a `Hypothesis` (which arm against
+which reference, where, by which test, gain and alpha), e.g. the paper preset's success criteria:
+
+    hypotheses:
+      - name: BA-LoRA beats LoRA by ≥ 0.5 pp at every budget
+        arm: ba_lora                            # reference: lora (the default)
+        where: {budget_rank: [4, 8, 16], shots: null}
+        gain: 0.005                             # test: difference (the default), alpha: 0.05 (the default)
+
+The report checks them on its own comparisons and marks each met, not met or not testable
+(`balora.report.criteria`); a preset's are found by the sweep's name (`declared_hypotheses`), a user's
+spec's are given to `balora report --spec FILE`.
 """
 
 from __future__ import annotations
@@ -36,7 +49,7 @@ import functools
 import itertools
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -53,7 +66,7 @@ from balora.tuning import Tune, cell_key, with_candidate
 PRESETS = tuple(sorted(f.name.removesuffix(".yaml") for f in resources.files("balora.presets").iterdir()
                        if f.name.endswith(".yaml")))
 SPEC_KEYS = {"name", "description", "base", "overrides", "grids", "tune", "confirm", "results_dir", "equivalence_margin",
-             "anytime"}
+             "anytime", "hypotheses"}
 SWEEP_SET = ("tuned", "tuning")  # run fields only a sweep sets
 
 
@@ -65,6 +78,96 @@ class Confirm:
     seeds: tuple[int, ...]
     gain: float
     reference: str = "lora"
+
+
+TESTS = ("difference", "equivalence", "trend")
+# The dimensions the report's tables run over: budget tables (one per setting, a row per budget) and few-shot
+# tables (one per few-shot family and budget, a row per shot count); Holm's adjustment runs within a table.
+DIMENSIONS = ("budget_rank", "shots")
+HYPOTHESIS_USAGE = ("{name: BA-LoRA beats LoRA at every budget, arm: ba_lora, reference: lora, test: difference, "
+                    "where: {budget_rank: [4, 8, 16], shots: null}, gain: 0.005, alpha: 0.05}")
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One hypothesis a spec declares (module docstring), checked by the report on the comparisons of its
+    tables: each case (a value of `dimension` in `where`, else every row of the table) is the table's paired
+    comparison of `arm` with `reference`, Holm-adjusted within the table."""
+
+    name: str = field(metadata={"help": "How the report names it, e.g. 'BA-LoRA beats LoRA at every budget'."})
+    arm: str = field(metadata={"help": "The method compared, e.g. ba_lora."})
+    reference: str = field(default="lora", metadata={
+        "help": "What it is compared with, as the report's tables compare: lora, or ba_lora for one of its ablations."})
+    test: str = field(default="difference", metadata={
+        "help": "difference: the arm better by at least gain, with Holm p < alpha; equivalence: |Δ| within the "
+                "spec's equivalence_margin, Holm-adjusted TOST p < alpha; trend: the gap widens as data shrinks "
+                "(slope of the per-seed Δ against log2(shots) < 0 with p < alpha, over shots)."})
+    where: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Run settings of the compared runs: a value, null for unset, or a list. A list of the dimension "
+                "compared over is the cases (each must hold); a list of another setting admits any of its values."})
+    over: str | None = field(default=None, metadata={
+        "help": "The dimension compared over: budget_rank (the budget tables) or shots (the few-shot tables); "
+                "default: the one where lists, else budget_rank."})
+    gain: float | None = field(default=None, metadata={
+        "help": "difference only: the least Δ that counts, in the metric's units (0.005 = 0.5 pp); default 0."})
+    alpha: float = field(default=0.05, metadata={"help": "The significance level, 0 < alpha < 1."})
+
+    def __post_init__(self) -> None:
+        def refuse(problem: str) -> None:
+            raise BaloraError(f"hypothesis {self.name!r}: {problem}; e.g. {HYPOTHESIS_USAGE}")
+
+        if not isinstance(self.name, str) or not self.name.strip():
+            refuse("name is the text the report names it by")
+        for role in ("arm", "reference"):
+            if method_registry.find(getattr(self, role)) is None:
+                refuse(f"{role} '{getattr(self, role)}' is not a method; choose from {', '.join(method_registry.names())}")
+        if self.test not in TESTS:
+            refuse(f"test '{self.test}' is not a test; choose from {', '.join(TESTS)}")
+        if self.over is not None and self.over not in DIMENSIONS:
+            refuse(f"over '{self.over}' is not a dimension of the report's tables; choose from {', '.join(DIMENSIONS)}")
+        if not isinstance(self.where, dict):
+            refuse("where is a mapping of run settings to a value or a list of values")
+        for key, value in self.where.items():
+            for one in _axis(key, value):
+                check_field(key, one, f"hypothesis {self.name!r}, where")
+        listed = [d for d in DIMENSIONS if isinstance(self.where.get(d), list)]
+        if len(listed) > 1 or (self.over is not None and listed and listed != [self.over]):
+            refuse(f"where lists cases of {' and '.join(listed)}; a hypothesis runs over one dimension (over)")
+        ablation = self.reference == "ba_lora" and self.arm in method_registry.group("ablation")
+        if self.arm == self.reference or not (self.reference == "lora" or ablation):
+            refuse(f"the report compares every method with lora, and BA-LoRA's ablations with ba_lora, "
+                   f"not {self.arm} with {self.reference}")
+        if self.dimension == "shots" and (self.reference != "lora" or self.arm not in method_registry.group("main")):
+            refuse(f"the few-shot tables compare the main methods ({', '.join(method_registry.group('main'))}) "
+                   "with lora")
+        if self.test == "trend" and self.dimension != "shots":
+            refuse("a trend is the gap's slope over shots: set over: shots, or list the shot counts in where")
+        if self.gain is not None and (self.test != "difference" or isinstance(self.gain, bool)
+                                      or not isinstance(self.gain, int | float) or not 0 <= self.gain < math.inf):
+            refuse(f"gain is the least Δ a difference test counts, a number ≥ 0 (0.005 = 0.5 pp), got {self.gain!r}"
+                   if self.test == "difference" else f"gain is for difference tests, not {self.test} (an "
+                   "equivalence test's margin is the spec's equivalence_margin)")
+        if isinstance(self.alpha, bool) or not isinstance(self.alpha, int | float) or not 0 < self.alpha < 1:
+            refuse(f"alpha is a significance level between 0 and 1, got {self.alpha!r}")
+
+    @property
+    def dimension(self) -> str:
+        """The dimension compared over: `over`, else the one `where` lists, else budget_rank."""
+        return self.over or next((d for d in DIMENSIONS if isinstance(self.where.get(d), list)), DIMENSIONS[0])
+
+    @property
+    def cases(self) -> list[Any] | None:
+        """The values of `dimension` that each must hold; None: every one the table has."""
+        return _axis(self.dimension, self.where[self.dimension]) if self.dimension in self.where else None
+
+    @property
+    def filters(self) -> dict[str, list[Any]]:
+        """The other settings of `where`, each with the values it admits."""
+        return {key: _axis(key, value) for key, value in self.where.items() if key != self.dimension}
+
+    @property
+    def least_gain(self) -> float:
+        return float(self.gain or 0.0)
 
 
 @dataclass
@@ -94,6 +197,7 @@ class Spec:
     results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
     equivalence_margin: float | None = None  # the report's equivalence margin (None: the metric's default)
     anytime: bool = False  # the report's anytime section (area under the validation curve, steps to LoRA's final)
+    hypotheses: tuple[Hypothesis, ...] = ()  # what the report checks (met, not met, not testable)
 
     def tuning_runs(self, grown: Mapping[str, Tune] | None = None) -> list[Planned]:
         """Every tuned cell × candidate × tuning seed, once each; a cell in `grown` (by cell key) with the
@@ -238,7 +342,34 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     if results_dir is not None and not isinstance(results_dir, str):
         raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
     return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir,
-                _margin(data.get("equivalence_margin"), at("equivalence_margin")), _anytime(data.get("anytime"), at("anytime")))
+                _margin(data.get("equivalence_margin"), at("equivalence_margin")), _anytime(data.get("anytime"), at("anytime")),
+                _hypotheses(data.get("hypotheses"), at))
+
+
+HYPOTHESIS_KEYS = tuple(f.name for f in fields(Hypothesis))
+
+
+def _hypotheses(block: Any, at: Any) -> tuple[Hypothesis, ...]:
+    """A `hypotheses:` list, each entry checked where it is written; absent or null: none."""
+    if block is None:
+        return ()
+    if not isinstance(block, list):
+        raise BaloraError(f"{at('hypotheses')}: 'hypotheses' is a list of hypotheses, e.g. - {HYPOTHESIS_USAGE}")
+    found: list[Hypothesis] = []
+    for index, entry in enumerate(block):
+        if not isinstance(entry, dict) or set(entry) - set(HYPOTHESIS_KEYS) or not {"name", "arm"} <= set(entry):
+            unknown = sorted(set(entry) - set(HYPOTHESIS_KEYS)) if isinstance(entry, dict) else []
+            problem = f"unknown key '{unknown[0]}'" if unknown else "each hypothesis is a mapping with a name and an arm"
+            raise BaloraError(f"{at('hypotheses', index)}: {problem}; a hypothesis has {', '.join(HYPOTHESIS_KEYS)}, "
+                              f"e.g. {HYPOTHESIS_USAGE}")
+        try:
+            hypothesis = Hypothesis(**entry)
+        except BaloraError as err:
+            raise BaloraError(f"{at('hypotheses', index)}: {err}") from None
+        if hypothesis.name in (h.name for h in found):
+            raise BaloraError(f"{at('hypotheses', index)}: a second hypothesis named {hypothesis.name!r}; name each once")
+        found.append(hypothesis)
+    return tuple(found)
 
 
 def _margin(value: Any, where: str) -> float | None:
@@ -280,6 +411,17 @@ def declared_margin(sweep: str) -> float | None:
     where, text = _read(sweep)
     data = yaml.safe_load(text)
     return _margin(data.get("equivalence_margin"), where)
+
+
+@functools.cache
+def declared_hypotheses(sweep: str) -> tuple[Hypothesis, ...]:
+    """The hypotheses that the preset named `sweep` declares: none where it declares none or `sweep` is no
+    preset (found by name, as `declared_margin`)."""
+    if sweep not in PRESETS:
+        return ()
+    where, text = _read(sweep)
+    lines = _lines(yaml.compose(text))
+    return _hypotheses(yaml.safe_load(text).get("hypotheses"), lambda *path: f"{where}, line {lines.get(path, 1)}")
 
 
 def _tune(block: Any, at: Any, path: tuple) -> Tune | None:

@@ -128,7 +128,7 @@ def test_report_from_files_equals_report_from_imported_database(swept: Path, tmp
     files, database = _texts(from_files), _texts(tmp_path / "db")
     assert "report/report.md" in files and "paper/generated/criteria.tex" in files
     assert files == database
-    assert "Seed 000's success criteria" in files["report/report.md"]
+    assert "## Success criteria" not in files["report/report.md"]  # the tiny spec declares no hypotheses
 
 
 def test_committed_report_check_fails_when_a_run_changes(swept: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,

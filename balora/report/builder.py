@@ -4,6 +4,7 @@ figures/*.png|pdf (and, on request, the paper's generated inputs)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pandas as pd
 from balora.report import claims, figures, selection, tables
 from balora.report.analysis import Analysis, analyse
 from balora.report.anytime import anytime_section, declaring_sweeps
-from balora.report.criteria import Criterion, criteria_summary, criteria_table, success_criteria
+from balora.report.criteria import Criterion, criteria_summary, criteria_table, declared_hypotheses, success_criteria
 from balora.report.document import (
     Block,
     Bullets,
@@ -29,6 +30,7 @@ from balora.report.lm import lm_section
 from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
 from balora.report.vision import vision_section
+from balora.specs import Hypothesis
 from balora.tuning import superseded
 
 TITLE = "BA-LoRA results report"
@@ -60,7 +62,7 @@ class Report:
     """What was built: sections of blocks (in order), the analysis, and what could not be built."""
 
     analysis: Analysis
-    criteria: list[Criterion] = field(default_factory=list)  # seed 000's success criteria, marked
+    criteria: list[Criterion] = field(default_factory=list)  # the hypotheses the runs' specs declare, marked
     sections: dict[str, list[Block]] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     lm_claims: list[str] = field(default_factory=list)  # the instruction-tuning section's sentences
@@ -112,16 +114,18 @@ def _count(n: int, noun: str) -> str:
 
 
 def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None,
-          stale: set[str] | None = None) -> Report:
+          stale: set[str] | None = None, hypotheses: Sequence[Hypothesis] | None = None) -> Report:
     """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
     appendix; `stale`: the keys of the evaluation runs left out of `frame` as superseded, counted under
-    Missing data); figures are written to `out/figures`.
+    Missing data); figures are written to `out/figures`. `hypotheses`: those to check (a user's spec's),
+    else those the specs of the runs' sweeps declare.
     Causal-LM runs (seed 002's instruction tuning) have their own section; the others are classification
     (image runs among them, which also get seed 003's layer-importance section)."""
+    declared = declared_hypotheses(frame) if hypotheses is None else hypotheses
     causal = frame[frame["task"] == "causal_lm"]
     frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
     analysis = analyse(frame)
-    report = Report(analysis, success_criteria(analysis), missing=list(analysis.missing))
+    report = Report(analysis, success_criteria(analysis, declared), missing=list(analysis.missing))
     if stale:
         report.missing.append(f"{len(stale)} evaluation runs left out: they ran at a value their cell no longer "
                               "selects (its grid grew past an end after they ran, or a run at that value ended at "
@@ -139,11 +143,13 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         report.sections["summary"] = _section(
             "Summary", f"{_count(len(frame), 'run')} in {_count(len(names), 'setting')}, "
             f"{_count(frame['arm'].nunique(), 'method')}, seeds {', '.join(map(str, sorted(frame['seed'].unique())))}.",
-            [*claims.conclusion_claims(analysis), *report.lm_bottom_lines, criteria_summary(report.criteria)])
-        report.sections["criteria"] = _section(
-            "Seed 000's success criteria", "Each of the seed's criteria for Experiments 1 and 2, decided by a test on the "
-            "comparisons below and marked met, not met or not testable.",
-            [c.sentence for c in report.criteria], [criteria_table(report.criteria)])
+            [*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
+             *([criteria_summary(report.criteria, "the")] if report.criteria else [])])
+        if report.criteria:  # only where the runs' spec declares hypotheses
+            report.sections["criteria"] = _section(
+                "Success criteria", "Each hypothesis declared in the runs' spec (hypotheses:), decided by a test on the "
+                "comparisons below and marked met, not met or not testable.",
+                [c.sentence for c in report.criteria], [criteria_table(report.criteria)])
         report.sections["coverage"] = [Heading(2, "Coverage"), tables.coverage_table(frame)]
         report.sections["budget"] = _section(
             "Budget efficiency (seed 000, Exp. 1)", "Main methods at equal LoRA budgets against LoRA.",
@@ -209,9 +215,11 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     return report
 
 
-def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Report | None:
+def write(results: list[dict[str, Any]], out_dir: str | Path, source: str,
+          hypotheses: Sequence[Hypothesis] | None = None) -> Report | None:
     """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results. With
-    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex."""
+    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex.
+    `hypotheses`: as `build`'s."""
     out = Path(out_dir)
     for stale in [*out.glob("figures/*.png"), *out.glob("figures/*.pdf"), *out.glob("tables/*.tex")]:
         stale.unlink()  # a rerun on other data must not leave old figures behind
@@ -222,7 +230,7 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
         blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"No finished runs in {source}: nothing to report.")]
         _write_documents(blocks, out)
         return None
-    report = build(frame, out, results, stale)
+    report = build(frame, out, results, stale, hypotheses)
     for table in report.blocks(Table):
         (out / "tables" / f"{table.name}.tex").write_text(table_latex(table, label=f"tab:{table.name}"))
     missing = Bullets(report.coverage()) if report.missing else Paragraph("Nothing is missing.")

@@ -1,46 +1,52 @@
-"""Seed 000's own success criteria, checked against the report's statistics.
+"""The hypotheses a spec declares (`balora.specs.Hypothesis`), checked against the report's statistics.
 
-Each criterion is marked met, not met or not testable, with the numbers behind the mark and a
-sentence worded from them. The comparisons are the report's own (`Analysis`): paired on matched
-seeds, Holm-adjusted within their table, so a criterion never disagrees with a table; a case that
+Each hypothesis is marked met, not met or not testable, once per table it applies to, with the numbers
+behind the mark and a sentence worded from them. The comparisons are the report's own (`Analysis`): paired
+on matched seeds, Holm-adjusted within their table, so a criterion never disagrees with a table; a case that
 fails says why in the table's verdict (worse, equivalent within ±margin, or inconclusive with its MDE).
 
-1. Exp. 1: BA-LoRA beats LoRA by at least 0.5 pp at every budget (rank-equivalents 4, 8, 16, on a
-   training subset or the full pool, not few-shot), each with Holm p < 0.05.
-2. Exp. 2: BA-LoRA improves on LoRA at every shot count (16, 32, 64, 128 per class, at r = 8):
-   Δ > 0 with Holm p < 0.05 at each.
-3. Exp. 2: the gap widens as data shrinks: the least-squares slope of the per-seed gap against
-   log2(shots per class) is negative with p < 0.05 (`stats.gap_trend`), over all four shot counts.
-4. Exp. 2: the 16-shot improvement is at least 2 pp, with Holm p < 0.05.
+Where a hypothesis is checked: over budgets (`over: budget_rank`) in the budget tables, one per setting (the
+main methods against LoRA, BA-LoRA's ablations against BA-LoRA, or, for the heuristics, the strategy table);
+over shots in the few-shot tables, one per few-shot family and budget; in each table whose runs have the
+settings `where` asks for. Its cases are the values of its dimension that `where` lists (else every row of
+the table). The tests:
 
-A criterion over several cases ("every budget") is not met as soon as one tested case fails it; it
-is met only when every case of the seed's design was tested and passed; otherwise it is not
-testable, and the mark says what is missing.
+- difference: Δ ≥ gain with Holm p < alpha in each case;
+- equivalence: the Holm-adjusted equivalence test (TOST within the spec's margin) p < alpha in each case;
+- trend: the least-squares slope of the per-seed Δ against log2(shots per class) is negative with p < alpha
+  (`stats.gap_trend`), over the table's shot counts, each listed one among them.
+
+A criterion over several cases ("every budget") is not met as soon as one tested case fails it; it is met
+only when every case was tested and passed; otherwise it is not testable, and the mark says what is missing.
+The paper preset declares seed 000's four success criteria (`success_criteria`' default).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import pandas as pd
+
+from balora import method_registry, specs
 from balora.report import stats
 from balora.report.analysis import Analysis, Row
 from balora.report.claims import PROPOSED, counted, margin_text, p_text
 from balora.report.document import Table
-from balora.report.runs import budget_label
+from balora.report.runs import DEFAULTS, REFERENCE, budget_label, method_name
 from balora.report.tables import signed
+from balora.specs import Hypothesis
 
 MET, NOT_MET, NOT_TESTABLE = "met", "not met", "not testable"
-BUDGETS = (4, 8, 16)  # Exp. 1: rank-equivalents of seed 000's 37.5K, 75K and 150K budgets
-SHOTS = (16, 32, 64, 128)  # Exp. 2, per class
-FEWSHOT_BUDGET = 8
-MIN_GAIN_BUDGET = 0.005  # 0.5 pp
-MIN_GAIN_16_SHOT = 0.02  # 2 pp
+ABSTRACT_BUDGET = 8  # the abstract's budget and shot counts: Exp. 1's middle budget, Exp. 2's fewest and 64 shots
+ABSTRACT_SHOTS = (16, 64)
 
 
 @dataclass
 class Criterion:
-    """One criterion in one setting (or few-shot series): its mark, the numbers, and a sentence."""
+    """One hypothesis in one table: its mark, the numbers, and a sentence."""
 
     name: str
     test: str  # the statistic and threshold that decide the mark
@@ -52,44 +58,54 @@ class Criterion:
 
 @dataclass
 class Case:
-    """One case of a criterion (a budget, a shot count): the comparison of BA-LoRA with LoRA, if any."""
+    """One case of a hypothesis (a budget, a shot count): the table's comparison of its arm with its reference."""
 
     label: str
     comparison: stats.Comparison | None
 
-    def outcome(self, min_gain: float) -> tuple[str, str]:
-        """(mark, text) of this case against `min_gain` (in accuracy, 0.005 = 0.5 pp)."""
-        c = self.comparison
+    def outcome(self, hypothesis: Hypothesis) -> tuple[str, str]:
+        """(mark, text) of this case under `hypothesis`'s test, gain and alpha."""
+        c, arm, reference = self.comparison, method_name(hypothesis.arm), method_name(hypothesis.reference)
         if c is None:
-            return NOT_TESTABLE, f"{self.label}: no BA-LoRA and LoRA runs"
+            return NOT_TESTABLE, f"{self.label}: no {arm} and {reference} runs"
         if c.verdict == stats.NO_SPREAD:
             return NOT_TESTABLE, f"{self.label}: the same difference on every matched seed, which no test can assess"
-        if c.p_holm is None:
+        if c.p_holm is None or c.p_tost_holm is None:
             return NOT_TESTABLE, f"{self.label}: {c.n_pairs} matched seed{'s' if c.n_pairs != 1 else ''}, too few to test"
         # the CI at the level of the better/worse verdict, as in the tables
         numbers = (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), "
                    f"Holm {p_text(c.p_holm)}, equivalence (±{margin_text(c)}) Holm {p_text(c.p_tost_holm)}, "
                    f"{c.n_pairs} seeds")
-        if c.verdict == stats.BETTER and c.delta >= min_gain:
-            return MET, f"{self.label}: BA-LoRA significantly better, {numbers}"
-        if c.verdict == stats.BETTER:
-            return NOT_MET, f"{self.label}: BA-LoRA significantly better but by less than {100 * min_gain:g} pp, {numbers}"
-        if c.verdict == stats.WORSE:
-            return NOT_MET, f"{self.label}: BA-LoRA significantly worse than LoRA, {numbers}"
+        alpha = hypothesis.alpha
+        if hypothesis.test == "equivalence" and c.p_tost_holm < alpha:
+            return MET, f"{self.label}: equivalent within ±{margin_text(c)}, {numbers}"
+        different = c.p_holm < alpha
+        if hypothesis.test == "difference" and different and c.delta > 0:
+            if c.delta >= hypothesis.least_gain:
+                return MET, f"{self.label}: {arm} significantly better, {numbers}"
+            return NOT_MET, (f"{self.label}: {arm} significantly better but by less than "
+                             f"{c.metric.amount(hypothesis.least_gain, exact=True)}, {numbers}")
+        if different:
+            direction = "better" if c.delta > 0 else "worse"
+            return NOT_MET, f"{self.label}: {arm} significantly {direction} than {reference}, {numbers}"
+        if c.verdict in (stats.BETTER, stats.WORSE):  # the table's α is not the hypothesis's
+            return NOT_MET, f"{self.label}: {c.verdict} at the table's α = {stats.ALPHA:g} only, {numbers}"
         return NOT_MET, f"{self.label}: {c.verdict_label}, {numbers}"
 
 
-def _proposed(rows: list[Row], lead: str) -> stats.Comparison | None:
-    return next((r.comparison for r in rows if r.lead == lead and r.arm == PROPOSED and r.comparison is not None), None)
+def _compared(rows: list[Row], lead: str, arm: str) -> stats.Comparison | None:
+    return next((r.comparison for r in rows if r.lead == lead and r.arm == arm and r.comparison is not None), None)
 
 
-def _over_cases(name: str, test: str, where: str, cases: list[Case], min_gain: float) -> Criterion:
-    outcomes = [case.outcome(min_gain) for case in cases]
+def _over_cases(name: str, test: str, where: str, cases: list[Case], hypothesis: Hypothesis) -> Criterion:
+    outcomes = [case.outcome(hypothesis) for case in cases]
     marks = [mark for mark, _ in outcomes]
-    mark = NOT_MET if NOT_MET in marks else NOT_TESTABLE if NOT_TESTABLE in marks else MET
+    mark = NOT_MET if NOT_MET in marks else NOT_TESTABLE if NOT_TESTABLE in marks or not cases else MET
     numbers = "; ".join(text for _, text in outcomes)
     deciding = [text for m, text in outcomes if m == mark]
-    if mark == MET:
+    if not cases:
+        why = "its table has no row of the cases it names"
+    elif mark == MET:
         why = f"it holds in {'the one case' if len(cases) == 1 else f'all {len(cases)} cases'} ({numbers})"
     elif mark == NOT_MET:
         why = f"it fails in {len(deciding)} of {len(cases)} cases ({'; '.join(deciding)})"
@@ -102,85 +118,149 @@ def _not_testable(name: str, test: str, where: str, reason: str) -> Criterion:
     return Criterion(name, test, where, NOT_TESTABLE, reason, f"{name}: not testable — {reason}.")
 
 
-def budget_criteria(analysis: Analysis) -> list[Criterion]:
-    """Criterion 1, once per setting with training-subset or full-pool runs."""
-    name = "BA-LoRA beats LoRA by ≥ 0.5 pp at every budget (Exp. 1)"
-    test = f"at each of r = {', '.join(map(str, BUDGETS))}: Δ ≥ +0.50 pp and Holm p < 0.05 (paired t-test)"
-    settings = [s for s, rows in analysis.main.items() if rows and rows[0].runs["shots"].isna().all()]
-    if not settings:
-        return [_not_testable(name, test, "Exp. 1", "no LoRA and BA-LoRA runs on a training subset or the full pool")]
-    return [_over_cases(name, test, setting, [Case(budget_label(b), _proposed(analysis.main[setting], budget_label(b)))
-                                              for b in BUDGETS], MIN_GAIN_BUDGET) for setting in settings]
+def _listed(values: Sequence[Any]) -> str:
+    return ", ".join(map(str, values))
 
 
-def _series(analysis: Analysis) -> dict[str, list[Row]]:
-    """Few-shot series at seed 000's Exp. 2 budget."""
-    return {name: rows for name, rows in analysis.fewshot.items()
-            if rows and float(rows[0].runs["budget"].iloc[0]) == FEWSHOT_BUDGET}
+def _setting_text(key: str, values: list[Any]) -> str:
+    """One setting of a hypothesis's `where` as its test names it: "r = 8", "not few-shot", "model = vit"."""
+    if key == "budget_rank":
+        return f"r = {_listed(values)}"
+    if key == "shots" and values == [None]:
+        return "not few-shot"
+    return f"{key} = {_listed(values)}" if len(values) == 1 else f"{key} in {_listed(values)}"
 
 
-def _trend(name: str, test: str, where: str, trend: stats.Trend | None, shots: list[int]) -> Criterion:
-    missing = [k for k in SHOTS if k not in shots]
-    if trend is None or trend.verdict == stats.TOO_FEW_POINTS:
-        return _not_testable(name, test, where, "too few paired seeds and shot counts for a regression")
+def _places(hypothesis: Hypothesis) -> str:
+    """The cases and settings a hypothesis is checked at: "each of r = 4, 8, 16 (not few-shot)"."""
+    cases, shots = hypothesis.cases, hypothesis.dimension == "shots"
+    several = "each of " if cases is not None and len(cases) > 1 else ""
+    named = ("every shot count" if shots else "every budget") if cases is None else (
+        f"{several}{_listed(cases)} shots per class" if shots else f"{several}r = {_listed(cases)}")
+    settings = "; ".join(_setting_text(key, values) for key, values in hypothesis.filters.items())
+    return f"{named} ({settings})" if settings else named
+
+
+def decided_by(hypothesis: Hypothesis) -> str:
+    """The statistic and threshold that decide a hypothesis's mark, as the criteria table gives them."""
+    alpha = f"{hypothesis.alpha:g}"
+    if hypothesis.test == "trend":
+        return (f"least-squares slope of the per-seed Δ against log2(shots per class) < 0 with p < {alpha}, over "
+                f"{_places(hypothesis).removeprefix('each of ')}")
+    if hypothesis.test == "equivalence":
+        return f"at {_places(hypothesis)}: equivalence within the spec's margin, Holm-adjusted TOST p < {alpha}"
+    gain = "Δ > 0" if not hypothesis.least_gain else f"Δ ≥ {signed(hypothesis.least_gain)} pp"
+    return f"at {_places(hypothesis)}: {gain} and Holm p < {alpha} (paired t-test)"
+
+
+def _value(run: pd.Series, key: str) -> Any:
+    """A run's value of a setting, as a hypothesis's `where` names it (budget_rank: the run's budget)."""
+    return run["budget"] if key == "budget_rank" else run["result"]["config"].get(key, DEFAULTS.get(key))
+
+
+def _same(value: Any, wanted: Any) -> bool:
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(wanted, numbers) and not isinstance(wanted, bool):
+        return float(value) == float(wanted)
+    return value == wanted
+
+
+def _tables(analysis: Analysis, hypothesis: Hypothesis) -> dict[str, list[Row]]:
+    """The report's tables that compare the hypothesis's arm with its reference over its dimension, where
+    their runs have the settings it asks for."""
+    if hypothesis.dimension == "shots":
+        tables = analysis.fewshot
+    elif hypothesis.reference != REFERENCE:
+        tables = analysis.ablation
+    else:
+        tables = analysis.main if hypothesis.arm in method_registry.group("main") else analysis.strategy
+    filters = hypothesis.filters
+    return {name: rows for name, rows in tables.items() if rows and all(
+        any(_same(_value(run, key), wanted) for wanted in values)
+        for runs in (r.runs for r in rows) for _, run in runs.iterrows() for key, values in filters.items())}
+
+
+def _leads(rows: Iterable[Row], hypothesis: Hypothesis) -> list[tuple[str, str]]:
+    """(table row lead, case label) of each case: the listed values of the dimension, else every row's."""
+    shots = hypothesis.dimension == "shots"
+    leads = ([str(int(k)) if shots else budget_label(k) for k in hypothesis.cases] if hypothesis.cases is not None
+             else list(dict.fromkeys(r.lead for r in rows)))
+    return [(lead, f"{lead} shots" if shots else lead) for lead in leads]
+
+
+def _trend(name: str, test: str, where: str, trend: stats.Trend | None, shots: list[int],
+           hypothesis: Hypothesis) -> Criterion:
+    missing = [k for k in hypothesis.cases or [] if k not in shots]
+    if trend is None or trend.p is None:
+        return _not_testable(name, test, where, "too few paired seeds and shot counts for a regression"
+                             if trend is None or trend.verdict == stats.TOO_FEW_POINTS else
+                             "every paired seed on the line, so no scatter to test the slope against")
     numbers = (f"slope {signed(trend.slope)} pp per doubling of the shots (95% CI {signed(trend.ci_low)} to "
                f"{signed(trend.ci_high)}), {p_text(trend.p)}, {trend.n_points} paired seeds over shots "
-               f"{', '.join(map(str, shots))}")
+               f"{_listed(shots)}")
     if missing:
         return Criterion(name, test, where, NOT_TESTABLE, numbers, f"{name}, in {where}: not testable — no paired runs "
-                         f"at {', '.join(map(str, missing))} shots per class; so far {numbers}.")
-    mark = MET if trend.verdict == stats.WIDENS else NOT_MET
-    phrase = {stats.WIDENS: "the gap widens significantly as data shrinks",
-              stats.NARROWS: "the gap narrows significantly as data shrinks",
-              stats.NO_TREND: "the gap shows no significant trend with the amount of data"}[trend.verdict]
+                         f"at {_listed(missing)} shots per class; so far {numbers}.")
+    significant = trend.p < hypothesis.alpha
+    mark = MET if significant and trend.slope < 0 else NOT_MET
+    phrase = ("the gap shows no significant trend with the amount of data" if not significant else
+              f"the gap {'widens' if trend.slope < 0 else 'narrows'} significantly as data shrinks")
     return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {phrase} ({numbers}).")
 
 
-def fewshot_criteria(analysis: Analysis) -> list[Criterion]:
-    """Criteria 2–4, once per few-shot series at r = 8."""
-    names = ("BA-LoRA improves on LoRA at every shot count (Exp. 2)", "The gap widens as data shrinks (Exp. 2)",
-             "The 16-shot improvement is ≥ 2 pp (Exp. 2)")
-    tests = (f"at each of {', '.join(map(str, SHOTS))} shots per class (r = {FEWSHOT_BUDGET}): Δ > 0 and Holm p < 0.05",
-             "least-squares slope of the per-seed Δ against log2(shots per class) < 0 with p < 0.05, over all "
-             "four shot counts",
-             f"at 16 shots per class (r = {FEWSHOT_BUDGET}): Δ ≥ +2.00 pp and Holm p < 0.05")
-    series = _series(analysis)
-    if not series:
-        reason = (f"no LoRA and BA-LoRA runs at two or more shot counts per class at r = {FEWSHOT_BUDGET}")
-        return [_not_testable(n, t, "Exp. 2", reason) for n, t in zip(names, tests)]
+def check(analysis: Analysis, hypothesis: Hypothesis) -> list[Criterion]:
+    """`hypothesis` marked in each table it applies to (module docstring); one not-testable criterion where none does."""
+    test, arm = decided_by(hypothesis), hypothesis.arm
+    tables = _tables(analysis, hypothesis)
+    if not tables:
+        compared = (f"{method_name(hypothesis.reference)} and {method_name(arm)} runs at two or more shot counts "
+                    "per class" if hypothesis.dimension == "shots" else
+                    f"table that compares {method_name(arm)} with {method_name(hypothesis.reference)}")
+        settings = "; ".join(_setting_text(key, values) for key, values in hypothesis.filters.items())
+        return [_not_testable(hypothesis.name, test, settings or "any setting",
+                              f"no {compared}" + (f" ({settings})" if settings else ""))]
     found = []
-    for where, rows in series.items():
-        shots = sorted(int(r.lead) for r in rows if r.arm == PROPOSED and r.comparison is not None
-                       and not math.isnan(r.comparison.delta))
-        found += [
-            _over_cases(names[0], tests[0], where, [Case(f"{k} shots", _proposed(rows, str(k))) for k in SHOTS], 0.0),
-            _trend(names[1], tests[1], where, analysis.trends[where].get(PROPOSED), shots),
-            _over_cases(names[2], tests[2], where, [Case("16 shots", _proposed(rows, "16"))], MIN_GAIN_16_SHOT),
-        ]
+    for where, rows in tables.items():
+        if hypothesis.test == "trend":
+            shots = sorted(int(r.lead) for r in rows if r.arm == arm and r.comparison is not None
+                           and not math.isnan(r.comparison.delta))
+            found.append(_trend(hypothesis.name, test, where, analysis.trends[where].get(arm), shots, hypothesis))
+        else:
+            cases = [Case(label, _compared(rows, lead, arm)) for lead, label in _leads(rows, hypothesis)]
+            found.append(_over_cases(hypothesis.name, test, where, cases, hypothesis))
     return found
 
 
-def success_criteria(analysis: Analysis) -> list[Criterion]:
-    """The success criteria of the original BA-LoRA proposal (seed 000): the budget and few-shot ones."""
-    return [*budget_criteria(analysis), *fewshot_criteria(analysis)]
+def declared_hypotheses(frame: pd.DataFrame) -> tuple[Hypothesis, ...]:
+    """The hypotheses the specs of the runs' sweeps declare (found by sweep name among the presets,
+    `specs.declared_hypotheses`), each once, in the order of the runs' sweeps."""
+    sweeps = dict.fromkeys(s for s in frame["sweep"] if isinstance(s, str) and s) if "sweep" in frame else {}
+    return tuple({h.name: h for s in sweeps for h in specs.declared_hypotheses(s)}.values())
+
+
+def success_criteria(analysis: Analysis, hypotheses: Sequence[Hypothesis] | None = None) -> list[Criterion]:
+    """`hypotheses` checked on `analysis`, each in every table it applies to; by default those of the paper
+    preset: the success criteria of the original BA-LoRA proposal (seed 000), on budgets and few-shot data."""
+    declared = specs.declared_hypotheses("paper") if hypotheses is None else hypotheses
+    return [criterion for hypothesis in declared for criterion in check(analysis, hypothesis)]
 
 
 def criteria_table(criteria: list[Criterion]) -> Table:
     rows = [[c.name, c.where, c.test, c.mark, c.numbers] for c in criteria]
-    note = ("Experiments 1 and 2; each criterion is decided by the test shown on the paired "
-            "comparisons of the tables below (Δ = BA-LoRA − LoRA, mean over matched seeds). A criterion over several "
-            "cases is not met when a tested case fails it, met only when every case of the design was tested and "
+    note = ("Each criterion is a hypothesis the runs' spec declares, decided by the test shown on the paired "
+            "comparisons of the tables below (Δ = the arm − its reference, mean over matched seeds). A criterion over "
+            "several cases is not met when a tested case fails it, met only when every case was tested and "
             "passed, and otherwise not testable. Each case gives its table's verdict: better or worse (Holm p < 0.05), "
             "equivalent within ±margin (Holm-adjusted equivalence test p < 0.05), or inconclusive with the minimum "
             "detectable effect at 80% power (MDE): these seeds show neither; Δ's CI is at the level that matches the "
             "better/worse verdict.")
-    return Table("criteria", "Seed 000's success criteria", ["Criterion", "Where", "Test", "Mark", "Numbers"], rows,
+    return Table("criteria", "Success criteria", ["Criterion", "Where", "Test", "Mark", "Numbers"], rows,
                  [note], compact=["Criterion", "Where", "Mark"])
 
 
 def criteria_summary(criteria: list[Criterion], whose: str = "seed 000's") -> str:
-    """One sentence: how many of seed 000's criteria were met, not met, or not testable (`whose`: how the
-    sentence names their author, e.g. "the" where seed 000 means nothing to the reader)."""
+    """One sentence: how many of the criteria were met, not met, or not testable (`whose`: how the sentence
+    names their author, e.g. "the" where seed 000 means nothing to the reader)."""
     counts = {mark: sum(c.mark == mark for c in criteria) for mark in (MET, NOT_MET, NOT_TESTABLE)}
     def were(mark: str) -> str:
         return "{} " + ("was" if counts[mark] == 1 else "were") + f" {mark}"
@@ -219,11 +299,12 @@ def abstract_claims(analysis: Analysis) -> list[str]:
         if rows and rows[0].runs["shots"].isna().all():
             size = rows[0].runs["train_size"].iloc[0] if "train_size" in rows[0].runs else None
             data = "the full training pool" if size is None or size != size else f"{int(size):,} training examples"
-            cases.append(_headline(f"with {data} at the rank-{FEWSHOT_BUDGET} budget",
-                                   _proposed(rows, budget_label(FEWSHOT_BUDGET))))
-    for rows in _series(analysis).values():
-        for shots in (SHOTS[0], 64):
-            cases.append(_headline(f"with {shots} examples per class", _proposed(rows, str(shots))))
+            cases.append(_headline(f"with {data} at the rank-{ABSTRACT_BUDGET} budget",
+                                   _compared(rows, budget_label(ABSTRACT_BUDGET), PROPOSED)))
+    for rows in analysis.fewshot.values():
+        if float(rows[0].runs["budget"].iloc[0]) == ABSTRACT_BUDGET:
+            cases += [_headline(f"with {shots} examples per class", _compared(rows, str(shots), PROPOSED))
+                      for shots in ABSTRACT_SHOTS]
     found = [c for c in cases if c]
     if not found:
         return []
