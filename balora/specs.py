@@ -128,6 +128,8 @@ class Hypothesis:
         if not isinstance(self.where, dict):
             refuse("where is a mapping of run settings to a value or a list of values")
         for key, value in self.where.items():
+            if not _axis(key, value):
+                refuse(f"where lists no value of {key}")
             for one in _axis(key, value):
                 check_field(key, one, f"hypothesis {self.name!r}, where")
         listed = [d for d in DIMENSIONS if isinstance(self.where.get(d), list)]
@@ -168,6 +170,9 @@ class Hypothesis:
     @property
     def least_gain(self) -> float:
         return float(self.gain or 0.0)
+
+
+HYPOTHESIS_KEYS = tuple(f.name for f in fields(Hypothesis))
 
 
 @dataclass
@@ -345,8 +350,6 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
                 _margin(data.get("equivalence_margin"), at("equivalence_margin")), _anytime(data.get("anytime"), at("anytime")),
                 _hypotheses(data.get("hypotheses"), at))
 
-
-HYPOTHESIS_KEYS = tuple(f.name for f in fields(Hypothesis))
 
 
 def _hypotheses(block: Any, at: Any) -> tuple[Hypothesis, ...]:

@@ -13,10 +13,14 @@ from scipy import stats as sps
 from test_report import make_result
 from test_stats import mde_by_hand
 
-from balora.report import build_report
+from balora.cli import main
+from balora.errors import BaloraError
+from balora.report import build_report, write_runs_report
 from balora.report.analysis import analyse
 from balora.report.criteria import MET, NOT_MET, NOT_TESTABLE, criteria_summary, success_criteria
 from balora.report.runs import load_runs
+from balora.runfiles import write_run
+from balora.specs import declared_hypotheses, load_spec
 
 SEEDS = (42, 43, 44, 45, 46)
 SEED_NOISE = {42: 0.012, 43: -0.009, 44: 0.004, 45: -0.015, 46: 0.006}  # shared by both arms: cancels in pairs
@@ -153,3 +157,113 @@ def test_a_case_the_seeds_cannot_decide_says_inconclusive_with_its_mde_and_inter
 def test_the_half_point_threshold(gain: float, mark: str):
     runs = design({4: gain, 8: gain, 16: gain}, {}, exact=True)
     assert criteria(runs)["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].mark == mark
+
+
+def test_the_paper_preset_declares_seed_000s_criteria_and_a_report_checks_only_what_its_runs_specs_declare(
+        tmp_path: Path):
+    assert [h.name for h in declared_hypotheses("paper")] == [
+        "BA-LoRA beats LoRA by ≥ 0.5 pp at every budget (Exp. 1)", "BA-LoRA improves on LoRA at every shot count (Exp. 2)",
+        "The gap widens as data shrinks (Exp. 2)", "The 16-shot improvement is ≥ 2 pp (Exp. 2)"]
+    assert declared_hypotheses("paper") == load_spec("paper").hypotheses
+    assert declared_hypotheses("quick") == () and declared_hypotheses("a sweep of a file, not a preset") == ()
+    runs = design({4: 0.010, 8: 0.010, 16: 0.010}, {16: 0.040, 32: 0.030, 64: 0.020, 128: 0.010})
+    assert "## Success criteria" in build_report(runs, tmp_path / "paper", figures_too=False).read_text()
+    for result in runs:
+        result["sweep"] = "quick"  # a preset that declares no hypotheses: nothing to check, no section
+    text = build_report(runs, tmp_path / "quick", figures_too=False).read_text()
+    assert "Success criteria" not in text and "success criteria" not in text
+
+
+MINE = """\
+name: mine
+equivalence_margin: 0.01
+grids:
+  - method: [lora, ba_lora, ba_lora_shuffled]
+    budget_rank: 8
+    train_size: 2000
+    seed: [42, 43, 44, 45, 46]
+hypotheses:
+  - name: BA-LoRA beats LoRA at r = 8
+    arm: ba_lora
+    where: {budget_rank: 8, train_size: 2000}
+    gain: 0.005
+  - name: Shuffled ranks are as good as BA-LoRA's
+    arm: ba_lora_shuffled
+    reference: ba_lora
+    test: equivalence
+  - name: BA-LoRA beats LoRA on the ViT
+    arm: ba_lora
+    where: {model: vit-fashion}
+"""
+
+
+def shuffled_runs(offset: float) -> list[dict]:
+    """Exp. 1's design at r = 8 of a user's sweep `mine`, with BA-LoRA's ranks shuffled: BA-LoRA's runs
+    moved by `offset` and a spread of 0.4 pp around it."""
+    runs = design({8: 0.010}, {}, exact=True)
+    shuffled = [{**r, "config": {**r["config"], "method": "ba_lora_shuffled"}, "key": f"shuffled-{r['key']}",
+                 "metrics": {**r["metrics"], "accuracy": r["metrics"]["accuracy"] + offset + 4 * EXACT[r["config"]["seed"]]}}
+                for r in runs if r["config"]["method"] == "ba_lora"]
+    return [{**r, "sweep": "mine"} for r in runs + shuffled]
+
+
+@pytest.mark.parametrize("offset, mark, text", [
+    (0.002, MET, "r=8: equivalent within ±1 pp, Δ = +0.20 pp"),
+    (-0.03, NOT_MET, "r=8: BA-LoRA shuffled ranks significantly worse than BA-LoRA, Δ = -3.00 pp"),
+])
+def test_a_users_own_spec_declares_hypotheses_and_the_report_checks_them(tmp_path: Path, offset: float, mark: str,
+                                                                        text: str, capsys: pytest.CaptureFixture):
+    spec = tmp_path / "mine.yaml"
+    spec.write_text(MINE)
+    declared = load_spec(str(spec)).hypotheses
+    runs = shuffled_runs(offset)
+    found = {c.name: c for c in success_criteria(analyse(load_runs(runs)), declared)}
+    assert found["BA-LoRA beats LoRA at r = 8"].mark == MET
+    assert "r=8: BA-LoRA significantly better, Δ = +1.00 pp" in found["BA-LoRA beats LoRA at r = 8"].numbers
+    equivalent = found["Shuffled ranks are as good as BA-LoRA's"]
+    assert equivalent.mark == mark and text in equivalent.sentence
+    # the table's one equivalence test (one comparison: Holm leaves it as it is), recomputed
+    d = np.array([r["metrics"]["accuracy"] for r in runs if r["config"]["method"] == "ba_lora_shuffled"]) - np.array(
+        [r["metrics"]["accuracy"] for r in runs if r["config"]["method"] == "ba_lora"])
+    p_tost = max(sps.ttest_1samp(d, -0.01, alternative="greater").pvalue, sps.ttest_1samp(d, 0.01, alternative="less").pvalue)
+    assert f"equivalence (±1 pp) Holm {'p < 0.001' if p_tost < 0.001 else f'p = {p_tost:.3f}'}" in equivalent.numbers
+    vit = found["BA-LoRA beats LoRA on the ViT"]
+    assert vit.mark == NOT_TESTABLE and "no table that compares BA-LoRA with LoRA (model = vit-fashion)" in vit.sentence
+    # the CLI: --spec names the user's spec; without it the runs' sweep (no preset) declares nothing
+    folder, out = tmp_path / "runs", tmp_path / "report"
+    for result in runs:
+        write_run(folder, result)
+    write_runs_report(folder, out, figures_too=False, hypotheses=declared)
+    assert "| Shuffled ranks are as good as BA-LoRA's | minilm · rotten_tomatoes · 2,000 examples | " in (
+        out / "report.md").read_text()
+    assert main(["report", "--runs", str(folder), "--out", str(out), "--check", "--spec", str(spec)]) == 0
+    capsys.readouterr()
+    assert main(["report", "--runs", str(folder), "--out", str(out), "--check"]) == 2
+    assert "report.md differs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{name: x, arm: nope}", "arm 'nope' is not a method; choose from lora, ba_lora"),
+    ("{name: x, arm: ba_lora, reference: no_such_method}", "reference 'no_such_method' is not a method"),
+    ("{name: x, arm: ba_lora, test: anova}", "test 'anova' is not a test; choose from difference, equivalence, trend"),
+    ("{name: x, arm: ba_lora, gain: -0.01}", "gain is the least Δ a difference test counts, a number ≥ 0"),
+    ("{name: x, arm: ba_lora, test: equivalence, gain: 0.01}", "gain is for difference tests, not equivalence"),
+    ("{name: x, arm: ba_lora, alpha: 1.5}", "alpha is a significance level between 0 and 1, got 1.5"),
+    ("{name: x, arm: ba_lora, test: trend, where: {budget_rank: [4, 8]}}", "a trend is the gap's slope over shots"),
+    ("{name: x, arm: ba_lora, reference: adalora}", "compares every method with lora, and BA-LoRA's ablations"),
+    ("{name: x, arm: linear_decay, over: shots}", "the few-shot tables compare the main methods"),
+    ("{name: x, arm: ba_lora, where: {modle: minilm}}", "unknown key(s) modle"),
+    ("{name: x, arm: ba_lora, where: {budget_rank: []}}", "where lists no value of budget_rank"),
+    ("{name: x, arm: ba_lora, where: {shots: [16, 32], budget_rank: [4, 8]}}", "a hypothesis runs over one dimension"),
+    ("{name: x, arm: ba_lora, margin: 0.01}", "unknown key 'margin'; a hypothesis has name, arm, reference, test"),
+    ("{arm: ba_lora}", "each hypothesis is a mapping with a name and an arm"),
+])
+def test_a_bad_hypothesis_is_one_line_naming_its_line(tmp_path: Path, capsys: pytest.CaptureFixture, entry: str,
+                                                       message: str):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(MINE.split("hypotheses:")[0] + f"hypotheses:\n  - {{name: fine, arm: ba_lora}}\n  - {entry}\n")
+    with pytest.raises(BaloraError, match="line 10: "):
+        load_spec(str(spec))
+    assert main(["report", "--runs", str(tmp_path), "--spec", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"balora: error: {spec}, line 10: ") and message in err and err.count("\n") == 1

@@ -6,7 +6,8 @@ on matched seeds, Holm-adjusted within their table, so a criterion never disagre
 fails says why in the table's verdict (worse, equivalent within ±margin, or inconclusive with its MDE).
 
 Where a hypothesis is checked: over budgets (`over: budget_rank`) in the budget tables, one per setting (the
-main methods against LoRA, BA-LoRA's ablations against BA-LoRA, or, for the heuristics, the strategy table);
+main methods against LoRA, BA-LoRA's ablations against BA-LoRA, otherwise the strategy table of every arm
+against LoRA);
 over shots in the few-shot tables, one per few-shot family and budget; in each table whose runs have the
 settings `where` asks for. Its cases are the values of its dimension that `where` lists (else every row of
 the table). The tests:
@@ -100,12 +101,10 @@ def _compared(rows: list[Row], lead: str, arm: str) -> stats.Comparison | None:
 def _over_cases(name: str, test: str, where: str, cases: list[Case], hypothesis: Hypothesis) -> Criterion:
     outcomes = [case.outcome(hypothesis) for case in cases]
     marks = [mark for mark, _ in outcomes]
-    mark = NOT_MET if NOT_MET in marks else NOT_TESTABLE if NOT_TESTABLE in marks or not cases else MET
+    mark = NOT_MET if NOT_MET in marks else NOT_TESTABLE if NOT_TESTABLE in marks else MET
     numbers = "; ".join(text for _, text in outcomes)
     deciding = [text for m, text in outcomes if m == mark]
-    if not cases:
-        why = "its table has no row of the cases it names"
-    elif mark == MET:
+    if mark == MET:
         why = f"it holds in {'the one case' if len(cases) == 1 else f'all {len(cases)} cases'} ({numbers})"
     elif mark == NOT_MET:
         why = f"it fails in {len(deciding)} of {len(cases)} cases ({'; '.join(deciding)})"
