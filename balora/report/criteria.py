@@ -7,10 +7,9 @@ fails says why in the table's verdict (worse, equivalent within ±margin, or inc
 
 Where a hypothesis is checked: over budgets (`over: budget_rank`) in the budget tables, one per setting (the
 main methods against LoRA, BA-LoRA's ablations against BA-LoRA, otherwise the strategy table of every arm
-against LoRA);
-over shots in the few-shot tables, one per few-shot family and budget; in each table whose runs have the
-settings `where` asks for. Its cases are the values of its dimension that `where` lists (else every row of
-the table). The tests:
+against LoRA); over shots in the few-shot tables, one per few-shot family and budget; in each table whose runs
+have the settings `where` asks for. Its cases are the values of its dimension that `where` lists (else every
+row of the table). The tests:
 
 - difference: Δ ≥ gain with Holm p < alpha in each case;
 - equivalence: the Holm-adjusted equivalence test (TOST within the spec's margin) p < alpha in each case;
