@@ -166,25 +166,30 @@ def cmd_import(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from balora.report import build_paper, check_report, write_report, write_runs_report
-    from balora.specs import load_spec
+    from balora.specs import given_spec, load_spec
 
-    # a preset's hypotheses are found by the runs' sweep name; a user's spec is named here
-    hypotheses = load_spec(args.spec).hypotheses if args.spec else None
+    # a preset's declarations are found by the runs' sweep name; a user's spec is given here
+    with given_spec(load_spec(args.spec) if args.spec else None):
+        _report(args)
+
+
+def _report(args: argparse.Namespace) -> None:
+    from balora.report import build_paper, check_report, write_report, write_runs_report
+
     if args.check:
         if not args.runs:
             raise BaloraError("--check compares a committed report with its run files: give --runs DIR")
-        check_report(args.runs, args.out or report_dir(args.runs), args.readme, hypotheses)
+        check_report(args.runs, args.out or report_dir(args.runs), args.readme)
         also = f" (and so does {args.readme}'s block)" if args.readme else ""
         print(f"{args.out or report_dir(args.runs)} matches the report rebuilt from {args.runs}{also}")
         return
     if args.runs:
         written = write_runs_report(args.runs, args.out or report_dir(args.runs), paper_dir=args.paper_dir,
-                                    readme=args.readme, hypotheses=hypotheses)
+                                    readme=args.readme)
     else:
         if args.readme:
             raise BaloraError("--readme writes a results folder's headline block: give --runs DIR")
-        written = write_report(args.db, args.out or "report", paper_dir=args.paper_dir, hypotheses=hypotheses)
+        written = write_report(args.db, args.out or "report", paper_dir=args.paper_dir)
     print(f"wrote {written}")
     if args.paper:
         print(f"wrote {build_paper(args.paper_dir)}")
@@ -282,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "headline results for DIR, e.g. README.md")
             command.add_argument("--paper", action="store_true", help="also build paper/main.pdf (pdflatex + bibtex)")
             command.add_argument("--spec", default=None, metavar="FILE",
-                                 help="check the hypotheses this spec (YAML file or preset) declares, instead of "
-                                      "those of the presets the runs' sweeps are named after")
+                                 help="the spec (YAML file) of runs not made by a preset: its equivalence_margin, "
+                                      "anytime and hypotheses apply to the runs of the sweep it names")
         command.set_defaults(handler=handler)
     return parser
 

@@ -21,13 +21,10 @@ validation decides what is confirmed, never test (`balora.sweeps.confirmations`)
 
 An optional `equivalence_margin` declares the margin of the report's equivalence tests, in the units
 of the metric compared: a fraction of accuracy (0.01 = ±1 pp) for classifiers, nats of test loss for a
-causal LM. Without it the report uses the metric's default (±1 pp, ±0.01 nats). A run file records
-its sweep's name, not its spec, so the report finds a margin only for a sweep named after a preset
-(`declared_margin`).
+causal LM. Without it the report uses the metric's default (±1 pp, ±0.01 nats).
 
 An optional `anytime: true` asks the report for its "Anytime performance" section (the area under each
 run's validation curve, and the steps to reach LoRA's final validation value; `balora.report.anytime`).
-It is found the same way, by the sweep's name among the presets (`declared_anytime`).
 
 An optional `hypotheses:` list declares what the study tests, each entry a `Hypothesis` (which arm against
 which reference, where, by which test, gain and alpha), e.g. the paper preset's success criteria:
@@ -39,8 +36,11 @@ which reference, where, by which test, gain and alpha), e.g. the paper preset's 
         gain: 0.005                             # test: difference (the default), alpha: 0.05 (the default)
 
 The report checks them on its own comparisons and marks each met, not met or not testable
-(`balora.report.criteria`); a preset's are found by the sweep's name (`declared_hypotheses`), a user's
-spec's are given to `balora report --spec FILE`.
+(`balora.report.criteria`).
+
+These three keys are the spec's `ReportSpec`. A run file records its sweep's name, not its spec, so the
+report finds them by that name (`report_spec`): among the specs given by file (`given_spec`, `balora report
+--spec FILE`), then among the presets.
 """
 
 from __future__ import annotations
@@ -48,7 +48,9 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
@@ -194,15 +196,22 @@ class Planned:
         return [replace(with_candidate(self.config, c), seed=s, tuning=True) for c in tune.candidates() for s in tune.seeds]
 
 
+@dataclass(frozen=True)
+class ReportSpec:
+    """The part of a spec that the report of its runs reads (module docstring)."""
+
+    equivalence_margin: float | None = None  # the equivalence tests' margin (None: the metric's default)
+    anytime: bool = False  # the anytime section (area under the validation curve, steps to LoRA's final)
+    hypotheses: tuple[Hypothesis, ...] = ()  # what the report checks (met, not met, not testable)
+
+
 @dataclass
 class Spec:
     name: str
     description: str
     runs: list[Planned]
     results_dir: str | None = None  # where run files go by default (`--results-dir` overrides)
-    equivalence_margin: float | None = None  # the report's equivalence margin (None: the metric's default)
-    anytime: bool = False  # the report's anytime section (area under the validation curve, steps to LoRA's final)
-    hypotheses: tuple[Hypothesis, ...] = ()  # what the report checks (met, not met, not testable)
+    report: ReportSpec = field(default_factory=ReportSpec)  # what the report of its runs reads
 
     def tuning_runs(self, grown: Mapping[str, Tune] | None = None) -> list[Planned]:
         """Every tuned cell × candidate × tuning seed, once each; a cell in `grown` (by cell key) with the
@@ -347,8 +356,12 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     if results_dir is not None and not isinstance(results_dir, str):
         raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
     return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir,
-                _margin(data.get("equivalence_margin"), at("equivalence_margin")), _anytime(data.get("anytime"), at("anytime")),
-                _hypotheses(data.get("hypotheses"), at))
+                _report_spec(data, at))
+
+
+def _report_spec(data: Mapping, at: Any) -> ReportSpec:
+    return ReportSpec(_margin(data.get("equivalence_margin"), at("equivalence_margin")),
+                      _anytime(data.get("anytime"), at("anytime")), _hypotheses(data.get("hypotheses"), at))
 
 
 
@@ -394,37 +407,36 @@ def _anytime(value: Any, where: str) -> bool:
     return value
 
 
-@functools.cache
-def declared_anytime(sweep: str) -> bool:
-    """Whether the preset named `sweep` declares `anytime: true`: False where it does not or `sweep` is no
-    preset (found by name, as `declared_margin`)."""
-    if sweep not in PRESETS:
-        return False
-    where, text = _read(sweep)
-    return _anytime(yaml.safe_load(text).get("anytime"), where)
+# Specs given by file to the report being built (`given_spec`, `balora report --spec FILE`): a run file records
+# its sweep's name, not its spec, so only a preset or a spec given here can be found by that name.
+_GIVEN: ContextVar[tuple[Spec, ...]] = ContextVar("given_specs", default=())
+
+
+@contextmanager
+def given_spec(spec: Spec | None) -> Iterator[None]:
+    """Within the block, `report_spec(spec.name)` is `spec.report` (no change for None)."""
+    token = _GIVEN.set(_GIVEN.get() + (() if spec is None else (spec,)))
+    try:
+        yield
+    finally:
+        _GIVEN.reset(token)
+
+
+def report_spec(sweep: str) -> ReportSpec:
+    """What the spec of the runs of sweep `sweep` declares for their report: a spec given by file
+    (`given_spec`), else the preset of that name, else nothing (the defaults)."""
+    given = [spec.report for spec in _GIVEN.get() if spec.name == sweep]
+    return given[-1] if given else _preset_report_spec(sweep)
 
 
 @functools.cache
-def declared_margin(sweep: str) -> float | None:
-    """The equivalence margin that the preset named `sweep` declares: None where it declares none or `sweep`
-    is no preset (a run file names its sweep, and only a preset can be found by that name). Reads the one
-    key, without expanding the grids."""
+def _preset_report_spec(sweep: str) -> ReportSpec:
+    """Reads the report's keys of the preset named `sweep`, without expanding its grids."""
     if sweep not in PRESETS:
-        return None
-    where, text = _read(sweep)
-    data = yaml.safe_load(text)
-    return _margin(data.get("equivalence_margin"), where)
-
-
-@functools.cache
-def declared_hypotheses(sweep: str) -> tuple[Hypothesis, ...]:
-    """The hypotheses that the preset named `sweep` declares: none where it declares none or `sweep` is no
-    preset (found by name, as `declared_margin`)."""
-    if sweep not in PRESETS:
-        return ()
+        return ReportSpec()
     where, text = _read(sweep)
     lines = _lines(yaml.compose(text))
-    return _hypotheses(yaml.safe_load(text).get("hypotheses"), lambda *path: f"{where}, line {lines.get(path, 1)}")
+    return _report_spec(yaml.safe_load(text), lambda *path: f"{where}, line {lines.get(path, 1)}")
 
 
 def _tune(block: Any, at: Any, path: tuple) -> Tune | None:

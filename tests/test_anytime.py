@@ -12,6 +12,7 @@ from test_report import MAJORITY, _markdown_tables, close_pairs, make_result
 from balora.errors import BaloraError
 from balora.report import build_report
 from balora.report.runs import anytime_value, load_runs, steps_to_reach
+from balora.specs import ReportSpec, Spec, given_spec
 
 TIE_AT_THE_END = (0.015, -0.012, 0.008, -0.014, 0.005)  # BA-LoRA − LoRA test accuracy: inconclusive at ±1 pp
 
@@ -77,23 +78,17 @@ def faster_pairs(faster: bool = True) -> list[dict]:
 
 
 @pytest.mark.parametrize("declared", [False, True])
-def test_the_anytime_section_appears_only_where_the_spec_declares_it(declared: bool, tmp_path: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch):
-    from balora import specs
-
-    monkeypatch.setattr(specs, "declared_anytime", lambda sweep: declared and sweep == "synthetic")
-    markdown = build_report(faster_pairs(), tmp_path / "report", figures_too=False).read_text()
+def test_the_anytime_section_appears_only_where_the_spec_declares_it(declared: bool, tmp_path: Path):
+    with given_spec(Spec("synthetic", "", [], report=ReportSpec(anytime=declared))):
+        markdown = build_report(faster_pairs(), tmp_path / "report", figures_too=False).read_text()
     assert ("## Anytime performance" in markdown) is declared
     assert (tmp_path / "report" / "tables" / "anytime_minilm_rotten_tomatoes_64_shot.tex").exists() is declared \
         or not declared and not list((tmp_path / "report" / "tables").glob("anytime_*"))
 
 
-def test_a_faster_arm_that_ties_at_the_end_is_better_on_anytime_and_wins_on_speed(tmp_path: Path,
-                                                                                   monkeypatch: pytest.MonkeyPatch):
-    from balora import specs
-
-    monkeypatch.setattr(specs, "declared_anytime", lambda sweep: sweep == "synthetic")
-    markdown = build_report(faster_pairs(), tmp_path / "report", figures_too=False).read_text()
+def test_a_faster_arm_that_ties_at_the_end_is_better_on_anytime_and_wins_on_speed(tmp_path: Path):
+    with given_spec(Spec("synthetic", "", [], report=ReportSpec(anytime=True))):
+        markdown = build_report(faster_pairs(), tmp_path / "report", figures_too=False).read_text()
     section = markdown.split("## Anytime performance")[1].split("\n## ")[0]
     (title, rows), = _markdown_tables(section)
     assert title.startswith("Anytime performance — minilm · rotten_tomatoes · 64-shot")
@@ -109,25 +104,24 @@ def test_a_faster_arm_that_ties_at_the_end_is_better_on_anytime_and_wins_on_spee
 
 
 def test_a_spec_may_declare_anytime_true_or_false_and_nothing_else(tmp_path: Path):
-    from balora.specs import declared_anytime, load_spec
+    from balora.specs import load_spec, report_spec
 
     def spec(line: str) -> str:
         path = tmp_path / "spec.yaml"
         path.write_text(f"name: tiny\n{line}grids:\n  - method: [lora]\n    shots: 8\n")
         return str(path)
 
-    assert load_spec(spec("anytime: true\n")).anytime is True
-    assert load_spec(spec("")).anytime is False
+    assert load_spec(spec("anytime: true\n")).report.anytime is True
+    assert load_spec(spec("")).report.anytime is False
     with pytest.raises(BaloraError, match="line 2: anytime is true or false"):
         load_spec(spec("anytime: 1\n"))
-    assert declared_anytime("paper") is False and declared_anytime("not a preset") is False
+    assert report_spec("paper").anytime is False and report_spec("not a preset").anytime is False
+    assert report_spec("levers").anytime is True
 
 
-def test_no_arm_wins_on_speed_where_the_curves_rise_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from balora import specs
-
-    monkeypatch.setattr(specs, "declared_anytime", lambda sweep: sweep == "synthetic")
-    markdown = build_report(faster_pairs(faster=False), tmp_path / "report", figures_too=False).read_text()
+def test_no_arm_wins_on_speed_where_the_curves_rise_alike(tmp_path: Path):
+    with given_spec(Spec("synthetic", "", [], report=ReportSpec(anytime=True))):
+        markdown = build_report(faster_pairs(faster=False), tmp_path / "report", figures_too=False).read_text()
     section = markdown.split("## Anytime performance")[1].split("\n## ")[0]
     (_, rows), = _markdown_tables(section)
     (ba,) = [r for r in rows if r["Method"] == "BA-LoRA"]

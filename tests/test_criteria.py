@@ -20,7 +20,7 @@ from balora.report.analysis import analyse
 from balora.report.criteria import MET, NOT_MET, NOT_TESTABLE, criteria_summary, success_criteria
 from balora.report.runs import load_runs
 from balora.runfiles import write_run
-from balora.specs import declared_hypotheses, load_spec
+from balora.specs import given_spec, load_spec, report_spec
 
 SEEDS = (42, 43, 44, 45, 46)
 SEED_NOISE = {42: 0.012, 43: -0.009, 44: 0.004, 45: -0.015, 46: 0.006}  # shared by both arms: cancels in pairs
@@ -161,11 +161,11 @@ def test_the_half_point_threshold(gain: float, mark: str):
 
 def test_the_paper_preset_declares_seed_000s_criteria_and_a_report_checks_only_what_its_runs_specs_declare(
         tmp_path: Path):
-    assert [h.name for h in declared_hypotheses("paper")] == [
+    assert [h.name for h in report_spec("paper").hypotheses] == [
         "BA-LoRA beats LoRA by ≥ 0.5 pp at every budget (Exp. 1)", "BA-LoRA improves on LoRA at every shot count (Exp. 2)",
         "The gap widens as data shrinks (Exp. 2)", "The 16-shot improvement is ≥ 2 pp (Exp. 2)"]
-    assert declared_hypotheses("paper") == load_spec("paper").hypotheses
-    assert declared_hypotheses("quick") == () and declared_hypotheses("a sweep of a file, not a preset") == ()
+    assert report_spec("paper").hypotheses == load_spec("paper").report.hypotheses
+    assert report_spec("quick").hypotheses == () and report_spec("a sweep of a file, not a preset").hypotheses == ()
     runs = design({4: 0.010, 8: 0.010, 16: 0.010}, {16: 0.040, 32: 0.030, 64: 0.020, 128: 0.010})
     assert "## Success criteria" in build_report(runs, tmp_path / "paper", figures_too=False).read_text()
     for result in runs:
@@ -215,7 +215,7 @@ def test_a_users_own_spec_declares_hypotheses_and_the_report_checks_them(tmp_pat
                                                                         text: str, capsys: pytest.CaptureFixture):
     spec = tmp_path / "mine.yaml"
     spec.write_text(MINE)
-    declared = load_spec(str(spec)).hypotheses
+    declared = load_spec(str(spec)).report.hypotheses
     runs = shuffled_runs(offset)
     found = {c.name: c for c in success_criteria(analyse(load_runs(runs)), declared)}
     assert found["BA-LoRA beats LoRA at r = 8"].mark == MET
@@ -233,13 +233,28 @@ def test_a_users_own_spec_declares_hypotheses_and_the_report_checks_them(tmp_pat
     folder, out = tmp_path / "runs", tmp_path / "report"
     for result in runs:
         write_run(folder, result)
-    write_runs_report(folder, out, figures_too=False, hypotheses=declared)
+    with given_spec(load_spec(str(spec))):
+        write_runs_report(folder, out, figures_too=False)
     assert "| Shuffled ranks are as good as BA-LoRA's | minilm · rotten_tomatoes · 2,000 examples | " in (
         out / "report.md").read_text()
     assert main(["report", "--runs", str(folder), "--out", str(out), "--check", "--spec", str(spec)]) == 0
     capsys.readouterr()
     assert main(["report", "--runs", str(folder), "--out", str(out), "--check"]) == 2
     assert "report.md differs" in capsys.readouterr().err
+
+
+def test_a_users_spec_given_to_the_report_brings_its_equivalence_margin_too(tmp_path: Path):
+    """--spec gives the report everything the user's spec declares for its runs, not only the hypotheses:
+    at ±3 pp the shuffled control (Δ +0.2 pp, spread 0.4 pp) is equivalent, and the table says whose margin."""
+    spec = tmp_path / "mine.yaml"
+    spec.write_text(MINE.replace("equivalence_margin: 0.01", "equivalence_margin: 0.03"))
+    folder, out = tmp_path / "runs", tmp_path / "report"
+    for result in shuffled_runs(0.002):
+        write_run(folder, result)
+    assert main(["report", "--runs", str(folder), "--out", str(out), "--spec", str(spec)]) == 0
+    text = (out / "report.md").read_text()
+    assert "Equivalence margin: ±3 pp, declared (equivalence_margin) by the spec of sweep mine" in text
+    assert "equivalent within ±3 pp" in text
 
 
 @pytest.mark.parametrize("entry, message", [

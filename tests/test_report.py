@@ -273,14 +273,14 @@ def close_pairs(offsets: tuple[float, ...]) -> list[dict]:
                                       "synthetic (this table's runs are from sweep synthetic)."),
 ])
 def test_a_spec_declared_margin_reaches_the_verdict_and_the_table_says_which_applied(
-        declared: float | None, verdict: str, margin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+        declared: float | None, verdict: str, margin: str, tmp_path: Path):
     """Differences of mean ≈ 0 whose spread rules out neither a 1 pp difference nor equivalence within ±1 pp:
     inconclusive at accuracy's default margin, equivalent at a ±3 pp margin that the runs' spec declares."""
-    from balora import specs
+    from balora.specs import ReportSpec, Spec, given_spec
 
-    monkeypatch.setattr(specs, "declared_margin", lambda sweep: declared if sweep == "synthetic" else None)
     offsets = (0.015, -0.012, 0.008, -0.014, 0.005)
-    markdown = build_report(close_pairs(offsets), tmp_path / "report", figures_too=False).read_text()
+    with given_spec(Spec("synthetic", "", [], report=ReportSpec(equivalence_margin=declared))):
+        markdown = build_report(close_pairs(offsets), tmp_path / "report", figures_too=False).read_text()
     (title, rows), *_ = _markdown_tables(markdown.split("## Budget efficiency")[1])
     (row,) = [r for r in rows if r["Method"] == "BA-LoRA"]
     expected = verdict.format(mde=100 * mde_by_hand(5, np.std(offsets, ddof=1)))

@@ -202,13 +202,14 @@ def _with_margin(tmp_path: Path, value: str) -> Path:
 def test_a_spec_declares_its_equivalence_margin_and_the_report_finds_a_preset_s(tmp_path):
     """The margin of the report's equivalence test is the spec's (in the metric's units: a fraction of
     accuracy, nats of loss); the report knows a run's spec only by its sweep name, so it reads presets."""
-    from balora.specs import declared_margin
+    from balora.specs import report_spec
 
-    assert load_spec(str(_with_margin(tmp_path, "0.02"))).equivalence_margin == 0.02
-    assert load_spec(str(write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"))).equivalence_margin is None
-    assert declared_margin("paper") == load_spec("paper").equivalence_margin == 0.01  # ±1 pp of accuracy
-    assert declared_margin("lm") == load_spec("lm").equivalence_margin == 0.01  # ±0.01 nats of test loss
-    assert declared_margin("quick") is None and declared_margin("a sweep of a file, not a preset") is None
+    assert load_spec(str(_with_margin(tmp_path, "0.02"))).report.equivalence_margin == 0.02
+    assert load_spec(str(write_spec(tmp_path, Path("minilm"), Path("d.csv"), "  - method: [lora]\n"))).report.equivalence_margin is None
+    assert report_spec("paper").equivalence_margin == load_spec("paper").report.equivalence_margin == 0.01  # ±1 pp of accuracy
+    assert report_spec("lm").equivalence_margin == load_spec("lm").report.equivalence_margin == 0.01  # ±0.01 nats of test loss
+    assert report_spec("quick").equivalence_margin is None
+    assert report_spec("a sweep of a file, not a preset").equivalence_margin is None
 
 
 @pytest.mark.parametrize("value", ["-0.01", "0", "two", "true", "[0.01]"])

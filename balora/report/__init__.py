@@ -1,11 +1,13 @@
 """`balora report`: statistics, tables, figures and the paper's generated inputs, from the results
-store or from a folder of run files. The hypotheses checked are those the runs' specs declare (a preset's,
-found by the runs' sweep name), or those given (`hypotheses`: a user's spec's, `balora report --spec FILE`).
+store or from a folder of run files. What the runs' spec declares for the report (equivalence margin, anytime
+section) is found by the runs' sweep name: a preset's, or that of a spec given by file
+(`balora.specs.given_spec`, `balora report --spec FILE`).
 
     write_report("results/balora.db", "report/", paper_dir="paper")     # → report/report.md
     write_runs_report("results/paper", "results/paper/report")          # the same from run files
     check_report("results/paper", "results/paper/report")               # a committed report is up to date
-    write_runs_report("results/mine", "results/mine/report", hypotheses=load_spec("mine.yaml").hypotheses)
+    with given_spec(load_spec("mine.yaml")):                          # a user's spec: its margin, hypotheses
+        write_runs_report("results/mine", "results/mine/report")
     build_paper("paper")                                                 # → paper/main.pdf (pdflatex + bibtex)
 """
 
@@ -14,7 +16,6 @@ from __future__ import annotations
 import difflib
 import os
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,25 +23,22 @@ from balora.errors import BaloraError
 from balora.report import builder, figures, paper
 from balora.report.paper import build_paper
 from balora.report.readme import check_readme, headline, write_readme
-from balora.specs import Hypothesis
 
 
 def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None = None,
-                 source: str = "the given results", figures_too: bool = True,
-                 hypotheses: Sequence[Hypothesis] | None = None) -> Path:
+                 source: str = "the given results", figures_too: bool = True) -> Path:
     """Write the report for `results` (result dicts as in `balora.run`) under `out_dir`; with `paper_dir`,
     also the paper's generated inputs under `paper_dir/generated`. Returns the path of report.md.
-    Without `figures_too`, only report.md and tables/*.tex (no images, no HTML page). `hypotheses`: those
-    to check, else those the runs' specs declare (module docstring)."""
-    _build(results, out_dir, paper_dir, source, figures_too, hypotheses)
+    Without `figures_too`, only report.md and tables/*.tex (no images, no HTML page)."""
+    _build(results, out_dir, paper_dir, source, figures_too)
     return Path(out_dir) / "report.md"
 
 
 def _build(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None, source: str,
-           figures_too: bool, hypotheses: Sequence[Hypothesis] | None) -> builder.Report | None:
+           figures_too: bool) -> builder.Report | None:
     token = figures.RENDER.set(figures_too)
     try:
-        report = builder.write(results, out_dir, source, hypotheses)
+        report = builder.write(results, out_dir, source)
         if paper_dir is not None:
             paper.write_generated(report, Path(paper_dir))
     finally:
@@ -49,14 +47,13 @@ def _build(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | 
 
 
 def write_report(db_path: str | Path = "results/balora.db", out_dir: str | Path = "report",
-                 paper_dir: str | Path | None = None, figures_too: bool = True,
-                 hypotheses: Sequence[Hypothesis] | None = None) -> Path:
+                 paper_dir: str | Path | None = None, figures_too: bool = True) -> Path:
     """The report for every finished run in the results store at `db_path` (see `build_report`)."""
     from balora.store import ResultsStore  # imported here: building from result dicts needs no database
 
     with ResultsStore(db_path, create=False) as store:
         results = store.results()
-    return build_report(results, out_dir, paper_dir, f"results store {db_path}", figures_too, hypotheses)
+    return build_report(results, out_dir, paper_dir, f"results store {db_path}", figures_too)
 
 
 def _folder_label(folder: str | Path) -> str:
@@ -67,25 +64,24 @@ def _folder_label(folder: str | Path) -> str:
 
 
 def write_runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None = None,
-                      figures_too: bool = True, readme: str | Path | None = None,
-                      hypotheses: Sequence[Hypothesis] | None = None) -> Path:
+                      figures_too: bool = True, readme: str | Path | None = None) -> Path:
     """The report for every run file in `folder` (see `balora.runfiles` and `build_report`); no database.
     With `readme`, also the folder's generated block of headline results in that README (`readme.py`)."""
-    report, results = _runs_report(folder, out_dir, paper_dir, figures_too, hypotheses)
+    report, results = _runs_report(folder, out_dir, paper_dir, figures_too)
     if readme is not None:
         write_readme(readme, _folder_label(folder), headline(report, results))
     return Path(out_dir) / "report.md"
 
 
-def _runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None, figures_too: bool,
-                 hypotheses: Sequence[Hypothesis] | None) -> tuple[builder.Report | None, list[dict[str, Any]]]:
+def _runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None,
+                 figures_too: bool) -> tuple[builder.Report | None, list[dict[str, Any]]]:
     from balora.runfiles import read_runs
 
     results = read_runs(folder)
     if not results:  # a mistyped folder, or a sweep not yet run: not a study with nothing to report
         raise BaloraError(f"no run files in {folder}; give the folder a sweep's --results-dir wrote to")
     source = f"{len(results)} run files in {_folder_label(folder)}"
-    return _build(results, out_dir, paper_dir, source, figures_too, hypotheses), results
+    return _build(results, out_dir, paper_dir, source, figures_too), results
 
 
 # The text a committed report consists of: what `check_report` compares (figures are images, rebuilt from
@@ -98,16 +94,15 @@ def _checked_files(folder: Path) -> dict[str, str]:
             for path in sorted(folder.glob(pattern))}
 
 
-def check_report(folder: str | Path, report_dir: str | Path, readme: str | Path | None = None,
-                 hypotheses: Sequence[Hypothesis] | None = None) -> None:
+def check_report(folder: str | Path, report_dir: str | Path, readme: str | Path | None = None) -> None:
     """Raise a BaloraError naming the first difference if the report in `report_dir` is not the one the
     run files in `folder` give now (every number, sentence and table of report.md and tables/*.tex), or,
-    with `readme`, if that README's block for `folder` is not. `hypotheses`: as `build_report`'s."""
+    with `readme`, if that README's block for `folder` is not."""
     committed = _checked_files(Path(report_dir))
     if not committed:
         raise BaloraError(f"no report in {report_dir}; write it with balora report --runs {folder} --out {report_dir}")
     with tempfile.TemporaryDirectory() as scratch:
-        report, results = _runs_report(folder, scratch, None, False, hypotheses)
+        report, results = _runs_report(folder, scratch, None, False)
         rebuilt = _checked_files(Path(scratch))
     for name in sorted(set(committed) | set(rebuilt)):
         old, new = committed.get(name), rebuilt.get(name)

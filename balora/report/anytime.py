@@ -2,7 +2,7 @@
 
 Initialisation methods are often credited with wins in short runs, so a comparison of final accuracy
 alone can miss what they claim. The report's section, shown where the runs' spec declares `anytime:
-true` (`balora.specs.declared_anytime`), compares every arm with LoRA, per setting and budget, on two
+true` (`balora.specs.report_spec`), compares every arm with LoRA, per setting and budget, on two
 measures that `balora.report.runs.anytime_columns` computes per run:
 
 - the anytime metric: the area under the run's validation-accuracy curve over normalised training
@@ -57,7 +57,7 @@ WINS = (stats.EQUIVALENT, stats.INCONCLUSIVE)  # end verdicts under which a bett
 
 def declaring_sweeps(frame: pd.DataFrame) -> list[str]:
     """The sweeps among `frame`'s runs whose preset declares `anytime: true`."""
-    return sorted({s for s in frame["sweep"] if isinstance(s, str) and s and specs.declared_anytime(s)})
+    return sorted({s for s in frame["sweep"] if isinstance(s, str) and s and specs.report_spec(s).anytime})
 
 
 def steps_to_reference_summary(runs: pd.DataFrame) -> tuple[float, int, int]:

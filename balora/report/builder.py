@@ -4,7 +4,6 @@ figures/*.png|pdf (and, on request, the paper's generated inputs)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from balora.report.lm import lm_section
 from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
 from balora.report.vision import vision_section
-from balora.specs import Hypothesis
 from balora.tuning import superseded
 
 TITLE = "BA-LoRA results report"
@@ -114,14 +112,14 @@ def _count(n: int, noun: str) -> str:
 
 
 def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None,
-          stale: set[str] | None = None, hypotheses: Sequence[Hypothesis] | None = None) -> Report:
+          stale: set[str] | None = None) -> Report:
     """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
     appendix; `stale`: the keys of the evaluation runs left out of `frame` as superseded, counted under
-    Missing data); figures are written to `out/figures`. `hypotheses`: those to check (a user's spec's),
-    else those the specs of the runs' sweeps declare.
+    Missing data); figures are written to `out/figures`. The hypotheses checked are those the specs of the
+    runs' sweeps declare (`criteria.declared_hypotheses`).
     Causal-LM runs (seed 002's instruction tuning) have their own section; the others are classification
     (image runs among them, which also get seed 003's layer-importance section)."""
-    declared = declared_hypotheses(frame) if hypotheses is None else hypotheses
+    declared = declared_hypotheses(frame)
     causal = frame[frame["task"] == "causal_lm"]
     frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
     analysis = analyse(frame)
@@ -215,11 +213,9 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     return report
 
 
-def write(results: list[dict[str, Any]], out_dir: str | Path, source: str,
-          hypotheses: Sequence[Hypothesis] | None = None) -> Report | None:
+def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Report | None:
     """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results. With
-    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex.
-    `hypotheses`: as `build`'s."""
+    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex."""
     out = Path(out_dir)
     for stale in [*out.glob("figures/*.png"), *out.glob("figures/*.pdf"), *out.glob("tables/*.tex")]:
         stale.unlink()  # a rerun on other data must not leave old figures behind
@@ -230,7 +226,7 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str,
         blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"No finished runs in {source}: nothing to report.")]
         _write_documents(blocks, out)
         return None
-    report = build(frame, out, results, stale, hypotheses)
+    report = build(frame, out, results, stale)
     for table in report.blocks(Table):
         (out / "tables" / f"{table.name}.tex").write_text(table_latex(table, label=f"tab:{table.name}"))
     missing = Bullets(report.coverage()) if report.missing else Paragraph("Nothing is missing.")

@@ -230,16 +230,16 @@ def check(analysis: Analysis, hypothesis: Hypothesis) -> list[Criterion]:
 
 
 def declared_hypotheses(frame: pd.DataFrame) -> tuple[Hypothesis, ...]:
-    """The hypotheses the specs of the runs' sweeps declare (found by sweep name among the presets,
-    `specs.declared_hypotheses`), each once, in the order of the runs' sweeps."""
+    """The hypotheses the specs of the runs' sweeps declare (found by sweep name, `specs.report_spec`),
+    each once, in the order of the runs' sweeps."""
     sweeps = dict.fromkeys(s for s in frame["sweep"] if isinstance(s, str) and s) if "sweep" in frame else {}
-    return tuple({h.name: h for s in sweeps for h in specs.declared_hypotheses(s)}.values())
+    return tuple({h.name: h for s in sweeps for h in specs.report_spec(s).hypotheses}.values())
 
 
 def success_criteria(analysis: Analysis, hypotheses: Sequence[Hypothesis] | None = None) -> list[Criterion]:
     """`hypotheses` checked on `analysis`, each in every table it applies to; by default those of the paper
     preset: the success criteria of the original BA-LoRA proposal (seed 000), on budgets and few-shot data."""
-    declared = specs.declared_hypotheses("paper") if hypotheses is None else hypotheses
+    declared = specs.report_spec("paper").hypotheses if hypotheses is None else hypotheses
     return [criterion for hypothesis in declared for criterion in check(analysis, hypothesis)]
 
 

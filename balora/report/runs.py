@@ -315,11 +315,11 @@ def by_seed(frame: pd.DataFrame, column: str) -> dict[int, float]:
 
 def equivalence_margin(runs: pd.DataFrame, metric: stats.Metric) -> stats.Margin:
     """The equivalence margin of a comparison of `runs` (both arms'): the one their sweeps' specs declare,
-    found by sweep name among the presets (`specs.declared_margin`; a run file records no more of its spec);
+    found by sweep name (`specs.report_spec`: a run file records no more of its spec);
     `metric`'s default where none declares one; where they declare different ones, the smallest, whose
     test of equivalence is the strictest."""
     sweeps = sorted({s for s in runs["sweep"] if isinstance(s, str) and s})
-    declared = {s: m for s in sweeps if (m := specs.declared_margin(s)) is not None}
+    declared = {s: m for s in sweeps if (m := specs.report_spec(s).equivalence_margin) is not None}
     if not declared:
         return stats.Margin(metric.margin, f"the default for {metric.name}: no preset among the compared runs' "
                                            "sweeps declares equivalence_margin")
