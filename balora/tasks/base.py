@@ -182,7 +182,7 @@ def fallback() -> Task:
 
 
 def of_result(result: dict[str, Any]) -> Task:
-    """The task of a stored run (`result.json`, a run file)."""
+    """The task a stored record names: a run's `result.json` or run file, a merged model's `quantisation.json`."""
     return get(result["task"]) if result.get("task") else fallback()
 
 
