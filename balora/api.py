@@ -46,7 +46,7 @@ from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, Subset
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from balora import allocation, initialisation, methods, models
+from balora import allocation, initialisation, methods, models, tasks
 from balora.config import RunConfig
 from balora.data import stratified_indices
 from balora.errors import BaloraError
@@ -54,7 +54,6 @@ from balora.importance import Batch, LossFn, examples_in
 from balora.initialisation import lora_layer
 from balora.measure import PhaseMeter
 from balora.reallocation import RankController, ReallocationConfig
-from balora.tasks import WARM_START_GAMMA
 
 # RunConfig fields that shape a plan, passed through `plan(**options)`; the rest of RunConfig is about runs.
 OPTIONS = ("strategy", "allocation_power", "importance_metric", "base_rank", "threshold", "top_k", "gamma",
@@ -79,7 +78,7 @@ class Plan:
     alpha_ratio: float = field(default=2.0, metadata={"help": "lora_alpha = alpha_ratio × rank, per module."})
     lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA input."})
     warmstart: bool = field(default=True, metadata={"help": "Whether apply() warm-starts B from the gradients."})
-    gamma: float = field(default=WARM_START_GAMMA["classification"],
+    gamma: float = field(default=tasks.fallback().warm_start_gamma,
                          metadata={"help": "Warm-start step size (`plan` uses the task's default)."})
     gamma_normalise: bool = field(default=True, metadata={"help": "Warm-start from G/RMS(G), not G."})
     scaling_rule: str = field(default="constant", metadata={
@@ -290,7 +289,7 @@ def plan(model: nn.Module, data: DataLoader | Iterable[Batch], *, budget: int | 
                                          count_head=count_head, max_rank=max_rank)
     task = _task_type(model) if task_type == "auto" else task_type
     if config.gamma is None:
-        config = replace(config, gamma=WARM_START_GAMMA["causal_lm" if task == "CAUSAL_LM" else "classification"])
+        config = replace(config, gamma=tasks.of_peft_task_type(task).warm_start_gamma)
     batches, share, size = sample_batches(data, num_samples, seed)
     meter = PhaseMeter()
     context = methods.MethodContext(config, model, targets, lora_budget, batches, 0, task, heads, meter, share, loss_fn)

@@ -112,13 +112,12 @@ def cmd_train(args: argparse.Namespace) -> None:
     result = run_experiment(config, out, progress=not args.quiet).result
     if os.environ.get("RANK", "0") != "0":  # under torchrun only the first process reports
         return
-    m, p = result["metrics"], result["params"]
-    if result["task"] == "causal_lm":
-        print(f"{config.method}: test loss {m['loss']:.4f}  perplexity {m['perplexity']:.2f}  "
-              f"LoRA params {p['lora']:,}  time {result['timings']['total']:.1f}s")
-    else:
-        print(f"{config.method}: accuracy {m['accuracy']:.4f}  f1 {m['f1']:.4f}  (majority class {m['majority_rate']:.3f})  "
-              f"LoRA params {p['lora']:,}  head params {p['head']:,}  time {result['timings']['total']:.1f}s")
+    from balora import tasks
+
+    p = result["params"]
+    head = f"  head params {p['head']:,}" if p["head"] else ""  # a causal LM trains no head
+    print(f"{config.method}: {tasks.get(result['task']).headline(result['metrics'])}  LoRA params {p['lora']:,}{head}  "
+          f"time {result['timings']['total']:.1f}s")
     print(f"wrote {out / 'result.json'} and {out / 'adapter'}")
 
 

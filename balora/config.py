@@ -140,8 +140,6 @@ class RunConfig:
             if name not in TUNABLE:
                 raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
         self._check_quantisation()
-        if self.task not in ("auto", "classification", "causal_lm", "image"):
-            raise BaloraError(f"task must be auto, classification, causal_lm or image, got {self.task!r}")
         if self.prompt_template not in ("alpaca", "chat"):
             raise BaloraError(f"prompt_template must be 'alpaca' or 'chat', got {self.prompt_template!r}")
         if self.precision not in PRECISIONS:

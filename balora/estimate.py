@@ -141,10 +141,9 @@ def _sizes(data: Any) -> Sizes:
 
 
 def dataset_sizes(config: RunConfig) -> Sizes:
-    from balora.models import task_of
-    from balora.tasks import load_task_data
+    from balora.tasks import task_of
 
-    return _sizes(load_task_data(config, task_of(config.model, config.task)))
+    return _sizes(task_of(config.model, config.task).load_data(config))
 
 
 def run_seconds(config: RunConfig, rates: Rates, sizes: Sizes) -> float:

@@ -19,7 +19,7 @@ size of the step per weight entry, like Adam's first step: independent of the lo
 of samples and the model width. With `normalise=False`, Ĝ = G (the mean gradient) and γ is a plain
 learning rate.
 
-γ defaults to its task's value (`balora.tasks.WARM_START_GAMMA`), each chosen by measurement before
+γ defaults to its task's value (`Task.warm_start_gamma`, `balora.tasks`), each chosen by measurement before
 any training (`benchmarks/warmstart_gamma.py`, seeds 42-44, rank-equivalent 8) as the tested step with
 the lowest validation loss. Classification, MiniLM on Rotten Tomatoes 64-shot: mean loss on the
 importance sample 0.6941 with B = 0, 0.6743 at γ = 0.005, 0.6771 at 0.01, 0.6941 at 0.02, 0.7066 at

@@ -4,9 +4,7 @@ A model name is an embedded model (`minilm`, `smollm2`), a local folder, or a Hu
 `target_modules` returns every adaptable module with its true `(d_out, d_in)` shape, which the
 budget arithmetic needs: GPT-2's `Conv1D` stores its weight transposed.
 
-The task follows the model: a causal language model (`...ForCausalLM`, GPT-2's `LMHeadModel`) is
-fine-tuned as a causal LM, an image model (ViT, DeiT, ...: a model type transformers can load for image
-classification) as an image classifier, anything else as a sequence classifier (`task_of`).
+Which task a model is trained as (`balora.tasks.task_of`) follows its saved config (`model_config`).
 
 `vit-fashion` is built, not downloaded: `vision_pretraining.cached_vit_fashion()` pretrains a small ViT on Fashion-MNIST
 once and caches it (the offline stand-in for an ImageNet-pretrained ViT).
@@ -34,11 +32,11 @@ from transformers import (
     AutoModelForImageClassification,
     AutoModelForSequenceClassification,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 from transformers.image_processing_utils import BaseImageProcessor
-from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES
 from transformers.pytorch_utils import Conv1D
 
 from balora import assets
@@ -60,12 +58,6 @@ def _vit_fashion() -> Path:
 BUILT_MODELS: dict[str, Callable[[], Path]] = {assets.VIT_FASHION_NAME: _vit_fashion}
 # Embedded models that ship as GGUF: the file inside the asset, converted once to a plain folder.
 GGUF_FILES = {"smollm2": "SmolLM2-135M-Instruct.Q4_1.gguf"}
-TASKS = ("auto", "classification", "causal_lm", "image")
-# The embedded models' tasks, known without fetching them (a sweep's plan needs them before any run).
-EMBEDDED_TASKS = {"minilm": "classification", "smollm2": "causal_lm", assets.VIT_FASHION_NAME: "image"}
-# The transformers class that builds each task's model (with its head) from a config.
-TASK_MODEL_CLASSES = {"classification": AutoModelForSequenceClassification, "causal_lm": AutoModelForCausalLM,
-                      "image": AutoModelForImageClassification}
 
 # LoRA targets by architecture when the user names none (seed 000: query/value projections).
 DEFAULT_TARGETS = {
@@ -165,23 +157,13 @@ def plain_folder(name: str) -> Path:
         return assets.publish(staging, target)
 
 
-def task_of(name: str, task: str = "auto") -> str:
-    """`classification`, `causal_lm` or `image`: `task` unless it is `auto`, then what the model's saved
-    config says (a causal LM head means causal-LM training; an image model type, image classification)."""
-    if task not in TASKS:
-        raise BaloraError(f"unknown task '{task}'; choose one of {', '.join(TASKS)}")
-    if task != "auto":
-        return task
-    if name in EMBEDDED_TASKS:
-        return EMBEDDED_TASKS[name]
+def model_config(name: str) -> PretrainedConfig:
+    """The saved config of model `name` (an embedded model's, a local folder's or a hub model's), without its weights."""
     path = resolve_model_path(name)
     try:
-        config = AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as err:
         raise _hub_error(name, err) from None
-    if any(is_causal_lm_class(a) for a in config.architectures or []):
-        return "causal_lm"
-    return "image" if config.model_type in MODEL_FOR_IMAGE_CLASSIFICATION_MAPPING_NAMES else "classification"
 
 
 def is_causal_lm_class(class_name: str) -> bool:

@@ -46,11 +46,10 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from balora import bitsandbytes_backend
+from balora import bitsandbytes_backend, tasks
 from balora.config import QUANT_FORMATS as FORMATS
 from balora.config import QUANT_SCHEDULES as SCHEDULES
 from balora.errors import BaloraError
-from balora.models import TASK_MODEL_CLASSES
 
 # bitsandbytes `functional.py`, `get_4bit_type` (bitsandbytes-foundation/bitsandbytes): NF4 from
 # `create_normal_map(offset=0.9677083, use_extra_value=True)`; FP4 is the raw table divided by 12
@@ -442,7 +441,7 @@ def fold_into_zero_points(model: nn.Module, adapter: str = "default", tolerance:
 
 
 def save_quantised(model: nn.Module, out_dir: Path, task: str) -> None:
-    """A transformers model of `task` (classification, causal_lm, image) with `QuantLinear` layers: its
+    """A transformers model of `task` (a `balora.tasks` name) with `QuantLinear` layers: its
     config, `model.safetensors` (codes, scales, zero-points, every other weight; tied weights stored
     once) and `quantisation.json` naming the task and each quantised layer."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -463,8 +462,8 @@ def load_quantised(folder: str | Path) -> nn.Module:
     if not (folder / "quantisation.json").exists():
         raise BaloraError(f"{folder} holds no quantised model (no quantisation.json); write one with balora merge")
     spec = json.loads((folder / "quantisation.json").read_text())
-    task = spec.get("task", "classification")  # merges written before the task was recorded were all classifiers
-    model = TASK_MODEL_CLASSES[task].from_config(AutoConfig.from_pretrained(folder))
+    task = tasks.of_result(spec)  # merges written before the task was recorded were all classifiers
+    model = task.model_class.from_config(AutoConfig.from_pretrained(folder))
     weights = folder / "model.safetensors"
     with safe_open(weights, framework="pt") as stored:
         for name, layer_spec in spec["layers"].items():

@@ -12,14 +12,17 @@ The result written here is the unit everything downstream (sweeps, results store
                  also saved_adapter: the saved adapter's LoRA parameters, converted to the original base at
                  twice the rank (`methods.save_adapter`)
     allocation   per module: name, shape [d_out, d_in], importance, rank, params, final_rank
-    task         classification, causal_lm or image (the task follows the model, `models.task_of`)
-    metrics      classification and image: test accuracy, f1, precision, recall, loss; majority-class rate
-                 causal_lm: token-weighted test loss on response tokens, perplexity, tokens
-                 (none for a tuning run)
-    generations  causal_lm: greedy responses to the first test prompts, with their references
+    task         the task's name: classification, causal_lm or image (`balora.tasks`; it follows the model,
+                 `tasks.task_of`)
+    metrics      the task's test metrics (`Task.evaluate`; none for a tuning run) and its reference metrics
+                 (`Task.reference_metrics`). classification and image: accuracy, f1, precision, recall, loss;
+                 majority-class rate. causal_lm: token-weighted loss on response tokens, perplexity, tokens
+    generations  a task that `generates` (causal_lm): greedy responses to the first test prompts, with their
+                 references (None for a tuning run)
     reallocations  (ba_lora_dynamic) per reallocation: step, ranks, importance, params, budget, changed, seconds
     curves       train_loss [[step, loss]], validation [[step, {metrics}]] (step 0 = after init)
-    convergence_step  first step reaching 95% of the final validation accuracy (causal_lm: loss)
+    convergence_step  first step reaching 95% of the final value of the task's primary validation metric
+                 (accuracy; a causal LM's loss, lower is better: within 1/0.95 of it)
     timings      seconds per phase (load, importance, allocation, init, train, eval, and a causal LM's
                  greedy answers: generate) and total
     validation_seconds  of the train phase, the seconds spent on the validation curve
@@ -48,49 +51,27 @@ import torch
 import transformers
 from peft import get_peft_model
 from torch.utils.data import DataLoader
-from transformers import PreTrainedTokenizerBase
-from transformers.image_processing_utils import BaseImageProcessor
 
 from balora import __version__, quantisation
 from balora.allocation import lora_budget, rank_budget, rank_equivalent, summary
 from balora.base_transform import BaseTransform, base_transform, quantise_base
 from balora.config import RunConfig
-from balora.data import Example, importance_sample, make_loader, select_training
+from balora.data import Example, importance_sample, select_training
 from balora.errors import BaloraError, output_folder
-from balora.images import make_image_loader
 from balora.importance import ProbeReport, fit_head
-from balora.instructions import make_lm_loader, prompt_ids
 from balora.measure import PhaseMeter
 from balora.methods import MethodContext, Prepared, get_method, initial_state, save_adapter
 from balora.models import (
     TargetModule,
     head_module_names,
     head_parameter_count,
-    selects_logits,
     target_modules,
-    task_of,
     weights_checksums,
 )
 from balora.quiet import write_library_log
-from balora.tasks import TaskDataset, load_task_data, load_task_model, load_task_processor, with_task_defaults
-from balora.training import (
-    Distributed,
-    TrainSettings,
-    autocast,
-    bf16_emulation,
-    evaluate,
-    evaluate_causal_lm,
-    greedy_generate,
-    native_bf16,
-    total_steps,
-    train,
-)
-
-# PEFT's task type per task; images have none (PEFT's ViT example): the model's forward takes pixel_values,
-# and the head is named in modules_to_save.
-PEFT_TASK_TYPES = {"classification": "SEQ_CLS", "causal_lm": "CAUSAL_LM", "image": None}
-GENERATION_PROMPTS = 3  # test prompts answered greedily and stored with a causal-LM result
-GENERATION_TOKENS = 48
+from balora.tasks import Task, of_result, task_of, with_task_defaults
+from balora.tasks.base import Processor
+from balora.training import Distributed, TrainSettings, autocast, bf16_emulation, native_bf16, total_steps, train
 
 
 def seed_everything(seed: int) -> None:
@@ -152,12 +133,12 @@ class Setup:
     """Everything loaded before a method runs; shared by `plan_allocation` and `run_experiment`."""
 
     config: RunConfig
-    task: str  # classification, causal_lm or image
-    data: TaskDataset
+    task: Task
+    data: Any  # the task's dataset (`Task.load_data`): pool, validation and test
     train_examples: list[Example]
     importance_examples: list[Example]  # the one sample for importance, warm-start, EVA and the head probe
     probe: ProbeReport | None
-    processor: PreTrainedTokenizerBase | BaseImageProcessor  # the tokenizer, or for images the image processor
+    processor: Processor  # the tokenizer, or for images the image processor
     model: torch.nn.Module
     targets: list[TargetModule]
     head_params: int
@@ -166,21 +147,9 @@ class Setup:
     placement: Distributed
     transform: BaseTransform  # what the run does to the frozen base (a quantised base: `--quant`)
 
-    @property
-    def causal(self) -> bool:
-        return self.task == "causal_lm"
-
     def loader(self, examples: list[Example], shuffle: bool, batch_size: int | None = None) -> DataLoader:
-        c = self.config
-        if self.causal:
-            return make_lm_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
-                                  c.prompt_template, c.train_on_prompt, labelled_logits_only=selects_logits(self.model),
-                                  pad_to_multiple_of=c.pad_to_multiple_of)
-        if self.task == "image":
-            return make_image_loader(examples, self.processor, self.model.config.num_channels, batch_size or c.batch_size,
-                                     shuffle, c.seed)
-        return make_loader(examples, self.processor, batch_size or c.batch_size, shuffle, c.seed, c.max_length,
-                           c.pad_to_multiple_of)
+        return self.task.loader(examples, self.processor, self.model, self.config, batch_size or self.config.batch_size,
+                                shuffle)
 
     def evaluator(self, examples: list[Example]) -> Callable[[torch.nn.Module], dict[str, float]]:
         """Metrics of a model on `examples` (validation or test; the first `eval_examples` of them if set),
@@ -190,19 +159,13 @@ class Setup:
 
         def score(model: torch.nn.Module) -> dict[str, float]:
             with autocast(self.config.precision, self.placement.device):
-                return evaluate_causal_lm(model, loader) if self.causal else evaluate(model, loader, self.data.num_labels)
+                return self.task.evaluate(model, loader, self.data)
         return score
 
     def generations(self, model: torch.nn.Module) -> list[dict[str, str]]:
-        """Greedy responses to the first test prompts (the split is fixed, so always the same prompts)."""
-        examples = self.data.test[:GENERATION_PROMPTS]
-        prompts = [prompt_ids(e, self.config.prompt_template, self.processor) for e in examples]
+        """The task's answers to test prompts (`Task.generate`), under the run's precision."""
         with autocast(self.config.precision, self.placement.device):
-            outputs = greedy_generate(model, prompts, GENERATION_TOKENS, self.processor.eos_token_id,
-                                      self.processor.pad_token_id)
-        return [{"instruction": e.instruction, "input": e.input, "reference": e.response,
-                 "generated": self.processor.decode(out, skip_special_tokens=True).strip()}
-                for e, out in zip(examples, outputs)]
+            return self.task.generate(model, self.data, self.processor, self.config)
 
     def importance_batches(self) -> DataLoader:
         """This process's part of the importance sample (under torchrun each process scores its own
@@ -211,7 +174,7 @@ class Setup:
 
     def method_context(self, total_steps: int) -> MethodContext:
         return MethodContext(self.config, self.model, self.targets, self.budget, self.importance_batches, total_steps,
-                             PEFT_TASK_TYPES[self.task], head_module_names(self.model), self.meter,
+                             self.task.peft_task_type, head_module_names(self.model), self.meter,
                              len(self.placement.shard(self.importance_examples)))
 
 
@@ -222,13 +185,12 @@ def setup(config: RunConfig) -> Setup:
     placement = Distributed.from_env()
     with meter.phase("load"):
         task = task_of(config.model, config.task)  # first: a wrong model name fails before data loads
-        config = with_task_defaults(config, task)
-        data = load_task_data(config, task)  # then the data, which checks first that it fits the task
-        processor = load_task_processor(config, task)  # and only then what may be built (vit-fashion: minutes)
-        labels = [] if task == "causal_lm" else data.label_names
-        model = load_task_model(config, task, labels).to(placement.device)
+        config = with_task_defaults(config, task.name)
+        data = task.load_data(config)  # then the data, which checks first that it fits the task
+        processor = task.load_processor(config)  # and only then what may be built (vit-fashion: minutes)
+        model = task.load_model(config, task.labels(data)).to(placement.device)
         train_examples = select_training(data.pool, config.shots, config.train_size, config.seed,
-                                         min_classes=1 if task == "causal_lm" else 2)
+                                         min_classes=task.min_classes)
     targets = target_modules(model, config.target_modules)
     head_params = head_parameter_count(model)
     transform.prepare(model, targets, meter)
@@ -261,7 +223,7 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     """
     run = setup(config)
     config = run.config  # with the task's defaults filled in: what the run does and stores
-    data, meter, placement, transform = run.data, run.meter, run.placement, run.transform
+    task, data, meter, placement, transform = run.task, run.data, run.meter, run.placement, run.transform
     bf16_units = native_bf16(placement.device)
     if config.precision == "bf16" and placement.is_main and not bf16_units:
         print(f"balora: warning: --precision bf16 on {bf16_emulation(placement.device)}; --precision fp32 is faster on "
@@ -312,11 +274,10 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     if not config.tuning:  # a tuning run is scored on validation only: test accuracy exists only where selected
         with meter.phase("eval"):
             metrics = run.evaluator(data.test)(model)
-        if run.causal:  # timed apart: greedy answers stop at EOS, so their cost depends on what the model writes
+        if task.generates:  # timed apart: greedy answers stop at EOS, so their cost depends on what the model writes
             with meter.phase("generate"):
                 generations = run.generations(model)
-    if not run.causal:
-        metrics["majority_rate"] = data.majority_rate()
+    metrics.update(task.reference_metrics(data))
 
     final_ranks = (prepared.effective_ranks(model) if prepared.effective_ranks
                    else {m.name: m.rank for m in prepared.allocation})
@@ -325,11 +286,11 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
     result = {
         "key": config.key(),
         "config": config.to_dict(),
-        "task": run.task,
+        "task": task.name,
         "environment": environment(config.model, bf16_units),
         "data": {"dataset": data.name, "train_examples": len(run.train_examples),
                  "validation": len(data.validation[:config.eval_examples]), "test": len(data.test[:config.eval_examples]),
-                 "labels": None if run.causal else data.label_names},
+                 "labels": task.labels(data)},
         "budget": {"lora_budget": run.budget, "rank_equivalent": rank_equivalent(run.targets, run.budget),
                    "count_head": config.count_head, "unspent": run.budget - lora_final},
         "params": {"lora": lora_params, "lora_final": lora_final, "head": trained_head,
@@ -342,10 +303,10 @@ def run_experiment(config: RunConfig, out_dir: str | Path | None = None, progres
         "importance_sample": {"examples": len(run.importance_examples),
                               "probe": None if run.probe is None else vars(run.probe)},
         "metrics": metrics,
-        **({"generations": generations} if run.causal else {}),
+        **({"generations": generations} if task.generates else {}),
         "curves": {"train_loss": log.train_loss, "validation": log.validation},
         "steps": log.steps,
-        "convergence_step": log.convergence_step("loss" if run.causal else "accuracy"),
+        "convergence_step": log.convergence_step(task.metric),
         "timings": meter.timings(),
         "validation_seconds": validation_seconds[0],
         "memory": {"peak_rss_mib": meter.peak_rss_mib, "peak_cuda_mib": meter.peak_cuda_mib},
@@ -386,12 +347,12 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
         raise BaloraError(f"{run_dir} was trained with --quant {config.quant}{' --qa-lora' if config.qa_lora else ''}; "
                           "merge needs --quant int4 or int8 with --qa-lora (an update folds only into INT zero-points, "
                           "group by group)")
-    task = result.get("task", "classification")
-    model = load_task_model(config, task, result["data"]["labels"])
+    task = of_result(result)
+    model = task.load_model(config, result["data"]["labels"])
     quantise_base(model, config, target_modules(model, config.target_modules))
     peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
     quantisation.fold_into_zero_points(peft_model)
     merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
-    quantisation.save_quantised(merged, out_dir, task)
-    load_task_processor(config, task).save_pretrained(out_dir)
+    quantisation.save_quantised(merged, out_dir, task.name)
+    task.load_processor(config).save_pretrained(out_dir)
     return quantisation.memory_report(quantisation.quantised_layers(merged))

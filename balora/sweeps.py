@@ -36,6 +36,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from balora import tasks
 from balora.config import DEFAULTS, RunConfig, method_settings, protocol, protocol_key
 from balora.errors import BaloraError, output_folder
 from balora.quiet import silence
@@ -251,7 +252,7 @@ def confirmations(ready: list[Planned], store: ResultsStore) -> list[Decision]:
             if results is None or base is None:
                 decisions.append(Decision(first, [], "awaiting its screening runs or the reference's"))
                 continue
-            sign = -1.0 if primary_metric(results[0]) == "loss" else 1.0
+            sign = tasks.of_result(results[0]).metric.sign
             (final, area), (ref_final, ref_area) = _means(results), _means(base)
             gains = sign * (final - ref_final), sign * (area - ref_area)
             said = f"validation {gains[0]:+.4f}, anytime {gains[1]:+.4f} against {confirm.reference} (gain {confirm.gain:g})"

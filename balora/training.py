@@ -1,4 +1,4 @@
-"""Phase 4: a plain PyTorch training loop over a PEFT model, and evaluation.
+"""Phase 4: a plain PyTorch training loop over a PEFT model (each task evaluates it: `balora.tasks`).
 
 We use our own short loop rather than `transformers.Trainer` so that per-step hooks (AdaLoRA's
 `update_and_allocate`), validation curves and timing stay explicit and cost nothing extra; the
@@ -8,9 +8,8 @@ optimizer and schedule are the standard ones (AdamW, linear warm-up then linear 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +21,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from balora.methods import StepHook
 from balora.models import model_inputs
+from balora.tasks import Metric
 
 
 @dataclass
@@ -83,15 +83,13 @@ class TrainLog:
     train_loss: list[tuple[int, float]] = field(default_factory=list)
     validation: list[tuple[int, dict[str, float]]] = field(default_factory=list)
 
-    def convergence_step(self, metric: str = "accuracy", fraction: float = 0.95) -> int | None:
-        """First step at which validation `metric` reached `fraction` of its final value (for `loss`,
-        lower is better: the first step whose loss is within 1/`fraction` of the final loss)."""
+    def convergence_step(self, metric: Metric, fraction: float = 0.95) -> int | None:
+        """First step at which validation `metric` reached `fraction` of its final value (where lower is
+        better, as for a loss: the first step whose value is within 1/`fraction` of the final one)."""
         if not self.validation:
             return None
-        final = self.validation[-1][1][metric]
-        if metric == "loss":
-            return next(step for step, values in self.validation if values[metric] * fraction <= final)
-        return next(step for step, values in self.validation if values[metric] >= fraction * final)
+        final = self.validation[-1][1][metric.name]
+        return next(step for step, values in self.validation if metric.reached(values[metric.name], final, fraction))
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
@@ -116,113 +114,6 @@ def bf16_emulation(device: torch.device) -> str:
     units = " (AVX512 or AMX)" if device.type == "cpu" else ""
     return (f"a {device.type} without native bf16 matrix units{units}: matrix products are emulated, several times "
             "slower than fp32 here")
-
-
-@contextlib.contextmanager
-def weights_cast_once(model: nn.Module) -> Iterator[None]:
-    """For inference under bf16 autocast: each frozen weight cast to bf16 once per autocast region, not at
-    every forward. Autocast caches its low-precision copy only of leaf tensors that require grad, so a
-    frozen base weight is cast again at each call; in greedy decoding, one token per forward, casting the
-    whole model every token dominates the time. The frozen floating-point parameters are flagged as
-    requiring grad for the duration (callers run under `no_grad`, so no graph is built), which lets
-    autocast cache them; the values, hence the outputs, are the same. The flags are restored on exit."""
-    frozen = [p for p in model.parameters() if p.is_floating_point() and not p.requires_grad]
-    try:
-        for parameter in frozen:
-            parameter.requires_grad_(True)
-        yield
-    finally:
-        for parameter in frozen:
-            parameter.requires_grad_(False)
-
-
-def classification_metrics(predictions: torch.Tensor, labels: torch.Tensor, num_labels: int) -> dict[str, float]:
-    """Accuracy and macro-averaged F1, precision and recall (a class never predicted has precision 0)."""
-    precision, recall, f1 = [], [], []
-    for c in range(num_labels):
-        tp = int(((predictions == c) & (labels == c)).sum())
-        predicted, actual = int((predictions == c).sum()), int((labels == c).sum())
-        p = tp / predicted if predicted else 0.0
-        r = tp / actual if actual else 0.0
-        precision.append(p)
-        recall.append(r)
-        f1.append(2 * p * r / (p + r) if p + r else 0.0)
-    return {"accuracy": float((predictions == labels).float().mean()),
-            "f1": sum(f1) / num_labels, "precision": sum(precision) / num_labels, "recall": sum(recall) / num_labels}
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, num_labels: int) -> dict[str, float]:
-    """Loss and classification metrics of `model` on `loader` (padding does not affect them).
-
-    The loss is the task's cross-entropy computed here from the logits, not the model's `loss`, which
-    for AdaLoRA includes its orthogonality penalty (PEFT adds it in eval mode too); labels are not
-    passed to the model, so that penalty is not even computed."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    predictions, labels, loss_sum, count = [], [], 0.0, 0
-    with weights_cast_once(model):
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            targets = batch.pop("labels")
-            logits = model(**batch).logits
-            loss_sum += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
-            count += targets.shape[0]
-            predictions.append(logits.argmax(-1).cpu())
-            labels.append(targets.cpu())
-    model.train(was_training)
-    metrics = classification_metrics(torch.cat(predictions), torch.cat(labels), num_labels)
-    metrics["loss"] = loss_sum / count
-    return metrics
-
-
-@torch.no_grad()
-def evaluate_causal_lm(model: nn.Module, loader: DataLoader) -> dict[str, float]:
-    """Token-weighted next-token cross-entropy over the labelled (response) tokens, and perplexity = e^loss.
-
-    Computed here from the logits, like `evaluate`, so that AdaLoRA's orthogonality penalty is left out
-    (labels are not passed). Batches with `logits_to_keep` get logits at the labelled positions only."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loss_sum, tokens = 0.0, 0
-    with weights_cast_once(model):
-        for batch in loader:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            if "logits_to_keep" in batch:
-                targets = model_inputs(batch)["shift_labels"]
-                del batch["labels"]
-                logits = model(**batch).logits
-            else:
-                targets = batch.pop("labels")[:, 1:]
-                logits = model(**batch).logits[:, :-1]
-            loss_sum += float(torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(),
-                                                                targets.reshape(-1), ignore_index=-100,
-                                                                reduction="sum"))
-            tokens += int((targets != -100).sum())
-    model.train(was_training)
-    loss = loss_sum / max(tokens, 1)
-    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "tokens": float(tokens)}
-
-
-@torch.no_grad()
-def greedy_generate(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, eos_token_id: int,
-                    pad_token_id: int) -> list[list[int]]:
-    """Greedy continuations of each prompt (token ids), one prompt at a time so no padding is involved."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    outputs = []
-    with weights_cast_once(model):
-        for prompt in prompts:
-            ids = torch.tensor([prompt], device=device)
-            generated = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                       max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos_token_id,
-                                       pad_token_id=pad_token_id)
-            outputs.append(generated[0, len(prompt):].tolist())
-    model.train(was_training)
-    return outputs
 
 
 def optimizer_groups(model: nn.Module, learning_rate: float, loraplus_ratio: float = 1.0) -> list[dict]:

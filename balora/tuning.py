@@ -52,6 +52,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from balora import tasks
 from balora.config import RunConfig, protocol
 
 RISING_TOLERANCE = 0.005
@@ -160,8 +161,9 @@ MIN_CURVE_POINTS = 3  # an anytime area from fewer validation points says little
 
 
 def primary_metric(result: dict[str, Any]) -> str:
-    """The validation metric a run's curves are read by: a causal LM's loss, every other run's accuracy."""
-    return "loss" if result.get("task") == "causal_lm" else "accuracy"
+    """The validation metric a run's curves are read by: its task's (`Task.metric`; a causal LM's loss, a
+    classifier's accuracy)."""
+    return tasks.of_result(result).metric.name
 
 
 def validation_curve(result: dict[str, Any], metric: str | None = None) -> list[tuple[int, float]]:

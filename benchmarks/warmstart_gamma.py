@@ -3,7 +3,7 @@
 For each γ, BA-LoRA's allocation and warm-start are applied to a fresh copy of the model and we print
 the loss on the importance sample (where the gradient came from) and the loss (and accuracy, for a
 classifier) on the validation split, against PEFT's standard init (B = 0, γ = 0). One importance pass
-serves every γ. A task's default (`balora.tasks.WARM_START_GAMMA`) is the tested γ with the lowest mean
+serves every γ. A task's default (`Task.warm_start_gamma` in `balora.tasks`) is the tested γ with the lowest mean
 validation loss.
 
     python benchmarks/warmstart_gamma.py                      # MiniLM, Rotten Tomatoes 64-shot (classification)
@@ -26,7 +26,6 @@ from balora.config import RunConfig
 from balora.initialisation import warm_start
 from balora.methods import get_method
 from balora.run import seed_everything, setup
-from balora.training import evaluate, evaluate_causal_lm
 
 
 def measure(config: RunConfig, gammas: list[float]) -> dict[float, dict[str, float]]:
@@ -37,7 +36,7 @@ def measure(config: RunConfig, gammas: list[float]) -> dict[float, dict[str, flo
                                                 len(run.importance_examples)).mean
 
     def score(model: torch.nn.Module, loader: torch.utils.data.DataLoader) -> dict[str, float]:
-        return evaluate_causal_lm(model, loader) if run.causal else evaluate(model, loader, run.data.num_labels)
+        return run.task.evaluate(model, loader, run.data)
 
     validation = run.loader(run.data.validation[:config.eval_examples], shuffle=False, batch_size=config.eval_batch_size)
     rows = {}

@@ -59,10 +59,11 @@ def test_a_short_real_run(tmp_path):
 
 
 def test_smollm2_loads_from_its_plain_folder_as_a_causal_lm_with_every_projection_budgeted():
-    from balora.models import load_causal_lm, plain_folder, target_modules, task_of
+    from balora.models import load_causal_lm, plain_folder, target_modules
+    from balora.tasks import task_of
 
     folder = plain_folder("smollm2")  # converted from the wheel's GGUF once; later calls reuse the folder
-    assert (folder / "model.safetensors").is_file() and task_of("smollm2") == "causal_lm"
+    assert (folder / "model.safetensors").is_file() and task_of("smollm2").name == "causal_lm"
     model = load_causal_lm("smollm2")
     targets = target_modules(model)
     assert len(targets) == 30 * 7 and {(t.d_out, t.d_in) for t in targets if t.name.endswith("k_proj")} == {(192, 576)}

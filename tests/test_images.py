@@ -18,6 +18,7 @@ from balora.config import RunConfig
 from balora.data import select_training
 from balora.errors import BaloraError
 from balora.run import run_experiment
+from balora.tasks import task_of
 
 
 @pytest.fixture(scope="module")
@@ -133,16 +134,16 @@ def test_unknown_image_dataset_offline_names_the_offline_ones(monkeypatch):
 
 
 def test_the_task_follows_the_model(tiny_vit_dir, tiny_model_dir):
-    assert models.task_of(str(tiny_vit_dir)) == "image"
-    assert models.task_of(str(tiny_model_dir)) == "classification"
-    assert models.task_of(str(tiny_model_dir), "image") == "image"
+    assert task_of(str(tiny_vit_dir)).name == "image"
+    assert task_of(str(tiny_model_dir)).name == "classification"
+    assert task_of(str(tiny_model_dir), "image").name == "image"
 
 
 def test_vit_fashion_resolves_through_its_builder_at_call_time(tiny_vit_dir, monkeypatch):
     calls = []
     monkeypatch.setattr(vision_pretraining, "cached_vit_fashion", lambda: calls.append(1) or tiny_vit_dir)
     assert models.resolve_model_path("vit-fashion") == str(tiny_vit_dir) and calls == [1]
-    assert models.task_of("vit-fashion") == "image"
+    assert task_of("vit-fashion").name == "image"
 
 
 def test_vit_targets_default_to_query_and_value():

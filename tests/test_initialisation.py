@@ -5,10 +5,10 @@ import torch
 from conftest import TINY_MODELS, random_batches
 from peft import LoraConfig, get_peft_model
 
+from balora import tasks
 from balora.importance import accumulate_gradients
 from balora.initialisation import lora_layer, warm_start
 from balora.models import target_modules
-from balora.tasks import WARM_START_GAMMA
 
 TARGETS = {"bert": ["query", "value"], "gpt2": ["c_attn"], "llama": ["q_proj", "v_proj"]}
 
@@ -34,7 +34,7 @@ def _loss(model, batches) -> float:
 def test_warm_start_lowers_the_loss_on_the_estimation_data(arch):
     model, batches, gradients = _setup(arch)
     before = _loss(model, batches)  # B = 0: the adapter is a no-op
-    warm_start(model, gradients, WARM_START_GAMMA["classification"])  # the default step
+    warm_start(model, gradients, tasks.get("classification").warm_start_gamma)  # the default step
     after = _loss(model, batches)
     assert after < before - 1e-6
 

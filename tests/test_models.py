@@ -43,8 +43,9 @@ def test_unknown_module_names_the_fix():
 
 @pytest.mark.parametrize("path", ["/nonexistent/dir", "./nonexistent", "../nonexistent/model"])
 def test_a_missing_model_folder_is_called_missing_not_looked_up_on_the_hub(path):
-    from balora.models import resolve_model_path, task_of
+    from balora.models import model_config, resolve_model_path
+    from balora.tasks import task_of
 
-    for call in (resolve_model_path, task_of):
+    for call in (resolve_model_path, model_config, task_of):
         with pytest.raises(BaloraError, match=f"model folder '{path}' does not exist; check the path"):
             call(path)

@@ -281,10 +281,10 @@ def test_warm_start_lowers_a_causal_lm_s_loss_before_training(tiny_lm_dir, tiny_
 
 
 def test_task_follows_the_model_unless_set(tiny_lm_dir, tiny_model_dir, tiny_alpaca, tiny_csv):
-    from balora.models import task_of
+    from balora.tasks import task_of
 
-    assert task_of(str(tiny_lm_dir)) == "causal_lm" and task_of(str(tiny_model_dir)) == "classification"
-    assert task_of(str(tiny_lm_dir), "classification") == "classification"
+    assert task_of(str(tiny_lm_dir)).name == "causal_lm" and task_of(str(tiny_model_dir)).name == "classification"
+    assert task_of(str(tiny_lm_dir), "classification").name == "classification"
     result = run_experiment(tiny_config(tiny_lm_dir, tiny_csv, task="classification", epochs=1), progress=False).result
     assert result["task"] == "classification" and "accuracy" in result["metrics"]
 

@@ -105,9 +105,9 @@ def test_quick_reuses_the_rates_its_committed_tuning_sweep_selected():
 
 @pytest.mark.parametrize("preset, task", [("quick_tuned", "classification"), ("lm", "causal_lm"), ("vision", "image")])
 def test_a_preset_plans_every_run_with_its_task_s_warm_start_step(preset, task):
-    from balora.tasks import WARM_START_GAMMA
+    from balora import tasks
 
-    assert {planned.config.gamma for planned in load_spec(preset).runs} == {WARM_START_GAMMA[task]}
+    assert {planned.config.gamma for planned in load_spec(preset).runs} == {tasks.get(task).warm_start_gamma}
 
 
 def test_paper_preset_is_seed000_design():

@@ -8,14 +8,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from balora.instructions import InstructionExample, make_lm_loader
 from balora.models import model_inputs, selects_logits
-from balora.training import (
-    Distributed,
-    TrainSettings,
-    evaluate,
-    evaluate_causal_lm,
-    greedy_generate,
-    train,
-)
+from balora.tasks.causal_lm import evaluate_causal_lm, greedy_generate
+from balora.tasks.classification import evaluate
+from balora.training import Distributed, TrainSettings, train
 
 
 def test_evaluation_loss_is_the_task_loss_without_adalora_s_penalty():
