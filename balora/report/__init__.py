@@ -35,12 +35,12 @@ def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: 
 
 
 def _build(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None, source: str,
-           figures_too: bool) -> builder.Report | None:
+           figures_too: bool, study: str = "") -> builder.Report | None:
     token = figures.RENDER.set(figures_too)
     try:
         report = builder.write(results, out_dir, source)
         if paper_dir is not None:
-            paper.write_generated(report, Path(paper_dir))
+            paper.write_generated(report, Path(paper_dir), study)
     finally:
         figures.RENDER.reset(token)
     return report
@@ -66,7 +66,9 @@ def _folder_label(folder: str | Path) -> str:
 def write_runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path | None = None,
                       figures_too: bool = True, readme: str | Path | None = None) -> Path:
     """The report for every run file in `folder` (see `balora.runfiles` and `build_report`); no database.
-    With `readme`, also the folder's generated block of headline results in that README (`readme.py`)."""
+    A folder the paper reports as a study of its own (`paper.STUDIES`, e.g. results/levers) writes its parts
+    under `paper_dir/generated/<study>/`. With `readme`, also the folder's generated block of headline results
+    in that README (`readme.py`)."""
     report, results = _runs_report(folder, out_dir, paper_dir, figures_too)
     if readme is not None:
         write_readme(readme, _folder_label(folder), headline(report, results))
@@ -81,7 +83,7 @@ def _runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path 
     if not results:  # a mistyped folder, or a sweep not yet run: not a study with nothing to report
         raise BaloraError(f"no run files in {folder}; give the folder a sweep's --results-dir wrote to")
     source = f"{len(results)} run files in {_folder_label(folder)}"
-    return _build(results, out_dir, paper_dir, source, figures_too), results
+    return _build(results, out_dir, paper_dir, source, figures_too, paper.study_of(folder)), results
 
 
 # The text a committed report consists of: what `check_report` compares (figures are images, rebuilt from

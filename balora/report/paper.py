@@ -9,6 +9,10 @@ table and figure comes from here:
 
 Per-setting parts show the primary setting (full data if there is one, else the one with the most
 runs); the report has every setting.
+
+A results folder named in `STUDIES` is a study the paper reports beside its main results: its report writes
+the same parts into `generated/<study>/` (its macros prefixed, e.g. `\\LeversNumRuns`), so that writing one
+source's parts never overwrites or deletes another's.
 """
 
 from __future__ import annotations
@@ -16,19 +20,20 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
-from balora.report import claims, figures, selection, stats
+from balora.report import anytime, claims, figures, selection, stats
+from balora.report.analysis import Row
 from balora.report.builder import STATISTICS, Report
 from balora.report.criteria import abstract_claims, criteria_summary
 from balora.report.document import NARROW, Figure, Table, latex_text, slug, table_latex
 from balora.report.runs import budget_label, settings
-from balora.report.tables import STAT_NOTE, pct
+from balora.report.tables import STAT_NOTE, coverage_table, pct, signed
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
 MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "ModelNames", "DatasetNames", "ShotCounts",
@@ -44,8 +49,30 @@ CI_LEVEL_NOTE = ("{}: Δ with its paired-t confidence interval at the level that
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
-         "criteria", "budget", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "dynamics", "cost", "missing", "lm")
+         "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
+         "strategy_more", "anytime", "dynamics", "cost", "coverage", "lm")
+# results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
+# also its macros' prefix, so it holds letters only
+STUDIES = ("levers",)
+
+
+def study_of(folder: str | Path) -> str:
+    """The study a results folder's parts belong to (`STUDIES`), or "" for the paper's main results."""
+    name = Path(folder).name
+    return name if name in STUDIES else ""
+
+
+@dataclass(frozen=True)
+class Output:
+    """Where a source's parts go: `folder` on disk, and `tex`, the same folder as main.tex names it."""
+
+    folder: Path
+    tex: str
+    study: str = ""
+
+    def label(self, name: str) -> str:
+        """A float's label, unique in the paper: a study's floats may share names with the main results'."""
+        return f"{self.study}/{name}" if self.study else name
 
 
 def primary_setting(frame: pd.DataFrame) -> str:
@@ -125,22 +152,22 @@ def _macro_file(values: dict[str, str]) -> str:
     return "".join(rf"\newcommand{{\{name}}}{{{latex_text(value)}}}" + "\n" for name, value in values.items())
 
 
-def _figure(figure: Figure, out: Path) -> str:
-    (out / "figures").mkdir(exist_ok=True)
+def _figure(figure: Figure, out: Output) -> str:
+    (out.folder / "figures").mkdir(exist_ok=True)
     if figures.RENDER.get():  # else only the text is being written
-        shutil.copy(figure.pdf, out / "figures" / figure.pdf.name)
+        shutil.copy(figure.pdf, out.folder / "figures" / figure.pdf.name)
     # natural size where it fits (so every figure's text is the same size), else shrunk to the page
     size = rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height=0.55\textheight,keepaspectratio"
     return "\n".join([
-        r"\begin{figure}[htbp]", r"\centering", rf"\includegraphics[{size}]{{generated/figures/{figure.pdf.name}}}",
-        rf"\caption{{{latex_text(figure.title)}. {latex_text(figure.caption)}}}\label{{fig:{figure.name}}}",
+        r"\begin{figure}[htbp]", r"\centering", rf"\includegraphics[{size}]{{{out.tex}/figures/{figure.pdf.name}}}",
+        rf"\caption{{{latex_text(figure.title)}. {latex_text(figure.caption)}}}\label{{fig:{out.label(figure.name)}}}",
         r"\end{figure}", ""])
 
 
-def _table(table: Table, out: Path) -> str:
+def _table(table: Table, out: Output) -> str:
     """The table's compact columns less those with one value in every row (said in the caption), without the
     statistics legend (the paper states it once, in `statistics.tex`)."""
-    (out / "tables").mkdir(exist_ok=True)
+    (out.folder / "tables").mkdir(exist_ok=True)
     short = replace(table.select(table.compact or table.columns), legend="").constants_in_caption()
     if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
         at = short.columns.index("≤ majority")
@@ -150,8 +177,8 @@ def _table(table: Table, out: Path) -> str:
     unexplained = [c for c in short.columns if c.endswith("[CI]") and c not in short.column_notes]
     if unexplained:  # the legend said it; the level must still be under the table
         short = replace(short, notes=[*short.notes, CI_LEVEL_NOTE.format(", ".join(unexplained))])
-    (out / "tables" / f"{table.name}.tex").write_text(table_latex(short, label=f"tab:{table.name}"))
-    return rf"\input{{generated/tables/{table.name}.tex}}" + "\n"
+    (out.folder / "tables" / f"{table.name}.tex").write_text(table_latex(short, label=f"tab:{out.label(table.name)}"))
+    return rf"\input{{{out.tex}/tables/{table.name}.tex}}" + "\n"
 
 
 def _sentences(sentences: list[str]) -> str:
@@ -161,7 +188,7 @@ def _sentences(sentences: list[str]) -> str:
     return "\n".join([r"\begin{itemize}", *(rf"\item {latex_text(s)}" for s in sentences), r"\end{itemize}", ""])
 
 
-def _part(sentences: list[str], floats: list[Table | Figure], out: Path, empty: str) -> str:
+def _part(sentences: list[str], floats: list[Table | Figure], out: Output, empty: str) -> str:
     """Claims, then the floats; `empty` (what is missing) where there is neither."""
     if not sentences and not floats:
         return latex_text(empty) + "\n"
@@ -186,7 +213,40 @@ def _verdict_words(rows: list, reference: str, what: str) -> list[str]:
                                                 for r in compared) + "."]
 
 
-def _parts(report: Report, out: Path) -> dict[str, str]:
+def _intervals(rows: list[Row], reference: str, where: str) -> list[str]:
+    """One sentence for a table's tested comparisons with `reference` in plain words: each arm's Δ with its CI
+    and its verdict (the abstract's and the answer's form, where the table is not at hand)."""
+    tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
+    if not tested:
+        return []
+    return [f"{where}, against {reference}: " + "; ".join(
+        f"{r.label} at {r.lead}, Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), "
+        f"{c.verdict_label}" for r in tested for c in [r.comparison]) + "."]
+
+
+def _anytime(report: Report, pick) -> tuple[list[str], list[Table | Figure]]:
+    """The anytime comparisons in words (which arms learn sooner than LoRA, and which of them only sooner,
+    tying at the end) and their tables (the validation curves are in the dynamics part); nothing where no sweep
+    of the runs asks for it."""
+    frame = report.analysis.frame
+    if not anytime.declaring_sweeps(frame):
+        return [], []
+    sentences, floats = [], []
+    for setting in settings(frame):
+        part = frame[(frame["setting"] == setting) & frame["anytime"].notna()]
+        if part.empty:
+            continue
+        rows, final = anytime.compare(part)
+        sentences += [s.replace("Against LoRA", f"{setting}, on the anytime metric against LoRA")
+                      for s in _verdict_words(rows, "LoRA", "arms")]
+        sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric while its test "
+                      f"accuracy is {final[(r.lead, r.arm)].verdict_label} against LoRA's."
+                      for r in anytime.speed_wins(rows, final)]
+        floats += pick(f"anytime_{slug(setting)}")
+    return sentences, floats
+
+
+def _parts(report: Report, out: Output) -> dict[str, str]:
     analysis, frame = report.analysis, report.analysis.frame
     primary = primary_setting(frame)
     key = slug(primary)
@@ -199,6 +259,7 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
         return [block for name, block in named.items() if name.startswith(prefix)]
 
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
+    anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
     return {
         # the abstract: the headline intervals and verdicts in words, then the counts over every comparison
@@ -214,17 +275,25 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
         "criteria": _part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
                           out, "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
+        # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
+        # ablations and controls, against full BA-LoRA
+        "answer": _part([*(s for setting, rows in analysis.main.items()
+                           for s in _intervals(rows, "tuned LoRA", setting)),
+                         *(s for setting, rows in analysis.ablation.items()
+                           for s in _intervals(rows, "full BA-LoRA", setting))], [], out,
+                        "No comparison with LoRA was possible."),
         "budget": _part(_verdict_words(claims._proposed_rows(analysis.main.get(primary, [])), "LoRA", "budgets"),
-                        pick(f"budget_{key}", f"pareto_{key}"), out, f"No budget comparison in {primary}."),
+                        pick(f"budget_{key}"), out, f"No budget comparison in {primary}."),
+        # accuracy against parameters: the table has the numbers, the appendix the picture
+        "budget_more": _part([], pick(f"pareto_{key}"), out, ""),
         "fewshot": _part([*(s for name in analysis.fewshot
                             for s in _verdict_words(claims._proposed_rows(analysis.fewshot[name]), "LoRA",
                                                     "shot counts")), *claims._trend_counts(analysis)],
                          prefixed("fewshot_"), out, " ".join(["No few-shot comparison.", *fewshot_missing])),
-        # the body shows one budget's heatmap (r = 8 where there is one), its text the importance-rank correlation;
-        # the appendix the other budgets and the importance plot
-        "allocation": _part(claims.allocation_claims(frame, primary), heatmaps[:1], out,
-                            f"No allocation data in {primary}."),
-        "allocation_more": _part([], [*heatmaps[1:], *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], out, ""),
+        # the body says where the ranks went (the importance-rank correlation, the mean rank per module type); the
+        # appendix shows it, every budget's heatmap (r = 8 first where there is one) and the importance plot
+        "allocation": _part(claims.allocation_claims(frame, primary), [], out, f"No allocation data in {primary}."),
+        "allocation_more": _part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], out, ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
         "ablation": _part([s for setting in analysis.ablation
                            for s in _verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations")],
@@ -236,36 +305,57 @@ def _parts(report: Report, out: Path) -> dict[str, str]:
                           "No strategy comparison."),
         # the strategies' parameters against their loss: detail for the appendix (the table has both)
         "strategy_more": _part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), out, ""),
+        "anytime": _part(anytime_sentences, anytime_floats, out, "No anytime comparison."),
         "dynamics": _part(claims.majority_claims(frame) + report.convergence_claims,
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
         "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),
-        "missing": (latex_text("Not available in these results:") + "\n" + _sentences(report.coverage())
-                    if report.missing else latex_text("Every planned table and figure had data.") + "\n"),
+        # what ran (the report lists what did not)
+        "coverage": _table(replace(coverage_table(frame), compact=["Setting", "Method", "Runs per budget"],
+                                   title="Finished evaluation runs per setting, method and budget"), out),
     }
 
 
-def write_generated(report: Report | None, paper_dir: Path) -> Path:
-    """Write `paper_dir/generated/` for `report` (None: no results, every part says so). Returns the folder."""
-    out = paper_dir / "generated"
-    shutil.rmtree(out, ignore_errors=True)  # every file in it is ours and regenerated
-    out.mkdir(parents=True)
+def _clear(folder: Path, study: str) -> None:
+    """Empty `folder` of this source's parts before they are written again (a rerun on other data must not
+    leave old ones behind); the main results' folder keeps the studies' folders inside it."""
+    if study or not folder.exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for path in folder.iterdir():
+        if path.name in STUDIES and path.is_dir():
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
+def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> Path:
+    """Write `paper_dir/generated/` (a study's: `paper_dir/generated/<study>/`, see `STUDIES`) for `report`
+    (None: no results, every part says so). Returns the folder."""
+    tex = f"generated/{study}" if study else "generated"
+    out = Output(paper_dir / tex, tex, study)
+    _clear(out.folder, study)
+    out.folder.mkdir(parents=True, exist_ok=True)
+    names = {name: study.capitalize() + name for name in MACROS}
     if report is None:
-        (out / "results.tex").write_text(_macro_file(dict.fromkeys(MACROS, "n/a")))
+        values = dict.fromkeys(MACROS, "n/a")
         parts = dict.fromkeys(PARTS, "No results were available when this paper was generated.\n")
     elif report.analysis.frame.empty:  # causal-LM runs only
-        (out / "results.tex").write_text(_macro_file(dict.fromkeys(MACROS, "n/a")))
+        values = dict.fromkeys(MACROS, "n/a")
         parts = dict.fromkeys(PARTS, "No classification results were available when this paper was generated.\n")
         parts["abstract"] = parts["conclusion"] = _sentences(report.lm_bottom_lines) + parts["abstract"]
     else:
-        (out / "results.tex").write_text(_macro_file(macros(report.analysis.frame)))
+        values = macros(report.analysis.frame)
         parts = _parts(report, out)
+    (out.folder / "results.tex").write_text(_macro_file({names[k]: v for k, v in values.items()}))
     if report is not None:
         floats = [b for b in report.sections.get("lm", []) if isinstance(b, Table | Figure)]
         parts["lm"] = _part(report.lm_claims, floats, out, "No instruction-tuning (causal-LM) runs.")
     for name, text in parts.items():
-        (out / f"{name}.tex").write_text(text)
-    return out
+        (out.folder / f"{name}.tex").write_text(text)
+    return out.folder
 
 
 def build_paper(paper_dir: str | Path = "paper") -> Path:
