@@ -461,7 +461,11 @@ def test_a_part_missing_for_one_reason_in_several_settings_is_said_once(tmp_path
     settings_ = "; ".join(setting_label("minilm", "rotten_tomatoes", k, None) for k in (16, 64))
     assert f"- Ablations: no ablation runs, in 2 settings ({settings_})." in markdown
     assert "- Ablations, minilm" not in markdown
-    assert "Ablations: no ablation runs, in 2 settings" in (tmp_path / "paper" / "generated" / "missing.tex").read_text()
+    # the paper says what ran (its coverage table), never lists what did not
+    generated = tmp_path / "paper" / "generated"
+    assert not (generated / "missing.tex").exists()
+    assert r"\input{generated/tables/coverage.tex}" in (generated / "coverage.tex").read_text()
+    assert "no ablation runs" not in (generated / "tables" / "coverage.tex").read_text()
 
 
 def test_missing_or_empty_database(tmp_path: Path):
@@ -1141,11 +1145,52 @@ def test_the_paper_body_from_the_committed_runs_fits_ten_pages(tmp_path: Path):
     paper = tmp_path / "paper"
     shutil.copytree(root / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf", "*.aux", "*.log"))
     write_runs_report(root / "results" / "paper", tmp_path / "report", paper_dir=paper, figures_too=True)
+    write_runs_report(root / "results" / "levers", tmp_path / "levers", paper_dir=paper, figures_too=True)
     pdf = build_paper(paper)
     pages = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
                            check=True).stdout.split("\f")
     references = next(i for i, page in enumerate(pages, 1) if re.search(r"^\s*References\s*$", page, re.M))
     assert references - 1 <= 10, f"the body has {references - 1} pages"
+    body = "".join(pages[:references - 1])
+    assert "is missing: run balora report" not in "".join(pages)  # every part, the lever study's included
+    # the body leads with the lever study's answer: its setting's comparisons with a tuned LoRA
+    assert "vit-fashion" in body and "against tuned LoRA" in body
     for name in ("budget", "fewshot", "ablation", "strategy"):
         for table in (paper / "generated" / "tables").glob(f"{name}_*.tex"):
             assert r"\begin{sidewaystable}" not in table.read_text(), table.name
+
+
+def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_reports(tmp_path: Path):
+    """results/levers is a study of its own in the paper: its report writes generated/levers/ (macros
+    prefixed Levers), the main results' report leaves that folder alone, and the answer's sentences carry
+    exactly the Δ, CI and verdict of each comparison in the study's committed report."""
+    from balora.report import write_runs_report
+    from balora.report.document import latex_text
+
+    root = Path(__file__).parents[1]
+    paper = tmp_path / "paper"
+    write_runs_report(root / "results" / "levers", tmp_path / "levers", paper_dir=paper, figures_too=False)
+    write_runs_report(root / "results" / "paper", tmp_path / "main", paper_dir=paper, figures_too=False)
+    generated = paper / "generated"
+    assert r"\newcommand{\NumRuns}" in (generated / "results.tex").read_text()
+    levers = generated / "levers"
+    assert r"\newcommand{\LeversNumRuns}" in (levers / "results.tex").read_text()
+    assert r"\input{generated/levers/tables/ablation_" in (levers / "ablation.tex").read_text()
+    answer = (levers / "answer.tex").read_text()
+    report = (root / "results" / "levers" / "report" / "report.md").read_text()
+    compared = 0
+    for heading, reference in (("Budget efficiency — ", "tuned LoRA"), ("Ablations against full BA-LoRA — ", "full BA-LoRA")):
+        for table in re.findall(rf"\*\*{heading}(.+?)\*\*\n\n(.+?)\n\n", report, re.S):
+            setting, lines = table
+            header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines.splitlines()]
+            at = {name: header.index(name) for name in ("Budget", "Method", "Δ acc. (pp) [CI]", "Verdict")}
+            for row in rows[1:]:  # after the Markdown rule
+                delta = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row[at["Δ acc. (pp) [CI]"]])
+                if delta is None:  # the reference
+                    continue
+                d, low, high = delta.groups()
+                assert latex_text(f"{setting}, against {reference}: ") in answer
+                assert latex_text(f"{row[at['Method']]} at {row[at['Budget']]}, Δ = {d} pp (") in answer
+                assert latex_text(f"CI {low} to {high}), {row[at['Verdict']]}") in answer
+                compared += 1
+    assert compared >= 2  # BA-LoRA against LoRA, and at least one control against BA-LoRA
