@@ -1087,6 +1087,27 @@ def test_every_rank_heatmap_has_its_colour_scale(tmp_path: Path, monkeypatch: py
         assert any(ax.get_label() == "<colorbar>" for ax in canvas.axes)
 
 
+def test_a_rank_heatmap_of_many_module_types_stays_near_print_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """With six module types (every linear layer of the ViT in results/levers) and four adaptive arms side by
+    side, the heatmap would be twice the text width and shrunk to half size on the page, its numbers
+    illegible; it wraps its arms into rows so the page shrinks it by at most a quarter."""
+    from balora.report import figures
+    from balora.report.paper import TEXT_WIDTH
+    from balora.report.runs import load_runs
+    from balora.runfiles import read_runs
+
+    canvases = []
+    monkeypatch.setattr(figures, "_save", lambda fig, *args: canvases.append(fig))
+    frame = load_runs(read_runs(Path(__file__).parents[1] / "results" / "levers"))
+    setting = next(s for s in frame["setting"].unique() if s.startswith("vit-fashion"))
+    figures.rank_heatmaps(frame[frame["setting"] == setting], setting, tmp_path)
+    assert canvases
+    text_height = 9.0  # inches: letter paper less 1 in margins; main.tex caps a figure at 0.55 of it
+    for canvas in canvases:
+        width, height = canvas.get_size_inches()
+        assert min(1.0, TEXT_WIDTH / width, 0.55 * text_height / height) >= 0.75, (width, height)
+
+
 def test_table_latex_never_shrinks_type_below_9_pt():
     """A table too wide for the page is set sideways (and wraps a text column if it must), never scaled down
     nor set in \\scriptsize or \\tiny: in print those are 6 pt."""

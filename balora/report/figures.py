@@ -32,6 +32,7 @@ from balora.report.runs import allocation_frame, arm_order, budget_label, dynami
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#7F7F7F"}
 HEATMAP_ARMS = 6  # method column groups per heatmap row
+HEATMAP_COLUMNS = 12  # matrix columns per heatmap row: wider would be shrunk below print size on the page
 # Widest figure (inches): a page-wide figure in the paper (6.5 in) keeps ≥ 80% of the font size.
 MAX_WIDTH = 8.0
 SEQUENCE = ["sky", "orange", "green", "vermillion", "blue", "purple", "black", "yellow"]  # budgets, other arms
@@ -135,8 +136,9 @@ def _is_adaptive(runs: pd.DataFrame) -> bool:
 @styled
 def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     """Seed 000 Exp. 3: mean rank per layer × module type for every arm with non-uniform ranks, one figure
-    per budget. Arms sit side by side in one matrix (a column group each, at most HEATMAP_ARMS per row), so
-    their ranks compare at a glance; the colour scale is shared by all budgets of the setting."""
+    per budget. Arms sit side by side in one matrix (a column group each, at most HEATMAP_ARMS and, where the
+    modules have many types, HEATMAP_COLUMNS columns per row), so their ranks compare at a glance; the colour
+    scale is shared by all budgets of the setting."""
     budgets = []
     for _, cell, label in _budgets(frame):
         arms = [a for a in arm_order(cell["arm"]) if _is_adaptive(cell[cell["arm"] == a])]
@@ -146,7 +148,8 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
     top = max((float(g.max().max()) for _, _, grids in budgets for g in grids), default=0.0)
     figures = []
     for label, names, grids in budgets:
-        rows = [(names[i:i + HEATMAP_ARMS], grids[i:i + HEATMAP_ARMS]) for i in range(0, len(names), HEATMAP_ARMS)]
+        per_row = max(1, min(HEATMAP_ARMS, HEATMAP_COLUMNS // grids[0].shape[1]))
+        rows = [(names[i:i + per_row], grids[i:i + per_row]) for i in range(0, len(names), per_row)]
         widths = [sum(g.shape[1] for g in row) for _, row in rows]
         fig = Canvas(figsize=(1.4 + 0.5 * max(widths), (0.3 * grids[0].shape[0] + 1.9) * len(rows)),
                      layout="constrained")
