@@ -341,6 +341,7 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     # the abstract gives the headline interval and its verdict in words, and never "seed 000"
     abstract = (generated / "abstract.tex").read_text()
     assert "CI" in abstract and "rank-8 budget" in abstract and "seed 000" not in abstract
+    assert "combination" not in abstract  # the counts over every comparison are the conclusion's, not the abstract's
 
 
 def test_the_method_section_describes_the_proportional_allocation_the_runs_used():

@@ -262,8 +262,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
     return {
-        # the abstract: the headline intervals and verdicts in words, then the counts over every comparison
-        "abstract": _part([*abstract_claims(analysis), *claims.summary_claims(analysis), *report.lm_bottom_lines,
+        # the abstract: the headline intervals and verdicts in words (the counts over every comparison where there
+        # is no headline; the conclusion has them), the instruction-tuning verdicts and the criteria
+        "abstract": _part([*(abstract_claims(analysis) or claims.summary_claims(analysis)), *report.lm_bottom_lines,
                            criteria_summary(report.criteria, ADVANCE)], [], out, "No comparison with LoRA was possible."),
         "conclusion": _part([*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
                              criteria_summary(report.criteria, ADVANCE)], [], out, ""),
