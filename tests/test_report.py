@@ -1218,3 +1218,25 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
                 assert latex_text(f"CI {low} to {high}), {row[at['Verdict']]}") in answer
                 compared += 1
     assert compared >= 2  # BA-LoRA against LoRA, and at least one control against BA-LoRA
+
+
+def test_a_study_shows_every_settings_comparison_with_lora_and_the_main_results_their_primary_one(tmp_path: Path):
+    """A study's settings are each a question of its own (results/levers: the ViT, the debates), so its budget
+    part has a table and a verdict sentence per setting; the main results' part shows the primary setting only."""
+    from balora.report import write_runs_report
+    from balora.report.document import latex_text, slug
+    from balora.runfiles import write_run
+
+    runs = [make_result(m, 8, k, s) for m in ("lora", "ba_lora") for k in (16, 64) for s in SEEDS[:3]]
+    for name in ("levers", "other"):
+        for run in runs:
+            write_run(tmp_path / name, run)
+        write_runs_report(tmp_path / name, tmp_path / f"{name}_report", paper_dir=tmp_path / "paper",
+                          figures_too=False)
+    study = (tmp_path / "paper" / "generated" / "levers" / "budget.tex").read_text()
+    main = (tmp_path / "paper" / "generated" / "budget.tex").read_text()
+    for k in (16, 64):
+        setting = setting_label("minilm", "rotten_tomatoes", k, None)
+        assert f"generated/levers/tables/budget_{slug(setting)}.tex" in study
+        assert latex_text(f"{setting}, against LoRA: BA-LoRA, ") in study
+    assert main.count(r"\input{generated/tables/budget_") == 1 and "against LoRA: BA-LoRA" not in main

@@ -195,9 +195,10 @@ def _part(sentences: list[str], floats: list[Table | Figure], out: Output, empty
     return _sentences(sentences) + "".join(_table(f, out) if isinstance(f, Table) else _figure(f, out) for f in floats)
 
 
-def _verdict_words(rows: list, reference: str, what: str) -> list[str]:
+def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> list[str]:
     """One sentence in words for a table's comparisons, without its numbers (the table has them): each row's
-    verdict against `reference`, or, where every row is one method over `what`, how many got each verdict."""
+    verdict against `reference`, or, where every row is one method over `what`, how many got each verdict;
+    led by `where` (the setting) where the part shows several."""
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
@@ -205,12 +206,13 @@ def _verdict_words(rows: list, reference: str, what: str) -> list[str]:
              stats.INCONCLUSIVE: "inconclusive"}
     labels = {r.label for r in compared}
     if len(labels) == 1 and len(compared) > 1:
+        lead = f"{where}: " if where else ""
         counts = Counter(words.get(r.comparison.verdict, "not tested") for r in compared)
         total = len(compared)
         verdicts = claims.counted([(n, f"{word}{{}}") for word, n in counts.items()], claims._share(total))
-        return [f"{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
-    return [f"Against {reference}: " + "; ".join(f"{r.label}, {words.get(r.comparison.verdict, 'not tested')}"
-                                                for r in compared) + "."]
+        return [f"{lead}{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
+    each = "; ".join(f"{r.label}, {words.get(r.comparison.verdict, 'not tested')}" for r in compared)
+    return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
 
 
 def _intervals(rows: list[Row], reference: str, where: str) -> list[str]:
@@ -237,8 +239,7 @@ def _anytime(report: Report, pick) -> tuple[list[str], list[Table | Figure]]:
         if part.empty:
             continue
         rows, final = anytime.compare(part)
-        sentences += [s.replace("Against LoRA", f"{setting}, on the anytime metric against LoRA")
-                      for s in _verdict_words(rows, "LoRA", "arms")]
+        sentences += _verdict_words(rows, "LoRA on the anytime metric", "arms", setting)
         sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric while its test "
                       f"accuracy is {final[(r.lead, r.arm)].verdict_label} against LoRA's."
                       for r in anytime.speed_wins(rows, final)]
@@ -258,6 +259,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     def prefixed(prefix: str) -> list[Table | Figure]:
         return [block for name, block in named.items() if name.startswith(prefix)]
 
+    # a study (a few settings, each its own question) shows every setting's comparisons; the main results, the
+    # primary setting's (the report has the others)
+    shown = settings(frame) if out.study else [primary]
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
@@ -283,8 +287,11 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                          *(s for setting, rows in analysis.ablation.items()
                            for s in _intervals(rows, "full BA-LoRA", setting))], [], out,
                         "No comparison with LoRA was possible."),
-        "budget": _part(_verdict_words(claims._proposed_rows(analysis.main.get(primary, [])), "LoRA", "budgets"),
-                        pick(f"budget_{key}"), out, f"No budget comparison in {primary}."),
+        "budget": _part([s for setting in shown for s in _verdict_words(
+                            claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
+                            setting if len(shown) > 1 else "")],
+                        pick(*(f"budget_{slug(setting)}" for setting in shown)), out,
+                        f"No budget comparison in {primary}."),
         # accuracy against parameters: the table has the numbers, the appendix the picture
         "budget_more": _part([], pick(f"pareto_{key}"), out, ""),
         "fewshot": _part([*(s for name in analysis.fewshot
