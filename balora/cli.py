@@ -174,7 +174,10 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 def _report(args: argparse.Namespace) -> None:
     from balora.report import build_paper, check_report, write_report, write_runs_report
+    from balora.report.paper import is_source
 
+    # a run folder the paper does not report (results/probe, a user's) leaves the paper's inputs alone
+    paper_dir = args.paper_dir or (None if args.runs and not is_source(args.runs) else "paper")
     if args.check:
         if not args.runs:
             raise BaloraError("--check compares a committed report with its run files: give --runs DIR")
@@ -183,15 +186,15 @@ def _report(args: argparse.Namespace) -> None:
         print(f"{args.out or report_dir(args.runs)} matches the report rebuilt from {args.runs}{also}")
         return
     if args.runs:
-        written = write_runs_report(args.runs, args.out or report_dir(args.runs), paper_dir=args.paper_dir,
+        written = write_runs_report(args.runs, args.out or report_dir(args.runs), paper_dir=paper_dir,
                                     readme=args.readme)
     else:
         if args.readme:
             raise BaloraError("--readme writes a results folder's headline block: give --runs DIR")
-        written = write_report(args.db, args.out or "report", paper_dir=args.paper_dir)
+        written = write_report(args.db, args.out or "report", paper_dir=paper_dir)
     print(f"wrote {written}")
     if args.paper:
-        print(f"wrote {build_paper(args.paper_dir)}")
+        print(f"wrote {build_paper(paper_dir or 'paper')}")
 
 
 def report_dir(runs: str) -> str:
@@ -270,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 ("run", cmd_run, "the main job: quick preset, results table, report")):
         command = sub.add_parser(name, help=text)
         command.add_argument("--db", default=DEFAULT_DB)
-        command.add_argument("--paper-dir", default="paper", help="where paper/generated/ is written")
         if name == "run":
+            command.add_argument("--paper-dir", default="paper", help="where paper/generated/ is written")
             command.add_argument("--out", default="report")
             command.add_argument("--runs-dir", default="runs")
             command.add_argument("--workers", type=_finite(int), default=1)
@@ -285,6 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
                                  help="with --runs: also write (with --check: check) PATH's generated block of "
                                       "headline results for DIR, e.g. README.md")
             command.add_argument("--paper", action="store_true", help="also build paper/main.pdf (pdflatex + bibtex)")
+            command.add_argument("--paper-dir", default=None,
+                                 help="where paper/generated/ is written (default paper/, for the database and the run "
+                                      "folders the paper reports, results/paper and results/levers; other run folders "
+                                      "write none)")
             command.add_argument("--spec", default=None, metavar="FILE",
                                  help="the spec (YAML file) of runs not made by a preset: its equivalence_margin, "
                                       "anytime and hypotheses apply to the runs of the sweep it names")

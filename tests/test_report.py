@@ -1240,3 +1240,18 @@ def test_a_study_shows_every_settings_comparison_with_lora_and_the_main_results_
         assert f"generated/levers/tables/budget_{slug(setting)}.tex" in study
         assert latex_text(f"{setting}, against LoRA: BA-LoRA, ") in study
     assert main.count(r"\input{generated/tables/budget_") == 1 and "against LoRA: BA-LoRA" not in main
+
+
+@pytest.mark.parametrize("folder, writes", [("probe", False), ("mine", False), ("paper", True)])
+def test_a_run_folder_the_paper_does_not_report_leaves_the_papers_inputs_alone(
+        folder: str, writes: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """`balora report --runs DIR` writes paper/generated/ only for the folders the paper reports (results/paper,
+    and its studies), so building another folder's report never replaces the paper's numbers with its own."""
+    from balora.cli import main
+    from balora.runfiles import write_run
+
+    monkeypatch.chdir(tmp_path)
+    for result in close_pairs((0.01, 0.02, 0.015)):
+        write_run(tmp_path / "results" / folder, result)
+    assert main(["report", "--runs", f"results/{folder}"]) == 0
+    assert (tmp_path / "paper" / "generated" / "abstract.tex").exists() is writes

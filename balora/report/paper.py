@@ -56,6 +56,11 @@ PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning"
 STUDIES = ("levers",)
 
 
+def is_source(folder: str | Path) -> bool:
+    """Whether the paper reports the run folder `folder`: its main results (results/paper) or a study (`STUDIES`)."""
+    return Path(folder).name in ("paper", *STUDIES)
+
+
 def study_of(folder: str | Path) -> str:
     """The study a results folder's parts belong to (`STUDIES`), or "" for the paper's main results."""
     name = Path(folder).name
