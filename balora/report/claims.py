@@ -76,12 +76,17 @@ def comparison_sentence(row: Row, reference: str, where: str) -> str:
     c = row.comparison
     text = (f"{where}: {row.label} reached {pct_summary(c.method)} % accuracy (n = {c.method.n}) against "
             f"{reference}'s {pct_summary(c.reference)} % (n = {c.reference.n})")
-    if c.n_pairs >= 2:
-        text += f"; over {c.n_pairs} matched seeds Δ = {signed(c.delta)} pp"
+    return f"{text}{evidence(c, f'Δ = {signed(c.delta)} pp')}: {verdict_phrase(c, row.label, reference)}."
+
+
+def evidence(c: stats.Comparison, delta: str) -> str:
+    """What a sentence about one comparison of any metric states after the two arms' values: `delta` (the mean
+    difference as the sentence words it) over the matched seeds, its CI in the metric's unit and the tests."""
+    text = f"; over {c.n_pairs} matched seeds {delta}" if c.n_pairs >= 2 else ""
     if c.tested:
-        text += f" ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}, the level matching Holm's verdict)"
-        text += f", {statistics_text(c)}"
-    return f"{text}: {verdict_phrase(c, row.label, reference)}."
+        text += (f" ({100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} to {c.metric.signed(c.ci_high)}, the "
+                 f"level matching Holm's verdict), {statistics_text(c)}")
+    return text
 
 
 def _margins(comparisons: list[stats.Comparison]) -> str:
