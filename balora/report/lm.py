@@ -1,16 +1,18 @@
-"""Seed 002's instruction-tuning study (causal-LM runs): claims, strategy table, two figures, cost, stored generations.
+"""Seed 002's instruction-tuning study (causal-LM runs): what is its own (strategy labels, the learning rate chosen on
+validation loss, perplexity, the cost per phase, stored generations) around the comparisons every table makes.
 
 Each strategy (method, placement, fixed rank, decay direction) enters the table and figures at one
 learning rate, chosen on validation loss, never on test loss: a tuned sweep (the `lm` preset) selected
 it on its tuning seeds (`balora.tuning`), so its evaluation runs have that rate only; runs of a sweep
 that ran every rate of a grid on every seed are narrowed here to the rate with the lowest mean final
-validation loss over those seeds. Δ is the paired per-seed
-difference in test loss against LoRA r=8 on all layers; negative is better. The claims word each
-comparison by its verdict, as `claims` does for classification: better ("significantly lower loss")
-only where the Holm-adjusted paired test says so, worse where the loss is higher, equivalent within
-the margin (±0.01 nats unless the runs' spec declares another) where the equivalence test shows a tie,
-and otherwise inconclusive with the minimum detectable effect; they go into the report and,
-LaTeX-escaped, into the paper's `lm.tex`.
+validation loss over those seeds. The comparison with LoRA r=8 on all layers is the one every table makes
+(`analysis.group_rows`, `stats.paired_comparison`) over the task's metric, test loss: Δ is the paired per-seed
+difference in nats, and the verdict reads its direction from the metric (negative is better). The table's
+comparison cells are the shared ones (`tables`), and the claims word each comparison by its verdict with the
+shared phrases (`claims`): better ("significantly lower loss") only where the Holm-adjusted paired test says so,
+worse where the loss is higher, equivalent within the margin (±0.01 nats unless the runs' spec declares another)
+where the equivalence test shows a tie, and otherwise inconclusive with the minimum detectable effect; they go
+into the report and, LaTeX-escaped, into the paper's `lm.tex`.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def strategy_label(config: dict) -> str:
 
 def _final_validation_loss(result: dict) -> float:
     points = result.get("curves", {}).get("validation") or []
-    return float(points[-1][1]["loss"]) if points else math.nan
+    return float(points[-1][1][LOSS.name]) if points else math.nan
 
 
 def selected_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +137,7 @@ STRATEGY_COLUMNS = ["Method", "lr", "n", "Eval loss", "Perplexity", "LoRA params
 def strategy_table(rows: list[Row], setting: str) -> Table:
     """The strategy comparison, its comparison cells those of every table (`tables.COLUMNS`), in nats of test loss."""
     extra = {"lr": lambda r: f"{r.runs['lr'].iloc[0]:g}",
-             "Perplexity": lambda r: f"{math.exp(r.runs['loss'].mean()):.2f}",
+             "Perplexity": lambda r: f"{math.exp(r.runs[LOSS.name].mean()):.2f}",
              "LoRA params": _lora_params, **reduction(rows),
              "Δ loss vs LoRA r=8 [CI]": compared(delta_text, "—"), "p (Holm)": compared(marked(lambda c: c.p_holm), "—"),
              "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm), "—"), "MDE (nats)": compared(mde_cell, "—"),
@@ -174,7 +176,7 @@ def cost_table(rows: list[Row], setting: str) -> Table:
 
 
 def _loss_summary(runs: pd.DataFrame) -> str:
-    loss = stats.summarize(list(by_seed(runs, "loss").values()))
+    loss = stats.summarize(list(by_seed(runs, LOSS.name).values()))
     spread = "" if math.isnan(loss.std) else f" ± {loss.std:.4f}"
     return (f"{loss.mean:.4f}{spread} (perplexity {math.exp(loss.mean):.2f}, n = {loss.n}, "
             f"{runs['lora_params'].mean():,.0f} LoRA parameters)")

@@ -93,6 +93,9 @@ class Task:
     also_trains: ClassVar[tuple[str, ...]] = ()  # other tasks its models can be trained as (`--task NAME`)
     generates: ClassVar[bool] = False  # answers test prompts after training (`generate`)
     fallback: ClassVar[bool] = False  # the task of a model no task recognises (exactly one task is)
+    # the report's analyses of its runs beyond those every task's metric gets ("layer importance": attention
+    # against MLP modules, for vision transformers)
+    report_analyses: ClassVar[tuple[str, ...]] = ()
 
     def recognises(self, model_config: PretrainedConfig) -> bool:
         """Whether a model with this saved config is of this task (`--task auto`)."""
