@@ -9,7 +9,6 @@ from pathlib import Path
 from balora import tasks
 from balora.report import stats, tables
 from balora.report.analysis import Row
-from balora.report.runs import steps_to_reach
 
 REPORT = Path(stats.__file__).parent  # the report package, as imported
 
@@ -47,12 +46,6 @@ def test_a_loss_and_an_accuracy_are_compared_by_one_function_in_their_direction(
     cell = tables.COLUMNS["Verdict"](Row("r=8", "ba_lora", None, loss))
     assert cell == "better"
     assert evidence(loss, "Δ loss = -0.0500").startswith("; over 5 matched seeds Δ loss = -0.0500 (")
-
-
-def test_steps_to_reach_a_target_read_the_metrics_direction():
-    losses = [(0, 3.0), (10, 2.4), (20, 2.1)]
-    assert steps_to_reach(losses, 2.5, stats.LOSS) == 10
-    assert steps_to_reach([(0, 0.5), (10, 0.8)], 0.7, stats.ACCURACY) == 10
 
 
 def test_the_report_does_not_branch_on_a_task_or_metric_name():

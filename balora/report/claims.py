@@ -166,12 +166,19 @@ def strategy_claims(analysis: Analysis, setting: str) -> list[str]:
         return []
     sentences = [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}") for r in _proposed_rows(rows)]
     best = max(rows, key=lambda r: r.runs["accuracy"].mean())
-    sentences.append(
-        f"{setting}: of {len(compared)} strateg{'y' if len(compared) == 1 else 'ies'} compared with LoRA (paired "
-        f"t-tests and equivalence tests on accuracy, Holm-adjusted over the table, α = {stats.ALPHA}), "
-        f"{verdict_lists([(r.label, r.comparison) for r in compared])}. The highest mean accuracy is {best.label}'s, "
-        f"{pct_summary(stats.summarize(best.runs['accuracy']))} %.")
+    sentences.append(strategy_verdicts(
+        setting, "LoRA", [(r.label, r.comparison) for r in compared], "accuracy",
+        f"The highest mean accuracy is {best.label}'s, {pct_summary(stats.summarize(best.runs['accuracy']))} %."))
     return sentences
+
+
+def strategy_verdicts(setting: str, reference: str, named: list[tuple[str, stats.Comparison]], measure: str, best: str,
+                      better: str = "better", worse: str = "worse") -> str:
+    """One sentence on a strategy table of any metric: how many strategies were compared with `reference` on
+    `measure`, who got which verdict (`verdict_lists`, its first two labels `better` and `worse`), then `best`."""
+    return (f"{setting}: of {len(named)} strateg{'y' if len(named) == 1 else 'ies'} compared with {reference} (paired "
+            f"t-tests and equivalence tests on {measure}, Holm-adjusted over the table, α = {stats.ALPHA}), "
+            f"{verdict_lists(named, better, worse)}. {best}")
 
 
 def majority_claims(frame: pd.DataFrame) -> list[str]:

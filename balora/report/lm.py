@@ -24,23 +24,22 @@ import pandas as pd
 
 from balora.report import figures, stats
 from balora.report.analysis import Row, group_rows, holm_rows
-from balora.report.claims import evidence, p_text, verdict_lists, verdict_phrase
+from balora.report.claims import evidence, p_text, strategy_verdicts, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
-from balora.report.runs import by_seed, method_name, same_machine_ratios
+from balora.report.runs import by_seed, method_name
 from balora.report.stats import LOSS
 from balora.report.tables import (
     EQUIVALENCE_NOTE,
     compared,
-    count,
+    cost_cells,
     delta_text,
     margin_note,
     marked,
     mde_cell,
     p_value,
-    ratio_cell,
     reduction,
     render,
-    seconds_cell,
+    timed_phases,
     verdict_cell,
 )
 
@@ -118,7 +117,7 @@ def compare_with_lora(runs: pd.DataFrame, setting: str) -> list[Row]:
     on all layers is the reference: without it nothing is compared with LoRA."""
     reference = _arm({"method": "lora"}) if (runs["strategy"] == REFERENCE).any() else None
     rows = holm_rows(group_rows(setting, runs, reference, LOSS))
-    return sorted(rows, key=lambda r: -LOSS.sign * r.runs[LOSS.name].mean())
+    return sorted(rows, key=lambda r: r.runs[LOSS.name].mean())
 
 
 def _compared_with_lora(rows: list[Row]) -> dict[str, stats.Comparison]:
@@ -161,14 +160,8 @@ def cost_table(rows: list[Row], setting: str) -> Table:
     the phases alone, on an otherwise idle machine)."""
     runs = pd.concat([r.runs for r in rows])
     reference = runs[runs["strategy"] == REFERENCE]
-    phases = [p for p in COST_PHASES if f"time_{p}" in runs and runs[f"time_{p}"].notna().any()]
-    cells = []
-    for row in rows:
-        group = row.runs
-        ratios = same_machine_ratios(group, reference, "time_total")
-        cells.append([row.label, str(len(group)),
-                      *(seconds_cell(group[f"time_{p}"], digits=1) for p in phases),
-                      f"{group['time_total'].mean():.1f}", ratio_cell(ratios), count(group["peak_rss_mib"].mean())])
+    phases = timed_phases(runs, COST_PHASES)
+    cells = [[row.label, str(len(row.runs)), *cost_cells(row.runs, reference, phases, digits=1)] for row in rows]
     columns = ["Strategy", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", f"Total / {REFERENCE} (×)",
                "Peak RSS (MiB)"]
     return Table(f"lm_cost_{slug(setting)}", f"Instruction tuning: cost — {setting}", columns, cells, [COST_NOTE],
@@ -201,11 +194,10 @@ def lm_claims(rows: list[Row], setting: str) -> list[str]:
         sentences.append(f"{text}{evidence(c, f'Δ loss = {c.metric.signed(c.delta)}')}: {_verdict_words(c, PROPOSED)}.")
     if compared:
         best = rows[0].label  # rows run from the lowest mean test loss
-        sentences.append(
-            f"{setting}: of {len(compared)} strateg{'y' if len(compared) == 1 else 'ies'} compared with {REFERENCE} "
-            f"(paired t-tests and equivalence tests on test loss, Holm-adjusted over the table, α = {stats.ALPHA}), "
-            + verdict_lists(list(compared.items()), "better (significantly lower loss)", "worse (significantly higher loss)")
-            + f". The lowest mean test loss is {best}'s: {_loss_summary(runs[best])}.")
+        sentences.append(strategy_verdicts(
+            setting, REFERENCE, list(compared.items()), "test loss",
+            f"The lowest mean test loss is {best}'s: {_loss_summary(runs[best])}.",
+            "better (significantly lower loss)", "worse (significantly higher loss)"))
     return sentences
 
 

@@ -341,13 +341,25 @@ def ratio_cell(ratios: list[float]) -> str:
     return f"{ratio.mean:.2f}" + ("" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}") + f" (n={ratio.n})"
 
 
+def timed_phases(runs: pd.DataFrame, phases: Iterable[str]) -> list[str]:
+    """Those of `phases` that some of `runs` timed: a cost table's phase columns."""
+    return [p for p in phases if f"time_{p}" in runs and runs[f"time_{p}"].notna().any()]
+
+
+def cost_cells(runs: pd.DataFrame, reference: pd.DataFrame, phases: list[str], digits: int = 2) -> list[str]:
+    """A cost table's cells for one arm's `runs`: mean seconds per phase and in all, the total over the `reference`
+    run with the same seed and machine (`same_machine_ratios`), and the mean peak memory."""
+    return [*(seconds_cell(runs[f"time_{p}"], digits) for p in phases), f"{runs['time_total'].mean():.{digits}f}",
+            ratio_cell(same_machine_ratios(runs, reference, "time_total")), count(runs["peak_rss_mib"].mean())]
+
+
 def cost_tables(analysis: Analysis) -> list[Table]:
     """Each arm's mean phase timings, total time relative to matched LoRA runs, and peak memory, per setting."""
     frame = analysis.frame
     tables = []
     for setting in settings(frame):
         part = frame[frame["setting"] == setting]
-        phases = [p for p in PHASES if f"time_{p}" in part and part[f"time_{p}"].notna().any()]
+        phases = timed_phases(part, PHASES)
         cuda = part["peak_cuda_mib"].notna().any()
         columns = ["Budget", "Method", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", "Total / LoRA (×)",
                    "Peak RSS (MiB)", *(["Peak CUDA (MiB)"] if cuda else []), "Steps", "Converged (step)"]
@@ -355,10 +367,9 @@ def cost_tables(analysis: Analysis) -> list[Table]:
         for budget, cell in part.groupby("budget"):  # one row per arm and budget: one protocol per row
             for arm in arm_order(cell["arm"]):
                 runs = cell[cell["arm"] == arm]
-                ratio = ratio_cell(time_ratios(cell, arm))
-                timing = [seconds_cell(runs[f"time_{p}"]) for p in phases]
-                rows.append([budget_label(budget), runs["arm_label"].iloc[0], str(len(runs)), *timing,
-                             f"{runs['time_total'].mean():.2f}", ratio, count(runs["peak_rss_mib"].mean()),
+                reference = cell[cell["arm"] == reference_arm(cell, REFERENCE)]
+                rows.append([budget_label(budget), runs["arm_label"].iloc[0], str(len(runs)),
+                             *cost_cells(runs, reference, phases),
                              *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
                              *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
         explained = {"Total (s)": "Seconds per phase (– where a method has no such phase), mean over the arm's runs "
