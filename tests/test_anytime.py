@@ -13,6 +13,7 @@ from balora.errors import BaloraError
 from balora.report import build_report
 from balora.report.runs import anytime_value, load_runs, steps_to_reach
 from balora.specs import ReportSpec, Spec, given_spec
+from balora.tasks import LOSS
 
 TIE_AT_THE_END = (0.015, -0.012, 0.008, -0.014, 0.005)  # BA-LoRA − LoRA test accuracy: inconclusive at ±1 pp
 
@@ -36,8 +37,8 @@ def test_steps_to_reach_a_value_for_accuracy_and_for_loss():
     assert steps_to_reach(curve, 0.78) == 20
     assert steps_to_reach(curve, 0.9) is None
     losses = [(0, 3.0), (10, 2.5), (20, 2.2)]
-    assert steps_to_reach(losses, 2.5, lower_is_better=True) == 10
-    assert steps_to_reach(losses, 2.0, lower_is_better=True) is None
+    assert steps_to_reach(losses, 2.5, metric=LOSS) == 10
+    assert steps_to_reach(losses, 2.0, metric=LOSS) is None
 
 
 def _with_curve(result: dict, values: list[float]) -> dict:

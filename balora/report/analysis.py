@@ -45,18 +45,29 @@ class Row:
 
 def compared_rows(groups: list[tuple[str, pd.DataFrame]], reference: str,
                   metric: stats.Metric = stats.ACCURACY) -> list[Row]:
-    """A row per arm and group, compared with the group's `reference` arm on matched seeds at the margin
-    their specs declare (`equivalence_margin`), Holm-adjusted across all rows."""
+    """A row per arm and group, compared with the group's `reference` arm (its plain arm, else its first variant)
+    on matched seeds in `metric`, Holm-adjusted across all rows (`group_rows`, `holm_rows`)."""
+    return holm_rows([row for lead, cell in groups
+                      for row in group_rows(lead, cell, reference_arm(cell, reference), metric)])
+
+
+def group_rows(lead: str, cell: pd.DataFrame, reference: str | None, metric: stats.Metric) -> list[Row]:
+    """A row per arm of one group, compared with the `reference` arm (None: the group has none) on matched seeds
+    in `metric` (Δ = arm − reference; better in the metric's direction) at the margin their specs declare
+    (`equivalence_margin`); not yet adjusted for the table's other comparisons (`holm_rows`)."""
+    ref_runs = cell[cell["arm"] == reference]  # none where the group has no reference
+    ref_values = by_seed(ref_runs, metric.name)
     rows = []
-    for lead, cell in groups:
-        ref = reference_arm(cell, reference)
-        ref_runs = cell[cell["arm"] == ref]  # none where the group has no reference
-        ref_values = by_seed(ref_runs, metric.name)
-        for arm in arm_order(cell["arm"]):
-            runs = cell[cell["arm"] == arm]
-            comparison = None if arm == ref else stats.paired_comparison(
-                by_seed(runs, metric.name), ref_values, metric, equivalence_margin(pd.concat([runs, ref_runs]), metric))
-            rows.append(Row(lead, arm, runs, comparison))
+    for arm in arm_order(cell["arm"]):
+        runs = cell[cell["arm"] == arm]
+        comparison = None if arm == reference else stats.paired_comparison(
+            by_seed(runs, metric.name), ref_values, metric, equivalence_margin(pd.concat([runs, ref_runs]), metric))
+        rows.append(Row(lead, arm, runs, comparison))
+    return rows
+
+
+def holm_rows(rows: list[Row]) -> list[Row]:
+    """`rows` with their comparisons Holm-adjusted over the table they make (`stats.holm_adjust`)."""
     adjusted = iter(stats.holm_adjust([r.comparison for r in rows if r.comparison is not None]))
     for row in rows:
         if row.comparison is not None:

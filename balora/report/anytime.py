@@ -23,6 +23,7 @@ compared here.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -37,7 +38,7 @@ from balora.report.runs import MIN_CURVE_POINTS, REFERENCE, settings
 from balora.report.tables import DASH, EQUIVALENCE_NOTE, comparison_notes, delta_text, pct_summary, render, signed
 
 # The anytime metric reads as accuracy does (a mean of accuracies): pp, and the same default margin.
-ANYTIME = stats.Metric("anytime", "pp", 100.0, 2, 0.01)
+ANYTIME = dataclasses.replace(stats.ACCURACY, name="anytime")
 TITLE = "Anytime performance"
 INTRO = (f"Every arm against LoRA at the same setting and budget on how early it learns. Anytime: the area under "
          f"the run's validation-accuracy curve over normalised training progress (step / steps, 0 to 1, trapezoid "

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from balora import tasks
 from balora.report import claims, figures, selection, tables
 from balora.report.analysis import Analysis, analyse
 from balora.report.anytime import anytime_section, declaring_sweeps
@@ -27,7 +28,7 @@ from balora.report.document import (
 )
 from balora.report.lm import lm_section
 from balora.report.runs import dynamic_runs, load_runs, settings
-from balora.report.stats import MIN_PAIRS, MIN_WILCOXON
+from balora.report.stats import LOSS, MIN_PAIRS, MIN_WILCOXON
 from balora.report.vision import vision_section
 from balora.tuning import superseded
 
@@ -117,11 +118,12 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     appendix; `stale`: the keys of the evaluation runs left out of `frame` as superseded, counted under
     Missing data); figures are written to `out/figures`. The hypotheses checked are those the specs of the
     runs' sweeps declare (`criteria.declared_hypotheses`).
-    Causal-LM runs (seed 002's instruction tuning) have their own section; the others are classification
-    (image runs among them, which also get seed 003's layer-importance section)."""
+    The runs of a task read by a loss (seed 002's causal-LM instruction tuning) have their own section; the
+    others, read by accuracy, have the rest (image runs among them, whose task also asks for seed 003's
+    layer-importance section)."""
     declared = declared_hypotheses(frame)
-    causal = frame[frame["task"] == "causal_lm"]
-    frame = frame[frame["task"] != "causal_lm"].reset_index(drop=True)
+    causal = frame[frame["metric"] == LOSS.name]
+    frame = frame[frame["metric"] != LOSS.name].reset_index(drop=True)
     analysis = analyse(frame)
     report = Report(analysis, success_criteria(analysis, declared), missing=list(analysis.missing))
     if stale:
@@ -167,8 +169,9 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             _per_setting(frame, missing, fig_dir, figures.importance_vs_rank, "Importance vs rank",
                          "no method with importance scores"),
             _per_setting(frame, missing, fig_dir, figures.rank_per_layer, "Rank per layer", "no allocations recorded"))
-        if (frame["task"] == "image").any():  # only where vision runs exist
-            report.sections["vision"] = vision_section(frame[frame["task"] == "image"], missing)
+        vision = frame[frame["task"].map(lambda t: "layer importance" in tasks.get(t).report_analyses)]
+        if not vision.empty:  # only where runs of a task that asks for it exist
+            report.sections["vision"] = vision_section(vision, missing)
         if not dynamic_runs(frame).empty:
             report.sections["reallocation"] = _section(
                 "Dynamic reallocation (seed 003)", "BA-LoRA dynamic re-scores its modules from the LoRA factors' "

@@ -76,12 +76,17 @@ def comparison_sentence(row: Row, reference: str, where: str) -> str:
     c = row.comparison
     text = (f"{where}: {row.label} reached {pct_summary(c.method)} % accuracy (n = {c.method.n}) against "
             f"{reference}'s {pct_summary(c.reference)} % (n = {c.reference.n})")
-    if c.n_pairs >= 2:
-        text += f"; over {c.n_pairs} matched seeds Δ = {signed(c.delta)} pp"
+    return f"{text}{evidence(c, f'Δ = {signed(c.delta)} pp')}: {verdict_phrase(c, row.label, reference)}."
+
+
+def evidence(c: stats.Comparison, delta: str) -> str:
+    """What a sentence about one comparison of any metric states after the two arms' values: `delta` (the mean
+    difference as the sentence words it) over the matched seeds, its CI in the metric's unit and the tests."""
+    text = f"; over {c.n_pairs} matched seeds {delta}" if c.n_pairs >= 2 else ""
     if c.tested:
-        text += f" ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}, the level matching Holm's verdict)"
-        text += f", {statistics_text(c)}"
-    return f"{text}: {verdict_phrase(c, row.label, reference)}."
+        text += (f" ({100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} to {c.metric.signed(c.ci_high)}, the "
+                 f"level matching Holm's verdict), {statistics_text(c)}")
+    return text
 
 
 def _margins(comparisons: list[stats.Comparison]) -> str:
@@ -161,12 +166,19 @@ def strategy_claims(analysis: Analysis, setting: str) -> list[str]:
         return []
     sentences = [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}") for r in _proposed_rows(rows)]
     best = max(rows, key=lambda r: r.runs["accuracy"].mean())
-    sentences.append(
-        f"{setting}: of {len(compared)} strateg{'y' if len(compared) == 1 else 'ies'} compared with LoRA (paired "
-        f"t-tests and equivalence tests on accuracy, Holm-adjusted over the table, α = {stats.ALPHA}), "
-        f"{verdict_lists([(r.label, r.comparison) for r in compared])}. The highest mean accuracy is {best.label}'s, "
-        f"{pct_summary(stats.summarize(best.runs['accuracy']))} %.")
+    sentences.append(strategy_verdicts(
+        setting, "LoRA", [(r.label, r.comparison) for r in compared], "accuracy",
+        f"The highest mean accuracy is {best.label}'s, {pct_summary(stats.summarize(best.runs['accuracy']))} %."))
     return sentences
+
+
+def strategy_verdicts(setting: str, reference: str, named: list[tuple[str, stats.Comparison]], measure: str, best: str,
+                      better: str = "better", worse: str = "worse") -> str:
+    """One sentence on a strategy table of any metric: how many strategies were compared with `reference` on
+    `measure`, who got which verdict (`verdict_lists`, its first two labels `better` and `worse`), then `best`."""
+    return (f"{setting}: of {len(named)} strateg{'y' if len(named) == 1 else 'ies'} compared with {reference} (paired "
+            f"t-tests and equivalence tests on {measure}, Holm-adjusted over the table, α = {stats.ALPHA}), "
+            f"{verdict_lists(named, better, worse)}. {best}")
 
 
 def majority_claims(frame: pd.DataFrame) -> list[str]:

@@ -1,16 +1,18 @@
-"""Seed 002's instruction-tuning study (causal-LM runs): claims, strategy table, two figures, cost, stored generations.
+"""Seed 002's instruction-tuning study (causal-LM runs): what is its own (strategy labels, the learning rate chosen on
+validation loss, perplexity, the cost per phase, stored generations) around the comparisons every table makes.
 
 Each strategy (method, placement, fixed rank, decay direction) enters the table and figures at one
 learning rate, chosen on validation loss, never on test loss: a tuned sweep (the `lm` preset) selected
 it on its tuning seeds (`balora.tuning`), so its evaluation runs have that rate only; runs of a sweep
 that ran every rate of a grid on every seed are narrowed here to the rate with the lowest mean final
-validation loss over those seeds. Δ is the paired per-seed
-difference in test loss against LoRA r=8 on all layers; negative is better. The claims word each
-comparison by its verdict, as `claims` does for classification: better ("significantly lower loss")
-only where the Holm-adjusted paired test says so, worse where the loss is higher, equivalent within
-the margin (±0.01 nats unless the runs' spec declares another) where the equivalence test shows a tie,
-and otherwise inconclusive with the minimum detectable effect; they go into the report and,
-LaTeX-escaped, into the paper's `lm.tex`.
+validation loss over those seeds. The comparison with LoRA r=8 on all layers is the one every table makes
+(`analysis.group_rows`, `stats.paired_comparison`) over the task's metric, test loss: Δ is the paired per-seed
+difference in nats, and the verdict reads its direction from the metric (negative is better). The table's
+comparison cells are the shared ones (`tables`), and the claims word each comparison by its verdict with the
+shared phrases (`claims`): better ("significantly lower loss") only where the Holm-adjusted paired test says so,
+worse where the loss is higher, equivalent within the margin (±0.01 nats unless the runs' spec declares another)
+where the equivalence test shows a tie, and otherwise inconclusive with the minimum detectable effect; they go
+into the report and, LaTeX-escaped, into the paper's `lm.tex`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,25 @@ from pathlib import Path
 import pandas as pd
 
 from balora.report import figures, stats
-from balora.report.claims import p_text, statistics_text, verdict_lists, verdict_phrase
+from balora.report.analysis import Row, group_rows, holm_rows
+from balora.report.claims import evidence, p_text, strategy_verdicts, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
-from balora.report.runs import by_seed, equivalence_margin, method_name, same_machine_ratios
-from balora.report.tables import EQUIVALENCE_NOTE, count, margin_note, mde_cell, p_value, ratio_cell, seconds_cell
+from balora.report.runs import by_seed, method_name
+from balora.report.stats import LOSS
+from balora.report.tables import (
+    EQUIVALENCE_NOTE,
+    compared,
+    cost_cells,
+    delta_text,
+    margin_note,
+    marked,
+    mde_cell,
+    p_value,
+    reduction,
+    render,
+    timed_phases,
+    verdict_cell,
+)
 
 REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
@@ -68,7 +85,7 @@ def strategy_label(config: dict) -> str:
 
 def _final_validation_loss(result: dict) -> float:
     points = result.get("curves", {}).get("validation") or []
-    return float(points[-1][1]["loss"]) if points else math.nan
+    return float(points[-1][1][LOSS.name]) if points else math.nan
 
 
 def selected_runs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -93,76 +110,66 @@ def _arm(config: dict) -> str:
         f"{config['method']} ({strategy})"
 
 
-def by_mean_loss(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """Each strategy's runs, from the lowest mean test loss: the order of the tables' rows and the claims' lists."""
-    return sorted(runs.groupby("strategy", sort=False), key=lambda item: item[1]["loss"].mean())
+def compare_with_lora(runs: pd.DataFrame, setting: str) -> list[Row]:
+    """Each strategy's runs as a row, from the lowest mean test loss (the order of the tables' rows and the claims'
+    lists), compared with LoRA r=8's in test loss on matched seeds as every table compares (`analysis.group_rows`:
+    Δ = strategy − LoRA r=8, better is lower by the loss's direction) and Holm-adjusted over the table. Only LoRA r=8
+    on all layers is the reference: without it nothing is compared with LoRA."""
+    reference = _arm({"method": "lora"}) if (runs["strategy"] == REFERENCE).any() else None
+    rows = holm_rows(group_rows(setting, runs, reference, LOSS))
+    return sorted(rows, key=lambda r: r.runs[LOSS.name].mean())
 
 
-def compare_with_lora(runs: pd.DataFrame) -> dict[str, stats.Comparison]:
-    """Each strategy's per-seed test loss against LoRA r=8's, paired on seeds at the margin the runs' specs
-    declare, Holm-adjusted over the table. Losses enter negated, so that the comparison's "better" (a positive
-    difference) means a lower loss; `loss_delta` turns Δ and its CI back into loss units (the margin and the
-    MDE are magnitudes, the same either way)."""
-    lora = runs[runs["strategy"] == REFERENCE]
-    reference = {s: -v for s, v in by_seed(lora, "loss").items()}
-    groups = by_mean_loss(runs)
-    compared = stats.holm_adjust([stats.paired_comparison({s: -v for s, v in by_seed(g, "loss").items()}, reference,
-                                                          stats.LOSS, equivalence_margin(pd.concat([g, lora]), stats.LOSS))
-                                  for _, g in groups])
-    return {name: c for (name, _), c in zip(groups, compared)}
+def _compared_with_lora(rows: list[Row]) -> dict[str, stats.Comparison]:
+    """{strategy: its comparison with LoRA r=8} for every strategy but LoRA r=8 itself."""
+    return {r.label: r.comparison for r in rows if r.comparison is not None}
 
 
-def loss_delta(c: stats.Comparison) -> tuple[float, float, float]:
-    """Δ test loss (strategy − LoRA r=8; negative: lower loss) and its CI, from a `compare_with_lora` comparison."""
-    return -c.delta, -c.ci_high, -c.ci_low
+def _has_reference(rows: list[Row]) -> bool:
+    return any(r.comparison is None for r in rows)
 
 
-def strategy_table(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Comparison]) -> Table:
-    largest = runs.groupby("strategy")["lora_params"].mean().max()
-    rows = []
-    for name, group in by_mean_loss(runs):
-        c = compared[name]
-        loss = stats.summarize(list(by_seed(group, "loss").values()))
-        params, final = group["lora_params"].mean(), group["lora_final"].mean()
-        is_reference = name == REFERENCE
-        delta, low, high = loss_delta(c)
-        delta_cell = "—" if is_reference or not c.n_pairs else (
-            f"{delta:+.4f} [{low:+.4f}, {high:+.4f}]" if c.n_pairs > 1 else f"{delta:+.4f}")
-        rows.append([name, f"{group['lr'].iloc[0]:g}", str(loss.n),
-                     f"{loss.mean:.4f}" + ("" if math.isnan(loss.std) else f" ± {loss.std:.4f}"),
-                     f"{math.exp(loss.mean):.2f}", f"{params:,.0f}" + ("" if final == params else f" (final {final:,.0f})"),
-                     f"{100 * (1 - params / largest):.1f}", delta_cell,
-                     *(["—"] * 4 if is_reference else
-                       [f"{c.verdict_label} (n={c.n_pairs})" if c.p_holm is None else p_value(c.p_holm),
-                        p_value(c.p_tost_holm), mde_cell(c), c.verdict_label])])
-    columns = ["Strategy", "lr", "n", "Eval loss", "Perplexity", "LoRA params", "Reduction (%)",
-               "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "p (TOST, Holm)", "MDE (nats)", "Verdict"]
-    others = [c for name, c in compared.items() if name != REFERENCE]
-    return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}", columns, rows,
-                 margin_note(others, runs["sweep"]), column_notes=COLUMN_NOTES,
+STRATEGY_COLUMNS = ["Method", "lr", "n", "Eval loss", "Perplexity", "LoRA params", "Reduction (%)",
+                    "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "p (TOST, Holm)", "MDE (nats)", "Verdict"]
+
+
+def strategy_table(rows: list[Row], setting: str) -> Table:
+    """The strategy comparison, its comparison cells those of every table (`tables.COLUMNS`), in nats of test loss."""
+    extra = {"lr": lambda r: f"{r.runs['lr'].iloc[0]:g}",
+             "Perplexity": lambda r: f"{math.exp(r.runs[LOSS.name].mean()):.2f}",
+             "LoRA params": _lora_params, **reduction(rows),
+             "Δ loss vs LoRA r=8 [CI]": compared(delta_text, "—"), "p (Holm)": compared(marked(lambda c: c.p_holm), "—"),
+             "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm), "—"), "MDE (nats)": compared(mde_cell, "—"),
+             "Verdict": compared(verdict_cell, "—")}
+    runs = pd.concat([r.runs for r in rows])
+    return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",
+                 ["Strategy", *STRATEGY_COLUMNS[1:]], render(rows, STRATEGY_COLUMNS, extra, lead=False),
+                 margin_note(_compared_with_lora(rows).values(), runs["sweep"]), column_notes=COLUMN_NOTES,
                  compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "Verdict"])
 
 
-def cost_table(runs: pd.DataFrame, setting: str) -> Table:
+def _lora_params(row: Row) -> str:
+    """Trained LoRA parameters, and the final count where it differs (AdaLoRA prunes)."""
+    params, final = row.runs["lora_params"].mean(), row.runs["lora_final"].mean()
+    return f"{params:,.0f}" + ("" if final == params else f" (final {final:,.0f})")
+
+
+def cost_table(rows: list[Row], setting: str) -> Table:
     """Each strategy's mean seconds per phase, total time over LoRA r=8's run with the same seed and machine,
     and peak memory: the study's own measure of what BA-LoRA's importance pass adds (`benchmarks/lm.py` times
     the phases alone, on an otherwise idle machine)."""
+    runs = pd.concat([r.runs for r in rows])
     reference = runs[runs["strategy"] == REFERENCE]
-    phases = [p for p in COST_PHASES if f"time_{p}" in runs and runs[f"time_{p}"].notna().any()]
-    rows = []
-    for name, group in by_mean_loss(runs):
-        ratios = same_machine_ratios(group, reference, "time_total")
-        rows.append([name, str(len(group)),
-                     *(seconds_cell(group[f"time_{p}"], digits=1) for p in phases),
-                     f"{group['time_total'].mean():.1f}", ratio_cell(ratios), count(group["peak_rss_mib"].mean())])
+    phases = timed_phases(runs, COST_PHASES)
+    cells = [[row.label, str(len(row.runs)), *cost_cells(row.runs, reference, phases, digits=1)] for row in rows]
     columns = ["Strategy", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", f"Total / {REFERENCE} (×)",
                "Peak RSS (MiB)"]
-    return Table(f"lm_cost_{slug(setting)}", f"Instruction tuning: cost — {setting}", columns, rows, [COST_NOTE],
+    return Table(f"lm_cost_{slug(setting)}", f"Instruction tuning: cost — {setting}", columns, cells, [COST_NOTE],
                  compact=["Strategy", "Runs", "Total (s)", f"Total / {REFERENCE} (×)", "Peak RSS (MiB)"])
 
 
 def _loss_summary(runs: pd.DataFrame) -> str:
-    loss = stats.summarize(list(by_seed(runs, "loss").values()))
+    loss = stats.summarize(list(by_seed(runs, LOSS.name).values()))
     spread = "" if math.isnan(loss.std) else f" ± {loss.std:.4f}"
     return (f"{loss.mean:.4f}{spread} (perplexity {math.exp(loss.mean):.2f}, n = {loss.n}, "
             f"{runs['lora_params'].mean():,.0f} LoRA parameters)")
@@ -174,43 +181,35 @@ def _verdict_words(c: stats.Comparison, name: str) -> str:
                           worse=f"{name}'s test loss is significantly higher than {REFERENCE}'s: {name} does worse here")
 
 
-def lm_claims(runs: pd.DataFrame, setting: str, compared: dict[str, stats.Comparison]) -> list[str]:
+def lm_claims(rows: list[Row], setting: str) -> list[str]:
     """Statistics-worded sentences: BA-LoRA against LoRA r=8 in detail, then every strategy's verdict."""
-    if REFERENCE not in compared:
+    if not _has_reference(rows):
         return [f"{setting}: there are no {REFERENCE} runs, so no strategy is compared with LoRA."]
+    runs = {r.label: r.runs for r in rows}
+    compared = _compared_with_lora(rows)
     sentences = []
-    reference = runs[runs["strategy"] == REFERENCE]
     if (c := compared.get(PROPOSED)) is not None:
-        proposed = runs[runs["strategy"] == PROPOSED]
-        text = (f"{setting}: {PROPOSED} reached a test loss of {_loss_summary(proposed)} against {REFERENCE}'s "
-                f"{_loss_summary(reference)}")
-        delta, low, high = loss_delta(c)
-        if c.n_pairs >= 2:
-            text += f"; over {c.n_pairs} matched seeds Δ loss = {delta:+.4f}"
-        if c.tested:
-            text += (f" ({100 * c.ci_level:.1f}% CI {low:+.4f} to {high:+.4f}, the level matching Holm's verdict), "
-                     f"{statistics_text(c)}")
-        sentences.append(f"{text}: {_verdict_words(c, PROPOSED)}.")
-    others = {name: c for name, c in compared.items() if name != REFERENCE}
-    if others:
-        best = runs.groupby("strategy", sort=False)["loss"].mean().idxmin()
-        sentences.append(
-            f"{setting}: of {len(others)} strateg{'y' if len(others) == 1 else 'ies'} compared with {REFERENCE} "
-            f"(paired t-tests and equivalence tests on test loss, Holm-adjusted over the table, α = {stats.ALPHA}), "
-            + verdict_lists(list(others.items()), "better (significantly lower loss)", "worse (significantly higher loss)")
-            + f". The lowest mean test loss is {best}'s: {_loss_summary(runs[runs['strategy'] == best])}.")
+        text = (f"{setting}: {PROPOSED} reached a test loss of {_loss_summary(runs[PROPOSED])} against {REFERENCE}'s "
+                f"{_loss_summary(runs[REFERENCE])}")
+        sentences.append(f"{text}{evidence(c, f'Δ loss = {c.metric.signed(c.delta)}')}: {_verdict_words(c, PROPOSED)}.")
+    if compared:
+        best = rows[0].label  # rows run from the lowest mean test loss
+        sentences.append(strategy_verdicts(
+            setting, REFERENCE, list(compared.items()), "test loss",
+            f"The lowest mean test loss is {best}'s: {_loss_summary(runs[best])}.",
+            "better (significantly lower loss)", "worse (significantly higher loss)"))
     return sentences
 
 
-def bottom_line(setting: str, compared: dict[str, stats.Comparison]) -> list[str]:
+def bottom_line(rows: list[Row], setting: str) -> list[str]:
     """The study's bottom line, for the abstract and the summary: BA-LoRA against LoRA r=8 in one sentence
     (none without both)."""
-    c = compared.get(PROPOSED)
-    if c is None or REFERENCE not in compared:
+    c = _compared_with_lora(rows).get(PROPOSED)
+    if c is None or not _has_reference(rows):
         return []
-    delta, low, high = loss_delta(c)
-    numbers = (f" (Δ test loss {delta:+.4f}, {100 * c.ci_level:.1f}% CI {low:+.4f} to {high:+.4f}, Holm-adjusted "
-               f"{p_text(c.p_holm)}, equivalence test Holm-adjusted {p_text(c.p_tost_holm)})" if c.tested else "")
+    numbers = (f" (Δ test loss {c.metric.signed(c.delta)}, {100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} to "
+               f"{c.metric.signed(c.ci_high)}, Holm-adjusted {p_text(c.p_holm)}, equivalence test Holm-adjusted "
+               f"{p_text(c.p_tost_holm)})" if c.tested else "")
     return [f"In instruction tuning ({setting}, at the budget of LoRA r=8 on every projection), {PROPOSED} against "
             f"{REFERENCE}{numbers}: {_verdict_words(c, PROPOSED)}."]
 
@@ -239,14 +238,14 @@ def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list
     bottom_lines: list[str] = []
     for (model, dataset), runs in selected_runs(frame).groupby(["model", "dataset"], sort=False):
         setting = f"{model} · {dataset}"
-        compared = compare_with_lora(runs)
-        claims = lm_claims(runs, setting, compared)
+        rows = compare_with_lora(runs, setting)
+        claims = lm_claims(rows, setting)
         figs: list[Figure] = figures.params_loss_bars(runs, setting, out) + figures.rank_per_layer(runs, setting, out)
         if len(figs) < 2:
             missing.append(f"Rank-per-layer figure, {setting}: no allocations recorded.")
-        blocks += [Bullets(claims), strategy_table(runs, setting, compared), *figs, cost_table(runs, setting)]
+        blocks += [Bullets(claims), strategy_table(rows, setting), *figs, cost_table(rows, setting)]
         sentences += claims
-        bottom_lines += bottom_line(setting, compared)
+        bottom_lines += bottom_line(rows, setting)
         if generations := _generations(runs):
             blocks += [Paragraph("Greedy responses to fixed test prompts, stored with each run:"), Bullets(generations)]
     return blocks, sentences, bottom_lines

@@ -40,11 +40,10 @@ from typing import Any
 
 import pandas as pd
 
-from balora import method_registry, specs
+from balora import method_registry, specs, tasks
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
 from balora.report import stats
-from balora.tasks import with_task_defaults
-from balora.tuning import MIN_CURVE_POINTS, anytime_value, primary_metric, superseded, validation_curve
+from balora.tuning import MIN_CURVE_POINTS, anytime_value, superseded, validation_curve
 
 REFERENCE = "lora"
 PHASES = ("load", "importance", "allocation", "init", "train", "eval", "generate")
@@ -107,14 +106,13 @@ def _describe(config: dict[str, Any], names: list[str], defaults: tuple[dict[str
 
 @functools.cache
 def _task_defaults(task: str) -> dict[str, Any]:
-    return with_task_defaults(RunConfig(), task).to_dict()
+    return tasks.with_task_defaults(RunConfig(), task).to_dict()
 
 
 def _defaults_of(result: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     """What a run's config counts as default: RunConfig's, and the values its task resolves them to (the
-    warm-start step of a causal LM is not a classifier's). Run files from before the causal-LM track record
-    no task: they are classifiers."""
-    return DEFAULTS, _task_defaults(result.get("task", "classification"))
+    warm-start step of a causal LM is not a classifier's)."""
+    return DEFAULTS, _task_defaults(tasks.of_result(result).name)
 
 
 def _shown(name: str, value: Any) -> str:
@@ -200,18 +198,19 @@ def method_variants(results: list[dict[str, Any]]) -> list[str]:
     the runs of its method and task in `results`, leaving out its task's defaults ("" for the default
     variant). A causal LM's preset sizes (its test subset, say) do not rename the classifiers' arms."""
     def group(result: dict[str, Any]) -> tuple[str, str]:
-        return result.get("task", "classification"), result["config"]["method"]
+        return tasks.of_result(result).name, result["config"]["method"]
 
     options = sorted({k for r in results for k in r["config"]} - set(NOT_VARIANT))
     varying = {g: _varying([r["config"] for r in results if group(r) == g], options) for g in map(group, results)}
     return [_describe(r["config"], varying[group(r)], _defaults_of(r)) for r in results]
 
 
-def steps_to_reach(curve: list[tuple[int, float]], target: float, lower_is_better: bool = False) -> int | None:
-    """The first step of `curve` whose value reaches `target` (≤ it where lower is better, else ≥), or None."""
+def steps_to_reach(curve: list[tuple[int, float]], target: float, metric: stats.Metric = stats.ACCURACY) -> int | None:
+    """The first step of `curve` (of `metric`) whose value reaches `target` (≥ it where higher is better, ≤ where
+    lower is), or None."""
     if not math.isfinite(target):
         return None
-    return next((step for step, value in curve if (value <= target if lower_is_better else value >= target)), None)
+    return next((step for step, value in curve if metric.sign * value >= metric.sign * target), None)
 
 
 def anytime_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -228,7 +227,7 @@ def anytime_columns(frame: pd.DataFrame) -> pd.DataFrame:
                 finals[(setting, budget, int(seed))] = curve[-1][1]
     targets = [finals.get((setting, budget, int(seed)), math.nan)
                for setting, budget, seed in zip(frame["setting"], frame["budget"], frame["seed"])]
-    reached = [steps_to_reach(c, t, primary_metric(r) == "loss") if len(c) >= MIN_CURVE_POINTS else None
+    reached = [steps_to_reach(c, t, tasks.of_result(r).metric) if len(c) >= MIN_CURVE_POINTS else None
                for c, t, r in zip(curves, targets, frame["result"])]
     return frame.assign(reference_final=targets, steps_to_reference=pd.Series(reached, index=frame.index, dtype=object))
 
@@ -246,7 +245,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     rows = []
     for result, setting, shown_protocol, variant in zip(results, settings, protocols, arm_variants):
         config, metrics, params = result["config"], result["metrics"], result["params"]
-        method = config["method"]
+        method, task = config["method"], tasks.of_result(result)
         budget = _budget(result)
         timings = dict(result.get("timings", {}))
         timings.setdefault("total", sum(timings.values()))
@@ -264,7 +263,8 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
             "protocol_key": protocol_key(config),
             "seed": int(config["seed"]), "machine": machine(result),
             **{m: float(metrics[m]) for m in METRICS if m in metrics},
-            "task": result.get("task", "classification"),  # results stored before causal LMs are classification
+            "task": task.name,  # results stored before causal LMs are the fallback task's (classification)
+            "metric": task.metric.name,
             "majority_rate": float(metrics.get("majority_rate", math.nan)),
             "not_learnt": "accuracy" in metrics
             and float(metrics["accuracy"]) < float(metrics["majority_rate"]) + MAJORITY_TOLERANCE,

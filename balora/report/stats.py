@@ -21,9 +21,9 @@ are scipy's and statsmodels', and so are the multiple-comparison adjustment and 
   tests, across the comparisons of one table (`holm_adjust`, with
   `statsmodels.stats.multitest.multipletests`);
 - the verdict, one of four words: better or worse where the Holm-adjusted t-test rejects "no
-  difference" at α (its direction from Δ's sign), else equivalent (within ±margin) where the
-  Holm-adjusted equivalence test rejects "a difference of at least the margin", else inconclusive,
-  with the MDE: these seeds show neither;
+  difference" at α (its direction from Δ's sign and the metric's: a higher accuracy, a lower loss is
+  better), else equivalent (within ±margin) where the Holm-adjusted equivalence test rejects "a
+  difference of at least the margin", else inconclusive, with the MDE: these seeds show neither;
 - the confidence interval of Δ (paired t) is at the level that matches the better/worse verdict: after
   `holm_adjust`, 1 − α·p_t/p_holm (1 − α where a table has one test), so it excludes 0 exactly
   when the verdict is better or worse. Before adjustment it is at 1 − α.
@@ -46,6 +46,9 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
 
+# Every comparison is read by a task's metric (its direction, units and default margin): one record, the task's.
+from balora.tasks import ACCURACY, LOSS, Metric  # noqa: F401 (LOSS re-exported with the others)
+
 ALPHA = 0.05
 POWER = 0.8  # of the minimum detectable effect
 MIN_PAIRS = 3  # fewer matched seeds: no test, a mark instead
@@ -64,27 +67,6 @@ NO_REFERENCE = "no reference runs"
 
 # Table cells of the comparisons without a test; the report explains them once.
 UNTESTED = {TOO_FEW: "n<3", NO_SPREAD: "not testable", NO_REFERENCE: "no ref."}
-
-
-@dataclass(frozen=True)
-class Metric:
-    """How differences of a metric read: `unit` after scaling by `scale`, with `digits` decimals, and the
-    equivalence margin (in the metric's own units) where no spec declares one."""
-
-    name: str  # the run column it is read from
-    unit: str
-    scale: float
-    digits: int
-    margin: float
-
-    def amount(self, value: float, exact: bool = False) -> str:
-        """`value` in the unit: "2.34 pp"; `exact` for a declared number such as a margin, as written ("1 pp")."""
-        number = f"{self.scale * value:g}" if exact else f"{self.scale * value:.{self.digits}f}"
-        return f"{number} {self.unit}"
-
-
-ACCURACY = Metric("accuracy", "pp", 100.0, 2, 0.01)  # ±1 pp
-LOSS = Metric("loss", "nats", 1.0, 4, 0.01)  # ±0.01 nats of test cross-entropy
 
 
 @dataclass(frozen=True)
@@ -123,7 +105,7 @@ class Comparison:
     method: Summary  # over all of the method's seeds
     reference: Summary  # over all of the reference's seeds
     n_pairs: int
-    delta: float  # mean per-seed difference, method − reference
+    delta: float  # mean per-seed difference, method − reference (a gain where `metric` is higher-is-better)
     stderr: float  # standard error of `delta` (NaN below 2 pairs)
     ci_level: float  # confidence of [ci_low, ci_high]
     ci_low: float
@@ -154,7 +136,8 @@ class Comparison:
         return UNTESTED.get(self.verdict, self.verdict)
 
 
-def _verdict(delta: float, p: float | None, p_tost: float | None, n_pairs: int, spread: float, alpha: float) -> str:
+def _verdict(gain: float, p: float | None, p_tost: float | None, n_pairs: int, spread: float, alpha: float) -> str:
+    """`gain`: the mean difference signed so that positive is better (`Metric.sign` × Δ)."""
     if n_pairs == 0:
         return NO_REFERENCE
     if n_pairs < MIN_PAIRS:
@@ -162,7 +145,7 @@ def _verdict(delta: float, p: float | None, p_tost: float | None, n_pairs: int, 
     if not spread > TIE:
         return NO_SPREAD
     if p is not None and p < alpha:
-        return BETTER if delta > 0 else WORSE
+        return BETTER if gain > 0 else WORSE
     return EQUIVALENT if p_tost is not None and p_tost < alpha else INCONCLUSIVE
 
 
@@ -184,8 +167,9 @@ def detectable_effect(n_pairs: int, alpha: float = ALPHA, power: float = POWER) 
 
 def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float], metric: Metric = ACCURACY,
                       margin: Margin | None = None, alpha: float = ALPHA) -> Comparison:
-    """Compare `method` with `reference`, both given as {seed: value}; pairs are the shared seeds.
-    `margin`: the equivalence margin (`metric`'s default where None)."""
+    """Compare `method` with `reference`, both given as {seed: value} of `metric`; pairs are the shared seeds.
+    Δ is method − reference in the metric's units; the verdict reads its direction from the metric (better is a
+    higher accuracy, a lower loss). `margin`: the equivalence margin (`metric`'s default where None)."""
     margin = margin or default_margin(metric)
     seeds = sorted(set(method) & set(reference))
     ours = np.array([method[s] for s in seeds], dtype=float)
@@ -203,7 +187,7 @@ def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float
                       1 - alpha, *_interval(delta, stderr, n, 1 - alpha), p_t, p_w,
                       delta / spread if spread > TIE else math.nan, p_t, p_tost, p_tost,
                       detectable_effect(n, alpha) * spread if testable else math.nan, metric, margin,
-                      _verdict(delta, p_t, p_tost, n, spread, alpha))
+                      _verdict(metric.sign * delta, p_t, p_tost, n, spread, alpha))
 
 
 def _holm(ps: list[float], alpha: float) -> list[float]:
@@ -227,7 +211,7 @@ def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list
         spread = c.stderr * math.sqrt(c.n_pairs)
         result[i] = replace(c, p_holm=p_holm, p_tost_holm=p_tost_holm, ci_level=level,
                             **dict(zip(("ci_low", "ci_high"), _interval(c.delta, c.stderr, c.n_pairs, level))),
-                            verdict=_verdict(c.delta, p_holm, p_tost_holm, c.n_pairs, spread, alpha))
+                            verdict=_verdict(c.metric.sign * c.delta, p_holm, p_tost_holm, c.n_pairs, spread, alpha))
     return result
 
 

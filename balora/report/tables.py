@@ -48,25 +48,34 @@ def count(value: float) -> str:
 
 
 def delta_text(c: stats.Comparison) -> str:
-    """Δ in pp, with the CI that matches the verdict where there is a test (none where there is no verdict)."""
+    """Δ in the metric's unit (pp of accuracy, nats of loss), with the CI that matches the verdict where there is a
+    test (none where there is no verdict)."""
+    def difference(value: float) -> str:
+        return DASH if not math.isfinite(value) else c.metric.signed(value)
+
     if c.n_pairs == 0:
         return DASH
     if not c.tested:
-        return signed(c.delta)
-    return f"{signed(c.delta)} [{signed(c.ci_low)}, {signed(c.ci_high)}]"
+        return difference(c.delta)
+    return f"{difference(c.delta)} [{difference(c.ci_low)}, {difference(c.ci_high)}]"
 
 
 def _mean(row: Row, column: str) -> float:
     return float(row.runs[column].mean())
 
 
-def _compared(value: Callable[[stats.Comparison], str], reference: str = DASH) -> Callable[[Row], str]:
+def compared(value: Callable[[stats.Comparison], str], reference: str = DASH) -> Callable[[Row], str]:
     """A comparison cell; on the reference's own row, `reference` instead."""
     return lambda r: reference if r.comparison is None else value(r.comparison)
 
 
-def _p_t(c: stats.Comparison) -> str:
-    return f"{c.verdict_label} (n={c.n_pairs})" if not c.tested and c.n_pairs else p_value(c.p_t)
+def marked(p: Callable[[stats.Comparison], float | None]) -> Callable[[stats.Comparison], str]:
+    """A p-value cell that, where there is no test, says why (the first test column of a table)."""
+    return lambda c: f"{c.verdict_label} (n={c.n_pairs})" if not c.tested and c.n_pairs else p_value(p(c))
+
+
+def verdict_cell(c: stats.Comparison) -> str:
+    return c.verdict_label
 
 
 def mde_cell(c: stats.Comparison) -> str:
@@ -115,14 +124,14 @@ COLUMNS: dict[str, Callable[[Row], str]] = {
     "Majority (%)": lambda r: pct(_mean(r, "majority_rate")),
     "≤ majority": lambda r: f"{int(r.runs['not_learnt'].sum())}/{len(r.runs)}",
     "F1 (%)": lambda r: pct_summary(stats.summarize(r.runs["f1"])),
-    "Δ acc. (pp) [CI]": _compared(delta_text, "(reference)"),
-    "p (t)": _compared(_p_t),
-    "p (Wilcoxon)": _compared(lambda c: p_value(c.p_wilcoxon)),
-    "d": _compared(_d),
-    "p (Holm)": _compared(lambda c: p_value(c.p_holm)),
-    "p (TOST, Holm)": _compared(lambda c: p_value(c.p_tost_holm)),
-    "MDE (pp)": _compared(mde_cell),
-    "Verdict": _compared(lambda c: c.verdict_label, "(reference)"),
+    "Δ acc. (pp) [CI]": compared(delta_text, "(reference)"),
+    "p (t)": compared(marked(lambda c: c.p_t)),
+    "p (Wilcoxon)": compared(lambda c: p_value(c.p_wilcoxon)),
+    "d": compared(_d),
+    "p (Holm)": compared(lambda c: p_value(c.p_holm)),
+    "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm)),
+    "MDE (pp)": compared(mde_cell),
+    "Verdict": compared(verdict_cell, "(reference)"),
 }
 # What a page-wide (paper) version of a comparison table keeps: the lead, the arm, its accuracy, Δ with its CI (at
 # the level that matches the Holm-adjusted t-test, so it excludes 0 exactly when that test rejects: p (Holm) would
@@ -183,11 +192,12 @@ def _row_names(rows: list[Row]) -> str:
     return ", ".join(f"{label} ({', '.join(named)})" for label, named in leads.items())
 
 
-def render(rows: list[Row], columns: list[str],
-           extra: dict[str, Callable[[Row], str]] | None = None) -> list[list[str]]:
-    """Cells of `rows`: the group label, then `columns` from COLUMNS or `extra` (table-specific ones)."""
+def render(rows: list[Row], columns: list[str], extra: dict[str, Callable[[Row], str]] | None = None,
+           lead: bool = True) -> list[list[str]]:
+    """Cells of `rows`: the group label (unless not `lead`), then `columns` from COLUMNS or `extra` (table-specific
+    ones)."""
     cells = {**COLUMNS, **(extra or {})}
-    return [[row.lead, *(cells[c](row) for c in columns)] for row in rows]
+    return [[*([row.lead] if lead else []), *(cells[c](row) for c in columns)] for row in rows]
 
 
 def budget_tables(analysis: Analysis) -> list[Table]:
@@ -262,6 +272,12 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
             for setting, rows in analysis.ablation.items()]
 
 
+def reduction(rows: list[Row]) -> dict[str, Callable[[Row], str]]:
+    """The "Reduction (%)" column of a strategy table: each row's LoRA parameters saved against the table's largest."""
+    largest = max(_mean(r, "lora_params") for r in rows)
+    return {"Reduction (%)": lambda r: f"{100 * (1 - _mean(r, 'lora_params') / largest):.1f}"}
+
+
 def strategy_tables(analysis: Analysis) -> list[Table]:
     """Seed 002's strategy comparison: every arm's evaluation loss, parameters, saving against the largest
     configuration in the table, and accuracy against LoRA."""
@@ -273,10 +289,8 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
                                  "coefficient."}
     tables = []
     for setting, rows in analysis.strategy.items():
-        largest = max(_mean(r, "lora_params") for r in rows)
-        reduction = {"Reduction (%)": lambda r, top=largest: f"{100 * (1 - _mean(r, 'lora_params') / top):.1f}"}
         tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
-                            render(rows, columns, reduction), comparison_notes(rows), STAT_NOTE,
+                            render(rows, columns, reduction(rows)), comparison_notes(rows), STAT_NOTE,
                             ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
                              "≤ majority", "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"], explained))
     return tables
@@ -327,13 +341,25 @@ def ratio_cell(ratios: list[float]) -> str:
     return f"{ratio.mean:.2f}" + ("" if math.isnan(ratio.std) else f" ± {ratio.std:.2f}") + f" (n={ratio.n})"
 
 
+def timed_phases(runs: pd.DataFrame, phases: Iterable[str]) -> list[str]:
+    """Those of `phases` that some of `runs` timed: a cost table's phase columns."""
+    return [p for p in phases if f"time_{p}" in runs and runs[f"time_{p}"].notna().any()]
+
+
+def cost_cells(runs: pd.DataFrame, reference: pd.DataFrame, phases: list[str], digits: int = 2) -> list[str]:
+    """A cost table's cells for one arm's `runs`: mean seconds per phase and in all, the total over the `reference`
+    run with the same seed and machine (`same_machine_ratios`), and the mean peak memory."""
+    return [*(seconds_cell(runs[f"time_{p}"], digits) for p in phases), f"{runs['time_total'].mean():.{digits}f}",
+            ratio_cell(same_machine_ratios(runs, reference, "time_total")), count(runs["peak_rss_mib"].mean())]
+
+
 def cost_tables(analysis: Analysis) -> list[Table]:
     """Each arm's mean phase timings, total time relative to matched LoRA runs, and peak memory, per setting."""
     frame = analysis.frame
     tables = []
     for setting in settings(frame):
         part = frame[frame["setting"] == setting]
-        phases = [p for p in PHASES if f"time_{p}" in part and part[f"time_{p}"].notna().any()]
+        phases = timed_phases(part, PHASES)
         cuda = part["peak_cuda_mib"].notna().any()
         columns = ["Budget", "Method", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", "Total / LoRA (×)",
                    "Peak RSS (MiB)", *(["Peak CUDA (MiB)"] if cuda else []), "Steps", "Converged (step)"]
@@ -341,10 +367,9 @@ def cost_tables(analysis: Analysis) -> list[Table]:
         for budget, cell in part.groupby("budget"):  # one row per arm and budget: one protocol per row
             for arm in arm_order(cell["arm"]):
                 runs = cell[cell["arm"] == arm]
-                ratio = ratio_cell(time_ratios(cell, arm))
-                timing = [seconds_cell(runs[f"time_{p}"]) for p in phases]
-                rows.append([budget_label(budget), runs["arm_label"].iloc[0], str(len(runs)), *timing,
-                             f"{runs['time_total'].mean():.2f}", ratio, count(runs["peak_rss_mib"].mean()),
+                reference = cell[cell["arm"] == reference_arm(cell, REFERENCE)]
+                rows.append([budget_label(budget), runs["arm_label"].iloc[0], str(len(runs)),
+                             *cost_cells(runs, reference, phases),
                              *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
                              *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
         explained = {"Total (s)": "Seconds per phase (– where a method has no such phase), mean over the arm's runs "

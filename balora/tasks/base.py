@@ -42,11 +42,16 @@ Processor = PreTrainedTokenizerBase | BaseImageProcessor
 
 @dataclass(frozen=True)
 class Metric:
-    """A task's primary metric: what validation curves, convergence, selection and the report read a run by."""
+    """A task's primary metric: what validation curves, convergence, selection and the report read a run by, and
+    how the report writes an amount of it (a difference, a margin): `unit` after scaling by `scale`, with `digits`
+    decimals."""
 
     name: str  # its key in a run's metrics and validation points
     higher_is_better: bool
     margin: float = 0.01  # the equivalence margin where no spec declares one, in the metric's own units
+    unit: str = ""
+    scale: float = 1.0
+    digits: int = 4
 
     @property
     def sign(self) -> float:
@@ -58,9 +63,18 @@ class Metric:
         at most final / `fraction` where lower is."""
         return value >= fraction * final if self.higher_is_better else value * fraction <= final
 
+    def amount(self, value: float, exact: bool = False) -> str:
+        """`value` in the unit: "2.34 pp"; `exact` for a declared number such as a margin, as written ("1 pp")."""
+        number = f"{self.scale * value:g}" if exact else f"{self.scale * value:.{self.digits}f}"
+        return f"{number} {self.unit}"
 
-ACCURACY = Metric("accuracy", higher_is_better=True)  # margin ±1 pp
-LOSS = Metric("loss", higher_is_better=False)  # margin ±0.01 nats of test cross-entropy
+    def signed(self, value: float) -> str:
+        """A difference in the unit, with its sign and without the unit (a table's column names it): "+2.34"."""
+        return f"{self.scale * value:+.{self.digits}f}"
+
+
+ACCURACY = Metric("accuracy", higher_is_better=True, unit="pp", scale=100.0, digits=2)  # margin ±1 pp
+LOSS = Metric("loss", higher_is_better=False, unit="nats")  # margin ±0.01 nats of test cross-entropy
 
 
 class Task:
@@ -79,6 +93,9 @@ class Task:
     also_trains: ClassVar[tuple[str, ...]] = ()  # other tasks its models can be trained as (`--task NAME`)
     generates: ClassVar[bool] = False  # answers test prompts after training (`generate`)
     fallback: ClassVar[bool] = False  # the task of a model no task recognises (exactly one task is)
+    # the report's analyses of its runs beyond those every task's metric gets ("layer importance": attention
+    # against MLP modules, for vision transformers)
+    report_analyses: ClassVar[tuple[str, ...]] = ()
 
     def recognises(self, model_config: PretrainedConfig) -> bool:
         """Whether a model with this saved config is of this task (`--task auto`)."""

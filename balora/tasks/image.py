@@ -29,6 +29,7 @@ class ImageClassification(LabelledTask):
     warm_start_gamma = 0.005  # the text classifiers' measured step (`balora.tasks.classification`)
     peft_task_type = None
     model_class = AutoModelForImageClassification
+    report_analyses = ("layer importance",)
 
     def recognises(self, model_config: PretrainedConfig) -> bool:
         """A model type transformers can load for image classification."""
