@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).parents[1] / "balora"
 # phase timer, `method_registry` the record of every method (that config, the dry run and the report read).
 LAYERS = [
     {"balora", "errors", "quiet"},
-    {"config", "measure", "method_registry"},
+    {"config", "measure", "method_registry", "options"},
     {"assets"},
     {"vision_pretraining"},
     {"models", "data", "instructions", "images"},
