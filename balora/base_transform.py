@@ -37,7 +37,7 @@ from balora.options import Options, QuantisedOptions
 class BaseTransform:
     """The hooks (module docstring); each does nothing here."""
 
-    options: ClassVar[type[Options]] = Options  # its options: the `base:` section of a nested config
+    options: ClassVar[type[Options]] = Options  # its options: the `base_transform:` section of a nested config
 
     def prepare(self, model: nn.Module, targets: list[TargetModule], meter: PhaseMeter) -> None:
         """Change the loaded base model in place, before budget, importance or any method sees it."""

@@ -4,9 +4,9 @@ Sweeps, the CLI and the Python API all build runs from this.
 A run is stored flat (`RunConfig`, one field per setting: every stored run keeps its key), and read and shown
 nested (`RunConfig.nested`, `RunConfig.from_nested`): the common fields, then one section per unit,
 
-    method: {name: ba_lora, strategy: proportional, ...}     the method and its options (`method_registry`)
-    task:   {name: causal_lm, prompt_template: chat, ...}    the task and its options (`options.TASK_OPTIONS`)
-    base:   {quant: nf4, quant_group_size: 64, ...}          the base transform's options (`options.QuantisedOptions`)
+    method:         {name: ba_lora, strategy: proportional, ...}   the method, its options (`method_registry`)
+    task:           {name: causal_lm, prompt_template: chat, ...}  the task, its options (`options.TASK_OPTIONS`)
+    base_transform: {quant: nf4, quant_group_size: 64, ...}        the frozen base's (`options.QuantisedOptions`)
 
 Each unit declares its options once, as a dataclass; `RunConfig`'s section fields are made from them, and the
 sweep specs and the CLI read the same sections (`SECTIONS`).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, make_dataclass
 from typing import Any, NamedTuple
 
@@ -48,7 +48,7 @@ def _method_options() -> tuple[type[Options], ...]:
 
 # The sections of the nested configuration, in order: what the built-in units declare when this module loads.
 SECTIONS = {"method": Section("method", _method_options()), "task": Section("task", tuple(TASK_OPTIONS.values())),
-            "base": Section(None, (QuantisedOptions,))}
+            "base_transform": Section(None, (QuantisedOptions,))}
 
 
 def _section_fields() -> list[tuple[str, Any, Any]]:
@@ -229,7 +229,7 @@ class RunConfig(_SectionFields):
     @classmethod
     def from_nested(cls, values: Mapping[str, Any], where: str = "config") -> RunConfig:
         """A config from its nested form (`nested`), checked; the flat form is read too."""
-        return cls.from_dict(flatten(values, where), where)
+        return cls.from_dict(flatten(values, lambda *_: where)[0], where)
 
 
 def _unit_options(section: str, values: Mapping[str, Any]) -> tuple[str, ...]:
@@ -263,29 +263,28 @@ def flat_name(section: str, key: str) -> str:
     raise BaloraError(f"unknown key '{key}' in section {section}; it has {', '.join(keys)}")
 
 
-def flatten(values: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
-    """A config's flat form from its nested form (a section is a mapping under its name); flat fields pass."""
+def flatten(values: Mapping[str, Any], locate: Callable[..., str]) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """A config's flat form from its nested form (a section is a mapping under its name; flat fields pass), with
+    the keys each field is written under; an error names where, `locate(*keys)` (a sweep spec: its line)."""
     flat: dict[str, Any] = {}
+    written: dict[str, tuple] = {}
     for key, value in values.items():
-        nested = key == "base" or (key in SECTIONS and isinstance(value, Mapping))  # `method: lora` is flat
-        for name, one in [(_flat_name(key, k, where), v) for k, v in _section(key, value, where).items()] if nested \
-                else [(key, value)]:
+        # a section without a selector is always nested; `method: lora` and `task: auto` are the flat form
+        nested = key in SECTIONS and (SECTIONS[key].selector is None or isinstance(value, Mapping))
+        for path, one in [((key, k), v) for k, v in _section(key, value, locate).items()] if nested else [((key,), value)]:
+            try:
+                name = flat_name(key, path[1]) if nested else key
+            except BaloraError as err:
+                raise BaloraError(f"{locate(*path)}: {err}") from None
             if name in flat:
-                raise BaloraError(f"{where}: {name} is given twice; give it once")
-            flat[name] = one
-    return flat
+                raise BaloraError(f"{locate(*path)}: {name} is given twice; give it once")
+            flat[name], written[name] = one, path
+    return flat, written
 
 
-def _flat_name(section: str, key: str, where: str) -> str:
-    try:
-        return flat_name(section, key)
-    except BaloraError as err:
-        raise BaloraError(f"{where}: {err}") from None
-
-
-def _section(name: str, value: Any, where: str) -> Mapping[str, Any]:
+def _section(name: str, value: Any, locate: Callable[..., str]) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
-        raise BaloraError(f"{where}: section {name} is a mapping of its options, e.g. "
+        raise BaloraError(f"{locate(name)}: section {name} is a mapping of its options, e.g. "
                           f"{name}: {{{SECTIONS[name].names[0]}: ...}}")
     return value
 

@@ -74,18 +74,18 @@ def test_the_nested_view_has_the_method_s_options_under_its_name():
     assert view["method"]["name"] == "ba_lora_dynamic" and view["method"]["realloc_every"] == 25
     assert set(view["method"]) == {"name", *method_registry.get("ba_lora_dynamic").settings}
     assert set(view["task"]) == {"name", "instruction_columns", "prompt_template", "train_on_prompt"}
-    assert view["base"]["quant"] == "nf4" and set(view["base"]) == set(QuantisedOptions.names())
+    assert view["base_transform"]["quant"] == "nf4" and set(view["base_transform"]) == set(QuantisedOptions.names())
     assert "learning_rate" in view and "strategy" not in view
     assert RunConfig(method="lora").nested()["method"] == {"name": "lora"}
-    assert RunConfig().nested()["base"] == {"quant": None}
+    assert RunConfig().nested()["base_transform"] == {"quant": None}
 
 
 @pytest.mark.parametrize("values, message", [
-    ({"method": {"quant": "nf4"}}, "'quant' is not in section method: write it in section base"),
-    ({"base": {"learning_rate": 1e-3}}, "'learning_rate' is not in section base: write it at the top level"),
+    ({"method": {"quant": "nf4"}}, "'quant' is not in section method: write it in section base_transform"),
+    ({"base_transform": {"learning_rate": 1e-3}}, "'learning_rate' is not in section base_transform: write it at the top level"),
     ({"task": {"prompt": "chat"}}, "unknown key 'prompt' in section task; it has name, "),
-    ({"quant": "nf4", "base": {"quant": "nf4"}}, "quant is given twice"),
-    ({"base": "nf4"}, "section base is a mapping of its options"),
+    ({"quant": "nf4", "base_transform": {"quant": "nf4"}}, "quant is given twice"),
+    ({"base_transform": "nf4"}, "section base_transform is a mapping of its options"),
 ])
 def test_a_field_in_the_wrong_section_names_the_right_one(values, message):
     with pytest.raises(BaloraError, match=message):
@@ -136,3 +136,93 @@ def test_nested_then_flat_is_the_same_run(config):
     view = config.nested()
     assert RunConfig.from_nested(view) == config and RunConfig.from_nested(view).key() == config.key()
     assert RunConfig.from_nested(config.to_dict()) == config  # the flat form is read too
+
+
+FLAT_SPEC = """name: flat
+base: {model: minilm, dataset: rotten_tomatoes, shots: 8, budget_rank: 4, task: classification, label_column: label}
+overrides:
+  lora: {learning_rate: 1.0e-3}
+  ba_lora: {warmstart: false}
+grids:
+  - {method: [lora, ba_lora], seed: [42, 43]}
+  - {method: lora, quant: [nf4, int4], quant_schedule: cosine, seed: 42}
+  - {method: linear_decay, decay_direction: [decreasing, increasing], seed: 42}
+"""
+NESTED_SPEC = """name: flat
+base:
+  model: minilm
+  dataset: rotten_tomatoes
+  shots: 8
+  budget_rank: 4
+  task: {name: classification, label_column: label}
+overrides:
+  lora: {learning_rate: 1.0e-3}
+  ba_lora:
+    method: {warmstart: false}
+grids:
+  - {method: {name: [lora, ba_lora]}, seed: [42, 43]}
+  - {method: lora, base_transform: {quant: [nf4, int4], quant_schedule: cosine}, seed: 42}
+  - method: {name: linear_decay, decay_direction: [decreasing, increasing]}
+    seed: 42
+"""
+
+
+def _keys(text: str, tmp_path: Path) -> list[str]:
+    from balora.specs import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    return [p.config.key() for p in load_spec(str(path)).runs]
+
+
+def test_a_spec_by_section_plans_the_runs_of_its_flat_form(tmp_path):
+    keys = _keys(NESTED_SPEC, tmp_path)
+    assert len(keys) == 4 + 2 + 2 and keys == _keys(FLAT_SPEC, tmp_path)
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("task: {name: classification, label_column: label}", "task: {name: classification, quant: nf4}",
+     "line 7: 'quant' is not in section task: write it in section base_transform"),
+    ("method: {warmstart: false}", "base_transform: {warmstart: false}",
+     "line 11: 'warmstart' is not in section base_transform: write it in section method"),
+    ("base_transform: {quant: [nf4, int4], quant_schedule: cosine}", "base_transform: {quant: nf4, seed: 1}",
+     "line 14: 'seed' is not in section base_transform: write it at the top level"),
+    ("decay_direction: [decreasing, increasing]}", "direction: [decreasing]}",
+     "line 15: unknown key 'direction' in section method; it has name, "),
+    ("method: {name: [lora, ba_lora]}, seed", "method: {name: [lora, lora]}, seed", "line 13: grid grid0 lists method lora twice"),
+    ("    method: {warmstart: false}\n", "    method: {warmstart: false}\n    warmstart: true\n",
+     "line 12: warmstart is given twice"),
+])
+def test_a_spec_field_in_the_wrong_section_is_one_error_naming_its_line_and_the_right_section(old, new, message, tmp_path,
+                                                                                              capsys):
+    from balora.cli import main
+
+    assert old in NESTED_SPEC
+    path = tmp_path / "spec.yaml"
+    path.write_text(NESTED_SPEC.replace(old, new))
+    assert main(["sweep", str(path), "--dry-run", "--db", str(tmp_path / "db")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"balora: error: {path}, ") and message in err and err.count("\n") == 1, err
+
+
+# Each preset written by section, with the digest of the run keys (evaluation, then tuning) its flat form planned.
+PRESETS_BY_SECTION = {"qa": (15, 50, "f60642fdcb4cd958"), "dynamic": (48, 144, "2ea39cba8cfeb739"),
+                      "vision": (30, 100, "632017f9b8295504")}
+
+
+@pytest.mark.parametrize("preset", PRESETS_BY_SECTION)
+def test_a_preset_written_by_section_plans_the_runs_it_planned_flat(preset):
+    import hashlib
+
+    import yaml
+
+    from balora.specs import load_spec
+
+    spec = load_spec(preset)
+    text = (ROOT / "balora" / "presets" / f"{preset}.yaml").read_text()
+    entries = [yaml.safe_load(text)["base"], *yaml.safe_load(text)["grids"],
+               *(yaml.safe_load(text).get("overrides") or {}).values()]
+    assert any(isinstance(e.get(s), dict) for e in entries for s in SECTIONS)  # written by section
+    keys, tuning = sorted(p.config.key() for p in spec.runs), sorted(p.config.key() for p in spec.tuning_runs())
+    digest = hashlib.sha256(" ".join(keys + tuning).encode()).hexdigest()[:16]
+    assert (len(keys), len(tuning), digest) == PRESETS_BY_SECTION[preset]
