@@ -5,6 +5,7 @@ with the same key as every stored run's flat config."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import FrozenInstanceError, fields, is_dataclass
 from pathlib import Path
 
@@ -226,3 +227,20 @@ def test_a_preset_written_by_section_plans_the_runs_it_planned_flat(preset):
     keys, tuning = sorted(p.config.key() for p in spec.runs), sorted(p.config.key() for p in spec.tuning_runs())
     digest = hashlib.sha256(" ".join(keys + tuning).encode()).hexdigest()[:16]
     assert (len(keys), len(tuning), digest) == PRESETS_BY_SECTION[preset]
+
+
+def test_the_cli_groups_the_run_options_by_section_under_their_old_names(capsys):
+    from balora.cli import main
+
+    assert main(["train", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps by the terminal's width
+    groups = ["run options:", "method options:", "task options:", "base_transform options:"]
+    assert all(g in text for g in groups) and [text.index(g) for g in groups] == sorted(text.index(g) for g in groups)
+    starts = dict(zip(groups, [text.index(g) for g in groups], strict=True))
+    for name in DEFAULTS:
+        at = re.search(f"--{name.replace('_', '-')}[ ,]", text[starts[groups[0]]:]).start() + starts[groups[0]]
+        section = section_of(name) or {"method": "method", "task": "task"}.get(name)
+        group = f"{section} options:" if section else "run options:"
+        after = [g for g in groups if starts[g] > starts[group]]
+        assert starts[group] < at < (starts[after[0]] if after else len(text)), name
+    assert "--peft_method" in text and "--ba_lora_base_rank" in text and "Read by ba_lora_dynamic." in text
