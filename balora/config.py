@@ -334,13 +334,16 @@ def method_settings() -> dict[str, tuple[str, ...]]:
     readers = method_registry.readers()
     unknown = set(readers) - set(DEFAULTS)
     if unknown:
-        raise BaloraError(f"a registered method reads {', '.join(sorted(unknown))}, which RunConfig does not have")
+        raise BaloraError(f"a registered method reads {', '.join(sorted(unknown))}, which RunConfig does not have: "
+                          "RunConfig's fields are the options of the methods registered in balora.method_registry")
     return {name: readers[name] for name in DEFAULTS if name in readers}
 
 
 def full_precision_base() -> tuple[str, ...]:
     """The methods that initialise from, or normalise by, the full-precision base weights: no --quant."""
     return tuple(name for name in method_registry.names() if method_registry.get(name).full_precision_base)
+
+
 # The fields outside every section, in RunConfig's order (`nested`).
 COMMON = tuple(f.name for f in fields(RunConfig) if section_of(f.name) is None and f.name not in ("method", "task"))
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
