@@ -6,6 +6,18 @@ across grids run once (same config hash). Grids may share a name (one experiment
 but one that repeats a run of an earlier grid of its name, or an axis that lists a value twice, is refused
 as a copy made by mistake.
 
+Each of them takes the run's settings as `RunConfig.nested()` shows them, or flat as they are stored: the
+common fields, then a section per unit (`balora.config.SECTIONS`), e.g.
+
+    base: {model: minilm, budget_rank: 8, task: {name: classification, label_column: label}}
+    overrides: {ba_lora_dynamic: {method: {realloc_every: 25}}}
+    grids:
+      - {method: {name: ba_lora, strategy: [proportional, top_k]}, seed: [42, 43, 44]}
+      - {method: lora, base_transform: {quant: [nf4, int4]}, seed: [42, 43, 44]}
+
+In a grid a section's values may be lists, as a flat field's may. A field written in the wrong section, or
+twice (flat and by section), is an error naming its line and the section it belongs in.
+
 A `tune:` block (for the whole spec, or per grid; `tune: null` in a grid turns it off) selects fields
 on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}`: the
 spec then plans tuning runs (every cell × candidate × tuning seed) as well as its evaluation runs
