@@ -22,7 +22,7 @@ before evaluation; the balance ‖scaling·B·A‖/‖W − Ŵ‖ is kept at eac
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from torch import nn
@@ -31,10 +31,13 @@ from balora import bitsandbytes_backend, quantisation
 from balora.config import RunConfig
 from balora.measure import PhaseMeter
 from balora.models import TargetModule, head_module_names
+from balora.options import Options, QuantisedOptions
 
 
 class BaseTransform:
     """The hooks (module docstring); each does nothing here."""
+
+    options: ClassVar[type[Options]] = Options  # its options: the `base_transform:` section of a nested config
 
     def prepare(self, model: nn.Module, targets: list[TargetModule], meter: PhaseMeter) -> None:
         """Change the loaded base model in place, before budget, importance or any method sees it."""
@@ -79,6 +82,8 @@ def quantise_base(model: nn.Module, config: RunConfig, targets: list[TargetModul
 
 class Quantised(BaseTransform):
     """`--quant` with its format, group size, double quantisation, QA-LoRA, schedule, gradient scale and backend."""
+
+    options = QuantisedOptions
 
     def __init__(self, config: RunConfig) -> None:
         if config.quant_backend == "bitsandbytes":

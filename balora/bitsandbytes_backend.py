@@ -20,8 +20,8 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from balora.config import BNB_BLOCKSIZES
 from balora.errors import BaloraError
+from balora.options import BNB_BLOCKSIZES
 from balora.quiet import allow
 
 

@@ -11,16 +11,16 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, Field, fields
 from pathlib import Path
 from typing import NoReturn
 
 from balora import method_registry
-from balora.config import RunConfig
+from balora.config import COMMON, SECTIONS, RunConfig, method_settings
 from balora.errors import BaloraError, output_folder
 
-# Seed 000's flag names, accepted as aliases of ours.
-SEED_ALIASES = {
+# The original BA-LoRA script's flag names, accepted as aliases of ours.
+ORIGINAL_FLAGS = {
     "method": ["--peft_method"],
     "budget": ["--param_budget"],
     "base_rank": ["--ba_lora_base_rank"],
@@ -51,24 +51,46 @@ def _finite(kind: type) -> Callable[[str], float | int]:
     return parse
 
 
+# The run options' groups in `--help`, one per section of the nested configuration (balora.config.SECTIONS).
+SECTION_HELP = {
+    "method": "The method and its options (in a spec: method: {name: ba_lora, strategy: top_k}); each option is read "
+              "only by the methods it names.",
+    "task": "The task and its options (in a spec: task: {name: causal_lm, prompt_template: chat}).",
+    "base_transform": "What is done to the frozen base model: quantisation and its options (in a spec: "
+                      "base_transform: {quant: nf4, quant_group_size: 64}).",
+}
+
+
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
-    """One option per RunConfig field, with the field's help text; defaults stay in RunConfig."""
-    for f in fields(RunConfig):
-        flags = [f"--{f.name.replace('_', '-')}"] + SEED_ALIASES.get(f.name, [])
-        kind = f.type.replace(" | None", "")
-        options: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help")}
-        if kind == "bool":
-            options["action"] = argparse.BooleanOptionalAction
-        elif kind == "list[str]":
-            options["nargs"] = "+"
-        else:
-            options["type"] = {"int": _finite(int), "float": _finite(float), "str": str}[kind]
-            default = f.default if f.default is not MISSING else None
-            options["metavar"] = f.name.upper() if default is None else f"{f.name.upper()}={default}"
-        parser.add_argument(*flags, **options)
-    # Seed 000's switch, the same as --warmstart.
+    """One option per RunConfig field, with the field's help text, grouped by section; defaults stay in RunConfig."""
+    by_name = {f.name: f for f in fields(RunConfig)}
+    readers = method_settings()
+    common = parser.add_argument_group("run options", "Common to every method, task and base model.")
+    for name in COMMON:
+        _add_option(common, by_name[name])
+    for section_name, section in SECTIONS.items():
+        group = parser.add_argument_group(f"{section_name} options", SECTION_HELP[section_name])
+        for name in ((section.selector,) if section.selector else ()) + section.names:
+            read_by = f" Read by {', '.join(readers[name])}." if name in readers else ""
+            _add_option(group, by_name[name], read_by)
+    # The original script's switch, the same as --warmstart.
     parser.add_argument("--ba_lora_use_warmstart", dest="warmstart", action="store_true", default=argparse.SUPPRESS)
-    parser.add_argument("--experiment_name", default=None, help="Seed 000's run name: the output folder under runs/.")
+    parser.add_argument("--experiment_name", default=None, help="The original script's run name: the output folder under runs/.")
+
+
+def _add_option(group: argparse._ArgumentGroup, f: Field, read_by: str = "") -> None:
+    flags = [f"--{f.name.replace('_', '-')}"] + ORIGINAL_FLAGS.get(f.name, [])
+    kind = f.type.replace(" | None", "")
+    options: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": f.metadata.get("help", "") + read_by}
+    if kind == "bool":
+        options["action"] = argparse.BooleanOptionalAction
+    elif kind == "list[str]":
+        options["nargs"] = "+"
+    else:
+        options["type"] = {"int": _finite(int), "float": _finite(float), "str": str}[kind]
+        default = f.default if f.default is not MISSING else None
+        options["metavar"] = f.name.upper() if default is None else f"{f.name.upper()}={default}"
+    group.add_argument(*flags, **options)
 
 
 def _run_config(args: argparse.Namespace) -> RunConfig:

@@ -1,37 +1,77 @@
-"""The configuration of one run, PEFT-style: one dataclass, help text per field, checks in
-`__post_init__`. Sweeps, the CLI and the Python API all build runs from this."""
+"""The configuration of one run, PEFT-style: dataclasses with help text per field, checks in `__post_init__`.
+Sweeps, the CLI and the Python API all build runs from this.
+
+A run is stored flat (`RunConfig`, one field per setting: every stored run keeps its key), and read and shown
+nested (`RunConfig.nested`, `RunConfig.from_nested`): the common fields, then one section per unit,
+
+    method:         {name: ba_lora, strategy: proportional, ...}   the method, its options (`method_registry`)
+    task:           {name: causal_lm, prompt_template: chat, ...}  the task, its options (`options.TASK_OPTIONS`)
+    base_transform: {quant: nf4, quant_group_size: 64, ...}        the frozen base's (`options.QuantisedOptions`)
+
+Each unit declares its options once, as a dataclass; `RunConfig`'s section fields are made from them, and the
+sweep specs and the CLI read the same sections (`SECTIONS`).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from typing import Any, NamedTuple
 
 from balora import method_registry
 from balora.errors import BaloraError
+from balora.options import TASK_OPTIONS, Options, QuantisedOptions
 
 # Validation points of a tuning run: its final one decides the selection, the half-way one tells the
 # tuning appendix whether the candidate was still rising (`RunConfig.validation_steps`).
 TUNING_EVALUATIONS = 2
 
 
+class Section(NamedTuple):
+    """One section of the nested configuration: the field that picks its unit (None: the options decide) and
+    the fields of its units' options, each declared once, by its unit."""
+    selector: str | None
+    options: tuple[type[Options], ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every field of the section's options, each once, in declaration order."""
+        return tuple(dict.fromkeys(name for options in self.options for name in options.names()))
+
+
+def _method_options() -> tuple[type[Options], ...]:
+    return tuple(dict.fromkeys(method_registry.get(name).options for name in method_registry.names()))
+
+
+# The sections of the nested configuration, in order: what the built-in units declare when this module loads.
+SECTIONS = {"method": Section("method", _method_options()), "task": Section("task", tuple(TASK_OPTIONS.values())),
+            "base_transform": Section(None, (QuantisedOptions,))}
+
+
+def _section_fields() -> list[tuple[str, Any, Any]]:
+    """`RunConfig`'s fields made from the sections' options: their types, defaults and help text."""
+    owners = {f.name: f for section in SECTIONS.values() for options in section.options for f in fields(options)}
+    return [(name, f.type, field(default=f.default, metadata=f.metadata)) for name, f in owners.items()]
+
+
+# The options' fields as a dataclass of their own, for RunConfig to inherit: declared once, by their units.
+_SectionFields = make_dataclass("_SectionFields", _section_fields())
+
+
 @dataclass
-class RunConfig:
+class RunConfig(_SectionFields):
+    """One run's settings, flat: the common fields below, and each section's options (`SECTIONS`), inherited.
+    `nested()` shows them by section; `from_nested` reads that form back."""
+
     method: str = field(default="ba_lora", metadata={"help": "Method name from balora.methods.METHODS."})
     model: str = field(default="minilm", metadata={"help": "Embedded model, local folder or hub name."})
     dataset: str = field(default="rotten_tomatoes", metadata={"help": "Embedded dataset, local file/folder or hub name."})
     task: str = field(default="auto", metadata={
         "help": "auto (causal LM: causal_lm, image model: image, else classification), classification, causal_lm, image."})
-    instruction_columns: list[str] | None = field(
-        default=None, metadata={"help": "Instruction data: INSTRUCTION [INPUT] RESPONSE columns; default Alpaca's or Dolly's."})
-    prompt_template: str = field(default="alpaca", metadata={"help": "Causal LM prompt: alpaca, or chat (the model's chat template)."})
-    train_on_prompt: bool = field(default=False, metadata={"help": "Causal LM: learn the prompt tokens too (default: only the response)."})
     eval_examples: int | None = field(default=None, metadata={"help": "Evaluate on the first N validation and test examples (for CPUs)."})
-    text_column: str | None = field(default=None, metadata={"help": "Text column of a local or hub dataset."})
-    label_column: str = field(default="label", metadata={"help": "Label column of a local or hub dataset."})
     target_modules: list[str] | None = field(default=None, metadata={
         "help": "Module suffixes to adapt, or all-linear; default per architecture."})
     shots: int | None = field(default=None, metadata={"help": "Training examples per class (few-shot); None = no k-shot sampling."})
@@ -40,32 +80,13 @@ class RunConfig:
     budget: int | None = field(default=None, metadata={"help": "LoRA parameter budget as a count."})
     budget_rank: float | None = field(default=None, metadata={"help": "Budget as the cost of uniform rank R on the same targets."})
     count_head: bool = field(default=False, metadata={"help": "Pay the classification head out of the budget."})
-    strategy: str = field(default="proportional", metadata={
-        "help": "Allocation: proportional, minmax (old name: seed000), threshold, top_k, uniform."})
-    allocation_power: float = field(default=1.0, metadata={"help": "Ranks ∝ importance^power (proportional, threshold, top_k)."})
-    importance_metric: str = field(default="sensitivity", metadata={"help": "sensitivity, grad_norm, fisher, magnitude, activation."})
-    base_rank: int | None = field(default=None, metadata={"help": "Seed 000's base rank; default the budget's rank-equivalent."})
     min_rank: int = field(default=2, metadata={"help": "Smallest rank an adapted module gets."})
     max_rank: int | None = field(default=None, metadata={"help": "Largest rank a module may get; default min(d_in, d_out)."})
-    threshold: float = field(default=0.5, metadata={"help": "Strategy threshold: share of the top score a module needs."})
-    top_k: int | None = field(default=None, metadata={"help": "Strategy top_k: modules that get a rank (default half)."})
     gradient_samples: int = field(default=500, metadata={"help": "Importance pass: stratified random sample; see benchmarks/overhead.py."})
     head_probe_steps: int = field(default=0, metadata={"help": "Probe steps fitting the head first (every method); 0 = off."})
-    warmstart: bool = field(default=True, metadata={"help": "Initialise B from the mean gradient (ba_lora)."})
     gamma: float | None = field(default=None, metadata={"help": "Warm-start step: ‖scaling·B·A‖ = gamma·‖G/RMS(G)‖ per module; "
                                                         "default per task: 0.005, or 1e-4 for a causal LM."})
-    gamma_normalise: bool = field(default=True, metadata={"help": "Divide G by its RMS first; off: gamma is a raw learning rate."})
-    decay_direction: str = field(default="decreasing", metadata={"help": "linear_decay: rank 'decreasing' or 'increasing' with depth."})
-    heuristic_ratio: float = field(default=2.0, metadata={"help": "linear_decay: top/bottom rank ratio; attention_heavy: attention/FFN."})
-    adalora_init_ratio: float = field(default=1.5, metadata={"help": "AdaLoRA starts at this × its target rank."})
-    eva_rho: float = field(default=2.0, metadata={"help": "EVA's rho: the largest rank is rho × the budget rank."})
-    realloc_every: int = field(default=50, metadata={"help": "ba_lora_dynamic: optimizer steps between reallocations."})
-    realloc_warmup: int = field(default=50, metadata={"help": "ba_lora_dynamic: steps before the first reallocation."})
-    realloc_final: float = field(default=0.2, metadata={"help": "ba_lora_dynamic: no reallocation in this last share of training."})
-    realloc_strategy: str = field(default="proportional", metadata={"help": "ba_lora_dynamic: proportional, threshold or top_k."})
-    realloc_ema: float = field(default=0.85, metadata={"help": "ba_lora_dynamic: EMA coefficient of the scores."})
-    realloc_uncertainty: bool = field(default=False, metadata={"help": "ba_lora_dynamic: times AdaLoRA's uncertainty term."})
-    epochs: int | None = field(default=None, metadata={"help": "Training epochs; default 5 few-shot, 3 otherwise (seed 000)."})
+    epochs: int | None = field(default=None, metadata={"help": "Training epochs; default 5 few-shot, 3 otherwise."})
     batch_size: int = field(default=32, metadata={"help": "Training batch size."})
     learning_rate: float = field(default=5e-4, metadata={"help": "AdamW learning rate."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
@@ -82,15 +103,6 @@ class RunConfig:
                                                             "by tuning runs (a sweep's `tune:` block)."})
     tuning: bool = field(default=False, metadata={"help": "A tuning run: scored on validation only, never on test."})
     # Fields added after runs were stored: part of `key()` only when not at their default (KEYED_WHEN_SET).
-    quant: str | None = field(default=None, metadata={"help": "Quantise the frozen base weights: nf4, fp4, int4 or int8."})
-    quant_group_size: int = field(default=64, metadata={"help": "Input columns per quantisation group; 0 = one per row."})
-    quant_modules: str = field(default="targets", metadata={"help": "Quantise the adapted 'targets' or 'all' linear layers."})
-    double_quant: bool = field(default=False, metadata={"help": "Store the quantisation scales as int8 too."})
-    qa_lora: bool = field(default=False, metadata={"help": "QA-LoRA: A sees the input average-pooled per quantisation group."})
-    quant_schedule: str = field(default="constant", metadata={"help": "Full precision → quantised: constant, linear, cosine."})
-    grad_scale: float = field(default=1.0, metadata={"help": "Multiply the adapter's gradients by this factor."})
-    quant_backend: str = field(default="torch", metadata={
-        "help": "Quantised layers: balora's own pure-torch ones (torch), or bitsandbytes' Linear4bit (nf4/fp4 only)."})
     precision: str = field(default="fp32", metadata={
         "help": "Training and evaluation forward passes: fp32, or bf16 autocast (weights and optimizer stay fp32; "
                 "faster on GPUs and CPUs with AVX512-BF16 or AMX, slower on older CPUs)."})
@@ -104,25 +116,17 @@ class RunConfig:
                 "rank-equivalent, where every rule gives alpha_ratio."})
     loraplus_ratio: float = field(default=1.0, metadata={
         "help": "LoRA+: every B trains at this × the learning rate (A and the head at the learning rate); 1 = off."})
-    warmstart_init: str = field(default="balora", metadata={
-        "help": "Warm start of the warm-starting methods: balora (scaling·B·A = −gamma·‖Ĝ‖/‖Ĝ·P_A‖·Ĝ·P_A, Ĝ = G/RMS(G)) or "
-                "gora (GoRA's: B = G·pinv(A) times −learning_rate·√(d_in/r)/scaling, i.e. one SGD step on the "
-                "unnormalised mean gradient G projected onto A's rows; --gamma and --gamma-normalise are then not used)."})
-
     def __post_init__(self) -> None:
         for f in fields(self):
             check_finite(f.name, getattr(self, f.name))
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
-                    "evaluations", "alpha_ratio", "heuristic_ratio", "eva_rho", "allocation_power", "realloc_every",
-                    "pad_to_multiple_of"]
-        positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "base_rank", "top_k", "max_rank",
-                             "eval_examples"]
+                    "evaluations", "alpha_ratio", "pad_to_multiple_of"]
+        positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "max_rank", "eval_examples"]
         for name in positive + positive_or_none:
             value = getattr(self, name)
             if (value is not None or name in positive) and (not isinstance(value, int | float) or value <= 0):
                 raise BaloraError(f"{name} must be a positive number, got {value!r}")
-        for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank", "head_probe_steps",
-                     "realloc_warmup", "realloc_final", "realloc_ema"):
+        for name in ("weight_decay", "warmup_ratio", "lora_dropout", "gamma", "min_rank", "head_probe_steps"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise BaloraError(f"{name} must not be negative, got {getattr(self, name)!r}")
         if self.warmup_ratio >= 1 or self.lora_dropout >= 1:
@@ -134,22 +138,16 @@ class RunConfig:
         if self.rank is not None and self.budget_rank is not None and self.rank != self.budget_rank:
             raise BaloraError(f"--rank {self.rank} conflicts with --budget-rank {self.budget_rank:g}: "
                               "give one of them, or the same value")
-        if self.decay_direction not in ("decreasing", "increasing"):
-            raise BaloraError(f"decay_direction must be 'decreasing' or 'increasing', got {self.decay_direction!r}")
         for name in self.tuned or []:
             if name not in TUNABLE:
                 raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
-        self._check_quantisation()
-        if self.prompt_template not in ("alpaca", "chat"):
-            raise BaloraError(f"prompt_template must be 'alpaca' or 'chat', got {self.prompt_template!r}")
+        for section in SECTIONS.values():  # each unit checks its options, whichever unit the run picks
+            for options in section.options:
+                options.of(self)
         if self.precision not in PRECISIONS:
             raise BaloraError(f"unknown --precision '{self.precision}'; choose one of {', '.join(PRECISIONS)}")
-        if self.adalora_init_ratio < 1:
-            raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
-        if self.warmstart_init not in WARMSTART_INITS:
-            raise BaloraError(f"warmstart_init must be one of {', '.join(WARMSTART_INITS)}, got {self.warmstart_init!r}")
         self._check_method_settings()
-        self._check_peft_options()
+        self._check_across_sections()
 
     def _check_method_settings(self) -> None:
         """Refuse a setting the method does not read (`method_settings`) given away from its default: ignored, it
@@ -164,59 +162,24 @@ class RunConfig:
         them = "it" if len(named) == 1 else "them"
         raise BaloraError(f"method {self.method} ignores {listed}; leave {them} out, or use a method that reads {them}")
 
-    def _check_quantisation(self) -> None:
-        if self.quant is not None and self.quant not in QUANT_FORMATS:
-            raise BaloraError(f"unknown --quant '{self.quant}'; choose one of {', '.join(QUANT_FORMATS)}")
-        if self.quant_schedule not in QUANT_SCHEDULES:
-            raise BaloraError(f"unknown --quant-schedule '{self.quant_schedule}'; choose one of {', '.join(QUANT_SCHEDULES)}")
-        if self.quant_modules not in ("targets", "all"):
-            raise BaloraError(f"--quant-modules must be 'targets' or 'all', got {self.quant_modules!r}")
-        if self.quant_group_size < 0:
-            raise BaloraError(f"--quant-group-size must be positive (or 0: one group per row), got {self.quant_group_size}")
-        if not self.grad_scale > 0 or self.grad_scale == float("inf"):
-            raise BaloraError(f"--grad-scale must be a positive finite number, got {self.grad_scale!r}")
-        needs_quant = [flag for flag, on in (("--qa-lora", self.qa_lora), ("--double-quant", self.double_quant),
-                                             ("--quant-schedule", self.quant_schedule != "constant"),
-                                             ("--quant-modules", self.quant_modules != "targets"),
-                                             ("--quant-backend", self.quant_backend != "torch"),
-                                             ("--grad-scale", self.grad_scale != 1.0)) if on]
-        if self.quant is None and needs_quant:
-            raise BaloraError(f"{', '.join(needs_quant)} need(s) a quantised base: add --quant nf4|fp4|int4|int8")
-        if self.quant_backend not in QUANT_BACKENDS:
-            raise BaloraError(f"unknown --quant-backend '{self.quant_backend}'; choose one of {', '.join(QUANT_BACKENDS)}")
-        if self.quant is not None and self.quant_backend == "bitsandbytes":
-            self._check_bitsandbytes()
-        method = method_registry.find(self.method)
-        if self.qa_lora and method is not None and method.own_parametrisation:
-            raise BaloraError(f"--qa-lora pools LoRA's A; method {self.method} has its own parametrisation: "
-                              "use lora, ba_lora or a heuristic")
-
-    def _check_peft_options(self) -> None:
+    def _check_across_sections(self) -> None:
+        """What a method cannot do with the common options or the quantised base."""
         if self.scaling_rule not in SCALING_RULES:
             raise BaloraError(f"unknown --scaling-rule '{self.scaling_rule}'; choose one of {', '.join(SCALING_RULES)}")
         if not self.loraplus_ratio > 0:
             raise BaloraError(f"--loraplus-ratio must be positive (1 = plain LoRA), got {self.loraplus_ratio!r}")
         method = method_registry.find(self.method)
-        if method is not None and method.fixed_scaling and self.scaling_rule != "constant":
+        if method is None:
+            return
+        if self.qa_lora and method.own_parametrisation:
+            raise BaloraError(f"--qa-lora pools LoRA's A; method {self.method} has its own parametrisation: "
+                              "use lora, ba_lora or a heuristic")
+        if method.fixed_scaling and self.scaling_rule != "constant":
             raise BaloraError(f"--scaling-rule {self.scaling_rule}: {self.method} scales by its fixed initial rank "
                               "whatever it prunes; use --scaling-rule constant")
-        if method is not None and method.full_precision_base and self.quant is not None:
+        if method.full_precision_base and self.quant is not None:
             raise BaloraError(f"method {self.method} initialises from or normalises by the full-precision base weights "
                               "that --quant replaces; use lora or ba_lora with --quant")
-
-    def _check_bitsandbytes(self) -> None:
-        """What bitsandbytes' Linear4bit cannot store or do: balora's own layers do it (--quant-backend torch)."""
-        unsupported = [
-            (self.quant not in ("nf4", "fp4"), f"--quant {self.quant}: its 4-bit layers are NF4 and FP4 only (its int8 "
-                                               "is LLM.int8, symmetric per row, not balora's asymmetric group-wise INT)"),
-            (self.quant_group_size not in BNB_BLOCKSIZES, f"--quant-group-size {self.quant_group_size}: its blocks are "
-                                                          f"{', '.join(map(str, BNB_BLOCKSIZES))} weights"),
-            (self.qa_lora, "--qa-lora: its layers have no zero-point to fold the pooled adapter into"),
-            (self.quant_schedule != "constant", f"--quant-schedule {self.quant_schedule}: its layers keep no "
-                                                "full-precision residual to blend with")]
-        reasons = [reason for bad, reason in unsupported if bad]
-        if reasons:
-            raise BaloraError(f"--quant-backend bitsandbytes cannot do {'; '.join(reasons)}; use --quant-backend torch")
 
     def validation_steps(self, steps: int) -> list[int]:
         """The steps at which a run of `steps` training steps scores validation, in order. An evaluation
@@ -251,9 +214,83 @@ class RunConfig:
             check_field(name, value, where)
         return cls(**values)
 
+    def nested(self) -> dict[str, Any]:
+        """The run by section (module docstring): the common fields, then each section with its unit's name
+        (`name`) and that unit's options; a section's other fields only where set away from their defaults
+        (the checks allow none). `from_nested` reads it back to an equal config."""
+        values = self.to_dict()
+        view = {name: values[name] for name in COMMON}
+        for section_name, section in SECTIONS.items():
+            shown = set(_unit_options(section_name, values)) | {n for n in section.names if values[n] != DEFAULTS[n]}
+            view[section_name] = ({"name": values[section.selector]} if section.selector else {}) | {
+                name: values[name] for name in section.names if name in shown}
+        return view
+
+    @classmethod
+    def from_nested(cls, values: Mapping[str, Any], where: str = "config") -> RunConfig:
+        """A config from its nested form (`nested`), checked; the flat form is read too."""
+        return cls.from_dict(flatten(values, lambda *_: where)[0], where)
+
+
+def _unit_options(section: str, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The options of the unit a config picks in `section`: its method's, its task's (every task's while the
+    task is auto), the quantised base's (only `quant` for a full-precision base)."""
+    if section == "method":
+        method = method_registry.find(values["method"])
+        return method.settings if method is not None else ()
+    if section == "task":
+        return TASK_OPTIONS[values["task"]].names() if values["task"] in TASK_OPTIONS else SECTIONS["task"].names
+    return QuantisedOptions.names() if values["quant"] is not None else ("quant",)
+
+
+def section_of(name: str) -> str | None:
+    """The section a field is written in, nested (None: a common field)."""
+    return next((s for s, section in SECTIONS.items() if name in section.names), None)
+
+
+def flat_name(section: str, key: str) -> str:
+    """The field that `key`, written in `section`, is: an option of the section's units, or `name`, its unit."""
+    selector, names = SECTIONS[section].selector, SECTIONS[section].names
+    if key == "name" and selector is not None:
+        return selector
+    if key in names:
+        return key
+    right = section_of(key)
+    if right is not None or key in DEFAULTS:
+        place = f"in section {right}" if right is not None else "at the top level (a common field)"
+        raise BaloraError(f"'{key}' is not in section {section}: write it {place}")
+    keys = ("name", *names) if selector is not None else names
+    raise BaloraError(f"unknown key '{key}' in section {section}; it has {', '.join(keys)}")
+
+
+def flatten(values: Mapping[str, Any], locate: Callable[..., str]) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """A config's flat form from its nested form (a section is a mapping under its name; flat fields pass), with
+    the keys each field is written under; an error names where, `locate(*keys)` (a sweep spec: its line)."""
+    flat: dict[str, Any] = {}
+    written: dict[str, tuple] = {}
+    for key, value in values.items():
+        # a section without a selector is always nested; `method: lora` and `task: auto` are the flat form
+        nested = key in SECTIONS and (SECTIONS[key].selector is None or isinstance(value, Mapping))
+        for path, one in [((key, k), v) for k, v in _section(key, value, locate).items()] if nested else [((key,), value)]:
+            try:
+                name = flat_name(key, path[1]) if nested else key
+            except BaloraError as err:
+                raise BaloraError(f"{locate(*path)}: {err}") from None
+            if name in flat:
+                raise BaloraError(f"{locate(*path)}: {name} is given twice; give it once")
+            flat[name], written[name] = one, path
+    return flat, written
+
+
+def _section(name: str, value: Any, locate: Callable[..., str]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise BaloraError(f"{locate(name)}: section {name} is a mapping of its options, e.g. "
+                          f"{name}: {{{SECTIONS[name].names[0]}: ...}}")
+    return value
+
 
 def default_epochs(shots: int | None) -> int:
-    """Seed 000's epochs: 5 few-shot, 3 otherwise."""
+    """The default epochs (the original protocol's): 5 few-shot, 3 otherwise."""
     return 5 if shots is not None else 3
 
 
@@ -276,12 +313,17 @@ def protocol_key(config: Mapping[str, Any]) -> str:
     return json.dumps(protocol(config), sort_keys=True, default=str)
 
 
-# Fields added after runs were first stored: part of `key()` only when not at their default. (The task and
-# causal-LM fields are always keyed: every committed run file's key includes them.)
-KEYED_WHEN_SET = frozenset({"tuned", "tuning", "quant", "quant_group_size", "quant_modules", "double_quant", "qa_lora",
-                            "quant_schedule", "grad_scale", "quant_backend", "realloc_every", "realloc_warmup", "realloc_final",
-                            "realloc_strategy", "realloc_ema", "realloc_uncertainty", "precision",
-                            "pad_to_multiple_of", "scaling_rule", "loraplus_ratio", "warmstart_init"})
+# The fields of the first stored runs, always part of `key()`. Every other field, one added since (a new
+# method's option too), counts only when set away from its default (KEYED_WHEN_SET), so every stored run keeps
+# its key. This list never grows.
+KEYED_ALWAYS = frozenset({
+    "adalora_init_ratio", "allocation_power", "alpha_ratio", "base_rank", "batch_size", "budget", "budget_rank",
+    "count_head", "dataset", "decay_direction", "epochs", "eva_rho", "eval_batch_size", "eval_examples", "evaluations",
+    "gamma", "gamma_normalise", "gradient_samples", "head_probe_steps", "heuristic_ratio", "importance_metric",
+    "instruction_columns", "label_column", "learning_rate", "lora_dropout", "max_length", "max_rank", "method",
+    "min_rank", "model", "prompt_template", "rank", "seed", "shots", "strategy", "target_modules", "task",
+    "text_column", "threshold", "top_k", "train_on_prompt", "train_size", "warmstart", "warmup_ratio", "weight_decay"})
+KEYED_WHEN_SET = frozenset(f.name for f in fields(RunConfig)) - KEYED_ALWAYS
 DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 
@@ -292,26 +334,24 @@ def method_settings() -> dict[str, tuple[str, ...]]:
     readers = method_registry.readers()
     unknown = set(readers) - set(DEFAULTS)
     if unknown:
-        raise BaloraError(f"a registered method reads {', '.join(sorted(unknown))}, which RunConfig does not have")
+        raise BaloraError(f"a registered method reads {', '.join(sorted(unknown))}, which RunConfig does not have: "
+                          "RunConfig's fields are the options of the methods registered in balora.method_registry")
     return {name: readers[name] for name in DEFAULTS if name in readers}
 
 
 def full_precision_base() -> tuple[str, ...]:
     """The methods that initialise from, or normalise by, the full-precision base weights: no --quant."""
     return tuple(name for name in method_registry.names() if method_registry.get(name).full_precision_base)
+
+
+# The fields outside every section, in RunConfig's order (`nested`).
+COMMON = tuple(f.name for f in fields(RunConfig) if section_of(f.name) is None and f.name not in ("method", "task"))
 # What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
-# Quantised base formats and schedules (implemented in balora.quantisation), here so configs validate them.
-QUANT_FORMATS = ("nf4", "fp4", "int4", "int8")
-QUANT_SCHEDULES = ("constant", "linear", "cosine")
-QUANT_BACKENDS = ("torch", "bitsandbytes")
 # How each module's LoRA scaling follows its rank (`allocation.lora_alpha`).
 SCALING_RULES = ("constant", "rslora", "standard")
-# Warm starts of the warm-starting methods (balora.initialisation): BA-LoRA's, or GoRA's exact one.
-WARMSTART_INITS = ("balora", "gora")
 # Forward-pass precisions (balora.training.autocast): fp32 everywhere, or bfloat16 autocast over fp32 weights.
 PRECISIONS = ("fp32", "bf16")
-BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)  # bitsandbytes' `quantize_4bit` accepts these
 
 
 def check_field(name: str, value: Any, where: str = "config") -> None:

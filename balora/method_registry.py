@@ -1,16 +1,19 @@
 """What every method is, in one record per method: the one place a method is registered.
 
 A `Method` names its build function (`balora.methods`, `(MethodContext) -> Prepared`) and declares what the
-rest of balora needs to know about it: the settings it reads (`RunConfig` refuses the others away from their
-defaults), whether it makes a gradient pass before training (the dry run's estimate), whether it needs the
-full-precision base (no `--quant`), and what the report shows (label, group, colour, line and marker). Every
-table that used to be kept by hand (config's settings per method, the estimate's methods without an
-importance pass, the report's method lists, labels and figure styles) is derived from these records, so a
-new method is its build function, its one `register(Method(...))` call and its test.
+rest of balora needs to know about it: its options (a frozen dataclass of `balora.options.Options`, each field
+with its help text, checked in `__post_init__`; `RunConfig` stores them flat, refuses another method's away
+from their defaults, and shows them under `method:` in its nested view), whether it makes a gradient pass
+before training (the dry run's estimate), whether it needs the full-precision base (no `--quant`), and what
+the report shows (label, group, colour, line and marker). Every table that used to be kept by hand (config's
+settings per method, the estimate's methods without an importance pass, the report's method lists, labels
+and figure styles) is derived from these records, so a new method is its build function, its options class
+(if it has options), its one `register(Method(...))` call and its test. Options shared by a family are one
+class the family's classes inherit from.
 
-This module is light (the standard library only) and low in the layers, below `config`, because `config`
-validates runs against it and the report and the dry run read it without importing torch or PEFT. That is
-why a record names its build function as a dotted path (`"balora.methods.lora:lora"`), which
+This module is light (the standard library and `balora.options` only) and low in the layers, below `config`,
+because `config` validates runs against it and the report and the dry run read it without importing torch or
+PEFT. That is why a record names its build function as a dotted path (`"balora.methods.lora:lora"`), which
 `balora.methods.get_method` imports when a run builds the adapter; a method defined elsewhere (a plug-in,
 a test) may pass the function itself.
 """
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from balora.errors import BaloraError
+from balora.options import Options, check_not_negative, check_positive, option
 
 GROUPS = ("main", "heuristic", "ablation")  # the report's order: main methods, heuristics, ablations
 # Okabe-Ito colour names (balora.report.figures.OKABE_ITO), safe for the common colour-vision deficiencies
@@ -43,7 +47,7 @@ class Method:
     label: str  # the report's name
     group: str  # one of GROUPS: where the report puts it
     style: Style  # its lines and markers in the figures
-    settings: tuple[str, ...] = ()  # the RunConfig fields only some methods read that this one reads
+    options: type[Options] = Options  # its options (none: Options itself)
     importance_pass: bool = True  # a gradient pass over the importance sample before training (balora.estimate)
     full_precision_base: bool = False  # initialises from, or normalises by, the full-precision base: no --quant
     own_parametrisation: bool = False  # not LoRA's A and B (AdaLoRA's SVD form, EVA's ranks): no --qa-lora
@@ -57,6 +61,11 @@ class Method:
             raise BaloraError(f"method {self.name}: colour must be one of {', '.join(COLOURS)}, got {self.style.colour!r}")
         if isinstance(self.build, str) and ":" not in self.build:
             raise BaloraError(f"method {self.name}: build must be a function or 'module:function', got {self.build!r}")
+
+    @property
+    def settings(self) -> tuple[str, ...]:
+        """The names of its options: the run settings it reads that not every method does."""
+        return self.options.names()
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -109,33 +118,141 @@ def readers() -> dict[str, tuple[str, ...]]:
     return {setting: tuple(methods) for setting, methods in found.items()}
 
 
-# Settings shared by families: the allocators by `--strategy` (threshold, top_k and base_rank reach every
-# allocation, but only these strategies use them; base_rank also the no-budget ablation's seed 000 ranks),
-# the warm start (gamma too, but every config's task default sets it, so it is left out), the reallocation.
-ALLOCATES = ("strategy", "threshold", "top_k", "base_rank", "importance_metric", "allocation_power")
-WARM_STARTS = ("gamma_normalise", "warmstart_init")
-REALLOCATES = ("realloc_every", "realloc_warmup", "realloc_final", "realloc_strategy", "realloc_ema",
-               "realloc_uncertainty")
-_BA_LORA = (*ALLOCATES, "warmstart", *WARM_STARTS)
+# The options of the built-in methods, shared by families through inheritance. The allocators choose ranks by
+# importance (importance_metric, base_rank: the minmax strategy's and the no-budget ablation's base rank) under
+# `--strategy`; the warm start sets B from the mean gradient (gamma too, but every config's task default sets
+# it, so it is a common field); dynamic BA-LoRA reallocates during training.
+WARMSTART_INITS = ("balora", "gora")  # BA-LoRA's warm start, or GoRA's exact one (balora.initialisation)
+
+
+@dataclass(frozen=True)
+class ImportanceOptions(Options):
+    importance_metric: str = option("sensitivity", "sensitivity, grad_norm, fisher, magnitude, activation.")
+    base_rank: int | None = option(None, "Base rank of the minmax strategy and of the no-budget ablation; default "
+                                         "the budget's rank-equivalent.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "base_rank", optional=True)
+
+
+@dataclass(frozen=True)
+class PowerOptions(Options):
+    allocation_power: float = option(1.0, "Ranks ∝ importance^power (proportional, threshold, top_k).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "allocation_power")
+
+
+@dataclass(frozen=True)
+class AllocationOptions(ImportanceOptions, PowerOptions):
+    strategy: str = option("proportional", "Allocation: proportional, minmax (old name: seed000), threshold, top_k, "
+                                           "uniform.")
+    threshold: float = option(0.5, "Strategy threshold: share of the top score a module needs.")
+    top_k: int | None = option(None, "Strategy top_k: modules that get a rank (default half).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "top_k", optional=True)
+
+
+@dataclass(frozen=True)
+class WarmStartOptions(Options):
+    gamma_normalise: bool = option(True, "Divide G by its RMS first; off: gamma is a raw learning rate.")
+    warmstart_init: str = option("balora", "Warm start of the warm-starting methods: balora (scaling·B·A = "
+                                           "−gamma·‖Ĝ‖/‖Ĝ·P_A‖·Ĝ·P_A, Ĝ = G/RMS(G)) or gora (GoRA's: B = G·pinv(A) times "
+                                           "−learning_rate·√(d_in/r)/scaling, i.e. one SGD step on the unnormalised "
+                                           "mean gradient G projected onto A's rows; --gamma and --gamma-normalise "
+                                           "are then not used).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.warmstart_init not in WARMSTART_INITS:
+            raise BaloraError(f"warmstart_init must be one of {', '.join(WARMSTART_INITS)}, got {self.warmstart_init!r}")
+
+
+@dataclass(frozen=True)
+class BALoRAOptions(AllocationOptions, WarmStartOptions):
+    warmstart: bool = option(True, "Initialise B from the mean gradient (ba_lora).")
+
+
+@dataclass(frozen=True)
+class NoBudgetOptions(ImportanceOptions, WarmStartOptions):
+    """The no-budget ablation: importance and the warm start, no strategy."""
+
+
+@dataclass(frozen=True)
+class DynamicOptions(BALoRAOptions):
+    realloc_every: int = option(50, "ba_lora_dynamic: optimizer steps between reallocations.")
+    realloc_warmup: int = option(50, "ba_lora_dynamic: steps before the first reallocation.")
+    realloc_final: float = option(0.2, "ba_lora_dynamic: no reallocation in this last share of training.")
+    realloc_strategy: str = option("proportional", "ba_lora_dynamic: proportional, threshold or top_k.")
+    realloc_ema: float = option(0.85, "ba_lora_dynamic: EMA coefficient of the scores.")
+    realloc_uncertainty: bool = option(False, "ba_lora_dynamic: times AdaLoRA's uncertainty term.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "realloc_every")
+        check_not_negative(self, "realloc_warmup", "realloc_final", "realloc_ema")
+
+
+@dataclass(frozen=True)
+class AdaLoRAOptions(Options):
+    adalora_init_ratio: float = option(1.5, "AdaLoRA starts at this × its target rank.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.adalora_init_ratio < 1:
+            raise BaloraError(f"adalora_init_ratio must be at least 1, got {self.adalora_init_ratio}")
+
+
+@dataclass(frozen=True)
+class EVAOptions(Options):
+    eva_rho: float = option(2.0, "EVA's rho: the largest rank is rho × the budget rank.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "eva_rho")
+
+
+@dataclass(frozen=True)
+class HeuristicOptions(Options):
+    heuristic_ratio: float = option(2.0, "linear_decay: top/bottom rank ratio; attention_heavy: attention/FFN.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "heuristic_ratio")
+
+
+@dataclass(frozen=True)
+class LinearDecayOptions(HeuristicOptions):
+    decay_direction: str = option("decreasing", "linear_decay: rank 'decreasing' or 'increasing' with depth.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.decay_direction not in ("decreasing", "increasing"):
+            raise BaloraError(f"decay_direction must be 'decreasing' or 'increasing', got {self.decay_direction!r}")
+
 
 # The built-in methods, in --method's order (balora.methods.<module> holds each build function).
 for _method in (
     Method("lora", "balora.methods.lora:lora", "LoRA", "main", Style("black", "-", "o"), importance_pass=False),
-    Method("ba_lora", "balora.methods.ba_lora:ba_lora", "BA-LoRA", "main", Style("vermillion", "-", "s"), _BA_LORA),
+    Method("ba_lora", "balora.methods.ba_lora:ba_lora", "BA-LoRA", "main", Style("vermillion", "-", "s"), BALoRAOptions),
     Method("ba_lora_dynamic", "balora.methods.dynamic:ba_lora_dynamic", "BA-LoRA dynamic", "main",
-           Style("orange", "-", "d"), (*_BA_LORA, *REALLOCATES)),
+           Style("orange", "-", "d"), DynamicOptions),
     Method("ba_lora_no_warmstart", "balora.methods.ba_lora:ba_lora_no_warmstart", "BA-LoRA w/o warm-start",
-           "ablation", Style("vermillion", "--", "x"), ALLOCATES),
+           "ablation", Style("vermillion", "--", "x"), AllocationOptions),
     Method("ba_lora_uniform", "balora.methods.ba_lora:ba_lora_uniform", "BA-LoRA uniform ranks", "ablation",
-           Style("vermillion", ":", "+"), WARM_STARTS),
+           Style("vermillion", ":", "+"), WarmStartOptions),
     Method("ba_lora_no_budget", "balora.methods.ba_lora:ba_lora_no_budget", "BA-LoRA w/o budget", "ablation",
-           Style("vermillion", "-.", "*"), ("base_rank", "importance_metric", *WARM_STARTS)),
+           Style("vermillion", "-.", "*"), NoBudgetOptions),
     Method("ba_lora_shuffled", "balora.methods.ba_lora:ba_lora_shuffled", "BA-LoRA shuffled ranks", "ablation",
-           Style("grey", ":", "s"), _BA_LORA),
+           Style("grey", ":", "s"), BALoRAOptions),
     Method("adalora", "balora.methods.adalora:adalora", "AdaLoRA", "main", Style("blue", "-", "^"),
-           ("adalora_init_ratio",), importance_pass=False, own_parametrisation=True, fixed_scaling=True,
+           AdaLoRAOptions, importance_pass=False, own_parametrisation=True, fixed_scaling=True,
            extra_params="AdaLoRA's singular values, beside a budget counted in ranks"),
-    Method("eva", "balora.methods.eva:eva", "EVA", "main", Style("green", "-", "D"), ("eva_rho",),
+    Method("eva", "balora.methods.eva:eva", "EVA", "main", Style("green", "-", "D"), EVAOptions,
            own_parametrisation=True),
     Method("pissa", "balora.methods.peers:pissa", "PiSSA", "main", Style("sky", "-.", "P"), importance_pass=False,
            full_precision_base=True),
@@ -146,13 +263,13 @@ for _method in (
     Method("dora", "balora.methods.peers:dora", "DoRA", "main", Style("blue", "-.", "8"), importance_pass=False,
            full_precision_base=True, extra_params="DoRA's magnitude vectors, paid from the budget"),
     Method("linear_decay", "balora.methods.heuristics:linear_decay", "linear decay", "heuristic",
-           Style("orange", "--", "v"), ("decay_direction", "heuristic_ratio"), importance_pass=False),
+           Style("orange", "--", "v"), LinearDecayOptions, importance_pass=False),
     Method("attention_heavy", "balora.methods.heuristics:attention_heavy", "attention-heavy", "heuristic",
-           Style("sky", "--", "<"), ("heuristic_ratio",), importance_pass=False),
+           Style("sky", "--", "<"), HeuristicOptions, importance_pass=False),
     Method("magnitude", "balora.methods.heuristics:magnitude", "magnitude", "heuristic", Style("purple", "--", ">"),
-           ("allocation_power",)),
+           PowerOptions),
     Method("activation", "balora.methods.heuristics:activation", "activation", "heuristic",
-           Style("grey", "--", "p"), ("allocation_power",)),
+           Style("grey", "--", "p"), PowerOptions),
 ):
     register(_method)
 del _method

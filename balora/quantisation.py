@@ -47,9 +47,9 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from balora import bitsandbytes_backend, tasks
-from balora.config import QUANT_FORMATS as FORMATS
-from balora.config import QUANT_SCHEDULES as SCHEDULES
 from balora.errors import BaloraError
+from balora.options import QUANT_FORMATS as FORMATS
+from balora.options import QUANT_SCHEDULES as SCHEDULES
 
 # bitsandbytes `functional.py`, `get_4bit_type` (bitsandbytes-foundation/bitsandbytes): NF4 from
 # `create_normal_map(offset=0.9677083, use_extra_value=True)`; FP4 is the raw table divided by 12

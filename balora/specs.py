@@ -6,6 +6,18 @@ across grids run once (same config hash). Grids may share a name (one experiment
 but one that repeats a run of an earlier grid of its name, or an axis that lists a value twice, is refused
 as a copy made by mistake.
 
+Each of them takes the run's settings as `RunConfig.nested()` shows them, or flat as they are stored: the
+common fields, then a section per unit (`balora.config.SECTIONS`), e.g.
+
+    base: {model: minilm, budget_rank: 8, task: {name: classification, label_column: label}}
+    overrides: {ba_lora_dynamic: {method: {realloc_every: 25}}}
+    grids:
+      - {method: {name: ba_lora, strategy: [proportional, top_k]}, seed: [42, 43, 44]}
+      - {method: lora, base_transform: {quant: [nf4, int4]}, seed: [42, 43, 44]}
+
+In a grid a section's values may be lists, as a flat field's may. A field written in the wrong section, or
+twice (flat and by section), is an error naming its line and the section it belongs in.
+
 A `tune:` block (for the whole spec, or per grid; `tune: null` in a grid turns it off) selects fields
 on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}`: the
 spec then plans tuning runs (every cell × candidate × tuning seed) as well as its evaluation runs
@@ -59,7 +71,7 @@ from typing import Any
 import yaml
 
 from balora import method_registry
-from balora.config import TUNABLE, RunConfig, check_field
+from balora.config import TUNABLE, RunConfig, check_field, flatten
 from balora.errors import BaloraError, read_text
 from balora.tasks import with_task_defaults
 from balora.tuning import Tune, cell_key, with_candidate
@@ -275,7 +287,7 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
     if unknown:
         key = sorted(unknown)[0]
         raise BaloraError(f"{at(key)}: unknown key '{key}'; a spec has {', '.join(sorted(SPEC_KEYS))}")
-    base, overrides, grids = data.get("base") or {}, data.get("overrides") or {}, data.get("grids") or []
+    grids = data.get("grids") or []
     if not isinstance(grids, list) or not grids:
         raise BaloraError(f"{at('grids')}: 'grids' must be a non-empty list of grids")
     spec_tune = _tune(data.get("tune"), at, ("tune",))
@@ -291,14 +303,17 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
             raise BaloraError(f"{at(*path)}: '{key}' is set by the sweep itself; select values on validation "
                               "with a tune: block")
 
+    base, base_at = _flat(data.get("base") or {}, at, "base")
     for key, value in base.items():
-        check_settable(key, "base", key)
-        check_field(key, value, at("base", key))
-    for method, values in overrides.items():
+        check_settable(key, *base_at[key])
+        check_field(key, value, at(*base_at[key]))
+    overrides, overrides_at = {}, {}
+    for method, values in (data.get("overrides") or {}).items():
         check_method(method, "overrides", method)
-        for key, value in (values or {}).items():
-            check_settable(key, "overrides", method, key)
-            check_field(key, value, at("overrides", method, key))
+        overrides[method], overrides_at[method] = _flat(values or {}, at, "overrides", method)
+        for key, value in overrides[method].items():
+            check_settable(key, *overrides_at[method][key])
+            check_field(key, value, at(*overrides_at[method][key]))
     filters = _parse_only(only or [])
     planned: dict[str, Planned] = {}
     first_grid: dict[str, tuple[int, str]] = {}  # the grid (index, name) that planned each run first, by key
@@ -310,23 +325,24 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         tune = _tune(grid.pop("tune"), at, ("grids", index, "tune")) if "tune" in grid else spec_tune
         confirm = (_confirm(grid.pop("confirm"), at, ("grids", index, "confirm"), method_registry.names()) if "confirm" in grid
                    else spec_confirm)
-        axes = {k: _axis(k, v) for k, v in grid.items()}
+        flat, grid_at = _flat(grid, at, "grids", index)
+        axes = {k: _axis(k, v) for k, v in flat.items()}
         for key, values in axes.items():
-            check_settable(key, "grids", index, key)
+            check_settable(key, *grid_at[key])
             twice = next((v for i, v in enumerate(values) if repr(v) in map(repr, values[:i])), None)
             if twice is not None:
-                raise BaloraError(f"{at('grids', index, key)}: grid {label} lists {key} {twice} twice; list each value once")
+                raise BaloraError(f"{at(*grid_at[key])}: grid {label} lists {key} {twice} twice; list each value once")
             for value in values:
-                check_field(key, value, at("grids", index, key))
+                check_field(key, value, at(*grid_at[key]))
                 if key == "method":
-                    check_method(value, "grids", index, key)
+                    check_method(value, *grid_at[key])
         if "method" not in axes:
-            check_method(base.get("method", RunConfig.method), "base", "method")
+            check_method(base.get("method", RunConfig.method), *base_at.get("method", ("base",)))
         methods = axes.get("method", [base.get("method", RunConfig.method)])
         for name in tune.fields if tune else []:
             # A tuned field given a fixed value too would be ambiguous: refuse it where it is written.
-            fixed = [("grids", index, name)] if name in axes else [("base", name)] if name in base else [
-                ("overrides", m, name) for m in methods if name in (overrides.get(m) or {})]
+            fixed = [grid_at[name]] if name in axes else [base_at[name]] if name in base else [
+                overrides_at[m][name] for m in methods if name in overrides.get(m, {})]
             if fixed:
                 raise BaloraError(f"{at(*fixed[0])}: '{name}' is tuned in grid {label}; remove its fixed value")
             if name in filters:
@@ -357,6 +373,15 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         raise BaloraError(f"{at('results_dir')}: results_dir is a folder path, e.g. results/{data.get('name', 'NAME')}")
     return Spec(str(data.get("name", source)), str(data.get("description", "")), list(planned.values()), results_dir,
                 _report_spec(data, at))
+
+
+def _flat(values: Any, at: Any, *path: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
+    """A spec entry (`base`, an override, a grid) in RunConfig's flat fields, nested or flat as written, with
+    the path each field is written at, so that a check names its line."""
+    if not isinstance(values, Mapping):
+        raise BaloraError(f"{at(*path)}: '{path[0]}' is a mapping of run settings, by section or flat")
+    flat, written = flatten(values, lambda *keys: at(*path, *keys))
+    return flat, {name: (*path, *keys) for name, keys in written.items()}
 
 
 def _report_spec(data: Mapping, at: Any) -> ReportSpec:

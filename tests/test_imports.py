@@ -18,10 +18,11 @@ PACKAGE = Path(__file__).parents[1] / "balora"
 # allocation → initialisation → reallocation → methods → api → training → run → runfiles → store →
 # tuning, estimate → specs → sweeps → report`, with `cli` on top. `balora` is the package itself (its
 # version), `errors` the one exception a user reads, `config` the run settings everything reads, `measure` the
-# phase timer, `method_registry` the record of every method (that config, the dry run and the report read).
+# phase timer, `method_registry` the record of every method (that config, the dry run and the report read),
+# `options` the options classes of the tasks and of the quantised base, and what every options class shares.
 LAYERS = [
     {"balora", "errors", "quiet"},
-    {"config", "measure", "method_registry"},
+    {"config", "measure", "method_registry", "options"},
     {"assets"},
     {"vision_pretraining"},
     {"models", "data", "instructions", "images"},

@@ -22,7 +22,7 @@ from balora import allocation, method_registry
 from balora.config import DEFAULTS, RunConfig, method_settings
 from balora.errors import BaloraError
 from balora.initialisation import lora_layer
-from balora.method_registry import Method, Style, register, unregister
+from balora.method_registry import HeuristicOptions, Method, Style, register, unregister
 from balora.methods import METHODS, dora_rank, eva, get_method, lora_config, olora
 from balora.methods.base import MethodContext, Prepared, allocate_ranks, lora_config_for
 from balora.models import TargetModule, target_modules
@@ -45,7 +45,7 @@ def first_heavy(ctx: MethodContext) -> Prepared:
 def toy_method():
     """`first_heavy`, registered by its one `register` call for the test, and forgotten after it."""
     method = register(Method("first_heavy", first_heavy, "first-heavy", "heuristic", Style("yellow", ":", "o"),
-                             settings=("heuristic_ratio",), importance_pass=False))
+                             options=HeuristicOptions, importance_pass=False))
     yield method
     unregister(method.name)
 

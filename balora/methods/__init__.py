@@ -5,7 +5,7 @@ One module per method or close family holds its build function, `(MethodContext)
 `heuristics` and `peers` (PiSSA, OLoRA, LoRA-GA, DoRA); `base` holds what they share (`MethodContext`,
 `Prepared`, `lora_config`, the importance pass and allocation helpers, `save_adapter`).
 
-What a method *is* (its settings, its report label, group and style, whether it needs an importance pass or
+What a method *is* (its options class, its report label, group and style, whether it needs an importance pass or
 the full-precision base) is declared once, in its `balora.method_registry.Method` record, registered by one
 `register` call. The records live in that light module, below `config`, not here: `RunConfig` validates runs
 against them, and the report and the dry run read them, none of which may import this package (it sits above

@@ -1,4 +1,4 @@
-"""BA-LoRA (seed 000's method) and its ablations: gradient importance, an allocation under the exact budget,
+"""BA-LoRA (the original proposal's method) and its ablations: gradient importance, an allocation under the exact budget,
 and B warm-started from the mean gradient, each ablation turning one part off; and the shuffled control."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def budgeted(ctx: MethodContext, warmstart: bool, rest_rank: int = 0, shuffle: b
 
 
 def ba_lora(ctx: MethodContext) -> Prepared:
-    """BA-LoRA (seed 000): gradient importance, budgeted allocation, warm-start (unless turned off)."""
+    """BA-LoRA: gradient importance, budgeted allocation, warm-start (unless turned off)."""
     return budgeted(ctx, ctx.config.warmstart)
 
 
@@ -50,7 +50,7 @@ def ba_lora_shuffled(ctx: MethodContext) -> Prepared:
 
 
 def ba_lora_no_budget(ctx: MethodContext) -> Prepared:
-    """Ablation: seed 000's normalised ranks without the trim/fill; spends what they cost."""
+    """Ablation: the minmax strategy's normalised ranks without the trim/fill; spends what they cost."""
     gradients = mean_gradients(ctx)
     scores = importance_scores(ctx, ctx.config.importance_metric, gradients)
     base = ctx.config.base_rank or allocation.nearest_rank(ctx.targets, ctx.budget)

@@ -3,7 +3,7 @@
 A task declares what the rest of balora needs to know about it (its name, how messages name it and its
 models, its embedded models and datasets, its default warm-start step γ, PEFT's task type, the transformers
 class that builds its model, its primary metric, the fewest classes its training set may hold) and has the
-hooks a run calls unconditionally, in this order:
+hooks a run calls unconditionally, in this order (its options, a dataclass, are `options`):
 
     load_data(config)                           its dataset (`read_dataset`, once `check_dataset` found it fits)
     load_processor(config)                      the tokenizer, or an image processor
@@ -36,6 +36,7 @@ from transformers.image_processing_utils import BaseImageProcessor
 from balora.config import RunConfig
 from balora.errors import BaloraError, missing_local_path
 from balora.models import model_config
+from balora.options import TASK_OPTIONS, Options
 
 Processor = PreTrainedTokenizerBase | BaseImageProcessor
 
@@ -92,6 +93,11 @@ class Task:
     min_classes: ClassVar[int] = 1  # the fewest classes (sampling strata) a training set may hold
     also_trains: ClassVar[tuple[str, ...]] = ()  # other tasks its models can be trained as (`--task NAME`)
     generates: ClassVar[bool] = False  # answers test prompts after training (`generate`)
+
+    @property
+    def options(self) -> type[Options]:
+        """Its options class, in `balora.options.TASK_OPTIONS` (where `RunConfig` reads it without torch)."""
+        return TASK_OPTIONS.get(self.name, Options)
     fallback: ClassVar[bool] = False  # the task of a model no task recognises (exactly one task is)
     # the report's analyses of its runs beyond those every task's metric gets ("layer importance": attention
     # against MLP modules, for vision transformers)
