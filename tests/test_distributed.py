@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -18,6 +19,12 @@ from balora.api import sample_batches
 from balora.importance import accumulate_gradients, score_modules
 from balora.models import target_modules
 
+
+def free_port() -> str:
+    """A port no one listens on now: a fixed one fails when another suite (or anything) holds it."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return str(probe.getsockname()[1])
 
 def _labelled_loader() -> DataLoader:
     rows = [dict(input_ids=b["input_ids"][i], attention_mask=b["attention_mask"][i], labels=b["labels"][i])
@@ -63,7 +70,7 @@ def test_importance_and_plan_are_all_reduced_so_every_process_allocates_the_same
 
 def test_a_run_under_torchrun_trains_on_two_processes_and_writes_once(tmp_path, tiny_model_dir, tiny_csv):
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
                "-m", "balora.cli", "train", "--method", "ba_lora", "--model", str(tiny_model_dir), "--dataset",
                str(tiny_csv), "--shots", "16", "--budget-rank", "4", "--min-rank", "1", "--epochs", "1",
                "--batch-size", "4", "--evaluations", "1", "--quiet", "--out", str(out)]
@@ -79,7 +86,7 @@ def test_uneven_data_gives_every_process_the_same_batches_and_adalora_schedule(t
     # 33 examples over 2 processes: 17 and 16 before padding, i.e. 5 and 4 batches of 4. Unequal counts
     # hang DDP's gradient all-reduce and give AdaLoRA two different total_step values.
     out = tmp_path / "uneven"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
                "-m", "balora.cli", "train", "--method", "adalora", "--model", str(tiny_model_dir), "--dataset",
                str(tiny_csv), "--train-size", "33", "--budget-rank", "2", "--epochs", "2", "--batch-size", "4",
                "--evaluations", "1", "--quiet", "--out", str(out)]
