@@ -1086,8 +1086,14 @@ def test_every_rank_heatmap_has_its_colour_scale(tmp_path: Path, monkeypatch: py
     setting = frame["setting"].iloc[0]
     figures.rank_heatmaps(frame[frame["setting"] == setting], setting, tmp_path)
     assert len(canvases) >= 2
+    tops = []
     for canvas in canvases:
         assert any(ax.get_label() == "<colorbar>" for ax in canvas.axes)
+        images = [image for ax in canvas.axes for image in ax.get_images()]
+        # the figure's own scale: 0 to the largest rank it shows, not the setting's largest over every budget
+        tops.append(max(image.norm.vmax for image in images))
+        assert tops[-1] == max(float(image.get_array().max()) for image in images)
+    assert len(set(tops)) == len(tops)
 
 
 def test_a_rank_heatmap_of_many_module_types_stays_near_print_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -137,17 +137,17 @@ def _is_adaptive(runs: pd.DataFrame) -> bool:
 def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     """Seed 000 Exp. 3: mean rank per layer × module type for every arm with non-uniform ranks, one figure
     per budget. Arms sit side by side in one matrix (a column group each, at most HEATMAP_ARMS and, where the
-    modules have many types, HEATMAP_COLUMNS columns per row), so their ranks compare at a glance; the colour
-    scale is shared by all budgets of the setting."""
+    modules have many types, HEATMAP_COLUMNS columns per row), so their ranks compare at a glance; each figure's
+    colour scale runs from 0 to its own largest rank, so a small budget's ranks are not all one dark colour."""
     budgets = []
     for _, cell, label in _budgets(frame):
         arms = [a for a in arm_order(cell["arm"]) if _is_adaptive(cell[cell["arm"] == a])]
         grids = [allocation_frame(cell[cell["arm"] == a]).pivot_table("value", "layer", "kind", "mean") for a in arms]
         if arms:
             budgets.append((label, _labels(cell, arms), grids))
-    top = max((float(g.max().max()) for _, _, grids in budgets for g in grids), default=0.0)
     figures = []
     for label, names, grids in budgets:
+        top = max(float(g.max().max()) for g in grids)
         per_row = max(1, min(HEATMAP_ARMS, HEATMAP_COLUMNS // grids[0].shape[1]))
         rows = [(names[i:i + per_row], grids[i:i + per_row]) for i in range(0, len(names), per_row)]
         widths = [sum(g.shape[1] for g in row) for _, row in rows]
