@@ -481,7 +481,10 @@ def test_missing_or_empty_database(tmp_path: Path):
     assert not (tmp_path / "typo.db").exists()
     ResultsStore(tmp_path / "empty.db").close()
     path = write_report(tmp_path / "empty.db", tmp_path / "report", paper_dir=tmp_path / "paper")
-    assert "No finished runs" in path.read_text()
+    text = path.read_text()
+    assert "No finished evaluation runs" in text
+    # like every report, it names its source (the docs' Results pages read this line)
+    assert re.search(r"^Source: results store .*empty\.db\.$", text, re.MULTILINE)
     assert r"\newcommand{\NumRuns}{n/a}" in (tmp_path / "paper" / "generated" / "results.tex").read_text()
 
 

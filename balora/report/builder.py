@@ -226,7 +226,9 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
     stale = superseded(results)
     frame = load_runs(results, stale)
     if frame.empty:
-        blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"No finished runs in {source}: nothing to report.")]
+        # a sweep still tuning has run files but no evaluation run: the report says where it looked, as every report does
+        blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"Source: {source}."),
+                               Paragraph("No finished evaluation runs (tuning runs do not count): nothing to report yet.")]
         _write_documents(blocks, out)
         return None
     report = build(frame, out, results, stale)
