@@ -454,6 +454,20 @@ def report_spec(sweep: str) -> ReportSpec:
     return given[-1] if given else _preset_report_spec(sweep)
 
 
+def folder_sweeps(folder: str | Path) -> tuple[str, ...]:
+    """The sweeps whose run folder `folder` is (their spec's `results_dir`, resolved from the working
+    directory; the `paper` and `lm` presets share one): the specs given by file (`given_spec`) that name it,
+    else the presets that do; () for a folder no spec names (a user's own)."""
+    target = Path(folder).resolve()
+    given = tuple(spec.name for spec in _GIVEN.get() if spec.results_dir and Path(spec.results_dir).resolve() == target)
+    return given or tuple(name for name, where in _preset_results_dirs() if where and Path(where).resolve() == target)
+
+
+@functools.cache
+def _preset_results_dirs() -> tuple[tuple[str, str | None], ...]:
+    return tuple((name, yaml.safe_load(_read(name)[1]).get("results_dir")) for name in PRESETS)
+
+
 @functools.cache
 def _preset_report_spec(sweep: str) -> ReportSpec:
     """Reads the report's keys of the preset named `sweep`, without expanding its grids."""

@@ -174,6 +174,30 @@ def test_the_paper_preset_declares_seed_000s_criteria_and_a_report_checks_only_w
     assert "Success criteria" not in text and "success criteria" not in text
 
 
+def test_a_sweeps_folder_checks_its_own_spec_not_the_specs_of_runs_it_shares(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    """results/peers and results/dynamic hold the paper's LoRA and BA-LoRA runs (same keys) beside their own:
+    their reports check what their own preset declares (nothing), not the paper's four criteria, which the
+    paper's own report checks."""
+    monkeypatch.chdir(tmp_path)
+    runs = design({4: 0.010, 8: 0.010, 16: 0.010}, {16: 0.040, 32: 0.030, 64: 0.020, 128: 0.010})
+    for name in ("results/peers", "results/paper", "unnamed"):
+        for result in runs:
+            write_run(tmp_path / name, result)
+    peers = write_runs_report("results/peers", "results/peers/report", figures_too=False).read_text()
+    assert "uccess criteria" not in peers
+    paper = write_runs_report("results/paper", "results/paper/report", figures_too=False).read_text()
+    assert "## Success criteria" in paper
+    # a user's spec given by file owns the folder it names as results_dir: its hypotheses, not the paper's
+    spec = tmp_path / "mine.yaml"
+    spec.write_text(MINE + "results_dir: results/peers\n")
+    with given_spec(load_spec(str(spec))):
+        mine = write_runs_report(tmp_path / "results" / "peers", "mine", figures_too=False).read_text()
+    assert "BA-LoRA beats LoRA at r = 8" in mine and "Exp. 1" not in mine.split("## Coverage")[0]
+    # a folder no spec names: the runs' own sweeps declare them, as before
+    assert "## Success criteria" in write_runs_report("unnamed", "unnamed/report", figures_too=False).read_text()
+
+
 MINE = """\
 name: mine
 equivalence_margin: 0.01

@@ -23,7 +23,7 @@ SEEDS = (42, 43, 44, 45, 46)
 METHODS = ("lora", "ba_lora", "adalora", "eva", "linear_decay", "ba_lora_no_warmstart", "ba_lora_uniform",
            "ba_lora_no_budget")
 EFFECT = {"lora": 0.0, "ba_lora": 0.04, "adalora": -0.02, "eva": 0.01, "linear_decay": 0.0,
-          "ba_lora_no_warmstart": 0.02, "ba_lora_uniform": 0.03, "ba_lora_no_budget": 0.035, "dora": 0.0}
+          "ba_lora_no_warmstart": 0.02, "ba_lora_uniform": 0.03, "ba_lora_no_budget": 0.035, "dora": 0.0, "pissa": 0.0}
 MAJORITY = 0.578
 
 
@@ -1058,6 +1058,26 @@ def test_the_budget_table_says_dora_s_count_includes_its_magnitudes():
         extra = [make_result(m, 8, 64, s) for m in methods for s in (42, 43, 44)]
         captions = " ".join(c for t in budget_tables(analyse(load_runs(runs + extra))) for c in t.captions)
         assert ("DoRA's include its magnitude vectors" in captions) is said
+
+
+def test_the_budget_table_counts_the_saved_adapter_where_peft_s_conversion_doubles_its_rank():
+    """PiSSA trains 73,728 parameters but saves a plain LoRA of the original base at twice the rank: the budget
+    table shows the adapter file's count, with its note, only where some arm's differs from what it trains."""
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+    from balora.report.tables import budget_tables
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "pissa") for s in (42, 43, 44)]
+    for result in runs:
+        if result["config"]["method"] == "pissa":
+            result["params"]["saved_adapter"] = 2 * result["params"]["lora_final"]
+    (table,) = budget_tables(analyse(load_runs(runs)))
+    column = table.columns.index("Saved adapter params")
+    saved = {row[table.columns.index("Method")]: row[column] for row in table.rows}
+    assert saved["PiSSA"] == f"{2 * runs[-1]['params']['lora_final']:,}" and saved["LoRA"] == f"{runs[0]['params']['lora']:,}"
+    assert any("twice the rank" in c for c in table.captions)
+    (plain,) = budget_tables(analyse(load_runs([r for r in runs if r["config"]["method"] != "pissa"])))
+    assert "Saved adapter params" not in plain.columns and not any("twice the rank" in c for c in plain.captions)
 
 
 def test_instruction_tuning_loss_axis_spans_the_losses_not_from_zero(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

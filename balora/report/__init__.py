@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from balora import specs
 from balora.errors import BaloraError
 from balora.report import builder, figures, paper
 from balora.report.paper import build_paper
@@ -35,10 +36,10 @@ def build_report(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: 
 
 
 def _build(results: list[dict[str, Any]], out_dir: str | Path, paper_dir: str | Path | None, source: str,
-           figures_too: bool, study: str = "") -> builder.Report | None:
+           figures_too: bool, study: str = "", owners: tuple[str, ...] = ()) -> builder.Report | None:
     token = figures.RENDER.set(figures_too)
     try:
-        report = builder.write(results, out_dir, source)
+        report = builder.write(results, out_dir, source, owners)
         if paper_dir is not None:
             paper.write_generated(report, Path(paper_dir), study)
     finally:
@@ -83,7 +84,8 @@ def _runs_report(folder: str | Path, out_dir: str | Path, paper_dir: str | Path 
     if not results:  # a mistyped folder, or a sweep not yet run: not a study with nothing to report
         raise BaloraError(f"no run files in {folder}; give the folder a sweep's --results-dir wrote to")
     source = f"{len(results)} run files in {_folder_label(folder)}"
-    return _build(results, out_dir, paper_dir, source, figures_too, paper.study_of(folder)), results
+    return _build(results, out_dir, paper_dir, source, figures_too, paper.study_of(folder),
+                  specs.folder_sweeps(folder)), results
 
 
 # The text a committed report consists of: what `check_report` compares (figures are images, rebuilt from

@@ -113,15 +113,16 @@ def _count(n: int, noun: str) -> str:
 
 
 def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None = None,
-          stale: set[str] | None = None) -> Report:
+          stale: set[str] | None = None, owners: tuple[str, ...] = ()) -> Report:
     """All sections of the report for the runs in `frame` (and the tuning runs among `results`, for the
     appendix; `stale`: the keys of the evaluation runs left out of `frame` as superseded, counted under
-    Missing data); figures are written to `out/figures`. The hypotheses checked are those the specs of the
-    runs' sweeps declare (`criteria.declared_hypotheses`).
+    Missing data); figures are written to `out/figures`. The hypotheses checked are those the specs of the sweeps
+    `owners` declare, the sweeps whose folder the runs are, else those of the runs' sweeps
+    (`criteria.declared_hypotheses`).
     The runs of a task read by a loss (seed 002's causal-LM instruction tuning) have their own section; the
     others, read by accuracy, have the rest (image runs among them, whose task also asks for seed 003's
     layer-importance section)."""
-    declared = declared_hypotheses(frame)
+    declared = declared_hypotheses(frame, owners)
     causal = frame[frame["metric"] == LOSS.name]
     frame = frame[frame["metric"] != LOSS.name].reset_index(drop=True)
     analysis = analyse(frame)
@@ -216,9 +217,10 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     return report
 
 
-def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Report | None:
+def write(results: list[dict[str, Any]], out_dir: str | Path, source: str, owners: tuple[str, ...] = ()) -> Report | None:
     """Write report.md, report.html, tables/*.tex and figures/*; None when there are no results. With
-    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex."""
+    `figures.RENDER` off, only the text: report.md (naming the figures it would show) and tables/*.tex.
+    `owners`: the sweeps whose run folder `results` are (`build`)."""
     out = Path(out_dir)
     for stale in [*out.glob("figures/*.png"), *out.glob("figures/*.pdf"), *out.glob("tables/*.tex")]:
         stale.unlink()  # a rerun on other data must not leave old figures behind
@@ -231,7 +233,7 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str) -> Re
                                Paragraph("No finished evaluation runs (tuning runs do not count): nothing to report yet.")]
         _write_documents(blocks, out)
         return None
-    report = build(frame, out, results, stale)
+    report = build(frame, out, results, stale, owners)
     for table in report.blocks(Table):
         (out / "tables" / f"{table.name}.tex").write_text(table_latex(table, label=f"tab:{table.name}"))
     missing = Bullets(report.coverage()) if report.missing else Paragraph("Nothing is missing.")

@@ -229,10 +229,12 @@ def check(analysis: Analysis, hypothesis: Hypothesis) -> list[Criterion]:
     return found
 
 
-def declared_hypotheses(frame: pd.DataFrame) -> tuple[Hypothesis, ...]:
-    """The hypotheses the specs of the runs' sweeps declare (found by sweep name, `specs.report_spec`),
-    each once, in the order of the runs' sweeps."""
-    sweeps = dict.fromkeys(s for s in frame["sweep"] if isinstance(s, str) and s) if "sweep" in frame else {}
+def declared_hypotheses(frame: pd.DataFrame, owners: Sequence[str] = ()) -> tuple[Hypothesis, ...]:
+    """The hypotheses the report checks, each once: those the specs of the sweeps `owners` declare, where
+    the runs are those sweeps' folder (their own only: runs a folder shares with another sweep, as the
+    `dynamic` preset's static arms are the `paper`'s, do not bring that sweep's); else those the specs of
+    the runs' sweeps declare, in the order of the runs' sweeps (found by name, `specs.report_spec`)."""
+    sweeps = owners or (dict.fromkeys(s for s in frame["sweep"] if isinstance(s, str) and s) if "sweep" in frame else {})
     return tuple({h.name: h for s in sweeps for h in specs.report_spec(s).hypotheses}.values())
 
 

@@ -269,6 +269,8 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
             "not_learnt": "accuracy" in metrics
             and float(metrics["accuracy"]) < float(metrics["majority_rate"]) + MAJORITY_TOLERANCE,
             "lora_params": int(params["lora"]), "lora_final": int(params.get("lora_final", params["lora"])),
+            # the adapter file's count, recorded where it differs (PEFT's conversion of PiSSA, OLoRA, LoRA-GA)
+            "saved_params": int(params.get("saved_adapter", params.get("lora_final", params["lora"]))),
             "head_params": int(params["head"]), "total_trainable": int(params["total_trainable"]),
             **{f"time_{p}": float(timings[p]) for p in (*PHASES, "total") if p in timings},
             "peak_rss_mib": _peak(memory.get("peak_rss_mib")), "peak_cuda_mib": _peak(memory.get("peak_cuda_mib")),

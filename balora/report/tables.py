@@ -117,6 +117,7 @@ COLUMNS: dict[str, Callable[[Row], str]] = {
     "n": lambda r: str(len(r.runs)),
     "LoRA params": lambda r: count(_mean(r, "lora_params")),
     "Final LoRA params": lambda r: count(_mean(r, "lora_final")),
+    "Saved adapter params": lambda r: count(_mean(r, "saved_params")),
     "Head params": lambda r: count(_mean(r, "head_params")),
     "Ranks (Gini)": rank_spread,
     "Eval loss": lambda r: f"{_mean(r, 'loss'):.4f}" + ("" if len(r.runs) < 2 else f" ± {r.runs['loss'].std():.4f}"),
@@ -206,14 +207,28 @@ def budget_tables(analysis: Analysis) -> list[Table]:
                "Majority (%)", "≤ majority", "F1 (%)", *STAT_COLUMNS]
     explained = {"Final LoRA params": "LoRA params: trainable at training time; final: after AdaLoRA's pruning or "
                                       "EVA's redistribution.",
+                 "Saved adapter params": "Saved adapter params: the adapter file's, a plain PEFT LoRA of the original "
+                                         "base; PiSSA, OLoRA and LoRA-GA move the base weights when they initialise, "
+                                         "and PEFT's conversion undoes that with a LoRA of twice the rank (the "
+                                         "comparison is at equal trained parameters).",
                  "Ranks (Gini)": "Ranks (Gini): lowest–highest final rank of any module over the seeds, and the mean "
                                  "Gini coefficient of the ranks (0 = the same rank everywhere)."}
     # the paper's version: training-time LoRA params only (AdaLoRA prunes to the budget; the report has the final)
     compact = ["Budget", "Method", "n", "LoRA params", "Head params", "Acc. (%)", "≤ majority",
                "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"]
-    return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *columns],
-                  render(rows, columns), comparison_notes(rows), STAT_NOTE, compact, _with_dora(explained, rows))
-            for setting, rows in analysis.main.items()]
+    return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *shown],
+                  render(rows, shown), comparison_notes(rows), STAT_NOTE, compact, _with_dora(explained, rows))
+            for setting, rows in analysis.main.items() for shown in [_with_saved(columns, rows)]]
+
+
+def _with_saved(columns: list[str], rows: list[Row]) -> list[str]:
+    """The budget table's columns, with the adapter file's parameter count after the final count where some
+    arm saves more than it trains (PiSSA, OLoRA and LoRA-GA: PEFT's conversion to a LoRA of the original base
+    doubles the rank)."""
+    if all((row.runs["saved_params"] == row.runs["lora_final"]).all() for row in rows):
+        return columns
+    at = columns.index("Final LoRA params") + 1
+    return [*columns[:at], "Saved adapter params", *columns[at:]]
 
 
 def _with_dora(explained: dict[str, str], rows: list[Row]) -> dict[str, str]:
