@@ -167,6 +167,14 @@ def select(spec: Spec, store: ResultsStore) -> dict[str, Selection]:
     return selections
 
 
+def seed_major(planned: list[Planned]) -> list[Planned]:
+    """`planned` seed by seed, in the order the seeds first appear (and in planned order within a seed): a
+    sweep stopped part-way has every arm at its first seeds, a table of paired runs for each, rather than some
+    arms at every seed and others at none."""
+    order = {seed: index for index, seed in reversed(list(enumerate(p.config.seed for p in planned)))}
+    return sorted(planned, key=lambda p: order[p.config.seed])
+
+
 def evaluation_runs(spec: Spec, selections: dict[str, Selection]) -> tuple[list[Planned], list[Planned]]:
     """(runs ready to run, runs awaiting their cell's selection) of the evaluation phase."""
     ready, awaiting = [], []
@@ -419,8 +427,8 @@ def run_sweep(spec: Spec, db: str = "results/balora.db", runs_dir: str = "runs",
                 if not todo:
                     break
                 seen |= {p.config.key() for p in todo}
-                _run_phase(store, executor, spec.name, phase, todo, runs_dir, rerun_failed, counts, inside_runs,
-                           results_dir)
+                _run_phase(store, executor, spec.name, phase, seed_major(todo), runs_dir, rerun_failed, counts,
+                           inside_runs, results_dir)
         finally:
             executor.close()
     wall = time.perf_counter() - started

@@ -282,6 +282,22 @@ def test_sweep_resumes_and_isolates_failures(tmp_path, tiny_model_dir, tiny_csv,
     assert len((tmp_path / "runs.csv").read_text().strip().splitlines()) == 6
 
 
+def test_evaluation_runs_go_seed_by_seed_so_a_stopped_sweep_has_every_arm_at_its_first_seeds(
+        tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
+    spec = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora, ba_lora, pissa]\n    seed: [3, 1, 2]\n")
+    from balora import sweeps
+
+    ran: list[tuple[str, int]] = []
+
+    def record(config: dict, folder: str) -> dict:
+        ran.append((config["method"], config["seed"]))
+        raise BaloraError("not run: only the order is under test")
+
+    monkeypatch.setattr(sweeps, "execute", record)
+    run_sweep(load_spec(str(spec)), db=str(tmp_path / "r.db"), runs_dir=str(tmp_path / "runs"))
+    assert ran == [(m, s) for s in (3, 1, 2) for m in ("lora", "ba_lora", "pissa")]
+
+
 @pytest.mark.parametrize("dry_run", [True, False])
 @pytest.mark.parametrize("folder", ["results_dir", "runs_dir"])
 def test_an_output_folder_that_is_a_file_is_refused_before_any_run(folder, dry_run, tmp_path, tiny_model_dir, tiny_csv):
