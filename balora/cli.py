@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from balora.run import merge_run
+    from balora.base_transform import merge_run
 
     memory = merge_run(args.run, args.out)
     print(f"merged into {memory['modules']} group-quantised layers: {memory['stored_bytes']:,} bytes stored "
