@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,6 +27,7 @@ from balora.method_registry import HeuristicOptions, Method, Style, register, un
 from balora.methods import METHODS, dora_rank, eva, get_method, lora_config, olora
 from balora.methods.base import MethodContext, Prepared, allocate_ranks, lora_config_for
 from balora.models import TargetModule, target_modules
+from balora.options import Options, check_positive, option
 from balora.reallocation import RankController, ReallocationConfig
 from balora.run import run_experiment
 from balora.specs import load_spec
@@ -84,6 +86,67 @@ def test_a_method_registered_in_one_call_is_known_everywhere(toy_method, tiny_mo
         "lora", "activation", "first_heavy", "ba_lora_uniform"]
     assert method_name("first_heavy") == "first-heavy"
     assert arm_style("first_heavy") == {"color": OKABE_ITO["yellow"], "linestyle": ":", "marker": "o"}
+
+
+@dataclass(frozen=True)
+class FirstWeightOptions(Options):
+    """A plug-in's own options: no RunConfig field has this name."""
+    first_weight: float = option(2.0, "first_weighted: the first target's weight against the others'.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "first_weight")
+
+
+def first_weighted(ctx: MethodContext) -> Prepared:
+    """A toy plug-in: the first target weighs `first_weight` × each other one, LoRA's init."""
+    weight = {t.name: ctx.config.first_weight if i == 0 else 1.0 for i, t in enumerate(ctx.targets)}
+    return Prepared(lora_config_for(ctx, ranks := allocate_ranks(ctx, weight, "proportional", power=1.0)), ranks)
+
+
+@pytest.fixture
+def plugin_method():
+    """`first_weighted`, registered after balora.config loaded, with options of its own; forgotten after the test."""
+    method = register(Method("first_weighted", first_weighted, "first-weighted", "heuristic", Style("yellow", "--", "o"),
+                             options=FirstWeightOptions, importance_pass=False))
+    yield method
+    unregister(method.name)
+
+
+def test_a_plug_in_method_brings_options_of_its_own(plugin_method, tiny_model_dir, tiny_csv, tmp_path, capsys):
+    """Its options are no RunConfig fields: a run keeps them in `method_options`, and they read like fields
+    (an attribute, a flag, a key under method: in the nested form and in a spec), checked by their class."""
+    from balora.cli import main
+
+    config = RunConfig.from_nested({"method": {"name": "first_weighted", "first_weight": 4.0}})
+    assert config.first_weight == 4.0 and config.method_options == {"first_weight": 4.0}
+    assert config.nested()["method"] == {"name": "first_weighted", "first_weight": 4.0}
+    assert RunConfig.from_nested(config.nested()) == config == RunConfig.from_dict(config.to_dict())
+    # at its default it is not stored, so the key is the key of the run that leaves it out
+    default = RunConfig.from_dict({"method": "first_weighted", "first_weight": 2.0})
+    assert default.method_options is None and default.first_weight == 2.0
+    assert default.key() == RunConfig(method="first_weighted").key() != config.key()
+    for values, message in [({"method": "lora", "first_weight": 4.0}, "method lora ignores --first-weight "
+                                                                      r"\(read only by first_weighted\)"),
+                            ({"method": "first_weighted", "first_weight": -1.0}, "first_weight must be a positive"),
+                            ({"method": "first_weighted", "first_weight": "x"}, "first_weight must be float"),
+                            ({"method_options": {"strategy": "top_k"}}, "'strategy' is no plug-in method's option")]:
+        with pytest.raises(BaloraError, match=message):
+            RunConfig.from_dict(values)
+    # a sweep spec plans it by section, and names the line of an option in the wrong section
+    spec = tmp_path / "spec.yaml"
+    text = ("name: toy\nbase: {model: minilm, shots: 8, budget_rank: 4}\n"
+            "grids:\n  - {method: {name: first_weighted, first_weight: [2.0, 4.0]}, seed: [42]}\n")
+    spec.write_text(text)
+    assert [p.config.first_weight for p in load_spec(str(spec)).runs] == [2.0, 4.0]
+    spec.write_text(text.replace("first_weight: [2.0, 4.0]}", "}, base_transform: {first_weight: 4.0}"))
+    assert main(["sweep", str(spec), "--dry-run", "--db", str(tmp_path / "db")]) == 2
+    assert "line 4: 'first_weight' is not in section base_transform: write it in section method" in capsys.readouterr().err
+    # the CLI has its flag, and the build reads it from the config
+    data = ["--model", str(tiny_model_dir), "--dataset", str(tiny_csv), "--budget-rank", "4"]
+    assert main(["allocate", "--method", "first_weighted", *data, "--first-weight", "4", "--json"]) == 0
+    ranks = [m["rank"] for m in json.loads(capsys.readouterr().out)["modules"]]
+    assert ranks[0] > max(ranks[1:])
 
 
 def test_an_unregistered_method_is_unknown_again(toy_method):

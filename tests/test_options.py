@@ -237,7 +237,7 @@ def test_the_cli_groups_the_run_options_by_section_under_their_old_names(capsys)
     groups = ["run options:", "method options:", "task options:", "base_transform options:"]
     assert all(g in text for g in groups) and [text.index(g) for g in groups] == sorted(text.index(g) for g in groups)
     starts = dict(zip(groups, [text.index(g) for g in groups], strict=True))
-    for name in DEFAULTS:
+    for name in (n for n in DEFAULTS if n != "method_options"):  # a plug-in's options are flags of their own
         at = re.search(f"--{name.replace('_', '-')}[ ,]", text[starts[groups[0]]:]).start() + starts[groups[0]]
         section = section_of(name) or {"method": "method", "task": "task"}.get(name)
         group = f"{section} options:" if section else "run options:"
