@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -36,20 +37,23 @@ from balora.training import TrainSettings, optimizer_groups, train
 MINILM_QV = [TargetModule(f"layer.{i}.{kind}", 384, 384) for i in range(6) for kind in ("query", "value")]
 
 
-def first_heavy(ctx: MethodContext) -> Prepared:
-    """A toy method: the first target gets `heuristic_ratio` × the rank of the others, LoRA's init."""
-    weight = {t.name: ctx.config.heuristic_ratio if i == 0 else 1.0 for i, t in enumerate(ctx.targets)}
-    ranks = allocate_ranks(ctx, weight, "proportional", power=1.0)
-    return Prepared(lora_config_for(ctx, ranks), ranks)
+def toy(name: str, option: str, options: type[Options]) -> Iterator[Method]:
+    """A toy method, registered by its one `register` call for a test and forgotten after it: the first target
+    gets `option`'s value × the rank of the others, LoRA's init."""
+    def build(ctx: MethodContext) -> Prepared:
+        weight = {t.name: getattr(ctx.config, option) if i == 0 else 1.0 for i, t in enumerate(ctx.targets)}
+        ranks = allocate_ranks(ctx, weight, "proportional", power=1.0)
+        return Prepared(lora_config_for(ctx, ranks), ranks)
+
+    yield register(Method(name, build, name.replace("_", "-"), "heuristic", Style("yellow", ":", "o"), options=options,
+                          importance_pass=False))
+    unregister(name)
 
 
 @pytest.fixture
 def toy_method():
-    """`first_heavy`, registered by its one `register` call for the test, and forgotten after it."""
-    method = register(Method("first_heavy", first_heavy, "first-heavy", "heuristic", Style("yellow", ":", "o"),
-                             options=HeuristicOptions, importance_pass=False))
-    yield method
-    unregister(method.name)
+    """`first_heavy`, reading a built-in option."""
+    yield from toy("first_heavy", "heuristic_ratio", HeuristicOptions)
 
 
 def test_a_method_registered_in_one_call_is_known_everywhere(toy_method, tiny_model_dir, tiny_csv, tmp_path, capsys):
@@ -60,7 +64,7 @@ def test_a_method_registered_in_one_call_is_known_everywhere(toy_method, tiny_mo
     from balora.report.figures import OKABE_ITO, arm_style
     from balora.report.runs import arm_order, method_name
 
-    assert get_method("first_heavy") is first_heavy and METHODS["first_heavy"] is first_heavy
+    assert get_method("first_heavy") is toy_method.build and METHODS["first_heavy"] is toy_method.build
     # the settings it reads, and only those
     assert "first_heavy" in method_settings()["heuristic_ratio"]
     RunConfig(method="first_heavy", heuristic_ratio=3.0)
@@ -98,19 +102,10 @@ class FirstWeightOptions(Options):
         check_positive(self, "first_weight")
 
 
-def first_weighted(ctx: MethodContext) -> Prepared:
-    """A toy plug-in: the first target weighs `first_weight` × each other one, LoRA's init."""
-    weight = {t.name: ctx.config.first_weight if i == 0 else 1.0 for i, t in enumerate(ctx.targets)}
-    return Prepared(lora_config_for(ctx, ranks := allocate_ranks(ctx, weight, "proportional", power=1.0)), ranks)
-
-
 @pytest.fixture
 def plugin_method():
-    """`first_weighted`, registered after balora.config loaded, with options of its own; forgotten after the test."""
-    method = register(Method("first_weighted", first_weighted, "first-weighted", "heuristic", Style("yellow", "--", "o"),
-                             options=FirstWeightOptions, importance_pass=False))
-    yield method
-    unregister(method.name)
+    """`first_weighted`, registered after balora.config loaded, reading an option of its own."""
+    yield from toy("first_weighted", "first_weight", FirstWeightOptions)
 
 
 def test_a_plug_in_method_brings_options_of_its_own(plugin_method, tiny_model_dir, tiny_csv, tmp_path, capsys):
@@ -166,9 +161,9 @@ def test_every_registered_method_builds_and_reads_only_settings_runconfig_has():
         method = method_registry.get(name)
         assert callable(METHODS[name]) and set(method.settings) <= set(DEFAULTS) - {"method"}, name
     with pytest.raises(BaloraError, match="group must be one of"):
-        Method("x", first_heavy, "x", "extra", Style("black", "-", "o"))
+        Method("x", "balora.methods.lora:lora", "x", "extra", Style("black", "-", "o"))
     with pytest.raises(BaloraError, match="colour must be one of"):
-        Method("x", first_heavy, "x", "main", Style("red", "-", "o"))
+        Method("x", "balora.methods.lora:lora", "x", "main", Style("red", "-", "o"))
 
 
 def test_config_and_the_dry_run_read_the_registry_without_importing_torch():

@@ -196,14 +196,20 @@ def test_a_spec_by_section_plans_the_runs_of_its_flat_form(tmp_path):
 ])
 def test_a_spec_field_in_the_wrong_section_is_one_error_naming_its_line_and_the_right_section(old, new, message, tmp_path,
                                                                                               capsys):
+    assert old in NESTED_SPEC
+    assert message in dry_run_error(NESTED_SPEC.replace(old, new), tmp_path, capsys)
+
+
+def dry_run_error(spec: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> str:
+    """The one line `balora sweep --dry-run` writes when it refuses `spec`."""
     from balora.cli import main
 
-    assert old in NESTED_SPEC
     path = tmp_path / "spec.yaml"
-    path.write_text(NESTED_SPEC.replace(old, new))
+    path.write_text(spec)
     assert main(["sweep", str(path), "--dry-run", "--db", str(tmp_path / "db")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"balora: error: {path}, ") and message in err and err.count("\n") == 1, err
+    assert err.startswith(f"balora: error: {path}, ") and err.count("\n") == 1, err
+    return err
 
 
 # Each preset written by section, with the digest of the run keys (evaluation, then tuning) its flat form planned.
@@ -310,11 +316,5 @@ def test_tune_and_where_read_sections_like_the_grids(tmp_path):
      "line 6: allocation_power is given twice"),
 ])
 def test_a_tune_or_where_field_in_the_wrong_section_is_one_error_naming_its_line(old, new, message, tmp_path, capsys):
-    from balora.cli import main
-
     assert old in TUNED_NESTED_SPEC
-    path = tmp_path / "spec.yaml"
-    path.write_text(TUNED_NESTED_SPEC.replace(old, new))
-    assert main(["sweep", str(path), "--dry-run", "--db", str(tmp_path / "db")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"balora: error: {path}, ") and message in err and err.count("\n") == 1, err
+    assert message in dry_run_error(TUNED_NESTED_SPEC.replace(old, new), tmp_path, capsys)
