@@ -23,7 +23,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass
+from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass, replace
 from typing import Any, NamedTuple
 
 from balora import method_registry
@@ -163,8 +163,8 @@ class RunConfig(_SectionFields):
             raise BaloraError(f"--rank {self.rank} conflicts with --budget-rank {self.budget_rank:g}: "
                               "give one of them, or the same value")
         for name in self.tuned or []:
-            if name not in TUNABLE:
-                raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
+            if name not in tunable():
+                raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(tunable()))}")
         for section in SECTIONS.values():  # each unit checks its options, whichever unit the run picks
             for options in section.options:
                 options.of(self)
@@ -250,12 +250,11 @@ class RunConfig(_SectionFields):
         """A config from its flat form, checked; a plug-in's options (`plugin_options`) go to `method_options`."""
         for name, value in values.items():
             check_field(name, value, where)
-        plugin = plugin_options()
-        given = {name: value for name, value in values.items() if name in plugin}
-        own = {name: value for name, value in values.items() if name not in plugin}
-        if given:
-            own["method_options"] = {**(own.get("method_options") or {}), **given}
-        return cls(**own)
+        return cls(**_as_fields(values))
+
+    def with_values(self, **values: Any) -> RunConfig:
+        """This config with `values` changed (`dataclasses.replace`), a plug-in's options among them."""
+        return replace(self, **_as_fields(values, self.method_options))
 
     def nested(self) -> dict[str, Any]:
         """The run by section (module docstring): the common fields, then each section with its unit's name
@@ -273,6 +272,17 @@ class RunConfig(_SectionFields):
     def from_nested(cls, values: Mapping[str, Any], where: str = "config") -> RunConfig:
         """A config from its nested form (`nested`), checked; the flat form is read too."""
         return cls.from_dict(flatten(values, lambda *_: where)[0], where)
+
+
+def _as_fields(values: Mapping[str, Any], method_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`values` as `RunConfig`'s keyword arguments: a plug-in's options (`plugin_options`) joined to
+    `method_options` (`values`' own, else the one given)."""
+    plugin = plugin_options()
+    fields_given = {name: value for name, value in values.items() if name not in plugin}
+    given = {name: value for name, value in values.items() if name in plugin}
+    if given:
+        fields_given["method_options"] = {**(fields_given.get("method_options", method_options) or {}), **given}
+    return fields_given
 
 
 def _unit_options(section: str, values: Mapping[str, Any]) -> tuple[str, ...]:
@@ -340,9 +350,11 @@ def default_epochs(shots: int | None) -> int:
 def protocol(config: Mapping[str, Any]) -> dict[str, Any]:
     """The protocol of a config dict, stored or new: the config without its seed, where a field it
     leaves out has RunConfig's default and `epochs` is the number the run trains for (None means
-    the default for its data), so that configs that train alike have one protocol."""
+    the default for its data), so that configs that train alike have one protocol. A plug-in's options
+    (`method_options`) read as fields there, each at its default where the config leaves it out."""
     values = {**RunConfig().to_dict(), **config}
     values.pop("seed")
+    values.update({**{name: f.default for name, f in plugin_options().items()}, **(values.pop("method_options") or {})})
     for f in fields(RunConfig):  # 8 and 8.0 are one learning rate or budget
         if f.type.startswith("float") and isinstance(values[f.name], int) and not isinstance(values[f.name], bool):
             values[f.name] = float(values[f.name])
@@ -381,6 +393,11 @@ def option_defaults() -> dict[str, Any]:
     return {**DEFAULTS, **{name: f.default for name, f in plugin_options().items()}}
 
 
+def tunable() -> set[str]:
+    """What a sweep may select on validation: TUNABLE and the plug-in options."""
+    return TUNABLE | set(plugin_options())
+
+
 def method_settings() -> dict[str, tuple[str, ...]]:
     """The settings only some methods read, in field order (then the plug-in options), each with the methods that
     read it (each method's `balora.method_registry.Method.settings`); the other methods ignore it, so `RunConfig`
@@ -397,7 +414,7 @@ def full_precision_base() -> tuple[str, ...]:
 # The fields outside every section, in RunConfig's order (`nested`); `method_options` is shown under `method:`.
 COMMON = tuple(f.name for f in fields(RunConfig)
                if section_of(f.name) is None and f.name not in ("method", "task", "method_options"))
-# What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
+# What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks (`tunable`).
 TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning", "method_options"}
 # How each module's LoRA scaling follows its rank (`allocation.lora_alpha`).
 SCALING_RULES = ("constant", "rslora", "standard")

@@ -73,7 +73,7 @@ from typing import Any
 import yaml
 
 from balora import method_registry
-from balora.config import TUNABLE, RunConfig, check_field, flatten
+from balora.config import RunConfig, check_field, flatten, tunable
 from balora.errors import BaloraError, read_text
 from balora.tasks import with_task_defaults
 from balora.tuning import Tune, cell_key, with_candidate
@@ -506,9 +506,9 @@ def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
     if not values:
         raise BaloraError(f"{at(*path)}: tune names no field to select; e.g. {usage}")
     for name, candidates in values.items():
-        if name not in TUNABLE:
+        if name not in tunable():
             raise BaloraError(f"{at(*written[name])}: '{name}' cannot be tuned; tune takes seeds and any of "
-                              f"{', '.join(sorted(TUNABLE))}")
+                              f"{', '.join(sorted(tunable()))}")
         if not isinstance(candidates, list) or not candidates:
             raise BaloraError(f"{at(*written[name])}: tune {name} needs a list of candidate values, e.g. {usage}")
         for value in candidates:

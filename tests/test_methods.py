@@ -33,6 +33,7 @@ from balora.reallocation import RankController, ReallocationConfig
 from balora.run import run_experiment
 from balora.specs import load_spec
 from balora.training import TrainSettings, optimizer_groups, train
+from balora.tuning import candidate_of, cell_key
 
 MINILM_QV = [TargetModule(f"layer.{i}.{kind}", 384, 384) for i in range(6) for kind in ("query", "value")]
 
@@ -134,6 +135,13 @@ def test_a_plug_in_method_brings_options_of_its_own(plugin_method, tiny_model_di
             "grids:\n  - {method: {name: first_weighted, first_weight: [2.0, 4.0]}, seed: [42]}\n")
     spec.write_text(text)
     assert [p.config.first_weight for p in load_spec(str(spec)).runs] == [2.0, 4.0]
+    # and tunes it: a tuning run's candidate is its value, in the cell of the run it tunes
+    spec.write_text(text.replace("first_weight: [2.0, 4.0]}", "}, tune: {method: {first_weight: [2.0, 4.0]}, seeds: [0]}"))
+    tuned = load_spec(str(spec))
+    assert tuned.runs[0].config.tuned == ["first_weight"]
+    tuning = [p.config.to_dict() for p in tuned.tuning_runs()]
+    assert [candidate_of(c, ["first_weight"]) for c in tuning] == [(2.0,), (4.0,)]
+    assert {cell_key(c) for c in tuning} == {cell_key(tuned.runs[0].config.to_dict())}
     spec.write_text(text.replace("first_weight: [2.0, 4.0]}", "}, base_transform: {first_weight: 4.0}"))
     assert main(["sweep", str(spec), "--dry-run", "--db", str(tmp_path / "db")]) == 2
     assert "line 4: 'first_weight' is not in section base_transform: write it in section method" in capsys.readouterr().err
