@@ -14,7 +14,8 @@ sweep specs and the CLI read the same sections (`SECTIONS`).
 A method registered after this module loaded (a plug-in) may bring options of its own: `RunConfig`'s fields are
 fixed once it is made, so a run holds their values in one field, `method_options` (by name, only those away from
 their defaults; None for none, so every other run keeps its key). They read like fields all the same: an attribute
-of the config, a flag, a key under `method:` in the nested form and in sweep specs (`plugin_options`).
+of the config, a flag, a key under `method:` in the nested form and in sweep specs, tuned ones included
+(`plugin_options`).
 """
 
 from __future__ import annotations

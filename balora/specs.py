@@ -378,8 +378,8 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
 
 
 def _flat(values: Any, at: Any, *path: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
-    """A spec entry (`base`, an override, a grid) in RunConfig's flat fields, nested or flat as written, with
-    the path each field is written at, so that a check names its line."""
+    """A spec entry (`base`, an override, a grid, a `tune:` block, a hypothesis's `where`) in RunConfig's flat
+    fields, nested or flat as written, with the path each field is written at, so that a check names its line."""
     if not isinstance(values, Mapping):
         raise BaloraError(f"{at(*path)}: '{path[0]}' is a mapping of run settings, by section or flat")
     flat, written = flatten(values, lambda *keys: at(*path, *keys))
