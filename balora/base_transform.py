@@ -17,21 +17,29 @@ adapter's gradients (again after a resize: new parameters); `--quant-schedule` s
 before evaluation; the balance ‖scaling·B·A‖/‖W − Ŵ‖ is kept at each validation point; `finalise` writes
 `result["quantisation"]` and expands pooled As so the saved adapter loads without balora.
 `base_transform(config)` picks one.
+
+After the run, `merge_run` (`balora merge`) is the quantised base's last step, outside any run: it rebuilds a
+QA-LoRA run's INT base, folds the saved adapter into its zero-points and saves the still quantised model.
 """
 
 from __future__ import annotations
 
+import json
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from peft import PeftModel
 from torch import nn
 
 from balora import bitsandbytes_backend, quantisation
 from balora.config import RunConfig
+from balora.errors import BaloraError, output_folder
 from balora.measure import PhaseMeter
-from balora.models import TargetModule, head_module_names
+from balora.models import TargetModule, head_module_names, target_modules
 from balora.options import Options, QuantisedOptions
+from balora.tasks import of_result
 
 
 class BaseTransform:
@@ -143,3 +151,28 @@ def base_transform(config: RunConfig) -> BaseTransform:
     """The run's transform of its base: `Quantised` with `--quant`, else `FullPrecision`."""
     return FullPrecision() if config.quant is None else Quantised(config)
 
+
+def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
+    """`balora merge`: fold a QA-LoRA run's adapter into its INT base's zero-points and save the merged,
+    still group-quantised model (with the trained head and the tokenizer or image processor) to `out_dir`."""
+    # checked first: save_quantised would write into a full folder, the run's own adapter/ even
+    run_dir, out_dir = Path(run_dir), output_folder(out_dir, "--out", empty=True)
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError) as err:
+        raise BaloraError(f"{run_dir} is not a finished run folder (result.json: {err}); give a folder "
+                          "`balora train --out` wrote") from None
+    config = RunConfig.from_dict(result["config"], where=str(run_dir / "result.json"))
+    if config.quant not in ("int4", "int8") or not config.qa_lora:
+        raise BaloraError(f"{run_dir} was trained with --quant {config.quant}{' --qa-lora' if config.qa_lora else ''}; "
+                          "merge needs --quant int4 or int8 with --qa-lora (an update folds only into INT zero-points, "
+                          "group by group)")
+    task = of_result(result)
+    model = task.load_model(config, result["data"]["labels"])
+    quantise_base(model, config, target_modules(model, config.target_modules))
+    peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
+    quantisation.fold_into_zero_points(peft_model)
+    merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
+    quantisation.save_quantised(merged, out_dir, task.name)
+    task.load_processor(config).save_pretrained(out_dir)
+    return quantisation.memory_report(quantisation.quantised_layers(merged))

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from balora import method_registry
-from balora.config import COMMON, SECTIONS, RunConfig, method_settings
+from balora.config import COMMON, DEFAULTS, SECTIONS, RunConfig, method_settings, plugin_options
 from balora.errors import BaloraError, output_folder
 
 # The original BA-LoRA script's flag names, accepted as aliases of ours.
@@ -63,7 +63,7 @@ SECTION_HELP = {
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     """One option per RunConfig field, with the field's help text, grouped by section; defaults stay in RunConfig."""
-    by_name = {f.name: f for f in fields(RunConfig)}
+    by_name = {f.name: f for f in [*fields(RunConfig), *plugin_options().values()]}
     readers = method_settings()
     common = parser.add_argument_group("run options", "Common to every method, task and base model.")
     for name in COMMON:
@@ -96,8 +96,8 @@ def _add_option(group: argparse._ArgumentGroup, f: Field, read_by: str = "") -> 
 def _run_config(args: argparse.Namespace) -> RunConfig:
     from balora.tasks import with_task_defaults  # imports transformers: after silence()
 
-    names = {f.name for f in fields(RunConfig)}
-    return with_task_defaults(RunConfig(**{k: v for k, v in vars(args).items() if k in names}))
+    names = {*DEFAULTS, *plugin_options()}
+    return with_task_defaults(RunConfig.from_dict({k: v for k, v in vars(args).items() if k in names}))
 
 
 def cmd_allocate(args: argparse.Namespace) -> None:
@@ -144,7 +144,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from balora.run import merge_run
+    from balora.base_transform import merge_run
 
     memory = merge_run(args.run, args.out)
     print(f"merged into {memory['modules']} group-quantised layers: {memory['stored_bytes']:,} bytes stored "

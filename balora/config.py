@@ -10,6 +10,12 @@ nested (`RunConfig.nested`, `RunConfig.from_nested`): the common fields, then on
 
 Each unit declares its options once, as a dataclass; `RunConfig`'s section fields are made from them, and the
 sweep specs and the CLI read the same sections (`SECTIONS`).
+
+A method registered after this module loaded (a plug-in) may bring options of its own: `RunConfig`'s fields are
+fixed once it is made, so a run holds their values in one field, `method_options` (by name, only those away from
+their defaults; None for none, so every other run keeps its key). They read like fields all the same: an attribute
+of the config, a flag, a key under `method:` in the nested form and in sweep specs, tuned ones included
+(`plugin_options`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, make_dataclass
+from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass, replace
 from typing import Any, NamedTuple
 
 from balora import method_registry
@@ -34,7 +40,12 @@ class Section(NamedTuple):
     """One section of the nested configuration: the field that picks its unit (None: the options decide) and
     the fields of its units' options, each declared once, by its unit."""
     selector: str | None
-    options: tuple[type[Options], ...]
+    declared: Callable[[], tuple[type[Options], ...]]  # its units' options classes, read when used
+
+    @property
+    def options(self) -> tuple[type[Options], ...]:
+        """Its units' options classes now: a method registered after this module loaded brings its own."""
+        return self.declared()
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -46,9 +57,10 @@ def _method_options() -> tuple[type[Options], ...]:
     return tuple(dict.fromkeys(method_registry.get(name).options for name in method_registry.names()))
 
 
-# The sections of the nested configuration, in order: what the built-in units declare when this module loads.
-SECTIONS = {"method": Section("method", _method_options()), "task": Section("task", tuple(TASK_OPTIONS.values())),
-            "base_transform": Section(None, (QuantisedOptions,))}
+# The sections of the nested configuration, in order. `RunConfig`'s fields are what they declare when this module
+# loads; a plug-in's options are read from `method_options` (`plugin_options`).
+SECTIONS = {"method": Section("method", _method_options), "task": Section("task", lambda: tuple(TASK_OPTIONS.values())),
+            "base_transform": Section(None, lambda: (QuantisedOptions,))}
 
 
 def _section_fields() -> list[tuple[str, Any, Any]]:
@@ -116,9 +128,22 @@ class RunConfig(_SectionFields):
                 "rank-equivalent, where every rule gives alpha_ratio."})
     loraplus_ratio: float = field(default=1.0, metadata={
         "help": "LoRA+: every B trains at this × the learning rate (A and the head at the learning rate); 1 = off."})
+    method_options: dict[str, Any] | None = field(default=None, metadata={
+        "help": "The options of a method registered after balora.config loaded (a plug-in), by name, those away "
+                "from their defaults; None: none. Read as attributes, flags and method: keys (`plugin_options`)."})
+
+    def __getattr__(self, name: str) -> Any:
+        """A plug-in's option (`plugin_options`): its value in `method_options`, else its default. Python asks
+        here only for a name that is no field or attribute."""
+        plugin = plugin_options()
+        if name not in plugin:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return (self.__dict__.get("method_options") or {}).get(name, plugin[name].default)
+
     def __post_init__(self) -> None:
         for f in fields(self):
             check_finite(f.name, getattr(self, f.name))
+        self._check_method_options()
         positive = ["batch_size", "learning_rate", "gradient_samples", "max_length", "eval_batch_size",
                     "evaluations", "alpha_ratio", "pad_to_multiple_of"]
         positive_or_none = ["shots", "train_size", "rank", "budget", "budget_rank", "epochs", "max_rank", "eval_examples"]
@@ -139,8 +164,8 @@ class RunConfig(_SectionFields):
             raise BaloraError(f"--rank {self.rank} conflicts with --budget-rank {self.budget_rank:g}: "
                               "give one of them, or the same value")
         for name in self.tuned or []:
-            if name not in TUNABLE:
-                raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(TUNABLE))}")
+            if name not in tunable():
+                raise BaloraError(f"tuned: '{name}' cannot be tuned; tunable fields: {', '.join(sorted(tunable()))}")
         for section in SECTIONS.values():  # each unit checks its options, whichever unit the run picks
             for options in section.options:
                 options.of(self)
@@ -149,12 +174,25 @@ class RunConfig(_SectionFields):
         self._check_method_settings()
         self._check_across_sections()
 
+    def _check_method_options(self) -> None:
+        """`method_options` holds plug-in options only, each of its field's type; one at its default is dropped,
+        so that giving a default changes no key (as for a field in KEYED_WHEN_SET)."""
+        if self.method_options is None:
+            return
+        plugin = plugin_options()
+        for name, value in self.method_options.items():
+            if name not in plugin:
+                raise BaloraError(f"method_options: '{name}' is no plug-in method's option"
+                                  f"{'; give it as a field' if name in DEFAULTS else ''}")
+            _check_type(name, value, plugin[name].type, "method_options")
+        self.method_options = {n: v for n, v in self.method_options.items() if v != plugin[n].default} or None
+
     def _check_method_settings(self) -> None:
         """Refuse a setting the method does not read (`method_settings`) given away from its default: ignored, it
         would still change the run's key and put an identical run in a report row of its own."""
-        settings = method_settings()
+        settings, defaults = method_settings(), option_defaults()
         ignored = [name for name, readers in settings.items()
-                   if self.method not in readers and getattr(self, name) != DEFAULTS[name]]
+                   if self.method not in readers and getattr(self, name) != defaults[name]]
         if not ignored:
             return
         named = [f"--{name.replace('_', '-')} (read only by {', '.join(settings[name])})" for name in ignored]
@@ -210,18 +248,23 @@ class RunConfig(_SectionFields):
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "config") -> RunConfig:
+        """A config from its flat form, checked; a plug-in's options (`plugin_options`) go to `method_options`."""
         for name, value in values.items():
             check_field(name, value, where)
-        return cls(**values)
+        return cls(**_as_fields(values))
+
+    def with_values(self, **values: Any) -> RunConfig:
+        """This config with `values` changed (`dataclasses.replace`), a plug-in's options among them."""
+        return replace(self, **_as_fields(values, self.method_options))
 
     def nested(self) -> dict[str, Any]:
         """The run by section (module docstring): the common fields, then each section with its unit's name
         (`name`) and that unit's options; a section's other fields only where set away from their defaults
         (the checks allow none). `from_nested` reads it back to an equal config."""
-        values = self.to_dict()
+        values, defaults = {**self.to_dict(), **{name: getattr(self, name) for name in plugin_options()}}, option_defaults()
         view = {name: values[name] for name in COMMON}
         for section_name, section in SECTIONS.items():
-            shown = set(_unit_options(section_name, values)) | {n for n in section.names if values[n] != DEFAULTS[n]}
+            shown = set(_unit_options(section_name, values)) | {n for n in section.names if values[n] != defaults[n]}
             view[section_name] = ({"name": values[section.selector]} if section.selector else {}) | {
                 name: values[name] for name in section.names if name in shown}
         return view
@@ -230,6 +273,17 @@ class RunConfig(_SectionFields):
     def from_nested(cls, values: Mapping[str, Any], where: str = "config") -> RunConfig:
         """A config from its nested form (`nested`), checked; the flat form is read too."""
         return cls.from_dict(flatten(values, lambda *_: where)[0], where)
+
+
+def _as_fields(values: Mapping[str, Any], method_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`values` as `RunConfig`'s keyword arguments: a plug-in's options (`plugin_options`) joined to
+    `method_options` (`values`' own, else the one given)."""
+    plugin = plugin_options()
+    fields_given = {name: value for name, value in values.items() if name not in plugin}
+    given = {name: value for name, value in values.items() if name in plugin}
+    if given:
+        fields_given["method_options"] = {**(fields_given.get("method_options", method_options) or {}), **given}
+    return fields_given
 
 
 def _unit_options(section: str, values: Mapping[str, Any]) -> tuple[str, ...]:
@@ -297,9 +351,11 @@ def default_epochs(shots: int | None) -> int:
 def protocol(config: Mapping[str, Any]) -> dict[str, Any]:
     """The protocol of a config dict, stored or new: the config without its seed, where a field it
     leaves out has RunConfig's default and `epochs` is the number the run trains for (None means
-    the default for its data), so that configs that train alike have one protocol."""
+    the default for its data), so that configs that train alike have one protocol. A plug-in's options
+    (`method_options`) read as fields there, each at its default where the config leaves it out."""
     values = {**RunConfig().to_dict(), **config}
     values.pop("seed")
+    values.update({**{name: f.default for name, f in plugin_options().items()}, **(values.pop("method_options") or {})})
     for f in fields(RunConfig):  # 8 and 8.0 are one learning rate or budget
         if f.type.startswith("float") and isinstance(values[f.name], int) and not isinstance(values[f.name], bool):
             values[f.name] = float(values[f.name])
@@ -327,16 +383,28 @@ KEYED_WHEN_SET = frozenset(f.name for f in fields(RunConfig)) - KEYED_ALWAYS
 DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 
+def plugin_options() -> dict[str, Field]:
+    """The options of the methods registered after this module loaded (plug-ins) that `RunConfig` has no field
+    for, by name (the first method to declare a name declares it): a run holds their values in `method_options`."""
+    return {f.name: f for options in SECTIONS["method"].options for f in fields(options) if f.name not in DEFAULTS}
+
+
+def option_defaults() -> dict[str, Any]:
+    """Every setting's default: `RunConfig`'s fields' and the plug-in options'."""
+    return {**DEFAULTS, **{name: f.default for name, f in plugin_options().items()}}
+
+
+def tunable() -> set[str]:
+    """What a sweep may select on validation: TUNABLE and the plug-in options."""
+    return TUNABLE | set(plugin_options())
+
+
 def method_settings() -> dict[str, tuple[str, ...]]:
-    """The settings only some methods read, in field order, each with the methods that read it (each method's
-    `balora.method_registry.Method.settings`); the other methods ignore it, so `RunConfig` refuses it away
-    from its default. Read from the registry on every call, so a method registered later is in it."""
+    """The settings only some methods read, in field order (then the plug-in options), each with the methods that
+    read it (each method's `balora.method_registry.Method.settings`); the other methods ignore it, so `RunConfig`
+    refuses it away from its default. Read from the registry on every call, so a method registered later is in it."""
     readers = method_registry.readers()
-    unknown = set(readers) - set(DEFAULTS)
-    if unknown:
-        raise BaloraError(f"a registered method reads {', '.join(sorted(unknown))}, which RunConfig does not have: "
-                          "RunConfig's fields are the options of the methods registered in balora.method_registry")
-    return {name: readers[name] for name in DEFAULTS if name in readers}
+    return {name: readers[name] for name in option_defaults() if name in readers}
 
 
 def full_precision_base() -> tuple[str, ...]:
@@ -344,10 +412,11 @@ def full_precision_base() -> tuple[str, ...]:
     return tuple(name for name in method_registry.names() if method_registry.get(name).full_precision_base)
 
 
-# The fields outside every section, in RunConfig's order (`nested`).
-COMMON = tuple(f.name for f in fields(RunConfig) if section_of(f.name) is None and f.name not in ("method", "task"))
-# What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks.
-TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning"}
+# The fields outside every section, in RunConfig's order (`nested`); `method_options` is shown under `method:`.
+COMMON = tuple(f.name for f in fields(RunConfig)
+               if section_of(f.name) is None and f.name not in ("method", "task", "method_options"))
+# What a sweep may select on validation: not the run's identity (method, seed) or the tuning marks (`tunable`).
+TUNABLE = {f.name for f in fields(RunConfig)} - {"method", "model", "dataset", "seed", "tuned", "tuning", "method_options"}
 # How each module's LoRA scaling follows its rank (`allocation.lora_alpha`).
 SCALING_RULES = ("constant", "rslora", "standard")
 # Forward-pass precisions (balora.training.autocast): fp32 everywhere, or bfloat16 autocast over fp32 weights.
@@ -356,7 +425,7 @@ PRECISIONS = ("fp32", "bf16")
 
 def check_field(name: str, value: Any, where: str = "config") -> None:
     """A clear error for an unknown field or a value of the wrong type, prefixed by `where`."""
-    types = {f.name: f.type for f in fields(RunConfig)}
+    types = {f.name: f.type for f in [*fields(RunConfig), *plugin_options().values()]}
     if name not in types:
         raise BaloraError(f"{where}: unknown key(s) {name}; known keys: {', '.join(sorted(types))}")
     _check_type(name, value, types[name], where)
@@ -369,7 +438,8 @@ def check_finite(name: str, value: Any, where: str = "") -> None:
 
 
 def _check_type(name: str, value: Any, annotation: str, where: str) -> None:
-    allowed = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list[str]": (list,)}
+    allowed = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "list[str]": (list,),
+               "dict[str, Any]": (dict,)}
     kinds = [part.strip() for part in annotation.split("|")]
     if value is None and "None" in kinds:
         return

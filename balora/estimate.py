@@ -111,8 +111,8 @@ def calibrate(config: RunConfig) -> tuple[Rates, Sizes]:
     from balora.training import TrainSettings, train
 
     # LoRA reads none of the other methods' settings (and refuses them set): they go back to their defaults
-    probe = replace(config, method="lora", head_probe_steps=0, tuning=True,
-                    **{name: DEFAULTS[name] for name in method_settings()})
+    probe = replace(config, method="lora", head_probe_steps=0, tuning=True, method_options=None,
+                    **{name: DEFAULTS[name] for name in method_settings() if name in DEFAULTS})
     run = setup(probe)
     model = get_peft_model(run.model, get_method("lora")(run.method_context(CALIBRATION_STEPS)).peft_config)
     loader = run.loader(run.train_examples[:(CALIBRATION_STEPS + 1) * config.batch_size], shuffle=True)

@@ -15,7 +15,8 @@ This module is light (the standard library and `balora.options` only) and low in
 because `config` validates runs against it and the report and the dry run read it without importing torch or
 PEFT. That is why a record names its build function as a dotted path (`"balora.methods.lora:lora"`), which
 `balora.methods.get_method` imports when a run builds the adapter; a method defined elsewhere (a plug-in,
-a test) may pass the function itself.
+a test) may pass the function itself, and its options class may declare options of its own: `RunConfig`'s
+fields are made when `balora.config` loads, so a run keeps those in `method_options` (`config.plugin_options`).
 """
 
 from __future__ import annotations

@@ -52,12 +52,12 @@ import transformers
 from peft import get_peft_model
 from torch.utils.data import DataLoader
 
-from balora import __version__, quantisation
+from balora import __version__
 from balora.allocation import lora_budget, rank_budget, rank_equivalent, summary
-from balora.base_transform import BaseTransform, base_transform, quantise_base
+from balora.base_transform import BaseTransform, base_transform
 from balora.config import RunConfig
 from balora.data import Example, importance_sample, select_training
-from balora.errors import BaloraError, output_folder
+from balora.errors import BaloraError
 from balora.importance import ProbeReport, fit_head
 from balora.measure import PhaseMeter
 from balora.methods import MethodContext, Prepared, get_method, initial_state, save_adapter
@@ -69,7 +69,7 @@ from balora.models import (
     weights_checksums,
 )
 from balora.quiet import write_library_log
-from balora.tasks import Task, of_result, task_of, with_task_defaults
+from balora.tasks import Task, task_of, with_task_defaults
 from balora.tasks.base import Processor
 from balora.training import Distributed, TrainSettings, autocast, bf16_emulation, native_bf16, total_steps, train
 
@@ -329,30 +329,3 @@ def save_result(result: dict[str, Any], out_dir: Path) -> None:
     tmp.write_text(json.dumps(result, indent=2))
     tmp.replace(out_dir / "result.json")
 
-
-def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
-    """`balora merge`: fold a QA-LoRA run's adapter into its INT base's zero-points and save the merged,
-    still group-quantised model (with the trained head and the tokenizer or image processor) to `out_dir`."""
-    from peft import PeftModel
-
-    # checked first: save_quantised would write into a full folder, the run's own adapter/ even
-    run_dir, out_dir = Path(run_dir), output_folder(out_dir, "--out", empty=True)
-    try:
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError) as err:
-        raise BaloraError(f"{run_dir} is not a finished run folder (result.json: {err}); give a folder "
-                          "`balora train --out` wrote") from None
-    config = RunConfig.from_dict(result["config"], where=str(run_dir / "result.json"))
-    if config.quant not in ("int4", "int8") or not config.qa_lora:
-        raise BaloraError(f"{run_dir} was trained with --quant {config.quant}{' --qa-lora' if config.qa_lora else ''}; "
-                          "merge needs --quant int4 or int8 with --qa-lora (an update folds only into INT zero-points, "
-                          "group by group)")
-    task = of_result(result)
-    model = task.load_model(config, result["data"]["labels"])
-    quantise_base(model, config, target_modules(model, config.target_modules))
-    peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
-    quantisation.fold_into_zero_points(peft_model)
-    merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
-    quantisation.save_quantised(merged, out_dir, task.name)
-    task.load_processor(config).save_pretrained(out_dir)
-    return quantisation.memory_report(quantisation.quantised_layers(merged))

@@ -19,7 +19,8 @@ In a grid a section's values may be lists, as a flat field's may. A field writte
 twice (flat and by section), is an error naming its line and the section it belongs in.
 
 A `tune:` block (for the whole spec, or per grid; `tune: null` in a grid turns it off) selects fields
-on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}`: the
+on validation, e.g. `tune: {learning_rate: [5.0e-4, 1.0e-3, 2.0e-3, 4.0e-3], seeds: [0, 1]}` (a section's
+fields by section or flat, as in a grid: `method: {allocation_power: [0.5, 1.0]}`): the
 spec then plans tuning runs (every cell × candidate × tuning seed) as well as its evaluation runs
 (`balora.sweeps` runs them in two phases).
 
@@ -47,6 +48,7 @@ which reference, where, by which test, gain and alpha), e.g. the paper preset's 
         where: {budget_rank: [4, 8, 16], shots: null}
         gain: 0.005                             # test: difference (the default), alpha: 0.05 (the default)
 
+A hypothesis's `where` reads sections as a grid does (`where: {method: {strategy: proportional}}`).
 The report checks them on its own comparisons and marks each met, not met or not testable
 (`balora.report.criteria`).
 
@@ -71,7 +73,7 @@ from typing import Any
 import yaml
 
 from balora import method_registry
-from balora.config import TUNABLE, RunConfig, check_field, flatten
+from balora.config import RunConfig, check_field, flatten, tunable
 from balora.errors import BaloraError, read_text
 from balora.tasks import with_task_defaults
 from balora.tuning import Tune, cell_key, with_candidate
@@ -376,8 +378,8 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
 
 
 def _flat(values: Any, at: Any, *path: Any) -> tuple[dict[str, Any], dict[str, tuple]]:
-    """A spec entry (`base`, an override, a grid) in RunConfig's flat fields, nested or flat as written, with
-    the path each field is written at, so that a check names its line."""
+    """A spec entry (`base`, an override, a grid, a `tune:` block, a hypothesis's `where`) in RunConfig's flat
+    fields, nested or flat as written, with the path each field is written at, so that a check names its line."""
     if not isinstance(values, Mapping):
         raise BaloraError(f"{at(*path)}: '{path[0]}' is a mapping of run settings, by section or flat")
     flat, written = flatten(values, lambda *keys: at(*path, *keys))
@@ -403,6 +405,8 @@ def _hypotheses(block: Any, at: Any) -> tuple[Hypothesis, ...]:
             problem = f"unknown key '{unknown[0]}'" if unknown else "each hypothesis is a mapping with a name and an arm"
             raise BaloraError(f"{at('hypotheses', index)}: {problem}; a hypothesis has {', '.join(HYPOTHESIS_KEYS)}, "
                               f"e.g. {HYPOTHESIS_USAGE}")
+        if isinstance(entry.get("where"), Mapping):  # by section or flat, as the grids are written
+            entry = {**entry, "where": _flat(entry["where"], at, "hypotheses", index, "where")[0]}
         try:
             hypothesis = Hypothesis(**entry)
         except BaloraError as err:
@@ -498,19 +502,19 @@ def _tune(block: Any, at: Any, path: tuple) -> Tune | None:
     if not isinstance(lengthen, int) or isinstance(lengthen, bool) or lengthen < 0:
         raise BaloraError(f"{at(*path, 'lengthen')}: tune lengthen is how many times a cell's selection may be "
                           f"trained for twice its epochs (0, the default, for never), got {lengthen!r}")
-    values = {k: v for k, v in block.items() if k not in ("seeds", "extend", "lengthen")}
+    values, written = _flat({k: v for k, v in block.items() if k not in ("seeds", "extend", "lengthen")}, at, *path)
     if not values:
         raise BaloraError(f"{at(*path)}: tune names no field to select; e.g. {usage}")
     for name, candidates in values.items():
-        if name not in TUNABLE:
-            raise BaloraError(f"{at(*path, name)}: '{name}' cannot be tuned; tune takes seeds and any of "
-                              f"{', '.join(sorted(TUNABLE))}")
+        if name not in tunable():
+            raise BaloraError(f"{at(*written[name])}: '{name}' cannot be tuned; tune takes seeds and any of "
+                              f"{', '.join(sorted(tunable()))}")
         if not isinstance(candidates, list) or not candidates:
-            raise BaloraError(f"{at(*path, name)}: tune {name} needs a list of candidate values, e.g. {usage}")
+            raise BaloraError(f"{at(*written[name])}: tune {name} needs a list of candidate values, e.g. {usage}")
         for value in candidates:
-            check_field(name, value, at(*path, name))
+            check_field(name, value, at(*written[name]))
         if len(set(map(repr, candidates))) != len(candidates):
-            raise BaloraError(f"{at(*path, name)}: tune {name} lists a candidate twice")
+            raise BaloraError(f"{at(*written[name])}: tune {name} lists a candidate twice")
     return Tune(values, list(seeds), extend, lengthen)
 
 

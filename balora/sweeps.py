@@ -189,7 +189,7 @@ def evaluation_runs(spec: Spec, selections: dict[str, Selection]) -> tuple[list[
 
 # What makes an arm besides its setting: a confirmation stage compares the arms of one setting (`setting_key`)
 ARM_OPTIONS = ("scaling_rule", "loraplus_ratio", "warmstart_init", "max_rank")
-ARM_FIELDS = frozenset({"method", "seed", "tuned", "tuning", *ARM_OPTIONS})
+ARM_FIELDS = frozenset({"method", "seed", "tuned", "tuning", "method_options", *ARM_OPTIONS})
 
 
 def setting_key(config: RunConfig) -> str:

@@ -154,7 +154,7 @@ def with_candidate(config: RunConfig, candidate: dict[str, Any]) -> RunConfig:
         epochs = values.pop("epochs")
         if epochs != config.train_epochs:
             values["epochs"], values["tuned"] = epochs, [*tuned, "epochs"]
-    return replace(config, **values)
+    return config.with_values(**values)
 
 
 MIN_CURVE_POINTS = 3  # an anytime area from fewer validation points says little about the path

@@ -119,3 +119,25 @@ def import_cycles() -> list[list[str]]:
 
 def test_no_import_cycle():
     assert import_cycles() == []
+
+
+def quantisation_names(path: Path) -> set[str]:
+    """Names in a file's code (imports, variables, attributes; not its docstrings or comments) that speak of a
+    quantised base."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.alias):
+            names.add(node.asname or node.name)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module or "")
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute | ast.FunctionDef):
+            names.add(node.attr if isinstance(node, ast.Attribute) else node.name)
+    return {name for name in names if "quant" in name or "qa_lora" in name or "merge" in name}
+
+
+def test_the_run_knows_a_quantised_base_only_through_its_transform():
+    """Issue 37: a quantised base (its setup, its hooks, QA-LoRA's merge into zero-points) is one unit,
+    `base_transform`, that the run calls like any other transform: run.py names none of it."""
+    assert quantisation_names(PACKAGE / "run.py") == set()

@@ -8,6 +8,8 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,28 +28,33 @@ from balora.method_registry import HeuristicOptions, Method, Style, register, un
 from balora.methods import METHODS, dora_rank, eva, get_method, lora_config, olora
 from balora.methods.base import MethodContext, Prepared, allocate_ranks, lora_config_for
 from balora.models import TargetModule, target_modules
+from balora.options import Options, check_positive, option
 from balora.reallocation import RankController, ReallocationConfig
 from balora.run import run_experiment
 from balora.specs import load_spec
 from balora.training import TrainSettings, optimizer_groups, train
+from balora.tuning import candidate_of, cell_key
 
 MINILM_QV = [TargetModule(f"layer.{i}.{kind}", 384, 384) for i in range(6) for kind in ("query", "value")]
 
 
-def first_heavy(ctx: MethodContext) -> Prepared:
-    """A toy method: the first target gets `heuristic_ratio` × the rank of the others, LoRA's init."""
-    weight = {t.name: ctx.config.heuristic_ratio if i == 0 else 1.0 for i, t in enumerate(ctx.targets)}
-    ranks = allocate_ranks(ctx, weight, "proportional", power=1.0)
-    return Prepared(lora_config_for(ctx, ranks), ranks)
+def toy(name: str, option: str, options: type[Options]) -> Iterator[Method]:
+    """A toy method, registered by its one `register` call for a test and forgotten after it: the first target
+    gets `option`'s value × the rank of the others, LoRA's init."""
+    def build(ctx: MethodContext) -> Prepared:
+        weight = {t.name: getattr(ctx.config, option) if i == 0 else 1.0 for i, t in enumerate(ctx.targets)}
+        ranks = allocate_ranks(ctx, weight, "proportional", power=1.0)
+        return Prepared(lora_config_for(ctx, ranks), ranks)
+
+    yield register(Method(name, build, name.replace("_", "-"), "heuristic", Style("yellow", ":", "o"), options=options,
+                          importance_pass=False))
+    unregister(name)
 
 
 @pytest.fixture
 def toy_method():
-    """`first_heavy`, registered by its one `register` call for the test, and forgotten after it."""
-    method = register(Method("first_heavy", first_heavy, "first-heavy", "heuristic", Style("yellow", ":", "o"),
-                             options=HeuristicOptions, importance_pass=False))
-    yield method
-    unregister(method.name)
+    """`first_heavy`, reading a built-in option."""
+    yield from toy("first_heavy", "heuristic_ratio", HeuristicOptions)
 
 
 def test_a_method_registered_in_one_call_is_known_everywhere(toy_method, tiny_model_dir, tiny_csv, tmp_path, capsys):
@@ -58,7 +65,7 @@ def test_a_method_registered_in_one_call_is_known_everywhere(toy_method, tiny_mo
     from balora.report.figures import OKABE_ITO, arm_style
     from balora.report.runs import arm_order, method_name
 
-    assert get_method("first_heavy") is first_heavy and METHODS["first_heavy"] is first_heavy
+    assert get_method("first_heavy") is toy_method.build and METHODS["first_heavy"] is toy_method.build
     # the settings it reads, and only those
     assert "first_heavy" in method_settings()["heuristic_ratio"]
     RunConfig(method="first_heavy", heuristic_ratio=3.0)
@@ -86,6 +93,65 @@ def test_a_method_registered_in_one_call_is_known_everywhere(toy_method, tiny_mo
     assert arm_style("first_heavy") == {"color": OKABE_ITO["yellow"], "linestyle": ":", "marker": "o"}
 
 
+@dataclass(frozen=True)
+class FirstWeightOptions(Options):
+    """A plug-in's own options: no RunConfig field has this name."""
+    first_weight: float = option(2.0, "first_weighted: the first target's weight against the others'.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_positive(self, "first_weight")
+
+
+@pytest.fixture
+def plugin_method():
+    """`first_weighted`, registered after balora.config loaded, reading an option of its own."""
+    yield from toy("first_weighted", "first_weight", FirstWeightOptions)
+
+
+def test_a_plug_in_method_brings_options_of_its_own(plugin_method, tiny_model_dir, tiny_csv, tmp_path, capsys):
+    """Its options are no RunConfig fields: a run keeps them in `method_options`, and they read like fields
+    (an attribute, a flag, a key under method: in the nested form and in a spec), checked by their class."""
+    from balora.cli import main
+
+    config = RunConfig.from_nested({"method": {"name": "first_weighted", "first_weight": 4.0}})
+    assert config.first_weight == 4.0 and config.method_options == {"first_weight": 4.0}
+    assert config.nested()["method"] == {"name": "first_weighted", "first_weight": 4.0}
+    assert RunConfig.from_nested(config.nested()) == config == RunConfig.from_dict(config.to_dict())
+    # at its default it is not stored, so the key is the key of the run that leaves it out
+    default = RunConfig.from_dict({"method": "first_weighted", "first_weight": 2.0})
+    assert default.method_options is None and default.first_weight == 2.0
+    assert default.key() == RunConfig(method="first_weighted").key() != config.key()
+    for values, message in [({"method": "lora", "first_weight": 4.0}, "method lora ignores --first-weight "
+                                                                      r"\(read only by first_weighted\)"),
+                            ({"method": "first_weighted", "first_weight": -1.0}, "first_weight must be a positive"),
+                            ({"method": "first_weighted", "first_weight": "x"}, "first_weight must be float"),
+                            ({"method_options": {"strategy": "top_k"}}, "'strategy' is no plug-in method's option")]:
+        with pytest.raises(BaloraError, match=message):
+            RunConfig.from_dict(values)
+    # a sweep spec plans it by section, and names the line of an option in the wrong section
+    spec = tmp_path / "spec.yaml"
+    text = ("name: toy\nbase: {model: minilm, shots: 8, budget_rank: 4}\n"
+            "grids:\n  - {method: {name: first_weighted, first_weight: [2.0, 4.0]}, seed: [42]}\n")
+    spec.write_text(text)
+    assert [p.config.first_weight for p in load_spec(str(spec)).runs] == [2.0, 4.0]
+    # and tunes it: a tuning run's candidate is its value, in the cell of the run it tunes
+    spec.write_text(text.replace("first_weight: [2.0, 4.0]}", "}, tune: {method: {first_weight: [2.0, 4.0]}, seeds: [0]}"))
+    tuned = load_spec(str(spec))
+    assert tuned.runs[0].config.tuned == ["first_weight"]
+    tuning = [p.config.to_dict() for p in tuned.tuning_runs()]
+    assert [candidate_of(c, ["first_weight"]) for c in tuning] == [(2.0,), (4.0,)]
+    assert {cell_key(c) for c in tuning} == {cell_key(tuned.runs[0].config.to_dict())}
+    spec.write_text(text.replace("first_weight: [2.0, 4.0]}", "}, base_transform: {first_weight: 4.0}"))
+    assert main(["sweep", str(spec), "--dry-run", "--db", str(tmp_path / "db")]) == 2
+    assert "line 4: 'first_weight' is not in section base_transform: write it in section method" in capsys.readouterr().err
+    # the CLI has its flag, and the build reads it from the config
+    data = ["--model", str(tiny_model_dir), "--dataset", str(tiny_csv), "--budget-rank", "4"]
+    assert main(["allocate", "--method", "first_weighted", *data, "--first-weight", "4", "--json"]) == 0
+    ranks = [m["rank"] for m in json.loads(capsys.readouterr().out)["modules"]]
+    assert ranks[0] > max(ranks[1:])
+
+
 def test_an_unregistered_method_is_unknown_again(toy_method):
     unregister(toy_method.name)
     try:
@@ -103,9 +169,9 @@ def test_every_registered_method_builds_and_reads_only_settings_runconfig_has():
         method = method_registry.get(name)
         assert callable(METHODS[name]) and set(method.settings) <= set(DEFAULTS) - {"method"}, name
     with pytest.raises(BaloraError, match="group must be one of"):
-        Method("x", first_heavy, "x", "extra", Style("black", "-", "o"))
+        Method("x", "balora.methods.lora:lora", "x", "extra", Style("black", "-", "o"))
     with pytest.raises(BaloraError, match="colour must be one of"):
-        Method("x", first_heavy, "x", "main", Style("red", "-", "o"))
+        Method("x", "balora.methods.lora:lora", "x", "main", Style("red", "-", "o"))
 
 
 def test_config_and_the_dry_run_read_the_registry_without_importing_torch():

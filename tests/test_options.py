@@ -196,14 +196,20 @@ def test_a_spec_by_section_plans_the_runs_of_its_flat_form(tmp_path):
 ])
 def test_a_spec_field_in_the_wrong_section_is_one_error_naming_its_line_and_the_right_section(old, new, message, tmp_path,
                                                                                               capsys):
+    assert old in NESTED_SPEC
+    assert message in dry_run_error(NESTED_SPEC.replace(old, new), tmp_path, capsys)
+
+
+def dry_run_error(spec: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> str:
+    """The one line `balora sweep --dry-run` writes when it refuses `spec`."""
     from balora.cli import main
 
-    assert old in NESTED_SPEC
     path = tmp_path / "spec.yaml"
-    path.write_text(NESTED_SPEC.replace(old, new))
+    path.write_text(spec)
     assert main(["sweep", str(path), "--dry-run", "--db", str(tmp_path / "db")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"balora: error: {path}, ") and message in err and err.count("\n") == 1, err
+    assert err.startswith(f"balora: error: {path}, ") and err.count("\n") == 1, err
+    return err
 
 
 # Each preset written by section, with the digest of the run keys (evaluation, then tuning) its flat form planned.
@@ -237,10 +243,78 @@ def test_the_cli_groups_the_run_options_by_section_under_their_old_names(capsys)
     groups = ["run options:", "method options:", "task options:", "base_transform options:"]
     assert all(g in text for g in groups) and [text.index(g) for g in groups] == sorted(text.index(g) for g in groups)
     starts = dict(zip(groups, [text.index(g) for g in groups], strict=True))
-    for name in DEFAULTS:
+    for name in (n for n in DEFAULTS if n != "method_options"):  # a plug-in's options are flags of their own
         at = re.search(f"--{name.replace('_', '-')}[ ,]", text[starts[groups[0]]:]).start() + starts[groups[0]]
         section = section_of(name) or {"method": "method", "task": "task"}.get(name)
         group = f"{section} options:" if section else "run options:"
         after = [g for g in groups if starts[g] > starts[group]]
         assert starts[group] < at < (starts[after[0]] if after else len(text)), name
     assert "--peft_method" in text and "--ba_lora_base_rank" in text and "Read by ba_lora_dynamic." in text
+
+
+TUNED_FLAT_SPEC = """name: tuned
+base: {model: minilm, shots: 8, method: ba_lora}
+tune: {learning_rate: [1.0e-3, 2.0e-3], allocation_power: [0.5, 1.0], seeds: [0]}
+grids:
+  - {budget_rank: [4, 8], seed: [42, 43]}
+  - tune: {learning_rate: [1.0e-3], quant_group_size: [32, 64], seeds: [0, 1]}
+    quant: nf4
+    budget_rank: 4
+    seed: 42
+hypotheses:
+  - name: BA-LoRA beats LoRA on a full-precision base
+    arm: ba_lora
+    where: {budget_rank: [4, 8], quant: null, strategy: proportional}
+"""
+TUNED_NESTED_SPEC = """name: tuned
+base: {model: minilm, shots: 8, method: ba_lora}
+tune:
+  learning_rate: [1.0e-3, 2.0e-3]
+  method: {allocation_power: [0.5, 1.0]}
+  seeds: [0]
+grids:
+  - {budget_rank: [4, 8], seed: [42, 43]}
+  - tune: {learning_rate: [1.0e-3], base_transform: {quant_group_size: [32, 64]}, seeds: [0, 1]}
+    base_transform: {quant: nf4}
+    budget_rank: 4
+    seed: 42
+hypotheses:
+  - name: BA-LoRA beats LoRA on a full-precision base
+    arm: ba_lora
+    where:
+      budget_rank: [4, 8]
+      base_transform: {quant: null}
+      method: {strategy: proportional}
+"""
+
+
+def test_tune_and_where_read_sections_like_the_grids(tmp_path):
+    from balora.specs import load_spec
+
+    def planned(text: str) -> tuple:
+        path = tmp_path / "spec.yaml"
+        path.write_text(text)
+        spec = load_spec(str(path))
+        return ([p.config.key() for p in spec.runs], [p.config.key() for p in spec.tuning_runs()],
+                [p.tune for p in spec.runs], spec.report)
+
+    flat = planned(TUNED_FLAT_SPEC)
+    # tuning runs: 2 budgets × 4 candidates × 1 seed (the cells of seeds 42 and 43 share theirs), then 2 × 2
+    assert len(flat[1]) == 2 * 4 + 2 * 2 and planned(TUNED_NESTED_SPEC) == flat
+
+
+@pytest.mark.parametrize("old, new, message", [
+    ("method: {allocation_power: [0.5, 1.0]}", "base_transform: {allocation_power: [0.5, 1.0]}",
+     "line 5: 'allocation_power' is not in section base_transform: write it in section method"),
+    ("base_transform: {quant_group_size: [32, 64]}", "task: {quant_group_size: [32, 64]}",
+     "line 9: 'quant_group_size' is not in section task: write it in section base_transform"),
+    ("method: {strategy: proportional}", "task: {strategy: proportional}",
+     "line 19: 'strategy' is not in section task: write it in section method"),
+    ("base_transform: {quant: null}", "task: {quant: null}",
+     "line 18: 'quant' is not in section task: write it in section base_transform"),
+    ("  learning_rate: [1.0e-3, 2.0e-3]\n", "  learning_rate: [1.0e-3, 2.0e-3]\n  allocation_power: [2.0]\n",
+     "line 6: allocation_power is given twice"),
+])
+def test_a_tune_or_where_field_in_the_wrong_section_is_one_error_naming_its_line(old, new, message, tmp_path, capsys):
+    assert old in TUNED_NESTED_SPEC
+    assert message in dry_run_error(TUNED_NESTED_SPEC.replace(old, new), tmp_path, capsys)
