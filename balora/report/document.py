@@ -185,18 +185,21 @@ def table_width(table: Table, wraps: list[bool] | None = None) -> int:
                for i, wrap in enumerate(wraps))
 
 
-def _text_columns(table: Table) -> list[int]:
+def _text_columns(table: Table, fit: bool = False) -> list[int]:
     """Columns of words: the two lead columns, and any with a letter in every cell, such as the verdict (not a
-    column of numbers and intervals, whose reference row may say '(reference)')."""
-    return [i for i in range(len(table.columns))
-            if i < 2 or all(any(ch.isalpha() for ch in row[i]) for row in table.rows)]
+    column of numbers and intervals, whose reference row may say '(reference)'); with `fit`, in every cell but
+    those that hold no value (a dash, as the reference row's verdict may)."""
+    def worded(cell: str) -> bool:
+        return any(ch.isalpha() for ch in cell) or (fit and cell.strip() in ("—", "–", "-"))
+
+    return [i for i in range(len(table.columns)) if i < 2 or all(worded(row[i]) for row in table.rows)]
 
 
-def _fitting_wraps(table: Table, cells: list[int], page: int) -> list[bool]:
+def _fitting_wraps(table: Table, cells: list[int], page: int, fit: bool = False) -> list[bool]:
     """Which columns wrap: those with text longer than WRAP_AT, then, while the table is wider than `page`,
-    its text columns, the widest first, each down to its longest word."""
+    its text columns (`_text_columns`), the widest first, each down to its longest word."""
     wraps = [max(len(name), w) > WRAP_AT for name, w in zip(table.columns, cells)]
-    for i in sorted(_text_columns(table) if table.rows else [], key=lambda i: -cells[i]):
+    for i in sorted(_text_columns(table, fit) if table.rows else [], key=lambda i: -cells[i]):
         if table_width(table, wraps) <= page:
             break
         if _narrowest(table, i) < _natural(table, i):
@@ -216,32 +219,33 @@ def _caption(table: Table) -> str:
 LEAST_SCALE = 8 / 9  # a table may be shrunk to fit the page upright down to 8 pt type, never below
 
 
-def _layout(table: Table, shrink: bool) -> tuple[list[bool], float, bool]:
-    """How `table_latex` sets `table`: which columns wrap, the scale (1, or with `shrink` down to LEAST_SCALE where
+def _layout(table: Table, fit: bool) -> tuple[list[bool], float, bool]:
+    """How `table_latex` sets `table`: which columns wrap, the scale (1, or with `fit` down to LEAST_SCALE where
     the table is that little too wide for the page upright) and whether it goes sideways even so."""
     cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
-    wraps = _fitting_wraps(table, cells, PORTRAIT)
+    wraps = _fitting_wraps(table, cells, PORTRAIT, fit)
     width = table_width(table, wraps)
     if width <= PORTRAIT:
         return wraps, 1.0, False
-    if shrink and width * LEAST_SCALE <= PORTRAIT:
+    if fit and width * LEAST_SCALE <= PORTRAIT:
         return wraps, PORTRAIT / width, False
     return _fitting_wraps(table, cells, LANDSCAPE), 1.0, True
 
 
-def fits_upright(table: Table, shrink: bool = False) -> bool:
-    """Whether `table_latex` sets `table` upright on the page (with `shrink`, at 8 pt type or more)."""
-    return not _layout(table, shrink)[2]
+def fits_upright(table: Table, fit: bool = False) -> bool:
+    """Whether `table_latex` sets `table` upright on the page (with `fit`, as the paper does)."""
+    return not _layout(table, fit)[2]
 
 
-def table_latex(table: Table, label: str | None = None, shrink: bool = False) -> str:
+def table_latex(table: Table, label: str | None = None, fit: bool = False) -> str:
     """A `table` float with booktabs rules at 9 pt (`FONT`). Text columns wrap where the table is wider than the
     page (the widest first, and never inside a word), the table then set to the text width (tabularx). With
-    `shrink`, a table still a little too wide is scaled to the text width, its type no smaller than 8 pt
-    (`LEAST_SCALE`); else never smaller than 9 pt. A table too wide for the page upright even so is set sideways on
+    `fit` (the paper's tables, read in print), a text column may have dashes for no value and wrap as well, and a
+    table still a little too wide is scaled to the text width, its type no smaller than 8 pt (`LEAST_SCALE`);
+    without, the report's tables are never set smaller than 9 pt. A table too wide for the page upright even so is set sideways on
     its own page (`sidewaystable`, package rotating), wrapping its text columns there as far as it must."""
     cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
-    wraps, scale, sideways = _layout(table, shrink)
+    wraps, scale, sideways = _layout(table, fit)
     aligns = ["l" if i < 2 else "r" for i in range(len(table.columns))]
     spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else align for wrap, align in zip(wraps, aligns))
     body = [" & ".join(_header_cells(table, wraps, cells, aligns)) + r" \\", r"\midrule"]
@@ -271,8 +275,8 @@ def listing_latex(table: Table, label: str | None = None) -> str:
     tabularx) that share the width the other columns leave."""
     inner = table.select(table.columns[1:])
     cells = [max((len(row[i]) for row in inner.rows), default=0) for i in range(len(inner.columns))]
-    wraps = _fitting_wraps(inner, cells, PORTRAIT)
-    words = _text_columns(inner)  # left-aligned, as the lead columns are (a selection reads as text)
+    wraps = _fitting_wraps(inner, cells, PORTRAIT, fit=True)
+    words = _text_columns(inner, fit=True)  # left-aligned, as the lead columns are (a selection reads as text)
     aligns = ["l" if i in words else "r" for i in range(len(inner.columns))]
     fixed = sum(_natural(inner, i) for i, wrap in enumerate(wraps) if not wrap) + _COLUMN_GAP * len(wraps)
     wrapped = sum(_natural(inner, i) for i, wrap in enumerate(wraps) if wrap)

@@ -221,7 +221,7 @@ def _with_fields(table: Table) -> tuple[Table, Table | None]:
     widened = replace(table, columns=[*table.columns[:at], *headers.values(), *table.columns[at:]],
                       rows=[[*row[:at], *cells, *row[at:]] for row, cells in zip(table.rows, zip(*fields.values()))],
                       notes=[*said, *notes])
-    if fits_upright(widened.constants_in_caption(), shrink=True):
+    if fits_upright(widened.constants_in_caption(), fit=True):
         return widened, None
     values = Table(f"{table.name}_values", f"Values the rows differ in — {table.title}",
                    [*table.columns[:at], *headers.values()],
@@ -264,7 +264,7 @@ def _table(table: Table, out: Output) -> str:
         out.appendix.append(_input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out))
     grouped = short.columns[0] == "Setting" and len({row[0] for row in short.rows}) < len(short.rows)
     label = f"tab:{out.label(table.name)}"
-    return _input(table, listing_latex(short, label) if grouped else table_latex(short, label, shrink=True), out)
+    return _input(table, listing_latex(short, label) if grouped else table_latex(short, label, fit=True), out)
 
 
 def _input(table: Table, latex: str, out: Output) -> str:
