@@ -242,8 +242,9 @@ def table_latex(table: Table, label: str | None = None, fit: bool = False) -> st
     page (the widest first, and never inside a word), the table then set to the text width (tabularx). With
     `fit` (the paper's tables, read in print), a text column may have dashes for no value and wrap as well, and a
     table still a little too wide is scaled to the text width, its type no smaller than 8 pt (`LEAST_SCALE`);
-    without, the report's tables are never set smaller than 9 pt. A table too wide for the page upright even so is set sideways on
-    its own page (`sidewaystable`, package rotating), wrapping its text columns there as far as it must."""
+    without, the report's tables are never set smaller than 9 pt. A table too wide for the page upright even so is
+    set sideways on its own page (`sidewaystable`, package rotating), wrapping its text columns there as far as it
+    must."""
     cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
     wraps, scale, sideways = _layout(table, fit)
     aligns = ["l" if i < 2 else "r" for i in range(len(table.columns))]

@@ -195,7 +195,7 @@ def _with_levels(table: Table) -> Table:
         header = f"{interval.removesuffix('[CI]')}[{tested[0]}% CI]"
         columns[columns.index(interval)] = header
         column_notes = {header if name == interval else name: note for name, note in column_notes.items()}
-        where = "given in its header"
+        where = "in its header"
     else:
         after = columns.index(interval) + 1
         columns.insert(after, CI_LEVEL_HEADER)
