@@ -1157,12 +1157,16 @@ def test_table_latex_never_shrinks_type_below_9_pt():
 
 
 def test_paper_tables_state_the_level_of_their_confidence_intervals(report_dir: Path):
-    """The paper drops the statistics legend from its tables, but each Δ [CI] column's level stays under it."""
+    """The paper drops the statistics legend from its tables, but each Δ [CI] column's level is a number in the
+    table (issue 39: a reader must not compute it): per row in a column of its own where the levels differ, else in
+    the column's header; the note under the table says why it is that level."""
     tables = sorted((report_dir / "paper" / "generated" / "tables").glob("*.tex"))
-    with_ci = [t.read_text() for t in tables if "[CI]" in t.read_text()]
+    with_ci = [t.read_text() for t in tables if "$\\Delta$ acc. (pp)" in t.read_text()]
     assert with_ci
     for text in with_ci:
-        assert "the level that matches Holm's verdict" in text or "95\\% CI" in text, text[:400]
+        assert "the one that matches Holm's verdict" in text, text[:400]
+        per_row = re.findall(r" & (\d+\.\d)\\% & ", text)
+        assert ("CI\\\\level" in text and per_row) or re.search(r"\[\d+\.\d\\% CI\]", text), text[:400]
 
 
 def test_a_wide_table_wraps_its_verdict_upright_before_it_goes_sideways():
@@ -1185,21 +1189,31 @@ def test_a_wide_table_wraps_its_verdict_upright_before_it_goes_sideways():
     assert r"\begin{sidewaystable}" in table_latex(wide)
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
-                    reason="pdflatex and pdftotext (poppler-utils) build and read the paper")
-def test_the_paper_body_from_the_committed_runs_fits_ten_pages(tmp_path: Path):
+@pytest.fixture(scope="module")
+def committed_paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The paper built from the committed runs (results/paper and the lever study, results/levers): its folder."""
+    from balora.report import build_paper, write_runs_report
+
+    root, out = Path(__file__).parents[1], tmp_path_factory.mktemp("committed")
+    paper = out / "paper"
+    shutil.copytree(root / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf", "*.aux", "*.log"))
+    write_runs_report(root / "results" / "paper", out / "report", paper_dir=paper, figures_too=True)
+    write_runs_report(root / "results" / "levers", out / "levers", paper_dir=paper, figures_too=True)
+    build_paper(paper)
+    return paper
+
+
+BUILDS_AND_READS = pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
+                                      reason="pdflatex and pdftotext (poppler-utils) build and read the paper")
+
+
+@BUILDS_AND_READS
+def test_the_paper_body_from_the_committed_runs_fits_ten_pages(committed_paper: Path):
     """The paper built from results/paper has at most 10 pages before its references (the appendix after them
     does not count), and no results table is set sideways on a page of its own in the body."""
     import subprocess
 
-    from balora.report import build_paper, write_runs_report
-
-    root = Path(__file__).parents[1]
-    paper = tmp_path / "paper"
-    shutil.copytree(root / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf", "*.aux", "*.log"))
-    write_runs_report(root / "results" / "paper", tmp_path / "report", paper_dir=paper, figures_too=True)
-    write_runs_report(root / "results" / "levers", tmp_path / "levers", paper_dir=paper, figures_too=True)
-    pdf = build_paper(paper)
+    paper, pdf = committed_paper, committed_paper / "main.pdf"
     pages = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
                            check=True).stdout.split("\f")
     references = next(i for i, page in enumerate(pages, 1) if re.search(r"^\s*References\s*$", page, re.M))
@@ -1211,6 +1225,92 @@ def test_the_paper_body_from_the_committed_runs_fits_ten_pages(tmp_path: Path):
     for name in ("budget", "fewshot", "ablation", "strategy"):
         for table in (paper / "generated" / "tables").glob(f"{name}_*.tex"):
             assert r"\begin{sidewaystable}" not in table.read_text(), table.name
+
+
+@BUILDS_AND_READS
+def test_every_table_of_the_committed_paper_fits_its_page_at_print_size(committed_paper: Path):
+    """Issue 39: no table runs off its page (a float taller than the page, a line wider than it) or is set
+    sideways; one scaled to fit keeps type of at least 8 pt (9 pt tables, scaled by no less than 8/9); no caption
+    lists in prose what its rows differ in (they are columns, or a table of their own); each interval's level is a
+    number in its table."""
+    log = (committed_paper / "main.log").read_text(errors="replace")
+    assert "Float too large" not in log
+    assert not re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)
+    tables = sorted((committed_paper / "generated").rglob("tables/*.tex"))
+    assert len(tables) > 10
+    for path in tables:
+        tex = path.read_text()
+        assert r"\begin{sidewaystable}" not in tex, path.name
+        assert "Rows also differ in" not in tex, path.name
+        for factor in re.findall(r"\\resizebox\{\\linewidth\}\{!\}\{\\begin\{tabularx\}\{([\d.]+)\\linewidth", tex):
+            assert float(factor) <= 9 / 8, (path.name, factor)
+        if "[CI]" in tex:  # levels that differ by row: a column of them (one level: the header says it, "[95.0% CI]")
+            assert "CI\\\\level" in tex, path.name
+    tuning = (committed_paper / "generated" / "tables" / "tuning.tex").read_text()
+    assert r"\begin{longtable}" in tuning  # on as many pages as its rows need
+
+
+def test_every_experiment_the_success_criteria_name_is_defined_in_the_paper():
+    """The criteria of the paper preset name their experiments ("Exp. 1"); the paper's text says what each is."""
+    from balora import specs
+
+    named = {m for h in specs.report_spec("paper").hypotheses for m in re.findall(r"Exp\. (\d+)", h.name)}
+    assert named
+    text = (Path(__file__).parents[1] / "paper" / "main.tex").read_text()
+    for number in named:
+        assert rf"\emph{{Exp.~{number}}}" in text, number
+
+
+def _paper_table(table, tmp_path: Path) -> str:
+    """`table` as the paper sets it (its generated .tex)."""
+    from balora.report import paper
+
+    paper._table(table, paper.Output(tmp_path, "generated"))
+    return (tmp_path / "tables" / f"{table.name}.tex").read_text()
+
+
+def test_the_paper_shows_what_rows_differ_in_as_columns_with_selected_values_marked(tmp_path: Path):
+    """Issue 39: no configuration dump in a caption. The fields the rows differ in are columns of the paper's table
+    (the report keeps its note), a value selected on validation marked; each row's CI level is a number in it."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "adalora") for s in SEEDS[:3]]
+    for run in runs:
+        ba_lora = run["config"]["method"] == "ba_lora"
+        run["config"] |= {"epochs": 32 if ba_lora else 16, "tuned": ["learning_rate", *(["epochs"] if ba_lora else [])],
+                          "gradient_samples": 250 if ba_lora else 500}
+    analysis = analyse(load_runs(runs))
+    (table,) = tables.budget_tables(analysis)
+    assert any(note.startswith("Rows also differ in") for note in table.notes)  # the report's
+    tex = _paper_table(table, tmp_path)
+    assert "Rows also differ in" not in tex
+    assert r"gradient\\samples" in tex and "*: selected on validation" in tex
+    rows = {line.split(" & ")[0]: line.split(" & ") for line in tex.splitlines() if line.endswith(r"\\")}
+    assert rows["LoRA"][1:3] == ["16", "500"] and rows["BA-LoRA"][1:3] == ["32*", "250"], rows
+    (compared,) = analysis.main.values()
+    levels = {f"{100 * r.comparison.ci_level:.1f}" for r in compared if r.comparison is not None}
+    if len(levels) == 1:
+        assert f"[{levels.pop()}\\% CI]" in tex
+    else:
+        for level in levels:
+            assert f" & {level}\\% & " in tex, level
+
+
+def test_a_long_table_by_setting_is_a_listing_on_as_many_pages_as_it_needs(tmp_path: Path):
+    """Issue 39: a table of many rows (the selection on validation) ran off the page's bottom as a float. The paper
+    sets a table whose rows repeat their setting as a longtable, each setting once, as a heading over its rows."""
+    from balora.report.document import Table
+
+    rows = [[f"setting {k}", "r=8", f"method {i}", "2", "lr=0.001, epochs=20", "–"] for k in range(3) for i in range(20)]
+    table = Table("tuning", "Selection on validation", ["Setting", "Budget", "Method", "n", "Selected", "Not admissible"],
+                  rows)
+    tex = _paper_table(table, tmp_path)
+    assert r"\begin{longtable}" in tex and r"\begin{table}" not in tex
+    assert r"\endhead" in tex  # the header again on each page
+    for k in range(3):
+        assert tex.count(f"setting {k}") == 1
 
 
 def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_reports(tmp_path: Path):

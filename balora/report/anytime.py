@@ -35,7 +35,16 @@ from balora.report.analysis import Row, budget_groups, compared_rows
 from balora.report.claims import p_text, verdict_lists
 from balora.report.document import Block, Bullets, Heading, Paragraph, Table, slug
 from balora.report.runs import MIN_CURVE_POINTS, REFERENCE, settings
-from balora.report.tables import DASH, EQUIVALENCE_NOTE, comparison_notes, delta_text, pct_summary, render, signed
+from balora.report.tables import (
+    DASH,
+    EQUIVALENCE_NOTE,
+    comparison_detail,
+    comparison_notes,
+    delta_text,
+    pct_summary,
+    render,
+    signed,
+)
 
 # The anytime metric reads as accuracy does (a mean of accuracies): pp, and the same default margin.
 ANYTIME = dataclasses.replace(stats.ACCURACY, name="anytime")
@@ -108,7 +117,7 @@ def anytime_table(setting: str, rows: list[Row], final: dict[tuple[str, str], st
     return Table(f"anytime_{slug(setting)}", f"Anytime performance — {setting}", ["Budget", *columns],
                  render(rows, columns, extra), [STEPS_NOTE, *comparison_notes(rows)], legend,
                  ["Budget", "Method", "n", "Anytime (%)", "Δ anytime (pp) [CI]", "Verdict", "Steps to LoRA's final",
-                  "Reached", "Test acc. verdict"])
+                  "Reached", "Test acc. verdict"], detail=comparison_detail(rows))
 
 
 def _named(row: Row) -> str:

@@ -44,6 +44,9 @@ class Table:
     legend: str = ""  # how to read the statistics columns: long, so the paper states it once instead
     compact: list[str] | None = None  # the columns a page-wide (paper) version keeps; None: all
     column_notes: dict[str, str] = field(default_factory=dict)  # what a column means, shown while it is
+    # per-row cells the report says otherwise (in a note, or by its legend's rule) and the paper shows as columns
+    # (see balora.report.paper): column name → one cell per row
+    detail: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def captions(self) -> list[str]:
@@ -54,7 +57,7 @@ class Table:
         """The table with only `columns` (in their original order), and only those columns' notes."""
         keep = [i for i, c in enumerate(self.columns) if c in columns]
         return Table(self.name, self.title, [self.columns[i] for i in keep], [[r[i] for i in keep] for r in self.rows],
-                     self.notes, self.legend, column_notes=self.column_notes)
+                     self.notes, self.legend, column_notes=self.column_notes, detail=self.detail)
 
     def constants_in_caption(self) -> Table:
         """The table without the columns that hold one value in every row, stated once in the caption instead
@@ -133,10 +136,12 @@ def _stacked(header: str, width: int, align: str) -> str:
         return latex_text(header)
     cut = min(spaces, key=lambda i: abs(2 * i - len(header)))
     lines = (latex_text(header[:cut]), latex_text(header[cut + 1:]))
-    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{lines[0]}\\{lines[1]}\end{{tabular}}"
+    # a line break followed by [ would read it as the break's optional length: an empty group between them
+    gap = "{}" if lines[1].startswith("[") else ""
+    return rf"\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}{lines[0]}\\{gap}{lines[1]}\end{{tabular}}"
 
 
-FONT = r"\footnotesize"  # 9 pt in the paper's 11 pt text: no table is shrunk below it (no \resizebox, \tiny)
+FONT = r"\footnotesize"  # 9 pt in the paper's 11 pt text: the report's tables are never shrunk below it
 # Measured with pdflatex (\settowidth on the paper's tables at 9 pt): a character of these cells sets about 4.6 pt
 # wide, so the 6.5 in (468 pt) text width holds about 101 and the 9 in height (sideways) about 140.
 PORTRAIT, LANDSCAPE = 100, 138
@@ -180,18 +185,21 @@ def table_width(table: Table, wraps: list[bool] | None = None) -> int:
                for i, wrap in enumerate(wraps))
 
 
-def _text_columns(table: Table) -> list[int]:
+def _text_columns(table: Table, fit: bool = False) -> list[int]:
     """Columns of words: the two lead columns, and any with a letter in every cell, such as the verdict (not a
-    column of numbers and intervals, whose reference row may say '(reference)')."""
-    return [i for i in range(len(table.columns))
-            if i < 2 or all(any(ch.isalpha() for ch in row[i]) for row in table.rows)]
+    column of numbers and intervals, whose reference row may say '(reference)'); with `fit`, in every cell but
+    those that hold no value (a dash, as the reference row's verdict may)."""
+    def worded(cell: str) -> bool:
+        return any(ch.isalpha() for ch in cell) or (fit and cell.strip() in ("—", "–", "-"))
+
+    return [i for i in range(len(table.columns)) if i < 2 or all(worded(row[i]) for row in table.rows)]
 
 
-def _fitting_wraps(table: Table, cells: list[int], page: int) -> list[bool]:
+def _fitting_wraps(table: Table, cells: list[int], page: int, fit: bool = False) -> list[bool]:
     """Which columns wrap: those with text longer than WRAP_AT, then, while the table is wider than `page`,
-    its text columns, the widest first, each down to its longest word."""
+    its text columns (`_text_columns`), the widest first, each down to its longest word."""
     wraps = [max(len(name), w) > WRAP_AT for name, w in zip(table.columns, cells)]
-    for i in sorted(_text_columns(table) if table.rows else [], key=lambda i: -cells[i]):
+    for i in sorted(_text_columns(table, fit) if table.rows else [], key=lambda i: -cells[i]):
         if table_width(table, wraps) <= page:
             break
         if _narrowest(table, i) < _natural(table, i):
@@ -199,34 +207,104 @@ def _fitting_wraps(table: Table, cells: list[int], page: int) -> list[bool]:
     return wraps
 
 
-def table_latex(table: Table, label: str | None = None) -> str:
-    """A `table` float with booktabs rules at 9 pt (`FONT`), never smaller. Text columns wrap where the table
-    is wider than the page (the widest first, and never inside a word), the table then set to the text width
-    (tabularx). A table too wide for the page upright even so is set sideways on its own page
-    (`sidewaystable`, package rotating), wrapping its text columns there as far as it must."""
+def _header_cells(table: Table, wraps: list[bool], cells: list[int], aligns: list[str]) -> list[str]:
+    return [latex_text(c) if wrap else _stacked(c, w, align)
+            for c, wrap, w, align in zip(table.columns, wraps, cells, aligns)]
+
+
+def _caption(table: Table) -> str:
+    return latex_text(". ".join([table.title, *(n.rstrip(".") for n in table.captions)]) + ".")
+
+
+LEAST_SCALE = 8 / 9  # a table may be shrunk to fit the page upright down to 8 pt type, never below
+
+
+def _layout(table: Table, fit: bool) -> tuple[list[bool], float, bool]:
+    """How `table_latex` sets `table`: which columns wrap, the scale (1, or with `fit` down to LEAST_SCALE where
+    the table is that little too wide for the page upright) and whether it goes sideways even so."""
     cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
-    wraps = _fitting_wraps(table, cells, PORTRAIT)
-    sideways = table_width(table, wraps) > PORTRAIT
-    if sideways:
-        wraps = _fitting_wraps(table, cells, LANDSCAPE)
+    wraps = _fitting_wraps(table, cells, PORTRAIT, fit)
+    width = table_width(table, wraps)
+    if width <= PORTRAIT:
+        return wraps, 1.0, False
+    if fit and width * LEAST_SCALE <= PORTRAIT:
+        return wraps, PORTRAIT / width, False
+    return _fitting_wraps(table, cells, LANDSCAPE), 1.0, True
+
+
+def fits_upright(table: Table, fit: bool = False) -> bool:
+    """Whether `table_latex` sets `table` upright on the page (with `fit`, as the paper does)."""
+    return not _layout(table, fit)[2]
+
+
+def table_latex(table: Table, label: str | None = None, fit: bool = False) -> str:
+    """A `table` float with booktabs rules at 9 pt (`FONT`). Text columns wrap where the table is wider than the
+    page (the widest first, and never inside a word), the table then set to the text width (tabularx). With
+    `fit` (the paper's tables, read in print), a text column may have dashes for no value and wrap as well, and a
+    table still a little too wide is scaled to the text width, its type no smaller than 8 pt (`LEAST_SCALE`);
+    without, the report's tables are never set smaller than 9 pt. A table too wide for the page upright even so is
+    set sideways on its own page (`sidewaystable`, package rotating), wrapping its text columns there as far as it
+    must."""
+    cells = [max((len(row[i]) for row in table.rows), default=0) for i in range(len(table.columns))]
+    wraps, scale, sideways = _layout(table, fit)
     aligns = ["l" if i < 2 else "r" for i in range(len(table.columns))]
     spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else align for wrap, align in zip(wraps, aligns))
-    headers = [latex_text(c) if wrap else _stacked(c, w, align)
-               for c, wrap, w, align in zip(table.columns, wraps, cells, aligns)]
-    body = [" & ".join(headers) + r" \\", r"\midrule"]
+    body = [" & ".join(_header_cells(table, wraps, cells, aligns)) + r" \\", r"\midrule"]
     body += [" & ".join(latex_text(c) for c in row) + r" \\" for row in table.rows]
-    caption = latex_text(". ".join([table.title, *(n.rstrip(".") for n in table.captions)]) + ".")
+    width = rf"{1 / scale:.3f}\linewidth" if scale < 1 else r"\linewidth"  # what the scaling brings to the page
     if any(wraps):
-        begin, end = rf"\begin{{tabularx}}{{\linewidth}}{{{spec}}}", r"\end{tabularx}"
+        begin, end = rf"\begin{{tabularx}}{{{width}}}{{{spec}}}", r"\end{tabularx}"
     else:
         begin, end = rf"\begin{{tabular}}{{{spec}}}", r"\end{tabular}"
+    if scale < 1:
+        begin, end = r"\resizebox{\linewidth}{!}{" + begin, end + "}"
     environment = "sidewaystable" if sideways else "table"
     return "\n".join([
         # a caption above the table needs space below it (LaTeX's default is none), local to this float
         rf"\begin{{{environment}}}" + ("" if sideways else "[htbp]"), r"\centering", FONT,
         r"\setlength{\belowcaptionskip}{4pt}", rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}",
-        rf"\caption{{{caption}}}" + (rf"\label{{{label}}}" if label else ""),
+        rf"\caption{{{_caption(table)}}}" + (rf"\label{{{label}}}" if label else ""),
         begin, r"\toprule", *body, r"\bottomrule", end, rf"\end{{{environment}}}", "",
+    ])
+
+
+def listing_latex(table: Table, label: str | None = None) -> str:
+    """A long table whose first column groups its rows (the setting), as a `longtable` (package longtable) at
+    `FONT` across the text width: each group's value once, as a heading over its rows, instead of in every row,
+    and the table on as many pages as its rows need (its header repeated on each), where a float taller than the
+    page would run off its bottom. Text columns wrap as in `table_latex`, into fixed widths (longtable has no
+    tabularx) that share the width the other columns leave."""
+    inner = table.select(table.columns[1:])
+    cells = [max((len(row[i]) for row in inner.rows), default=0) for i in range(len(inner.columns))]
+    wraps = _fitting_wraps(inner, cells, PORTRAIT, fit=True)
+    words = _text_columns(inner, fit=True)  # left-aligned, as the lead columns are (a selection reads as text)
+    aligns = ["l" if i in words else "r" for i in range(len(inner.columns))]
+    fixed = sum(_natural(inner, i) for i, wrap in enumerate(wraps) if not wrap) + _COLUMN_GAP * len(wraps)
+    wrapped = sum(_natural(inner, i) for i, wrap in enumerate(wraps) if wrap)
+    # each wrapped column's share of the text width the others leave, by its natural width (5% to spare: the
+    # character widths are estimates)
+    share = [0.95 * (PORTRAIT - fixed) * _natural(inner, i) / wrapped / PORTRAIT if wrap else 0.0
+             for i, wrap in enumerate(wraps)]
+    spec = "".join(rf">{{\raggedright\arraybackslash}}p{{{width:.3f}\linewidth}}" if wrap else align
+                   for wrap, align, width in zip(wraps, aligns, share))
+    span = len(inner.columns)
+    header = " & ".join(_header_cells(inner, wraps, cells, aligns)) + r" \\"
+    body = []
+    for at, (group, row) in enumerate(zip((r[0] for r in table.rows), inner.rows)):
+        if at == 0 or group != table.rows[at - 1][0]:
+            heading = rf"\multicolumn{{{span}}}{{@{{}}>{{\raggedright\arraybackslash}}p{{\linewidth}}@{{}}}}"
+            body += [*([r"\addlinespace"] if at else []), heading + rf"{{\emph{{{latex_text(group)}}}}} \\*"]
+        body.append(" & ".join(latex_text(c) for c in row) + r" \\")
+    continued = rf"\multicolumn{{{span}}}{{@{{}}l}}{{\emph{{Table \thetable{{}} continued}}}} \\"
+    return "\n".join([
+        r"\begingroup", FONT, rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}", r"\setlength{\LTcapwidth}{\linewidth}",
+        r"\setlength{\LTleft}{0pt}", r"\setlength{\LTright}{0pt}",
+        rf"\begin{{longtable}}{{@{{\extracolsep{{\fill}}}}{spec}}}",
+        rf"\caption{{{_caption(table)}}}" + (rf"\label{{{label}}}" if label else "") + r" \\",
+        r"\toprule", header, r"\midrule", r"\endfirsthead",
+        continued, r"\toprule", header, r"\midrule", r"\endhead",
+        r"\bottomrule", r"\endlastfoot",
+        *body, r"\end{longtable}", r"\endgroup", "",
     ])
 
 

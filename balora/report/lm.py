@@ -29,7 +29,9 @@ from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, T
 from balora.report.runs import by_seed, method_name
 from balora.report.stats import LOSS
 from balora.report.tables import (
+    CI_LEVEL,
     EQUIVALENCE_NOTE,
+    ci_levels,
     compared,
     cost_cells,
     delta_text,
@@ -145,7 +147,8 @@ def strategy_table(rows: list[Row], setting: str) -> Table:
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",
                  ["Strategy", *STRATEGY_COLUMNS[1:]], render(rows, STRATEGY_COLUMNS, extra, lead=False),
                  margin_note(_compared_with_lora(rows).values(), runs["sweep"]), column_notes=COLUMN_NOTES,
-                 compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "Verdict"])
+                 compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "Verdict"],
+                 detail={CI_LEVEL: ci_levels(rows)})
 
 
 def _lora_params(row: Row) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -31,9 +31,18 @@ from balora.report import anytime, claims, figures, selection, stats
 from balora.report.analysis import Row
 from balora.report.builder import STATISTICS, Report
 from balora.report.criteria import abstract_claims, criteria_summary
-from balora.report.document import NARROW, Figure, Table, latex_text, slug, table_latex
+from balora.report.document import (
+    NARROW,
+    Figure,
+    Table,
+    fits_upright,
+    latex_text,
+    listing_latex,
+    slug,
+    table_latex,
+)
 from balora.report.runs import budget_label, settings
-from balora.report.tables import STAT_NOTE, coverage_table, pct, signed
+from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, STAT_NOTE, coverage_table, pct, signed
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
 MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "ModelNames", "DatasetNames", "ShotCounts",
@@ -43,14 +52,16 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
 # methods whose ranks come from the configured allocation strategy (the no-budget ablation does not: it keeps
 # seed 000's min-max ranks, see balora.methods.ba_lora_no_budget)
 ALLOCATED = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_shuffled", "ba_lora_dynamic")
-CI_LEVEL_NOTE = ("{}: Δ with its paired-t confidence interval at the level that matches Holm's verdict, "
-                 "1 − 0.05·p/p(Holm) (95% where the table has one test), so it excludes 0 exactly when the verdict "
-                 "is better or worse")
+CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that matches Holm's verdict"
+# the paper's tables: the headers it abbreviates (said under each table that has them), the mark on a value selected
+# on validation (as in the selection table), the config field that lists those, and the CI level's column
+SHORT_HEADERS = {"learning_rate": "lr"}
+SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "dynamics", "cost", "coverage", "lm")
+         "strategy_more", "anytime", "dynamics", "cost", "coverage", "lm", "values")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers",)
@@ -74,6 +85,7 @@ class Output:
     folder: Path
     tex: str
     study: str = ""
+    appendix: list[str] = field(default_factory=list)  # tables for the appendix's part "values", as written
 
     def label(self, name: str) -> str:
         """A float's label, unique in the paper: a study's floats may share names with the main results'."""
@@ -169,20 +181,96 @@ def _figure(figure: Figure, out: Output) -> str:
         r"\end{figure}", ""])
 
 
+def _with_levels(table: Table) -> Table:
+    """`table` with each row's CI level (`Table.detail`) after the interval's column, or, where every interval has
+    one level, that level in the column's header; the interval's column then says, in a note, why its level is the
+    one it is."""
+    levels = table.detail.get(CI_LEVEL, [])
+    tested = sorted({level for level in levels if level != DASH})
+    interval = next((c for c in table.columns if c.endswith("[CI]")), None)
+    if interval is None or not tested:
+        return table
+    columns, rows, column_notes = list(table.columns), [list(row) for row in table.rows], dict(table.column_notes)
+    if len(tested) == 1:  # one level: the header says it
+        header = f"{interval.removesuffix('[CI]')}[{tested[0]}% CI]"
+        columns[columns.index(interval)] = header
+        column_notes = {header if name == interval else name: note for name, note in column_notes.items()}
+        where = "in its header"
+    else:
+        after = columns.index(interval) + 1
+        columns.insert(after, CI_LEVEL_HEADER)
+        for row, level in zip(rows, levels):
+            row.insert(after, level if level == DASH else f"{level}%")
+        header, where = interval, f"under {CI_LEVEL_HEADER}"
+    notes = table.notes if header in column_notes else [*table.notes, CI_LEVEL_NOTE.format(header, where)]
+    return replace(table, columns=columns, rows=rows, notes=notes, column_notes=column_notes)
+
+
+def _with_fields(table: Table) -> tuple[Table, Table | None]:
+    """`table` with the fields its rows differ in (`Table.detail`) as columns after the method, instead of the
+    note that lists them in words, so that no selected value is left to prose; where the table would then be too
+    wide for the page upright, the table as it is (its note saying where they are) and a second table of those
+    values beside the rows' budgets and methods, for the appendix."""
+    fields, marks = _marked_selections({name: cells for name, cells in table.detail.items() if name != CI_LEVEL})
+    if not fields:
+        return table, None
+    headers = {name: SHORT_HEADERS.get(name, name.replace("_", " ")) for name in fields}
+    said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in SHORT_HEADERS)]
+    notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
+    at = table.columns.index("Method") + 1
+    widened = replace(table, columns=[*table.columns[:at], *headers.values(), *table.columns[at:]],
+                      rows=[[*row[:at], *cells, *row[at:]] for row, cells in zip(table.rows, zip(*fields.values()))],
+                      notes=[*said, *notes])
+    if fits_upright(widened.constants_in_caption(), fit=True):
+        return widened, None
+    values = Table(f"{table.name}_values", f"Values the rows differ in — {table.title}",
+                   [*table.columns[:at], *headers.values()],
+                   [[*row[:at], *cells] for row, cells in zip(table.rows, zip(*fields.values()))], said)
+    where = f"The values its rows differ in ({', '.join(headers.values())}) are in Appendix B."
+    return replace(table, notes=[*notes, where]), values
+
+
+def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
+    """The fields the rows differ in, each value selected on validation marked (`SELECTED`) instead of a column
+    of which fields were (`TUNED`), where that is the same in every row or every field it differs in has its
+    column; with the note that says what the mark means (none where nothing is marked)."""
+    rest = {name: cells for name, cells in fields.items() if name != TUNED}
+    if TUNED not in fields:
+        return rest, []
+    chosen = [set(cell.split(" + ")) for cell in fields[TUNED]]
+    if not (set.union(*chosen) - set.intersection(*chosen)) <= set(rest):
+        return fields, []
+    marked = {name: [cell + SELECTED if name in picked else cell for cell, picked in zip(cells, chosen)]
+              for name, cells in rest.items()}
+    if marked == rest:
+        return rest, []
+    return marked, [f"{SELECTED}: selected on validation, else fixed"]
+
+
 def _table(table: Table, out: Output) -> str:
-    """The table's compact columns less those with one value in every row (said in the caption), without the
-    statistics legend (the paper states it once, in `statistics.tex`)."""
-    (out.folder / "tables").mkdir(exist_ok=True)
-    short = replace(table.select(table.compact or table.columns), legend="").constants_in_caption()
+    """The table's compact columns with its CI levels (`_with_levels`) and the fields its rows differ in
+    (`_with_fields`: the appendix gets those that do not fit, `Output.appendix`), less the columns with one value
+    in every row (said in the caption), without the statistics legend (the paper states it once, in
+    `statistics.tex`). A table whose rows repeat their setting is a listing: the setting a heading over its rows, on
+    as many pages as it needs."""
+    short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="")))
+    short = short.constants_in_caption()
     if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
         at = short.columns.index("≤ majority")
         if short.rows and all(row[at].startswith("0/") for row in short.rows):
             short = replace(short.select([c for c in short.columns if c != "≤ majority"]),
                             notes=[*short.notes, "No run in this table ended at or below the majority-class rate."])
-    unexplained = [c for c in short.columns if c.endswith("[CI]") and c not in short.column_notes]
-    if unexplained:  # the legend said it; the level must still be under the table
-        short = replace(short, notes=[*short.notes, CI_LEVEL_NOTE.format(", ".join(unexplained))])
-    (out.folder / "tables" / f"{table.name}.tex").write_text(table_latex(short, label=f"tab:{out.label(table.name)}"))
+    if values is not None:
+        out.appendix.append(_input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out))
+    grouped = short.columns[0] == "Setting" and len({row[0] for row in short.rows}) < len(short.rows)
+    label = f"tab:{out.label(table.name)}"
+    return _input(table, listing_latex(short, label) if grouped else table_latex(short, label, fit=True), out)
+
+
+def _input(table: Table, latex: str, out: Output) -> str:
+    """Write a table's LaTeX to the source's `tables/`; the line that inputs it."""
+    (out.folder / "tables").mkdir(exist_ok=True)
+    (out.folder / "tables" / f"{table.name}.tex").write_text(latex)
     return rf"\input{{{out.tex}/tables/{table.name}.tex}}" + "\n"
 
 
@@ -366,6 +454,7 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
     if report is not None:
         floats = [b for b in report.sections.get("lm", []) if isinstance(b, Table | Figure)]
         parts["lm"] = _part(report.lm_claims, floats, out, "No instruction-tuning (causal-LM) runs.")
+        parts["values"] = "".join(out.appendix)  # after every table that may put its values there
     for name, text in parts.items():
         (out.folder / f"{name}.tex").write_text(text)
     return out.folder

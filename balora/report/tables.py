@@ -163,26 +163,62 @@ STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in 
 SHOWN = ("method", "seed", "budget", "budget_rank", "rank", "model", "dataset", "shots", "train_size")
 
 
-def hidden_differences(rows: list[Row]) -> list[str]:
-    """A note on what the rows differ in beyond what the table shows (one protocol per row, so a row's
-    first run speaks for it): say, BA-LoRA's gradient sample, which its name leaves out when all its runs
-    share it. Empty where the rows differ in nothing else."""
-    protocols = [protocol(row.runs["result"].iloc[0]["config"]) for row in rows]
-    parts = []
+DIFFERENCES = "Rows also differ in: "  # how the note on what the rows differ in starts (the paper drops it)
+CI_LEVEL = "CI level (%)"  # the confidence of each row's interval, a column in the paper
+
+
+def differing_fields(rows: list[Row]) -> dict[str, list[str]]:
+    """The config fields the rows differ in beyond what the table shows, each with its value per row as the table
+    writes it (one protocol per row, so a row's first run speaks for it): say, BA-LoRA's gradient sample, which its
+    name leaves out when all its runs share it. Empty where the rows differ in nothing else."""
+    protocols = _protocols(rows)
+    differing = {}
     for name in sorted({n for p in protocols for n in p} - set(SHOWN)):
+        shown = [_shown(values.get(name)) for values in protocols]
+        if len(set(shown)) > 1 and not all(f"{name}=" in row.label for row in rows):
+            differing[name] = shown
+    return differing
+
+
+def _protocols(rows: list[Row]) -> list[dict]:
+    return [protocol(row.runs["result"].iloc[0]["config"]) for row in rows]
+
+
+def _shown(value: object) -> str:
+    """A config value as a table writes it: a list as its items, not as Python's repr."""
+    return " + ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+
+def hidden_differences(rows: list[Row]) -> list[str]:
+    """A note on what the rows differ in beyond what the table shows (`differing_fields`), in words: the usual
+    value once, then its exceptions. Empty where the rows differ in nothing else."""
+    parts = []
+    for name, shown in differing_fields(rows).items():
         by_value: dict[str, list[Row]] = {}
-        for row, values in zip(rows, protocols):
-            value = values.get(name)
-            shown = " + ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-            by_value.setdefault(shown, []).append(row)
-        if len(by_value) > 1 and not all(f"{name}=" in row.label for row in rows):
-            common = max(by_value, key=lambda v: len(by_value[v]))
-            if 2 * len(by_value[common]) > len(rows):  # the usual value once, then its exceptions
-                parts.append(f"{name} {common}, except " + "; ".join(
-                    f"{value} for {_row_names(named)}" for value, named in by_value.items() if value != common))
-            else:
-                parts.append(f"{name} " + "; ".join(f"{value} for {_row_names(named)}" for value, named in by_value.items()))
-    return [f"Rows also differ in: {' | '.join(parts)}."] if parts else []
+        for row, value in zip(rows, shown):
+            by_value.setdefault(value, []).append(row)
+        common = max(by_value, key=lambda v: len(by_value[v]))
+        if 2 * len(by_value[common]) > len(rows):  # the usual value once, then its exceptions
+            parts.append(f"{name} {common}, except " + "; ".join(
+                f"{value} for {_row_names(named)}" for value, named in by_value.items() if value != common))
+        else:
+            parts.append(f"{name} " + "; ".join(f"{value} for {_row_names(named)}" for value, named in by_value.items()))
+    return [f"{DIFFERENCES}{' | '.join(parts)}."] if parts else []
+
+
+def ci_levels(rows: list[Row]) -> list[str]:
+    """Each row's CI level in percent, as the text writes it ("99.2"); a dash where the row has no interval (the
+    reference, or a comparison without a test)."""
+    return [DASH if r.comparison is None or not r.comparison.tested else f"{100 * r.comparison.ci_level:.1f}"
+            for r in rows]
+
+
+def comparison_detail(rows: list[Row]) -> dict[str, list[str]]:
+    """What a comparison table's paper version shows as columns and its report says otherwise: the fields the
+    rows differ in (the report's note) with the fields each row selected on validation (`tuned`, its config's list,
+    even where every row has the same), and each row's CI level (the report's legend gives its rule)."""
+    return {**differing_fields(rows), "tuned": [_shown(p.get("tuned")) for p in _protocols(rows)],
+            CI_LEVEL: ci_levels(rows)}
 
 
 def _row_names(rows: list[Row]) -> str:
@@ -217,7 +253,8 @@ def budget_tables(analysis: Analysis) -> list[Table]:
     compact = ["Budget", "Method", "n", "LoRA params", "Head params", "Acc. (%)", "≤ majority",
                "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"]
     return [Table(f"budget_{slug(setting)}", f"Budget efficiency — {setting}", ["Budget", *shown],
-                  render(rows, shown), comparison_notes(rows), STAT_NOTE, compact, _with_dora(explained, rows))
+                  render(rows, shown), comparison_notes(rows), STAT_NOTE, compact, _with_dora(explained, rows),
+                  comparison_detail(rows))
             for setting, rows in analysis.main.items() for shown in [_with_saved(columns, rows)]]
 
 
@@ -256,7 +293,8 @@ def fewshot_tables(analysis: Analysis) -> list[Table]:
     tables = []
     for name, rows in analysis.fewshot.items():
         tables.append(Table(f"fewshot_{slug(name)}", f"Few-shot accuracy — {name}", ["Shots/class", *columns],
-                            render(rows, columns), comparison_notes(rows), STAT_NOTE, COMPACT_STATS))
+                            render(rows, columns), comparison_notes(rows), STAT_NOTE, COMPACT_STATS,
+                            detail=comparison_detail(rows)))
         tables.append(_trend_table(name, rows, analysis.trends[name]))
     return tables
 
@@ -283,7 +321,8 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
     columns = ["Method", "n", "LoRA params", "Acc. (%)", "Majority (%)", "≤ majority", *STAT_COLUMNS]
     legend = STAT_NOTE.replace("method − reference", "ablation − full BA-LoRA")
     return [Table(f"ablation_{slug(setting)}", f"Ablations against full BA-LoRA — {setting}", ["Budget", *columns],
-                  render(rows, columns), comparison_notes(rows), legend, COMPACT_STATS)
+                  render(rows, columns), comparison_notes(rows), legend, COMPACT_STATS,
+                  detail=comparison_detail(rows))
             for setting, rows in analysis.ablation.items()]
 
 
@@ -307,7 +346,8 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
         tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
                             render(rows, columns, reduction(rows)), comparison_notes(rows), STAT_NOTE,
                             ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
-                             "≤ majority", "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"], explained))
+                             "≤ majority", "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"], explained,
+                            comparison_detail(rows)))
     return tables
 
 
