@@ -134,6 +134,19 @@ def test_the_appendix_shows_a_causal_lm_s_candidates_by_validation_loss():
     assert "a causal LM's lowest mean final validation loss" in selection_claims(runs, {})[0]
 
 
+def test_the_paper_s_selection_table_explains_only_the_columns_it_keeps():
+    """The paper keeps the selections, not the candidates' accuracies: its caption must not explain columns,
+    marks (*, ↑) or accuracies it does not show; the report's full table explains all of them."""
+    runs = [tuning_result(lr, seed, 0.7 + lr, method=method) for method in ("lora", "ba_lora")
+            for lr in (1e-3, 2e-3) for seed in (0, 1)]
+    table = tuning_table(runs, {})
+    full = " ".join(table.captions)
+    assert "Candidate columns: final validation accuracy" in full and "↑" in full and "Selected: the candidate" in full
+    paper = " ".join(table.select(table.compact).captions)
+    assert "Selected: the candidate" in paper and "scored on test" in paper
+    assert "Candidate columns" not in paper and "↑" not in paper and "mean ± sd" not in paper
+
+
 def test_the_appendix_orders_candidate_columns_by_value_whatever_cell_tried_them_first():
     # LoRA's cell (listed first) tried {1e-3, 2e-3}; BA-LoRA's grid grew down to 5e-4 after them
     runs = [tuning_result(lr, 0, 0.7, method=method)

@@ -113,25 +113,32 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                                  f"{', '.join(map(str, sorted(s.at_chance)))})" for s in cell.scores if not s.admissible)
                        or DASH)
         rows.append(row)
-    note = (f"Final validation accuracy (%, the last evaluation), mean ± sd over the tuning seeds (n). {MARK}: "
-            "selected, the best mean; ties go to the lower mean validation loss, then to the smaller value. Only "
-            "the selected value was run on the evaluation seeds and scored on test. ↑: still rising at the last "
-            f"evaluation (the mean over seeds exceeds the best earlier point by more than {100 * RISING_TOLERANCE:g} pp). "
-            "Grid edge: the selected value is the grid's smallest or largest, so the best may lie outside it.")
+    # each column's note shown while it is (`Table.column_notes`): the paper's version keeps only the selections
+    explained = {candidates[0]: (
+        f"Candidate columns: final validation accuracy (%, the last evaluation), mean ± sd over the tuning seeds (n); "
+        f"{MARK}: the selected candidate; ↑: still rising at the last evaluation (the mean over seeds exceeds the best "
+        f"earlier point by more than {100 * RISING_TOLERANCE:g} pp).")}
     if longer:
-        note += (" Longer training: the selection, at the values shown, trained for twice its epochs on the tuning "
-                 "seeds (the sweep lengthens); it is selected only if better on validation.")
+        explained["Longer training"] = ("Longer training: the selection, at the values shown, trained for twice its "
+                                        "epochs on the tuning seeds (the sweep lengthens); it is selected only if "
+                                        "better on validation.")
+    explained["Selected"] = ("Selected: the candidate with the best mean final validation accuracy over the n tuning "
+                             "seeds; ties go to the lower mean validation loss, then to the smaller value. Grid edge: the "
+                             "selected value is the grid's smallest or largest, so the best may lie outside it.")
     if rejecting:
-        note += (f" {REJECTED}: not admissible, since a run at this value (a tuning seed or an evaluation seed) ended "
-                 f"at chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
-                 "classes): it did not learn the task. The best admissible value is selected.")
+        explained[f"{REJECTED} Not admissible"] = (
+            f"{REJECTED}: not admissible, since a run at this value (a tuning seed or an evaluation seed) ended at "
+            f"chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
+            "classes): it did not learn the task. The best admissible value is selected.")
+    note = "Only the selected value was run on the evaluation seeds and scored on test."
     if any(c.selected.by_loss for c in cells):
         note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
                  "lowest mean selected; test loss exists only at the selected values.")
     return Table("tuning", "Selection on validation (tuning runs)",
                  ["Setting", "Budget", "Method", *candidates, *(["Longer training"] if longer else []), "n", "Selected",
                   *([f"{REJECTED} Not admissible"] if rejecting else [])],
-                 rows, [note], compact=["Setting", "Budget", "Method", "n", "Selected", f"{REJECTED} Not admissible"])
+                 rows, [note], compact=["Setting", "Budget", "Method", "n", "Selected", f"{REJECTED} Not admissible"],
+                 column_notes=explained)
 
 
 def rising_arms(frame: pd.DataFrame, results: list[dict[str, Any]]) -> list[dict[str, Any]]:
