@@ -73,7 +73,7 @@ from typing import Any
 import yaml
 
 from balora import method_registry
-from balora.config import RunConfig, check_field, flatten, tunable
+from balora.config import RunConfig, check_field, flatten, option_defaults, tunable
 from balora.errors import BaloraError, read_text
 from balora.tasks import with_task_defaults
 from balora.tuning import Tune, cell_key, with_candidate
@@ -270,6 +270,24 @@ def _parse_only(only: list[str]) -> dict[str, str]:
     return pairs
 
 
+def same_value(value: Any, wanted: Any) -> bool:
+    """Whether a run's setting has the value a spec or the command line asks for: numbers by value (4 is 4.0)."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(wanted, numbers) and not isinstance(wanted, bool):
+        return float(value) == float(wanted)
+    return value == wanted
+
+
+def _kept(value: Any, text: str) -> bool:
+    """Whether `--only KEY=text` keeps a run whose setting is `value`: text as printed, or the value it reads as
+    in YAML (a plug-in's float option given as 4, null for None)."""
+    try:
+        written = yaml.safe_load(text)
+    except yaml.YAMLError:
+        written = text
+    return str(value) == text or same_value(value, written)
+
+
 def load_spec(source: str, only: list[str] | None = None) -> Spec:
     """Read and validate a spec (file path or preset name) and expand its grids."""
     where, text = _read(source)
@@ -362,13 +380,13 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
                 raise BaloraError(f"{at('grids', index)}: grid {label} plans the run {config.method}, seed {config.seed} "
                                   f"({config.key()}) that grid {label} on line {lines[('grids', first)]} already plans; "
                                   "remove the repeated grid, or the values it repeats")
-            if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
+            if all(_kept(getattr(config, k, None), v) for k, v in filters.items()):
                 if confirm is not None and config.seed in confirm.seeds:
                     raise BaloraError(f"{at('grids', index, 'seed')}: grid {label} runs seed {config.seed}, one of its "
                                       "confirmation seeds; a confirmation seed runs only for arms that qualify")
                 planned.setdefault(config.key(), Planned(config, label, tune, confirm))
     for key in filters:
-        if key not in RunConfig.__dataclass_fields__:
+        if key not in option_defaults():
             raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
     results_dir = data.get("results_dir")
     if results_dir is not None and not isinstance(results_dir, str):

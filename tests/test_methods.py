@@ -367,3 +367,13 @@ def test_a_dry_run_of_the_peers_preset_plans_both_phases_and_trains_nothing(tmp_
     assert re.search(r"evaluation +40 runs: 0 done, 40 to run; 0 of 8 tuned cells selected, 40 runs awaiting", out)
     with ResultsStore(str(tmp_path / "r.db")) as store:
         assert store.runs() == []
+
+
+def test_a_sweep_keeps_the_grid_points_of_a_plug_in_option(plugin_method, tmp_path):
+    """`--only` reads a plug-in's option as it reads a field, its value as the option's type (4 is 4.0)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: toy\nbase: {model: minilm, shots: 8, budget_rank: 4}\n"
+                    "grids:\n  - {method: {name: first_weighted, first_weight: [2.0, 4.0]}, seed: [42]}\n")
+    assert [p.config.first_weight for p in load_spec(str(spec), ["first_weight=4"]).runs] == [4.0]
+    with pytest.raises(BaloraError, match="'second_weight' is not a run setting"):
+        load_spec(str(spec), ["second_weight=4"])

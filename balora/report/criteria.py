@@ -37,7 +37,7 @@ from balora.report.claims import PROPOSED, counted, margin_text, p_text
 from balora.report.document import Table
 from balora.report.runs import DEFAULTS, REFERENCE, budget_label, method_name
 from balora.report.tables import signed
-from balora.specs import Hypothesis
+from balora.specs import Hypothesis, same_value
 
 MET, NOT_MET, NOT_TESTABLE = "met", "not met", "not testable"
 ABSTRACT_BUDGET = 8  # the abstract's budget and shot counts: Exp. 1's middle budget, Exp. 2's fewest and 64 shots
@@ -156,13 +156,6 @@ def _value(run: pd.Series, key: str) -> Any:
     return run["budget"] if key == "budget_rank" else run["result"]["config"].get(key, DEFAULTS.get(key))
 
 
-def _same(value: Any, wanted: Any) -> bool:
-    numbers = (int, float)
-    if isinstance(value, numbers) and isinstance(wanted, numbers) and not isinstance(wanted, bool):
-        return float(value) == float(wanted)
-    return value == wanted
-
-
 def _tables(analysis: Analysis, hypothesis: Hypothesis) -> dict[str, list[Row]]:
     """The report's tables that compare the hypothesis's arm with its reference over its dimension, where
     their runs have the settings it asks for."""
@@ -174,7 +167,7 @@ def _tables(analysis: Analysis, hypothesis: Hypothesis) -> dict[str, list[Row]]:
         tables = analysis.main if hypothesis.arm in method_registry.group("main") else analysis.strategy
     filters = hypothesis.filters
     return {name: rows for name, rows in tables.items() if rows and all(
-        any(_same(_value(run, key), wanted) for wanted in values)
+        any(same_value(_value(run, key), wanted) for wanted in values)
         for runs in (r.runs for r in rows) for _, run in runs.iterrows() for key, values in filters.items())}
 
 
