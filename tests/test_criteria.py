@@ -335,7 +335,9 @@ def test_a_hypothesis_on_a_loss_task_is_checked_on_its_loss_table(tmp_path: Path
         result["metrics"]["loss"] += jitter
         result["sweep"] = "mine_lm"
     with given_spec(load_spec(str(spec))):
-        found = {c.name: c for c in build(load_runs(runs), tmp_path, runs).criteria}
+        report = build(load_runs(runs), tmp_path, runs)
+    found = {c.name: c for c in report.criteria}
+    assert list(report.sections)[:2] == ["criteria", "lm"]  # the report of causal-LM runs alone shows them too
     lower = found["BA-LoRA lowers the test loss"]
     assert lower.mark == MET and lower.where == "smollm2 · critic_instructions"
     assert lower.test == "at every budget (task = causal_lm): Δ < 0 and Holm p < 0.05 (paired t-test)"
