@@ -49,8 +49,9 @@ which reference, where, by which test, gain and alpha), e.g. the paper preset's 
         gain: 0.005                             # test: difference (the default), alpha: 0.05 (the default)
 
 A hypothesis's `where` reads sections as a grid does (`where: {method: {strategy: proportional}}`).
-The report checks them on its own comparisons and marks each met, not met or not testable
-(`balora.report.criteria`).
+A hypothesis is about one metric, in whose units its gain is: that of the task its `where` names (`where:
+{task: causal_lm}`: test loss, where better is lower), else the fallback task's, accuracy. The report checks
+them on its own comparisons in that metric and marks each met, not met or not testable (`balora.report.criteria`).
 
 These three keys are the spec's `ReportSpec`. A run file records its sweep's name, not its spec, so the
 report finds them by that name (`report_spec`): among the specs given by file (`given_spec`, `balora report
@@ -72,10 +73,9 @@ from typing import Any
 
 import yaml
 
-from balora import method_registry
-from balora.config import RunConfig, check_field, flatten, tunable
+from balora import method_registry, tasks
+from balora.config import RunConfig, check_field, flatten, option_defaults, tunable
 from balora.errors import BaloraError, read_text
-from balora.tasks import with_task_defaults
 from balora.tuning import Tune, cell_key, with_candidate
 
 # A preset is a spec file shipped in balora/presets/: adding the file is all it takes.
@@ -158,6 +158,12 @@ class Hypothesis:
         if self.dimension == "shots" and (self.reference != "lora" or self.arm not in method_registry.group("main")):
             refuse(f"the few-shot tables compare the main methods ({', '.join(method_registry.group('main'))}) "
                    "with lora")
+        named = self.named_tasks
+        if unknown := [task for task in named if task not in tasks.names()]:
+            refuse(f"where's task '{unknown[0]}' is not a task; choose from {', '.join(tasks.names())}")
+        if len({tasks.get(task).metric for task in named}) > 1:
+            refuse(f"where names tasks read by different metrics ({', '.join(named)}); a hypothesis's gain is in "
+                   "one metric's units")
         if self.test == "trend" and self.dimension != "shots":
             refuse("a trend is the gap's slope over shots: set over: shots, or list the shot counts in where")
         if self.gain is not None and (self.test != "difference" or isinstance(self.gain, bool)
@@ -186,6 +192,17 @@ class Hypothesis:
     @property
     def least_gain(self) -> float:
         return float(self.gain or 0.0)
+
+    @property
+    def metric(self) -> tasks.Metric:
+        """The metric the hypothesis is about (module docstring): that of the task `where` names, else the
+        fallback task's, so that a hypothesis written before tasks were read by another metric keeps its meaning."""
+        return (tasks.get(self.named_tasks[0]) if self.named_tasks else tasks.fallback()).metric
+
+    @property
+    def named_tasks(self) -> list[str]:
+        """The tasks `where` names; none: it leaves the task open."""
+        return _axis("task", self.where["task"]) if "task" in self.where else []
 
 
 HYPOTHESIS_KEYS = tuple(f.name for f in fields(Hypothesis))
@@ -268,6 +285,24 @@ def _parse_only(only: list[str]) -> dict[str, str]:
         key, value = item.split("=", 1)
         pairs[key] = value
     return pairs
+
+
+def same_value(value: Any, wanted: Any) -> bool:
+    """Whether a run's setting has the value a spec or the command line asks for: numbers by value (4 is 4.0)."""
+    numbers = (int, float)
+    if isinstance(value, numbers) and isinstance(wanted, numbers) and not isinstance(wanted, bool):
+        return float(value) == float(wanted)
+    return value == wanted
+
+
+def _kept(value: Any, text: str) -> bool:
+    """Whether `--only KEY=text` keeps a run whose setting is `value`: text as printed, or the value it reads as
+    in YAML (a plug-in's float option given as 4, null for None)."""
+    try:
+        written = yaml.safe_load(text)
+    except yaml.YAMLError:
+        written = text
+    return str(value) == text or same_value(value, written)
 
 
 def load_spec(source: str, only: list[str] | None = None) -> Spec:
@@ -353,7 +388,7 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
         for point in itertools.product(*axes.values()):
             values = dict(zip(axes, point))
             method = values.get("method", base.get("method", RunConfig.method))
-            config = with_task_defaults(RunConfig.from_dict({**base, **values, **(overrides.get(method) or {}), **tuned},
+            config = tasks.with_task_defaults(RunConfig.from_dict({**base, **values, **(overrides.get(method) or {}), **tuned},
                                                             where=at("grids", index)))
             # Grids may share a name (one experiment in several settings) and different grids may plan the same
             # run (it runs once), but a grid repeating a run of another of its name is a copy made by mistake.
@@ -362,13 +397,13 @@ def load_spec(source: str, only: list[str] | None = None) -> Spec:
                 raise BaloraError(f"{at('grids', index)}: grid {label} plans the run {config.method}, seed {config.seed} "
                                   f"({config.key()}) that grid {label} on line {lines[('grids', first)]} already plans; "
                                   "remove the repeated grid, or the values it repeats")
-            if all(str(getattr(config, k, None)) == v for k, v in filters.items()):
+            if all(_kept(getattr(config, k, None), v) for k, v in filters.items()):
                 if confirm is not None and config.seed in confirm.seeds:
                     raise BaloraError(f"{at('grids', index, 'seed')}: grid {label} runs seed {config.seed}, one of its "
                                       "confirmation seeds; a confirmation seed runs only for arms that qualify")
                 planned.setdefault(config.key(), Planned(config, label, tune, confirm))
     for key in filters:
-        if key not in RunConfig.__dataclass_fields__:
+        if key not in option_defaults():
             raise BaloraError(f"--only {key}=...: '{key}' is not a run setting")
     results_dir = data.get("results_dir")
     if results_dir is not None and not isinstance(results_dir, str):

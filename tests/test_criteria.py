@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from scipy import stats as sps
-from test_report import make_result
+from test_report import LM_LOSS, make_lm_result, make_result
 from test_stats import mde_by_hand
 
 from balora.cli import main
@@ -296,6 +296,8 @@ def test_a_users_spec_given_to_the_report_brings_its_equivalence_margin_too(tmp_
     ("{name: x, arm: ba_lora, where: {shots: [16, 32], budget_rank: [4, 8]}}", "a hypothesis runs over one dimension"),
     ("{name: x, arm: ba_lora, margin: 0.01}", "unknown key 'margin'; a hypothesis has name, arm, reference, test"),
     ("{arm: ba_lora}", "each hypothesis is a mapping with a name and an arm"),
+    ("{name: x, arm: ba_lora, where: {task: auto}}", "where's task 'auto' is not a task; choose from classification"),
+    ("{name: x, arm: ba_lora, where: {task: [classification, causal_lm]}}", "tasks read by different metrics"),
 ])
 def test_a_bad_hypothesis_is_one_line_naming_its_line(tmp_path: Path, capsys: pytest.CaptureFixture, entry: str,
                                                        message: str):
@@ -306,3 +308,41 @@ def test_a_bad_hypothesis_is_one_line_naming_its_line(tmp_path: Path, capsys: py
     assert main(["report", "--runs", str(tmp_path), "--spec", str(spec)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"balora: error: {spec}, line 10: ") and message in err and err.count("\n") == 1
+
+
+LM_SPEC = """\
+name: mine_lm
+grids:
+  - {method: [lora, ba_lora], model: smollm2, dataset: critic_instructions, budget_rank: 8, seed: [42, 43, 44]}
+hypotheses:
+  - {name: BA-LoRA lowers the test loss, arm: ba_lora, where: {task: causal_lm}}
+  - {name: BA-LoRA lowers it by 0.1 nats, arm: ba_lora, where: {task: causal_lm, budget_rank: [8]}, gain: 0.1}
+  - {name: BA-LoRA beats LoRA in accuracy, arm: ba_lora, gain: 0.005}
+"""
+
+
+def test_a_hypothesis_on_a_loss_task_is_checked_on_its_loss_table(tmp_path: Path):
+    """A spec's hypothesis on the causal-LM task is checked on the instruction-tuning table, by the metric's direction:
+    better is a lower test loss, and a gain is in nats. One that names no task is about accuracy (its gain in pp), so
+    the loss table does not answer it."""
+    from balora.report.builder import build
+
+    spec = tmp_path / "mine_lm.yaml"
+    spec.write_text(LM_SPEC)
+    runs = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
+    for result in runs:  # BA-LoRA's per-seed differences from LoRA's get a spread, so that the paired test can run
+        jitter = {42: 0.002, 43: -0.001, 44: 0.0}[result["config"]["seed"]] if result["config"]["method"] == "ba_lora" else 0
+        result["metrics"]["loss"] += jitter
+        result["sweep"] = "mine_lm"
+    with given_spec(load_spec(str(spec))):
+        report = build(load_runs(runs), tmp_path, runs)
+    found = {c.name: c for c in report.criteria}
+    assert list(report.sections)[:2] == ["criteria", "lm"]  # the report of causal-LM runs alone shows them too
+    lower = found["BA-LoRA lowers the test loss"]
+    assert lower.mark == MET and lower.where == "smollm2 · critic_instructions"
+    assert lower.test == "at every budget (task = causal_lm): Δ < 0 and Holm p < 0.05 (paired t-test)"
+    assert "r=8: BA-LoRA significantly better, Δ = -0.0497 nats" in lower.numbers
+    by_much = found["BA-LoRA lowers it by 0.1 nats"]
+    assert by_much.mark == NOT_MET and "Δ ≤ -0.1000 nats" in by_much.test
+    assert "r=8: BA-LoRA significantly better but by less than 0.1 nats" in by_much.numbers
+    assert found["BA-LoRA beats LoRA in accuracy"].mark == NOT_TESTABLE

@@ -367,3 +367,30 @@ def test_a_dry_run_of_the_peers_preset_plans_both_phases_and_trains_nothing(tmp_
     assert re.search(r"evaluation +40 runs: 0 done, 40 to run; 0 of 8 tuned cells selected, 40 runs awaiting", out)
     with ResultsStore(str(tmp_path / "r.db")) as store:
         assert store.runs() == []
+
+
+def test_a_sweep_keeps_the_grid_points_of_a_plug_in_option(plugin_method, tmp_path):
+    """`--only` reads a plug-in's option as it reads a field, its value as the option's type (4 is 4.0)."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("name: toy\nbase: {model: minilm, shots: 8, budget_rank: 4}\n"
+                    "grids:\n  - {method: {name: first_weighted, first_weight: [2.0, 4.0]}, seed: [42]}\n")
+    assert [p.config.first_weight for p in load_spec(str(spec), ["first_weight=4"]).runs] == [4.0]
+    with pytest.raises(BaloraError, match="'second_weight' is not a run setting"):
+        load_spec(str(spec), ["second_weight=4"])
+
+
+def test_an_arm_that_varies_a_plug_in_option_is_named_by_it(plugin_method):
+    """The report names the arm by the option, as by a field: first_weight=4.0, not the method_options it is stored in;
+    the run at the option's default keeps the method's plain name."""
+    from test_report import make_result
+
+    from balora.report.runs import load_runs
+
+    results = []
+    for options in (None, {"first_weight": 4.0}):
+        for seed in (42, 43):
+            result = make_result("lora", 8, 64, seed)
+            result["config"] |= {"method": "first_weighted", "method_options": options}
+            result["key"] += str(options)
+            results.append(result)
+    assert sorted(set(load_runs(results)["arm_label"])) == ["first-weighted", "first-weighted (first_weight=4.0)"]

@@ -7,7 +7,9 @@ Families of comparisons (Holm's adjustment runs within one family, i.e. one tabl
 - ablation: BA-LoRA's ablations against full BA-LoRA, per setting (Exp. 4);
 - strategy: every arm against LoRA, per setting (seed 002's strategy comparison);
 - quantised: runs on quantised bases (seed 003's QA-LoRA) against full-precision LoRA, per setting,
-  with full-precision BA-LoRA alongside. Runs on quantised bases enter no other family.
+  with full-precision BA-LoRA alongside. Runs on quantised bases enter no other family;
+- lm: the causal-LM strategies against LoRA r=8 in test loss, per setting (seed 002's instruction tuning;
+  `balora.report.lm` builds them, the report adds them here so that hypotheses are checked on them too).
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class Analysis:
     ablation: dict[str, list[Row]] = field(default_factory=dict)  # by setting
     strategy: dict[str, list[Row]] = field(default_factory=dict)  # by setting
     quantised: dict[str, list[Row]] = field(default_factory=dict)  # by setting
+    lm: dict[str, list[Row]] = field(default_factory=dict)  # by setting, in test loss (module docstring)
     missing: list[str] = field(default_factory=list)  # what could not be compared, and why
 
 

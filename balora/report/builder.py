@@ -26,7 +26,7 @@ from balora.report.document import (
     render_markdown,
     table_latex,
 )
-from balora.report.lm import lm_section
+from balora.report.lm import lm_comparisons, lm_section
 from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import LOSS, MIN_PAIRS, MIN_WILCOXON
 from balora.report.vision import vision_section
@@ -108,6 +108,12 @@ def _section(title: str, intro: str, *parts: list) -> list[Block]:
     return blocks
 
 
+def _criteria_section(criteria: list[Criterion]) -> list[Block]:
+    return _section("Success criteria", "Each hypothesis declared in the runs' spec (hypotheses:), decided by a test on "
+                    "the comparisons below and marked met, not met or not testable.",
+                    [c.sentence for c in criteria], [criteria_table(criteria)])
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -126,6 +132,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     causal = frame[frame["metric"] == LOSS.name]
     frame = frame[frame["metric"] != LOSS.name].reset_index(drop=True)
     analysis = analyse(frame)
+    studies = lm_comparisons(causal) if not causal.empty else {}
+    analysis.lm = {setting: rows for setting, (_, rows) in studies.items()}
     report = Report(analysis, success_criteria(analysis, declared), missing=list(analysis.missing))
     if stale:
         report.missing.append(f"{len(stale)} evaluation runs left out: they ran at a value their cell no longer "
@@ -133,8 +141,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
                               "chance on validation; see the appendix).")
     fig_dir, missing = out / "figures", report.missing
     lm_blocks = None  # built first: its bottom lines belong in the summary, its section after the others
-    if not causal.empty:
-        lm_blocks, report.lm_claims, report.lm_bottom_lines = lm_section(causal, fig_dir, missing)
+    if studies:
+        lm_blocks, report.lm_claims, report.lm_bottom_lines = lm_section(studies, fig_dir, missing)
     if not frame.empty:
         names = settings(frame)
 
@@ -147,10 +155,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             [*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
              *([criteria_summary(report.criteria, "the")] if report.criteria else [])])
         if report.criteria:  # only where the runs' spec declares hypotheses
-            report.sections["criteria"] = _section(
-                "Success criteria", "Each hypothesis declared in the runs' spec (hypotheses:), decided by a test on the "
-                "comparisons below and marked met, not met or not testable.",
-                [c.sentence for c in report.criteria], [criteria_table(report.criteria)])
+            report.sections["criteria"] = _criteria_section(report.criteria)
         report.sections["coverage"] = [Heading(2, "Coverage"), tables.coverage_table(frame)]
         report.sections["budget"] = _section(
             "Budget efficiency (seed 000, Exp. 1)", "Main methods at equal LoRA budgets against LoRA.",
@@ -206,6 +211,8 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         report.sections["cost"] = _section(
             "Cost", "Wall time per phase and peak memory.",
             [s for setting in names for s in claims.cost_claims(frame, setting)], tables.cost_tables(analysis))
+    elif report.criteria:  # causal-LM runs alone: their hypotheses lead
+        report.sections["criteria"] = _criteria_section(report.criteria)
     if lm_blocks is not None:
         report.sections["lm"] = lm_blocks
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]

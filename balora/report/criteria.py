@@ -7,11 +7,13 @@ fails says why in the table's verdict (worse, equivalent within ±margin, or inc
 
 Where a hypothesis is checked: over budgets (`over: budget_rank`) in the budget tables, one per setting (the
 main methods against LoRA, BA-LoRA's ablations against BA-LoRA, otherwise the strategy table of every arm
-against LoRA); over shots in the few-shot tables, one per few-shot family and budget; in each table whose runs
-have the settings `where` asks for. Its cases are the values of its dimension that `where` lists (else every
-row of the table). The tests:
+against LoRA; a causal LM's strategy table, at its one budget, serves for both); over shots in the few-shot
+tables, one per few-shot family and budget; in each table of the hypothesis's metric (`Hypothesis.metric`:
+test loss where `where` names the causal-LM task, else accuracy) whose runs have the settings `where` asks for.
+Its cases are the values of its dimension that `where` lists (else every row of the table). Better is in the
+metric's direction (a lower loss), Δ and gain in its units. The tests:
 
-- difference: Δ ≥ gain with Holm p < alpha in each case;
+- difference: Δ better by at least gain with Holm p < alpha in each case;
 - equivalence: the Holm-adjusted equivalence test (TOST within the spec's margin) p < alpha in each case;
 - trend: the least-squares slope of the per-seed Δ against log2(shots per class) is negative with p < alpha
   (`stats.gap_trend`), over the table's shot counts, each listed one among them.
@@ -37,7 +39,7 @@ from balora.report.claims import PROPOSED, counted, margin_text, p_text
 from balora.report.document import Table
 from balora.report.runs import DEFAULTS, REFERENCE, budget_label, method_name
 from balora.report.tables import signed
-from balora.specs import Hypothesis
+from balora.specs import Hypothesis, same_value
 
 MET, NOT_MET, NOT_TESTABLE = "met", "not met", "not testable"
 ABSTRACT_BUDGET = 8  # the abstract's budget and shot counts: Exp. 1's middle budget, Exp. 2's fewest and 64 shots
@@ -73,20 +75,22 @@ class Case:
         if c.p_holm is None or c.p_tost_holm is None:
             return NOT_TESTABLE, f"{self.label}: {c.n_pairs} matched seed{'s' if c.n_pairs != 1 else ''}, too few to test"
         # the CI at the level of the better/worse verdict, as in the tables
-        numbers = (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), "
+        m = c.metric
+        numbers = (f"Δ = {m.signed(c.delta)} {m.unit} ({100 * c.ci_level:.1f}% CI {m.signed(c.ci_low)} to "
+                   f"{m.signed(c.ci_high)}), "
                    f"Holm {p_text(c.p_holm)}, equivalence (±{margin_text(c)}) Holm {p_text(c.p_tost_holm)}, "
                    f"{c.n_pairs} seeds")
         alpha = hypothesis.alpha
         if hypothesis.test == "equivalence" and c.p_tost_holm < alpha:
             return MET, f"{self.label}: equivalent within ±{margin_text(c)}, {numbers}"
-        different = c.p_holm < alpha
-        if hypothesis.test == "difference" and different and c.delta > 0:
-            if c.delta >= hypothesis.least_gain:
+        different, gain = c.p_holm < alpha, m.sign * c.delta
+        if hypothesis.test == "difference" and different and gain > 0:
+            if gain >= hypothesis.least_gain:
                 return MET, f"{self.label}: {arm} significantly better, {numbers}"
             return NOT_MET, (f"{self.label}: {arm} significantly better but by less than "
                              f"{c.metric.amount(hypothesis.least_gain, exact=True)}, {numbers}")
         if different:
-            direction = "better" if c.delta > 0 else "worse"
+            direction = "better" if gain > 0 else "worse"
             return NOT_MET, f"{self.label}: {arm} significantly {direction} than {reference}, {numbers}"
         if c.verdict in (stats.BETTER, stats.WORSE):  # the table's α is not the hypothesis's
             return NOT_MET, f"{self.label}: {c.verdict} at the table's α = {stats.ALPHA:g} only, {numbers}"
@@ -147,20 +151,18 @@ def decided_by(hypothesis: Hypothesis) -> str:
                 f"{_places(hypothesis).removeprefix('each of ')}")
     if hypothesis.test == "equivalence":
         return f"at {_places(hypothesis)}: equivalence within the spec's margin, Holm-adjusted TOST p < {alpha}"
-    gain = "Δ > 0" if not hypothesis.least_gain else f"Δ ≥ {signed(hypothesis.least_gain)} pp"
+    m = hypothesis.metric
+    better, at_least = (">", "≥") if m.higher_is_better else ("<", "≤")
+    gain = (f"Δ {better} 0" if not hypothesis.least_gain else
+            f"Δ {at_least} {m.signed(m.sign * hypothesis.least_gain)} {m.unit}")
     return f"at {_places(hypothesis)}: {gain} and Holm p < {alpha} (paired t-test)"
 
 
 def _value(run: pd.Series, key: str) -> Any:
-    """A run's value of a setting, as a hypothesis's `where` names it (budget_rank: the run's budget)."""
-    return run["budget"] if key == "budget_rank" else run["result"]["config"].get(key, DEFAULTS.get(key))
-
-
-def _same(value: Any, wanted: Any) -> bool:
-    numbers = (int, float)
-    if isinstance(value, numbers) and isinstance(wanted, numbers) and not isinstance(wanted, bool):
-        return float(value) == float(wanted)
-    return value == wanted
+    """A run's value of a setting, as a hypothesis's `where` names it (budget_rank: the run's budget; task: the
+    task it ran, which its config may leave to the model, `task: auto`)."""
+    column = {"budget_rank": "budget", "task": "task"}.get(key)
+    return run[column] if column else run["result"]["config"].get(key, DEFAULTS.get(key))
 
 
 def _tables(analysis: Analysis, hypothesis: Hypothesis) -> dict[str, list[Row]]:
@@ -171,11 +173,13 @@ def _tables(analysis: Analysis, hypothesis: Hypothesis) -> dict[str, list[Row]]:
     elif hypothesis.reference != REFERENCE:
         tables = analysis.ablation
     else:
-        tables = analysis.main if hypothesis.arm in method_registry.group("main") else analysis.strategy
-    filters = hypothesis.filters
+        tables = {**(analysis.main if hypothesis.arm in method_registry.group("main") else analysis.strategy),
+                  **analysis.lm}
+    filters, metric = hypothesis.filters, hypothesis.metric.name
     return {name: rows for name, rows in tables.items() if rows and all(
-        any(_same(_value(run, key), wanted) for wanted in values)
-        for runs in (r.runs for r in rows) for _, run in runs.iterrows() for key, values in filters.items())}
+        run["metric"] == metric and all(any(same_value(_value(run, key), wanted) for wanted in values)
+                                        for key, values in filters.items())
+        for runs in (r.runs for r in rows) for _, run in runs.iterrows())}
 
 
 def _leads(rows: Iterable[Row], hypothesis: Hypothesis) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ from balora.report import figures, stats
 from balora.report.analysis import Row, group_rows, holm_rows
 from balora.report.claims import evidence, p_text, strategy_verdicts, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
-from balora.report.runs import by_seed, method_name
+from balora.report.runs import budget_label, by_seed, method_name
 from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
@@ -45,7 +45,8 @@ from balora.report.tables import (
     verdict_cell,
 )
 
-REFERENCE, PROPOSED = "LoRA r=8", "BA-LoRA"
+BUDGET_RANK = 8  # the strategies' budget: LoRA r=8's on every projection
+REFERENCE, PROPOSED = f"LoRA r={BUDGET_RANK}", "BA-LoRA"
 ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj", "c_attn"}
 COLUMN_NOTES = {  # what each column of the strategy table means, shown while the column is
     "lr": "Learning rate: selected per strategy on final validation loss (the lowest mean over the tuning seeds, "
@@ -112,14 +113,22 @@ def _arm(config: dict) -> str:
         f"{config['method']} ({strategy})"
 
 
-def compare_with_lora(runs: pd.DataFrame, setting: str) -> list[Row]:
+def compare_with_lora(runs: pd.DataFrame) -> list[Row]:
     """Each strategy's runs as a row, from the lowest mean test loss (the order of the tables' rows and the claims'
     lists), compared with LoRA r=8's in test loss on matched seeds as every table compares (`analysis.group_rows`:
-    Δ = strategy − LoRA r=8, better is lower by the loss's direction) and Holm-adjusted over the table. Only LoRA r=8
-    on all layers is the reference: without it nothing is compared with LoRA."""
+    Δ = strategy − LoRA r=8, better is lower by the loss's direction) and Holm-adjusted over the table; one group,
+    the strategies' budget (a hypothesis's case, `criteria`). Only LoRA r=8 on all layers is the reference: without
+    it nothing is compared with LoRA."""
     reference = _arm({"method": "lora"}) if (runs["strategy"] == REFERENCE).any() else None
-    rows = holm_rows(group_rows(setting, runs, reference, LOSS))
+    rows = holm_rows(group_rows(budget_label(BUDGET_RANK), runs, reference, LOSS))
     return sorted(rows, key=lambda r: r.runs[LOSS.name].mean())
+
+
+def lm_comparisons(frame: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[Row]]]:
+    """{setting: (its runs, each strategy at its learning rate chosen on validation loss (`selected_runs`); those
+    compared with LoRA r=8 (`compare_with_lora`))} for every (model, dataset) of the causal-LM runs in `frame`."""
+    return {f"{model} · {dataset}": (runs, compare_with_lora(runs))
+            for (model, dataset), runs in selected_runs(frame).groupby(["model", "dataset"], sort=False)}
 
 
 def _compared_with_lora(rows: list[Row]) -> dict[str, stats.Comparison]:
@@ -231,17 +240,16 @@ def _generations(runs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def lm_section(frame: pd.DataFrame, out: Path, missing: list[str]) -> tuple[list[Block], list[str], list[str]]:
-    """Heading, claims, table, figures and generations for every (model, dataset) of causal-LM runs in
-    `frame`; the claims alone (the paper's sentences); and each study's bottom line (`bottom_line`)."""
+def lm_section(comparisons: dict[str, tuple[pd.DataFrame, list[Row]]], out: Path,
+               missing: list[str]) -> tuple[list[Block], list[str], list[str]]:
+    """Heading, claims, table, figures and generations for every setting of `lm_comparisons`; the claims alone
+    (the paper's sentences); and each study's bottom line (`bottom_line`)."""
     blocks: list[Block] = [Heading(2, "Instruction tuning (seed 002)"), Paragraph(
         "Causal-LM fine-tuning on instruction data: fixed ranks, attention-only and MLP-only placements, and the "
         "adaptive strategies at the budget of fixed rank 8 on all layers, by evaluation loss and perplexity.")]
     sentences: list[str] = []
     bottom_lines: list[str] = []
-    for (model, dataset), runs in selected_runs(frame).groupby(["model", "dataset"], sort=False):
-        setting = f"{model} · {dataset}"
-        rows = compare_with_lora(runs, setting)
+    for setting, (runs, rows) in comparisons.items():
         claims = lm_claims(rows, setting)
         figs: list[Figure] = figures.params_loss_bars(runs, setting, out) + figures.rank_per_layer(runs, setting, out)
         if len(figs) < 2:

@@ -196,13 +196,15 @@ def arm_label(method: str, variant: str) -> str:
 def method_variants(results: list[dict[str, Any]]) -> list[str]:
     """Each run's variant of its method: the options (not data, protocol, seed or budget) that vary among
     the runs of its method and task in `results`, leaving out its task's defaults ("" for the default
-    variant). A causal LM's preset sizes (its test subset, say) do not rename the classifiers' arms."""
+    variant). A causal LM's preset sizes (its test subset, say) do not rename the classifiers' arms. A plug-in's
+    options read as fields (`protocol`), so its variant is named by its option, as a built-in method's is."""
     def group(result: dict[str, Any]) -> tuple[str, str]:
         return tasks.of_result(result).name, result["config"]["method"]
 
-    options = sorted({k for r in results for k in r["config"]} - set(NOT_VARIANT))
-    varying = {g: _varying([r["config"] for r in results if group(r) == g], options) for g in map(group, results)}
-    return [_describe(r["config"], varying[group(r)], _defaults_of(r)) for r in results]
+    configs = [protocol(r["config"]) for r in results]
+    options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
+    varying = {g: _varying([c for r, c in zip(results, configs) if group(r) == g], options) for g in map(group, results)}
+    return [_describe(c, varying[group(r)], tuple(map(protocol, _defaults_of(r)))) for r, c in zip(results, configs)]
 
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float, metric: stats.Metric = stats.ACCURACY) -> int | None:
