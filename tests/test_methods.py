@@ -394,3 +394,22 @@ def test_an_arm_that_varies_a_plug_in_option_is_named_by_it(plugin_method):
             result["key"] += str(options)
             results.append(result)
     assert sorted(set(load_runs(results)["arm_label"])) == ["first-weighted", "first-weighted (first_weight=4.0)"]
+
+
+def test_a_hypothesis_s_where_reads_a_plug_in_option_as_the_protocol_does(plugin_method):
+    """`where: {first_weight: 4.0}` picks the runs that stored it in method_options, and the default's runs by
+    the default, as `--only` and the arm labels read it."""
+    from test_report import make_result
+
+    from balora.report.criteria import _value
+    from balora.report.runs import load_runs
+
+    results = []
+    for options in (None, {"first_weight": 4.0}):
+        result = make_result("lora", 8, 64, 42)
+        result["config"] |= {"method": "first_weighted", "method_options": options}
+        result["key"] += str(options)
+        results.append(result)
+    frame = load_runs(results)
+    default = RunConfig(method="first_weighted").first_weight
+    assert sorted(_value(row, "first_weight") for _, row in frame.iterrows()) == sorted([default, 4.0])

@@ -33,6 +33,7 @@ from typing import Any
 import pandas as pd
 
 from balora import method_registry, specs
+from balora.config import protocol
 from balora.report import stats
 from balora.report.analysis import Analysis, Row
 from balora.report.claims import PROPOSED, counted, margin_text, p_text
@@ -160,9 +161,13 @@ def decided_by(hypothesis: Hypothesis) -> str:
 
 def _value(run: pd.Series, key: str) -> Any:
     """A run's value of a setting, as a hypothesis's `where` names it (budget_rank: the run's budget; task: the
-    task it ran, which its config may leave to the model, `task: auto`)."""
+    task it ran, which its config may leave to the model, `task: auto`; a plug-in's option: its value in
+    `method_options`, or its default, as the protocol reads it)."""
     column = {"budget_rank": "budget", "task": "task"}.get(key)
-    return run[column] if column else run["result"]["config"].get(key, DEFAULTS.get(key))
+    if column:
+        return run[column]
+    config = run["result"]["config"]
+    return config[key] if key in config else protocol(config).get(key, DEFAULTS.get(key))
 
 
 def _tables(analysis: Analysis, hypothesis: Hypothesis) -> dict[str, list[Row]]:
