@@ -265,6 +265,28 @@ def close_pairs(offsets: tuple[float, ...]) -> list[dict]:
     return lora + ba
 
 
+def test_the_verdict_counts_read_a_few_shot_comparison_as_its_few_shot_table_does():
+    """A budget of a few-shot series is counted with its few-shot table's verdict (Holm over the shot counts):
+    64 shots alone reads equivalent (TOST p ≈ 0.031), adjusted over the 2 shot counts inconclusive (p ≈ 0.062),
+    so the count says inconclusive in both, never "equivalent"."""
+    from balora.report import claims
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    def pairs(shots: int, offsets: tuple[float, ...]) -> list[dict]:
+        lora = [make_result("lora", 8, shots, s) for s in SEEDS]
+        ba = [make_result("ba_lora", 8, shots, s) for s in SEEDS]
+        for ours, theirs, offset in zip(ba, lora, offsets):
+            ours["metrics"]["accuracy"] = theirs["metrics"]["accuracy"] + offset
+        return lora + ba
+
+    analysis = analyse(load_runs(pairs(64, (0.011, -0.011, 0.0055, -0.0055, 0.0))
+                                 + pairs(16, (0.05, -0.04, 0.03, -0.06, 0.02))))
+    bottom, *_ = claims.conclusion_claims(analysis)
+    assert "equivalent" not in bottom and "inconclusive in all 2" in bottom
+    assert "inconclusive in all 2" in claims.summary_claims(analysis)[0]
+
+
 @pytest.mark.parametrize("declared, verdict, margin", [
     (None, "inconclusive (MDE {mde:.2f} pp)", "Equivalence margin: ±1 pp, the default for accuracy: no preset among "
                                               "the compared runs' sweeps declares equivalence_margin (this table's runs "
