@@ -256,13 +256,28 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
             "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
 
 
-def close_pairs(offsets: tuple[float, ...]) -> list[dict]:
-    """LoRA and BA-LoRA at r=8, 64 shots, on seeds 42…; BA-LoRA's accuracy = LoRA's + the seed's offset."""
-    lora = [make_result("lora", 8, 64, s) for s in SEEDS[:len(offsets)]]
-    ba = [make_result("ba_lora", 8, 64, s) for s in SEEDS[:len(offsets)]]
+def close_pairs(offsets: tuple[float, ...], shots: int = 64) -> list[dict]:
+    """LoRA and BA-LoRA at r=8, `shots` shots, on seeds 42…; BA-LoRA's accuracy = LoRA's + the seed's offset."""
+    lora = [make_result("lora", 8, shots, s) for s in SEEDS[:len(offsets)]]
+    ba = [make_result("ba_lora", 8, shots, s) for s in SEEDS[:len(offsets)]]
     for ours, theirs, offset in zip(ba, lora, offsets):
         ours["metrics"]["accuracy"] = theirs["metrics"]["accuracy"] + offset
     return lora + ba
+
+
+def test_the_verdict_counts_read_a_few_shot_comparison_as_its_few_shot_table_does():
+    """A budget of a few-shot series is counted with its few-shot table's verdict (Holm over the shot counts):
+    64 shots alone reads equivalent (TOST p ≈ 0.031), adjusted over the 2 shot counts inconclusive (p ≈ 0.062),
+    so the count says inconclusive in both, never "equivalent"."""
+    from balora.report import claims
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    analysis = analyse(load_runs(close_pairs((0.011, -0.011, 0.0055, -0.0055, 0.0))
+                                 + close_pairs((0.05, -0.04, 0.03, -0.06, 0.02), shots=16)))
+    bottom, *_ = claims.conclusion_claims(analysis)
+    assert "equivalent" not in bottom and "inconclusive in all 2" in bottom
+    assert "inconclusive in all 2" in claims.summary_claims(analysis)[0]
 
 
 @pytest.mark.parametrize("declared, verdict, margin", [

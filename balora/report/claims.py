@@ -277,9 +277,15 @@ def cost_claims(frame: pd.DataFrame, setting: str) -> list[str]:
 
 
 def _main_comparisons(analysis: Analysis) -> list[stats.Comparison]:
-    """BA-LoRA against LoRA in every setting and budget (few-shot settings included: the few-shot tables
-    regroup these same runs, so they are not counted twice)."""
-    return [r.comparison for rows in analysis.main.values() for r in _proposed_rows(rows)]
+    """BA-LoRA against LoRA in every setting and budget, each once and with the verdict of the table that shows
+    it: a budget of a few-shot series as its few-shot table has it (Holm-adjusted over the series' shot counts,
+    where its own setting's table adjusts over that setting alone and may read it otherwise), the rest as their
+    setting's table has it."""
+    in_series = [r for rows in analysis.fewshot.values() for r in _proposed_rows(rows)]
+    shown = {(setting, budget) for r in in_series for setting, budget in zip(r.runs["setting"], r.runs["budget"])}
+    alone = [r for rows in analysis.main.values() for r in _proposed_rows(rows)
+             if (r.runs["setting"].iloc[0], r.runs["budget"].iloc[0]) not in shown]
+    return [r.comparison for r in [*alone, *in_series]]
 
 
 def _undecided(comparisons: list[stats.Comparison]) -> list[tuple[int, str]]:

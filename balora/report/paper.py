@@ -61,7 +61,7 @@ ADVANCE = "the"  # the success criteria, as the paper names their author (the de
 TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "dynamics", "cost", "coverage", "lm", "values")
+         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers",)
@@ -363,8 +363,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # is no headline; the conclusion has them), the instruction-tuning verdicts and the criteria
         "abstract": _part([*(abstract_claims(analysis) or claims.summary_claims(analysis)), *report.lm_bottom_lines,
                            criteria_summary(report.criteria, ADVANCE)], [], out, "No comparison with LoRA was possible."),
-        "conclusion": _part([*claims.conclusion_claims(analysis), *report.lm_bottom_lines,
-                             criteria_summary(report.criteria, ADVANCE)], [], out, ""),
+        # the conclusion: the bottom lines only, in accuracy then in test loss (the runs that did not learn, the
+        # few-shot trend and the criteria are in the tables, the few-shot results and the abstract)
+        "conclusion": _part([claims.conclusion_claims(analysis)[0], *report.lm_bottom_lines], [], out, ""),
         "config": _table(config_table(frame), out),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
@@ -406,7 +407,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           "No strategy comparison."),
         # the strategies' parameters against their loss: detail for the appendix (the table has both)
         "strategy_more": _part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), out, ""),
-        "anytime": _part(anytime_sentences, anytime_floats, out, "No anytime comparison."),
+        # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
+        "anytime": _part(anytime_sentences, [], out, "No anytime comparison."),
+        "anytime_more": _part([], anytime_floats, out, ""),
         "dynamics": _part(claims.majority_claims(frame) + report.convergence_claims,
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
