@@ -475,3 +475,18 @@ def test_a_cell_without_evaluation_runs_is_marked_pending(tmp_path: Path):
     assert selected["BA-LoRA"].endswith("(evaluation pending)") and not selected["LoRA"].endswith("pending)")
     assert "(evaluation pending): its evaluation runs have not run yet" in " ".join(table.select(table.compact).captions)
     assert "pending" not in " ".join(tuning_table(runs[:4], {lora: "LoRA"}).captions)
+
+
+def test_a_causal_lm_cell_with_evaluation_runs_is_not_pending(tmp_path: Path):
+    """Causal-LM runs have their own section, not the accuracy tables: their evaluated cells count as evaluated."""
+    from test_report import make_lm_result
+
+    evaluation = [make_lm_result("lora", 8, 1e-3, s) for s in (42, 43, 44)]
+    for result in evaluation:
+        result["config"]["tuned"] = ["learning_rate"]
+    tuning = [dict(lm_tuning_result(lr, seed, 2.0 if lr == 1e-3 else 2.2),
+                   config={**evaluation[0]["config"], "learning_rate": lr, "seed": seed, "tuning": True})
+              for lr in (3e-4, 1e-3) for seed in (0, 1)]
+    build_report(evaluation + tuning, tmp_path, figures_too=False)
+    appendix = (tmp_path / "report.md").read_text().split("**Selection on validation")[1]
+    assert "| smollm2" in appendix and "pending" not in appendix

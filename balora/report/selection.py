@@ -73,9 +73,13 @@ def _arms(cells: list[CellTuning], results: list[dict[str, Any]], labels: dict[s
             for c, variant in zip(cells, method_variants(runs))}
 
 
-def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table | None:
+def tuning_table(results: list[dict[str, Any]], labels: dict[str, str],
+                 evaluated: set[str] | None = None) -> Table | None:
     """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds;
-    `labels` (from `arm_labels`) names the cells that have evaluation runs."""
+    `labels` (from `arm_labels`) names the cells that have evaluation runs; `evaluated`: the cells with evaluation
+    runs (default: those `labels` names; a causal LM's runs are named by their strategy instead), the others' selection
+    marked as pending."""
+    evaluated = set(labels) if evaluated is None else evaluated
     order = {m: i for i, m in enumerate(method_registry.report_order())}
     tuned = tuning_cells(results)
     places = _places(tuned)
@@ -109,7 +113,7 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                                  for s in cell.scores if s.lengthened) or DASH)
         row += [str(len(cell.selected.loss)),
                 _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")
-                + ("" if cell.cell in labels else PENDING)]
+                + ("" if cell.cell in evaluated else PENDING)]
         if rejecting:
             row.append("; ".join(f"{_candidate(cell.fields, s.candidate)} (seed{'s' * (len(s.at_chance) > 1)} "
                                  f"{', '.join(map(str, sorted(s.at_chance)))})" for s in cell.scores if not s.admissible)
@@ -134,7 +138,7 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
             f"chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
             "classes): it did not learn the task. The best admissible value is selected.")
     note = "Only the selected value was run on the evaluation seeds and scored on test." + (
-        f" {PENDING.strip()}: its evaluation runs have not run yet." if any(c.cell not in labels for c in cells)
+        f" {PENDING.strip()}: its evaluation runs have not run yet." if any(c.cell not in evaluated for c in cells)
         else "")
     if any(c.selected.by_loss for c in cells):
         note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
