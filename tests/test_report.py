@@ -1469,6 +1469,8 @@ def test_a_method_option_is_a_dash_for_the_rows_whose_method_does_not_read_it():
     (rows,) = analyse(load_runs(runs)).main.values()
     shown = dict(zip((r.label for r in rows), tables.differing_fields(rows)["realloc_every"]))
     assert shown == {"LoRA": tables.DASH, "BA-LoRA": tables.DASH, "BA-LoRA dynamic": "20"}, shown
+    assert "realloc_every 20 for BA-LoRA dynamic (r=8) (the other rows' methods do not read it)" in \
+        tables.hidden_differences(rows)[0]
 
 
 @pytest.mark.parametrize("methods, named", [(("lora", "ba_lora"), False), (("lora", "ba_lora", "adalora"), True)])

@@ -214,7 +214,10 @@ def hidden_differences(rows: list[Row]) -> list[str]:
         for row, value in zip(rows, shown):
             by_value.setdefault(value, []).append(row)
         common = max(by_value, key=lambda v: len(by_value[v]))
-        if 2 * len(by_value[common]) > len(rows):  # the usual value once, then its exceptions
+        if DASH in by_value:  # an option only some rows' methods read: their values, the others said in words
+            parts.append(f"{name} " + "; ".join(f"{value} for {_row_names(named)}" for value, named in by_value.items()
+                                                if value != DASH) + " (the other rows' methods do not read it)")
+        elif 2 * len(by_value[common]) > len(rows):  # the usual value once, then its exceptions
             parts.append(f"{name} {common}, except " + "; ".join(
                 f"{value} for {_row_names(named)}" for value, named in by_value.items() if value != common))
         else:
