@@ -128,7 +128,7 @@ def test_a_causal_lm_is_selected_on_the_lowest_mean_validation_loss():
 
 def test_the_appendix_shows_a_causal_lm_s_candidates_by_validation_loss():
     runs = [lm_tuning_result(lr, seed, loss) for lr, loss in [(3e-4, 2.15), (1e-3, 2.10)] for seed in (0, 1)]
-    table = tuning_table(runs, {})
+    table = tuning_table(runs, {}, {cell_key(runs[0]["config"])})  # its evaluation runs exist
     assert [row[3:] for row in table.rows] == [["2.150 ± 0.000", "2.100 ± 0.000 *", "2", "lr=0.001"]]
     assert "final validation loss (nats per response token)" in table.notes[0]
     assert "a causal LM's lowest mean final validation loss" in selection_claims(runs, {})[0]
