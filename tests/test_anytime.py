@@ -130,3 +130,17 @@ def test_no_arm_wins_on_speed_where_the_curves_rise_alike(tmp_path: Path):
     assert "- No arm wins on speed while tying at the end (better on the anytime metric with a test-accuracy verdict " \
            "of equivalent or inconclusive) in the setting compared." in section
     assert "faster: none" in section
+
+
+def test_the_anytime_table_explains_each_column_only_while_it_shows_it():
+    """The paper's version has no Steps column: its caption does not define optimizer steps; the report's does."""
+    from balora.report import anytime
+    from balora.report.runs import settings
+
+    frame = load_runs(faster_pairs())
+    (setting,) = settings(frame)
+    rows, final = anytime.compare(frame[frame["setting"] == setting])
+    table = anytime.anytime_table(setting, rows, final)
+    assert "Steps" not in table.compact and "Steps: optimizer steps" not in " ".join(table.select(table.compact).captions)
+    assert "Steps to LoRA's final: median" in " ".join(table.select(table.compact).captions)
+    assert "Steps: optimizer steps" in " ".join(table.captions)

@@ -132,6 +132,8 @@ def test_criteria_table_in_the_report_and_the_paper(tmp_path: Path):
     assert (generated / "criteria.tex").read_text() == "\\input{generated/tables/criteria.tex}\n"
     table = (generated / "tables" / "criteria.tex").read_text()
     assert "not met" in table and table.count(" met ") + table.count("met \\\\") >= 3
+    # the paper places its floats where they fit: the caption points at no direction
+    assert "tables below" not in table and "comparison tables of the setting under Where" in table
     assert "3 were met and 1 was not met" in (generated / "abstract.tex").read_text()
     assert (tmp_path / "report" / "tables" / "criteria.tex").is_file()
 
@@ -277,7 +279,7 @@ def test_a_users_spec_given_to_the_report_brings_its_equivalence_margin_too(tmp_
         write_run(folder, result)
     assert main(["report", "--runs", str(folder), "--out", str(out), "--spec", str(spec)]) == 0
     text = (out / "report.md").read_text()
-    assert "Equivalence margin: ±3 pp, declared (equivalence_margin) by the spec of sweep mine" in text
+    assert "Equivalence margin: ±3 pp._\n\n_The margin is declared (equivalence_margin) by the spec of sweep mine" in text
     assert "equivalent within ±3 pp" in text
 
 

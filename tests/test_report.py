@@ -281,14 +281,14 @@ def test_the_verdict_counts_read_a_few_shot_comparison_as_its_few_shot_table_doe
 
 
 @pytest.mark.parametrize("declared, verdict, margin", [
-    (None, "inconclusive (MDE {mde:.2f} pp)", "Equivalence margin: ±1 pp, the default for accuracy: no preset among "
-                                              "the compared runs' sweeps declares equivalence_margin (this table's runs "
-                                              "are from sweep synthetic)."),
-    (0.03, "equivalent within ±3 pp", "Equivalence margin: ±3 pp, declared (equivalence_margin) by the spec of sweep "
-                                      "synthetic (this table's runs are from sweep synthetic)."),
+    (None, "inconclusive (MDE {mde:.2f} pp)", ("Equivalence margin: ±1 pp.", "The margin is the default for accuracy: "
+                                               "no preset among the compared runs' sweeps declares equivalence_margin "
+                                               "(this table's runs are from sweep synthetic).")),
+    (0.03, "equivalent within ±3 pp", ("Equivalence margin: ±3 pp.", "The margin is declared (equivalence_margin) by the "
+                                       "spec of sweep synthetic (this table's runs are from sweep synthetic).")),
 ])
 def test_a_spec_declared_margin_reaches_the_verdict_and_the_table_says_which_applied(
-        declared: float | None, verdict: str, margin: str, tmp_path: Path):
+        declared: float | None, verdict: str, margin: tuple[str, str], tmp_path: Path):
     """Differences of mean ≈ 0 whose spread rules out neither a 1 pp difference nor equivalence within ±1 pp:
     inconclusive at accuracy's default margin, equivalent at a ±3 pp margin that the runs' spec declares."""
     from balora.specs import ReportSpec, Spec, given_spec
@@ -302,7 +302,8 @@ def test_a_spec_declared_margin_reaches_the_verdict_and_the_table_says_which_app
     assert row["Verdict"] == expected
     claim = next(line for line in markdown.splitlines() if line.startswith("- minilm") and "BA-LoRA reached" in line)
     assert f": {expected}" in claim and "Δ = +0.04 pp (95.0% CI" in claim  # the sentence states the interval
-    assert margin in markdown.split("## Budget efficiency")[1].split("\n## ")[0]
+    section = markdown.split("## Budget efficiency")[1].split("\n## ")[0]
+    assert all(f"_{note}_" in section for note in margin)  # the margin, then the spec that declares it
 
 
 def test_write_report_reads_the_store_and_says_what_is_missing(tmp_path: Path):
@@ -418,7 +419,9 @@ def test_a_paper_table_states_a_column_that_is_the_same_in_every_row_in_its_capt
     short = table.constants_in_caption()
     assert short.columns == ["Method", "Acc. (%)", "F1 (%)", "p", "Verdict"]
     assert short.rows == [["LoRA", "80.0", "79.0", "–", "(reference)"], ["BA-LoRA", "81.0", "80.0", "0.5", "n.s."]]
-    assert short.captions == ["Same in every row — Budget: r=8; n: 3; Head params: 770.", "A note."]
+    # the constant column's note stays: what the value said once means
+    assert short.captions == ["Same in every row — Budget: r=8; n: 3; Head params: 770.", "Head params: the classifier's.",
+                              "A note."]
     one = Table("t", "Title", table.columns, table.rows[:1])
     criteria = Table("t", "Criteria", ["Criterion", "Where", "Mark"], [["a", "x", "not met"], ["b", "x", "not met"]])
     assert one.constants_in_caption() == one and criteria.constants_in_caption() == criteria
@@ -1399,3 +1402,104 @@ def test_a_run_folder_the_paper_does_not_report_leaves_the_papers_inputs_alone(
         write_run(tmp_path / "results" / folder, result)
     assert main(["report", "--runs", f"results/{folder}"]) == 0
     assert (tmp_path / "paper" / "generated" / "abstract.tex").exists() is writes
+
+
+# Captions explain what their table or figure shows, and only that.
+
+def test_the_instruction_tuning_tables_explain_only_the_columns_the_paper_keeps():
+    """The paper's strategy table (fewer columns, for legible type) explains no p (TOST, Holm) or MDE column it
+    does not show, and its reference row reads "(reference)" as every other table's does; the cost table's
+    caption explains no phase it does not show, and says what RSS is."""
+    from balora.report.lm import cost_table, lm_comparisons, strategy_table
+    from balora.report.runs import load_runs
+
+    ((setting, (_, rows)),) = lm_comparisons(load_runs([make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS
+                                                        for s in (42, 43, 44)])).items()
+    table = strategy_table(rows, setting)
+    paper = table.select(table.compact)
+    said = " ".join(paper.captions)
+    assert "p (TOST, Holm)" not in paper.columns and "p (TOST, Holm):" not in said and "MDE (nats):" not in said
+    assert "Verdict at α = 0.05" in said and len(paper.columns) <= 5
+    reference = next(row for row in table.rows if row[0] == "LoRA r=8")
+    assert reference[table.columns.index("Δ loss vs LoRA r=8 [CI]")] == "(reference)"
+    assert reference[table.columns.index("Verdict")] == "(reference)"
+    assert "p (TOST, Holm): paired equivalence test" in " ".join(table.captions)  # the report's full table explains it
+    cost = cost_table(rows, setting)
+    short = " ".join(cost.select(cost.compact).captions)
+    assert "Seconds per phase" not in short and "Train includes" not in short
+    assert "Peak RSS: peak resident set size" in short and "Total / LoRA r=8: mean ± std" in short
+    assert "Seconds per phase" in " ".join(cost.captions)
+
+
+def test_a_note_several_columns_share_is_said_once_and_a_constant_column_keeps_its_note():
+    from balora.report.document import Table
+
+    table = Table("t", "Title", ["Method", "n", "load (s)", "train (s)", "eval (s)", "Acc. (%)", "Reduction (%)"],
+                  [["LoRA", "3", "1.0", "2.0", "0.5", "70.0", "0.0"], ["BA-LoRA", "3", "1.5", "2.5", "0.6", "71.0", "0.0"]],
+                  column_notes={"load (s)": "Seconds per phase.", "train (s)": "Seconds per phase.",
+                                "Reduction (%)": "Reduction: 1 − params / the largest."})
+    assert table.captions == ["Seconds per phase. Reduction: 1 − params / the largest."]
+    assert table.select(["Method", "train (s)"]).captions == ["Seconds per phase."]
+    # a column said once in the caption ("Reduction (%): 0.0") keeps what it means
+    assert "Reduction: 1 − params / the largest." in table.constants_in_caption().captions
+
+
+def test_a_comparison_table_explains_its_majority_column_while_it_shows_it():
+    """≤ majority is explained in the caption of a table that shows it (the paper drops the statistics legend),
+    not in one that does not."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, shots, s) for m in ("lora", "ba_lora") for shots in (16, 64) for s in SEEDS[:3]]
+    (fewshot, _), *_ = [tables.fewshot_tables(analyse(load_runs(runs)))]
+    assert "≤ majority" in fewshot.compact
+    assert any(note.startswith("≤ majority: runs whose accuracy") for note in fewshot.select(fewshot.compact).captions)
+    assert not any("≤ majority" in note for note in fewshot.select(["Shots/class", "Method", "n"]).captions)
+
+
+def test_the_paper_states_the_equivalence_margin_without_the_spec_that_declares_it(tmp_path: Path):
+    from balora.report import paper
+    from balora.report.document import Table
+
+    table = Table("t", "Title", ["Method", "n"], [["LoRA", "3"], ["BA-LoRA", "3"]],
+                  ["Equivalence margin: ±1 pp.", "The margin is declared (equivalence_margin) by the spec of sweep x."])
+    out = paper.Output(tmp_path, "generated")
+    paper._table(table, out)
+    latex = (tmp_path / "tables" / "t.tex").read_text()
+    assert r"Equivalence margin: $\pm$1 pp." in latex and "spec of sweep" not in latex
+
+
+def test_a_method_option_is_a_dash_for_the_rows_whose_method_does_not_read_it():
+    """LoRA and static BA-LoRA carry dynamic BA-LoRA's reallocation interval at its default and never use it:
+    only the dynamic arm's row shows a value."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "ba_lora") for s in SEEDS[:3]]
+    for run in runs[6:]:  # the third arm reallocates every 20 steps
+        run["config"] |= {"method": "ba_lora_dynamic", "method_options": {"realloc_every": 20}}
+        run["key"] = run["key"].replace("ba_lora", "ba_lora_dynamic")
+    (rows,) = analyse(load_runs(runs)).main.values()
+    shown = dict(zip((r.label for r in rows), tables.differing_fields(rows)["realloc_every"]))
+    assert shown == {"LoRA": tables.DASH, "BA-LoRA": tables.DASH, "BA-LoRA dynamic": "20"}, shown
+    assert "realloc_every 20 for BA-LoRA dynamic (r=8) (the other rows' methods do not read it)" in \
+        tables.hidden_differences(rows)[0]
+
+
+@pytest.mark.parametrize("methods, named", [(("lora", "ba_lora"), False), (("lora", "ba_lora", "adalora"), True)])
+def test_a_figure_caption_names_adalora_only_where_the_figure_draws_it(
+        methods: tuple[str, ...], named: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from balora.report import figures
+    from balora.report.runs import load_runs
+
+    captions = []
+    monkeypatch.setattr(figures, "_save", lambda fig, out, name, title, caption: captions.append(caption))
+    frame = load_runs([make_result(m, 8, 64, s) for m in methods for s in SEEDS[:2]])
+    setting = frame["setting"].iloc[0]
+    figures.rank_heatmaps(frame, setting, tmp_path)
+    figures.training_loss(frame, setting, tmp_path)
+    heatmap, loss = captions
+    assert ("AdaLoRA: unpruned singular values" in heatmap) is named and "EVA" not in heatmap
+    assert ("AdaLoRA's includes its orthogonality penalty" in loss) is named

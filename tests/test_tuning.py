@@ -128,7 +128,7 @@ def test_a_causal_lm_is_selected_on_the_lowest_mean_validation_loss():
 
 def test_the_appendix_shows_a_causal_lm_s_candidates_by_validation_loss():
     runs = [lm_tuning_result(lr, seed, loss) for lr, loss in [(3e-4, 2.15), (1e-3, 2.10)] for seed in (0, 1)]
-    table = tuning_table(runs, {})
+    table = tuning_table(runs, {}, {cell_key(runs[0]["config"])})  # its evaluation runs exist
     assert [row[3:] for row in table.rows] == [["2.150 ± 0.000", "2.100 ± 0.000 *", "2", "lr=0.001"]]
     assert "final validation loss (nats per response token)" in table.notes[0]
     assert "a causal LM's lowest mean final validation loss" in selection_claims(runs, {})[0]
@@ -451,3 +451,42 @@ def test_the_report_leaves_out_evaluation_runs_at_a_value_no_longer_selected(tmp
     markdown = (tmp_path / "report.md").read_text()
     assert "3 evaluation runs left out: they ran at a value their cell no longer selects" in markdown
     assert "| r=8 | LoRA | 3 |" in markdown
+
+
+def test_the_selection_table_explains_the_grid_edge_mark_only_where_a_row_shows_it():
+    """Two values tied but for the lower one, selected at the grid's lower end of three: "grid edge" is shown and
+    explained; a selection inside its grid shows no mark and the caption does not explain one."""
+    inside = [tuning_result(lr, seed, 0.8 if lr == 2e-3 else 0.7) for lr in (1e-3, 2e-3, 4e-3) for seed in (0, 1)]
+    edge = [tuning_result(lr, seed, 0.8 if lr == 1e-3 else 0.7) for lr in (1e-3, 2e-3, 4e-3) for seed in (0, 1)]
+    for runs, marked in ((inside, False), (edge, True)):
+        table = tuning_table(runs, {})
+        assert ("(grid edge)" in table.rows[0][table.columns.index("Selected")]) is marked
+        assert ("Grid edge:" in " ".join(table.select(table.compact).captions)) is marked
+
+
+def test_a_cell_without_evaluation_runs_is_marked_pending(tmp_path: Path):
+    """A tuned cell whose evaluation runs have not run yet has its selection marked "(evaluation pending)", in the
+    paper's version too, and the note says why; a cell with evaluation runs has no mark."""
+    runs = [tuning_result(lr, seed, 0.7, method=method) for method in ("lora", "ba_lora")
+            for lr in (1e-3, 2e-3) for seed in (0, 1)]
+    lora = cell_key(runs[0]["config"])
+    table = tuning_table(runs, {lora: "LoRA"})
+    selected = {row[2]: row[table.columns.index("Selected")] for row in table.rows}
+    assert selected["BA-LoRA"].endswith("(evaluation pending)") and not selected["LoRA"].endswith("pending)")
+    assert "(evaluation pending): its evaluation runs have not run yet" in " ".join(table.select(table.compact).captions)
+    assert "pending" not in " ".join(tuning_table(runs[:4], {lora: "LoRA"}).captions)
+
+
+def test_a_causal_lm_cell_with_evaluation_runs_is_not_pending(tmp_path: Path):
+    """Causal-LM runs have their own section, not the accuracy tables: their evaluated cells count as evaluated."""
+    from test_report import make_lm_result
+
+    evaluation = [make_lm_result("lora", 8, 1e-3, s) for s in (42, 43, 44)]
+    for result in evaluation:
+        result["config"]["tuned"] = ["learning_rate"]
+    tuning = [dict(lm_tuning_result(lr, seed, 2.0 if lr == 1e-3 else 2.2),
+                   config={**evaluation[0]["config"], "learning_rate": lr, "seed": seed, "tuning": True})
+              for lr in (3e-4, 1e-3) for seed in (0, 1)]
+    build_report(evaluation + tuning, tmp_path, figures_too=False)
+    appendix = (tmp_path / "report.md").read_text().split("**Selection on validation")[1]
+    assert "| smollm2" in appendix and "pending" not in appendix

@@ -57,11 +57,16 @@ INTRO = (f"Every arm against LoRA at the same setting and budget on how early it
          "Steps to LoRA's final: the first validation step at which a run is at least as accurate on validation as "
          "the LoRA run with its seed ended. An arm wins on speed while tying at the end where its anytime verdict is "
          "better and its test-accuracy verdict against LoRA (same runs, same table) is equivalent or inconclusive.")
-STEPS_NOTE = ("Steps to LoRA's final: median over the arm's seeds with a paired LoRA run of the first validation step "
-              "at which the run's validation accuracy is at least the LoRA run's final one (a seed that never reaches "
-              "it counts as later than any: not reached where half or more never do); reached: how many of those "
-              "seeds reach it. Steps: optimizer steps, mean over the runs. Test acc. verdict: the arm's test accuracy "
-              "against LoRA on the same runs, Holm-adjusted over this table.")
+STEPS_NOTES = {  # each column's note, shown while the column is (`Table.column_notes`)
+    "Steps": "Steps: optimizer steps, mean over the runs.",
+    "Steps to LoRA's final": (
+        "Steps to LoRA's final: median over the arm's seeds with a paired LoRA run of the first validation step at "
+        "which the run's validation accuracy is at least the LoRA run's final one (a seed that never reaches it counts "
+        "as later than any: not reached where half or more never do)."),
+    "Reached": "Reached: how many of those seeds reach it.",
+    "Test acc. verdict": ("Test acc. verdict: the arm's test accuracy against LoRA on the same runs, Holm-adjusted over "
+                          "this table."),
+}
 WINS = (stats.EQUIVALENT, stats.INCONCLUSIVE)  # end verdicts under which a better anytime is a win on speed alone
 
 
@@ -115,9 +120,9 @@ def anytime_table(setting: str, rows: list[Row], final: dict[tuple[str, str], st
               "3 seeds match and not testable where every seed gives the same difference (no test, no CI, no MDE). "
               + EQUIVALENCE_NOTE)
     return Table(f"anytime_{slug(setting)}", f"Anytime performance — {setting}", ["Budget", *columns],
-                 render(rows, columns, extra), [STEPS_NOTE, *comparison_notes(rows)], legend,
+                 render(rows, columns, extra), comparison_notes(rows), legend,
                  ["Budget", "Method", "n", "Anytime (%)", "Δ anytime (pp) [CI]", "Verdict", "Steps to LoRA's final",
-                  "Reached", "Test acc. verdict"], detail=comparison_detail(rows))
+                  "Reached", "Test acc. verdict"], STEPS_NOTES, comparison_detail(rows))
 
 
 def _named(row: Row) -> str:

@@ -217,10 +217,11 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
         report.sections["lm"] = lm_blocks
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
     labels = selection.arm_labels(frame)
+    evaluated = set(labels) | set(selection.arm_labels(causal))  # a causal LM's cells are named as before, by method
     report.selection_claims = selection.selection_claims(results or [], labels)
     report.sections["tuning"] = _section("Appendix: selection on validation", selection.PROTOCOL,
                                          report.selection_claims,
-                                         [t for t in [selection.tuning_table(results or [], labels)] if t])
+                                         [t for t in [selection.tuning_table(results or [], labels, evaluated)] if t])
     return report
 
 

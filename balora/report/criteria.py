@@ -257,7 +257,8 @@ def success_criteria(analysis: Analysis, hypotheses: Sequence[Hypothesis] | None
 def criteria_table(criteria: list[Criterion]) -> Table:
     rows = [[c.name, c.where, c.test, c.mark, c.numbers] for c in criteria]
     note = ("Each criterion is a hypothesis the runs' spec declares, decided by the test shown on the paired "
-            "comparisons of the tables below (Δ = the arm − its reference, mean over matched seeds). A criterion over "
+            "comparisons of the comparison tables of the setting under Where (Δ = the arm − its reference, mean over "
+            "matched seeds). A criterion over "
             "several cases is not met when a tested case fails it, met only when every case was tested and "
             "passed, and otherwise not testable. Each case gives its table's verdict: better or worse (Holm p < 0.05), "
             "equivalent within ±margin (Holm-adjusted equivalence test p < 0.05), or inconclusive with the minimum "

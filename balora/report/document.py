@@ -50,7 +50,8 @@ class Table:
 
     @property
     def captions(self) -> list[str]:
-        explained = " ".join(note for column, note in self.column_notes.items() if column in self.columns)
+        # a note several columns share (each phase of a cost table) is said once
+        explained = " ".join(dict.fromkeys(note for column, note in self.column_notes.items() if column in self.columns))
         return [*([explained] if explained else []), *self.notes, *([self.legend] if self.legend else [])]
 
     def select(self, columns: list[str]) -> Table:
@@ -70,7 +71,9 @@ class Table:
             return self
         short = self.select([c for i, c in enumerate(self.columns) if i not in constant])
         said = "Same in every row — " + "; ".join(f"{self.columns[i]}: {self.rows[0][i]}" for i in constant) + "."
-        return replace(short, notes=[said, *short.notes])
+        # what a value said once means: its column's note, which the shown columns' notes no longer include
+        meant = dict.fromkeys(self.column_notes[c] for i in constant if (c := self.columns[i]) in self.column_notes)
+        return replace(short, notes=[said, *meant, *short.notes])
 
 
 @dataclass

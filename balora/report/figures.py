@@ -60,7 +60,7 @@ def styled(draw: Callable[..., list[Figure]]) -> Callable[..., list[Figure]]:
 
 def arm_style(arm: str) -> dict:
     """Line/marker style of an arm; variants of a known method keep its colour."""
-    method = arm.split(" (")[0]
+    method = _method(arm)
     known = method_registry.find(method)  # its registered style; an unknown method: a colour from its name (crc32,
     # unlike hash(), is the same in every process)
     colour, line, marker = known.style if known is not None else (
@@ -124,7 +124,7 @@ def _budgets(frame: pd.DataFrame) -> list[tuple[float, pd.DataFrame, str]]:
 def _curve_arms(frame: pd.DataFrame) -> list[str]:
     """Curves compare the main methods; with none of them present, whatever arms there are."""
     arms = arm_order(frame["arm"])
-    main = [a for a in arms if a.split(" (")[0] in method_registry.group("main")]
+    main = [a for a in arms if _method(a) in method_registry.group("main")]
     return main or arms
 
 
@@ -144,9 +144,9 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
         arms = [a for a in arm_order(cell["arm"]) if _is_adaptive(cell[cell["arm"] == a])]
         grids = [allocation_frame(cell[cell["arm"] == a]).pivot_table("value", "layer", "kind", "mean") for a in arms]
         if arms:
-            budgets.append((label, _labels(cell, arms), grids))
+            budgets.append((label, _labels(cell, arms), grids, {_method(a) for a in arms}))
     figures = []
-    for label, names, grids in budgets:
+    for label, names, grids, methods in budgets:
         top = max(float(g.max().max()) for g in grids)
         per_row = max(1, min(HEATMAP_ARMS, HEATMAP_COLUMNS // grids[0].shape[1]))
         rows = [(names[i:i + per_row], grids[i:i + per_row]) for i in range(0, len(names), per_row)]
@@ -161,10 +161,24 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
         fig.colorbar(image, ax=axes, label="LoRA rank (mean over seeds)", shrink=0.9)
         figures.append(_save(fig, out_dir, f"rank_heatmap_{slug(setting)}__{slug(label)}",
                              f"Rank allocation — {setting}, {label}",
-                             "Rank per module after training (AdaLoRA: unpruned singular values; EVA: redistributed "
-                             "ranks), mean over seeds, by layer and module type, one column group per method; "
-                             "methods with uniform ranks are omitted."))
+                             "Rank per module after training" + _final_ranks(methods) + ", mean over seeds, by "
+                             "layer and module type, one column group per method; methods with uniform ranks are "
+                             "omitted."))
     return figures
+
+
+# what "rank after training" is for a method whose ranks move while it trains, said where the figure draws it
+FINAL_RANK = {"adalora": "AdaLoRA: unpruned singular values", "eva": "EVA: redistributed ranks"}
+
+
+def _method(arm: str) -> str:
+    """An arm's method: 'adalora (r=4)' → 'adalora'."""
+    return arm.split(" (")[0]
+
+
+def _final_ranks(methods: set[str]) -> str:
+    said = [words for method, words in FINAL_RANK.items() if method in methods]
+    return f" ({'; '.join(said)})" if said else ""
 
 
 def _heatmap(ax, names: list[str], grids: list[pd.DataFrame], top: float):
@@ -446,10 +460,12 @@ def _curve_figure(frame: pd.DataFrame, extract: Callable[[dict], list[tuple[int,
 @styled
 def training_loss(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     fig = _curve_figure(frame, _train_loss, "training loss (smoothed)", smooth=True, every_arm=False)
+    drawn = {_method(a) for _, cell, _ in _budgets(frame) for a in _curve_arms(cell)}
+    penalty = "; AdaLoRA's includes its orthogonality penalty" if "adalora" in drawn else ""
     return [] if fig is None else [_save(
         fig, out_dir, f"train_loss_{slug(setting)}", f"Training loss — {setting}",
-        "Main methods' per-step training loss (cross-entropy; AdaLoRA's includes its orthogonality penalty), trailing "
-        "moving average over 1/25 of training, mean over seeds with a ± 1 std band.")]
+        f"Main methods' per-step training loss (cross-entropy{penalty}), trailing moving average over 1/25 of "
+        "training, mean over seeds with a ± 1 std band.")]
 
 
 @styled

@@ -30,10 +30,13 @@ from balora.report.runs import budget_label, by_seed, method_name
 from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
-    EQUIVALENCE_NOTE,
+    MDE_NOTE,
+    TOST_NOTE,
+    VERDICT_RULE,
     ci_levels,
     compared,
     cost_cells,
+    cost_notes,
     delta_text,
     margin_note,
     marked,
@@ -60,14 +63,12 @@ COLUMN_NOTES = {  # what each column of the strategy table means, shown while th
                                "with its paired-t CI at the confidence that matches the better/worse verdict, "
                                "1 − 0.05·p/p(Holm) (95% where the table has one test).",
     "p (Holm)": "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.",
-    "Verdict": EQUIVALENCE_NOTE.replace("MDE:", "MDE (nats):") + " Better means a significantly lower test loss.",
+    "p (TOST, Holm)": TOST_NOTE,
+    "MDE (nats)": MDE_NOTE.replace("MDE:", "MDE (nats):"),
+    "Verdict": VERDICT_RULE + " Better means a significantly lower test loss.",
 }
 COST_PHASES = ("importance", "train", "eval", "generate")
-COST_NOTE = ("Seconds per phase, mean over the strategy's evaluation runs (– where it has no such phase); train "
-             "includes the validation points along training, eval is the test set. Total / LoRA r=8: mean ± std of "
-             "the ratio to the LoRA r=8 run with the same seed on the same machine (platform, CPU and device as "
-             "recorded; – where there is none). Runs of a sweep share the machine with its other workers, so their "
-             "times include that contention.")
+COST_NOTE = "Runs of a sweep share the machine with its other workers, so their times include that contention."
 
 
 def strategy_label(config: dict) -> str:
@@ -149,14 +150,16 @@ def strategy_table(rows: list[Row], setting: str) -> Table:
     extra = {"lr": lambda r: f"{r.runs['lr'].iloc[0]:g}",
              "Perplexity": lambda r: f"{math.exp(r.runs[LOSS.name].mean()):.2f}",
              "LoRA params": _lora_params, **reduction(rows),
-             "Δ loss vs LoRA r=8 [CI]": compared(delta_text, "—"), "p (Holm)": compared(marked(lambda c: c.p_holm), "—"),
+             "Δ loss vs LoRA r=8 [CI]": compared(delta_text, "(reference)"),
+             "p (Holm)": compared(marked(lambda c: c.p_holm), "—"),
              "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm), "—"), "MDE (nats)": compared(mde_cell, "—"),
-             "Verdict": compared(verdict_cell, "—")}
+             "Verdict": compared(verdict_cell, "(reference)")}
     runs = pd.concat([r.runs for r in rows])
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",
                  ["Strategy", *STRATEGY_COLUMNS[1:]], render(rows, STRATEGY_COLUMNS, extra, lead=False),
                  margin_note(_compared_with_lora(rows).values(), runs["sweep"]), column_notes=COLUMN_NOTES,
-                 compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "p (Holm)", "Verdict"],
+                 # the paper's: the interval excludes 0 exactly when p (Holm) rejects, so it is left to the report
+                 compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "Verdict"],
                  detail={CI_LEVEL: ci_levels(rows)})
 
 
@@ -177,7 +180,9 @@ def cost_table(rows: list[Row], setting: str) -> Table:
     columns = ["Strategy", "Runs", *(f"{p} (s)" for p in phases), "Total (s)", f"Total / {REFERENCE} (×)",
                "Peak RSS (MiB)"]
     return Table(f"lm_cost_{slug(setting)}", f"Instruction tuning: cost — {setting}", columns, cells, [COST_NOTE],
-                 compact=["Strategy", "Runs", "Total (s)", f"Total / {REFERENCE} (×)", "Peak RSS (MiB)"])
+                 compact=["Strategy", "Runs", "Total (s)", f"Total / {REFERENCE} (×)", "Peak RSS (MiB)"],
+                 column_notes=cost_notes(phases, REFERENCE, "the strategy", "the same seed on the same machine",
+                                         " Train includes the validation points along training, eval is the test set."))
 
 
 def _loss_summary(runs: pd.DataFrame) -> str:

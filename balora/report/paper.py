@@ -42,7 +42,7 @@ from balora.report.document import (
     table_latex,
 )
 from balora.report.runs import budget_label, settings
-from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, STAT_NOTE, coverage_table, pct, signed
+from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, MARGIN_SOURCE, STAT_NOTE, coverage_table, pct, signed
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
 MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "ModelNames", "DatasetNames", "ShotCounts",
@@ -251,9 +251,12 @@ def _table(table: Table, out: Output) -> str:
     """The table's compact columns with its CI levels (`_with_levels`) and the fields its rows differ in
     (`_with_fields`: the appendix gets those that do not fit, `Output.appendix`), less the columns with one value
     in every row (said in the caption), without the statistics legend (the paper states it once, in
-    `statistics.tex`). A table whose rows repeat their setting is a listing: the setting a heading over its rows, on
-    as many pages as it needs."""
-    short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="")))
+    `statistics.tex`) or where the equivalence margin comes from (the report says which spec declared it). A table
+    whose rows repeat their setting is a listing: the setting a heading over its rows, on as many pages as it
+    needs."""
+    plain = [note for note in table.notes if not note.startswith(MARGIN_SOURCE)]  # the margin itself, not its spec
+    short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
+                                                      notes=plain)))
     short = short.constants_in_caption()
     if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
         at = short.columns.index("≤ majority")

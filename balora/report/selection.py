@@ -18,6 +18,7 @@ from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, Sco
 
 MARK = "*"
 REJECTED = "✗"
+PENDING = " (evaluation pending)"  # a selection whose evaluation runs have not run yet: no test result
 LM_CRITERION = "; a causal LM's lowest mean final validation loss"
 
 
@@ -72,9 +73,13 @@ def _arms(cells: list[CellTuning], results: list[dict[str, Any]], labels: dict[s
             for c, variant in zip(cells, method_variants(runs))}
 
 
-def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table | None:
+def tuning_table(results: list[dict[str, Any]], labels: dict[str, str],
+                 evaluated: set[str] | None = None) -> Table | None:
     """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds;
-    `labels` (from `arm_labels`) names the cells that have evaluation runs."""
+    `labels` (from `arm_labels`) names the cells that have evaluation runs; `evaluated`: the cells with evaluation
+    runs (default: those `labels` names; a causal LM's runs are named by their strategy instead), the others' selection
+    marked as pending."""
+    evaluated = set(labels) if evaluated is None else evaluated
     order = {m: i for i, m in enumerate(method_registry.report_order())}
     tuned = tuning_cells(results)
     places = _places(tuned)
@@ -107,7 +112,8 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
             row.append("; ".join(f"{_candidate(cell.fields, s.candidate)}: {value(cell, s)}"
                                  for s in cell.scores if s.lengthened) or DASH)
         row += [str(len(cell.selected.loss)),
-                _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")]
+                _candidate(cell.fields, cell.selected.candidate) + (" (grid edge)" if cell.at_edge else "")
+                + ("" if cell.cell in evaluated else PENDING)]
         if rejecting:
             row.append("; ".join(f"{_candidate(cell.fields, s.candidate)} (seed{'s' * (len(s.at_chance) > 1)} "
                                  f"{', '.join(map(str, sorted(s.at_chance)))})" for s in cell.scores if not s.admissible)
@@ -123,14 +129,17 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str]) -> Table
                                         "epochs on the tuning seeds (the sweep lengthens); it is selected only if "
                                         "better on validation.")
     explained["Selected"] = ("Selected: the candidate with the best mean final validation accuracy over the n tuning "
-                             "seeds; ties go to the lower mean validation loss, then to the smaller value. Grid edge: the "
-                             "selected value is the grid's smallest or largest, so the best may lie outside it.")
+                             "seeds; ties go to the lower mean validation loss, then to the smaller value."
+                             + (" Grid edge: the selected value is the grid's smallest or largest, so the best may lie "
+                                "outside it." if any(c.at_edge for c in cells) else ""))
     if rejecting:
         explained[f"{REJECTED} Not admissible"] = (
             f"{REJECTED}: not admissible, since a run at this value (a tuning seed or an evaluation seed) ended at "
             f"chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
             "classes): it did not learn the task. The best admissible value is selected.")
-    note = "Only the selected value was run on the evaluation seeds and scored on test."
+    note = "Only the selected value was run on the evaluation seeds and scored on test." + (
+        f" {PENDING.strip()}: its evaluation runs have not run yet." if any(c.cell not in evaluated for c in cells)
+        else "")
     if any(c.selected.by_loss for c in cells):
         note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
                  "lowest mean selected; test loss exists only at the selected values.")

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from balora import allocation
-from balora.config import protocol
+from balora import allocation, method_registry
+from balora.config import protocol, section_of
 from balora.report import stats
 from balora.report.analysis import Analysis, Row, reference_arm, trend_deltas
 from balora.report.document import Table, slug
@@ -83,6 +83,9 @@ def mde_cell(c: stats.Comparison) -> str:
     return DASH if not math.isfinite(c.mde) else f"{c.metric.scale * c.mde:.{c.metric.digits}f}"
 
 
+MARGIN_SOURCE = "The margin is "  # how the note on where the margin comes from starts (the paper drops it)
+
+
 def margin_note(comparisons: Iterable[stats.Comparison | None], sweeps: Iterable[str | None]) -> list[str]:
     """Which equivalence margin a table's verdicts used and where it comes from (a spec, or the metric's
     default), with the sweeps of the table's runs, by whose names the report looks their specs up: a note,
@@ -92,7 +95,8 @@ def margin_note(comparisons: Iterable[stats.Comparison | None], sweeps: Iterable
     if not margins:
         return []
     named = sorted({s for s in sweeps if isinstance(s, str) and s})
-    return ["Equivalence margin: " + "; ".join(f"±{amount}, {source}" for amount, source in margins)
+    return ["Equivalence margin: " + "; ".join(f"±{amount}" for amount, _ in margins) + ".",
+            MARGIN_SOURCE + "; ".join(source for _, source in margins)
             + f" (this table's runs are from sweep{'' if len(named) == 1 else 's'} {', '.join(named) or 'unrecorded'})."]
 
 
@@ -144,19 +148,21 @@ STAT_COLUMNS = ["Δ acc. (pp) [CI]", "p (t)", "p (Wilcoxon)", "d", "p (Holm)", "
 VERDICT_RULE = ("Verdict at α = 0.05: better or worse where p (Holm) is below it (the direction from Δ); else "
                 "equivalent within ±margin where p (TOST, Holm) is; else inconclusive, with the MDE: these seeds "
                 "show neither a difference nor equivalence.")
-EQUIVALENCE_NOTE = ("p (TOST, Holm): paired equivalence test, two one-sided t-tests that the true Δ lies within "
-                    "± the equivalence margin (given under each table), Holm-adjusted over the same comparisons. "
-                    "MDE: minimum detectable effect, the |Δ| that a two-sided paired t-test at α = 0.05 detects with "
-                    "80% power at this number of pairs and the observed std of the differences (at the unadjusted "
-                    "α: Holm's adjustment only raises it). " + VERDICT_RULE)
+TOST_NOTE = ("p (TOST, Holm): paired equivalence test, two one-sided t-tests that the true Δ lies within ± the "
+             "equivalence margin (stated with each table), Holm-adjusted over the same comparisons.")
+MDE_NOTE = ("MDE: minimum detectable effect, the |Δ| that a two-sided paired t-test at α = 0.05 detects with 80% power "
+            "at this number of pairs and the observed std of the differences (at the unadjusted α: Holm's adjustment "
+            "only raises it).")
+EQUIVALENCE_NOTE = f"{TOST_NOTE} {MDE_NOTE} {VERDICT_RULE}"
 STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in accuracy (method − reference) with "
              "its paired-t CI at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% where "
              "a table has one test), so it excludes 0 exactly when the verdict is better or worse. p (t): paired "
              "t-test on matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the "
              "same difference (no test, no CI, no MDE). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired "
-             "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE
-             + " ≤ majority: runs whose accuracy is not above the majority-class rate (by more than 0.1 pp), i.e. "
-             "that have not learnt the task.")
+             "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE)
+# column notes every accuracy comparison table has (`Table.column_notes`: said while the column is shown)
+ACCURACY_NOTES = {"≤ majority": "≤ majority: runs whose accuracy is not above the majority-class rate (by more than "
+                                "0.1 pp), i.e. that have not learnt the task."}
 
 
 # Fields a comparison table shows by its title, lead column and method column.
@@ -170,14 +176,24 @@ CI_LEVEL = "CI level (%)"  # the confidence of each row's interval, a column in 
 def differing_fields(rows: list[Row]) -> dict[str, list[str]]:
     """The config fields the rows differ in beyond what the table shows, each with its value per row as the table
     writes it (one protocol per row, so a row's first run speaks for it): say, BA-LoRA's gradient sample, which its
-    name leaves out when all its runs share it. Empty where the rows differ in nothing else."""
+    name leaves out when all its runs share it; a dash for a row whose method does not read the field (`_reads`).
+    Empty where the rows differ in nothing else."""
     protocols = _protocols(rows)
     differing = {}
     for name in sorted({n for p in protocols for n in p} - set(SHOWN)):
-        shown = [_shown(values.get(name)) for values in protocols]
-        if len(set(shown)) > 1 and not all(f"{name}=" in row.label for row in rows):
-            differing[name] = shown
+        values = [_shown(p.get(name)) for p in protocols]
+        if len(set(values)) > 1 and not all(f"{name}=" in row.label for row in rows):
+            differing[name] = [value if _reads(p, name) else DASH for value, p in zip(values, protocols)]
     return differing
+
+
+def _reads(values: dict, name: str) -> bool:
+    """Whether a run of protocol `values` reads field `name`: a method's option only where it is its method's (LoRA
+    has a value for dynamic BA-LoRA's reallocation interval, its default, and never uses it)."""
+    if section_of(name) != "method":
+        return True
+    method = method_registry.find(values["method"])
+    return method is None or name in method.settings
 
 
 def _protocols(rows: list[Row]) -> list[dict]:
@@ -198,7 +214,10 @@ def hidden_differences(rows: list[Row]) -> list[str]:
         for row, value in zip(rows, shown):
             by_value.setdefault(value, []).append(row)
         common = max(by_value, key=lambda v: len(by_value[v]))
-        if 2 * len(by_value[common]) > len(rows):  # the usual value once, then its exceptions
+        if DASH in by_value:  # an option only some rows' methods read: their values, the others said in words
+            parts.append(f"{name} " + "; ".join(f"{value} for {_row_names(named)}" for value, named in by_value.items()
+                                                if value != DASH) + " (the other rows' methods do not read it)")
+        elif 2 * len(by_value[common]) > len(rows):  # the usual value once, then its exceptions
             parts.append(f"{name} {common}, except " + "; ".join(
                 f"{value} for {_row_names(named)}" for value, named in by_value.items() if value != common))
         else:
@@ -248,7 +267,7 @@ def budget_tables(analysis: Analysis) -> list[Table]:
                                          "and PEFT's conversion undoes that with a LoRA of twice the rank (the "
                                          "comparison is at equal trained parameters).",
                  "Ranks (Gini)": "Ranks (Gini): lowest–highest final rank of any module over the seeds, and the mean "
-                                 "Gini coefficient of the ranks (0 = the same rank everywhere)."}
+                                 "Gini coefficient of the ranks (0 = the same rank everywhere).", **ACCURACY_NOTES}
     # the paper's version: training-time LoRA params only (AdaLoRA prunes to the budget; the report has the final)
     compact = ["Budget", "Method", "n", "LoRA params", "Head params", "Acc. (%)", "≤ majority",
                "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"]
@@ -293,8 +312,8 @@ def fewshot_tables(analysis: Analysis) -> list[Table]:
     tables = []
     for name, rows in analysis.fewshot.items():
         tables.append(Table(f"fewshot_{slug(name)}", f"Few-shot accuracy — {name}", ["Shots/class", *columns],
-                            render(rows, columns), comparison_notes(rows), STAT_NOTE, COMPACT_STATS,
-                            detail=comparison_detail(rows)))
+                            render(rows, columns), comparison_notes(rows), STAT_NOTE, COMPACT_STATS, ACCURACY_NOTES,
+                            comparison_detail(rows)))
         tables.append(_trend_table(name, rows, analysis.trends[name]))
     return tables
 
@@ -321,8 +340,8 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
     columns = ["Method", "n", "LoRA params", "Acc. (%)", "Majority (%)", "≤ majority", *STAT_COLUMNS]
     legend = STAT_NOTE.replace("method − reference", "ablation − full BA-LoRA")
     return [Table(f"ablation_{slug(setting)}", f"Ablations against full BA-LoRA — {setting}", ["Budget", *columns],
-                  render(rows, columns), comparison_notes(rows), legend, COMPACT_STATS,
-                  detail=comparison_detail(rows))
+                  render(rows, columns), comparison_notes(rows), legend, COMPACT_STATS, ACCURACY_NOTES,
+                  comparison_detail(rows))
             for setting, rows in analysis.ablation.items()]
 
 
@@ -340,7 +359,7 @@ def strategy_tables(analysis: Analysis) -> list[Table]:
     explained = {"Eval loss": "Eval loss: test cross-entropy.",
                  "Reduction (%)": "Reduction: 1 − LoRA params / the largest LoRA params in this table.",
                  "Ranks (Gini)": "Ranks (Gini): lowest–highest final rank over the seeds, and the ranks' mean Gini "
-                                 "coefficient."}
+                                 "coefficient.", **ACCURACY_NOTES}
     tables = []
     for setting, rows in analysis.strategy.items():
         tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
@@ -364,9 +383,10 @@ def quantised_tables(analysis: Analysis) -> list[Table]:
             "quantisation schedule and the gradient scale.")
     explained = {"Base fp32 / stored (×)": "Base fp32 / stored: bytes of the quantised base weights (codes, scales, "
                                            "zero-points) against the same weights in fp32.",
-                 "Peak RSS (MiB)": "Peak RSS: largest per-phase peak of the process.",
+                 "Peak RSS (MiB)": RSS_NOTE,
                  "Time / step (s)": "Time / step: training seconds per optimizer step, validation included.",
-                 "Balance": "Balance: ‖scaling·B·A‖ / ‖W − Ŵ‖ at the end of training, mean over modules and runs."}
+                 "Balance": "Balance: ‖scaling·B·A‖ / ‖W − Ŵ‖ at the end of training, mean over modules and runs.",
+                 **ACCURACY_NOTES}
     return [Table(f"quantised_{slug(setting)}", f"Quantised bases — {setting}", ["Budget", *columns],
                   render(rows, columns, extra), [note, *rows_margin_note(rows)], STAT_NOTE,
                   ["Budget", "Method", "n", "Base fp32 / stored (×)", "Peak RSS (MiB)", "Time / step (s)", "Acc. (%)",
@@ -408,6 +428,20 @@ def cost_cells(runs: pd.DataFrame, reference: pd.DataFrame, phases: list[str], d
             ratio_cell(same_machine_ratios(runs, reference, "time_total")), count(runs["peak_rss_mib"].mean())]
 
 
+RSS_NOTE = "Peak RSS: peak resident set size (the process's memory held in RAM), the largest per-phase peak, mean over runs."
+
+
+def cost_notes(phases: list[str], reference: str, who: str, matched: str, timed: str = "") -> dict[str, str]:
+    """A cost table's column notes (`cost_cells`' columns): one for all its phase columns (with `timed`, what they
+    time), said while any is shown, and one for each of the total, the ratio to `reference`'s matched run
+    (`matched`: what it shares) and the peak memory; `who` names a row's arm."""
+    per_phase = f"Seconds per phase, mean over the runs (– where {who} has no such phase).{timed}"
+    return {**{f"{p} (s)": per_phase for p in phases}, "Total (s)": "Total: seconds of all phases, mean over the runs.",
+            f"Total / {reference} (×)": f"Total / {reference}: mean ± std of the ratio to the {reference} run with "
+                                        f"{matched} (platform, CPU and device as recorded; – where there is none).",
+            "Peak RSS (MiB)": RSS_NOTE}
+
+
 def cost_tables(analysis: Analysis) -> list[Table]:
     """Each arm's mean phase timings, total time relative to matched LoRA runs, and peak memory, per setting."""
     frame = analysis.frame
@@ -427,11 +461,7 @@ def cost_tables(analysis: Analysis) -> list[Table]:
                              *cost_cells(runs, reference, phases),
                              *([count(runs["peak_cuda_mib"].mean())] if cuda else []),
                              *(count(pd.to_numeric(runs[c]).mean()) for c in ("steps", "convergence_step"))])
-        explained = {"Total (s)": "Seconds per phase (– where a method has no such phase), mean over the arm's runs "
-                                  "in this setting and budget.",
-                     "Total / LoRA (×)": "Total / LoRA: mean ± std of the ratio to the LoRA run with the same budget, "
-                                         "seed and machine (platform, CPU and device as recorded).",
-                     "Peak RSS (MiB)": "Peak memory: the largest per-phase peak, mean over runs.",
+        explained = {**cost_notes(phases, "LoRA", "a method", "the same budget, seed and machine"),
                      "Steps": "Steps: optimizer steps.",
                      "Converged (step)": "Converged: first validation step at 95% of the final validation accuracy, "
                                          "mean over runs."}
