@@ -1305,6 +1305,8 @@ def test_the_paper_shows_what_rows_differ_in_as_columns_with_selected_values_mar
     tex = _paper_table(table, tmp_path)
     assert "Rows also differ in" not in tex
     assert r"gradient\\samples" in tex and "*: selected on validation" in tex
+    # LoRA's unmarked 16 epochs may be a choice too (a longer training tried and not better): not called "fixed"
+    assert "else fixed" not in tex and "an unmarked epochs value is the preset's where a longer training" in tex
     rows = {line.split(" & ")[0]: line.split(" & ") for line in tex.splitlines() if line.endswith(r"\\")}
     assert rows["LoRA"][1:3] == ["16", "500"] and rows["BA-LoRA"][1:3] == ["32*", "250"], rows
     (compared,) = analysis.main.values()

@@ -244,7 +244,13 @@ def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str
               for name, cells in rest.items()}
     if marked == rest:
         return rest, []
-    return marked, [f"{SELECTED}: selected on validation, else fixed"]
+    # an unmarked epochs value may have been chosen too: a sweep that lengthens tried twice as many on validation
+    # and marks them tuned only where they won (Appendix B's selection table lists every try)
+    said = f"{SELECTED}: selected on validation, else the preset's value"
+    if "epochs" in marked:
+        said += ("; an unmarked epochs value is the preset's where a longer training, if the sweep tried one on "
+                 "validation, was not better")
+    return marked, [said]
 
 
 def _table(table: Table, out: Output) -> str:
