@@ -506,6 +506,17 @@ def test_missing_or_empty_database(tmp_path: Path):
     assert r"\newcommand{\NumRuns}{n/a}" in (tmp_path / "paper" / "generated" / "results.tex").read_text()
 
 
+def test_a_sweep_still_tuning_reports_what_its_tuning_has_selected(tmp_path: Path):
+    """results/peers before its first evaluation run: no comparison, but the appendix's selection table, so the
+    values chosen so far on validation are on record."""
+    from test_tuning import tuning_result
+
+    runs = [tuning_result(lr, seed, 0.7 + lr, method="pissa") for lr in (1e-3, 2e-3) for seed in (0, 1)]
+    text = build_report(runs, tmp_path / "report", figures_too=False).read_text()
+    assert "No finished evaluation runs" in text and "## Appendix: selection on validation" in text
+    assert "| PiSSA |" in text and "lr=0.002" in text
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex not installed (TeX Live builds the paper)")
 def test_paper_builds(report_dir: Path, tmp_path: Path):
     from balora.report import build_paper

@@ -218,11 +218,16 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
     labels = selection.arm_labels(frame)
     evaluated = set(labels) | set(selection.arm_labels(causal))  # a causal LM's cells are named as before, by method
-    report.selection_claims = selection.selection_claims(results or [], labels)
-    report.sections["tuning"] = _section("Appendix: selection on validation", selection.PROTOCOL,
-                                         report.selection_claims,
-                                         [t for t in [selection.tuning_table(results or [], labels, evaluated)] if t])
+    report.selection_claims, report.sections["tuning"] = _tuning_section(results or [], labels, evaluated)
     return report
+
+
+def _tuning_section(results: list[dict[str, Any]], labels: dict[str, str],
+                    evaluated: set[str]) -> tuple[list[str], list[Block]]:
+    """The appendix on selection on validation: its claims, and the section with the tuning table."""
+    made = selection.selection_claims(results, labels)
+    return made, _section("Appendix: selection on validation", selection.PROTOCOL, made,
+                          [t for t in [selection.tuning_table(results, labels, evaluated)] if t])
 
 
 def write(results: list[dict[str, Any]], out_dir: str | Path, source: str, owners: tuple[str, ...] = ()) -> Report | None:
@@ -237,8 +242,12 @@ def write(results: list[dict[str, Any]], out_dir: str | Path, source: str, owner
     frame = load_runs(results, stale)
     if frame.empty:
         # a sweep still tuning has run files but no evaluation run: the report says where it looked, as every report does
+        # (and what its tuning has selected so far)
         blocks: list[Block] = [Heading(1, TITLE), Paragraph(f"Source: {source}."),
-                               Paragraph("No finished evaluation runs (tuning runs do not count): nothing to report yet.")]
+                               Paragraph("No finished evaluation runs (tuning runs do not count): no comparison to "
+                                         "report yet.")]
+        if any(r["config"].get("tuning") for r in results):
+            blocks += _tuning_section(results, {}, set())[1]
         _write_documents(blocks, out)
         return None
     report = build(frame, out, results, stale, owners)
