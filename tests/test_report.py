@@ -1148,10 +1148,13 @@ def test_every_rank_heatmap_has_its_colour_scale(tmp_path: Path, monkeypatch: py
     assert len(set(tops)) == len(tops)
 
 
-def test_a_rank_heatmap_of_many_module_types_stays_near_print_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """With six module types (every linear layer of the ViT in results/levers) and four adaptive arms side by
-    side, the heatmap would be twice the text width and shrunk to half size on the page, its numbers
-    illegible; it wraps its arms into rows so the page shrinks it by at most a quarter."""
+def test_every_word_and_number_of_a_rank_heatmap_is_at_least_8_pt_in_print(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch):
+    """With six module types (every linear layer of the ViT in results/levers) and four adaptive arms, the heatmap
+    was shrunk on the page until its cell values and method names were 6 pt; every text of it, as the paper prints
+    it (its tight box scaled to the text width and to main.tex's cap of 0.55 of the text height), is 8 pt or more."""
+    from matplotlib.text import Text
+
     from balora.report import figures
     from balora.report.paper import TEXT_WIDTH
     from balora.report.runs import load_runs
@@ -1165,8 +1168,14 @@ def test_a_rank_heatmap_of_many_module_types_stays_near_print_size(tmp_path: Pat
     assert canvases
     text_height = 9.0  # inches: letter paper less 1 in margins; main.tex caps a figure at 0.55 of it
     for canvas in canvases:
-        width, height = canvas.get_size_inches()
-        assert min(1.0, TEXT_WIDTH / width, 0.55 * text_height / height) >= 0.75, (width, height)
+        canvas.draw_without_rendering()
+        box = canvas.get_tightbbox().padded(0.05)
+        scale = min(1.0, TEXT_WIDTH / box.width, 0.55 * text_height / box.height)
+        texts = [t for t in canvas.findobj(Text) if t.get_visible() and t.get_text().strip()]
+        assert len(texts) > 4 * 6 * 4  # the cell values are among them
+        small = sorted({(round(t.get_fontsize() * scale, 1), t.get_text()) for t in texts
+                        if t.get_fontsize() * scale < 8})
+        assert not small, small[:5]
 
 
 def test_table_latex_never_shrinks_type_below_9_pt():

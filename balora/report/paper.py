@@ -58,7 +58,7 @@ CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that match
 SHORT_HEADERS = {"learning_rate": "lr"}
 SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
-TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
+TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values")
