@@ -19,6 +19,7 @@ from balora.report import stats
 from balora.report.analysis import Analysis, Row, budget_groups, compared_rows, trend_deltas
 from balora.report.runs import REFERENCE, allocation_frame, budget_label, dynamic_runs, method_name, settings
 from balora.report.tables import pct, pct_summary, signed, time_ratios
+from balora.tasks import number
 
 PROPOSED = "ba_lora"
 
@@ -259,7 +260,7 @@ def _loss_jump(train_loss: list, step: int, window: int = 3) -> float | None:
 def _rho(summary: stats.Summary) -> str:
     if math.isnan(summary.mean):
         return "undefined (constant ranks)"
-    return f"{summary.mean:+.2f}" + ("" if math.isnan(summary.std) else f" ± {summary.std:.2f}")
+    return number(summary.mean, 2, sign=True) + ("" if math.isnan(summary.std) else f" ± {summary.std:.2f}")
 
 
 def cost_claims(frame: pd.DataFrame, setting: str) -> list[str]:

@@ -28,6 +28,7 @@ from balora import method_registry
 from balora.report import stats
 from balora.report.document import Figure, slug
 from balora.report.runs import allocation_frame, arm_order, budget_label, dynamic_runs, module_label
+from balora.tasks import number
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#7F7F7F"}
@@ -242,7 +243,7 @@ def importance_vs_rank(frame: pd.DataFrame, setting: str, out_dir: Path) -> list
             modules = allocation_frame(cell, column="rank")
             rho = stats.summarize([stats.spearman(g["importance"].tolist(), g["rank"].tolist())
                                    for _, g in modules.groupby("run")])
-            rhos.append(f"ρ = {rho.mean:.2f}" + ("" if math.isnan(rho.std) else f" ± {rho.std:.2f}")
+            rhos.append(f"ρ = {number(rho.mean, 2)}" + ("" if math.isnan(rho.std) else f" ± {rho.std:.2f}")
                         + f" at {label.split(' (')[0]}")
             ax.scatter(modules["importance"], modules["rank"], s=14, alpha=0.6, label=label,
                        color=OKABE_ITO[SEQUENCE[index % len(SEQUENCE)]], marker="os^D"[index % 4])
