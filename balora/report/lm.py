@@ -26,7 +26,7 @@ from balora.report import figures, stats
 from balora.report.analysis import Row, group_rows, holm_rows
 from balora.report.claims import counted, evidence, margin_text, p_text, strategy_verdicts, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
-from balora.report.runs import budget_label, by_seed, method_name
+from balora.report.runs import budget_label, by_seed, method_name, setting_words
 from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
@@ -234,7 +234,7 @@ def bottom_line(rows: list[Row], setting: str) -> list[str]:
 def _study(rows: list[Row]) -> str:
     """The study's model and data in words: "smollm2 on critic instructions"."""
     first = rows[0].runs.iloc[0]
-    return f"{first['model']} on {str(first['dataset']).replace('_', ' ')}"
+    return setting_words(first["model"], first["dataset"])
 
 
 def answer(rows: list[Row]) -> list[str]:

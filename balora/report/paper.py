@@ -42,7 +42,7 @@ from balora.report.document import (
     slug,
     table_latex,
 )
-from balora.report.runs import budget_label, settings
+from balora.report.runs import budget_label, setting_words, settings
 from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, MARGIN_SOURCE, STAT_NOTE, coverage_table, pct, signed
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
@@ -359,16 +359,6 @@ def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> li
     return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
 
 
-def plain_setting(runs: pd.DataFrame) -> str:
-    """A setting in words, for the abstract, where its label's codes ("minilm · presidential_debates · 64-shot")
-    would be read without the tables: "minilm on presidential debates (64 examples per class)"."""
-    first = runs.iloc[0]
-    shots, size = first.get("shots"), first.get("train_size")
-    amount = (f" ({int(shots)} examples per class)" if pd.notna(shots) else
-              f" ({int(size):,} training examples)" if pd.notna(size) and size else "")
-    return f"{first['model']} on {str(first['dataset']).replace('_', ' ')}{amount}"
-
-
 def _budget_words(lead: str) -> str:
     """A budget's label in words: "r=8" is "the rank-8 budget"; any other label as it is."""
     return f"the rank-{lead.removeprefix('r=')} budget" if re.fullmatch(r"r=[\d.]+", lead) else lead
@@ -382,7 +372,10 @@ def _intervals(rows: list[Row], reference: str) -> list[str]:
     if not tested:
         return []
     budgets = list(dict.fromkeys(r.lead for r in tested))
-    where = plain_setting(tested[0].runs) + (f" at {_budget_words(budgets[0])}" if len(budgets) == 1 else "")
+    first = tested[0].runs.iloc[0]
+    where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"))
+    if len(budgets) == 1:  # said once for the setting, not for each arm
+        where += f" at {_budget_words(budgets[0])}"
     return [f"With {where}, against {reference}: " + "; ".join(
         f"{r.label}{'' if len(budgets) == 1 else f' at {_budget_words(r.lead)}'}, Δ = {signed(c.delta)} pp "
         f"({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), {c.verdict_label}"
