@@ -68,6 +68,7 @@ class Report:
     lm_bottom_lines: list[str] = field(default_factory=list)  # its BA-LoRA verdicts, for the abstract and summary
     selection_claims: list[str] = field(default_factory=list)  # the appendix's account of selection on validation
     convergence_claims: list[str] = field(default_factory=list)  # which arms were still rising, and which were checked
+    converging: list[dict[str, Any]] = field(default_factory=list)  # each arm's end of training (`rising_arms`)
 
     def blocks(self, kind: type) -> list:
         return [b for blocks in self.sections.values() for b in blocks if isinstance(b, kind)]
@@ -194,7 +195,7 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             each(claims.strategy_claims), tables.strategy_tables(analysis),
             _per_setting(frame, missing, fig_dir, figures.params_loss_bars, "Parameters vs loss", "no runs"))
         arms = selection.rising_arms(frame, results or [])
-        report.convergence_claims = selection.convergence_claims(arms)
+        report.converging, report.convergence_claims = arms, selection.convergence_claims(arms)
         if analysis.quantised:  # only where runs on quantised bases exist
             report.sections["quantised"] = _section(
                 "Quantised bases (seed 003, QA-LoRA)", "LoRA on group-wise quantised frozen weights against "

@@ -19,6 +19,7 @@ from balora.report import stats
 from balora.report.analysis import Analysis, Row, budget_groups, compared_rows, trend_deltas
 from balora.report.runs import REFERENCE, allocation_frame, budget_label, dynamic_runs, method_name, settings
 from balora.report.tables import pct, pct_summary, signed, time_ratios
+from balora.tasks import number
 
 PROPOSED = "ba_lora"
 
@@ -209,11 +210,19 @@ def allocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
     by_run = modules.groupby("run")
     importance = stats.summarize([stats.spearman(g["importance"].tolist(), g["rank"].tolist()) for _, g in by_run])
     depth = stats.summarize([stats.spearman(g["layer"].tolist(), g["rank"].tolist()) for _, g in by_run])
-    kinds = modules.groupby("kind")["rank"].mean()
-    split = ", ".join(f"{kind} {rank:.2f}" for kind, rank in kinds.items())
     return [f"{setting}: over {importance.n} BA-LoRA runs, Spearman's ρ between a module's importance and its "
             f"allocated rank is {_rho(importance)}, and between its layer index and its rank {_rho(depth)} "
-            f"(positive: deeper layers get more rank). Mean rank per module type: {split}."]
+            f"(positive: deeper layers get more rank){_split(modules.groupby('kind')['rank'].mean())}."]
+
+
+def _split(kinds: pd.Series) -> str:
+    """Which module type gets the most rank on average and which the least (the heatmaps show every type's ranks,
+    layer by layer); nothing where there is one type."""
+    if len(kinds) < 2:
+        return ""
+    if kinds.nunique() == 1:
+        return "; every module type gets the same mean rank"
+    return f"; {kinds.idxmax()} modules get the most rank on average and {kinds.idxmin()} the least"
 
 
 def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
@@ -259,7 +268,7 @@ def _loss_jump(train_loss: list, step: int, window: int = 3) -> float | None:
 def _rho(summary: stats.Summary) -> str:
     if math.isnan(summary.mean):
         return "undefined (constant ranks)"
-    return f"{summary.mean:+.2f}" + ("" if math.isnan(summary.std) else f" ± {summary.std:.2f}")
+    return number(summary.mean, 2, sign=True) + ("" if math.isnan(summary.std) else f" ± {summary.std:.2f}")
 
 
 def cost_claims(frame: pd.DataFrame, setting: str) -> list[str]:

@@ -287,16 +287,18 @@ def criteria_summary(criteria: list[Criterion], whose: str = "seed 000's") -> st
 _PLAIN = {stats.BETTER: "BA-LoRA was significantly more accurate",
           stats.WORSE: "BA-LoRA was significantly less accurate",
           stats.EQUIVALENT: "the two are equivalent within ±{margin}",
-          stats.INCONCLUSIVE: "neither a difference nor equivalence within ±{margin} was shown (inconclusive)"}
+          stats.INCONCLUSIVE: "inconclusive: neither a difference nor equivalence within ±{margin} was shown"}
 _ALL = {1: "", 2: "in both, ", 3: "in all three, "}
 
 
 def _headline(case: str, c: stats.Comparison | None) -> tuple[str, str] | None:
-    """One case of the abstract: Δ with its CI, and the verdict in plain words; None without a test."""
+    """One case of the abstract: Δ with its CI (and the MDE where inconclusive), and the verdict in plain words; None
+    without a test."""
     if c is None or not c.tested or c.verdict not in _PLAIN:
         return None
     verdict = _PLAIN[c.verdict].format(margin=margin_text(c))
-    return (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}) "
+    mde = f", MDE {c.metric.amount(c.mde)}" if c.verdict == stats.INCONCLUSIVE else ""
+    return (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}{mde}) "
             f"{case}", verdict)
 
 

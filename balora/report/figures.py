@@ -28,11 +28,16 @@ from balora import method_registry
 from balora.report import stats
 from balora.report.document import Figure, slug
 from balora.report.runs import allocation_frame, arm_order, budget_label, dynamic_runs, module_label
+from balora.tasks import number
 
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "yellow": "#F0E442",
              "blue": "#0072B2", "vermillion": "#D55E00", "purple": "#CC79A7", "grey": "#7F7F7F"}
 HEATMAP_ARMS = 6  # method column groups per heatmap row
-HEATMAP_COLUMNS = 12  # matrix columns per heatmap row: wider would be shrunk below print size on the page
+# A rank heatmap is drawn at the paper's text width or narrower, so the page prints its type at the size drawn:
+# cells of this size (inches) hold a rank such as "10.3" at HEATMAP_FONT points, and HEATMAP_MARGIN is the width
+# of the module-type names beside them and of the colour scale
+TEXT_WIDTH = 6.5  # inches: the paper's letter page less its 1 in margins
+HEATMAP_CELL, HEATMAP_FONT, HEATMAP_MARGIN = (0.42, 0.26), 8, 2.3
 # Widest figure (inches): a page-wide figure in the paper (6.5 in) keeps ≥ 80% of the font size.
 MAX_WIDTH = 8.0
 SEQUENCE = ["sky", "orange", "green", "vermillion", "blue", "purple", "black", "yellow"]  # budgets, other arms
@@ -135,34 +140,38 @@ def _is_adaptive(runs: pd.DataFrame) -> bool:
 
 @styled
 def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
-    """Seed 000 Exp. 3: mean rank per layer × module type for every arm with non-uniform ranks, one figure
-    per budget. Arms sit side by side in one matrix (a column group each, at most HEATMAP_ARMS and, where the
-    modules have many types, HEATMAP_COLUMNS columns per row), so their ranks compare at a glance; each figure's
-    colour scale runs from 0 to its own largest rank, so a small budget's ranks are not all one dark colour."""
+    """Seed 000 Exp. 3: mean rank per module type × layer for every arm with non-uniform ranks, one figure per
+    budget. Arms sit side by side in one matrix (a column group each, as many per row as fit the paper's text width
+    at `HEATMAP_CELL`), so their ranks compare at a glance; module types are the rows, so their names read across
+    once per row of arms. The figure is no wider than the page, so its type is printed at the size it is drawn (at
+    least 8 pt). Each figure's colour scale runs from 0 to its own largest rank, so a small budget's ranks are not
+    all one dark colour."""
     budgets = []
     for _, cell, label in _budgets(frame):
         arms = [a for a in arm_order(cell["arm"]) if _is_adaptive(cell[cell["arm"] == a])]
-        grids = [allocation_frame(cell[cell["arm"] == a]).pivot_table("value", "layer", "kind", "mean") for a in arms]
+        grids = [allocation_frame(cell[cell["arm"] == a]).pivot_table("value", "kind", "layer", "mean") for a in arms]
         if arms:
             budgets.append((label, _labels(cell, arms), grids, {_method(a) for a in arms}))
     figures = []
     for label, names, grids, methods in budgets:
         top = max(float(g.max().max()) for g in grids)
-        per_row = max(1, min(HEATMAP_ARMS, HEATMAP_COLUMNS // grids[0].shape[1]))
+        kinds, layers = grids[0].shape
+        per_row = max(1, min(HEATMAP_ARMS, int((TEXT_WIDTH - HEATMAP_MARGIN) // (HEATMAP_CELL[0] * layers))))
         rows = [(names[i:i + per_row], grids[i:i + per_row]) for i in range(0, len(names), per_row)]
         widths = [sum(g.shape[1] for g in row) for _, row in rows]
-        fig = Canvas(figsize=(1.4 + 0.5 * max(widths), (0.3 * grids[0].shape[0] + 1.9) * len(rows)),
-                     layout="constrained")
+        fig = Canvas(figsize=(min(TEXT_WIDTH, HEATMAP_MARGIN + HEATMAP_CELL[0] * max(widths)),
+                              (HEATMAP_CELL[1] * kinds + 0.7) * len(rows) + 0.3), layout="constrained")
         grid = fig.add_gridspec(len(rows), max(widths))  # one grid column per matrix column
         axes = []
         for index, ((row_names, row_grids), width) in enumerate(zip(rows, widths)):
             axes.append(fig.add_subplot(grid[index, :width]))  # a shorter last row keeps the cell width
             image = _heatmap(axes[-1], row_names, row_grids, top)
+        axes[-1].set_xlabel("layer (0 = input side)")
         fig.colorbar(image, ax=axes, label="LoRA rank (mean over seeds)", shrink=0.9)
         figures.append(_save(fig, out_dir, f"rank_heatmap_{slug(setting)}__{slug(label)}",
                              f"Rank allocation — {setting}, {label}",
                              "Rank per module after training" + _final_ranks(methods) + ", mean over seeds, by "
-                             "layer and module type, one column group per method; methods with uniform ranks are "
+                             "module type and layer, one column group per method; methods with uniform ranks are "
                              "omitted."))
     return figures
 
@@ -187,16 +196,18 @@ def _heatmap(ax, names: list[str], grids: list[pd.DataFrame], top: float):
     image = ax.imshow(matrix, cmap="cividis", vmin=0, vmax=top, aspect="auto")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}", ha="center", va="center",
-                fontsize=7, color="white" if value < 0.6 * top else "black")
-    ax.set_xticks(range(matrix.shape[1]), [k for g in grids for k in g.columns], rotation=90)
+                fontsize=HEATMAP_FONT, color="white" if value < 0.6 * top else "black")
+    ax.set_xticks(range(matrix.shape[1]), [layer for g in grids for layer in g.columns])
     ax.set_yticks(range(matrix.shape[0]), grids[0].index)
-    ax.set_xlabel("module type")
-    ax.set_ylabel("layer (0 = input side)")
+    ax.set_ylabel("module type")
     widths = np.array([g.shape[1] for g in grids])
     for edge in np.cumsum(widths)[:-1]:
         ax.axvline(edge - 0.5, color="white", linewidth=3)
     groups = ax.secondary_xaxis("top")
-    groups.set_xticks(np.cumsum(widths) - widths / 2 - 0.5, [_wrap(n, 12) for n in names], fontsize=7.5)
+    # a method's name wraps to its group's width (a character of the font is about half its size wide)
+    characters = int(HEATMAP_CELL[0] * widths.min() * 72 / (0.55 * HEATMAP_FONT))
+    groups.set_xticks(np.cumsum(widths) - widths / 2 - 0.5, [_wrap(n, characters) for n in names],
+                      fontsize=HEATMAP_FONT)
     groups.tick_params(length=0)
     return image
 
@@ -232,7 +243,7 @@ def importance_vs_rank(frame: pd.DataFrame, setting: str, out_dir: Path) -> list
             modules = allocation_frame(cell, column="rank")
             rho = stats.summarize([stats.spearman(g["importance"].tolist(), g["rank"].tolist())
                                    for _, g in modules.groupby("run")])
-            rhos.append(f"ρ = {rho.mean:.2f}" + ("" if math.isnan(rho.std) else f" ± {rho.std:.2f}")
+            rhos.append(f"ρ = {number(rho.mean, 2)}" + ("" if math.isnan(rho.std) else f" ± {rho.std:.2f}")
                         + f" at {label.split(' (')[0]}")
             ax.scatter(modules["importance"], modules["rank"], s=14, alpha=0.6, label=label,
                        color=OKABE_ITO[SEQUENCE[index % len(SEQUENCE)]], marker="os^D"[index % 4])

@@ -24,9 +24,9 @@ import pandas as pd
 
 from balora.report import figures, stats
 from balora.report.analysis import Row, group_rows, holm_rows
-from balora.report.claims import evidence, p_text, strategy_verdicts, verdict_phrase
+from balora.report.claims import counted, evidence, margin_text, p_text, strategy_verdicts, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
-from balora.report.runs import budget_label, by_seed, method_name
+from balora.report.runs import budget_label, by_seed, method_name, setting_words
 from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
@@ -229,6 +229,50 @@ def bottom_line(rows: list[Row], setting: str) -> list[str]:
                f"{p_text(c.p_tost_holm)})" if c.tested else "")
     return [f"In instruction tuning ({setting}, at the budget of LoRA r=8 on every projection), {PROPOSED} against "
             f"{REFERENCE}{numbers}: {_verdict_words(c, PROPOSED)}."]
+
+
+def _study(rows: list[Row]) -> str:
+    """The study's model and data in words: "smollm2 on critic instructions"."""
+    first = rows[0].runs.iloc[0]
+    return setting_words(first["model"], first["dataset"])
+
+
+def answer(rows: list[Row]) -> list[str]:
+    """`bottom_line` in plain words, for the paper's abstract and conclusion: the model and data, Δ with its CI and
+    the four-word verdict (with its MDE where inconclusive), without the tests behind it (the appendix's table)."""
+    c = _compared_with_lora(rows).get(PROPOSED)
+    if c is None or not _has_reference(rows):
+        return []
+    said = (f"Δ test loss = {c.metric.signed(c.delta)} nats ({100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} "
+            f"to {c.metric.signed(c.ci_high)}), {c.verdict_label}" if c.tested else _verdict_words(c, PROPOSED))
+    return [f"In instruction tuning of {_study(rows)}, at the budget of LoRA r={BUDGET_RANK} on every projection, "
+            f"{PROPOSED} against {REFERENCE}: {said}."]
+
+
+def finding(rows: list[Row]) -> list[str]:
+    """The strategy comparison's finding in one sentence, for the paper, whose table has every number: BA-LoRA's
+    verdict, the strategies better or worse than LoRA r=8 by name, and how many of the others are equivalent or
+    inconclusive."""
+    compared = _compared_with_lora(rows)
+    if not compared or not _has_reference(rows):
+        return []
+    ours = compared.pop(PROPOSED, None)
+    lead = f"{PROPOSED} is {ours.verdict_label}" if ours is not None and ours.tested else ""
+
+    def clause(verdict: str, word: str, names_them: bool) -> tuple[int, str]:
+        names = [name for name, c in compared.items() if c.verdict == verdict]
+        verb = "is" if len(names) == 1 else "are"
+        return len(names), f"{{}} {verb} {word}" + (f" ({', '.join(names)})" if names_them else "")
+
+    margin = next((c for c in compared.values() if c.verdict == stats.EQUIVALENT), None)
+    others = counted([clause(stats.BETTER, "better", True), clause(stats.WORSE, "worse", True),
+                      clause(stats.EQUIVALENT, f"equivalent within ±{margin_text(margin)}" if margin else "", False),
+                      clause(stats.INCONCLUSIVE, "inconclusive", False)])
+    rest = f"of the other {len(compared)} strategies, {others}" if others else ""
+    if not lead and not rest:
+        return []
+    return [f"In instruction tuning of {_study(rows)}, against {REFERENCE} in test loss: "
+            f"{'; '.join(part for part in (lead, rest) if part)}."]
 
 
 def _generations(runs: pd.DataFrame) -> list[str]:

@@ -17,6 +17,7 @@ source's parts never overwrites or deletes another's.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from collections import Counter
@@ -27,7 +28,7 @@ import pandas as pd
 
 from balora.config import RunConfig
 from balora.errors import BaloraError
-from balora.report import anytime, claims, figures, selection, stats
+from balora.report import anytime, claims, figures, lm, selection, stats
 from balora.report.analysis import Row
 from balora.report.builder import STATISTICS, Report
 from balora.report.criteria import abstract_claims, criteria_summary
@@ -41,7 +42,7 @@ from balora.report.document import (
     slug,
     table_latex,
 )
-from balora.report.runs import budget_label, settings
+from balora.report.runs import budget_label, setting_words, settings
 from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, MARGIN_SOURCE, STAT_NOTE, coverage_table, pct, signed
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
@@ -58,7 +59,7 @@ CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that match
 SHORT_HEADERS = {"learning_rate": "lr"}
 SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
-TEXT_WIDTH = 6.5  # inches: main.tex's letter paper with 1 in margins
+TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values")
@@ -283,18 +284,59 @@ def _input(table: Table, latex: str, out: Output) -> str:
     return rf"\input{{{out.tex}/tables/{table.name}.tex}}" + "\n"
 
 
-def _sentences(sentences: list[str]) -> str:
+@dataclass(frozen=True)
+class Cited:
+    """A claim with the tables and figures that hold its numbers, referred to at its end: "… (Table 3)."."""
+
+    text: str
+    floats: tuple[Table | Figure, ...]
+
+
+def citing(sentences: list[str], floats: list[Table | Figure]) -> list[str | Cited]:
+    """`sentences` whose last cites `floats` (the tables and figures they discuss); where there is no sentence,
+    one that points to them, so that every float the body shows is referred to from its text."""
+    if not floats:
+        return list(sentences)
+    if not sentences:
+        return [Cited("", tuple(floats))]
+    return [*sentences[:-1], Cited(sentences[-1], tuple(floats))]
+
+
+def _references(floats: tuple[Table | Figure, ...], out: Output) -> str:
+    """LaTeX that refers to `floats`: "Table~\\ref{…}", "Figure~\\ref{…} and Tables~\\ref{…} and~\\ref{…}"."""
+    kinds: dict[str, list[str]] = {}
+    for block in floats:
+        kind, prefix = ("Table", "tab") if isinstance(block, Table) else ("Figure", "fig")
+        kinds.setdefault(kind, []).append(rf"\ref{{{prefix}:{out.label(block.name)}}}")
+    said = []
+    for kind, refs in kinds.items():
+        joined = refs[0] if len(refs) == 1 else ", ".join(refs[:-1]) + " and~" + refs[-1]
+        said.append(f"{kind}{'s' if len(refs) > 1 else ''}~{joined}")
+    return " and ".join(said)
+
+
+def _claim_latex(claim: str | Cited, out: Output) -> str:
+    if isinstance(claim, str):
+        return latex_text(claim)
+    if not claim.text:
+        return f"The numbers are in {_references(claim.floats, out)}."
+    return f"{latex_text(claim.text.removesuffix('.'))} ({_references(claim.floats, out)})."
+
+
+def _sentences(sentences: list[str | Cited], out: Output) -> str:
     """One claim as a paragraph; several as a list, easier to scan than a wall of numbers."""
     if len(sentences) < 2:
-        return "".join(latex_text(s) + "\n\n" for s in sentences)
-    return "\n".join([r"\begin{itemize}", *(rf"\item {latex_text(s)}" for s in sentences), r"\end{itemize}", ""])
+        return "".join(_claim_latex(s, out) + "\n\n" for s in sentences)
+    return "\n".join([r"\begin{itemize}", *(rf"\item {_claim_latex(s, out)}" for s in sentences), r"\end{itemize}",
+                      ""])
 
 
-def _part(sentences: list[str], floats: list[Table | Figure], out: Output, empty: str) -> str:
+def _part(sentences: list[str | Cited], floats: list[Table | Figure], out: Output, empty: str) -> str:
     """Claims, then the floats; `empty` (what is missing) where there is neither."""
     if not sentences and not floats:
         return latex_text(empty) + "\n"
-    return _sentences(sentences) + "".join(_table(f, out) if isinstance(f, Table) else _figure(f, out) for f in floats)
+    return _sentences(sentences, out) + "".join(_table(f, out) if isinstance(f, Table) else _figure(f, out)
+                                                for f in floats)
 
 
 def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> list[str]:
@@ -317,18 +359,30 @@ def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> li
     return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
 
 
-def _intervals(rows: list[Row], reference: str, where: str) -> list[str]:
-    """One sentence for a table's tested comparisons with `reference` in plain words: each arm's Δ with its CI
-    and its verdict (the abstract's and the answer's form, where the table is not at hand)."""
+def _budget_words(lead: str) -> str:
+    """A budget's label in words: "r=8" is "the rank-8 budget"; any other label as it is."""
+    return f"the rank-{lead.removeprefix('r=')} budget" if re.fullmatch(r"r=[\d.]+", lead) else lead
+
+
+def _intervals(rows: list[Row], reference: str) -> list[str]:
+    """One sentence for a table's tested comparisons with `reference` in plain words (model, data, shots and
+    budget): each arm's Δ with its CI and its four-word verdict, with the MDE where inconclusive (the abstract's
+    form, where the table is not at hand)."""
     tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
     if not tested:
         return []
-    return [f"{where}, against {reference}: " + "; ".join(
-        f"{r.label} at {r.lead}, Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), "
-        f"{c.verdict_label}" for r in tested for c in [r.comparison]) + "."]
+    budgets = list(dict.fromkeys(r.lead for r in tested))
+    first = tested[0].runs.iloc[0]
+    where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"))
+    if len(budgets) == 1:  # said once for the setting, not for each arm
+        where += f" at {_budget_words(budgets[0])}"
+    return [f"With {where}, against {reference}: " + "; ".join(
+        f"{r.label}{'' if len(budgets) == 1 else f' at {_budget_words(r.lead)}'}, Δ = {signed(c.delta)} pp "
+        f"({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), {c.verdict_label}"
+        for r in tested for c in [r.comparison]) + "."]
 
 
-def _anytime(report: Report, pick) -> tuple[list[str], list[Table | Figure]]:
+def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figure]]:
     """The anytime comparisons in words (which arms learn sooner than LoRA, and which of them only sooner,
     tying at the end) and their tables (the validation curves are in the dynamics part); nothing where no sweep
     of the runs asks for it."""
@@ -341,11 +395,12 @@ def _anytime(report: Report, pick) -> tuple[list[str], list[Table | Figure]]:
         if part.empty:
             continue
         rows, final = anytime.compare(part)
-        sentences += _verdict_words(rows, "LoRA on the anytime metric", "arms", setting)
+        tables = pick(f"anytime_{slug(setting)}")
+        sentences += citing(_verdict_words(rows, "LoRA on the anytime metric", "arms", setting), tables)
         sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric while its test "
                       f"accuracy is {final[(r.lead, r.arm)].verdict_label} against LoRA's."
                       for r in anytime.speed_wins(rows, final)]
-        floats += pick(f"anytime_{slug(setting)}")
+        floats += tables
     return sentences, floats
 
 
@@ -367,47 +422,60 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
+    lm_rows = list(analysis.lm.values())
+
+    def budget(setting: str) -> list[str | Cited]:
+        return citing(_verdict_words(claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
+                                     setting if len(shown) > 1 else ""), pick(f"budget_{slug(setting)}"))
+
+    def fewshot(name: str) -> list[str | Cited]:
+        table = f"fewshot_{slug(name)}"  # its figure is its family's, whose name the table's begins with
+        drawn = [f for f in prefixed("fewshot_") if isinstance(f, Figure) and table.startswith(f.name)]
+        return citing(_verdict_words(claims._proposed_rows(analysis.fewshot[name]), "LoRA", "shot counts"),
+                      [*drawn, *pick(table)])
+
     return {
         # the abstract: the headline intervals and verdicts in words (the counts over every comparison where there
         # is no headline; the conclusion has them), the instruction-tuning verdicts and the criteria
-        "abstract": _part([*(abstract_claims(analysis) or claims.summary_claims(analysis)), *report.lm_bottom_lines,
-                           criteria_summary(report.criteria, ADVANCE)], [], out, "No comparison with LoRA was possible."),
+        "abstract": _part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
+                           *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
+                          [], out, "No comparison with LoRA was possible."),
         # the conclusion: the bottom lines only, in accuracy then in test loss (the runs that did not learn, the
         # few-shot trend and the criteria are in the tables, the few-shot results and the abstract)
-        "conclusion": _part([claims.conclusion_claims(analysis)[0], *report.lm_bottom_lines], [], out, ""),
+        "conclusion": _part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
+                            [], out, ""),
         "config": _table(config_table(frame), out),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
-        "tuning": _part([], pick("tuning", "convergence"), out, "No tuning runs."),
+        "tuning": _part([], [*(t for t in map(_evaluated_only, pick("tuning")) if t.rows), *pick("convergence")], out,
+                        "No tuning runs."),
         "criteria": _part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
                           out, "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
         # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
         # ablations and controls, against full BA-LoRA
-        "answer": _part([*(s for setting, rows in analysis.main.items()
-                           for s in _intervals(rows, "tuned LoRA", setting)),
-                         *(s for setting, rows in analysis.ablation.items()
-                           for s in _intervals(rows, "full BA-LoRA", setting))], [], out,
+        "answer": _part([*(s for rows in analysis.main.values() for s in _intervals(rows, "tuned LoRA")),
+                         *(s for rows in analysis.ablation.values() for s in _intervals(rows, "full BA-LoRA"))], [], out,
                         "No comparison with LoRA was possible."),
-        "budget": _part([s for setting in shown for s in _verdict_words(
-                            claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
-                            setting if len(shown) > 1 else "")],
+        # the body's sentences refer to the tables and figures that hold their numbers
+        "budget": _part([s for setting in shown for s in budget(setting)],
                         pick(*(f"budget_{slug(setting)}" for setting in shown)), out,
                         f"No budget comparison in {primary}."),
         # accuracy against parameters: the table has the numbers, the appendix the picture
         "budget_more": _part([], pick(f"pareto_{key}"), out, ""),
-        "fewshot": _part([*(s for name in analysis.fewshot
-                            for s in _verdict_words(claims._proposed_rows(analysis.fewshot[name]), "LoRA",
-                                                    "shot counts")), *claims._trend_counts(analysis)],
+        "fewshot": _part([*(s for name in analysis.fewshot for s in fewshot(name)),
+                          *citing(claims._trend_counts(analysis), prefixed("fewshot_trend_"))],
                          prefixed("fewshot_"), out, " ".join(["No few-shot comparison.", *fewshot_missing])),
-        # the body says where the ranks went (the importance-rank correlation, the mean rank per module type); the
-        # appendix shows it, every budget's heatmap (r = 8 first where there is one) and the importance plot
-        "allocation": _part(claims.allocation_claims(frame, primary), [], out, f"No allocation data in {primary}."),
+        # where the ranks went (the importance-rank correlation, the module types with the most and the least rank),
+        # pointing to every budget's heatmap (r = 8 first where there is one); then those and the importance plot
+        "allocation": _part(citing(claims.allocation_claims(frame, primary), heatmaps), [], out,
+                            f"No allocation data in {primary}."),
         "allocation_more": _part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], out, ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
         "ablation": _part([s for setting in analysis.ablation
-                           for s in _verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations")],
+                           for s in citing(_verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations"),
+                                           pick(f"ablation_{slug(setting)}"))],
                           pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), out,
                           "No ablation runs."),
         "strategy": _part([s for setting in analysis.strategy
@@ -419,7 +487,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
         "anytime": _part(anytime_sentences, [], out, "No anytime comparison."),
         "anytime_more": _part([], anytime_floats, out, ""),
-        "dynamics": _part(claims.majority_claims(frame) + report.convergence_claims,
+        # which arms were still rising: what ran, the gains left to the convergence table (Appendix B)
+        "dynamics": _part([*claims.majority_claims(frame),
+                           *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
         "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),
@@ -427,6 +497,14 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "coverage": _table(replace(coverage_table(frame), compact=["Setting", "Method", "Runs per budget"],
                                    title="Finished evaluation runs per setting, method and budget"), out),
     }
+
+
+def _evaluated_only(table: Table) -> Table:
+    """The selection table without the cells whose evaluation runs have not run (the report lists them; the paper
+    reports what ran), nor the note on their mark."""
+    at = table.columns.index("Selected")
+    rows = [row for row in table.rows if not row[at].endswith(selection.PENDING)]
+    return replace(table, rows=rows, notes=[note.replace(selection.PENDING_NOTE, "") for note in table.notes])
 
 
 def _clear(folder: Path, study: str) -> None:
@@ -458,14 +536,18 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
     elif report.analysis.frame.empty:  # causal-LM runs only
         values = dict.fromkeys(MACROS, "n/a")
         parts = dict.fromkeys(PARTS, "No classification results were available when this paper was generated.\n")
-        parts["abstract"] = parts["conclusion"] = _sentences(report.lm_bottom_lines) + parts["abstract"]
+        answers = [s for rows in report.analysis.lm.values() for s in lm.answer(rows)]
+        parts["abstract"] = parts["conclusion"] = _sentences(answers, out) + parts["abstract"]
     else:
         values = macros(report.analysis.frame)
         parts = _parts(report, out)
     (out.folder / "results.tex").write_text(_macro_file({names[k]: v for k, v in values.items()}))
     if report is not None:
         floats = [b for b in report.sections.get("lm", []) if isinstance(b, Table | Figure)]
-        parts["lm"] = _part(report.lm_claims, floats, out, "No instruction-tuning (causal-LM) runs.")
+        # the finding, pointing to the strategy table and its figure (which hold every number), then those
+        found = [s for rows in report.analysis.lm.values() for s in lm.finding(rows)]
+        cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
+        parts["lm"] = _part(citing(found, cited), floats, out, "No instruction-tuning (causal-LM) runs.")
         parts["values"] = "".join(out.appendix)  # after every table that may put its values there
     for name, text in parts.items():
         (out.folder / f"{name}.tex").write_text(text)

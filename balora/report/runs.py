@@ -83,6 +83,15 @@ def setting_label(model: str, dataset: str, shots: int | None, train_size: int |
     return " · ".join(part for part in (model, dataset, data, protocol) if part)
 
 
+def setting_words(model: str, dataset: str, shots: float | None = None, train_size: float | None = None) -> str:
+    """A setting in words, where its label's codes ("minilm · presidential_debates · 64-shot") would be read without
+    the tables (the paper's abstract): "minilm on presidential debates (64 examples per class)"."""
+    amount = (f" ({int(shots)} examples per class)" if shots is not None and shots == shots else
+              f" ({int(train_size):,} training examples)" if train_size is not None and train_size == train_size
+              and train_size else "")
+    return f"{model} on {dataset.replace('_', ' ')}{amount}"
+
+
 def _effective(config: dict[str, Any], name: str) -> Any:
     """A config value as the run used it: a field the config leaves out has RunConfig's default."""
     if name in (config.get("tuned") or []):

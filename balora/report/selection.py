@@ -19,6 +19,7 @@ from balora.tuning import AT_CHANCE_TOLERANCE, RISING_TOLERANCE, CellTuning, Sco
 MARK = "*"
 REJECTED = "✗"
 PENDING = " (evaluation pending)"  # a selection whose evaluation runs have not run yet: no test result
+PENDING_NOTE = f" {PENDING.strip()}: its evaluation runs have not run yet."
 LM_CRITERION = "; a causal LM's lowest mean final validation loss"
 
 
@@ -138,7 +139,7 @@ def tuning_table(results: list[dict[str, Any]], labels: dict[str, str],
             f"chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
             "classes): it did not learn the task. The best admissible value is selected.")
     note = "Only the selected value was run on the evaluation seeds and scored on test." + (
-        f" {PENDING.strip()}: its evaluation runs have not run yet." if any(c.cell not in evaluated for c in cells)
+        PENDING_NOTE if any(c.cell not in evaluated for c in cells)
         else "")
     if any(c.selected.by_loss for c in cells):
         note += (" Causal-LM cells, which have no accuracy: final validation loss (nats per response token), the "
@@ -186,15 +187,18 @@ def convergence_table(arms: list[dict[str, Any]]) -> Table | None:
                  [note])
 
 
-def convergence_claims(arms: list[dict[str, Any]]) -> list[str]:
+def convergence_claims(arms: list[dict[str, Any]], detail: bool = True) -> list[str]:
+    """Which arms were still rising on validation at the end of training, and for which of them a longer training
+    was tried and was not better. `detail`: each arm's last gain, and the arms for which no longer training was
+    tried (the report's); without it, what ran only (the paper's, whose convergence table has the gains)."""
     rising = [a for a in arms if a["rising"]]
     if not arms:
         return []
     if not rising:
         return [f"No arm's validation accuracy was still rising at the last evaluation ({len(arms)} arms checked)."]
     def names(some: list[dict[str, Any]]) -> str:
-        return "; ".join(f"{a['arm']} at {budget_label(a['budget'])}, {a['setting']} "
-                         f"(+{100 * (a['last'] - a['best_before']):.2f} pp)" for a in some)
+        return "; ".join(f"{a['arm']} at {budget_label(a['budget'])}, {a['setting']}"
+                         + (f" (+{100 * (a['last'] - a['best_before']):.2f} pp)" if detail else "") for a in some)
 
     checked = [a for a in rising if a["longer_not_better"]]
     unchecked = [a for a in rising if not a["longer_not_better"]]
@@ -204,7 +208,7 @@ def convergence_claims(arms: list[dict[str, Any]]) -> list[str]:
     claims = [f"{len(rising)} of {len(arms)} arms were still rising on validation at the last evaluation. For "
               f"{len(checked)} of them a longer training at the same values was tried on the tuning seeds and was not "
               f"better on validation: {names(checked)}."]
-    if unchecked:
+    if unchecked and detail:
         claims.append(f"For the other {len(unchecked)} no longer training was tried, so longer training might change "
                       f"their comparison: {names(unchecked)}.")
     return claims

@@ -19,6 +19,7 @@ from balora.report import stats
 from balora.report.analysis import Analysis, Row, reference_arm, trend_deltas
 from balora.report.document import Table, slug
 from balora.report.runs import PHASES, REFERENCE, arm_order, budget_label, same_machine_ratios, settings
+from balora.tasks import number
 
 DASH = "–"
 
@@ -34,7 +35,7 @@ def pct_summary(summary: stats.Summary) -> str:
 
 
 def signed(value: float, scale: float = 100.0) -> str:
-    return DASH if not math.isfinite(value) else f"{scale * value:+.2f}"
+    return DASH if not math.isfinite(value) else number(scale * value, 2, sign=True)
 
 
 def p_value(p: float | None) -> str:
@@ -101,7 +102,7 @@ def margin_note(comparisons: Iterable[stats.Comparison | None], sweeps: Iterable
 
 
 def _d(c: stats.Comparison) -> str:
-    return DASH if math.isnan(c.cohens_d) else f"{c.cohens_d:+.2f}"
+    return DASH if math.isnan(c.cohens_d) else number(c.cohens_d, 2, sign=True)
 
 
 def rank_spread(row: Row) -> str:

@@ -20,6 +20,7 @@ from balora.tasks.base import (
     fallback,
     get,
     names,
+    number,
     of_peft_task_type,
     of_result,
     register,
@@ -37,6 +38,6 @@ del _task
 
 __all__ = [
     "ACCURACY", "LOSS", "CausalLM", "Classification", "ImageClassification", "LabelledTask", "Metric", "Task",
-    "all_tasks", "check_dataset", "fallback", "get", "names", "of_peft_task_type", "of_result", "register",
+    "all_tasks", "check_dataset", "fallback", "get", "names", "number", "of_peft_task_type", "of_result", "register",
     "task_of", "unregister", "with_task_defaults",
 ]

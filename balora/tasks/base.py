@@ -41,6 +41,13 @@ from balora.options import TASK_OPTIONS, Options
 Processor = PreTrainedTokenizerBase | BaseImageProcessor
 
 
+def number(value: float, digits: int, sign: bool = False) -> str:
+    """`value` with `digits` decimals, and with "+" before a positive one where `sign`. One that rounds to zero has
+    no sign ("0.00"): Python writes -0.00001 as "-0.00", a minus that reads as a loss where there is none."""
+    text = f"{value:{'+' if sign else ''}.{digits}f}"
+    return text.lstrip("+-") if float(text) == 0 else text
+
+
 @dataclass(frozen=True)
 class Metric:
     """A task's primary metric: what validation curves, convergence, selection and the report read a run by, and
@@ -71,7 +78,7 @@ class Metric:
 
     def signed(self, value: float) -> str:
         """A difference in the unit, with its sign and without the unit (a table's column names it): "+2.34"."""
-        return f"{self.scale * value:+.{self.digits}f}"
+        return number(self.scale * value, self.digits, sign=True)
 
 
 ACCURACY = Metric("accuracy", higher_is_better=True, unit="pp", scale=100.0, digits=2)  # margin ±1 pp
