@@ -20,6 +20,7 @@ of the config, a flag, a key under `method:` in the nested form and in sweep spe
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -385,7 +386,15 @@ DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 def plugin_options() -> dict[str, Field]:
     """The options of the methods registered after this module loaded (plug-ins) that `RunConfig` has no field
-    for, by name (the first method to declare a name declares it): a run holds their values in `method_options`."""
+    for, by name (the first method to declare a name declares it): a run holds their values in `method_options`.
+    Read from the registry once per change of it (every RunConfig checks them: planning a sweep asks thousands of
+    times); a copy, so that a caller's change stays its own."""
+    return dict(_plugin_options_at(method_registry.revision()))
+
+
+@functools.lru_cache(maxsize=1)
+def _plugin_options_at(revision: int) -> dict[str, Field]:
+    """`plugin_options` while the registry is at `revision` (`method_registry.revision`), its cache key."""
     return {f.name: f for options in SECTIONS["method"].options for f in fields(options) if f.name not in DEFAULTS}
 
 
