@@ -411,7 +411,14 @@ def tunable() -> set[str]:
 def method_settings() -> dict[str, tuple[str, ...]]:
     """The settings only some methods read, in field order (then the plug-in options), each with the methods that
     read it (each method's `balora.method_registry.Method.settings`); the other methods ignore it, so `RunConfig`
-    refuses it away from its default. Read from the registry on every call, so a method registered later is in it."""
+    refuses it away from its default. Read from the registry again after each change of it, so a method registered
+    later is in it (like `plugin_options`, every RunConfig asks); a copy."""
+    return dict(_method_settings_at(method_registry.revision()))
+
+
+@functools.lru_cache(maxsize=1)
+def _method_settings_at(revision: int) -> dict[str, tuple[str, ...]]:
+    """`method_settings` while the registry is at `revision` (`method_registry.revision`), its cache key."""
     readers = method_registry.readers()
     return {name: readers[name] for name in option_defaults() if name in readers}
 

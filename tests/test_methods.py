@@ -153,23 +153,27 @@ def test_a_plug_in_method_brings_options_of_its_own(plugin_method, tiny_model_di
 
 
 def test_plug_in_options_are_read_from_the_registry_once_per_change_of_it(plugin_method, monkeypatch):
-    """Every RunConfig checks the plug-in options (planning the paper preset asks thousands of times): asked
-    again, they come from the cache without reading the options classes; forgetting or registering a method
-    reads them anew."""
+    """Every RunConfig checks the plug-in options and which methods read each setting (planning the paper preset
+    asks thousands of times): asked again, they come from the cache without reading the options classes or the
+    records; forgetting or registering a method reads them anew."""
     reads = []
     monkeypatch.setattr(config, "fields", lambda options: reads.append(options) or fields(options))
-    assert "first_weight" in config.plugin_options()
+    monkeypatch.setattr(method_registry, "readers", lambda real=method_registry.readers: reads.append("readers") or real())
+    assert "first_weight" in config.plugin_options() and "first_weight" in config.method_settings()
     reads.clear()
-    assert "first_weight" in config.plugin_options() and reads == []
+    assert "first_weight" in config.plugin_options() and config.method_settings()["first_weight"] == ("first_weighted",)
+    assert reads == []
     unregister(plugin_method.name)
     try:
-        assert "first_weight" not in config.plugin_options() and reads
+        assert "first_weight" not in config.plugin_options() and "first_weight" not in config.method_settings()
+        assert "readers" in reads and len(reads) > 1
     finally:
         register(plugin_method)  # for the fixture to forget
-    assert config.plugin_options()["first_weight"].default == 2.0
-    # a copy: a caller's change does not reach the next caller
+    assert config.plugin_options()["first_weight"].default == 2.0 and "first_weight" in config.method_settings()
+    # copies: a caller's change does not reach the next caller
     config.plugin_options().clear()
-    assert "first_weight" in config.plugin_options()
+    config.method_settings().clear()
+    assert "first_weight" in config.plugin_options() and "first_weight" in config.method_settings()
 
 
 def test_an_unregistered_method_is_unknown_again(toy_method):
