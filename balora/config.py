@@ -20,11 +20,13 @@ of the config, a flag, a key under `method:` in the nested form and in sweep spe
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import json
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import Field, asdict, dataclass, field, fields, make_dataclass, replace
+from dataclasses import Field, dataclass, field, fields, make_dataclass, replace
 from typing import Any, NamedTuple
 
 from balora import method_registry
@@ -234,7 +236,10 @@ class RunConfig(_SectionFields):
         return self.epochs or default_epochs(self.shots)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """`dataclasses.asdict`'s dict (containers copied), built without its recursion into every scalar: a sweep's
+        plan and a report make ~10,000 of these, and asdict took 3 s of planning the paper preset."""
+        return {f.name: copy.deepcopy(v) if isinstance(v := getattr(self, f.name), (list, dict)) else v
+                for f in _FIELDS}
 
     def key(self) -> str:
         """Stable hash of everything that defines the run: same key, same experiment. Fields added later
@@ -353,7 +358,7 @@ def protocol(config: Mapping[str, Any]) -> dict[str, Any]:
     leaves out has RunConfig's default and `epochs` is the number the run trains for (None means
     the default for its data), so that configs that train alike have one protocol. A plug-in's options
     (`method_options`) read as fields there, each at its default where the config leaves it out."""
-    values = {**RunConfig().to_dict(), **config}
+    values = {**DEFAULTS, **config}  # RunConfig()'s dict, without making one: a report asks ~10,000 times
     values.pop("seed")
     values.update({**{name: f.default for name, f in plugin_options().items()}, **(values.pop("method_options") or {})})
     for f in fields(RunConfig):  # 8 and 8.0 are one learning rate or budget
@@ -381,11 +386,20 @@ KEYED_ALWAYS = frozenset({
     "text_column", "threshold", "top_k", "train_on_prompt", "train_size", "warmstart", "warmup_ratio", "weight_decay"})
 KEYED_WHEN_SET = frozenset(f.name for f in fields(RunConfig)) - KEYED_ALWAYS
 DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
+_FIELDS = fields(RunConfig)  # read once: to_dict needs them for every config
 
 
 def plugin_options() -> dict[str, Field]:
     """The options of the methods registered after this module loaded (plug-ins) that `RunConfig` has no field
-    for, by name (the first method to declare a name declares it): a run holds their values in `method_options`."""
+    for, by name (the first method to declare a name declares it): a run holds their values in `method_options`.
+    Read from the registry once per change of it (every RunConfig checks them: planning a sweep asks thousands of
+    times); a copy, so that a caller's change stays its own."""
+    return dict(_plugin_options_at(method_registry.revision()))
+
+
+@functools.lru_cache(maxsize=1)
+def _plugin_options_at(revision: int) -> dict[str, Field]:
+    """`plugin_options` while the registry is at `revision` (`method_registry.revision`), its cache key."""
     return {f.name: f for options in SECTIONS["method"].options for f in fields(options) if f.name not in DEFAULTS}
 
 
@@ -402,7 +416,14 @@ def tunable() -> set[str]:
 def method_settings() -> dict[str, tuple[str, ...]]:
     """The settings only some methods read, in field order (then the plug-in options), each with the methods that
     read it (each method's `balora.method_registry.Method.settings`); the other methods ignore it, so `RunConfig`
-    refuses it away from its default. Read from the registry on every call, so a method registered later is in it."""
+    refuses it away from its default. Read from the registry again after each change of it, so a method registered
+    later is in it (like `plugin_options`, every RunConfig asks); a copy."""
+    return dict(_method_settings_at(method_registry.revision()))
+
+
+@functools.lru_cache(maxsize=1)
+def _method_settings_at(revision: int) -> dict[str, tuple[str, ...]]:
+    """`method_settings` while the registry is at `revision` (`method_registry.revision`), its cache key."""
     readers = method_registry.readers()
     return {name: readers[name] for name in option_defaults() if name in readers}
 

@@ -70,19 +70,31 @@ class Method:
 
 
 _REGISTRY: dict[str, Method] = {}
+_revision = 0  # counts the registry's changes, so that what is derived from it may be cached until the next one
 
 
 def register(method: Method) -> Method:
     """Make `method` known everywhere: `--method`, sweep specs, `RunConfig`'s checks, the dry run, the report."""
+    global _revision
     if method.name in _REGISTRY:
         raise BaloraError(f"method {method.name} is already registered")
     _REGISTRY[method.name] = method
+    _revision += 1
     return method
 
 
 def unregister(name: str) -> Method:
     """Forget a registered method (for tests and plug-ins that registered their own)."""
-    return _REGISTRY.pop(name)
+    global _revision
+    method = _REGISTRY.pop(name)
+    _revision += 1
+    return method
+
+
+def revision() -> int:
+    """A number that changes whenever a method is registered or forgotten: a cache of something read from the
+    registry (`config.plugin_options`) is stale once this differs from the number it was made at."""
+    return _revision
 
 
 def find(name: str) -> Method | None:

@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, initialize_lora_eva_weig
 from test_run import tiny_config
 from transformers import AutoModelForSequenceClassification
 
-from balora import allocation, method_registry
+from balora import allocation, config, method_registry
 from balora.config import DEFAULTS, RunConfig, method_settings
 from balora.errors import BaloraError
 from balora.initialisation import lora_layer
@@ -150,6 +150,30 @@ def test_a_plug_in_method_brings_options_of_its_own(plugin_method, tiny_model_di
     assert main(["allocate", "--method", "first_weighted", *data, "--first-weight", "4", "--json"]) == 0
     ranks = [m["rank"] for m in json.loads(capsys.readouterr().out)["modules"]]
     assert ranks[0] > max(ranks[1:])
+
+
+def test_plug_in_options_are_read_from_the_registry_once_per_change_of_it(plugin_method, monkeypatch):
+    """Every RunConfig checks the plug-in options and which methods read each setting (planning the paper preset
+    asks thousands of times): asked again, they come from the cache without reading the options classes or the
+    records; forgetting or registering a method reads them anew."""
+    reads = []
+    monkeypatch.setattr(config, "fields", lambda options: reads.append(options) or fields(options))
+    monkeypatch.setattr(method_registry, "readers", lambda real=method_registry.readers: reads.append("readers") or real())
+    assert "first_weight" in config.plugin_options() and "first_weight" in config.method_settings()
+    reads.clear()
+    assert "first_weight" in config.plugin_options() and config.method_settings()["first_weight"] == ("first_weighted",)
+    assert reads == []
+    unregister(plugin_method.name)
+    try:
+        assert "first_weight" not in config.plugin_options() and "first_weight" not in config.method_settings()
+        assert "readers" in reads and len(reads) > 1
+    finally:
+        register(plugin_method)  # for the fixture to forget
+    assert config.plugin_options()["first_weight"].default == 2.0 and "first_weight" in config.method_settings()
+    # copies: a caller's change does not reach the next caller
+    config.plugin_options().clear()
+    config.method_settings().clear()
+    assert "first_weight" in config.plugin_options() and "first_weight" in config.method_settings()
 
 
 def test_an_unregistered_method_is_unknown_again(toy_method):

@@ -1237,22 +1237,32 @@ def test_a_wide_table_wraps_its_verdict_upright_before_it_goes_sideways():
     assert r"\begin{sidewaystable}" in table_latex(wide)
 
 
+CAN_BUILD = shutil.which("pdflatex") is not None and shutil.which("pdftotext") is not None
+BUILDS_AND_READS = pytest.mark.skipif(not CAN_BUILD, reason="pdflatex and pdftotext (poppler-utils) build and read the paper")
+
+
 @pytest.fixture(scope="module")
-def committed_paper(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The paper built from the committed runs (results/paper and the lever study, results/levers): its folder."""
-    from balora.report import build_paper, write_runs_report
+def committed_parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The paper's sources with the parts the committed runs write (the lever study's, results/levers, first, then
+    the main results', results/paper, which must leave the study's alone), with the figures where the paper is
+    built: its folder. Written once for the module: each report takes half a minute on the CI machine."""
+    from balora.report import write_runs_report
 
     root, out = Path(__file__).parents[1], tmp_path_factory.mktemp("committed")
     paper = out / "paper"
     shutil.copytree(root / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf", "*.aux", "*.log"))
-    write_runs_report(root / "results" / "paper", out / "report", paper_dir=paper, figures_too=True)
-    write_runs_report(root / "results" / "levers", out / "levers", paper_dir=paper, figures_too=True)
-    build_paper(paper)
+    write_runs_report(root / "results" / "levers", out / "levers", paper_dir=paper, figures_too=CAN_BUILD)
+    write_runs_report(root / "results" / "paper", out / "report", paper_dir=paper, figures_too=CAN_BUILD)
     return paper
 
 
-BUILDS_AND_READS = pytest.mark.skipif(shutil.which("pdflatex") is None or shutil.which("pdftotext") is None,
-                                      reason="pdflatex and pdftotext (poppler-utils) build and read the paper")
+@pytest.fixture(scope="module")
+def committed_paper(committed_parts: Path) -> Path:
+    """The paper built from the committed runs (results/paper and the lever study, results/levers): its folder."""
+    from balora.report import build_paper
+
+    build_paper(committed_parts)
+    return committed_parts
 
 
 @BUILDS_AND_READS
@@ -1404,18 +1414,14 @@ def test_a_long_table_by_setting_is_a_listing_on_as_many_pages_as_it_needs(tmp_p
         assert tex.count(f"setting {k}") == 1
 
 
-def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_reports(tmp_path: Path):
+def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_reports(committed_parts: Path):
     """results/levers is a study of its own in the paper: its report writes generated/levers/ (macros
-    prefixed Levers), the main results' report leaves that folder alone, and the answer's sentences carry
-    exactly the Δ, CI and verdict of each comparison in the study's committed report."""
-    from balora.report import write_runs_report
+    prefixed Levers), the main results' report, written after it, leaves that folder alone, and the answer's
+    sentences carry exactly the Δ, CI and verdict of each comparison in the study's committed report."""
     from balora.report.document import latex_text
 
     root = Path(__file__).parents[1]
-    paper = tmp_path / "paper"
-    write_runs_report(root / "results" / "levers", tmp_path / "levers", paper_dir=paper, figures_too=False)
-    write_runs_report(root / "results" / "paper", tmp_path / "main", paper_dir=paper, figures_too=False)
-    generated = paper / "generated"
+    generated = committed_parts / "generated"
     assert r"\newcommand{\NumRuns}" in (generated / "results.tex").read_text()
     levers = generated / "levers"
     assert r"\newcommand{\LeversNumRuns}" in (levers / "results.tex").read_text()
