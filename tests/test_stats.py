@@ -63,14 +63,12 @@ def test_holm_gives_statsmodels_values_without_its_garbage_collection(ps: list[f
     garbage collection statsmodels runs on every call (0.3 s each in a process holding a report's runs)."""
     from statsmodels.stats.multitest import multipletests
 
-    tested = _tested(0.5)
+    expected = [float(p) for p in multipletests(ps, method="holm")[1]] if ps else []
     collections = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gc, "collect", lambda *args: collections.append(args) or 0)
-        adjusted = stats.holm_adjust([replace(tested, p_t=p, p_holm=p) for p in ps])
-        assert collections == []
-        expected = [float(p) for p in multipletests(ps, method="holm")[1]] if ps else []  # its collection stubbed
-    assert [c.p_holm for c in adjusted] == expected
+        adjusted = stats.holm_adjust([_tested(p) for p in ps])
+    assert [c.p_holm for c in adjusted] == expected and collections == []
 
 
 def test_large_consistent_difference_is_significant_and_direction_is_kept():
