@@ -18,8 +18,8 @@ are scipy's and statsmodels', and so are the multiple-comparison adjustment and 
   unadjusted α: Holm's adjustment only lowers the power, so the MDE is a lower bound on what the
   table's adjusted test can detect;
 - p_holm, p_tost_holm: Holm's step-down adjustment of the t-tests, and separately of the equivalence
-  tests, across the comparisons of one table (`holm_adjust`; the values of
-  `statsmodels.stats.multitest.multipletests(method="holm")`, computed here);
+  tests, across the comparisons of one table (`holm_adjust`, with
+  `statsmodels.stats.multitest.multipletests`);
 - the verdict, one of four words: better or worse where the Holm-adjusted t-test rejects "no
   difference" at α (its direction from Δ's sign and the metric's: a higher accuracy, a lower loss is
   better), else equivalent (within ±margin) where the Holm-adjusted equivalence test rejects "a
@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestPower
 from statsmodels.stats.weightstats import ttost_paired
 
@@ -189,15 +190,8 @@ def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float
                       _verdict(metric.sign * delta, p_t, p_tost, n, spread, alpha))
 
 
-def _holm(ps: list[float]) -> list[float]:
-    """Holm's adjusted p-values, in the order given: the k-th smallest times (m − k + 1), never below the one
-    before it, at most 1. The same arithmetic as statsmodels' `multipletests(method="holm")`, which also runs a
-    full garbage collection on every call: ~0.3 s each in a process holding a report's runs, 5 s a report."""
-    order = np.argsort(ps, kind="stable")
-    scaled = np.maximum.accumulate(np.asarray(ps, dtype=float)[order] * np.arange(len(ps), 0, -1))
-    adjusted = np.empty(len(ps))
-    adjusted[order] = np.minimum(scaled, 1.0)
-    return [float(p) for p in adjusted]
+def _holm(ps: list[float], alpha: float) -> list[float]:
+    return [float(p) for p in multipletests(ps, alpha=alpha, method="holm")[1]] if ps else []
 
 
 def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
@@ -206,8 +200,8 @@ def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list
     level that matches its better/worse verdict (1 − α·p_t/p_holm). Untested ones are not counted in the
     adjustment and keep their p-values None."""
     tested = [i for i, c in enumerate(comparisons) if c.tested]
-    adjusted = _holm([comparisons[i].p_t for i in tested])
-    equivalence = _holm([comparisons[i].p_tost for i in tested])
+    adjusted = _holm([comparisons[i].p_t for i in tested], alpha)
+    equivalence = _holm([comparisons[i].p_tost for i in tested], alpha)
     result = list(comparisons)
     for i, p_holm, p_tost_holm in zip(tested, adjusted, equivalence):
         c = comparisons[i]
