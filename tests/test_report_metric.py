@@ -66,18 +66,20 @@ def test_the_report_does_not_branch_on_a_task_or_metric_name():
     assert not found
 
 
-def test_a_number_that_rounds_to_zero_is_written_without_a_minus():
-    """The paper printed an anytime interval as [−0.00, +6.69]: Python writes -0.00001 as "-0.00", a minus on a
-    zero. Every signed number of the report (differences, intervals, effect sizes, correlations) drops it."""
+def test_a_number_that_rounds_to_zero_shows_its_first_digit_and_sign():
+    """The paper printed an anytime interval as [−0.00, +6.69], a minus on a zero, and then as [0.00, +6.69] beside
+    "inconclusive", an interval that reads as excluding 0. A non-zero value that rounds to zero is written down to
+    its first digit with its sign, in every signed number of the report (differences, intervals, effect sizes,
+    correlations); an exact zero, or one below the extra decimals, is written 0."""
     from dataclasses import replace
 
     from balora.report.claims import _rho
 
     accuracy = _compare(stats.ACCURACY, {s: 0.70 + 0.01 * s for s in range(5)}, 0.05)
-    touching = replace(accuracy, ci_low=-0.00001, cohens_d=-0.001)
-    assert tables.delta_text(touching) == f"+5.00 [0.00, {tables.signed(touching.ci_high)}]"
-    assert tables._d(touching) == "0.00"
-    assert stats.LOSS.signed(-0.00001) == "0.0000" and stats.ACCURACY.signed(0.0) == "0.00"
-    assert tables.signed(-0.00004) == "0.00" and tables.signed(-0.00006) == "-0.01"
-    assert _rho(stats.Summary(-0.001, float("nan"), 1)) == "0.00"
+    touching = replace(accuracy, ci_low=-0.00004, cohens_d=-0.001)
+    assert tables.delta_text(touching) == f"+5.00 [-0.004, {tables.signed(touching.ci_high)}]"
+    assert tables._d(touching) == "-0.001"
+    assert stats.LOSS.signed(-0.00001) == "-0.00001" and stats.ACCURACY.signed(0.0) == "0.00"
+    assert tables.signed(-0.00006) == "-0.01" and tables.signed(-1e-12) == "0.00"
+    assert _rho(stats.Summary(-0.001, float("nan"), 1)) == "-0.001"
     assert stats.ACCURACY.signed(0.0001) == "+0.01"  # a non-zero keeps its sign

@@ -42,10 +42,14 @@ Processor = PreTrainedTokenizerBase | BaseImageProcessor
 
 
 def number(value: float, digits: int, sign: bool = False) -> str:
-    """`value` with `digits` decimals, and with "+" before a positive one where `sign`. One that rounds to zero has
-    no sign ("0.00"): Python writes -0.00001 as "-0.00", a minus that reads as a loss where there is none."""
-    text = f"{value:{'+' if sign else ''}.{digits}f}"
-    return text.lstrip("+-") if float(text) == 0 else text
+    """`value` with `digits` decimals, and with "+" before a positive one where `sign`. A non-zero value that rounds
+    to zero gets up to three more decimals, down to its first digit, and keeps its sign: "-0.00" read as a minus on
+    a zero, and "0.00" as an interval's end that excludes 0 where the interval includes it ([-0.004, +6.69])."""
+    for places in range(digits, digits + 4):
+        text = f"{value:{'+' if sign else ''}.{places}f}"
+        if float(text) != 0:
+            return text
+    return f"{0:.{digits}f}"
 
 
 @dataclass(frozen=True)
