@@ -218,16 +218,22 @@ def lm_claims(rows: list[Row], setting: str) -> list[str]:
     return sentences
 
 
+def _proposed_against_lora(rows: list[Row]) -> stats.Comparison | None:
+    """BA-LoRA's comparison with LoRA r=8, the one the bottom line states (None without both arms)."""
+    c = _compared_with_lora(rows).get(PROPOSED)
+    return c if c is not None and _has_reference(rows) else None
+
+
 def bottom_line(rows: list[Row], setting: str) -> list[str]:
     """The study's bottom line, for the abstract and the summary: BA-LoRA against LoRA r=8 in one sentence
     (none without both)."""
-    c = _compared_with_lora(rows).get(PROPOSED)
-    if c is None or not _has_reference(rows):
+    c = _proposed_against_lora(rows)
+    if c is None:
         return []
     numbers = (f" (Δ test loss {c.metric.signed(c.delta)}, {100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} to "
                f"{c.metric.signed(c.ci_high)}, Holm-adjusted {p_text(c.p_holm)}, equivalence test Holm-adjusted "
                f"{p_text(c.p_tost_holm)})" if c.tested else "")
-    return [f"In instruction tuning ({setting}, at the budget of LoRA r=8 on every projection), {PROPOSED} against "
+    return [f"In instruction tuning ({setting}, at the budget of LoRA r={BUDGET_RANK} on every projection), {PROPOSED} against "
             f"{REFERENCE}{numbers}: {_verdict_words(c, PROPOSED)}."]
 
 
@@ -240,8 +246,8 @@ def _study(rows: list[Row]) -> str:
 def answer(rows: list[Row]) -> list[str]:
     """`bottom_line` in plain words, for the paper's abstract and conclusion: the model and data, Δ with its CI and
     the four-word verdict (with its MDE where inconclusive), without the tests behind it (the appendix's table)."""
-    c = _compared_with_lora(rows).get(PROPOSED)
-    if c is None or not _has_reference(rows):
+    c = _proposed_against_lora(rows)
+    if c is None:
         return []
     said = (f"Δ test loss = {c.metric.signed(c.delta)} nats ({100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} "
             f"to {c.metric.signed(c.ci_high)}), {c.verdict_label}" if c.tested else _verdict_words(c, PROPOSED))

@@ -86,9 +86,8 @@ def setting_label(model: str, dataset: str, shots: int | None, train_size: int |
 def setting_words(model: str, dataset: str, shots: float | None = None, train_size: float | None = None) -> str:
     """A setting in words, where its label's codes ("minilm · presidential_debates · 64-shot") would be read without
     the tables (the paper's abstract): "minilm on presidential debates (64 examples per class)"."""
-    amount = (f" ({int(shots)} examples per class)" if shots is not None and shots == shots else
-              f" ({int(train_size):,} training examples)" if train_size is not None and train_size == train_size
-              and train_size else "")
+    amount = (f" ({int(shots)} examples per class)" if pd.notna(shots) else
+              f" ({int(train_size):,} training examples)" if pd.notna(train_size) and train_size else "")
     return f"{model} on {dataset.replace('_', ' ')}{amount}"
 
 
