@@ -634,16 +634,17 @@ def test_instruction_tuning_section_selects_learning_rates_on_validation_and_com
 
 
 def test_the_readme_block_is_one_table_and_the_instruction_tuning_verdict(tmp_path: Path):
-    """The README's generated block is a landing page's: one table of BA-LoRA against LoRA (one row per budget
-    and per shot count, with its verdict) and seed 002's verdict as the report words it; every other table, the
-    criteria and the figures stay on the results pages."""
+    """The README's generated block is a landing page's: one table of every main method against LoRA (one row per
+    method and budget or shot count, with what it trains and its verdict) and seed 002's verdict as the report
+    words it; every other table, the criteria and the figures stay on the results pages."""
     from balora.report.builder import build
     from balora.report.figures import RENDER
     from balora.report.readme import headline
     from balora.report.runs import load_runs
 
     results = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
-    results += [make_result(m, 8, shots, s) for m in ("lora", "ba_lora") for shots in (16, 64) for s in (42, 43, 44)]
+    results += [make_result(m, 8, shots, s) for m in ("lora", "ba_lora", "dora") for shots in (16, 64)
+                for s in (42, 43, 44)]
     token = RENDER.set(False)  # the block has no figures: none drawn
     try:
         report = build(load_runs(results), tmp_path, results)
@@ -651,12 +652,33 @@ def test_the_readme_block_is_one_table_and_the_instruction_tuning_verdict(tmp_pa
     finally:
         RENDER.reset(token)
     rows = [line for line in text.splitlines() if line.startswith("| Exp. 2, few-shot |")]
-    assert len(rows) == 2 and "16 shots/class | 3 |" in rows[0] and "64 shots/class | 3 |" in rows[1], text
+    assert [row.split(" | ")[1:3] for row in rows] == [
+        ["16 shots/class", "BA-LoRA"], ["16 shots/class", "DoRA"], ["64 shots/class", "BA-LoRA"],
+        ["64 shots/class", "DoRA"]], text
+    assert all(" | 3 | " in row for row in rows)
     assert [line for line in text.splitlines() if line.startswith("| ") and "Verdict" in line] == [
-        "| Experiment | Setting | Pairs | LoRA acc. (%) | BA-LoRA acc. (%) | Δ (pp) [CI] | Verdict |"]
+        "| Experiment | Setting | Method | Trained params | Pairs | LoRA acc. (%) | Acc. (%) | Δ (pp) [CI] | Verdict |"]
     assert report.lm_bottom_lines and all(line in text for line in report.lm_bottom_lines)
     assert "Instruction tuning: strategy comparison" not in text and "success criteria" not in text
     assert "Great film" not in text and "![" not in text
+
+
+def test_the_readme_block_shows_a_setting_of_one_shot_count(tmp_path: Path):
+    """A setting run at a single shot count (the lever study's: no few-shot family over shot counts) is in the
+    README's table as its budget row, not left out."""
+    from balora.report.builder import build
+    from balora.report.figures import RENDER
+    from balora.report.readme import headline
+    from balora.report.runs import load_runs
+
+    results = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in (42, 43, 44)]
+    token = RENDER.set(False)
+    try:
+        text = headline(build(load_runs(results), tmp_path, results), results)
+    finally:
+        RENDER.reset(token)
+    rows = [line for line in text.splitlines() if line.startswith("| Exp. 1, budgets |")]
+    assert len(rows) == 1 and "| BA-LoRA |" in rows[0] and "r=8" in rows[0], text
 
 
 # BA-LoRA's per-seed test loss minus LoRA r=8's (seeds 42, 43, 44): lower, higher, a tie within ±0.01 nats, and
