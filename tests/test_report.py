@@ -1162,11 +1162,11 @@ def test_every_word_and_number_of_a_rank_heatmap_is_at_least_8_pt_in_print(tmp_p
                                                                           monkeypatch: pytest.MonkeyPatch):
     """With six module types (every linear layer of the ViT in results/levers) and four adaptive arms, the heatmap
     was shrunk on the page until its cell values and method names were 6 pt; every text of it, as the paper prints
-    it (its tight box scaled to the text width and to main.tex's cap of 0.55 of the text height), is 8 pt or more."""
+    it (its tight box scaled to the text width and to the paper's cap on a figure's height), is 8 pt or more."""
     from matplotlib.text import Text
 
     from balora.report import figures
-    from balora.report.paper import TEXT_WIDTH
+    from balora.report.paper import FIGURE_HEIGHT, TEXT_WIDTH
     from balora.report.runs import load_runs
     from balora.runfiles import read_runs
 
@@ -1176,11 +1176,11 @@ def test_every_word_and_number_of_a_rank_heatmap_is_at_least_8_pt_in_print(tmp_p
     setting = next(s for s in frame["setting"].unique() if s.startswith("vit-fashion"))
     figures.rank_heatmaps(frame[frame["setting"] == setting], setting, tmp_path)
     assert canvases
-    text_height = 9.0  # inches: letter paper less 1 in margins; main.tex caps a figure at 0.55 of it
+    text_height = 9.0  # inches: letter paper less 1 in margins
     for canvas in canvases:
         canvas.draw_without_rendering()
         box = canvas.get_tightbbox().padded(0.05)
-        scale = min(1.0, TEXT_WIDTH / box.width, 0.55 * text_height / box.height)
+        scale = min(1.0, TEXT_WIDTH / box.width, FIGURE_HEIGHT * text_height / box.height)
         texts = [t for t in canvas.findobj(Text) if t.get_visible() and t.get_text().strip()]
         assert len(texts) > 4 * 6 * 4  # the cell values are among them
         small = sorted({(round(t.get_fontsize() * scale, 1), t.get_text()) for t in texts

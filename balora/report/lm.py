@@ -30,6 +30,7 @@ from balora.report.runs import budget_label, by_seed, method_name, setting_words
 from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
+    CI_RULE,
     MDE_NOTE,
     TOST_NOTE,
     VERDICT_RULE,
@@ -60,8 +61,7 @@ COLUMN_NOTES = {  # what each column of the strategy table means, shown while th
                    "it follows in brackets.",
     "Reduction (%)": "Reduction: 1 − LoRA params / the largest in the table.",
     "Δ loss vs LoRA r=8 [CI]": "Δ loss: mean per-seed difference against LoRA r=8 on all layers (negative: lower loss) "
-                               "with its paired-t CI at the confidence that matches the better/worse verdict, "
-                               "1 − 0.05·p/p(Holm) (95% where the table has one test).",
+                               f"with {CI_RULE}.",
     "p (Holm)": "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.",
     "p (TOST, Holm)": TOST_NOTE,
     "MDE (nats)": MDE_NOTE.replace("MDE:", "MDE (nats):"),

@@ -60,6 +60,7 @@ SHORT_HEADERS = {"learning_rate": "lr"}
 SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
+FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values")
@@ -175,7 +176,8 @@ def _figure(figure: Figure, out: Output) -> str:
     if figures.RENDER.get():  # else only the text is being written
         shutil.copy(figure.pdf, out.folder / "figures" / figure.pdf.name)
     # natural size where it fits (so every figure's text is the same size), else shrunk to the page
-    size = rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height=0.55\textheight,keepaspectratio"
+    size = (rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height={FIGURE_HEIGHT}\textheight,"
+            "keepaspectratio")
     return "\n".join([
         r"\begin{figure}[htbp]", r"\centering", rf"\includegraphics[{size}]{{{out.tex}/figures/{figure.pdf.name}}}",
         rf"\caption{{{latex_text(figure.title)}. {latex_text(figure.caption)}}}\label{{fig:{out.label(figure.name)}}}",

@@ -155,9 +155,12 @@ MDE_NOTE = ("MDE: minimum detectable effect, the |Δ| that a two-sided paired t-
             "at this number of pairs and the observed std of the differences (at the unadjusted α: Holm's adjustment "
             "only raises it).")
 EQUIVALENCE_NOTE = f"{TOST_NOTE} {MDE_NOTE} {VERDICT_RULE}"
+# the level of Δ's interval, said in every legend that shows one (`stats._level`)
+CI_RULE = ("its paired-t CI at the confidence that matches the verdict: 1 − 0.05·p/p(Holm) (95% where a table has one "
+           "test), which excludes 0 exactly when the verdict is better or worse; on an equivalent row, the equivalence "
+           "test's, 1 − 0.1·p(TOST)/p(TOST, Holm) (90% for one test), which lies inside ±margin")
 STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in accuracy (method − reference) with "
-             "its paired-t CI at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% where "
-             "a table has one test), so it excludes 0 exactly when the verdict is better or worse. p (t): paired "
+             f"{CI_RULE}. p (t): paired "
              "t-test on matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the "
              "same difference (no test, no CI, no MDE). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired "
              "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE)
