@@ -179,10 +179,11 @@ def test_a_paper_table_without_room_for_its_fields_points_to_the_selection_table
     from balora.report import paper
     from balora.report.document import Table
 
-    verdict = "inconclusive (MDE 12.34 pp) " * 3
     methods = ["LoRA", "BA-LoRA", "BA-LoRA dynamic", "linear decay"]
-    rows = [["r=8", m, "3", "69.10 ± 1.33", "+0.90 [−6.04, +7.84]", "1.000", verdict] for m in methods]
-    table = Table("strategy_x", "Strategy comparison — x", ["Budget", "Method", "n", "Acc. (%)", "Δ acc. (pp) [CI]",
+    rows = [["r=8", m, str(3 + i), f"1.{i}888 ± 0.1171", f"{165 + i},888", f"6{i}.10 ± 1.33", f"1{i}.10 ± 1.33",
+             f"+0.9{i} [−6.04, +7.84]", f"0.{i}00", f"inconclusive (MDE 1{i}.34 pp)"] for i, m in enumerate(methods)]
+    table = Table("strategy_x", "Strategy comparison — x", ["Budget", "Method", "n", "Eval loss", "LoRA params",
+                                                            "Acc. (%)", "F1 (%)", "Δ acc. (pp) [CI]",
                                                             "p (TOST, Holm)", "Verdict"], rows,
                   detail={"learning_rate": ["0.0005", "0.001", "0.001", "0.0005"], "epochs": ["40", "40", "40", "20"],
                           "realloc_every": ["–", "–", "20", "–"],
@@ -210,6 +211,15 @@ def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):
     assert "LoRA at r=8" not in said and "every arm still rising" in said.lower()
     unchecked = [{**arms[0], "longer_not_better": False}, arms[1]]
     assert "LoRA at r=8, s" in " ".join(selection.convergence_claims(unchecked, detail=False))
+    # one setting has a run at the majority rate (LoRA, 16 shots, seed 43), the other none
+    from balora.report import write_runs_report
+    from balora.runfiles import write_run
+
+    for run in synthetic_results():
+        write_run(tmp_path / "paper", run)
+    write_runs_report(tmp_path / "paper", tmp_path / "report", paper_dir=tmp_path / "tex", figures_too=False)
+    dynamics = (tmp_path / "tex" / "generated" / "dynamics.tex").read_text()
+    assert "16-shot: 2 of 80 runs ended at or below" in dynamics and "every run ended above" not in dynamics
 
 
 def test_the_config_table_of_a_study_gives_its_settings_test_sets_majority_rates_and_image_input():

@@ -43,6 +43,7 @@ from balora.report.tables import (
     marked,
     mde_cell,
     p_value,
+    reduced,
     reduction,
     render,
     timed_phases,
@@ -155,8 +156,9 @@ def strategy_table(rows: list[Row], setting: str) -> Table:
              "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm), "—"), "MDE (nats)": compared(mde_cell, "—"),
              "Verdict": compared(verdict_cell, "(reference)")}
     runs = pd.concat([r.runs for r in rows])
+    columns = reduced(STRATEGY_COLUMNS, extra)
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",
-                 ["Strategy", *STRATEGY_COLUMNS[1:]], render(rows, STRATEGY_COLUMNS, extra, lead=False),
+                 ["Strategy", *columns[1:]], render(rows, columns, extra, lead=False),
                  margin_note(_compared_with_lora(rows).values(), runs["sweep"]), column_notes=COLUMN_NOTES,
                  # the paper's: the interval excludes 0 exactly when p (Holm) rejects, so it is left to the report
                  compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "Verdict"],

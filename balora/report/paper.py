@@ -88,6 +88,11 @@ class Output:
     tex: str
     study: str = ""
     appendix: list[str] = field(default_factory=list)  # tables for the appendix's part "values", as written
+    selection: str = ""  # the name of the table of values selected on validation, where the paper shows one
+
+    def reference(self, name: str) -> str:
+        """A mark, in a table's plain-text note, that `_table` turns into a reference to table `name`."""
+        return f"[[{self.label(name)}]]"
 
     def label(self, name: str) -> str:
         """A float's label, unique in the paper: a study's floats may share names with the main results'."""
@@ -209,11 +214,13 @@ def _with_levels(table: Table) -> Table:
     return replace(table, columns=columns, rows=rows, notes=notes, column_notes=column_notes)
 
 
-def _with_fields(table: Table) -> tuple[Table, Table | None]:
+def _with_fields(table: Table, out: Output) -> tuple[Table, Table | None]:
     """`table` with the fields its rows differ in (`Table.detail`) as columns after the method, instead of the
     note that lists them in words, so that no selected value is left to prose; where the table would then be too
-    wide for the page upright, the table as it is (its note saying where they are) and a second table of those
-    values beside the rows' budgets and methods, for the appendix."""
+    wide for the page upright, the table as it is with a note: where the paper has a selection table
+    (`Output.selection`), one that points to it for the values selected on validation and says the others, and
+    the training lengths its rows mix, in words (`_in_words`); else one that says where they are, with a second
+    table of those values beside the rows' budgets and methods, for the appendix."""
     fields, marks = _marked_selections({name: cells for name, cells in table.detail.items() if name != CI_LEVEL})
     if not fields:
         return table, None
@@ -226,11 +233,44 @@ def _with_fields(table: Table) -> tuple[Table, Table | None]:
                       notes=[*said, *notes])
     if fits_upright(widened.constants_in_caption(), fit=True):
         return widened, None
+    if out.selection:
+        return replace(table, notes=[*notes, *_in_words(table, out)]), None
     values = Table(f"{table.name}_values", f"Values the rows differ in — {table.title}",
                    [*table.columns[:at], *headers.values()],
                    [[*row[:at], *cells] for row, cells in zip(table.rows, zip(*fields.values()))], said)
     where = f"The values its rows differ in ({', '.join(headers.values())}) are in Appendix B."
     return replace(table, notes=[*notes, where]), values
+
+
+def _in_words(table: Table, out: Output) -> list[str]:
+    """A note on the fields `table`'s rows differ in (`Table.detail`), for a table without room for them: those
+    selected on validation by reference to the selection table (which lists every selected value), the training
+    length, which a reader must know to compare the rows, and the fields no row selected, in words."""
+    values = {name: cells for name, cells in table.detail.items() if name not in (CI_LEVEL, TUNED)}
+    tuned = set().union(*(cell.split(" + ") for cell in table.detail.get(TUNED, [])))
+    at = table.columns.index("Method")
+    leads = {row[0] for row in table.rows}
+    names = [row[at] if len(leads) == 1 else f"{row[at]} ({row[0]})" for row in table.rows]
+    said = [_field_words(name.replace("_", " "), cells, names) for name, cells in values.items()
+            if name == "epochs" or name not in tuned]
+    selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in values if name in tuned]
+    pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
+               f"{out.reference(out.selection)}."] if selected else []
+    return [*pointer, *([f"Its rows differ in {'; in '.join(said)}."] if said else [])]
+
+
+def _field_words(field_name: str, cells: list[str], names: list[str]) -> str:
+    """One field's value per row in words: the usual value once, then its exceptions ("epochs 40, except 20 for
+    linear decay"); only the rows that have one where the others' methods do not read the field."""
+    by_value: dict[str, list[str]] = {}
+    for cell, name in zip(cells, names):
+        by_value.setdefault(cell, []).append(name)
+    common = max(by_value, key=lambda v: len(by_value[v]))
+    if DASH in by_value or 2 * len(by_value[common]) <= len(cells):
+        return f"{field_name} " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()
+                                           if value != DASH)
+    return f"{field_name} {common}, except " + "; ".join(f"{value} for {', '.join(named)}"
+                                                         for value, named in by_value.items() if value != common)
 
 
 def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
@@ -265,7 +305,7 @@ def _table(table: Table, out: Output) -> str:
     needs."""
     plain = [note for note in table.notes if not note.startswith(MARGIN_SOURCE)]  # the margin itself, not its spec
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
-                                                      notes=plain)))
+                                                      notes=plain)), out)
     short = short.constants_in_caption()
     if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
         at = short.columns.index("≤ majority")
@@ -276,7 +316,10 @@ def _table(table: Table, out: Output) -> str:
         out.appendix.append(_input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out))
     grouped = short.columns[0] == "Setting" and len({row[0] for row in short.rows}) < len(short.rows)
     label = f"tab:{out.label(table.name)}"
-    return _input(table, listing_latex(short, label) if grouped else table_latex(short, label, fit=True), out)
+    latex = listing_latex(short, label) if grouped else table_latex(short, label, fit=True)
+    if out.selection:  # the note's mark (`Output.reference`), escaped as text, becomes a LaTeX reference
+        latex = latex.replace(out.reference(out.selection), rf"Table~\ref{{tab:{out.label(out.selection)}}}")
+    return _input(table, latex, out)
 
 
 def _input(table: Table, latex: str, out: Output) -> str:
@@ -418,6 +461,10 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     def prefixed(prefix: str) -> list[Table | Figure]:
         return [block for name, block in named.items() if name.startswith(prefix)]
 
+    tuning = [t for t in map(_evaluated_only, pick("tuning")) if t.rows]
+    if tuning:  # the tables point to it for their selected values, instead of repeating them in the appendix
+        out = replace(out, selection=tuning[0].name)
+
     # a study (a few settings, each its own question) shows every setting's comparisons; the main results, the
     # primary setting's (the report has the others)
     shown = settings(frame) if out.study else [primary]
@@ -450,8 +497,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
-        "tuning": _part([], [*(t for t in map(_evaluated_only, pick("tuning")) if t.rows), *pick("convergence")], out,
-                        "No tuning runs."),
+        "tuning": _part([], [*tuning, *pick("convergence")], out, "No tuning runs."),
         "criteria": _part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
                           out, "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
@@ -489,8 +535,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
         "anytime": _part(anytime_sentences, [], out, "No anytime comparison."),
         "anytime_more": _part([], anytime_floats, out, ""),
-        # which arms were still rising: what ran, the gains left to the convergence table (Appendix B)
-        "dynamics": _part([*claims.majority_claims(frame),
+        # the exceptions only: the settings with runs that did not learn (the majority rates are in the configuration
+        # table), and the arms still rising that no longer training checked (the gains are in the convergence table)
+        "dynamics": _part([*claims.majority_claims(frame[frame.groupby("setting")["not_learnt"].transform("any")]),
                            *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
                           pick(f"validation_{key}", f"train_loss_{key}"), out,
                           "No training curves."),
