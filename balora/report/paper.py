@@ -17,15 +17,18 @@ source's parts never overwrites or deletes another's.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from balora.assets import VIT_FASHION_IMAGE, VIT_FASHION_NAME, VIT_FASHION_PATCH
 from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.report import anytime, claims, figures, lm, selection, stats
@@ -113,7 +116,16 @@ def _values(frame: pd.DataFrame, column: str) -> str:
 def _config_values(frame: pd.DataFrame, name: str) -> str:
     """The values of config field `name` among the runs of `frame` (RunConfig's default where left out)."""
     values = {r["config"].get(name, getattr(DEFAULTS, name)) for r in frame["result"]}
-    return ", ".join(sorted({"yes" if v is True else "no" if v is False else str(v) for v in values})) or "none"
+    said = {"yes" if v is True else "no" if v is False else str(v) for v in values}
+    return ", ".join(sorted(said, key=_numeric_first)) or "none"
+
+
+def _numeric_first(value: str) -> tuple[float, str]:
+    """A sort key that orders numbers by value (8 before 30), then words."""
+    try:
+        return float(value), ""
+    except ValueError:
+        return math.inf, value
 
 
 def macros(frame: pd.DataFrame) -> dict[str, str]:
@@ -147,24 +159,63 @@ def macros(frame: pd.DataFrame) -> dict[str, str]:
     }
 
 
-def config_table(frame: pd.DataFrame) -> Table:
+def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
     """The configuration the runs used, a row per quantity: what the method and setup sections would otherwise
-    list in sentences."""
+    list in sentences. A quantity that differs between settings is given per setting; one no run sets (epochs left
+    to the preset), or that no run has (no BA-LoRA, no accuracy), has no row."""
     values = macros(frame)
+    ba_lora = frame[frame["method"].str.startswith("ba_lora")]
     rows = [["Runs", f"{values['NumRuns']} finished runs of {values['NumMethods']} methods in "
                      f"{values['NumSettings']} settings"],
-            ["Seeds", values["SeedList"]], ["Shots per class", values["ShotCounts"]],
-            ["Budgets (rank-equivalent)", values["BudgetList"]],
-            ["Learning rates", values["LearningRates"]],
-            ["α ratio a (α = a·r)", values["AlphaRatios"]],
-            ["Gradient samples (importance)", values["GradientSamples"]],
-            ["Allocation strategy, power p", f"{values['AllocationStrategies']}, p = {values['AllocationPowers']}"],
-            ["Smallest rank", values["MinRanks"]],
-            ["Warm-start step γ", values["Gammas"] + f" (gradient normalised: {values['GammaNormalise']})"],
-            ["AdaLoRA initial rank / budget rank", values["AdaLoRAInitRatios"]],
-            ["Devices", values["Devices"]]]
-    return Table("config", "Configuration of the runs (the values each field took across them; the setup section "
+            ["Seeds", values["SeedList"]]]
+    if frame["shots"].notna().any():
+        rows.append(["Shots per class", values["ShotCounts"]])
+    rows.append(["Budgets (rank-equivalent)", values["BudgetList"]])
+    if any(r["config"].get("epochs") is not None for r in frame["result"]):
+        rows.append(["Epochs", _config_values(frame, "epochs")])
+    rows += [["Learning rates", values["LearningRates"]],
+             ["α ratio a (α = a·r)", _by_setting(frame, lambda runs: _config_values(runs, "alpha_ratio"))]]
+    if not ba_lora.empty:
+        rows += [["Gradient samples (importance)", _by_setting(ba_lora, lambda runs: _config_values(runs, "gradient_samples"))],
+                 ["Allocation strategy, power p", f"{values['AllocationStrategies']}, p = {values['AllocationPowers']}"],
+                 ["Smallest rank", values["MinRanks"]],
+                 ["Warm-start step γ", _by_setting(ba_lora, lambda runs: _config_values(runs, "gamma"))
+                  + f" (gradient normalised: {values['GammaNormalise']})"]]
+    if (frame["method"] == "adalora").any():
+        rows.append(["AdaLoRA initial rank / budget rank", values["AdaLoRAInitRatios"]])
+    if frame["majority_rate"].notna().any():
+        rows.append(["Test set, majority-class rate", _by_setting(
+            frame, lambda runs: f"{_test_size(runs)} examples, {pct(runs['majority_rate'].mean())}%")])
+    rows += [["Image input", text] for text in _image_input(frame)]
+    rows.append(["Devices", values["Devices"]])
+    return Table(name, "Configuration of the runs (the values each field took across them; the setup section "
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
+
+
+def _by_setting(frame: pd.DataFrame, said: Callable[[pd.DataFrame], str]) -> str:
+    """What `said` says of the runs of `frame`; where it differs between settings, each value with its settings."""
+    by_value: dict[str, list[str]] = {}
+    for setting, part in frame.groupby("setting", sort=False):
+        by_value.setdefault(said(part), []).append(setting)
+    if len(by_value) < 2:
+        return said(frame)
+    return "; ".join(f"{value} ({', '.join(named)})" for value, named in by_value.items())
+
+
+def _test_size(runs: pd.DataFrame) -> str:
+    sizes = sorted({r.get("data", {}).get("test") for r in runs["result"]} - {None})
+    return ", ".join(f"{size:,}" for size in sizes) or "?"
+
+
+def _image_input(frame: pd.DataFrame) -> list[str]:
+    """How the image data meet the pretrained ViT of `vision_pretraining` (its processor resizes every image to
+    its input side, which its patches tile): one line for the datasets adapted on it, none without such runs."""
+    datasets = sorted(frame.loc[frame["model"] == VIT_FASHION_NAME, "dataset"].unique())
+    if not datasets:
+        return []
+    side, patch = VIT_FASHION_IMAGE, VIT_FASHION_PATCH
+    return [f"{VIT_FASHION_NAME}: {', '.join(datasets)} images resized to {side}×{side} pixels, cut into {patch}×{patch} "
+            f"patches ({(side // patch) ** 2} per image)"]
 
 
 def _device_name(device: str) -> str:
@@ -593,6 +644,9 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
     (out.folder / "results.tex").write_text(_macro_file({names[k]: v for k, v in values.items()}))
     if report is not None:
         floats = [b for b in report.sections.get("lm", []) if isinstance(b, Table | Figure)]
+        lm_runs = [row.runs for rows in report.analysis.lm.values() for row in rows]
+        if lm_runs:  # what the instruction-tuning runs were configured with, as the other studies' tables say it
+            floats.insert(0, config_table(pd.concat(lm_runs), "lm_config"))
         # the finding, pointing to the strategy table and its figure (which hold every number), then those
         found = [s for rows in report.analysis.lm.values() for s in lm.finding(rows)]
         cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
