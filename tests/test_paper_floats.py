@@ -41,6 +41,7 @@ def test_every_figure_the_paper_shows_is_drawn_no_larger_than_it_prints(drawn: l
     from balora.report import figures, paper
     from balora.report.lm import selected_runs
     from balora.report.runs import load_runs
+    from balora.runfiles import read_runs
 
     vit, setting = _levers("vit-fashion")
     for draw in (figures.importance_vs_rank, figures.rank_per_layer, figures.validation_accuracy,
@@ -50,9 +51,13 @@ def test_every_figure_the_paper_shows_is_drawn_no_larger_than_it_prints(drawn: l
     figures.fewshot_curves(text, "synthetic", tmp_path)
     for draw in (figures.validation_accuracy, figures.rank_per_layer, figures.params_loss_bars):
         draw(text[text["shots"] == 64], "synthetic", tmp_path)
+    three = load_runs([make_result(m, b, 64, s) for m in ("lora", "ba_lora") for b in (4, 8, 16) for s in SEEDS[:3]])
+    for draw in (figures.validation_accuracy, figures.training_loss, figures.rank_per_layer):  # a full row of panels
+        draw(three, "three budgets", tmp_path)
     lm = selected_runs(load_runs([make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]))
     figures.params_loss_bars(lm, "lm", tmp_path)
-    figures.rank_per_layer(lm, "lm", tmp_path)
+    committed = load_runs(read_runs(ROOT / "results" / "paper"))  # ten strategies: a legend of many long labels
+    figures.rank_per_layer(selected_runs(committed[committed["task"] == "causal_lm"]), "smollm2", tmp_path)
     assert len(drawn) >= 10
     assert min(v for k, v in figures.STYLE.items() if k.endswith("size")) >= 8
     for canvas in drawn:
@@ -60,6 +65,10 @@ def test_every_figure_the_paper_shows_is_drawn_no_larger_than_it_prints(drawn: l
         box = canvas.get_tightbbox().padded(0.05)
         assert box.width <= TEXT_WIDTH + 0.01, (canvas.axes[0].get_title(), box.width)
         assert box.height <= paper.FIGURE_HEIGHT * TEXT_HEIGHT, (canvas.axes[0].get_title(), box.height)
+        # a legend below the panels takes height of its own, not theirs
+        for ax in canvas.axes if canvas.legends else []:
+            if ax.get_visible():
+                assert ax.get_window_extent().height / canvas.dpi > 1.5, (ax.get_title(), ax.get_window_extent())
 
 
 def _flat(ax) -> bool:

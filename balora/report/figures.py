@@ -39,6 +39,7 @@ HEATMAP_ARMS = 6  # method column groups per heatmap row
 TEXT_WIDTH = 6.5  # inches: the paper's letter page less its 1 in margins
 PAD = 0.05  # inches of white the saved box keeps around the drawing
 DRAW_WIDTH = TEXT_WIDTH - 2 * PAD  # the widest a figure is drawn: with its padding, the text width
+LEGEND_ROW = 0.2  # inches: the height of a row of the legend below the panels
 HEATMAP_CELL, HEATMAP_FONT, HEATMAP_MARGIN = (0.42, 0.26), 8, 2.3
 SEQUENCE = ["sky", "orange", "green", "vermillion", "blue", "purple", "black", "yellow"]  # budgets, other arms
 MAJORITY_LABEL, FRONT_LABEL = "majority-class rate (test)", "Pareto front"
@@ -119,10 +120,13 @@ def _legend_below(fig: Canvas, axes: list, columns: int = 4) -> None:
         if reference in entries:
             entries[reference] = entries.pop(reference)
     if entries:
-        # as many columns as fit the figure's width, so the legend never widens the figure past the page
-        fits = int(fig.get_figwidth() // max(_legend_entry_width(label) for label in entries))
-        fig.legend(entries.values(), entries.keys(), loc="outside lower center",
-                   ncols=max(1, min(columns, len(entries), fits)), frameon=False)
+        # as many columns as fit the page, the figure widened to hold them (never past the page), and as much
+        # height added as the legend's rows take, so that they do not squeeze the panels above them
+        widest = max(_legend_entry_width(label) for label in entries)
+        ncols = max(1, min(columns, len(entries), int(DRAW_WIDTH // widest)))
+        fig.set_figwidth(max(fig.get_figwidth(), min(DRAW_WIDTH, ncols * widest)))
+        fig.set_figheight(fig.get_figheight() + LEGEND_ROW * math.ceil(len(entries) / ncols))
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=ncols, frameon=False)
 
 
 def _legend_entry_width(label: str) -> float:
@@ -495,7 +499,7 @@ def _curve_figure(frame: pd.DataFrame, extract: Callable[[dict], list[tuple[int,
                 sd = values.std(axis=0, ddof=1)
                 ax.fill_between(steps, mean - sd, mean + sd, color=style["color"], alpha=0.15, linewidth=0)
             plotted = True
-        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_xlabel("optimizer step")  # short: a third of the page wide is all a panel has
         ax.set_ylabel(ylabel)
         ax.set_title(label)
         if not smooth:  # accuracy: the rate of always predicting the majority class is the floor to beat

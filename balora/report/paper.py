@@ -307,7 +307,7 @@ def _in_words(table: Table, out: Output) -> list[str]:
     selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in values if name in tuned]
     pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
                f"{out.reference(out.selection)}."] if selected else []
-    return [*pointer, *([f"Its rows differ in {'; in '.join(said)}."] if said else [])]
+    return [*pointer, *([f"Its rows differ in {'; '.join(said)}."] if said else [])]
 
 
 def _field_words(field_name: str, cells: list[str], names: list[str]) -> str:
