@@ -1351,6 +1351,27 @@ def test_the_committed_papers_prose_says_findings_not_the_tables_numbers(committ
     assert r"(Table~\ref{tab:lm_strategy_" in lm and "Holm-adjusted" not in lm
 
 
+def test_the_committed_papers_appendix_repeats_no_table_and_shows_each_studys_configuration(committed_parts: Path):
+    """The second review (2026-12-07): the appendix repeated the selection table's values in a table per results table
+    (items 12, 20), printed intervals that crossed the margin beside "equivalent" (item 7), and had no configuration
+    of the lever study (item 17). No table of values is written where the selection table has them, and no heading
+    stands over nothing; an equivalent row's interval lies inside its margin; the lever study's configuration table,
+    with its test sets and majority rates, is in the paper."""
+    generated = committed_parts / "generated"
+    assert not list(generated.rglob("tables/*_values.tex"))
+    assert "Values the rows differ in" not in (committed_parts / "main.tex").read_text()
+    assert all(not path.read_text() for path in generated.rglob("values.tex"))
+    (lm,) = generated.glob("tables/lm_strategy_*.tex")
+    equivalent = [line for line in lm.read_text().splitlines() if line.endswith(r"\\") and "equivalent" in line]
+    assert equivalent
+    for line in equivalent:
+        low, high = (float(v.replace("$-$", "-")) for v in re.search(r"\[(\S+), (\S+)\]", line).groups())
+        assert -0.01 < low <= high < 0.01, line
+    assert r"\generated{levers/config.tex}" in (committed_parts / "main.tex").read_text()
+    config = (generated / "levers" / "tables" / "config.tex").read_text()
+    assert "37.44" in config and "359 examples" in config and "7$\\times$7 patches" in config
+
+
 def test_every_experiment_the_success_criteria_name_is_defined_in_the_paper():
     """The criteria of the paper preset name their experiments ("Exp. 1"); the paper's text says what each is."""
     from balora import specs

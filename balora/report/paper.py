@@ -61,6 +61,9 @@ CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that match
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
 SHORT_HEADERS = {"learning_rate": "lr"}
 SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
+# what the appendix's tables of values say they are, where a source has any (`_with_fields`)
+VALUES_LEAD = (r"\paragraph{Values the rows differ in.} Where a results table has no room for them as columns, the "
+               "values its rows differ in, such as the learning rate each arm selected, are listed here.\n")
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
@@ -651,7 +654,8 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         found = [s for rows in report.analysis.lm.values() for s in lm.finding(rows)]
         cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
         parts["lm"] = _part(citing(found, cited), floats, out, "No instruction-tuning (causal-LM) runs.")
-        parts["values"] = "".join(out.appendix)  # after every table that may put its values there
+        # after every table that may put its values there; nothing where none did (the selection table has them)
+        parts["values"] = VALUES_LEAD + "".join(out.appendix) if out.appendix else ""
     for name, text in parts.items():
         (out.folder / f"{name}.tex").write_text(text)
     return out.folder
