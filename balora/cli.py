@@ -312,8 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
             command.add_argument("--paper", action="store_true", help="also build paper/main.pdf (pdflatex + bibtex)")
             command.add_argument("--paper-dir", default=None,
                                  help="where paper/generated/ is written (default paper/, for the database and the run "
-                                      "folders the paper reports, results/paper and results/levers; other run folders "
-                                      "write none)")
+                                      "folders the paper reports, results/paper, results/levers and results/peers; other "
+                                      "run folders write none)")
             command.add_argument("--spec", default=None, metavar="FILE",
                                  help="the spec (YAML file) of runs not made by a preset: its equivalence_margin, "
                                       "anytime and hypotheses apply to the runs of the sweep it names")

@@ -1267,8 +1267,8 @@ BUILDS_AND_READS = pytest.mark.skipif(not CAN_BUILD, reason="pdflatex and pdftot
 
 @pytest.fixture(scope="module")
 def committed_parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The paper's sources with the parts the committed runs write (the lever study's, results/levers, first, then
-    the main results', results/paper, which must leave the study's alone), with the figures where the paper is
+    """The paper's sources with the parts the committed runs write (the studies', results/levers and results/peers,
+    first, then the main results', results/paper, which must leave the studies' alone), with the figures where the paper is
     built: its folder. Written once for the module: each report takes half a minute on the CI machine."""
     from balora.report import write_runs_report
 
@@ -1276,13 +1276,15 @@ def committed_parts(tmp_path_factory: pytest.TempPathFactory) -> Path:
     paper = out / "paper"
     shutil.copytree(root / "paper", paper, ignore=shutil.ignore_patterns("generated", "*.pdf", "*.aux", "*.log"))
     write_runs_report(root / "results" / "levers", out / "levers", paper_dir=paper, figures_too=CAN_BUILD)
+    write_runs_report(root / "results" / "peers", out / "peers", paper_dir=paper, figures_too=CAN_BUILD)
     write_runs_report(root / "results" / "paper", out / "report", paper_dir=paper, figures_too=CAN_BUILD)
     return paper
 
 
 @pytest.fixture(scope="module")
 def committed_paper(committed_parts: Path) -> Path:
-    """The paper built from the committed runs (results/paper and the lever study, results/levers): its folder."""
+    """The paper built from the committed runs (results/paper and the studies, results/levers and results/peers):
+    its folder."""
     from balora.report import build_paper
 
     build_paper(committed_parts)
@@ -1493,6 +1495,39 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
                 assert latex_text(f"CI {low} to {high}), {row[at['Verdict']]}") in answer
                 compared += 1
     assert compared >= 2  # BA-LoRA against LoRA, and at least one control against BA-LoRA
+
+
+def test_the_peers_study_says_every_arms_verdict_against_lora_and_points_to_its_table(committed_parts: Path):
+    """results/peers (PEFT's methods at Experiment 1's budget) is a study of its own in the paper: its part says,
+    for every arm of its committed report's budget table, the verdict that table gives it, in the four verdict words
+    with the MDEs and the intervals' range, and refers to that table, which has the trained and the saved parameters
+    (PiSSA, OLoRA and LoRA-GA save twice the rank they train); main.tex pulls the part into its results and the
+    table into its appendix."""
+    from balora.report.document import latex_text
+
+    root = Path(__file__).parents[1]
+    peers = committed_parts / "generated" / "peers"
+    arms = (peers / "arms.tex").read_text()
+    report = (root / "results" / "peers" / "report" / "report.md").read_text()
+    (lines,) = re.findall(r"\*\*Budget efficiency — .+?\*\*\n\n(.+?)\n\n", report, re.S)
+    header, _, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines.splitlines()]
+    method, verdict = header.index("Method"), header.index("Verdict")
+    compared = [(row[method], row[verdict]) for row in rows if row[verdict] != "(reference)"]
+    assert len(compared) == 7
+    for name, said in compared:  # "inconclusive (MDE 1.13 pp)" in the table, "BA-LoRA (MDE 1.13 pp)" in the list
+        word, _, mde = said.partition(" (")
+        assert word in ("better", "worse", "inconclusive") or word.startswith("equivalent"), said
+        assert latex_text(f"{word}: ") in arms
+        assert latex_text(f"{name} ({mde}" if mde else name) in arms, name
+    for word in ("better: ", "worse: ", "equivalent within ", "inconclusive: ", "is not a tie"):
+        assert latex_text(word) in arms, word
+    assert r"\ref{tab:peers/budget_" in arms
+    assert r"\input{generated/peers/tables/budget_" in (peers / "arms_more.tex").read_text()  # the table, for the appendix
+    table = next((peers / "tables").glob("budget_*.tex")).read_text()
+    assert "Saved adapter params" in table and "LoRA params" in table
+    assert "DoRA's include its magnitude vectors" in table  # why DoRA trains fewer: its magnitudes are in the budget
+    main = (committed_parts / "main.tex").read_text()
+    assert r"\generated{peers/arms.tex}" in main and r"\generated{peers/arms_more.tex}" in main
 
 
 def test_a_study_shows_every_settings_comparison_with_lora_and_the_main_results_their_primary_one(tmp_path: Path):

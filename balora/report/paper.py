@@ -69,10 +69,11 @@ TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in mar
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values")
+         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values", "arms",
+         "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
-STUDIES = ("levers",)
+STUDIES = ("levers", "peers")
 
 
 def is_source(folder: str | Path) -> bool:
@@ -366,8 +367,9 @@ def _table(table: Table, out: Output) -> str:
         if short.rows and all(row[at].startswith("0/") for row in short.rows):
             short = replace(short.select([c for c in short.columns if c != "≤ majority"]),
                             notes=[*short.notes, "No run in this table ended at or below the majority-class rate."])
-    if values is not None:
-        out.appendix.append(_input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out))
+    listed = None if values is None else _input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out)
+    if listed is not None and listed not in out.appendix:  # a table two parts show (budget, arms_more) lists them once
+        out.appendix.append(listed)
     grouped = short.columns[0] == "Setting" and len({row[0] for row in short.rows}) < len(short.rows)
     label = f"tab:{out.label(table.name)}"
     latex = listing_latex(short, label) if grouped else table_latex(short, label, fit=True)
@@ -470,15 +472,49 @@ def _intervals(rows: list[Row], reference: str) -> list[str]:
     tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
     if not tested:
         return []
-    budgets = list(dict.fromkeys(r.lead for r in tested))
-    first = tested[0].runs.iloc[0]
-    where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"))
-    if len(budgets) == 1:  # said once for the setting, not for each arm
-        where += f" at {_budget_words(budgets[0])}"
+    where, named = _where(tested)
     return [f"With {where}, against {reference}: " + "; ".join(
-        f"{r.label}{'' if len(budgets) == 1 else f' at {_budget_words(r.lead)}'}, Δ = {signed(c.delta)} pp "
+        f"{named(r)}, Δ = {signed(c.delta)} pp "
         f"({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), {c.verdict_label}"
         for r in tested for c in [r.comparison]) + "."]
+
+
+def _where(rows: list[Row]) -> tuple[str, Callable[[Row], str]]:
+    """Where the comparisons of `rows` are, in plain words (model, data, shots), with their budget where they share
+    one (said once for the setting, not for each arm); and how to name an arm's row: with its budget where they
+    do not."""
+    budgets = list(dict.fromkeys(r.lead for r in rows))
+    first = rows[0].runs.iloc[0]
+    where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"))
+    if len(budgets) == 1:
+        return f"{where} at {_budget_words(budgets[0])}", lambda r: r.label
+    return where, lambda r: f"{r.label} at {_budget_words(r.lead)}"
+
+
+def _arm_verdicts(rows: list[Row], reference: str) -> list[str]:
+    """Every arm of a table against `reference`, in the four verdict words, each inconclusive arm with its MDE
+    (`claims.verdict_lists`); then, where some are inconclusive, why that is no tie: their intervals' range (each
+    includes 0) and their MDEs' (the table has each arm's Δ and CI). For a study whose arms are each a question,
+    such as PEFT's methods at one budget (results/peers)."""
+    compared = [r for r in rows if r.comparison is not None]
+    if not compared:
+        return []
+    where, named = _where(compared)
+    seeds = sorted({r.comparison.n_pairs for r in compared})
+    over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
+    sentences = [f"With {where}, {len(compared)} arms against {reference} over {over} matched seeds: "
+                 f"{claims.verdict_lists([(named(r), r.comparison) for r in compared])}."]
+    inconclusive = [r.comparison for r in compared if r.comparison.verdict == stats.INCONCLUSIVE]
+    if inconclusive:
+        low, high = min(c.ci_low for c in inconclusive), max(c.ci_high for c in inconclusive)
+        intervals = ("the inconclusive arm's interval of Δ (at the level matching Holm's verdict) includes 0 and spans"
+                     if len(inconclusive) == 1 else
+                     f"the {len(inconclusive)} inconclusive arms' intervals of Δ (each at the level matching Holm's "
+                     f"verdict) each include 0 and together span")
+        sentences.append(f"Inconclusive is not a tie: {intervals} {signed(low)} to {signed(high)} pp, and a difference "
+                         f"smaller than an arm's MDE ({claims._mdes(inconclusive)}) would likely go undetected with "
+                         f"these seeds.")
+    return sentences
 
 
 def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figure]]:
@@ -531,6 +567,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         return citing(_verdict_words(claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
                                      setting if len(shown) > 1 else ""), pick(f"budget_{slug(setting)}"))
 
+    def arms(setting: str) -> list[str | Cited]:
+        return citing(_arm_verdicts(analysis.main.get(setting, []), "tuned LoRA"), pick(f"budget_{slug(setting)}"))
+
     def fewshot(name: str) -> list[str | Cited]:
         table = f"fewshot_{slug(name)}"  # its figure is its family's, whose name the table's begins with
         drawn = [f for f in prefixed("fewshot_") if isinstance(f, Figure) and table.startswith(f.name)]
@@ -564,6 +603,10 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "budget": _part([s for setting in shown for s in budget(setting)],
                         pick(*(f"budget_{slug(setting)}" for setting in shown)), out,
                         f"No budget comparison in {primary}."),
+        # every arm's verdict against LoRA, for a study whose arms are each a question (results/peers), in the body;
+        # the budget tables that hold their numbers, in the appendix (the body's pages are few)
+        "arms": _part([s for setting in shown for s in arms(setting)], [], out, f"No comparison with LoRA in {primary}."),
+        "arms_more": _part([], pick(*(f"budget_{slug(setting)}" for setting in shown)), out, ""),
         # accuracy against parameters: the table has the numbers, the appendix the picture
         "budget_more": _part([], pick(f"pareto_{key}"), out, ""),
         "fewshot": _part([*(s for name in analysis.fewshot for s in fewshot(name)),
