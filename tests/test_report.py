@@ -1530,6 +1530,20 @@ def test_the_peers_study_says_every_arms_verdict_against_lora_and_points_to_its_
     assert r"\generated{peers/arms.tex}" in main and r"\generated{peers/arms_more.tex}" in main
 
 
+def test_a_table_two_parts_show_lists_the_values_its_rows_differ_in_once(tmp_path: Path):
+    """The budget table is in two parts (budget; arms_more, the peers study's appendix): where it has no room for the
+    values its rows differ in and no selection table holds them, the appendix lists them once, not once per part."""
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "adalora") for s in SEEDS[:3]]
+    fields = {"epochs": 10, "learning_rate": 1e-3, "lora_dropout": 0.05, "weight_decay": 0.01, "warmup_ratio": 0.1,
+              "batch_size": 8}
+    for run in runs:  # each arm "selected" other values of many fields: too many columns for the page
+        k = ("lora", "ba_lora", "adalora").index(run["config"]["method"])
+        run["config"] |= {name: value * (k + 1) for name, value in fields.items()} | {"tuned": list(fields)}
+    build_report(runs, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    values = (tmp_path / "paper" / "generated" / "values.tex").read_text()
+    assert values.count(r"\input{generated/tables/budget_") == 1, values
+
+
 def test_a_study_shows_every_settings_comparison_with_lora_and_the_main_results_their_primary_one(tmp_path: Path):
     """A study's settings are each a question of its own (results/levers: the ViT, the debates), so its budget
     part has a table and a verdict sentence per setting; the main results' part shows the primary setting only."""
