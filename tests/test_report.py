@@ -256,6 +256,21 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
             "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
 
 
+def test_the_abstract_counts_every_comparison_with_lora_before_its_examples():
+    """A reviewer's read (2026-12-07): the abstract gave 3 of the 8 comparisons with LoRA, "in all three, inconclusive",
+    while the conclusion said all 8. It first counts the verdicts over every setting and budget with their MDEs, in
+    words (no test names), then gives its headline cases as examples."""
+    from balora.report.analysis import analyse
+    from balora.report.criteria import abstract_claims
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, b, k, s) for m in ("lora", "ba_lora") for b in (4, 8) for k in (16, 64) for s in SEEDS]
+    tally, examples = abstract_claims(analyse(load_runs(runs)))
+    assert tally.startswith("Over all 4 comparisons of BA-LoRA with LoRA (every setting and budget), the verdict was ")
+    assert "Holm" not in tally and tally.endswith(".")
+    assert examples.startswith("For example, BA-LoRA minus LoRA in test accuracy, on matched seeds: Δ = ")
+
+
 def close_pairs(offsets: tuple[float, ...], shots: int = 64) -> list[dict]:
     """LoRA and BA-LoRA at r=8, `shots` shots, on seeds 42…; BA-LoRA's accuracy = LoRA's + the seed's offset."""
     lora = [make_result("lora", 8, shots, s) for s in SEEDS[:len(offsets)]]
@@ -345,7 +360,8 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
         run["key"] += "-wider"
     build_report(full + ablations + wider, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
     generated = tmp_path / "paper" / "generated"
-    assert r"\newcommand{\PrimarySetting}{minilm $\cdot$ rotten\_tomatoes $\cdot$ 2,000 examples" in (
+    # the setup names the primary setting in words (a reviewer's read, 2026-12-07: "minilm · rotten_tomatoes · ...")
+    assert r"\newcommand{\PrimarySetting}{MiniLM on Rotten Tomatoes snippets (2,000 training examples)}" in (
         generated / "results.tex").read_text()
     ablation, strategy = (generated / "ablation.tex").read_text(), (generated / "strategy.tex").read_text()
     assert r"\input{generated/tables/ablation_minilm_rotten_tomatoes_64_shot" in ablation
@@ -353,7 +369,13 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     assert r"\input{generated/tables/strategy_minilm_rotten_tomatoes_64_shot_targets" in strategy
     assert "strategy_minilm_rotten_tomatoes_64_shot_default" not in strategy  # ablations are no strategies
     # the strategies' verdicts in words, from their tests (a tie is said as such); the numbers stay in the table
-    assert "Against LoRA: linear decay, equivalent." in strategy
+    # led by their setting in words, and pointing to their table (a reviewer's read, 2026-12-07: an orphan sentence)
+    assert "MiniLM on Rotten Tomatoes snippets (64 examples per class), targets query+value+intermediate.dense, against " \
+           r"LoRA: linear decay, equivalent (Table~\ref{tab:strategy_" in strategy.replace(r"\allowbreak{}", "")
+    # the discussion's evidence: BA-LoRA against LoRA on modules of several shapes, and the controls, with Δ and CI
+    assert "No comparison of BA-LoRA with LoRA among the strategies" in (generated / "shapes.tex").read_text()
+    controls = (generated / "controls.tex").read_text()
+    assert r"against full BA-LoRA: BA-LoRA w/o warm-start, $\Delta$ = " in controls and r"\ref{tab:ablation_" in controls
     # the abstract gives the headline interval and its verdict in words, and never "seed 000"
     abstract = (generated / "abstract.tex").read_text()
     assert "CI" in abstract and "rank-8 budget" in abstract and "seed 000" not in abstract
@@ -718,10 +740,15 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     assert bottom.startswith("In instruction tuning (smollm2 · critic_instructions, at the budget of LoRA r=8 on "
                              f"every projection), BA-LoRA against LoRA r=8 (Δ test loss {delta}, ")
     assert "% CI " in bottom and bottom.endswith(f": {verdict}.")
-    plain = latex_text("In instruction tuning of smollm2 on critic instructions, at the budget of LoRA r=8 on every "
-                       f"projection, BA-LoRA against LoRA r=8: Δ test loss = {delta} nats (")
+    plain = latex_text("In instruction tuning of SmolLM2-135M-Instruct on instructions built from Rotten Tomatoes "
+                       f"snippets, at the budget of LoRA r=8 on every projection, BA-LoRA against LoRA r=8: Δ test loss "
+                       f"= {delta} nats (")
     abstract = (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
     assert plain in abstract and latex_text(f"), {label}.") in abstract and "Holm-adjusted" not in abstract
+    # the results section states it too, pointing to the appendix's table (a reviewer's read, 2026-12-07: it was in
+    # the abstract and the conclusion only)
+    body = (tmp_path / "paper" / "generated" / "instruction.tex").read_text()
+    assert plain in body and r"(Table~\ref{tab:lm_strategy_smollm2_critic_instructions})." in body
     assert "BA-LoRA was significantly more accurate than LoRA" in summary
     for part in ("abstract", "conclusion"):
         assert plain in (tmp_path / "paper2" / "generated" / f"{part}.tex").read_text()

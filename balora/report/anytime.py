@@ -135,6 +135,14 @@ def speed_wins(rows: list[Row], final: dict[tuple[str, str], stats.Comparison | 
             and (end := final[(r.lead, r.arm)]) is not None and end.verdict in WINS]
 
 
+def end_words(end: stats.Comparison) -> str:
+    """What a faster arm's final test-accuracy verdict against LoRA (`WINS`) says of where it ends: a tie only where
+    the equivalence test shows one; an inconclusive verdict leaves open whether it ends higher, with its MDE."""
+    if end.verdict == stats.EQUIVALENT:
+        return f"it ends {end.verdict_label} of LoRA in test accuracy"
+    return f"whether it ends higher is not shown (test accuracy inconclusive, MDE {end.metric.amount(end.mde)})"
+
+
 def anytime_claims(setting: str, rows: list[Row], final: dict[tuple[str, str], stats.Comparison | None]) -> list[str]:
     """Which arms are faster, slower or equivalent on the anytime metric, then each that wins on speed while
     tying at the end (the section's first sentence says where none does)."""

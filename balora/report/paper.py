@@ -42,7 +42,7 @@ from balora.report.document import (
     slug,
     table_latex,
 )
-from balora.report.runs import budget_label, setting_words, settings
+from balora.report.runs import budget_label, method_name, setting_words, settings, words_of
 from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, MARGIN_SOURCE, STAT_NOTE, coverage_table, pct, signed
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
@@ -62,7 +62,8 @@ ADVANCE = "the"  # the success criteria, as the paper names their author (the de
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values")
+         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction", "controls",
+         "shapes", "values")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers",)
@@ -134,7 +135,7 @@ def macros(frame: pd.DataFrame) -> dict[str, str]:
         "AdaLoRAInitRatios": _config_values(frame[frame["method"] == "adalora"], "adalora_init_ratio"),
         "Devices": ", ".join(sorted({_device_name(str(r.get("environment", {}).get("device", "?")))
                                      for r in frame["result"]})),
-        "PrimarySetting": primary_setting(frame),
+        "PrimarySetting": words_of(frame, primary_setting(frame)),
         "AllocationStrategies": _config_values(allocated, "strategy"),
         "AllocationPowers": _config_values(allocated, "allocation_power"),
         "MinRanks": _config_values(allocated, "min_rank"),
@@ -302,6 +303,15 @@ def citing(sentences: list[str], floats: list[Table | Figure]) -> list[str | Cit
     return [*sentences[:-1], Cited(sentences[-1], tuple(floats))]
 
 
+def in_words(claim: str | Cited, frame: pd.DataFrame) -> str | Cited:
+    """`claim` with each setting label of `frame` ("minilm · rotten_tomatoes · 64-shot · default targets") said in
+    words (`words_of`): the paper's prose is read without the report's codes, whose tables keep them."""
+    text = claim.text if isinstance(claim, Cited) else claim
+    for label in sorted(settings(frame), key=len, reverse=True):  # a label that begins another is replaced after it
+        text = text.replace(label, words_of(frame, label))
+    return replace(claim, text=text) if isinstance(claim, Cited) else text
+
+
 def _references(floats: tuple[Table | Figure, ...], out: Output) -> str:
     """LaTeX that refers to `floats`: "Table~\\ref{…}", "Figure~\\ref{…} and Tables~\\ref{…} and~\\ref{…}"."""
     kinds: dict[str, list[str]] = {}
@@ -383,9 +393,9 @@ def _intervals(rows: list[Row], reference: str) -> list[str]:
 
 
 def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figure]]:
-    """The anytime comparisons in words (which arms learn sooner than LoRA, and which of them only sooner,
-    tying at the end) and their tables (the validation curves are in the dynamics part); nothing where no sweep
-    of the runs asks for it."""
+    """The anytime comparisons in words (which arms learn sooner than LoRA, and for those whose final accuracy is
+    not shown to differ, what that verdict leaves open) and their tables (the validation curves are in the dynamics
+    part); nothing where no sweep of the runs asks for it."""
     frame = report.analysis.frame
     if not anytime.declaring_sweeps(frame):
         return [], []
@@ -397,9 +407,8 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
         rows, final = anytime.compare(part)
         tables = pick(f"anytime_{slug(setting)}")
         sentences += citing(_verdict_words(rows, "LoRA on the anytime metric", "arms", setting), tables)
-        sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric while its test "
-                      f"accuracy is {final[(r.lead, r.arm)].verdict_label} against LoRA's."
-                      for r in anytime.speed_wins(rows, final)]
+        sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric; "
+                      f"{anytime.end_words(final[(r.lead, r.arm)])}." for r in anytime.speed_wins(rows, final)]
         floats += tables
     return sentences, floats
 
@@ -424,9 +433,17 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
     lm_rows = list(analysis.lm.values())
 
+    def part(sentences: list[str | Cited], floats: list[Table | Figure], empty: str) -> str:
+        # the paper's prose names a setting in words, its tables and figures by the report's label
+        return _part([in_words(s, frame) for s in sentences], floats, out, str(in_words(empty, frame)))
+
     def budget(setting: str) -> list[str | Cited]:
         return citing(_verdict_words(claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
                                      setting if len(shown) > 1 else ""), pick(f"budget_{slug(setting)}"))
+
+    def intervals(rows: list[Row], reference: str, table: str) -> list[str | Cited]:
+        said = _intervals(rows, reference)
+        return citing(said, pick(table)) if said else []
 
     def fewshot(name: str) -> list[str | Cited]:
         table = f"fewshot_{slug(name)}"  # its figure is its family's, whose name the table's begins with
@@ -437,62 +454,71 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     return {
         # the abstract: the headline intervals and verdicts in words (the counts over every comparison where there
         # is no headline; the conclusion has them), the instruction-tuning verdicts and the criteria
-        "abstract": _part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
-                           *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
-                          [], out, "No comparison with LoRA was possible."),
+        "abstract": part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
+                          *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
+                         [], "No comparison with LoRA was possible."),
         # the conclusion: the bottom lines only, in accuracy then in test loss (the runs that did not learn, the
         # few-shot trend and the criteria are in the tables, the few-shot results and the abstract)
-        "conclusion": _part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
-                            [], out, ""),
+        "conclusion": part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
+                           [], ""),
         "config": _table(config_table(frame), out),
         "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
-        "tuning": _part([], [*(t for t in map(_evaluated_only, pick("tuning")) if t.rows), *pick("convergence")], out,
-                        "No tuning runs."),
-        "criteria": _part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
-                          out, "No success criteria could be assessed."),
+        "tuning": part([], [*(t for t in map(_evaluated_only, pick("tuning")) if t.rows), *pick("convergence")],
+                      "No tuning runs."),
+        "criteria": part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
+                        "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
         # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
         # ablations and controls, against full BA-LoRA
-        "answer": _part([*(s for rows in analysis.main.values() for s in _intervals(rows, "tuned LoRA")),
-                         *(s for rows in analysis.ablation.values() for s in _intervals(rows, "full BA-LoRA"))], [], out,
-                        "No comparison with LoRA was possible."),
+        "answer": part([*(s for rows in analysis.main.values() for s in _intervals(rows, "tuned LoRA")),
+                        *(s for rows in analysis.ablation.values() for s in _intervals(rows, "full BA-LoRA"))], [],
+                       "No comparison with LoRA was possible."),
         # the body's sentences refer to the tables and figures that hold their numbers
-        "budget": _part([s for setting in shown for s in budget(setting)],
-                        pick(*(f"budget_{slug(setting)}" for setting in shown)), out,
-                        f"No budget comparison in {primary}."),
+        "budget": part([s for setting in shown for s in budget(setting)],
+                       pick(*(f"budget_{slug(setting)}" for setting in shown)),
+                       f"No budget comparison in {primary}."),
         # accuracy against parameters: the table has the numbers, the appendix the picture
-        "budget_more": _part([], pick(f"pareto_{key}"), out, ""),
-        "fewshot": _part([*(s for name in analysis.fewshot for s in fewshot(name)),
-                          *citing(claims._trend_counts(analysis), prefixed("fewshot_trend_"))],
-                         prefixed("fewshot_"), out, " ".join(["No few-shot comparison.", *fewshot_missing])),
+        "budget_more": part([], pick(f"pareto_{key}"), ""),
+        "fewshot": part([*(s for name in analysis.fewshot for s in fewshot(name)),
+                         *citing(claims._trend_counts(analysis), prefixed("fewshot_trend_"))],
+                        prefixed("fewshot_"), " ".join(["No few-shot comparison.", *fewshot_missing])),
         # where the ranks went (the importance-rank correlation, the module types with the most and the least rank),
         # pointing to every budget's heatmap (r = 8 first where there is one); then those and the importance plot
-        "allocation": _part(citing(claims.allocation_claims(frame, primary), heatmaps), [], out,
-                            f"No allocation data in {primary}."),
-        "allocation_more": _part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], out, ""),
+        "allocation": part(citing(claims.allocation_claims(frame, primary), heatmaps), [],
+                           f"No allocation data in {primary}."),
+        "allocation_more": part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
-        "ablation": _part([s for setting in analysis.ablation
-                           for s in citing(_verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations"),
-                                           pick(f"ablation_{slug(setting)}"))],
-                          pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), out,
-                          "No ablation runs."),
-        "strategy": _part([s for setting in analysis.strategy
-                           for s in _verdict_words(analysis.strategy[setting], "LoRA", "strategies")],
-                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), out,
-                          "No strategy comparison."),
+        "ablation": part([s for setting in analysis.ablation
+                          for s in citing(_verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations",
+                                                         setting if len(analysis.ablation) > 1 else ""),
+                                          pick(f"ablation_{slug(setting)}"))],
+                         pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), "No ablation runs."),
+        # each strategy table's verdicts led by its setting (the appendix shows other settings beside it)
+        "strategy": part([s for setting in analysis.strategy
+                          for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),
+                                          pick(f"strategy_{slug(setting)}"))],
+                         pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), "No strategy comparison."),
+        # the discussion's evidence: the controls against full BA-LoRA, and BA-LoRA against LoRA where a strategy
+        # table adapts other modules than the budget tables (modules of several shapes), each with Δ, CI and MDE
+        "controls": part([s for setting, rows in analysis.ablation.items()
+                          for s in intervals(rows, "full BA-LoRA", f"ablation_{slug(setting)}")], [],
+                         "No ablation runs."),
+        "shapes": part([s for setting, rows in analysis.strategy.items()
+                        for s in intervals(claims._proposed_rows(rows), "tuned LoRA", f"strategy_{slug(setting)}")],
+                       [], f"No comparison of {method_name(claims.PROPOSED)} with LoRA among the strategies."),
         # the strategies' parameters against their loss: detail for the appendix (the table has both)
-        "strategy_more": _part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), out, ""),
+        "strategy_more": part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), ""),
         # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
-        "anytime": _part(anytime_sentences, [], out, "No anytime comparison."),
-        "anytime_more": _part([], anytime_floats, out, ""),
+        "anytime": part(anytime_sentences, [], "No anytime comparison."),
+        "anytime_more": part([], anytime_floats, ""),
         # which arms were still rising: what ran, the gains left to the convergence table (Appendix B)
-        "dynamics": _part([*claims.majority_claims(frame),
-                           *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
-                          pick(f"validation_{key}", f"train_loss_{key}"), out,
-                          "No training curves."),
-        "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),
+        "dynamics": part([*claims.majority_claims(frame),
+                          *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
+                         pick(f"validation_{key}", f"train_loss_{key}"),
+                         "No training curves."),
+        "cost": part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), f"No timings in {primary}."),
         # what ran (the report lists what did not)
         "coverage": _table(replace(coverage_table(frame), compact=["Setting", "Method", "Runs per budget"],
                                    title="Finished evaluation runs per setting, method and budget"), out),
@@ -548,6 +574,10 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         found = [s for rows in report.analysis.lm.values() for s in lm.finding(rows)]
         cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
         parts["lm"] = _part(citing(found, cited), floats, out, "No instruction-tuning (causal-LM) runs.")
+        # the results section's bottom line, pointing to the appendix's strategy table
+        parts["instruction"] = _part(citing([s for rows in report.analysis.lm.values() for s in lm.answer(rows)],
+                                            [f for f in cited if f.name.startswith("lm_strategy_")]), [], out,
+                                     "No instruction-tuning (causal-LM) runs.")
         parts["values"] = "".join(out.appendix)  # after every table that may put its values there
     for name, text in parts.items():
         (out.folder / f"{name}.tex").write_text(text)
