@@ -38,6 +38,7 @@ from balora.report.runs import MIN_CURVE_POINTS, REFERENCE, settings
 from balora.report.tables import (
     DASH,
     EQUIVALENCE_NOTE,
+    REFERENCE_CELL,
     comparison_detail,
     comparison_notes,
     delta_text,
@@ -109,9 +110,9 @@ def anytime_table(setting: str, rows: list[Row], final: dict[tuple[str, str], st
                "Verdict", "Steps to LoRA's final", "Reached", "Test acc. verdict"]
     extra = {"Steps": lambda r: f"{pd.to_numeric(r.runs['steps']).mean():g}",
              "Anytime (%)": lambda r: pct_summary(stats.summarize(r.runs["anytime"])),
-             "Δ anytime (pp) [CI]": lambda r: "(reference)" if r.comparison is None else delta_text(r.comparison),
+             "Δ anytime (pp) [CI]": lambda r: REFERENCE_CELL if r.comparison is None else delta_text(r.comparison),
              "Steps to LoRA's final": _median_cell, "Reached": _reached_cell,
-             "Test acc. verdict": lambda r: "(reference)" if final[(r.lead, r.arm)] is None
+             "Test acc. verdict": lambda r: REFERENCE_CELL if final[(r.lead, r.arm)] is None
              else final[(r.lead, r.arm)].verdict_label}
     legend = ("Anytime: mean ± std over seeds. Δ: mean per-seed difference in the anytime metric (method − LoRA) "
               "with its paired-t CI at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% "

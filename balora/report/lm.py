@@ -31,6 +31,7 @@ from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
     MDE_NOTE,
+    REFERENCE_CELL,
     TOST_NOTE,
     VERDICT_RULE,
     ci_levels,
@@ -150,10 +151,10 @@ def strategy_table(rows: list[Row], setting: str) -> Table:
     extra = {"lr": lambda r: f"{r.runs['lr'].iloc[0]:g}",
              "Perplexity": lambda r: f"{math.exp(r.runs[LOSS.name].mean()):.2f}",
              "LoRA params": _lora_params, **reduction(rows),
-             "Δ loss vs LoRA r=8 [CI]": compared(delta_text, "(reference)"),
+             "Δ loss vs LoRA r=8 [CI]": compared(delta_text, REFERENCE_CELL),
              "p (Holm)": compared(marked(lambda c: c.p_holm), "—"),
              "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm), "—"), "MDE (nats)": compared(mde_cell, "—"),
-             "Verdict": compared(verdict_cell, "(reference)")}
+             "Verdict": compared(verdict_cell, REFERENCE_CELL)}
     runs = pd.concat([r.runs for r in rows])
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",
                  ["Strategy", *STRATEGY_COLUMNS[1:]], render(rows, STRATEGY_COLUMNS, extra, lead=False),

@@ -42,8 +42,18 @@ from balora.report.document import (
     slug,
     table_latex,
 )
-from balora.report.runs import budget_label, method_name, setting_words, settings, words_of
-from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, MARGIN_SOURCE, STAT_NOTE, coverage_table, pct, signed
+from balora.report.runs import REFERENCE, budget_label, method_name, setting_words, settings, words_of
+from balora.report.tables import (
+    CI_LEVEL,
+    DASH,
+    DIFFERENCES,
+    MARGIN_SOURCE,
+    REFERENCE_CELL,
+    STAT_NOTE,
+    coverage_table,
+    pct,
+    signed,
+)
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
 MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "ModelNames", "DatasetNames", "ShotCounts",
@@ -53,6 +63,9 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
 # methods whose ranks come from the configured allocation strategy (the no-budget ablation does not: it keeps
 # seed 000's min-max ranks, see balora.methods.ba_lora_no_budget)
 ALLOCATED = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_shuffled", "ba_lora_dynamic")
+# where a row has fewer seeds than its reference: Δ pairs seeds, the means do not
+MATCHED_NOTE = ("Δ is over the seeds a row shares with its reference; where their n differ, the reference's mean is "
+                "over more seeds, so Δ need not equal the difference of the two means")
 CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that matches Holm's verdict"
 # the paper's tables: the headers it abbreviates (said under each table that has them), the mark on a value selected
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
@@ -63,7 +76,7 @@ TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in mar
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction", "controls",
-         "shapes", "values")
+         "shapes", "limitations", "values")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers",)
@@ -266,6 +279,8 @@ def _table(table: Table, out: Output) -> str:
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
                                                       notes=plain)))
     short = short.constants_in_caption()
+    if _fewer_seeds_than_reference(short):
+        short = replace(short, notes=[*short.notes, MATCHED_NOTE])
     if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
         at = short.columns.index("≤ majority")
         if short.rows and all(row[at].startswith("0/") for row in short.rows):
@@ -276,6 +291,21 @@ def _table(table: Table, out: Output) -> str:
     grouped = short.columns[0] == "Setting" and len({row[0] for row in short.rows}) < len(short.rows)
     label = f"tab:{out.label(table.name)}"
     return _input(table, listing_latex(short, label) if grouped else table_latex(short, label, fit=True), out)
+
+
+def _fewer_seeds_than_reference(table: Table) -> bool:
+    """Whether a row of `table` compares fewer seeds (its n) than its reference row, the one above it marked as the
+    reference, has: its Δ, over the shared seeds, is then not the difference of the two means shown."""
+    delta = next((i for i, c in enumerate(table.columns) if c.startswith("Δ")), None)
+    if delta is None or "n" not in table.columns:
+        return False
+    n, reference = table.columns.index("n"), None
+    for row in table.rows:
+        if row[delta] == REFERENCE_CELL:
+            reference = row[n]
+        elif reference is not None and row[n] != reference:
+            return True
+    return False
 
 
 def _input(table: Table, latex: str, out: Output) -> str:
@@ -519,10 +549,24 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                          pick(f"validation_{key}", f"train_loss_{key}"),
                          "No training curves."),
         "cost": part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), f"No timings in {primary}."),
+        # the limitations' caveat on the comparisons' reference, where it had not converged
+        "limitations": part(rising_references(report.converging), [], ""),
         # what ran (the report lists what did not)
         "coverage": _table(replace(coverage_table(frame), compact=["Setting", "Method", "Runs per budget"],
                                    title="Finished evaluation runs per setting, method and budget"), out),
     }
+
+
+def rising_references(arms: list[dict]) -> list[str]:
+    """A limitation of the comparisons with LoRA (`selection.rising_arms`' `arms`): where LoRA, their reference, was
+    still rising on validation at its last evaluation and a longer training was not tried for it on validation."""
+    late = [a for a in arms if a["rising"] and not a["longer_not_better"] and a["arm"] == method_name(REFERENCE)]
+    if not late:
+        return []
+    where = "; ".join(f"at {budget_label(a['budget'])}, {a['setting']}" for a in late)
+    return [f"{method_name(REFERENCE)}, the reference, was still rising on validation at its last evaluation with a "
+            f"longer training not tried for it on validation ({where}), so its comparisons there are at a training "
+            "length at which it had not converged."]
 
 
 def _evaluated_only(table: Table) -> Table:
