@@ -1531,6 +1531,7 @@ def test_the_instruction_tuning_tables_explain_only_the_columns_the_paper_keeps(
     said = " ".join(paper.captions)
     assert "p (TOST, Holm)" not in paper.columns and "p (TOST, Holm):" not in said and "MDE (nats):" not in said
     assert "Verdict at α = 0.05" in said and len(paper.columns) <= 5
+    assert "p (Holm)" not in said  # a reviewer's read (2026-12-07): the caption named columns it does not show
     reference = next(row for row in table.rows if row[0] == "LoRA r=8")
     assert reference[table.columns.index("Δ loss vs LoRA r=8 [CI]")] == "(reference)"
     assert reference[table.columns.index("Verdict")] == "(reference)"
@@ -1641,3 +1642,19 @@ def test_a_paper_table_says_its_delta_is_over_matched_seeds_where_a_row_has_fewe
         (table,) = tables.ablation_tables(analyse(load_runs(kept)))
         tex = " ".join(_paper_table(table, Path(tempfile.mkdtemp())).split())
         assert ("Δ is over the seeds a row shares with its reference" in tex.replace("$\\Delta$", "Δ")) is note
+
+
+def test_the_papers_protocol_states_the_verdict_rule_once_and_defines_only_the_columns_its_tables_show(
+        report_dir: Path):
+    """A reviewer's read (2026-12-07): Appendix A stated the verdict rule and the CI's level twice, and defined p (t),
+    p (Wilcoxon), d and p (Holm), which no table of the paper shows; it said "the runs' spec declares", a word the
+    reader does not know."""
+    from balora.report.document import latex_text
+
+    generated = report_dir / "paper" / "generated"
+    protocol = (generated / "statistics.tex").read_text()
+    assert protocol.count(latex_text("1 − 0.05·p/p(Holm)")) == 1 and protocol.count("Verdict at") == 0
+    for undefined in ("p (t):", "p (Wilcoxon):", "d: paired", "p (Holm):"):
+        assert undefined not in protocol, undefined
+    assert "p (TOST, Holm): paired equivalence test" in protocol and "MDE: minimum detectable effect" in protocol
+    assert "spec" not in protocol and "declared before the runs" in protocol

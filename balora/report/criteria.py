@@ -254,9 +254,12 @@ def success_criteria(analysis: Analysis, hypotheses: Sequence[Hypothesis] | None
     return [criterion for hypothesis in declared for criterion in check(analysis, hypothesis)]
 
 
+DECLARED_BY_SPEC = "the runs' spec declares"  # where a criterion comes from, in the report's words
+
+
 def criteria_table(criteria: list[Criterion]) -> Table:
     rows = [[c.name, c.where, c.test, c.mark, c.numbers] for c in criteria]
-    note = ("Each criterion is a hypothesis the runs' spec declares, decided by the test shown on the paired "
+    note = (f"Each criterion is a hypothesis {DECLARED_BY_SPEC}, decided by the test shown on the paired "
             "comparisons of the comparison tables of the setting under Where (Δ = the arm − its reference, mean over "
             "matched seeds). A criterion over "
             "several cases is not met when a tested case fails it, met only when every case was tested and "

@@ -33,7 +33,6 @@ from balora.report.tables import (
     MDE_NOTE,
     REFERENCE_CELL,
     TOST_NOTE,
-    VERDICT_RULE,
     ci_levels,
     compared,
     cost_cells,
@@ -66,7 +65,11 @@ COLUMN_NOTES = {  # what each column of the strategy table means, shown while th
     "p (Holm)": "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.",
     "p (TOST, Holm)": TOST_NOTE,
     "MDE (nats)": MDE_NOTE.replace("MDE:", "MDE (nats):"),
-    "Verdict": VERDICT_RULE + " Better means a significantly lower test loss.",
+    # without the p columns' names: the paper's table does not show them
+    "Verdict": ("Verdict at α = 0.05: better or worse where the Holm-adjusted paired t-test rejects no difference (the "
+                "direction from Δ); else equivalent within ±margin where the Holm-adjusted equivalence test rejects a "
+                "difference as large as the margin; else inconclusive, with the MDE. Better means a significantly "
+                "lower test loss."),
 }
 COST_PHASES = ("importance", "train", "eval", "generate")
 COST_NOTE = "Runs of a sweep share the machine with its other workers, so their times include that contention."

@@ -31,7 +31,7 @@ from balora.errors import BaloraError
 from balora.report import anytime, claims, figures, lm, selection, stats
 from balora.report.analysis import Row
 from balora.report.builder import STATISTICS, Report
-from balora.report.criteria import abstract_claims, criteria_summary
+from balora.report.criteria import DECLARED_BY_SPEC, abstract_claims, criteria_summary
 from balora.report.document import (
     NARROW,
     Figure,
@@ -48,8 +48,8 @@ from balora.report.tables import (
     DASH,
     DIFFERENCES,
     MARGIN_SOURCE,
+    PAPER_STAT_NOTE,
     REFERENCE_CELL,
-    STAT_NOTE,
     coverage_table,
     pct,
     signed,
@@ -173,6 +173,12 @@ def config_table(frame: pd.DataFrame) -> Table:
             ["Devices", values["Devices"]]]
     return Table("config", "Configuration of the runs (the values each field took across them; the setup section "
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
+
+
+def _declared(text: str) -> str:
+    """`text` with what a spec declares said as the paper's reader knows it: declared before the runs."""
+    return text.replace(f"the one {DECLARED_BY_SPEC}", "the one declared before the runs").replace(
+        f"a hypothesis {DECLARED_BY_SPEC}", "a hypothesis declared before the runs")
 
 
 def _device_name(device: str) -> str:
@@ -492,12 +498,13 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "conclusion": part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
                            [], ""),
         "config": _table(config_table(frame), out),
-        "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
+        "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}")) + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
         "tuning": part([], [*(t for t in map(_evaluated_only, pick("tuning")) if t.rows), *pick("convergence")],
                       "No tuning runs."),
-        "criteria": part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
+        "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
+                                      notes=[_declared(note) for note in c.notes]) for c in pick("criteria")],
                         "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
         # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the

@@ -162,6 +162,11 @@ STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in 
              "t-test on matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the "
              "same difference (no test, no CI, no MDE). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired "
              "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE)
+# The paper's legend for its comparison tables, which show Δ with its CI, p (TOST, Holm) and the verdict (with the
+# MDE) but none of the report's other test columns; the verdict's rule and the CI's level are the protocol's.
+PAPER_STAT_NOTE = ("In the tables: accuracy is mean ± std over seeds, Δ the mean per-seed difference (method − "
+                   "reference) with its paired-t CI; n<3 where fewer than 3 seeds match, not testable where every seed "
+                   f"gives the same difference (no test, no CI, no MDE). {TOST_NOTE} {MDE_NOTE}")
 # column notes every accuracy comparison table has (`Table.column_notes`: said while the column is shown)
 ACCURACY_NOTES = {"≤ majority": "≤ majority: runs whose accuracy is not above the majority-class rate (by more than "
                                 "0.1 pp), i.e. that have not learnt the task."}
