@@ -1658,3 +1658,21 @@ def test_the_papers_protocol_states_the_verdict_rule_once_and_defines_only_the_c
         assert undefined not in protocol, undefined
     assert "p (TOST, Holm): paired equivalence test" in protocol and "MDE: minimum detectable effect" in protocol
     assert "spec" not in protocol and "declared before the runs" in protocol
+
+
+def test_a_column_of_an_option_one_method_reads_says_what_it_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A reviewer's read (2026-12-07): "realloc every" and "realloc warmup" were columns no caption explained. A column
+    of an option that only one method reads says what it means, from the option's help."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    monkeypatch.setitem(EFFECT, "ba_lora_dynamic", 0.04)
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "ba_lora_dynamic") for s in SEEDS[:3]]
+    for run in runs:
+        if run["config"]["method"] == "ba_lora_dynamic":
+            run["config"] |= {"realloc_every": 20, "realloc_warmup": 20}
+    (table,) = tables.budget_tables(analyse(load_runs(runs)))
+    tex = " ".join(_paper_table(table, tmp_path).split())
+    assert "realloc every: optimizer steps between reallocations of BA-LoRA dynamic" in tex
+    assert "realloc warmup: steps before the first reallocation of BA-LoRA dynamic" in tex

@@ -17,6 +17,7 @@ source's parts never overwrites or deletes another's.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from balora import method_registry
 from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.report import anytime, claims, figures, lm, selection, stats
@@ -236,7 +238,8 @@ def _with_fields(table: Table) -> tuple[Table, Table | None]:
     if not fields:
         return table, None
     headers = {name: SHORT_HEADERS.get(name, name.replace("_", " ")) for name in fields}
-    said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in SHORT_HEADERS)]
+    said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in SHORT_HEADERS),
+            *(f"{headers[name]}: {_method_option(name)}" for name in fields if _method_option(name))]
     notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
     at = table.columns.index("Method") + 1
     widened = replace(table, columns=[*table.columns[:at], *headers.values(), *table.columns[at:]],
@@ -249,6 +252,17 @@ def _with_fields(table: Table) -> tuple[Table, Table | None]:
                    [[*row[:at], *cells] for row, cells in zip(table.rows, zip(*fields.values()))], said)
     where = f"The values its rows differ in ({', '.join(headers.values())}) are in Appendix B."
     return replace(table, notes=[*notes, where]), values
+
+
+def _method_option(name: str) -> str:
+    """What a config field that only one method reads means, from its help ("ba_lora_dynamic: optimizer steps between
+    reallocations." → "optimizer steps between reallocations of dynamic BA-LoRA"): its column's header, the field's
+    name, is that method's jargon. "" for any other field."""
+    help_text = next((f.metadata.get("help", "") for f in dataclasses.fields(RunConfig) if f.name == name), "")
+    method, _, meaning = help_text.partition(": ")
+    if not meaning or method_registry.find(method) is None:
+        return ""
+    return f"{meaning.removesuffix('.')} of {method_name(method)}"
 
 
 def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
