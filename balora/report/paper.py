@@ -65,6 +65,8 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
 # methods whose ranks come from the configured allocation strategy (the no-budget ablation does not: it keeps
 # seed 000's min-max ranks, see balora.methods.ba_lora_no_budget)
 ALLOCATED = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_shuffled", "ba_lora_dynamic")
+CONTENTION = (f"{lm.COST_NOTE} A time ratio thus measures the machine's load during the runs as well as the method, "
+              "and one below 1 is no speed-up.")
 # where a row has fewer seeds than its reference: Δ pairs seeds, the means do not
 MATCHED_NOTE = ("Δ is over the seeds a row shares with its reference; where their n differ, the reference's mean is "
                 "over more seeds, so Δ need not equal the difference of the two means")
@@ -569,7 +571,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
                          pick(f"validation_{key}", f"train_loss_{key}"),
                          "No training curves."),
-        "cost": part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), f"No timings in {primary}."),
+        # the time ratios with what they measure besides the method (a reader took one below 1 for a speed-up)
+        "cost": part([*timed, CONTENTION] if (timed := claims.cost_claims(frame, primary)) else [],
+                     pick(f"cost_{key}"), f"No timings in {primary}."),
         # the limitations' caveat on the comparisons' reference, where it had not converged
         "limitations": part(rising_references(report.converging), [], ""),
         # what ran (the report lists what did not)
