@@ -258,7 +258,7 @@ def _with_fields(table: Table) -> tuple[Table, Table | None]:
 
 def _method_option(name: str) -> str:
     """What a config field that only one method reads means, from its help ("ba_lora_dynamic: optimizer steps between
-    reallocations." → "optimizer steps between reallocations of dynamic BA-LoRA"): its column's header, the field's
+    reallocations." → "optimizer steps between reallocations of BA-LoRA dynamic"): its column's header, the field's
     name, is that method's jargon. "" for any other field."""
     help_text = next((f.metadata.get("help", "") for f in dataclasses.fields(RunConfig) if f.name == name), "")
     method, _, meaning = help_text.partition(": ")
@@ -359,8 +359,11 @@ def in_words(claim: str | Cited, frame: pd.DataFrame) -> str | Cited:
     """`claim` with each setting label of `frame` ("minilm · rotten_tomatoes · 64-shot · default targets") said in
     words (`words_of`): the paper's prose is read without the report's codes, whose tables keep them."""
     text = claim.text if isinstance(claim, Cited) else claim
-    for label in sorted(settings(frame), key=len, reverse=True):  # a label that begins another is replaced after it
+    labels = sorted(settings(frame), key=len, reverse=True)  # a label that begins another is replaced after it
+    leads = text.startswith(tuple(labels))
+    for label in labels:
         text = text.replace(label, words_of(frame, label))
+    text = text[:1].upper() + text[1:] if leads else text  # a sentence that begins with its setting ("a ViT ...")
     return replace(claim, text=text) if isinstance(claim, Cited) else text
 
 
@@ -426,10 +429,10 @@ def _budget_words(lead: str) -> str:
     return f"the rank-{lead.removeprefix('r=')} budget" if re.fullmatch(r"r=[\d.]+", lead) else lead
 
 
-def _intervals(rows: list[Row], reference: str) -> list[str]:
+def _intervals(rows: list[Row], reference: str, named: bool = True) -> list[str]:
     """One sentence for a table's tested comparisons with `reference` in plain words (model, data, shots and
-    budget): each arm's Δ with its CI and its four-word verdict, with the MDE where inconclusive (the abstract's
-    form, where the table is not at hand)."""
+    budget, unless not `named`: the prose around it says the setting): each arm's Δ with its CI and its four-word
+    verdict, with the MDE where inconclusive (the abstract's form, where the table is not at hand)."""
     tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
     if not tested:
         return []
@@ -438,7 +441,7 @@ def _intervals(rows: list[Row], reference: str) -> list[str]:
     where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"))
     if len(budgets) == 1:  # said once for the setting, not for each arm
         where += f" at {_budget_words(budgets[0])}"
-    return [f"With {where}, against {reference}: " + "; ".join(
+    return [(f"With {where}, against {reference}: " if named else f"Against {reference}: ") + "; ".join(
         f"{r.label}{'' if len(budgets) == 1 else f' at {_budget_words(r.lead)}'}, Δ = {signed(c.delta)} pp "
         f"({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), {c.verdict_label}"
         for r in tested for c in [r.comparison]) + "."]
@@ -493,10 +496,6 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         return citing(_verdict_words(claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
                                      setting if len(shown) > 1 else ""), pick(f"budget_{slug(setting)}"))
 
-    def intervals(rows: list[Row], reference: str, table: str) -> list[str | Cited]:
-        said = _intervals(rows, reference)
-        return citing(said, pick(table)) if said else []
-
     def fewshot(name: str) -> list[str | Cited]:
         table = f"fewshot_{slug(name)}"  # its figure is its family's, whose name the table's begins with
         drawn = [f for f in prefixed("fewshot_") if isinstance(f, Figure) and table.startswith(f.name)]
@@ -518,10 +517,10 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
         "tuning": part([], [*(t for t in map(_evaluated_only, pick("tuning")) if t.rows), *pick("convergence")],
-                      "No tuning runs."),
+                       "No tuning runs."),
         "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
                                       notes=[_declared(note) for note in c.notes]) for c in pick("criteria")],
-                        "No success criteria could be assessed."),
+                         "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
         # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
         # ablations and controls, against full BA-LoRA
@@ -553,13 +552,15 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),
                                           pick(f"strategy_{slug(setting)}"))],
                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), "No strategy comparison."),
-        # the discussion's evidence: the controls against full BA-LoRA, and BA-LoRA against LoRA where a strategy
-        # table adapts other modules than the budget tables (modules of several shapes), each with Δ, CI and MDE
+        # the discussion's evidence, in a sentence about the setting the prose names: the controls' verdicts against
+        # full BA-LoRA, and BA-LoRA against LoRA, with Δ, CI and MDE, where a strategy table adapts other modules
+        # than the budget tables (modules of several shapes)
         "controls": part([s for setting, rows in analysis.ablation.items()
-                          for s in intervals(rows, "full BA-LoRA", f"ablation_{slug(setting)}")], [],
-                         "No ablation runs."),
+                          for s in citing(_verdict_words(rows, "full BA-LoRA", "ablations"),
+                                          pick(f"ablation_{slug(setting)}"))], [], "No ablation runs."),
         "shapes": part([s for setting, rows in analysis.strategy.items()
-                        for s in intervals(claims._proposed_rows(rows), "tuned LoRA", f"strategy_{slug(setting)}")],
+                        if (said := _intervals(claims._proposed_rows(rows), "tuned LoRA", named=False))
+                        for s in citing(said, pick(f"strategy_{slug(setting)}"))],
                        [], f"No comparison of {method_name(claims.PROPOSED)} with LoRA among the strategies."),
         # the strategies' parameters against their loss: detail for the appendix (the table has both)
         "strategy_more": part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), ""),
@@ -588,10 +589,9 @@ def rising_references(arms: list[dict]) -> list[str]:
     late = [a for a in arms if a["rising"] and not a["longer_not_better"] and a["arm"] == method_name(REFERENCE)]
     if not late:
         return []
-    where = "; ".join(f"at {budget_label(a['budget'])}, {a['setting']}" for a in late)
-    return [f"{method_name(REFERENCE)}, the reference, was still rising on validation at its last evaluation with a "
-            f"longer training not tried for it on validation ({where}), so its comparisons there are at a training "
-            "length at which it had not converged."]
+    where = "; ".join(f"{a['setting']} at {budget_label(a['budget'])}" for a in late)
+    return [f"{method_name(REFERENCE)}, the reference, was still rising on validation when its training ended, and a "
+            f"longer one was not tried for it: {where}."]
 
 
 def _evaluated_only(table: Table) -> Table:

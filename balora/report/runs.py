@@ -86,9 +86,9 @@ def setting_label(model: str, dataset: str, shots: int | None, train_size: int |
 # What a reader calls the embedded models and datasets, where a setting is said in words; any other name (a local
 # folder, a hub model) is said as it is
 MODEL_WORDS = {"minilm": "MiniLM", "smollm2": "SmolLM2-135M-Instruct",
-               "vit-fashion": "a 4-block ViT pretrained on Fashion-MNIST"}
+               "vit-fashion": "a Fashion-MNIST-pretrained 4-block ViT"}
 DATASET_WORDS = {"rotten_tomatoes": "Rotten Tomatoes snippets", "presidential_debates": "presidential-debate statements",
-                 "digits": "8×8 digits", "critic_instructions": "instructions built from Rotten Tomatoes snippets"}
+                 "digits": "8×8 handwritten digits", "critic_instructions": "instructions built from Rotten Tomatoes snippets"}
 DEFAULT_TARGETS = "default targets"  # a setting label's protocol where the model's own targets were adapted
 
 
