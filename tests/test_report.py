@@ -1497,7 +1497,7 @@ def test_a_study_shows_every_settings_comparison_with_lora_and_the_main_results_
     for k in (16, 64):
         setting = setting_label("minilm", "rotten_tomatoes", k, None)
         assert f"generated/levers/tables/budget_{slug(setting)}.tex" in study
-        assert latex_text(f"{setting}, against LoRA: BA-LoRA, ") in study
+        assert latex_text(f"{setting_words('minilm', 'rotten_tomatoes', k)}, against LoRA: BA-LoRA, ") in study
     assert main.count(r"\input{generated/tables/budget_") == 1 and "against LoRA: BA-LoRA" not in main
 
 
