@@ -104,6 +104,9 @@ FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", 
 FASHION_MNIST_INSTALL = (f"install it with `apt-get install {FASHION_MNIST_PACKAGE}` (Debian/Ubuntu), "
                          "or set BALORA_CACHE to a cache that has it")
 VIT_FASHION_NAME = "vit-fashion"
+# its input side and patch side in pixels (Fashion-MNIST's 28; 28/7 gives 16 patches plus the CLS token), here so
+# that the report can say them without importing the model's code
+VIT_FASHION_IMAGE, VIT_FASHION_PATCH = 28, 7
 # IDX element types (the third byte of the magic number), stored big-endian.
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 

@@ -389,17 +389,22 @@ DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 _FIELDS = fields(RunConfig)  # read once: to_dict needs them for every config
 
 
+def _per_registry_revision(build: Callable[[], dict]) -> Callable[[], dict]:
+    """`build`, read from the method registry once per change of it (`method_registry.revision`, its cache key;
+    every RunConfig checks these: planning a sweep asks thousands of times); each call returns a copy, so that a
+    caller's change stays its own."""
+    at_revision = functools.lru_cache(maxsize=1)(lambda revision: build())
+
+    @functools.wraps(build)
+    def read() -> dict:
+        return dict(at_revision(method_registry.revision()))
+    return read
+
+
+@_per_registry_revision
 def plugin_options() -> dict[str, Field]:
     """The options of the methods registered after this module loaded (plug-ins) that `RunConfig` has no field
-    for, by name (the first method to declare a name declares it): a run holds their values in `method_options`.
-    Read from the registry once per change of it (every RunConfig checks them: planning a sweep asks thousands of
-    times); a copy, so that a caller's change stays its own."""
-    return dict(_plugin_options_at(method_registry.revision()))
-
-
-@functools.lru_cache(maxsize=1)
-def _plugin_options_at(revision: int) -> dict[str, Field]:
-    """`plugin_options` while the registry is at `revision` (`method_registry.revision`), its cache key."""
+    for, by name (the first method to declare a name declares it): a run holds their values in `method_options`."""
     return {f.name: f for options in SECTIONS["method"].options for f in fields(options) if f.name not in DEFAULTS}
 
 
@@ -413,17 +418,11 @@ def tunable() -> set[str]:
     return TUNABLE | set(plugin_options())
 
 
+@_per_registry_revision
 def method_settings() -> dict[str, tuple[str, ...]]:
     """The settings only some methods read, in field order (then the plug-in options), each with the methods that
     read it (each method's `balora.method_registry.Method.settings`); the other methods ignore it, so `RunConfig`
-    refuses it away from its default. Read from the registry again after each change of it, so a method registered
-    later is in it (like `plugin_options`, every RunConfig asks); a copy."""
-    return dict(_method_settings_at(method_registry.revision()))
-
-
-@functools.lru_cache(maxsize=1)
-def _method_settings_at(revision: int) -> dict[str, tuple[str, ...]]:
-    """`method_settings` while the registry is at `revision` (`method_registry.revision`), its cache key."""
+    refuses it away from its default. A method registered later is in it (like `plugin_options`)."""
     readers = method_registry.readers()
     return {name: readers[name] for name in option_defaults() if name in readers}
 

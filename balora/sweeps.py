@@ -263,7 +263,8 @@ def confirmations(ready: list[Planned], store: ResultsStore) -> list[Decision]:
             sign = tasks.of_result(results[0]).metric.sign
             (final, area), (ref_final, ref_area) = _means(results), _means(base)
             gains = sign * (final - ref_final), sign * (area - ref_area)
-            said = f"validation {gains[0]:+.4f}, anytime {gains[1]:+.4f} against {confirm.reference} (gain {confirm.gain:g})"
+            said = (f"validation {tasks.number(gains[0], 4, sign=True)}, anytime {tasks.number(gains[1], 4, sign=True)} "
+                    f"against {confirm.reference} (gain {confirm.gain:g})")
             if max(g for g in gains if math.isfinite(g)) >= confirm.gain:
                 added = [Planned(replace(p.config, seed=seed), p.grid) for p in (first, arms[reference][0])
                          for seed in confirm.seeds]

@@ -39,8 +39,9 @@ WEIGHTS_FILE = "model.safetensors"
 class PretrainRecipe:
     """How the offline ViT is pretrained: its architecture and its optimisation, all pinned."""
 
-    image_size: int = field(default=28, metadata={"help": "input side in pixels (Fashion-MNIST's 28)"})
-    patch_size: int = field(default=7, metadata={"help": "patch side: 28/7 gives 16 patches plus the CLS token"})
+    image_size: int = field(default=assets.VIT_FASHION_IMAGE, metadata={"help": "input side in pixels (Fashion-MNIST's 28)"})
+    patch_size: int = field(default=assets.VIT_FASHION_PATCH,
+                            metadata={"help": "patch side: 28/7 gives 16 patches plus the CLS token"})
     hidden_size: int = field(default=64, metadata={"help": "width of the transformer"})
     num_hidden_layers: int = field(default=4, metadata={"help": "transformer blocks"})
     num_attention_heads: int = field(default=4, metadata={"help": "attention heads; must divide hidden_size"})

@@ -89,7 +89,8 @@ deltas = st.lists(st.floats(-0.05, 0.1), min_size=3, max_size=8)
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(deltas, min_size=1, max_size=5))
-def test_the_ci_excludes_0_exactly_when_the_holm_verdict_is_significant(families):
+def test_the_ci_excludes_0_exactly_when_the_holm_verdict_is_significant_and_lies_in_the_margin_when_equivalent(
+        families):
     comparisons = [stats.paired_comparison({s: 0.7 + d for s, d in enumerate(ds)}, dict.fromkeys(range(len(ds)), 0.7))
                    for ds in families]
     with pytest.MonkeyPatch.context() as patch:  # statsmodels' Holm calls gc.collect(): ~1 s with torch loaded
@@ -97,6 +98,9 @@ def test_the_ci_excludes_0_exactly_when_the_holm_verdict_is_significant(families
         adjusted = stats.holm_adjust(comparisons)
     for c in adjusted:
         if not c.tested:
+            continue
+        if c.verdict == stats.EQUIVALENT:  # the equivalence test's interval (90% for one test), inside the margin
+            assert c.ci_level >= 0.9 and -c.margin.value < c.ci_low <= c.ci_high < c.margin.value, c
             continue
         assert c.ci_level >= 0.95
         significant = c.verdict in (stats.BETTER, stats.WORSE)

@@ -634,7 +634,7 @@ def test_a_confirmation_stage_adds_seeds_to_the_arms_that_beat_lora_on_validatio
     spec = load_spec(str(spec_path))
     curves = {"lora": [0.5, 0.6, 0.70], "ba_lora": [0.5, 0.6, 0.71],  # +1 pp final: confirmed
               "ba_lora_uniform": [0.5, 0.69, 0.70],  # ties at the end, faster on the way: confirmed by anytime
-              "ba_lora_no_warmstart": [0.5, 0.6, 0.702]}  # +0.2 pp: screened out
+              "ba_lora_no_warmstart": [0.5, 0.6, 0.70002]}  # +0.002 pp: screened out
     with ResultsStore(tmp_path / "r.db") as store:
         ready, _ = evaluation_runs(spec, select(spec, store))
         waiting = confirmations(ready, store)
@@ -644,6 +644,7 @@ def test_a_confirmation_stage_adds_seeds_to_the_arms_that_beat_lora_on_validatio
         decisions = {d.planned.config.method: d for d in confirmations(ready, store)}
         assert set(decisions) == {"ba_lora", "ba_lora_uniform", "ba_lora_no_warmstart"}  # LoRA is the reference
         assert decisions["ba_lora_no_warmstart"].runs == [] and "screened out" in decisions["ba_lora_no_warmstart"].summary
+        assert "validation +0.00002" in decisions["ba_lora_no_warmstart"].summary  # a gain, not "+0.0000"
         added = confirmation_runs(list(decisions.values()))
     assert sorted((p.config.method, p.config.seed) for p in added) == [
         ("ba_lora", 44), ("ba_lora", 45), ("ba_lora_uniform", 44), ("ba_lora_uniform", 45), ("lora", 44), ("lora", 45)]

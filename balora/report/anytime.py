@@ -36,6 +36,7 @@ from balora.report.claims import p_text, verdict_lists
 from balora.report.document import Block, Bullets, Heading, Paragraph, Table, slug
 from balora.report.runs import MIN_CURVE_POINTS, REFERENCE, settings
 from balora.report.tables import (
+    CI_RULE,
     DASH,
     EQUIVALENCE_NOTE,
     REFERENCE_CELL,
@@ -116,8 +117,7 @@ def anytime_table(setting: str, rows: list[Row], final: dict[tuple[str, str], st
              "Test acc. verdict": lambda r: REFERENCE_CELL if final[(r.lead, r.arm)] is None
              else final[(r.lead, r.arm)].verdict_label}
     legend = ("Anytime: mean ± std over seeds. Δ: mean per-seed difference in the anytime metric (method − LoRA) "
-              "with its paired-t CI at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% "
-              "where a table has one test), so it excludes 0 exactly when the verdict is better or worse. p (Holm): "
+              f"with {CI_RULE}. p (Holm): "
               "paired t-test on matched seeds, adjusted over this table (Holm); the verdict reads n<3 where fewer than "
               "3 seeds match and not testable where every seed gives the same difference (no test, no CI, no MDE). "
               + EQUIVALENCE_NOTE)

@@ -48,8 +48,9 @@ STATISTICS = (
     "rejects no difference; else equivalent within ±margin where the Holm-adjusted equivalence test rejects a "
     "difference as large as the margin; else inconclusive, with the MDE: these seeds show neither a difference "
     "nor equivalence, and a true difference smaller than the MDE would likely go undetected. Δ's paired-t CI is "
-    "at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm), so it excludes 0 exactly when "
-    "the verdict is better or worse.")
+    "at the confidence that matches the verdict, 1 − 0.05·p/p(Holm), so it excludes 0 exactly when the verdict is "
+    "better or worse; on an equivalent comparison it is the equivalence test's, 1 − 0.1·p(TOST)/p(TOST, Holm), so "
+    "it lies inside ±margin.")
 
 
 # A missing-data message about one setting: "what, setting: why" (see `_per_setting`)

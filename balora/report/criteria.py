@@ -75,7 +75,7 @@ class Case:
             return NOT_TESTABLE, f"{self.label}: the same difference on every matched seed, which no test can assess"
         if c.p_holm is None or c.p_tost_holm is None:
             return NOT_TESTABLE, f"{self.label}: {c.n_pairs} matched seed{'s' if c.n_pairs != 1 else ''}, too few to test"
-        # the CI at the level of the better/worse verdict, as in the tables
+        # the CI at the level that matches the verdict, as in the tables
         m = c.metric
         numbers = (f"Δ = {m.signed(c.delta)} {m.unit} ({100 * c.ci_level:.1f}% CI {m.signed(c.ci_low)} to "
                    f"{m.signed(c.ci_high)}), "
@@ -266,7 +266,7 @@ def criteria_table(criteria: list[Criterion]) -> Table:
             "passed, and otherwise not testable. Each case gives its table's verdict: better or worse (Holm p < 0.05), "
             "equivalent within ±margin (Holm-adjusted equivalence test p < 0.05), or inconclusive with the minimum "
             "detectable effect at 80% power (MDE): these seeds show neither; Δ's CI is at the level that matches the "
-            "better/worse verdict.")
+            "verdict (on an equivalent case, the equivalence test's).")
     return Table("criteria", "Success criteria", ["Criterion", "Where", "Test", "Mark", "Numbers"], rows,
                  [note], compact=["Criterion", "Where", "Mark"])
 

@@ -37,9 +37,10 @@ HEATMAP_ARMS = 6  # method column groups per heatmap row
 # cells of this size (inches) hold a rank such as "10.3" at HEATMAP_FONT points, and HEATMAP_MARGIN is the width
 # of the module-type names beside them and of the colour scale
 TEXT_WIDTH = 6.5  # inches: the paper's letter page less its 1 in margins
+PAD = 0.05  # inches of white the saved box keeps around the drawing
+DRAW_WIDTH = TEXT_WIDTH - 2 * PAD  # the widest a figure is drawn: with its padding, the text width
+LEGEND_ROW = 0.2  # inches: the height of a row of the legend below the panels
 HEATMAP_CELL, HEATMAP_FONT, HEATMAP_MARGIN = (0.42, 0.26), 8, 2.3
-# Widest figure (inches): a page-wide figure in the paper (6.5 in) keeps ≥ 80% of the font size.
-MAX_WIDTH = 8.0
 SEQUENCE = ["sky", "orange", "green", "vermillion", "blue", "purple", "black", "yellow"]  # budgets, other arms
 MAJORITY_LABEL, FRONT_LABEL = "majority-class rate (test)", "Pareto front"
 REFERENCE_LINES = (FRONT_LABEL, MAJORITY_LABEL)
@@ -83,7 +84,7 @@ def _save(fig: Canvas, out_dir: Path, name: str, title: str, caption: str) -> Fi
     # Constrained layout spaces the panels; the tight box also keeps labels wider than their panel.
     # Laying out once and passing the box saves a draw per file.
     fig.draw_without_rendering()
-    box = fig.get_tightbbox().padded(0.05)
+    box = fig.get_tightbbox().padded(PAD)
     fig.set_layout_engine("none")  # frozen: the box must still fit when the files are drawn
     fig.savefig(png, dpi=150, bbox_inches=box)
     fig.savefig(pdf, bbox_inches=box)
@@ -96,11 +97,12 @@ def _grid(rows: int, cols: int, size: tuple[float, float], **options) -> tuple[C
 
 
 def _panels(count: int, width: float = 3.9, height: float = 3.0, columns: int = 3) -> tuple[Canvas, list]:
-    """`count` panels in rows of `columns`, each at most width × height and the row at most MAX_WIDTH: a
-    full row narrows its panels but keeps their height, which the axis labels beside them need."""
+    """`count` panels in rows of `columns`, each at most width × height and the row at most the paper's text width
+    (so the page prints the figure at the size drawn, its type at the style's sizes): a full row narrows its panels
+    but keeps their height, which the axis labels beside them need."""
     cols = min(count, columns)
     rows = math.ceil(count / cols)
-    scale = min(1.0, MAX_WIDTH / (width * cols))
+    scale = min(1.0, DRAW_WIDTH / (width * cols))
     fig, axes = _grid(rows, cols, (width * scale * cols, height * rows))
     flat = list(axes.flat)
     for ax in flat[count:]:
@@ -118,8 +120,19 @@ def _legend_below(fig: Canvas, axes: list, columns: int = 4) -> None:
         if reference in entries:
             entries[reference] = entries.pop(reference)
     if entries:
-        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=min(columns, len(entries)),
-                   frameon=False)
+        # as many columns as fit the page, the figure widened to hold them (never past the page), and as much
+        # height added as the legend's rows take, so that they do not squeeze the panels above them
+        widest = max(_legend_entry_width(label) for label in entries)
+        ncols = max(1, min(columns, len(entries), int(DRAW_WIDTH // widest)))
+        fig.set_figwidth(max(fig.get_figwidth(), min(DRAW_WIDTH, ncols * widest)))
+        fig.set_figheight(fig.get_figheight() + LEGEND_ROW * math.ceil(len(entries) / ncols))
+        fig.legend(entries.values(), entries.keys(), loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def _legend_entry_width(label: str) -> float:
+    """About how wide (inches) a legend entry sets: its handle and gaps, and its label (a character of the font
+    about half its size wide)."""
+    return 0.75 + len(label) * 0.5 * STYLE["legend.fontsize"] / 72
 
 
 def _budgets(frame: pd.DataFrame) -> list[tuple[float, pd.DataFrame, str]]:
@@ -159,7 +172,7 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
         per_row = max(1, min(HEATMAP_ARMS, int((TEXT_WIDTH - HEATMAP_MARGIN) // (HEATMAP_CELL[0] * layers))))
         rows = [(names[i:i + per_row], grids[i:i + per_row]) for i in range(0, len(names), per_row)]
         widths = [sum(g.shape[1] for g in row) for _, row in rows]
-        fig = Canvas(figsize=(min(TEXT_WIDTH, HEATMAP_MARGIN + HEATMAP_CELL[0] * max(widths)),
+        fig = Canvas(figsize=(min(DRAW_WIDTH, HEATMAP_MARGIN + HEATMAP_CELL[0] * max(widths)),
                               (HEATMAP_CELL[1] * kinds + 0.7) * len(rows) + 0.3), layout="constrained")
         grid = fig.add_gridspec(len(rows), max(widths))  # one grid column per matrix column
         axes = []
@@ -171,8 +184,8 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
         figures.append(_save(fig, out_dir, f"rank_heatmap_{slug(setting)}__{slug(label)}",
                              f"Rank allocation — {setting}, {label}",
                              "Rank per module after training" + _final_ranks(methods) + ", mean over seeds, by "
-                             "module type and layer, one column group per method; methods with uniform ranks are "
-                             "omitted."))
+                             "module type (rows) and layer (columns); each method is a block of columns, named above "
+                             "it, the blocks side by side in rows; methods with uniform ranks are omitted."))
     return figures
 
 
@@ -235,7 +248,7 @@ def importance_vs_rank(frame: pd.DataFrame, setting: str, out_dir: Path) -> list
             if (m := allocation_frame(frame[frame["arm"] == a])).shape[0] and m["importance"].nunique() > 1]
     if not arms:
         return []
-    fig, axes = _panels(len(arms), width=3.6, height=3.2)
+    fig, axes = _panels(len(arms), width=3.6, height=3.2, columns=2)  # two a row: room for the log axis labels
     for ax, arm in zip(axes, arms):
         runs = frame[frame["arm"] == arm]
         rhos = []
@@ -305,19 +318,25 @@ def pareto(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     """Accuracy against trainable LoRA parameters across budgets, with the Pareto front of all points."""
     fig, axes = _panels(1, width=6.0, height=3.8)
     ax = axes[0]
-    points = []
+    points, spans = [], []
     arms = arm_order(frame["arm"])
     for index, arm in enumerate(arms):
         runs = frame[frame["arm"] == arm]
         rows = [(g["lora_params"].mean(), *_mean_sd(g, "accuracy")) for _, g in runs.groupby("budget")]
         x, y, sd = np.array(rows).T
         points += list(zip(x, y))
+        spans += list(zip(y - sd, y + sd))
         dodge = 2 ** (0.012 * (index - (len(arms) - 1) / 2))  # equal budgets share x: keep error bars apart
         ax.errorbar(x * dodge, y, yerr=sd, capsize=3, markersize=5, label=runs["arm_label"].iloc[0],
                     **arm_style(arm))
     ax.step(*zip(*_pareto_front(points)), where="post", color=OKABE_ITO["grey"], alpha=0.5, linewidth=4, zorder=0,
             label=FRONT_LABEL)
-    _majority_line(ax, frame)
+    # the axis spans the points, so that their differences show; the majority rate only where it falls inside
+    bottom, top = data_range(spans)
+    majority = 100 * frame["majority_rate"].mean()
+    if bottom <= majority <= top:
+        _majority_line(ax, frame)
+    ax.set_ylim(bottom, top)
     ax.set_xscale("log")
     low, high = min(p[0] for p in points), max(p[0] for p in points)
     ax.set_xlim(low / 1.25, high * 1.25)  # matplotlib would widen a single point to several decades
@@ -331,7 +350,15 @@ def pareto(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     _legend_below(fig, axes, columns=3)
     return [_save(fig, out_dir, f"pareto_{slug(setting)}", f"Accuracy vs trainable parameters — {setting}",
                   "Mean ± std over seeds per arm and budget (head parameters excluded; points at equal parameter "
-                  "counts dodged by up to 4% horizontally); the grey step line is the Pareto front of the means.")]
+                  "counts dodged by up to 4% horizontally); the grey step line is the Pareto front of the means; the "
+                  "accuracy axis spans the data" + _majority_said(majority, bottom, top) + ".")]
+
+
+def _majority_said(majority: float, bottom: float, top: float) -> str:
+    """Where the majority-class rate is, when the axis that spans the data leaves it out."""
+    if math.isnan(majority) or bottom <= majority <= top:
+        return ""
+    return f" (the majority-class rate, {majority:.2f}%, lies {'below' if majority < bottom else 'above'} it)"
 
 
 def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -346,19 +373,25 @@ def _pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]
 @styled
 def params_loss_bars(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     """Seed 002's bar chart: LoRA parameters and evaluation loss per arm, one row per budget, each row as
-    tall as its bars need and the axes shared down the columns, so that bar lengths compare across budgets."""
+    tall as its bars need and the axes shared down the columns, so that bar lengths compare across budgets. Where
+    every arm trains the same number of parameters, bars of one length would say one number: the caption says it,
+    and only the losses are drawn."""
     budgets = _budgets(frame)
     arms = arm_order(frame["arm"])
     rows = [[a for a in arms if (cell["arm"] == a).any()] for _, cell, _ in budgets]
+    counts = frame.groupby(["budget", "arm"])["lora_params"].mean()
+    bars = counts.nunique() > 1
     # panels as tall as their bars (a bar per unit of y), plus room for each row's title and axis labels
-    fig, axes = _grid(len(budgets), 2, (MAX_WIDTH, sum(0.22 * len(present) + 1.0 for present in rows)),
+    fig, axes = _grid(len(budgets), 2 if bars else 1,
+                      (DRAW_WIDTH if bars else 0.6 * DRAW_WIDTH, sum(0.22 * len(present) + 1.0 for present in rows)),
                       sharey="row", sharex="col", gridspec_kw={"height_ratios": [len(present) for present in rows]})
-    for (left, right), (_, cell, label), present in zip(axes, budgets, rows):
+    for panels, (_, cell, label), present in zip(axes, budgets, rows):
+        left, right = panels[0], panels[-1]
         y = np.arange(len(present))
         colours = [arm_style(a)["color"] for a in present]
-        params = [cell.loc[cell["arm"] == a, "lora_params"].mean() / 1e3 for a in present]
         losses = [_mean_sd(cell[cell["arm"] == a], "loss", 1.0) for a in present]
-        left.barh(y, params, color=colours)
+        if bars:
+            left.barh(y, [cell.loc[cell["arm"] == a, "lora_params"].mean() / 1e3 for a in present], color=colours)
         for j, ((mean, sd), colour) in enumerate(zip(losses, colours)):  # dots: the axis need not start at 0
             right.errorbar(mean, j, xerr=sd, fmt="o", color=colour, capsize=2, markersize=5)
         right.grid(axis="y", color="#e0e0e0", linewidth=0.6)
@@ -367,11 +400,14 @@ def params_loss_bars(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[F
         left.set_title(label, loc="left")
     spans = [(m - s, m + s) for _, cell, _ in budgets for a in arm_order(cell["arm"])
              for m, s in [_mean_sd(cell[cell["arm"] == a], "loss", 1.0)]]
-    axes[-1][1].set_xlim(*data_range(spans))  # the rows share it: the losses' own range, not from 0
-    axes[-1][0].set_xlabel("trainable LoRA parameters (thousands)")  # the rows share the axes below them
-    axes[-1][1].set_xlabel("evaluation loss (test cross-entropy)")
-    return [_save(fig, out_dir, f"params_loss_{slug(setting)}", f"Parameters and evaluation loss — {setting}",
-                  "Mean over seeds (dots; the loss axis spans the data, not from 0); error bars ± 1 std.")]
+    axes[-1][-1].set_xlim(*data_range(spans))  # the rows share it: the losses' own range, not from 0
+    if bars:
+        axes[-1][0].set_xlabel("trainable LoRA parameters (thousands)")  # the rows share the axes below them
+    axes[-1][-1].set_xlabel("evaluation loss (test cross-entropy)")
+    said = "" if bars else f"Every arm trains {round(counts.iloc[0]):,} LoRA parameters. "
+    return [_save(fig, out_dir, f"params_loss_{slug(setting)}",
+                  f"{'Parameters and evaluation loss' if bars else 'Evaluation loss'} — {setting}",
+                  f"{said}Mean over seeds (dots; the loss axis spans the data, not from 0); error bars ± 1 std.")]
 
 
 def data_range(spans: list[tuple[float, float]], pad: float = 0.08) -> tuple[float, float]:
@@ -387,28 +423,32 @@ def data_range(spans: list[tuple[float, float]], pad: float = 0.08) -> tuple[flo
 
 @styled
 def rank_per_layer(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
-    """Seed 002's line chart: mean rank per module in each layer, per arm, one panel per budget."""
-    budgets = _budgets(frame)
-    fig, axes = _panels(len(budgets))
-    plotted = False
-    for ax, (_, cell, label) in zip(axes, budgets):
-        for arm in arm_order(cell["arm"]):
-            modules = allocation_frame(cell[cell["arm"] == arm])
-            if modules.empty:
-                continue
-            per_layer = modules.groupby("layer")["value"].mean()
+    """Seed 002's line chart: mean rank per module in each layer, per arm, one panel per budget; a budget whose
+    ranks are one value everywhere (LoRA's alone) has no panel, the caption says its rank."""
+    curves, flat = [], []
+    for _, cell, label in _budgets(frame):
+        lines = [(arm, modules.groupby("layer")["value"].mean()) for arm in arm_order(cell["arm"])
+                 if not (modules := allocation_frame(cell[cell["arm"] == arm])).empty]
+        ranks = {float(v) for _, per_layer in lines for v in per_layer}
+        if len(ranks) > 1:
+            curves.append((cell, label, lines))
+        elif ranks:
+            flat.append(f"{label.split(' (')[0]} (rank {ranks.pop():g})")
+    if not curves:
+        return []
+    fig, axes = _panels(len(curves))
+    for ax, (cell, label, lines) in zip(axes, curves):
+        for arm, per_layer in lines:
             ax.plot(per_layer.index, per_layer.to_numpy(), markersize=4,
                     label=cell.loc[cell["arm"] == arm, "arm_label"].iloc[0], **arm_style(arm))
-            plotted = True
         ax.set_xlabel("layer (0 = input side)")
         ax.set_ylabel("rank per module (mean)")
         ax.set_title(label)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    if not plotted:
-        return []
     _legend_below(fig, axes)
+    said = f" Budgets with one rank in every layer are not drawn: {', '.join(flat)}." if flat else ""
     return [_save(fig, out_dir, f"rank_per_layer_{slug(setting)}", f"Rank allocation per layer — {setting}",
-                  "Mean rank after training over a layer's adapted modules and over seeds.")]
+                  "Mean rank after training over a layer's adapted modules and over seeds." + said)]
 
 
 def _smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -459,7 +499,7 @@ def _curve_figure(frame: pd.DataFrame, extract: Callable[[dict], list[tuple[int,
                 sd = values.std(axis=0, ddof=1)
                 ax.fill_between(steps, mean - sd, mean + sd, color=style["color"], alpha=0.15, linewidth=0)
             plotted = True
-        ax.set_xlabel("training step (optimizer updates)")
+        ax.set_xlabel("optimizer step")  # short: a third of the page wide is all a panel has
         ax.set_ylabel(ylabel)
         ax.set_title(label)
         if not smooth:  # accuracy: the rate of always predicting the majority class is the floor to beat

@@ -30,6 +30,7 @@ from balora.report.runs import budget_label, by_seed, method_name, setting_words
 from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
+    CI_RULE,
     MDE_NOTE,
     REFERENCE_CELL,
     TOST_NOTE,
@@ -42,6 +43,7 @@ from balora.report.tables import (
     marked,
     mde_cell,
     p_value,
+    reduced,
     reduction,
     render,
     timed_phases,
@@ -60,8 +62,7 @@ COLUMN_NOTES = {  # what each column of the strategy table means, shown while th
                    "it follows in brackets.",
     "Reduction (%)": "Reduction: 1 − LoRA params / the largest in the table.",
     "Δ loss vs LoRA r=8 [CI]": "Δ loss: mean per-seed difference against LoRA r=8 on all layers (negative: lower loss) "
-                               "with its paired-t CI at the confidence that matches the better/worse verdict, "
-                               "1 − 0.05·p/p(Holm) (95% where the table has one test).",
+                               f"with {CI_RULE}.",
     "p (Holm)": "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.",
     "p (TOST, Holm)": TOST_NOTE,
     "MDE (nats)": MDE_NOTE.replace("MDE:", "MDE (nats):"),
@@ -159,8 +160,9 @@ def strategy_table(rows: list[Row], setting: str) -> Table:
              "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm), "—"), "MDE (nats)": compared(mde_cell, "—"),
              "Verdict": compared(verdict_cell, REFERENCE_CELL)}
     runs = pd.concat([r.runs for r in rows])
+    columns = reduced(STRATEGY_COLUMNS, extra)
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",
-                 ["Strategy", *STRATEGY_COLUMNS[1:]], render(rows, STRATEGY_COLUMNS, extra, lead=False),
+                 ["Strategy", *columns[1:]], render(rows, columns, extra, lead=False),
                  margin_note(_compared_with_lora(rows).values(), runs["sweep"]), column_notes=COLUMN_NOTES,
                  # the paper's: the interval excludes 0 exactly when p (Holm) rejects, so it is left to the report
                  compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "Verdict"],

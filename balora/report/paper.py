@@ -18,16 +18,19 @@ source's parts never overwrites or deletes another's.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import shutil
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
 from balora import method_registry
+from balora.assets import VIT_FASHION_IMAGE, VIT_FASHION_NAME, VIT_FASHION_PATCH
 from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.report import anytime, claims, figures, lm, selection, stats
@@ -75,8 +78,12 @@ CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that match
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
 SHORT_HEADERS = {"learning_rate": "lr"}
 SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
+# what the appendix's tables of values say they are, where a source has any (`_with_fields`)
+VALUES_LEAD = (r"\paragraph{Values the rows differ in.} Where a results table has no room for them as columns, the "
+               "values its rows differ in, such as the learning rate each arm selected, are listed here.\n")
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
+FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction", "controls",
@@ -105,6 +112,11 @@ class Output:
     tex: str
     study: str = ""
     appendix: list[str] = field(default_factory=list)  # tables for the appendix's part "values", as written
+    selection: str = ""  # the name of the table of values selected on validation, where the paper shows one
+
+    def reference(self, name: str) -> str:
+        """A mark, in a table's plain-text note, that `_table` turns into a reference to table `name`."""
+        return f"[[{self.label(name)}]]"
 
     def label(self, name: str) -> str:
         """A float's label, unique in the paper: a study's floats may share names with the main results'."""
@@ -125,7 +137,16 @@ def _values(frame: pd.DataFrame, column: str) -> str:
 def _config_values(frame: pd.DataFrame, name: str) -> str:
     """The values of config field `name` among the runs of `frame` (RunConfig's default where left out)."""
     values = {r["config"].get(name, getattr(DEFAULTS, name)) for r in frame["result"]}
-    return ", ".join(sorted({"yes" if v is True else "no" if v is False else str(v) for v in values})) or "none"
+    said = {"yes" if v is True else "no" if v is False else str(v) for v in values}
+    return ", ".join(sorted(said, key=_numeric_first)) or "none"
+
+
+def _numeric_first(value: str) -> tuple[float, str]:
+    """A sort key that orders numbers by value (8 before 30), then words."""
+    try:
+        return float(value), ""
+    except ValueError:
+        return math.inf, value
 
 
 def macros(frame: pd.DataFrame) -> dict[str, str]:
@@ -159,23 +180,36 @@ def macros(frame: pd.DataFrame) -> dict[str, str]:
     }
 
 
-def config_table(frame: pd.DataFrame) -> Table:
+def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
     """The configuration the runs used, a row per quantity: what the method and setup sections would otherwise
-    list in sentences."""
+    list in sentences. A quantity that differs between settings is given per setting; one no run sets (epochs left
+    to the preset), or that no run has (no BA-LoRA, no accuracy), has no row."""
     values = macros(frame)
+    ba_lora = frame[frame["method"].str.startswith("ba_lora")]
     rows = [["Runs", f"{values['NumRuns']} finished runs of {values['NumMethods']} methods in "
                      f"{values['NumSettings']} settings"],
-            ["Seeds", values["SeedList"]], ["Shots per class", values["ShotCounts"]],
-            ["Budgets (rank-equivalent)", values["BudgetList"]],
-            ["Learning rates", values["LearningRates"]],
-            ["α ratio a (α = a·r)", values["AlphaRatios"]],
-            ["Gradient samples (importance)", values["GradientSamples"]],
-            ["Allocation strategy, power p", f"{values['AllocationStrategies']}, p = {values['AllocationPowers']}"],
-            ["Smallest rank", values["MinRanks"]],
-            ["Warm-start step γ", values["Gammas"] + f" (gradient normalised: {values['GammaNormalise']})"],
-            ["AdaLoRA initial rank / budget rank", values["AdaLoRAInitRatios"]],
-            ["Devices", values["Devices"]]]
-    return Table("config", "Configuration of the runs (the values each field took across them; the setup section "
+            ["Seeds", values["SeedList"]]]
+    if frame["shots"].notna().any():
+        rows.append(["Shots per class", values["ShotCounts"]])
+    rows.append(["Budgets (rank-equivalent)", values["BudgetList"]])
+    if any(r["config"].get("epochs") is not None for r in frame["result"]):
+        rows.append(["Epochs", _config_values(frame, "epochs")])
+    rows += [["Learning rates", values["LearningRates"]],
+             ["α ratio a (α = a·r)", _by_setting(frame, lambda runs: _config_values(runs, "alpha_ratio"))]]
+    if not ba_lora.empty:
+        rows += [["Gradient samples (importance)", _by_setting(ba_lora, lambda runs: _config_values(runs, "gradient_samples"))],
+                 ["Allocation strategy, power p", f"{values['AllocationStrategies']}, p = {values['AllocationPowers']}"],
+                 ["Smallest rank", values["MinRanks"]],
+                 ["Warm-start step γ", _by_setting(ba_lora, lambda runs: _config_values(runs, "gamma"))
+                  + f" (gradient normalised: {values['GammaNormalise']})"]]
+    if (frame["method"] == "adalora").any():
+        rows.append(["AdaLoRA initial rank / budget rank", values["AdaLoRAInitRatios"]])
+    if frame["majority_rate"].notna().any():
+        rows.append(["Test set, majority-class rate", _by_setting(
+            frame, lambda runs: f"{_test_size(runs)} examples, {pct(runs['majority_rate'].mean())}%")])
+    rows += [["Image input", text] for text in _image_input(frame)]
+    rows.append(["Devices", values["Devices"]])
+    return Table(name, "Configuration of the runs (the values each field took across them; the setup section "
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
 
 
@@ -183,6 +217,32 @@ def _declared(text: str) -> str:
     """`text` with what a spec declares said as the paper's reader knows it: declared before the runs."""
     return text.replace(f"the one {DECLARED_BY_SPEC}", "the one declared before the runs").replace(
         f"a hypothesis {DECLARED_BY_SPEC}", "a hypothesis declared before the runs")
+
+
+def _by_setting(frame: pd.DataFrame, said: Callable[[pd.DataFrame], str]) -> str:
+    """What `said` says of the runs of `frame`; where it differs between settings, each value with its settings."""
+    by_value: dict[str, list[str]] = {}
+    for setting, part in frame.groupby("setting", sort=False):
+        by_value.setdefault(said(part), []).append(setting)
+    if len(by_value) < 2:
+        return said(frame)
+    return "; ".join(f"{value} ({', '.join(named)})" for value, named in by_value.items())
+
+
+def _test_size(runs: pd.DataFrame) -> str:
+    sizes = sorted({r.get("data", {}).get("test") for r in runs["result"]} - {None})
+    return ", ".join(f"{size:,}" for size in sizes) or "?"
+
+
+def _image_input(frame: pd.DataFrame) -> list[str]:
+    """How the image data meet the pretrained ViT of `vision_pretraining` (its processor resizes every image to
+    its input side, which its patches tile): one line for the datasets adapted on it, none without such runs."""
+    datasets = sorted(frame.loc[frame["model"] == VIT_FASHION_NAME, "dataset"].unique())
+    if not datasets:
+        return []
+    side, patch = VIT_FASHION_IMAGE, VIT_FASHION_PATCH
+    return [f"{VIT_FASHION_NAME}: {', '.join(datasets)} images resized to {side}×{side} pixels, cut into {patch}×{patch} "
+            f"patches ({(side // patch) ** 2} per image)"]
 
 
 def _device_name(device: str) -> str:
@@ -199,7 +259,8 @@ def _figure(figure: Figure, out: Output) -> str:
     if figures.RENDER.get():  # else only the text is being written
         shutil.copy(figure.pdf, out.folder / "figures" / figure.pdf.name)
     # natural size where it fits (so every figure's text is the same size), else shrunk to the page
-    size = rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height=0.55\textheight,keepaspectratio"
+    size = (rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height={FIGURE_HEIGHT}\textheight,"
+            "keepaspectratio")
     return "\n".join([
         r"\begin{figure}[htbp]", r"\centering", rf"\includegraphics[{size}]{{{out.tex}/figures/{figure.pdf.name}}}",
         rf"\caption{{{latex_text(figure.title)}. {latex_text(figure.caption)}}}\label{{fig:{out.label(figure.name)}}}",
@@ -231,11 +292,13 @@ def _with_levels(table: Table) -> Table:
     return replace(table, columns=columns, rows=rows, notes=notes, column_notes=column_notes)
 
 
-def _with_fields(table: Table) -> tuple[Table, Table | None]:
+def _with_fields(table: Table, out: Output) -> tuple[Table, Table | None]:
     """`table` with the fields its rows differ in (`Table.detail`) as columns after the method, instead of the
     note that lists them in words, so that no selected value is left to prose; where the table would then be too
-    wide for the page upright, the table as it is (its note saying where they are) and a second table of those
-    values beside the rows' budgets and methods, for the appendix."""
+    wide for the page upright, the table as it is with a note: where the paper has a selection table
+    (`Output.selection`), one that points to it for the values selected on validation and says the others, and
+    the training lengths its rows mix, in words (`_in_words`); else one that says where they are, with a second
+    table of those values beside the rows' budgets and methods, for the appendix."""
     fields, marks = _marked_selections({name: cells for name, cells in table.detail.items() if name != CI_LEVEL})
     if not fields:
         return table, None
@@ -249,6 +312,8 @@ def _with_fields(table: Table) -> tuple[Table, Table | None]:
                       notes=[*said, *notes])
     if fits_upright(widened.constants_in_caption(), fit=True):
         return widened, None
+    if out.selection:
+        return replace(table, notes=[*notes, *_in_words(table, out)]), None
     values = Table(f"{table.name}_values", f"Values the rows differ in — {table.title}",
                    [*table.columns[:at], *headers.values()],
                    [[*row[:at], *cells] for row, cells in zip(table.rows, zip(*fields.values()))], said)
@@ -265,6 +330,37 @@ def _method_option(name: str) -> str:
     if not meaning or method_registry.find(method) is None:
         return ""
     return f"{meaning.removesuffix('.')} of {method_name(method)}"
+
+
+def _in_words(table: Table, out: Output) -> list[str]:
+    """A note on the fields `table`'s rows differ in (`Table.detail`), for a table without room for them: those
+    selected on validation by reference to the selection table (which lists every selected value), the training
+    length, which a reader must know to compare the rows, and the fields no row selected, in words."""
+    values = {name: cells for name, cells in table.detail.items() if name not in (CI_LEVEL, TUNED)}
+    tuned = set().union(*(cell.split(" + ") for cell in table.detail.get(TUNED, [])))
+    at = table.columns.index("Method")
+    leads = {row[0] for row in table.rows}
+    names = [row[at] if len(leads) == 1 else f"{row[at]} ({row[0]})" for row in table.rows]
+    said = [_field_words(name.replace("_", " "), cells, names) for name, cells in values.items()
+            if name == "epochs" or name not in tuned]
+    selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in values if name in tuned]
+    pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
+               f"{out.reference(out.selection)}."] if selected else []
+    return [*pointer, *([f"Its rows differ in {'; '.join(said)}."] if said else [])]
+
+
+def _field_words(field_name: str, cells: list[str], names: list[str]) -> str:
+    """One field's value per row in words: the usual value once, then its exceptions ("epochs 40, except 20 for
+    linear decay"); only the rows that have one where the others' methods do not read the field."""
+    by_value: dict[str, list[str]] = {}
+    for cell, name in zip(cells, names):
+        by_value.setdefault(cell, []).append(name)
+    common = max(by_value, key=lambda v: len(by_value[v]))
+    if DASH in by_value or 2 * len(by_value[common]) <= len(cells):
+        return f"{field_name} " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()
+                                           if value != DASH)
+    return f"{field_name} {common}, except " + "; ".join(f"{value} for {', '.join(named)}"
+                                                         for value, named in by_value.items() if value != common)
 
 
 def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
@@ -299,7 +395,7 @@ def _table(table: Table, out: Output) -> str:
     needs."""
     plain = [note for note in table.notes if not note.startswith(MARGIN_SOURCE)]  # the margin itself, not its spec
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
-                                                      notes=plain)))
+                                                      notes=plain)), out)
     short = short.constants_in_caption()
     if _fewer_seeds_than_reference(short):
         short = replace(short, notes=[*short.notes, MATCHED_NOTE])
@@ -312,7 +408,10 @@ def _table(table: Table, out: Output) -> str:
         out.appendix.append(_input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out))
     grouped = short.columns[0] == "Setting" and len({row[0] for row in short.rows}) < len(short.rows)
     label = f"tab:{out.label(table.name)}"
-    return _input(table, listing_latex(short, label) if grouped else table_latex(short, label, fit=True), out)
+    latex = listing_latex(short, label) if grouped else table_latex(short, label, fit=True)
+    if out.selection:  # the note's mark (`Output.reference`), escaped as text, becomes a LaTeX reference
+        latex = latex.replace(out.reference(out.selection), rf"Table~\ref{{tab:{out.label(out.selection)}}}")
+    return _input(table, latex, out)
 
 
 def _fewer_seeds_than_reference(table: Table) -> bool:
@@ -355,7 +454,7 @@ def citing(sentences: list[str], floats: list[Table | Figure]) -> list[str | Cit
     return [*sentences[:-1], Cited(sentences[-1], tuple(floats))]
 
 
-def in_words(claim: str | Cited, frame: pd.DataFrame) -> str | Cited:
+def settings_in_words(claim: str | Cited, frame: pd.DataFrame) -> str | Cited:
     """`claim` with each setting label of `frame` ("minilm · rotten_tomatoes · 64-shot · default targets") said in
     words (`words_of`): the paper's prose is read without the report's codes, whose tables keep them."""
     text = claim.text if isinstance(claim, Cited) else claim
@@ -480,6 +579,10 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     def prefixed(prefix: str) -> list[Table | Figure]:
         return [block for name, block in named.items() if name.startswith(prefix)]
 
+    tuning = [t for t in map(_evaluated_only, pick("tuning")) if t.rows]
+    if tuning:  # the tables point to it for their selected values, instead of repeating them in the appendix
+        out = replace(out, selection=tuning[0].name)
+
     # a study (a few settings, each its own question) shows every setting's comparisons; the main results, the
     # primary setting's (the report has the others)
     shown = settings(frame) if out.study else [primary]
@@ -490,7 +593,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
 
     def part(sentences: list[str | Cited], floats: list[Table | Figure], empty: str) -> str:
         # the paper's prose names a setting in words, its tables and figures by the report's label
-        return _part([in_words(s, frame) for s in sentences], floats, out, str(in_words(empty, frame)))
+        return _part([settings_in_words(s, frame) for s in sentences], floats, out,
+                     str(settings_in_words(empty, frame)))
 
     def budget(setting: str) -> list[str | Cited]:
         return citing(_verdict_words(claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
@@ -516,8 +620,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}")) + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
-        "tuning": part([], [*(t for t in map(_evaluated_only, pick("tuning")) if t.rows), *pick("convergence")],
-                       "No tuning runs."),
+        "tuning": part([], [*tuning, *pick("convergence")], "No tuning runs."),
         "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
                                       notes=[_declared(note) for note in c.notes]) for c in pick("criteria")],
                          "No success criteria could be assessed."),
@@ -567,11 +670,11 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
         "anytime": part(anytime_sentences, [], "No anytime comparison."),
         "anytime_more": part([], anytime_floats, ""),
-        # which arms were still rising: what ran, the gains left to the convergence table (Appendix B)
-        "dynamics": part([*claims.majority_claims(frame),
+        # the exceptions only: the settings with runs that did not learn (the majority rates are in the configuration
+        # table), and the arms still rising that no longer training checked (the gains are in the convergence table)
+        "dynamics": part([*claims.majority_claims(frame[frame.groupby("setting")["not_learnt"].transform("any")]),
                           *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
-                         pick(f"validation_{key}", f"train_loss_{key}"),
-                         "No training curves."),
+                         pick(f"validation_{key}", f"train_loss_{key}"), "No training curves."),
         # the time ratios with what they measure besides the method (a reader took one below 1 for a speed-up)
         "cost": part([*timed, CONTENTION] if (timed := claims.cost_claims(frame, primary)) else [],
                      pick(f"cost_{key}"), f"No timings in {primary}."),
@@ -639,6 +742,9 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
     (out.folder / "results.tex").write_text(_macro_file({names[k]: v for k, v in values.items()}))
     if report is not None:
         floats = [b for b in report.sections.get("lm", []) if isinstance(b, Table | Figure)]
+        lm_runs = [row.runs for rows in report.analysis.lm.values() for row in rows]
+        if lm_runs:  # what the instruction-tuning runs were configured with, as the other studies' tables say it
+            floats.insert(0, config_table(pd.concat(lm_runs), "lm_config"))
         # the finding, pointing to the strategy table and its figure (which hold every number), then those
         found = [s for rows in report.analysis.lm.values() for s in lm.finding(rows)]
         cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
@@ -647,7 +753,8 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         parts["instruction"] = _part(citing([s for rows in report.analysis.lm.values() for s in lm.answer(rows)],
                                             [f for f in cited if f.name.startswith("lm_strategy_")]), [], out,
                                      "No instruction-tuning (causal-LM) runs.")
-        parts["values"] = "".join(out.appendix)  # after every table that may put its values there
+        # after every table that may put its values there; nothing where none did (the selection table has them)
+        parts["values"] = VALUES_LEAD + "".join(out.appendix) if out.appendix else ""
     for name, text in parts.items():
         (out.folder / f"{name}.tex").write_text(text)
     return out.folder

@@ -1,6 +1,6 @@
-"""The README's headline results, generated from committed runs, never typed: one table of BA-LoRA against
-LoRA in every setting of seed 000's Experiments 1 and 2, seed 002's verdicts and the compute, between two
-marker lines of README.md:
+"""The README's headline results, generated from committed runs, never typed: one table of the main methods
+against LoRA in every setting of seed 000's Experiments 1 and 2, seed 002's verdicts and the compute, between
+two marker lines of README.md (one block per results folder):
 
     <!-- generated from results/paper by `balora report --runs results/paper --readme README.md`: do not edit -->
     ...
@@ -43,51 +43,48 @@ def compute(results: list[dict[str, Any]]) -> str:
             "(summed over runs; runs in parallel overlap in wall time).")
 
 
-HEADLINE_ARM = "ba_lora"
-
-
 def _headline_rows(report: Report) -> list[tuple[str, str, str, Row]]:
-    """(experiment, setting, group, row) for BA-LoRA's comparison with LoRA in every cell of Exp. 1 (a training subset
-    or the full pool, per budget) and Exp. 2 (per shot count), in the report's order."""
+    """(experiment, setting, group, row) for each main method's comparison with LoRA in every cell of Exp. 1 (a
+    training subset or the full pool, or a shot count no few-shot family holds, per budget) and Exp. 2 (per shot
+    count), in the report's order."""
     analysis = report.analysis
-    frame = analysis.frame
+    in_fewshot = {s for rows in analysis.fewshot.values() for r in rows for s in r.runs["setting"]}
     found = []
     for setting, rows in analysis.main.items():
-        if frame.loc[frame["setting"] == setting, "shots"].isna().all():
-            found += [("Exp. 1, budgets", setting, r.lead, r) for r in rows
-                      if r.arm == HEADLINE_ARM and r.comparison is not None]
+        if setting not in in_fewshot:
+            found += [("Exp. 1, budgets", setting, r.lead, r) for r in rows if r.comparison is not None]
     for name, rows in analysis.fewshot.items():
-        found += [("Exp. 2, few-shot", name, f"{r.lead} shots/class", r) for r in rows
-                  if r.arm == HEADLINE_ARM and r.comparison is not None]
+        found += [("Exp. 2, few-shot", name, f"{r.lead} shots/class", r) for r in rows if r.comparison is not None]
     return found
 
 
 def headline_table(report: Report) -> Table:
-    """One row per setting where BA-LoRA meets LoRA on matched seeds: both means, Δ with the CI that matches the
-    verdict, and the four-word verdict (Holm-adjusted within the report's table the row comes from). What every
-    row's setting shares (model, data, targets) is said once, in the title."""
+    """One row per main method and setting where it meets LoRA on matched seeds: what it trains, both means, Δ with
+    the CI that matches the verdict, and the four-word verdict (Holm-adjusted within the report's table the row
+    comes from). What every row's setting shares (model, data, targets) is said once, in the title."""
     found = _headline_rows(report)
     parts = [setting.split(" · ") for _, setting, _, _ in found]
     shared = [p for p in parts[0] if all(p in other for other in parts)] if parts else []
-    cells = [[experiment, " · ".join([*(p for p in part if p not in shared), group]), str(row.comparison.n_pairs),
+    cells = [[experiment, " · ".join([*(p for p in part if p not in shared), group]), row.label,
+              tables.COLUMNS["Final LoRA params"](row), str(row.comparison.n_pairs),
               tables.pct_summary(row.comparison.reference), tables.pct_summary(row.comparison.method),
               tables.delta_text(row.comparison), row.comparison.verdict_label]
              for (experiment, _, group, row), part in zip(found, parts, strict=True)]
-    title = "BA-LoRA against LoRA at matched budgets" + (f" ({' · '.join(shared)})" if shared else "")
+    title = "Methods against LoRA at matched budgets" + (f" ({' · '.join(shared)})" if shared else "")
     margins = sorted({row.comparison.metric.amount(row.comparison.margin.value, exact=True) for _, _, _, row in found})
     notes = [f"Equivalence margin: ±{' and ±'.join(margins)}."] if margins else []
-    return Table("headline", title, ["Experiment", "Setting", "Pairs", "LoRA acc. (%)", "BA-LoRA acc. (%)",
-                                     "Δ (pp) [CI]", "Verdict"], cells, notes)
+    return Table("headline", title, ["Experiment", "Setting", "Method", "Trained params", "Pairs", "LoRA acc. (%)",
+                                     "Acc. (%)", "Δ (pp) [CI]", "Verdict"], cells, notes)
 
 
 def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
-    """The README's block: one table of BA-LoRA against LoRA in every setting of Exp. 1 and 2 (`headline_table`),
+    """The README's block: one table of the main methods against LoRA in every setting of Exp. 1 and 2 (`headline_table`),
     the seed 002 verdicts in a sentence each, how to read the table, and what the runs cost. Everything else
     (criteria, every method, ablations, figures) is on the results pages, built from the same runs."""
     if report is None:
         return "No finished runs yet.\n"
     table = headline_table(report)
-    blocks: list[Block] = [table] if table.rows else [Paragraph("No comparison of BA-LoRA with LoRA yet.")]
+    blocks: list[Block] = [table] if table.rows else [Paragraph("No comparison with LoRA yet.")]
     if report.lm_bottom_lines:
         blocks.append(Bullets(report.lm_bottom_lines))
     blocks += [Paragraph(HOW_TO_READ), Paragraph(compute(results))]
@@ -95,11 +92,14 @@ def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
 
 
 HOW_TO_READ = (
-    "Mean ± std test accuracy over seeds; pairs: seeds both arms ran (same data sample, head and shuffling). Δ: "
-    "mean per-seed difference, BA-LoRA − LoRA, with the paired-t CI at the level that matches its verdict after "
-    "Holm's adjustment over the comparisons of its report table. Verdict: better or worse where the Holm-adjusted "
-    "t-test rejects no difference; equivalent where the Holm-adjusted equivalence test (TOST) bounds Δ within the "
-    "margin; else inconclusive, with the minimum detectable effect at 80% power.")
+    "Trained params: the adapter's at the end of training, DoRA's magnitude vectors included (AdaLoRA trains more "
+    "before its pruning, and PiSSA, OLoRA and LoRA-GA save twice as many, PEFT's conversion to a LoRA of the "
+    "original base: the report gives both). Mean ± std "
+    "test accuracy over seeds; pairs: seeds both arms ran (same data sample, head and shuffling). Δ: mean per-seed "
+    "difference, method − LoRA, with the paired-t CI at the level that matches its verdict after Holm's adjustment "
+    "over the comparisons of its report table. Verdict: better or worse where the Holm-adjusted t-test rejects no "
+    "difference; equivalent where the Holm-adjusted equivalence test (TOST) bounds Δ within the margin; else "
+    "inconclusive, with the minimum detectable effect at 80% power.")
 
 
 def _span(text: str, readme: Path, folder: str) -> tuple[int, int]:

@@ -190,25 +190,36 @@ def convergence_table(arms: list[dict[str, Any]]) -> Table | None:
 def convergence_claims(arms: list[dict[str, Any]], detail: bool = True) -> list[str]:
     """Which arms were still rising on validation at the end of training, and for which of them a longer training
     was tried and was not better. `detail`: each arm's last gain, and the arms for which no longer training was
-    tried (the report's); without it, what ran only (the paper's, whose convergence table has the gains)."""
+    tried (the report's); without it, the exceptions only (the paper's, whose convergence table names the arms
+    still rising): those for which no longer training was tried, by name, the others in a clause."""
     rising = [a for a in arms if a["rising"]]
     if not arms:
         return []
-    if not rising:
-        return [f"No arm's validation accuracy was still rising at the last evaluation ({len(arms)} arms checked)."]
+    if not rising:  # the paper's table says so in every row
+        return [f"No arm's validation accuracy was still rising at the last evaluation ({len(arms)} arms "
+                "checked)."] if detail else []
+
     def names(some: list[dict[str, Any]]) -> str:
         return "; ".join(f"{a['arm']} at {budget_label(a['budget'])}, {a['setting']}"
                          + (f" (+{100 * (a['last'] - a['best_before']):.2f} pp)" if detail else "") for a in some)
 
     checked = [a for a in rising if a["longer_not_better"]]
     unchecked = [a for a in rising if not a["longer_not_better"]]
+    if not detail:
+        tried = ("Every arm still rising at the last evaluation was also trained longer at the same values on the "
+                 "tuning seeds, and that was not better on validation." if not unchecked else
+                 f"Of the {len(rising)} arms still rising at the last evaluation, {len(unchecked)} were not trained "
+                 f"longer, so longer training might change their comparison: {names(unchecked)}"
+                 + (f"; for the other {len(checked)}, it was tried and was not better on validation." if checked
+                    else "."))
+        return [tried]
     if not checked:
         return [f"{len(rising)} of {len(arms)} arms were still rising on validation at the last evaluation, so longer "
                 f"training might change their comparison: {names(rising)}."]
     claims = [f"{len(rising)} of {len(arms)} arms were still rising on validation at the last evaluation. For "
               f"{len(checked)} of them a longer training at the same values was tried on the tuning seeds and was not "
               f"better on validation: {names(checked)}."]
-    if unchecked and detail:
+    if unchecked:
         claims.append(f"For the other {len(unchecked)} no longer training was tried, so longer training might change "
                       f"their comparison: {names(unchecked)}.")
     return claims

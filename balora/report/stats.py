@@ -24,9 +24,12 @@ are scipy's and statsmodels', and so are the multiple-comparison adjustment and 
   difference" at α (its direction from Δ's sign and the metric's: a higher accuracy, a lower loss is
   better), else equivalent (within ±margin) where the Holm-adjusted equivalence test rejects "a
   difference of at least the margin", else inconclusive, with the MDE: these seeds show neither;
-- the confidence interval of Δ (paired t) is at the level that matches the better/worse verdict: after
-  `holm_adjust`, 1 − α·p_t/p_holm (1 − α where a table has one test), so it excludes 0 exactly
-  when the verdict is better or worse. Before adjustment it is at 1 − α.
+- the confidence interval of Δ (paired t) is at the level that matches the verdict: after `holm_adjust`,
+  1 − α·p_t/p_holm (1 − α where a table has one test), so it excludes 0 exactly when the verdict is
+  better or worse; on an equivalent comparison, the equivalence test's interval, 1 − 2α·p_tost/p_tost_holm
+  (90% where a table has one test), which lies inside ±margin exactly when the verdict is equivalent
+  (an interval that crossed the margin beside "equivalent" read as a contradiction). Before adjustment
+  the levels are 1 − α and 1 − 2α.
 
 Not testable, so no p-value, no MDE and no verdict either way: fewer than `MIN_PAIRS` matched seeds,
 and differences without spread (every seed gives the same Δ, e.g. two runs stuck at the majority class:
@@ -183,11 +186,19 @@ def paired_comparison(method: Mapping[int, float], reference: Mapping[int, float
     p_t = float(stats.ttest_rel(ours, theirs).pvalue) if testable else None
     p_w = float(stats.wilcoxon(ours, theirs).pvalue) if testable and n >= MIN_WILCOXON else None
     p_tost = float(ttost_paired(ours, theirs, -margin.value, margin.value)[0]) if testable else None
+    verdict = _verdict(metric.sign * delta, p_t, p_tost, n, spread, alpha)
+    level = _level(verdict, 1.0, 1.0, alpha)
     return Comparison(summarize(list(method.values())), summarize(list(reference.values())), n, delta, stderr,
-                      1 - alpha, *_interval(delta, stderr, n, 1 - alpha), p_t, p_w,
+                      level, *_interval(delta, stderr, n, level), p_t, p_w,
                       delta / spread if spread > TIE else math.nan, p_t, p_tost, p_tost,
-                      detectable_effect(n, alpha) * spread if testable else math.nan, metric, margin,
-                      _verdict(metric.sign * delta, p_t, p_tost, n, spread, alpha))
+                      detectable_effect(n, alpha) * spread if testable else math.nan, metric, margin, verdict)
+
+
+def _level(verdict: str, factor: float, tost_factor: float, alpha: float) -> float:
+    """The confidence of the interval that matches `verdict`, given Holm's factors (adjusted p / p) of the t-test
+    and of the equivalence test: the equivalence test's interval (1 − 2α') on an equivalent comparison, so that it
+    lies inside ±margin; else the t-test's (1 − α'), which excludes 0 exactly when the verdict is better or worse."""
+    return 1 - 2 * alpha / tost_factor if verdict == EQUIVALENT else 1 - alpha / factor
 
 
 def _holm(ps: list[float], alpha: float) -> list[float]:
@@ -197,21 +208,23 @@ def _holm(ps: list[float], alpha: float) -> list[float]:
 def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
     """The comparisons of one table with Holm-adjusted p-values, of the t-tests and (separately, over the
     same comparisons) of the equivalence tests, verdicts from them, and each tested comparison's CI at the
-    level that matches its better/worse verdict (1 − α·p_t/p_holm). Untested ones are not counted in the
-    adjustment and keep their p-values None."""
+    level that matches its verdict (`_level`). Untested ones are not counted in the adjustment and keep their
+    p-values None."""
     tested = [i for i, c in enumerate(comparisons) if c.tested]
     adjusted = _holm([comparisons[i].p_t for i in tested], alpha)
     equivalence = _holm([comparisons[i].p_tost for i in tested], alpha)
     result = list(comparisons)
     for i, p_holm, p_tost_holm in zip(tested, adjusted, equivalence):
         c = comparisons[i]
-        # Holm's factor for this comparison; a p-value that underflows to 0 gets Bonferroni's, the largest.
+        # Holm's factors for this comparison; a p-value that underflows to 0 gets Bonferroni's, the largest.
         factor = p_holm / c.p_t if c.p_t > 0 else len(tested)
-        level = 1 - alpha / factor
+        tost_factor = p_tost_holm / c.p_tost if c.p_tost > 0 else len(tested)
         spread = c.stderr * math.sqrt(c.n_pairs)
+        verdict = _verdict(c.metric.sign * c.delta, p_holm, p_tost_holm, c.n_pairs, spread, alpha)
+        level = _level(verdict, factor, tost_factor, alpha)
         result[i] = replace(c, p_holm=p_holm, p_tost_holm=p_tost_holm, ci_level=level,
                             **dict(zip(("ci_low", "ci_high"), _interval(c.delta, c.stderr, c.n_pairs, level))),
-                            verdict=_verdict(c.metric.sign * c.delta, p_holm, p_tost_holm, c.n_pairs, spread, alpha))
+                            verdict=verdict)
     return result
 
 

@@ -156,9 +156,12 @@ MDE_NOTE = ("MDE: minimum detectable effect, the |Δ| that a two-sided paired t-
             "at this number of pairs and the observed std of the differences (at the unadjusted α: Holm's adjustment "
             "only raises it).")
 EQUIVALENCE_NOTE = f"{TOST_NOTE} {MDE_NOTE} {VERDICT_RULE}"
+# the level of Δ's interval, said in every legend that shows one (`stats._level`)
+CI_RULE = ("its paired-t CI at the confidence that matches the verdict: 1 − 0.05·p/p(Holm) (95% where a table has one "
+           "test), which excludes 0 exactly when the verdict is better or worse; on an equivalent row, the equivalence "
+           "test's, 1 − 0.1·p(TOST)/p(TOST, Holm) (90% for one test), which lies inside ±margin")
 STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in accuracy (method − reference) with "
-             "its paired-t CI at the confidence that matches the better/worse verdict, 1 − 0.05·p/p(Holm) (95% where "
-             "a table has one test), so it excludes 0 exactly when the verdict is better or worse. p (t): paired "
+             f"{CI_RULE}. p (t): paired "
              "t-test on matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the "
              "same difference (no test, no CI, no MDE). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired "
              "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE)
@@ -352,26 +355,39 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
             for setting, rows in analysis.ablation.items()]
 
 
+REDUCTION = "Reduction (%)"
+
+
 def reduction(rows: list[Row]) -> dict[str, Callable[[Row], str]]:
-    """The "Reduction (%)" column of a strategy table: each row's LoRA parameters saved against the table's largest."""
-    largest = max(_mean(r, "lora_params") for r in rows)
-    return {"Reduction (%)": lambda r: f"{100 * (1 - _mean(r, 'lora_params') / largest):.1f}"}
+    """The "Reduction (%)" column of a strategy table: each row's LoRA parameters saved against the table's largest;
+    none where every row trains as many (a column of zeros says nothing)."""
+    counts = {_mean(r, "lora_params") for r in rows}
+    if len(counts) < 2:
+        return {}
+    return {REDUCTION: lambda r: f"{100 * (1 - _mean(r, 'lora_params') / max(counts)):.1f}"}
+
+
+def reduced(columns: list[str], extra: dict[str, Callable[[Row], str]]) -> list[str]:
+    """`columns` without the reduction where `reduction` gave none."""
+    return [c for c in columns if c != REDUCTION or c in extra]
 
 
 def strategy_tables(analysis: Analysis) -> list[Table]:
     """Seed 002's strategy comparison: every arm's evaluation loss, parameters, saving against the largest
     configuration in the table, and accuracy against LoRA."""
-    columns = ["Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Ranks (Gini)", "Acc. (%)",
+    columns = ["Method", "n", "Eval loss", "LoRA params", REDUCTION, "Ranks (Gini)", "Acc. (%)",
                "Majority (%)", "≤ majority", *STAT_COLUMNS]
     explained = {"Eval loss": "Eval loss: test cross-entropy.",
-                 "Reduction (%)": "Reduction: 1 − LoRA params / the largest LoRA params in this table.",
+                 REDUCTION: "Reduction: 1 − LoRA params / the largest LoRA params in this table.",
                  "Ranks (Gini)": "Ranks (Gini): lowest–highest final rank over the seeds, and the ranks' mean Gini "
                                  "coefficient.", **ACCURACY_NOTES}
     tables = []
     for setting, rows in analysis.strategy.items():
-        tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *columns],
-                            render(rows, columns, reduction(rows)), comparison_notes(rows), STAT_NOTE,
-                            ["Budget", "Method", "n", "Eval loss", "LoRA params", "Reduction (%)", "Acc. (%)",
+        extra = reduction(rows)
+        shown = reduced(columns, extra)
+        tables.append(Table(f"strategy_{slug(setting)}", f"Strategy comparison — {setting}", ["Budget", *shown],
+                            render(rows, shown, extra), comparison_notes(rows), STAT_NOTE,
+                            ["Budget", "Method", "n", "Eval loss", "LoRA params", REDUCTION, "Acc. (%)",
                              "≤ majority", "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"], explained,
                             comparison_detail(rows)))
     return tables

@@ -1,0 +1,263 @@
+"""The paper's figures and tables as a reviewer reads them in print (second review, 2026-12-07): figures drawn at the
+size they print, no panel or column that says one value, an "equivalent" row's interval inside its margin, no table
+that repeats another's values, and the configuration of every study in a table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_report import LM_LOSS, SEEDS, make_lm_result, make_result, synthetic_results
+
+ROOT = Path(__file__).parents[1]
+TEXT_WIDTH, TEXT_HEIGHT = 6.5, 9.0  # inches: main.tex's letter page less its 1 in margins
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The canvases the figure functions draw, instead of saved files."""
+    from balora.report import figures
+
+    canvases: list = []
+    monkeypatch.setattr(figures, "_save", lambda fig, *args: canvases.append(fig) or
+                        figures.Figure(args[1], args[2], args[3], Path("x.png"), Path("x.pdf"), 0.0))
+    return canvases
+
+
+def _levers(prefix: str):
+    from balora.report.runs import load_runs
+    from balora.runfiles import read_runs
+
+    frame = load_runs(read_runs(ROOT / "results" / "levers"))
+    setting = next(s for s in frame["setting"].unique() if s.startswith(prefix))
+    return frame[frame["setting"] == setting], setting
+
+
+def test_every_figure_the_paper_shows_is_drawn_no_larger_than_it_prints(drawn: list, tmp_path: Path):
+    """Review item 9: figures 8 in wide were shrunk to the 6.5 in text width (type ≈ 7 pt), and one taller than the
+    paper's cap was shrunk to its height. Each is drawn at most the text width wide and the cap high, so LaTeX prints
+    it at the size drawn and its type (at least 8 pt in the style) at that size."""
+    from balora.report import figures, paper
+    from balora.report.lm import selected_runs
+    from balora.report.runs import load_runs
+    from balora.runfiles import read_runs
+
+    vit, setting = _levers("vit-fashion")
+    for draw in (figures.importance_vs_rank, figures.rank_per_layer, figures.validation_accuracy,
+                 figures.training_loss, figures.pareto, figures.rank_heatmaps):
+        draw(vit, setting, tmp_path)
+    text = load_runs(synthetic_results())
+    figures.fewshot_curves(text, "synthetic", tmp_path)
+    for draw in (figures.validation_accuracy, figures.rank_per_layer, figures.params_loss_bars):
+        draw(text[text["shots"] == 64], "synthetic", tmp_path)
+    three = load_runs([make_result(m, b, 64, s) for m in ("lora", "ba_lora") for b in (4, 8, 16) for s in SEEDS[:3]])
+    for draw in (figures.validation_accuracy, figures.training_loss, figures.rank_per_layer):  # a full row of panels
+        draw(three, "three budgets", tmp_path)
+    lm = selected_runs(load_runs([make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]))
+    figures.params_loss_bars(lm, "lm", tmp_path)
+    committed = load_runs(read_runs(ROOT / "results" / "paper"))  # ten strategies: a legend of many long labels
+    figures.rank_per_layer(selected_runs(committed[committed["task"] == "causal_lm"]), "smollm2", tmp_path)
+    assert len(drawn) >= 10
+    assert min(v for k, v in figures.STYLE.items() if k.endswith("size")) >= 8
+    for canvas in drawn:
+        canvas.draw_without_rendering()
+        box = canvas.get_tightbbox().padded(0.05)
+        assert box.width <= TEXT_WIDTH + 0.01, (canvas.axes[0].get_title(), box.width)
+        assert box.height <= paper.FIGURE_HEIGHT * TEXT_HEIGHT, (canvas.axes[0].get_title(), box.height)
+        # a legend below the panels takes height of its own, not theirs
+        for ax in canvas.axes if canvas.legends else []:
+            if ax.get_visible():
+                assert ax.get_window_extent().height / canvas.dpi > 1.5, (ax.get_title(), ax.get_window_extent())
+
+
+def _flat(ax) -> bool:
+    """Whether a panel draws data that is all one value (its bars' lengths, or its lines' y)."""
+    values = [patch.get_width() for patch in ax.patches]
+    values += [y for line in ax.get_lines() for y in np.asarray(line.get_ydata(), dtype=float)]
+    return len(values) > 0 and len({round(v, 9) for v in values}) == 1
+
+
+def test_no_figure_draws_a_panel_whose_values_are_all_equal(drawn: list, tmp_path: Path):
+    """Review item 19: a bar panel of equal parameter counts and a rank panel flat at LoRA's rank carry no
+    information; the count is said in the caption instead, and a budget whose ranks are all one value has no panel."""
+    from balora.report import figures
+    from balora.report.runs import load_runs
+
+    equal = load_runs([make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "linear_decay") for s in SEEDS[:3]])
+    (bars,) = figures.params_loss_bars(equal, "equal", tmp_path)
+    assert "73,728" in bars.caption
+    uniform = load_runs([*(make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]),
+                         *(make_result("lora", 16, 64, s) for s in SEEDS[:3])])
+    figures.rank_per_layer(uniform, "uniform", tmp_path)
+    assert len(drawn) == 2
+    panels = [ax for canvas in drawn for ax in canvas.axes if ax.get_visible() and (ax.patches or ax.get_lines())]
+    assert panels and not [ax.get_title() for ax in panels if _flat(ax)]
+    assert [ax.get_title() for ax in drawn[1].axes if ax.get_visible()] == ["r=8 (73,728 params)"]
+
+
+def test_a_rank_heatmap_caption_says_how_its_methods_are_laid_out(tmp_path: Path):
+    """Review item 19: 'one column group per method' read as one column of panels per method; the methods' blocks
+    sit side by side in rows."""
+    from balora.report import figures
+    from balora.report.runs import load_runs
+
+    frame = load_runs(synthetic_results())
+    setting = frame["setting"].iloc[0]
+    with figures_off():
+        captions = [f.caption for f in figures.rank_heatmaps(frame[frame["setting"] == setting], setting, tmp_path)]
+    assert captions and all("column group per method" not in c and "block of columns" in c for c in captions)
+
+
+def figures_off():
+    from balora.report import figures
+
+    class Off:
+        def __enter__(self):
+            self.token = figures.RENDER.set(False)
+
+        def __exit__(self, *exc):
+            figures.RENDER.reset(self.token)
+
+    return Off()
+
+
+def test_the_pareto_axis_spans_the_data_not_down_to_the_majority_rate(drawn: list, tmp_path: Path):
+    """Review item 19: the majority-class line pulled the accuracy axis down to 50%, squeezing every point into 2 pp.
+    The axis spans the points (with their error bars); a majority rate below it is said in the caption."""
+    from balora.report import figures
+    from balora.report.runs import load_runs
+
+    frame = load_runs([make_result(m, b, 64, s) for m in ("lora", "ba_lora") for b in (4, 8) for s in SEEDS])
+    (figure,) = figures.pareto(frame, "synthetic", tmp_path)
+    (ax,) = [ax for ax in drawn[0].axes if ax.get_visible()]
+    low = min(100 * frame["accuracy"])
+    assert ax.get_ylim()[0] > 100 * frame["majority_rate"].mean() + 5 and ax.get_ylim()[0] < low
+    assert "57.80%" in figure.caption
+
+
+def _equivalent_with_a_wide_t_interval():
+    """One comparison, equivalent within ±1 pp (TOST at 90%) whose 95% t-interval crosses +1 pp."""
+    from balora.report import stats
+
+    z = np.array([-1.5, -1.0, -0.6, -0.3, 0.0, 0.0, 0.3, 0.6, 1.0, 1.5])
+    differences = 0.003 + 0.01 * z / z.std(ddof=1)
+    reference = {seed: 0.7 for seed in range(10)}
+    method = {seed: 0.7 + d for seed, d in enumerate(differences)}
+    (c,) = stats.holm_adjust([stats.paired_comparison(method, reference)])
+    return c
+
+
+def test_an_equivalent_row_shows_the_equivalence_tests_interval_inside_its_margin():
+    """Review item 7: rows "equivalent within ±0.01 nats" printed the t-test's interval, which crossed the margin.
+    An equivalent row prints the equivalence test's interval (90% for one test, Holm-matched), inside ±margin, with
+    its level."""
+    from balora.report import stats, tables
+
+    c = _equivalent_with_a_wide_t_interval()
+    assert c.verdict == stats.EQUIVALENT
+    assert stats._interval(c.delta, c.stderr, c.n_pairs, 0.95)[1] > 0.01  # the t-test's 95% interval crosses it
+    cell = tables.delta_text(c)
+    low, high = (float(v.replace("−", "-")) for v in cell.split("[")[1].rstrip("]").split(", "))
+    assert -1 < low < high < 1, cell
+    row = type("R", (), {"comparison": c})()
+    assert tables.ci_levels([row]) == ["90.0"]
+
+
+def test_a_strategy_table_drops_a_reduction_that_is_the_same_in_every_row():
+    """Review item 20: Table 25's "Reduction (%)" read 0.0 in every row (the arms train equal parameter counts);
+    a column (or caption entry) that says one value in every row of a table is dropped."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "linear_decay") for s in SEEDS[:3]]
+    for run in runs:
+        run["config"]["strategy"] = "proportional"
+    analysis = analyse(load_runs(runs))
+    (table,) = tables.strategy_tables(analysis)
+    assert "Reduction (%)" not in table.columns
+    assert not any("Reduction" in note for note in table.captions)
+
+
+def test_a_paper_table_without_room_for_its_fields_points_to_the_selection_table_and_says_its_training_lengths(
+        tmp_path: Path):
+    """Review items 12 and 20: the appendix repeated the selection table's values in a table per results table. A
+    table without room for the values its rows differ in points to the selection table for those selected on
+    validation, and says the others, and the training lengths its rows mix, in words."""
+    from balora.report import paper
+    from balora.report.document import Table
+
+    methods = ["LoRA", "BA-LoRA", "BA-LoRA dynamic", "linear decay"]
+    rows = [["r=8", m, str(3 + i), f"1.{i}888 ± 0.1171", f"{165 + i},888", f"6{i}.10 ± 1.33", f"1{i}.10 ± 1.33",
+             f"+0.9{i} [−6.04, +7.84]", f"0.{i}00", f"inconclusive (MDE 1{i}.34 pp)"] for i, m in enumerate(methods)]
+    table = Table("strategy_x", "Strategy comparison — x", ["Budget", "Method", "n", "Eval loss", "LoRA params",
+                                                            "Acc. (%)", "F1 (%)", "Δ acc. (pp) [CI]",
+                                                            "p (TOST, Holm)", "Verdict"], rows,
+                  detail={"learning_rate": ["0.0005", "0.001", "0.001", "0.0005"], "epochs": ["40", "40", "40", "20"],
+                          "realloc_every": ["–", "–", "20", "–"],
+                          "tuned": ["learning_rate + epochs"] * 3 + ["learning_rate"]})
+    out = paper.Output(tmp_path, "generated", selection="tuning")
+    paper._table(table, out)
+    tex = (tmp_path / "tables" / "strategy_x.tex").read_text()
+    assert out.appendix == []
+    assert r"Table~\ref{tab:tuning}" in tex
+    assert "epochs 40, except 20 for linear decay" in tex
+    assert "realloc every 20 for BA-LoRA dynamic" in tex
+
+
+def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):
+    """Review item 12: the appendix's bullets restated the tables (every run above the majority rate, per setting;
+    the arms still rising and retried). The paper says the settings with runs that did not learn, and the arms still
+    rising that were not trained longer, and no more."""
+    from balora.report import selection
+
+    arms = [{"arm": "LoRA", "budget": 8.0, "setting": "s", "rising": True, "longer_not_better": True,
+             "last": 0.6, "best_before": 0.58},
+            {"arm": "BA-LoRA", "budget": 8.0, "setting": "s", "rising": False, "longer_not_better": False,
+             "last": 0.6, "best_before": 0.6}]
+    (said,) = selection.convergence_claims(arms, detail=False)
+    assert "LoRA at r=8" not in said and "every arm still rising" in said.lower()
+    unchecked = [{**arms[0], "longer_not_better": False}, arms[1]]
+    assert "LoRA at r=8, s" in " ".join(selection.convergence_claims(unchecked, detail=False))
+    # one setting has a run at the majority rate (LoRA, 16 shots, seed 43), the other none
+    from balora.report import write_runs_report
+    from balora.runfiles import write_run
+
+    for run in synthetic_results():
+        write_run(tmp_path / "paper", run)
+    write_runs_report(tmp_path / "paper", tmp_path / "report", paper_dir=tmp_path / "tex", figures_too=False)
+    dynamics = (tmp_path / "tex" / "generated" / "dynamics.tex").read_text()
+    assert "16-shot: 2 of 80 runs ended at or below" in dynamics and "every run ended above" not in dynamics
+
+
+def test_the_config_table_of_a_study_gives_its_settings_test_sets_majority_rates_and_image_input():
+    """Review item 17: the lever study's γ, α ratio and gradient samples, the digits test set's size, the debates'
+    majority rate and how 8×8 digits meet the ViT's 7×7 patches were nowhere in the paper: its configuration table
+    has them, per setting where they differ."""
+    from balora.report import paper
+    from balora.report.runs import load_runs
+    from balora.runfiles import read_runs
+
+    frame = load_runs(read_runs(ROOT / "results" / "levers"))
+    table = paper.config_table(frame)
+    cells = {row[0]: row[1] for row in table.rows}
+    text = " ".join(cells.values())
+    assert "γ" in " ".join(cells) and "0.005" in text
+    assert "359" in text and "37.44%" in text  # the digits' test set; the debates' majority rate
+    assert "28×28" in text and "7×7" in text
+
+
+def test_the_instruction_tuning_study_has_its_configuration_table():
+    """Review item 17: the instruction-tuning runs' values (learning rates, α ratio, γ, gradient samples, epochs)
+    are in a table generated from their configs."""
+    from balora.report import paper
+    from balora.report.lm import selected_runs
+    from balora.report.runs import load_runs
+
+    results = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
+    for result in results:
+        result["config"]["epochs"] = 2
+    table = paper.config_table(selected_runs(load_runs(results)))
+    cells = {row[0]: row[1] for row in table.rows}
+    assert cells["Epochs"] == "2" and "Learning rates" in cells and not any("majority" in c.lower() for c in cells)
