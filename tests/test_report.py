@@ -8,6 +8,7 @@ import math
 import random
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from scipy import stats as sps
 from test_stats import mde_by_hand, tost_by_hand
 
 from balora.report import build_report
-from balora.report.runs import budget_label, method_name, setting_label
+from balora.report.runs import budget_label, method_name, setting_label, setting_words
 
 LAYERS, KINDS, HIDDEN = 6, ("query", "value"), 384
 SEEDS = (42, 43, 44, 45, 46)
@@ -256,6 +257,21 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
             "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
 
 
+def test_the_abstract_counts_every_comparison_with_lora_before_its_examples():
+    """A reviewer's read (2026-12-07): the abstract gave 3 of the 8 comparisons with LoRA, "in all three, inconclusive",
+    while the conclusion said all 8. It first counts the verdicts over every setting and budget with their MDEs, in
+    words (no test names), then gives its headline cases as examples."""
+    from balora.report.analysis import analyse
+    from balora.report.criteria import abstract_claims
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, b, k, s) for m in ("lora", "ba_lora") for b in (4, 8) for k in (16, 64) for s in SEEDS]
+    tally, examples = abstract_claims(analyse(load_runs(runs)))
+    assert tally.startswith("Over all 4 comparisons of BA-LoRA with LoRA (every setting and budget), the verdict was ")
+    assert "Holm" not in tally and tally.endswith(".")
+    assert examples.startswith("For example, BA-LoRA minus LoRA in test accuracy, on matched seeds: Δ = ")
+
+
 def close_pairs(offsets: tuple[float, ...], shots: int = 64) -> list[dict]:
     """LoRA and BA-LoRA at r=8, `shots` shots, on seeds 42…; BA-LoRA's accuracy = LoRA's + the seed's offset."""
     lora = [make_result("lora", 8, shots, s) for s in SEEDS[:len(offsets)]]
@@ -347,7 +363,8 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
         run["key"] += "-wider"
     build_report(full + ablations + wider, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
     generated = tmp_path / "paper" / "generated"
-    assert r"\newcommand{\PrimarySetting}{minilm $\cdot$ rotten\_tomatoes $\cdot$ 2,000 examples" in (
+    # the setup names the primary setting in words (a reviewer's read, 2026-12-07: "minilm · rotten_tomatoes · ...")
+    assert r"\newcommand{\PrimarySetting}{MiniLM on Rotten Tomatoes snippets (2,000 training examples)}" in (
         generated / "results.tex").read_text()
     ablation, strategy = (generated / "ablation.tex").read_text(), (generated / "strategy.tex").read_text()
     assert r"\input{generated/tables/ablation_minilm_rotten_tomatoes_64_shot" in ablation
@@ -355,7 +372,13 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     assert r"\input{generated/tables/strategy_minilm_rotten_tomatoes_64_shot_targets" in strategy
     assert "strategy_minilm_rotten_tomatoes_64_shot_default" not in strategy  # ablations are no strategies
     # the strategies' verdicts in words, from their tests (a tie is said as such); the numbers stay in the table
-    assert "Against LoRA: linear decay, equivalent." in strategy
+    # led by their setting in words, and pointing to their table (a reviewer's read, 2026-12-07: an orphan sentence)
+    assert "MiniLM on Rotten Tomatoes snippets (64 examples per class), targets query+value+intermediate.dense, against " \
+           r"LoRA: linear decay, equivalent (Table~\ref{tab:strategy_" in strategy.replace(r"\allowbreak{}", "")
+    # the discussion's evidence: BA-LoRA against LoRA on modules of several shapes, and the controls, with Δ and CI
+    assert "No comparison of BA-LoRA with LoRA among the strategies" in (generated / "shapes.tex").read_text()
+    controls = (generated / "controls.tex").read_text()
+    assert "Against full BA-LoRA: BA-LoRA w/o warm-start, " in controls and r"\ref{tab:ablation_" in controls
     # the abstract gives the headline interval and its verdict in words, and never "seed 000"
     abstract = (generated / "abstract.tex").read_text()
     assert "CI" in abstract and "rank-8 budget" in abstract and "seed 000" not in abstract
@@ -742,10 +765,15 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     assert bottom.startswith("In instruction tuning (smollm2 · critic_instructions, at the budget of LoRA r=8 on "
                              f"every projection), BA-LoRA against LoRA r=8 (Δ test loss {delta}, ")
     assert "% CI " in bottom and bottom.endswith(f": {verdict}.")
-    plain = latex_text("In instruction tuning of smollm2 on critic instructions, at the budget of LoRA r=8 on every "
-                       f"projection, BA-LoRA against LoRA r=8: Δ test loss = {delta} nats (")
+    plain = latex_text("In instruction tuning of SmolLM2-135M-Instruct on instructions built from Rotten Tomatoes "
+                       f"snippets, at the budget of LoRA r=8 on every projection, BA-LoRA against LoRA r=8: Δ test loss "
+                       f"= {delta} nats (")
     abstract = (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
     assert plain in abstract and latex_text(f"), {label}.") in abstract and "Holm-adjusted" not in abstract
+    # the results section states it too, pointing to the appendix's table (a reviewer's read, 2026-12-07: it was in
+    # the abstract and the conclusion only)
+    body = (tmp_path / "paper" / "generated" / "instruction.tex").read_text()
+    assert plain in body and r"(Table~\ref{tab:lm_strategy_smollm2_critic_instructions})." in body
     assert "BA-LoRA was significantly more accurate than LoRA" in summary
     for part in ("abstract", "conclusion"):
         assert plain in (tmp_path / "paper2" / "generated" / f"{part}.tex").read_text()
@@ -1305,7 +1333,7 @@ def test_the_paper_body_from_the_committed_runs_fits_ten_pages(committed_paper: 
     body = " ".join("".join(pages[:references - 1]).split())  # words, whatever line they break across
     assert "is missing: run balora report" not in "".join(pages)  # every part, the lever study's included
     # the body leads with the lever study's answer: its setting's comparisons with a tuned LoRA
-    assert "vit-fashion" in body and "against tuned LoRA" in body
+    assert "a Fashion-MNIST-pretrained 4-block ViT" in body and "against tuned LoRA" in body
     for name in ("budget", "fewshot", "ablation", "strategy"):
         for table in (paper / "generated" / "tables").glob(f"{name}_*.tex"):
             assert r"\begin{sidewaystable}" not in table.read_text(), table.name
@@ -1365,7 +1393,8 @@ def test_the_committed_papers_prose_says_findings_not_the_tables_numbers(committ
     text = _paper_text(committed_paper)
     abstract = text[:text.index("Introduction")]
     assert "·" not in abstract and "Holm-adjusted" not in abstract and "p = " not in abstract
-    assert "presidential debates (64 examples per class)" in abstract and "inconclusive (MDE" in abstract
+    assert "presidential-debate statements (64 examples per class)" in abstract and "inconclusive (MDE" in abstract
+    assert "minilm" not in abstract and "vit-fashion" not in abstract and "smollm2" not in abstract
     assert "MDE 0.99 pp" in abstract  # the headline's inconclusive comparisons with their MDEs
     for repeated in ("Mean rank per module type", "perplexity 46", "no longer training was tried", "not run yet",
                      "evaluation pending"):
@@ -1488,8 +1517,8 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
                 d, low, high = delta.groups()
                 # the setting in words (model, data, shots) with its one budget, as the abstract has it
                 model, dataset, shots = setting.split(" · ")[:3]
-                where = (f"With {model} on {dataset.replace('_', ' ')} ({shots.removesuffix('-shot')} examples per "
-                         f"class) at the rank-{row[at['Budget']].removeprefix('r=')} budget, against {reference}: ")
+                where = (f"With {setting_words(model, dataset, int(shots.removesuffix('-shot')))} at the "
+                         f"rank-{row[at['Budget']].removeprefix('r=')} budget, against {reference}: ")
                 assert latex_text(where) in answer
                 assert latex_text(f"{row[at['Method']]}, Δ = {d} pp (") in answer
                 assert latex_text(f"CI {low} to {high}), {row[at['Verdict']]}") in answer
@@ -1514,11 +1543,13 @@ def test_the_peers_study_says_every_arms_verdict_against_lora_and_points_to_its_
     method, verdict = header.index("Method"), header.index("Verdict")
     compared = [(row[method], row[verdict]) for row in rows if row[verdict] != "(reference)"]
     assert len(compared) == 7
-    for name, said in compared:  # "inconclusive (MDE 1.13 pp)" in the table, "BA-LoRA (MDE 1.13 pp)" in the list
-        word, _, mde = said.partition(" (")
+    for name, said in compared:  # "inconclusive (MDE 1.13 pp)" in the table; "inconclusive: BA-LoRA, …" in the part
+        word = said.partition(" (")[0]
         assert word in ("better", "worse", "inconclusive") or word.startswith("equivalent"), said
-        assert latex_text(f"{word}: ") in arms
-        assert latex_text(f"{name} ({mde}" if mde else name) in arms, name
+        clause = re.search(re.escape(latex_text(f"{word}: ")) + r"([^;]*)", arms).group(1)
+        assert latex_text(name) in clause.split(" (")[0].split(", "), (name, clause)
+    mdes = sorted(float(m) for m in re.findall(r"MDE ([\d.]+) pp", " ".join(said for _, said in compared)))
+    assert f"(MDEs {mdes[0]:.2f} to {mdes[-1]:.2f} pp)" in arms
     for word in ("better: ", "worse: ", "equivalent within ", "inconclusive: ", "is not a tie"):
         assert latex_text(word) in arms, word
     assert r"\ref{tab:peers/budget_" in arms
@@ -1562,7 +1593,7 @@ def test_a_study_shows_every_settings_comparison_with_lora_and_the_main_results_
     for k in (16, 64):
         setting = setting_label("minilm", "rotten_tomatoes", k, None)
         assert f"generated/levers/tables/budget_{slug(setting)}.tex" in study
-        assert latex_text(f"{setting}, against LoRA: BA-LoRA, ") in study
+        assert latex_text(f"{setting_words('minilm', 'rotten_tomatoes', k)}, against LoRA: BA-LoRA, ") in study
     assert main.count(r"\input{generated/tables/budget_") == 1 and "against LoRA: BA-LoRA" not in main
 
 
@@ -1597,6 +1628,7 @@ def test_the_instruction_tuning_tables_explain_only_the_columns_the_paper_keeps(
     said = " ".join(paper.captions)
     assert "p (TOST, Holm)" not in paper.columns and "p (TOST, Holm):" not in said and "MDE (nats):" not in said
     assert "Verdict at α = 0.05" in said and len(paper.columns) <= 5
+    assert "p (Holm)" not in said  # a reviewer's read (2026-12-07): the caption named columns it does not show
     reference = next(row for row in table.rows if row[0] == "LoRA r=8")
     assert reference[table.columns.index("Δ loss vs LoRA r=8 [CI]")] == "(reference)"
     assert reference[table.columns.index("Verdict")] == "(reference)"
@@ -1680,3 +1712,86 @@ def test_a_figure_caption_names_adalora_only_where_the_figure_draws_it(
     heatmap, loss = captions
     assert ("AdaLoRA: unpruned singular values" in heatmap) is named and "EVA" not in heatmap
     assert ("AdaLoRA's includes its orthogonality penalty" in loss) is named
+
+
+def test_the_limitations_say_where_lora_the_reference_had_not_converged(report_dir: Path):
+    """A reviewer's read (2026-12-07): the headline reference, LoRA, was still rising at its last evaluation with no
+    longer training tried, and the body never said so. The limitations say it, for every such budget and setting (the
+    synthetic curves rise to the end; no tuning run tried a longer training), the setting in words."""
+    text = " ".join((report_dir / "paper" / "generated" / "limitations.tex").read_text().split())
+    assert text.startswith("LoRA, the reference, was still rising on validation when its training ended, and a longer "
+                           "one was not tried for it: MiniLM on Rotten Tomatoes snippets (16 examples per class) at r=4; ")
+
+
+def test_a_paper_table_says_its_delta_is_over_matched_seeds_where_a_row_has_fewer_than_its_reference():
+    """A reviewer's read (2026-12-07): Table 8's Δ (over the 5 seeds both arms ran) contradicted its means (the
+    reference's over 10 seeds), with a sign flip. Where rows differ in n, the paper's table says so; where every row
+    has the same n, it has nothing to explain."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("ba_lora", "ba_lora_no_warmstart") for s in SEEDS]
+    for matched, note in ((SEEDS[:3], True), (SEEDS, False)):
+        kept = [r for r in runs if r["config"]["method"] == "ba_lora" or r["config"]["seed"] in matched]
+        (table,) = tables.ablation_tables(analyse(load_runs(kept)))
+        tex = " ".join(_paper_table(table, Path(tempfile.mkdtemp())).split())
+        assert ("Δ is over the seeds a row shares with its reference" in tex.replace("$\\Delta$", "Δ")) is note
+
+
+def test_the_papers_protocol_states_the_verdict_rule_once_and_defines_only_the_columns_its_tables_show(
+        report_dir: Path):
+    """A reviewer's read (2026-12-07): Appendix A stated the verdict rule and the CI's level twice, and defined p (t),
+    p (Wilcoxon), d and p (Holm), which no table of the paper shows; it said "the runs' spec declares", a word the
+    reader does not know."""
+    from balora.report.document import latex_text
+
+    generated = report_dir / "paper" / "generated"
+    protocol = (generated / "statistics.tex").read_text()
+    assert protocol.count(latex_text("1 − 0.05·p/p(Holm)")) == 1 and protocol.count("Verdict at") == 0
+    for undefined in ("p (t):", "p (Wilcoxon):", "d: paired", "p (Holm):"):
+        assert undefined not in protocol, undefined
+    assert "p (TOST, Holm): paired equivalence test" in protocol and "MDE: minimum detectable effect" in protocol
+    assert "spec" not in protocol and "declared before the runs" in protocol
+
+
+def test_a_column_of_an_option_one_method_reads_says_what_it_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A reviewer's read (2026-12-07): "realloc every" and "realloc warmup" were columns no caption explained. A column
+    of an option that only one method reads says what it means, from the option's help."""
+    from balora.report import tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    monkeypatch.setitem(EFFECT, "ba_lora_dynamic", 0.04)
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "ba_lora_dynamic") for s in SEEDS[:3]]
+    for run in runs:
+        if run["config"]["method"] == "ba_lora_dynamic":
+            run["config"] |= {"realloc_every": 20, "realloc_warmup": 20}
+    (table,) = tables.budget_tables(analyse(load_runs(runs)))
+    tex = " ".join(_paper_table(table, tmp_path).split())
+    assert "realloc every: optimizer steps between reallocations of BA-LoRA dynamic" in tex
+    assert "realloc warmup: steps before the first reallocation of BA-LoRA dynamic" in tex
+
+
+def test_the_papers_time_ratios_say_they_include_the_machines_load(report_dir: Path):
+    """A reviewer's read (2026-12-07): "BA-LoRA: total time 0.83 × LoRA's" read as a speed-up, while BA-LoRA adds a
+    phase; the caveat that the runs share their machine was only in the instruction-tuning table's caption."""
+    text = " ".join((report_dir / "paper" / "generated" / "cost.tex").read_text().split())
+    assert "total time" in text and "include that contention" in text and "one below 1 is no speed-up" in text
+
+
+def test_a_paper_sentence_that_begins_with_its_setting_in_words_begins_with_a_capital():
+    """The paper says a setting in words ("a Fashion-MNIST-pretrained 4-block ViT on ..."); where that begins a
+    sentence, its first letter is a capital, and a label inside a sentence keeps the words' own case."""
+    from balora.report.paper import Cited, settings_in_words
+    from balora.report.runs import load_runs
+
+    frame = load_runs([make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]])
+    for run in frame["result"]:
+        run["config"]["model"] = "vit-fashion"
+    frame = load_runs(list(frame["result"]))
+    (label,) = frame["setting"].unique()
+    assert settings_in_words(f"{label}: every run ended above it.", frame).startswith(
+        "A Fashion-MNIST-pretrained 4-block ViT")
+    assert settings_in_words(Cited(f"Against LoRA, {label}.", ()), frame).text == (
+        "Against LoRA, a Fashion-MNIST-pretrained 4-block ViT on Rotten Tomatoes snippets (64 examples per class).")

@@ -14,7 +14,7 @@ measures that `balora.report.runs.anytime_columns` computes per run:
   at least as accurate as the LoRA run with its seed ended; the table gives the median over the arm's
   seeds (a seed that never reaches it counts as later than any) and how many reached it.
 
-An arm wins on speed while tying at the end where its anytime verdict is better and its test-accuracy
+An arm is sooner with no difference shown at the end where its anytime verdict is better and its test-accuracy
 verdict against LoRA, on the same runs and Holm-adjusted over the same table, is equivalent or
 inconclusive. Only runs whose curve has at least 3 points from step 0 to the last step enter the
 section. Causal-LM runs (validation loss, lower is better) have the same run columns but are not
@@ -39,6 +39,7 @@ from balora.report.tables import (
     CI_RULE,
     DASH,
     EQUIVALENCE_NOTE,
+    REFERENCE_CELL,
     comparison_detail,
     comparison_notes,
     delta_text,
@@ -56,8 +57,9 @@ INTRO = (f"Every arm against LoRA at the same setting and budget on how early it
          "points from step 0 to the last step; a higher value with the same final accuracy means faster. It is "
          "compared as accuracy is (paired on seeds, Holm-adjusted over the table, equivalence at the spec's margin). "
          "Steps to LoRA's final: the first validation step at which a run is at least as accurate on validation as "
-         "the LoRA run with its seed ended. An arm wins on speed while tying at the end where its anytime verdict is "
-         "better and its test-accuracy verdict against LoRA (same runs, same table) is equivalent or inconclusive.")
+         "the LoRA run with its seed ended. An arm is sooner with no difference shown at the end where its anytime "
+         "verdict is better and its test-accuracy verdict against LoRA (same runs, same table) is equivalent or "
+         "inconclusive; an inconclusive one leaves open whether it ends higher.")
 STEPS_NOTES = {  # each column's note, shown while the column is (`Table.column_notes`)
     "Steps": "Steps: optimizer steps, mean over the runs.",
     "Steps to LoRA's final": (
@@ -110,9 +112,9 @@ def anytime_table(setting: str, rows: list[Row], final: dict[tuple[str, str], st
                "Verdict", "Steps to LoRA's final", "Reached", "Test acc. verdict"]
     extra = {"Steps": lambda r: f"{pd.to_numeric(r.runs['steps']).mean():g}",
              "Anytime (%)": lambda r: pct_summary(stats.summarize(r.runs["anytime"])),
-             "Δ anytime (pp) [CI]": lambda r: "(reference)" if r.comparison is None else delta_text(r.comparison),
+             "Δ anytime (pp) [CI]": lambda r: REFERENCE_CELL if r.comparison is None else delta_text(r.comparison),
              "Steps to LoRA's final": _median_cell, "Reached": _reached_cell,
-             "Test acc. verdict": lambda r: "(reference)" if final[(r.lead, r.arm)] is None
+             "Test acc. verdict": lambda r: REFERENCE_CELL if final[(r.lead, r.arm)] is None
              else final[(r.lead, r.arm)].verdict_label}
     legend = ("Anytime: mean ± std over seeds. Δ: mean per-seed difference in the anytime metric (method − LoRA) "
               f"with {CI_RULE}. p (Holm): "
@@ -135,9 +137,17 @@ def speed_wins(rows: list[Row], final: dict[tuple[str, str], stats.Comparison | 
             and (end := final[(r.lead, r.arm)]) is not None and end.verdict in WINS]
 
 
+def end_words(end: stats.Comparison) -> str:
+    """What a faster arm's final test-accuracy verdict against LoRA (`WINS`) says of where it ends: a tie only where
+    the equivalence test shows one; an inconclusive verdict leaves open whether it ends higher, with its MDE."""
+    if end.verdict == stats.EQUIVALENT:
+        return f"it ends {end.verdict_label} of LoRA in test accuracy"
+    return f"whether it ends higher is not shown (test accuracy inconclusive, MDE {end.metric.amount(end.mde)})"
+
+
 def anytime_claims(setting: str, rows: list[Row], final: dict[tuple[str, str], stats.Comparison | None]) -> list[str]:
-    """Which arms are faster, slower or equivalent on the anytime metric, then each that wins on speed while
-    tying at the end (the section's first sentence says where none does)."""
+    """Which arms are faster, slower or equivalent on the anytime metric, then each that is sooner with no
+    difference shown at the end (the section's first sentence says where none does)."""
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
@@ -149,8 +159,8 @@ def anytime_claims(setting: str, rows: list[Row], final: dict[tuple[str, str], s
     for r in wins:
         c, end = r.comparison, final[(r.lead, r.arm)]
         sentences.append(
-            f"{setting}, {r.lead}: {r.label} wins on speed while tying at the end — its mean validation accuracy over "
-            f"training differs from LoRA's by Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to "
+            f"{setting}, {r.lead}: {r.label} learns sooner, with no difference shown at the end — its mean validation "
+            f"accuracy over training differs from LoRA's by Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to "
             f"{signed(c.ci_high)}, Holm-adjusted {p_text(c.p_holm)}, {c.n_pairs} matched seeds), while its test "
             f"accuracy is {end.verdict_label} against LoRA's (Δ = {signed(end.delta)} pp).")
     return sentences
@@ -177,8 +187,8 @@ def anytime_section(frame: pd.DataFrame, missing: list[str]) -> list[Block]:
         wins += [f"{_named(r)} ({setting})" for r in speed_wins(rows, final)]
         made.append(anytime_table(setting, rows, final))
     if made:
-        overall = (f"Wins on speed while tying at the end: {'; '.join(wins)}." if wins else
-                   "No arm wins on speed while tying at the end (better on the anytime metric with a test-accuracy "
+        overall = (f"Sooner with no difference shown at the end: {'; '.join(wins)}." if wins else
+                   "No arm is sooner with no difference shown at the end (better on the anytime metric with a test-accuracy "
                    f"verdict of equivalent or inconclusive) in {'the' if len(made) == 1 else f'any of the {len(made)}'} "
                    f"setting{'s' if len(made) != 1 else ''} compared.")
         blocks += [Bullets([overall, *sentences]), *made]

@@ -14,7 +14,7 @@ from balora import tasks
 from balora.report import claims, figures, selection, tables
 from balora.report.analysis import Analysis, analyse
 from balora.report.anytime import anytime_section, declaring_sweeps
-from balora.report.criteria import Criterion, criteria_summary, criteria_table, declared_hypotheses, success_criteria
+from balora.report.criteria import DECLARED_BY_SPEC, Criterion, criteria_summary, criteria_table, declared_hypotheses, success_criteria
 from balora.report.document import (
     Block,
     Bullets,
@@ -40,8 +40,8 @@ STATISTICS = (
     f"per-seed difference Δ, a paired t-test (scipy; from {MIN_PAIRS} matched seeds: fewer are marked n<3, and "
     "differences without spread, the same on every seed, are marked not testable; neither is ever called "
     f"significant), a Wilcoxon signed-rank test (from {MIN_WILCOXON} pairs), the paired Cohen's d, a paired "
-    "equivalence test (TOST, statsmodels: two one-sided t-tests that the true Δ lies within ± a margin, the one the "
-    "runs' spec declares, else ±1 pp of accuracy or ±0.01 nats of test loss), the minimum detectable effect (MDE) "
+    "equivalence test (TOST, statsmodels: two one-sided t-tests that the true Δ lies within ± a margin, the one "
+    f"{DECLARED_BY_SPEC}, else ±1 pp of accuracy or ±0.01 nats of test loss), the minimum detectable effect (MDE) "
     "at 80% power for the number of pairs and the observed spread of the differences (statsmodels), and Holm's "
     "adjustment of the t-tests, and separately of the equivalence tests, over the comparisons of one table "
     "(statsmodels). The verdict has four words, at α = 0.05: better or worse where the Holm-adjusted t-test "

@@ -36,7 +36,7 @@ from balora import method_registry, specs
 from balora.config import protocol
 from balora.report import stats
 from balora.report.analysis import Analysis, Row
-from balora.report.claims import PROPOSED, counted, margin_text, p_text
+from balora.report.claims import PROPOSED, counted, main_tally, margin_text, p_text
 from balora.report.document import Table
 from balora.report.runs import DEFAULTS, REFERENCE, budget_label, method_name
 from balora.report.tables import signed
@@ -254,9 +254,12 @@ def success_criteria(analysis: Analysis, hypotheses: Sequence[Hypothesis] | None
     return [criterion for hypothesis in declared for criterion in check(analysis, hypothesis)]
 
 
+DECLARED_BY_SPEC = "the runs' spec declares"  # where a criterion comes from, in the report's words
+
+
 def criteria_table(criteria: list[Criterion]) -> Table:
     rows = [[c.name, c.where, c.test, c.mark, c.numbers] for c in criteria]
-    note = ("Each criterion is a hypothesis the runs' spec declares, decided by the test shown on the paired "
+    note = (f"Each criterion is a hypothesis {DECLARED_BY_SPEC}, decided by the test shown on the paired "
             "comparisons of the comparison tables of the setting under Where (Δ = the arm − its reference, mean over "
             "matched seeds). A criterion over "
             "several cases is not met when a tested case fails it, met only when every case was tested and "
@@ -303,9 +306,10 @@ def _headline(case: str, c: stats.Comparison | None) -> tuple[str, str] | None:
 
 
 def abstract_claims(analysis: Analysis) -> list[str]:
-    """The abstract's numbers: BA-LoRA − LoRA accuracy at r = 8 on training-subset or full-pool data (Exp. 1),
-    and at the fewest and 64 shots per class (Exp. 2), each with its CI, and the verdicts in plain words (once,
-    where every case has the same)."""
+    """The abstract's numbers: the verdicts over every comparison of BA-LoRA with LoRA (`claims.main_tally`), then as
+    examples BA-LoRA − LoRA accuracy at r = 8 on training-subset or full-pool data (Exp. 1), and at the fewest and 64
+    shots per class (Exp. 2), each with its CI, and the verdicts in plain words (once, where every case has the
+    same)."""
     cases = []
     for rows in analysis.main.values():
         if rows and rows[0].runs["shots"].isna().all():
@@ -320,10 +324,14 @@ def abstract_claims(analysis: Analysis) -> list[str]:
     found = [c for c in cases if c]
     if not found:
         return []
-    lead = "BA-LoRA minus LoRA in test accuracy, on matched seeds: "
+    # the count over every comparison first, so that the cases read as examples of it, not as all there is
+    tally = main_tally(analysis)
+    lead = f"{'For example, ' if tally else ''}BA-LoRA minus LoRA in test accuracy, on matched seeds: "
     verdicts = {verdict for _, verdict in found}
     if len(verdicts) == 1 and len(found) in _ALL:
         listed = [text for text, _ in found]
         joined = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
-        return [f"{lead}{joined}; {_ALL[len(found)]}{verdicts.pop()}."]
-    return [lead + "; ".join(f"{text}: {verdict}" for text, verdict in found) + "."]
+        examples = f"{lead}{joined}; {_ALL[len(found)]}{verdicts.pop()}."
+    else:
+        examples = lead + "; ".join(f"{text}: {verdict}" for text, verdict in found) + "."
+    return [tally, examples] if tally else [examples]

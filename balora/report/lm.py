@@ -32,8 +32,8 @@ from balora.report.tables import (
     CI_LEVEL,
     CI_RULE,
     MDE_NOTE,
+    REFERENCE_CELL,
     TOST_NOTE,
-    VERDICT_RULE,
     ci_levels,
     compared,
     cost_cells,
@@ -66,7 +66,11 @@ COLUMN_NOTES = {  # what each column of the strategy table means, shown while th
     "p (Holm)": "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.",
     "p (TOST, Holm)": TOST_NOTE,
     "MDE (nats)": MDE_NOTE.replace("MDE:", "MDE (nats):"),
-    "Verdict": VERDICT_RULE + " Better means a significantly lower test loss.",
+    # without the p columns' names: the paper's table does not show them
+    "Verdict": ("Verdict at α = 0.05: better or worse where the Holm-adjusted paired t-test rejects no difference (the "
+                "direction from Δ); else equivalent within ±margin where the Holm-adjusted equivalence test rejects a "
+                "difference as large as the margin; else inconclusive, with the MDE. Better means a significantly "
+                "lower test loss."),
 }
 COST_PHASES = ("importance", "train", "eval", "generate")
 COST_NOTE = "Runs of a sweep share the machine with its other workers, so their times include that contention."
@@ -151,10 +155,10 @@ def strategy_table(rows: list[Row], setting: str) -> Table:
     extra = {"lr": lambda r: f"{r.runs['lr'].iloc[0]:g}",
              "Perplexity": lambda r: f"{math.exp(r.runs[LOSS.name].mean()):.2f}",
              "LoRA params": _lora_params, **reduction(rows),
-             "Δ loss vs LoRA r=8 [CI]": compared(delta_text, "(reference)"),
+             "Δ loss vs LoRA r=8 [CI]": compared(delta_text, REFERENCE_CELL),
              "p (Holm)": compared(marked(lambda c: c.p_holm), "—"),
              "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm), "—"), "MDE (nats)": compared(mde_cell, "—"),
-             "Verdict": compared(verdict_cell, "(reference)")}
+             "Verdict": compared(verdict_cell, REFERENCE_CELL)}
     runs = pd.concat([r.runs for r in rows])
     columns = reduced(STRATEGY_COLUMNS, extra)
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",

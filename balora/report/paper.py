@@ -17,6 +17,7 @@ source's parts never overwrites or deletes another's.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import shutil
@@ -28,13 +29,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from balora import method_registry
 from balora.assets import VIT_FASHION_IMAGE, VIT_FASHION_NAME, VIT_FASHION_PATCH
 from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.report import anytime, claims, figures, lm, selection, stats
 from balora.report.analysis import Row
 from balora.report.builder import STATISTICS, Report
-from balora.report.criteria import abstract_claims, criteria_summary
+from balora.report.criteria import DECLARED_BY_SPEC, abstract_claims, criteria_summary
 from balora.report.document import (
     NARROW,
     Figure,
@@ -45,8 +47,18 @@ from balora.report.document import (
     slug,
     table_latex,
 )
-from balora.report.runs import budget_label, setting_words, settings
-from balora.report.tables import CI_LEVEL, DASH, DIFFERENCES, MARGIN_SOURCE, STAT_NOTE, coverage_table, pct, signed
+from balora.report.runs import REFERENCE, budget_label, method_name, setting_words, settings, words_of
+from balora.report.tables import (
+    CI_LEVEL,
+    DASH,
+    DIFFERENCES,
+    MARGIN_SOURCE,
+    PAPER_STAT_NOTE,
+    REFERENCE_CELL,
+    coverage_table,
+    pct,
+    signed,
+)
 
 DEFAULTS = RunConfig()  # what a config that leaves a field out ran with
 MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "ModelNames", "DatasetNames", "ShotCounts",
@@ -56,6 +68,11 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
 # methods whose ranks come from the configured allocation strategy (the no-budget ablation does not: it keeps
 # seed 000's min-max ranks, see balora.methods.ba_lora_no_budget)
 ALLOCATED = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_shuffled", "ba_lora_dynamic")
+CONTENTION = (f"{lm.COST_NOTE} A time ratio thus measures the machine's load during the runs as well as the method, "
+              "and one below 1 is no speed-up.")
+# where a row has fewer seeds than its reference: Δ pairs seeds, the means do not
+MATCHED_NOTE = ("Δ is over the seeds a row shares with its reference; where their n differ, the reference's mean is "
+                "over more seeds, so Δ need not equal the difference of the two means")
 CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that matches Holm's verdict"
 # the paper's tables: the headers it abbreviates (said under each table that has them), the mark on a value selected
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
@@ -69,8 +86,8 @@ TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in mar
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "values", "arms",
-         "arms_more")
+         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction", "controls",
+         "shapes", "limitations", "values", "arms", "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers", "peers")
@@ -156,7 +173,7 @@ def macros(frame: pd.DataFrame) -> dict[str, str]:
         "AdaLoRAInitRatios": _config_values(frame[frame["method"] == "adalora"], "adalora_init_ratio"),
         "Devices": ", ".join(sorted({_device_name(str(r.get("environment", {}).get("device", "?")))
                                      for r in frame["result"]})),
-        "PrimarySetting": primary_setting(frame),
+        "PrimarySetting": words_of(frame, primary_setting(frame)),
         "AllocationStrategies": _config_values(allocated, "strategy"),
         "AllocationPowers": _config_values(allocated, "allocation_power"),
         "MinRanks": _config_values(allocated, "min_rank"),
@@ -194,6 +211,12 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
     rows.append(["Devices", values["Devices"]])
     return Table(name, "Configuration of the runs (the values each field took across them; the setup section "
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
+
+
+def _declared(text: str) -> str:
+    """`text` with what a spec declares said as the paper's reader knows it: declared before the runs."""
+    return text.replace(f"the one {DECLARED_BY_SPEC}", "the one declared before the runs").replace(
+        f"a hypothesis {DECLARED_BY_SPEC}", "a hypothesis declared before the runs")
 
 
 def _by_setting(frame: pd.DataFrame, said: Callable[[pd.DataFrame], str]) -> str:
@@ -280,7 +303,8 @@ def _with_fields(table: Table, out: Output) -> tuple[Table, Table | None]:
     if not fields:
         return table, None
     headers = {name: SHORT_HEADERS.get(name, name.replace("_", " ")) for name in fields}
-    said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in SHORT_HEADERS)]
+    said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in SHORT_HEADERS),
+            *(f"{headers[name]}: {_method_option(name)}" for name in fields if _method_option(name))]
     notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
     at = table.columns.index("Method") + 1
     widened = replace(table, columns=[*table.columns[:at], *headers.values(), *table.columns[at:]],
@@ -295,6 +319,17 @@ def _with_fields(table: Table, out: Output) -> tuple[Table, Table | None]:
                    [[*row[:at], *cells] for row, cells in zip(table.rows, zip(*fields.values()))], said)
     where = f"The values its rows differ in ({', '.join(headers.values())}) are in Appendix B."
     return replace(table, notes=[*notes, where]), values
+
+
+def _method_option(name: str) -> str:
+    """What a config field that only one method reads means, from its help ("ba_lora_dynamic: optimizer steps between
+    reallocations." → "optimizer steps between reallocations of BA-LoRA dynamic"): its column's header, the field's
+    name, is that method's jargon. "" for any other field."""
+    help_text = next((f.metadata.get("help", "") for f in dataclasses.fields(RunConfig) if f.name == name), "")
+    method, _, meaning = help_text.partition(": ")
+    if not meaning or method_registry.find(method) is None:
+        return ""
+    return f"{meaning.removesuffix('.')} of {method_name(method)}"
 
 
 def _in_words(table: Table, out: Output) -> list[str]:
@@ -362,6 +397,8 @@ def _table(table: Table, out: Output) -> str:
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
                                                       notes=plain)), out)
     short = short.constants_in_caption()
+    if _fewer_seeds_than_reference(short):
+        short = replace(short, notes=[*short.notes, MATCHED_NOTE])
     if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
         at = short.columns.index("≤ majority")
         if short.rows and all(row[at].startswith("0/") for row in short.rows):
@@ -376,6 +413,21 @@ def _table(table: Table, out: Output) -> str:
     if out.selection:  # the note's mark (`Output.reference`), escaped as text, becomes a LaTeX reference
         latex = latex.replace(out.reference(out.selection), rf"Table~\ref{{tab:{out.label(out.selection)}}}")
     return _input(table, latex, out)
+
+
+def _fewer_seeds_than_reference(table: Table) -> bool:
+    """Whether a row of `table` compares fewer seeds (its n) than its reference row, the one above it marked as the
+    reference, has: its Δ, over the shared seeds, is then not the difference of the two means shown."""
+    delta = next((i for i, c in enumerate(table.columns) if c.startswith("Δ")), None)
+    if delta is None or "n" not in table.columns:
+        return False
+    n, reference = table.columns.index("n"), None
+    for row in table.rows:
+        if row[delta] == REFERENCE_CELL:
+            reference = row[n]
+        elif reference is not None and row[n] != reference:
+            return True
+    return False
 
 
 def _input(table: Table, latex: str, out: Output) -> str:
@@ -401,6 +453,18 @@ def citing(sentences: list[str], floats: list[Table | Figure]) -> list[str | Cit
     if not sentences:
         return [Cited("", tuple(floats))]
     return [*sentences[:-1], Cited(sentences[-1], tuple(floats))]
+
+
+def settings_in_words(claim: str | Cited, frame: pd.DataFrame) -> str | Cited:
+    """`claim` with each setting label of `frame` ("minilm · rotten_tomatoes · 64-shot · default targets") said in
+    words (`words_of`): the paper's prose is read without the report's codes, whose tables keep them."""
+    text = claim.text if isinstance(claim, Cited) else claim
+    labels = sorted(settings(frame), key=len, reverse=True)  # a label that begins another is replaced after it
+    leads = text.startswith(tuple(labels))
+    for label in labels:
+        text = text.replace(label, words_of(frame, label))
+    text = text[:1].upper() + text[1:] if leads else text  # a sentence that begins with its setting ("a ViT ...")
+    return replace(claim, text=text) if isinstance(claim, Cited) else text
 
 
 def _references(floats: tuple[Table | Figure, ...], out: Output) -> str:
@@ -465,16 +529,16 @@ def _budget_words(lead: str) -> str:
     return f"the rank-{lead.removeprefix('r=')} budget" if re.fullmatch(r"r=[\d.]+", lead) else lead
 
 
-def _intervals(rows: list[Row], reference: str) -> list[str]:
+def _intervals(rows: list[Row], reference: str, named: bool = True) -> list[str]:
     """One sentence for a table's tested comparisons with `reference` in plain words (model, data, shots and
-    budget): each arm's Δ with its CI and its four-word verdict, with the MDE where inconclusive (the abstract's
-    form, where the table is not at hand)."""
+    budget, unless not `named`: the prose around it says the setting): each arm's Δ with its CI and its four-word
+    verdict, with the MDE where inconclusive (the abstract's form, where the table is not at hand)."""
     tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
     if not tested:
         return []
-    where, named = _where(tested)
-    return [f"With {where}, against {reference}: " + "; ".join(
-        f"{named(r)}, Δ = {signed(c.delta)} pp "
+    where, label = _where(tested)
+    return [(f"With {where}, against {reference}: " if named else f"Against {reference}: ") + "; ".join(
+        f"{label(r)}, Δ = {signed(c.delta)} pp "
         f"({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), {c.verdict_label}"
         for r in tested for c in [r.comparison]) + "."]
 
@@ -492,35 +556,31 @@ def _where(rows: list[Row]) -> tuple[str, Callable[[Row], str]]:
 
 
 def _arm_verdicts(rows: list[Row], reference: str) -> list[str]:
-    """Every arm of a table against `reference`, in the four verdict words, each inconclusive arm with its MDE
-    (`claims.verdict_lists`); then, where some are inconclusive, why that is no tie: their intervals' range (each
-    includes 0) and their MDEs' (the table has each arm's Δ and CI). For a study whose arms are each a question,
-    such as PEFT's methods at one budget (results/peers)."""
+    """Every arm of a table against `reference`, in one paragraph: the four verdict words with the arms each names
+    and the inconclusive ones' MDEs (`claims.verdict_lists`); then, where some are inconclusive, why that is no tie,
+    with their intervals' range (each includes 0; the table has each arm's Δ, CI and MDE). For a study whose arms are
+    each a question, such as PEFT's methods at one budget (results/peers)."""
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
-    where, named = _where(compared)
+    where, label = _where(compared)
     seeds = sorted({r.comparison.n_pairs for r in compared})
     over = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]} to {seeds[-1]}"
-    sentences = [f"With {where}, {len(compared)} arms against {reference} over {over} matched seeds: "
-                 f"{claims.verdict_lists([(named(r), r.comparison) for r in compared])}."]
+    said = (f"With {where}, against {reference} over {over} matched seeds: "
+            f"{claims.verdict_lists([(label(r), r.comparison) for r in compared], each_mde=False)}.")
     inconclusive = [r.comparison for r in compared if r.comparison.verdict == stats.INCONCLUSIVE]
     if inconclusive:
         low, high = min(c.ci_low for c in inconclusive), max(c.ci_high for c in inconclusive)
-        intervals = ("the inconclusive arm's interval of Δ (at the level matching Holm's verdict) includes 0 and spans"
-                     if len(inconclusive) == 1 else
-                     f"the {len(inconclusive)} inconclusive arms' intervals of Δ (each at the level matching Holm's "
-                     f"verdict) each include 0 and together span")
-        sentences.append(f"Inconclusive is not a tie: {intervals} {signed(low)} to {signed(high)} pp, and a difference "
-                         f"smaller than an arm's MDE ({claims._mdes(inconclusive)}) would likely go undetected with "
-                         f"these seeds.")
-    return sentences
+        said += (f" Inconclusive is not a tie: {'its interval' if len(inconclusive) == 1 else 'each interval'} of Δ "
+                 f"includes 0 ({signed(low)} to {signed(high)} pp in all), and a difference smaller than an arm's MDE "
+                 f"would likely go undetected.")
+    return [said]
 
 
 def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figure]]:
-    """The anytime comparisons in words (which arms learn sooner than LoRA, and which of them only sooner,
-    tying at the end) and their tables (the validation curves are in the dynamics part); nothing where no sweep
-    of the runs asks for it."""
+    """The anytime comparisons in words (which arms learn sooner than LoRA, and for those whose final accuracy is
+    not shown to differ, what that verdict leaves open) and their tables (the validation curves are in the dynamics
+    part); nothing where no sweep of the runs asks for it."""
     frame = report.analysis.frame
     if not anytime.declaring_sweeps(frame):
         return [], []
@@ -532,9 +592,8 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
         rows, final = anytime.compare(part)
         tables = pick(f"anytime_{slug(setting)}")
         sentences += citing(_verdict_words(rows, "LoRA on the anytime metric", "arms", setting), tables)
-        sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric while its test "
-                      f"accuracy is {final[(r.lead, r.arm)].verdict_label} against LoRA's."
-                      for r in anytime.speed_wins(rows, final)]
+        sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric; "
+                      f"{anytime.end_words(final[(r.lead, r.arm)])}." for r in anytime.speed_wins(rows, final)]
         floats += tables
     return sentences, floats
 
@@ -563,6 +622,11 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
     lm_rows = list(analysis.lm.values())
 
+    def part(sentences: list[str | Cited], floats: list[Table | Figure], empty: str) -> str:
+        # the paper's prose names a setting in words, its tables and figures by the report's label
+        return _part([settings_in_words(s, frame) for s in sentences], floats, out,
+                     str(settings_in_words(empty, frame)))
+
     def budget(setting: str) -> list[str | Cited]:
         return citing(_verdict_words(claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
                                      setting if len(shown) > 1 else ""), pick(f"budget_{slug(setting)}"))
@@ -579,70 +643,96 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     return {
         # the abstract: the headline intervals and verdicts in words (the counts over every comparison where there
         # is no headline; the conclusion has them), the instruction-tuning verdicts and the criteria
-        "abstract": _part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
-                           *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
-                          [], out, "No comparison with LoRA was possible."),
+        "abstract": part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
+                          *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
+                         [], "No comparison with LoRA was possible."),
         # the conclusion: the bottom lines only, in accuracy then in test loss (the runs that did not learn, the
         # few-shot trend and the criteria are in the tables, the few-shot results and the abstract)
-        "conclusion": _part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
-                            [], out, ""),
+        "conclusion": part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
+                           [], ""),
         "config": _table(config_table(frame), out),
-        "statistics": latex_text(f"{STATISTICS} {STAT_NOTE}") + "\n",
+        "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}")) + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
-        "tuning": _part([], [*tuning, *pick("convergence")], out, "No tuning runs."),
-        "criteria": _part([], [replace(c, title="Success criteria fixed before the runs") for c in pick("criteria")],
-                          out, "No success criteria could be assessed."),
+        "tuning": part([], [*tuning, *pick("convergence")], "No tuning runs."),
+        "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
+                                      notes=[_declared(note) for note in c.notes]) for c in pick("criteria")],
+                         "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
         # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
         # ablations and controls, against full BA-LoRA
-        "answer": _part([*(s for rows in analysis.main.values() for s in _intervals(rows, "tuned LoRA")),
-                         *(s for rows in analysis.ablation.values() for s in _intervals(rows, "full BA-LoRA"))], [], out,
-                        "No comparison with LoRA was possible."),
+        "answer": part([*(s for rows in analysis.main.values() for s in _intervals(rows, "tuned LoRA")),
+                        *(s for rows in analysis.ablation.values() for s in _intervals(rows, "full BA-LoRA"))], [],
+                       "No comparison with LoRA was possible."),
         # the body's sentences refer to the tables and figures that hold their numbers
-        "budget": _part([s for setting in shown for s in budget(setting)],
-                        pick(*(f"budget_{slug(setting)}" for setting in shown)), out,
-                        f"No budget comparison in {primary}."),
+        "budget": part([s for setting in shown for s in budget(setting)],
+                       pick(*(f"budget_{slug(setting)}" for setting in shown)),
+                       f"No budget comparison in {primary}."),
         # every arm's verdict against LoRA, for a study whose arms are each a question (results/peers), in the body;
         # the budget tables that hold their numbers, in the appendix (the body's pages are few)
-        "arms": _part([s for setting in shown for s in arms(setting)], [], out, f"No comparison with LoRA in {primary}."),
-        "arms_more": _part([], pick(*(f"budget_{slug(setting)}" for setting in shown)), out, ""),
+        "arms": part([s for setting in shown for s in arms(setting)], [], f"No comparison with LoRA in {primary}."),
+        "arms_more": part([], pick(*(f"budget_{slug(setting)}" for setting in shown)), ""),
         # accuracy against parameters: the table has the numbers, the appendix the picture
-        "budget_more": _part([], pick(f"pareto_{key}"), out, ""),
-        "fewshot": _part([*(s for name in analysis.fewshot for s in fewshot(name)),
-                          *citing(claims._trend_counts(analysis), prefixed("fewshot_trend_"))],
-                         prefixed("fewshot_"), out, " ".join(["No few-shot comparison.", *fewshot_missing])),
+        "budget_more": part([], pick(f"pareto_{key}"), ""),
+        "fewshot": part([*(s for name in analysis.fewshot for s in fewshot(name)),
+                         *citing(claims._trend_counts(analysis), prefixed("fewshot_trend_"))],
+                        prefixed("fewshot_"), " ".join(["No few-shot comparison.", *fewshot_missing])),
         # where the ranks went (the importance-rank correlation, the module types with the most and the least rank),
         # pointing to every budget's heatmap (r = 8 first where there is one); then those and the importance plot
-        "allocation": _part(citing(claims.allocation_claims(frame, primary), heatmaps), [], out,
-                            f"No allocation data in {primary}."),
-        "allocation_more": _part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], out, ""),
+        "allocation": part(citing(claims.allocation_claims(frame, primary), heatmaps), [],
+                           f"No allocation data in {primary}."),
+        "allocation_more": part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
-        "ablation": _part([s for setting in analysis.ablation
-                           for s in citing(_verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations"),
-                                           pick(f"ablation_{slug(setting)}"))],
-                          pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), out,
-                          "No ablation runs."),
-        "strategy": _part([s for setting in analysis.strategy
-                           for s in _verdict_words(analysis.strategy[setting], "LoRA", "strategies")],
-                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), out,
-                          "No strategy comparison."),
+        "ablation": part([s for setting in analysis.ablation
+                          for s in citing(_verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations",
+                                                         setting if len(analysis.ablation) > 1 else ""),
+                                          pick(f"ablation_{slug(setting)}"))],
+                         pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), "No ablation runs."),
+        # each strategy table's verdicts led by its setting (the appendix shows other settings beside it)
+        "strategy": part([s for setting in analysis.strategy
+                          for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),
+                                          pick(f"strategy_{slug(setting)}"))],
+                         pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), "No strategy comparison."),
+        # the discussion's evidence, in a sentence about the setting the prose names: the controls' verdicts against
+        # full BA-LoRA, and BA-LoRA against LoRA, with Δ, CI and MDE, where a strategy table adapts other modules
+        # than the budget tables (modules of several shapes)
+        "controls": part([s for setting, rows in analysis.ablation.items()
+                          for s in citing(_verdict_words(rows, "full BA-LoRA", "ablations"),
+                                          pick(f"ablation_{slug(setting)}"))], [], "No ablation runs."),
+        "shapes": part([s for setting, rows in analysis.strategy.items()
+                        if (said := _intervals(claims._proposed_rows(rows), "tuned LoRA", named=False))
+                        for s in citing(said, pick(f"strategy_{slug(setting)}"))],
+                       [], f"No comparison of {method_name(claims.PROPOSED)} with LoRA among the strategies."),
         # the strategies' parameters against their loss: detail for the appendix (the table has both)
-        "strategy_more": _part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), out, ""),
+        "strategy_more": part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), ""),
         # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
-        "anytime": _part(anytime_sentences, [], out, "No anytime comparison."),
-        "anytime_more": _part([], anytime_floats, out, ""),
+        "anytime": part(anytime_sentences, [], "No anytime comparison."),
+        "anytime_more": part([], anytime_floats, ""),
         # the exceptions only: the settings with runs that did not learn (the majority rates are in the configuration
         # table), and the arms still rising that no longer training checked (the gains are in the convergence table)
-        "dynamics": _part([*claims.majority_claims(frame[frame.groupby("setting")["not_learnt"].transform("any")]),
-                           *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
-                          pick(f"validation_{key}", f"train_loss_{key}"), out,
-                          "No training curves."),
-        "cost": _part(claims.cost_claims(frame, primary), pick(f"cost_{key}"), out, f"No timings in {primary}."),
+        "dynamics": part([*claims.majority_claims(frame[frame.groupby("setting")["not_learnt"].transform("any")]),
+                          *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
+                         pick(f"validation_{key}", f"train_loss_{key}"), "No training curves."),
+        # the time ratios with what they measure besides the method (a reader took one below 1 for a speed-up)
+        "cost": part([*timed, CONTENTION] if (timed := claims.cost_claims(frame, primary)) else [],
+                     pick(f"cost_{key}"), f"No timings in {primary}."),
+        # the limitations' caveat on the comparisons' reference, where it had not converged
+        "limitations": part(rising_references(report.converging), [], ""),
         # what ran (the report lists what did not)
         "coverage": _table(replace(coverage_table(frame), compact=["Setting", "Method", "Runs per budget"],
                                    title="Finished evaluation runs per setting, method and budget"), out),
     }
+
+
+def rising_references(arms: list[dict]) -> list[str]:
+    """A limitation of the comparisons with LoRA (`selection.rising_arms`' `arms`): where LoRA, their reference, was
+    still rising on validation at its last evaluation and a longer training was not tried for it on validation."""
+    late = [a for a in arms if a["rising"] and not a["longer_not_better"] and a["arm"] == method_name(REFERENCE)]
+    if not late:
+        return []
+    where = "; ".join(f"{a['setting']} at {budget_label(a['budget'])}" for a in late)
+    return [f"{method_name(REFERENCE)}, the reference, was still rising on validation when its training ended, and a "
+            f"longer one was not tried for it: {where}."]
 
 
 def _evaluated_only(table: Table) -> Table:
@@ -697,6 +787,10 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         found = [s for rows in report.analysis.lm.values() for s in lm.finding(rows)]
         cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
         parts["lm"] = _part(citing(found, cited), floats, out, "No instruction-tuning (causal-LM) runs.")
+        # the results section's bottom line, pointing to the appendix's strategy table
+        parts["instruction"] = _part(citing([s for rows in report.analysis.lm.values() for s in lm.answer(rows)],
+                                            [f for f in cited if f.name.startswith("lm_strategy_")]), [], out,
+                                     "No instruction-tuning (causal-LM) runs.")
         # after every table that may put its values there; nothing where none did (the selection table has them)
         parts["values"] = VALUES_LEAD + "".join(out.appendix) if out.appendix else ""
     for name, text in parts.items():

@@ -83,12 +83,34 @@ def setting_label(model: str, dataset: str, shots: int | None, train_size: int |
     return " · ".join(part for part in (model, dataset, data, protocol) if part)
 
 
-def setting_words(model: str, dataset: str, shots: float | None = None, train_size: float | None = None) -> str:
+# What a reader calls the embedded models and datasets, where a setting is said in words; any other name (a local
+# folder, a hub model) is said as it is
+MODEL_WORDS = {"minilm": "MiniLM", "smollm2": "SmolLM2-135M-Instruct",
+               "vit-fashion": "a Fashion-MNIST-pretrained 4-block ViT"}
+DATASET_WORDS = {"rotten_tomatoes": "Rotten Tomatoes snippets", "presidential_debates": "presidential-debate statements",
+                 "digits": "8×8 handwritten digits", "critic_instructions": "instructions built from Rotten Tomatoes snippets"}
+DEFAULT_TARGETS = "default targets"  # a setting label's protocol where the model's own targets were adapted
+
+
+def setting_words(model: str, dataset: str, shots: float | None = None, train_size: float | None = None,
+                  protocol: str = "") -> str:
     """A setting in words, where its label's codes ("minilm · presidential_debates · 64-shot") would be read without
-    the tables (the paper's abstract): "minilm on presidential debates (64 examples per class)"."""
+    the tables (the paper's prose): "MiniLM on presidential-debate statements (64 examples per class)", with the
+    protocol its label names beyond the model's default targets ("targets query+value+intermediate.dense")."""
     amount = (f" ({int(shots)} examples per class)" if pd.notna(shots) else
               f" ({int(train_size):,} training examples)" if pd.notna(train_size) and train_size else "")
-    return f"{model} on {dataset.replace('_', ' ')}{amount}"
+    rest = ", ".join(part for part in protocol.split(", ") if part and part != DEFAULT_TARGETS)
+    return (f"{MODEL_WORDS.get(model, model)} on {DATASET_WORDS.get(dataset, dataset.replace('_', ' '))}{amount}"
+            + (f", {rest}" if rest else ""))
+
+
+def words_of(frame: pd.DataFrame, setting: str) -> str:
+    """`setting_words` of a setting label among the runs of `frame` (the label itself where no run has it)."""
+    runs = frame[frame["setting"] == setting]
+    if runs.empty:
+        return setting
+    first = runs.iloc[0]
+    return setting_words(first["model"], first["dataset"], first["shots"], first["train_size"], first["protocol"])
 
 
 def _effective(config: dict[str, Any], name: str) -> Any:
@@ -126,7 +148,7 @@ def _defaults_of(result: dict[str, Any]) -> tuple[dict[str, Any], ...]:
 def _shown(name: str, value: Any) -> str:
     """One field of a label; target modules read as a placement (None: the model's default targets)."""
     if name == "target_modules" and value != SELECTED:
-        return "default targets" if value is None else f"targets {'+'.join(value)}"
+        return DEFAULT_TARGETS if value is None else f"targets {'+'.join(value)}"
     return f"{name}={value}"
 
 

@@ -21,6 +21,7 @@ from balora.report.document import Table, slug
 from balora.report.runs import PHASES, REFERENCE, arm_order, budget_label, same_machine_ratios, settings
 from balora.tasks import number
 
+REFERENCE_CELL = "(reference)"  # a comparison table's Δ and verdict in its reference's row
 DASH = "–"
 
 
@@ -130,14 +131,14 @@ COLUMNS: dict[str, Callable[[Row], str]] = {
     "Majority (%)": lambda r: pct(_mean(r, "majority_rate")),
     "≤ majority": lambda r: f"{int(r.runs['not_learnt'].sum())}/{len(r.runs)}",
     "F1 (%)": lambda r: pct_summary(stats.summarize(r.runs["f1"])),
-    "Δ acc. (pp) [CI]": compared(delta_text, "(reference)"),
+    "Δ acc. (pp) [CI]": compared(delta_text, REFERENCE_CELL),
     "p (t)": compared(marked(lambda c: c.p_t)),
     "p (Wilcoxon)": compared(lambda c: p_value(c.p_wilcoxon)),
     "d": compared(_d),
     "p (Holm)": compared(lambda c: p_value(c.p_holm)),
     "p (TOST, Holm)": compared(lambda c: p_value(c.p_tost_holm)),
     "MDE (pp)": compared(mde_cell),
-    "Verdict": compared(verdict_cell, "(reference)"),
+    "Verdict": compared(verdict_cell, REFERENCE_CELL),
 }
 # What a page-wide (paper) version of a comparison table keeps: the lead, the arm, its accuracy, Δ with its CI (at
 # the level that matches the Holm-adjusted t-test, so it excludes 0 exactly when that test rejects: p (Holm) would
@@ -164,6 +165,11 @@ STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in 
              "t-test on matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the "
              "same difference (no test, no CI, no MDE). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired "
              "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE)
+# The paper's legend for its comparison tables, which show Δ with its CI, p (TOST, Holm) and the verdict (with the
+# MDE) but none of the report's other test columns; the verdict's rule and the CI's level are the protocol's.
+PAPER_STAT_NOTE = ("In the tables: accuracy is mean ± std over seeds, Δ the mean per-seed difference (method − "
+                   "reference) with its paired-t CI; n<3 where fewer than 3 seeds match, not testable where every seed "
+                   f"gives the same difference (no test, no CI, no MDE). {TOST_NOTE} {MDE_NOTE}")
 # column notes every accuracy comparison table has (`Table.column_notes`: said while the column is shown)
 ACCURACY_NOTES = {"≤ majority": "≤ majority: runs whose accuracy is not above the majority-class rate (by more than "
                                 "0.1 pp), i.e. that have not learnt the task."}
