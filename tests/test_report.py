@@ -1625,7 +1625,13 @@ def test_the_paper_states_the_equivalence_margin_without_the_spec_that_declares_
     out = paper.Output(tmp_path, "generated")
     paper._table(table, out)
     latex = (tmp_path / "tables" / "t.tex").read_text()
-    assert r"Equivalence margin: $\pm$1 pp." in latex and "spec of sweep" not in latex
+    assert "spec of sweep" not in latex
+    # review 3, N1: the main results' margin (TOST entered the code on 2026-12-06) came after most of their runs;
+    # the lever study fixed its own before its runs
+    assert r"Equivalence margin: $\pm$1 pp, fixed before the analysis but after most of the runs." in latex
+    paper._table(table, paper.Output(tmp_path, "generated/levers", "levers"))
+    latex = (tmp_path / "tables" / "t.tex").read_text()
+    assert r"Equivalence margin: $\pm$1 pp, fixed before the runs." in latex
 
 
 def test_a_method_option_is_a_dash_for_the_rows_whose_method_does_not_read_it():
@@ -1701,7 +1707,8 @@ def test_the_papers_protocol_states_the_verdict_rule_once_and_defines_only_the_c
     for undefined in ("p (t):", "p (Wilcoxon):", "d: paired", "p (Holm):"):
         assert undefined not in protocol, undefined
     assert "p (TOST, Holm): paired equivalence test" in protocol and "MDE: minimum detectable effect" in protocol
-    assert "spec" not in protocol and "declared before the runs" in protocol
+    assert "spec" not in protocol and "declared before the runs" not in protocol  # review 3, N1: it was not
+    assert "fixed before the analysis but after most of the runs" in protocol
 
 
 def test_a_column_of_an_option_one_method_reads_says_what_it_means(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -52,6 +52,7 @@ from balora.report.tables import (
     CI_LEVEL,
     DASH,
     DIFFERENCES,
+    MARGIN_NOTE,
     MARGIN_SOURCE,
     PAPER_STAT_NOTE,
     REFERENCE_CELL,
@@ -81,6 +82,11 @@ SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
 # what the appendix's tables of values say they are, where a source has any (`_with_fields`)
 VALUES_LEAD = (r"\paragraph{Values the rows differ in.} Where a results table has no room for them as columns, the "
                "values its rows differ in, such as the learning rate each arm selected, are listed here.\n")
+# The sources (`study_of`) whose equivalence margin was fixed after most of their runs: the main results' text and
+# instruction-tuning runs (committed 2026-11-30 to 12-03) predate the equivalence test and the presets' margins
+# (commits c1c62d8 and 6f6c668 of 2026-12-06); only later seeds of LoRA and BA-LoRA came after. The lever study
+# fixed its margin before its runs.
+MARGIN_AFTER_RUNS = ("",)
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
@@ -213,9 +219,16 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
 
 
-def _declared(text: str) -> str:
-    """`text` with what a spec declares said as the paper's reader knows it: declared before the runs."""
-    return text.replace(f"the one {DECLARED_BY_SPEC}", "the one declared before the runs").replace(
+def _margin_fixed(study: str) -> str:
+    """When a source's equivalence margin was fixed, in the paper's words (`MARGIN_AFTER_RUNS`)."""
+    return "fixed before the analysis but after most of the runs" if study in MARGIN_AFTER_RUNS else \
+        "fixed before the runs"
+
+
+def _declared(text: str, study: str) -> str:
+    """`text` with what a spec declares said as the paper's reader knows it: the success criteria were declared before
+    the runs, the margin of the source `study` when `_margin_fixed` says."""
+    return text.replace(f"the one {DECLARED_BY_SPEC}", f"the one {_margin_fixed(study)}").replace(
         f"a hypothesis {DECLARED_BY_SPEC}", "a hypothesis declared before the runs")
 
 
@@ -393,7 +406,9 @@ def _table(table: Table, out: Output) -> str:
     `statistics.tex`) or where the equivalence margin comes from (the report says which spec declared it). A table
     whose rows repeat their setting is a listing: the setting a heading over its rows, on as many pages as it
     needs."""
-    plain = [note for note in table.notes if not note.startswith(MARGIN_SOURCE)]  # the margin itself, not its spec
+    # the margin itself and when it was fixed, not its spec
+    plain = [f"{note.removesuffix('.')}, {_margin_fixed(out.study)}." if note.startswith(MARGIN_NOTE) else note
+             for note in table.notes if not note.startswith(MARGIN_SOURCE)]
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
                                                       notes=plain)), out)
     short = short.constants_in_caption()
@@ -617,12 +632,12 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "conclusion": part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
                            [], ""),
         "config": _table(config_table(frame), out),
-        "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}")) + "\n",
+        "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}", out.study)) + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
         "tuning": part([], [*tuning, *pick("convergence")], "No tuning runs."),
         "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
-                                      notes=[_declared(note) for note in c.notes]) for c in pick("criteria")],
+                                      notes=[_declared(note, out.study) for note in c.notes]) for c in pick("criteria")],
                          "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
         # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the

@@ -12,11 +12,12 @@ are scipy's and statsmodels', and so are the multiple-comparison adjustment and 
 - p_tost: paired equivalence test, two one-sided t-tests that the true Δ lies within ±margin
   (`statsmodels.stats.weightstats.ttost_paired`: the larger of the two one-sided p-values). The margin
   is the spec's (`Margin`; `Metric.margin` where none is declared);
-- MDE: the minimum detectable effect, the |Δ| that a two-sided paired t-test at α = 0.05 detects with
-  80% power at this number of pairs (`statsmodels.stats.power.TTestPower`, in standard deviations of
-  the differences), times the observed standard deviation of the differences. It is computed at the
-  unadjusted α: Holm's adjustment only lowers the power, so the MDE is a lower bound on what the
-  table's adjusted test can detect;
+- MDE: the minimum detectable effect, the |Δ| that the table's Holm-adjusted t-test detects with at
+  least 80% power at this number of pairs: a two-sided paired t-test's at α/m, m the table's tested
+  comparisons (`statsmodels.stats.power.TTestPower`, in standard deviations of the differences), times
+  the observed standard deviation of the differences. α/m is Bonferroni's level, and Holm's test rejects
+  whatever Bonferroni's does, so its power is at least this test's (at the unadjusted α an effect above
+  the MDE could go undetected by the adjusted test); one comparison alone is tested at α;
 - p_holm, p_tost_holm: Holm's step-down adjustment of the t-tests, and separately of the equivalence
   tests, across the comparisons of one table (`holm_adjust`, with
   `statsmodels.stats.multitest.multipletests`);
@@ -207,8 +208,9 @@ def _holm(ps: list[float], alpha: float) -> list[float]:
 
 def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list[Comparison]:
     """The comparisons of one table with Holm-adjusted p-values, of the t-tests and (separately, over the
-    same comparisons) of the equivalence tests, verdicts from them, and each tested comparison's CI at the
-    level that matches its verdict (`_level`). Untested ones are not counted in the adjustment and keep their
+    same comparisons) of the equivalence tests, verdicts from them, each tested comparison's CI at the
+    level that matches its verdict (`_level`) and its MDE at Bonferroni's α/m, which Holm's test detects with at
+    least the stated power. Untested ones are not counted in the adjustment and keep their
     p-values None."""
     tested = [i for i, c in enumerate(comparisons) if c.tested]
     adjusted = _holm([comparisons[i].p_t for i in tested], alpha)
@@ -223,6 +225,7 @@ def holm_adjust(comparisons: Sequence[Comparison], alpha: float = ALPHA) -> list
         verdict = _verdict(c.metric.sign * c.delta, p_holm, p_tost_holm, c.n_pairs, spread, alpha)
         level = _level(verdict, factor, tost_factor, alpha)
         result[i] = replace(c, p_holm=p_holm, p_tost_holm=p_tost_holm, ci_level=level,
+                            mde=detectable_effect(c.n_pairs, alpha / len(tested)) * spread,
                             **dict(zip(("ci_low", "ci_high"), _interval(c.delta, c.stderr, c.n_pairs, level))),
                             verdict=verdict)
     return result
