@@ -1751,3 +1751,28 @@ def test_a_paper_sentence_that_begins_with_its_setting_in_words_begins_with_a_ca
         "A Fashion-MNIST-pretrained 4-block ViT")
     assert settings_in_words(Cited(f"Against LoRA, {label}.", ()), frame).text == (
         "Against LoRA, a Fashion-MNIST-pretrained 4-block ViT on Rotten Tomatoes snippets (64 examples per class).")
+
+
+def test_the_papers_verdict_words_carry_their_margin_or_mde_and_an_inconclusive_slope_its_interval(
+        monkeypatch: pytest.MonkeyPatch):
+    """Review 3, N7: the paper's sentences said "inconclusive" and "equivalent" bare, which read as a tie, and "no
+    significant trend", not a verdict word. Each verdict carries its margin or MDE; a slope, its 95% CI."""
+    from balora.report import claims, paper, stats, tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    monkeypatch.setitem(EFFECT, "ba_lora", 0.0)
+    analysis = analyse(load_runs([make_result(m, 8, k, s) for m in ("lora", "ba_lora") for k in (16, 64)
+                                  for s in SEEDS]))
+    (name,) = analysis.fewshot
+    rows = claims._proposed_rows(analysis.fewshot[name])
+    (sentence,) = paper._verdict_words(rows, "LoRA", "shot counts")
+    for c in (r.comparison for r in rows):
+        assert c.verdict in (stats.INCONCLUSIVE, stats.EQUIVALENT)
+        said = ("MDE", c.metric.amount(c.mde).split()[0]) if c.verdict == stats.INCONCLUSIVE else ("within ±1 pp",)
+        assert all(part in sentence for part in said), sentence
+    assert analysis.trends[name]["ba_lora"].verdict == stats.NO_TREND
+    trend = analysis.trends[name]["ba_lora"]
+    (counts,) = claims._trend_counts(analysis)
+    assert "slope" in counts and "inconclusive" in counts and "no significant trend" not in counts
+    assert f"95% CI {tables.signed(trend.ci_low)} to {tables.signed(trend.ci_high)} pp per doubling" in counts, counts

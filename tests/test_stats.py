@@ -194,6 +194,9 @@ def test_mde_after_holm_is_at_bonferronis_alpha_so_an_effect_above_it_is_not_mis
         assert c.mde > stats.paired_comparison(method, reference).mde  # above the unadjusted one
         if abs(c.delta) > c.mde:
             assert c.verdict in (stats.BETTER, stats.WORSE)
+    # a smaller α needs a larger effect, even at 3 pairs (statsmodels' solver returned less at 0.05/3 than at 0.05/2)
+    effects = [stats.detectable_effect(3, 0.05 / m) for m in (1, 2, 3, 8)]
+    assert effects == sorted(effects) and effects[2] == pytest.approx(mde_by_hand(3, 1.0, alpha=0.05 / 3), rel=1e-4)
 
 
 def test_no_mde_or_equivalence_test_without_a_test():

@@ -43,7 +43,7 @@ STATISTICS = (
     "equivalence test (TOST, statsmodels: two one-sided t-tests that the true Δ lies within ± a margin, the one "
     f"{DECLARED_BY_SPEC}, else ±1 pp of accuracy or ±0.01 nats of test loss), the minimum detectable effect (MDE) "
     "that Holm's adjusted test detects with at least 80% power, for the number of pairs and the observed spread of "
-    "the differences (statsmodels' power of a paired t-test at Bonferroni's α/m, m the comparisons of one table, "
+    "the differences (the power of a paired t-test, scipy's noncentral t, at Bonferroni's α/m, m the comparisons of one table, "
     "since Holm's test rejects whatever Bonferroni's does), and Holm's "
     "adjustment of the t-tests, and separately of the equivalence tests, over the comparisons of one table "
     "(statsmodels). The verdict has four words, at α = 0.05: better or worse where the Holm-adjusted t-test "

@@ -22,7 +22,6 @@ import math
 import re
 import shutil
 import subprocess
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -518,6 +517,18 @@ def _part(sentences: list[str | Cited], floats: list[Table | Figure], out: Outpu
                                                 for f in floats)
 
 
+def _verdict_word(comparisons: list[stats.Comparison], share: str = "") -> str:
+    """The verdict that `comparisons` share, as a sentence without the table's numbers says it, `share` (how many,
+    " in all 3") after the word: with its margin where equivalent, its MDE (or their range) where inconclusive (a
+    bare "inconclusive" read as a tie)."""
+    verdict = comparisons[0].verdict
+    if verdict == stats.EQUIVALENT:
+        return f"equivalent within {claims._margins(comparisons)}{share}"
+    if verdict == stats.INCONCLUSIVE:
+        return f"inconclusive{share} ({claims._mdes(comparisons)})"
+    return (verdict if verdict in (stats.BETTER, stats.WORSE) else "not tested") + share
+
+
 def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> list[str]:
     """One sentence in words for a table's comparisons, without its numbers (the table has them): each row's
     verdict against `reference`, or, where every row is one method over `what`, how many got each verdict;
@@ -525,16 +536,17 @@ def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> li
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
-    words = {stats.BETTER: "better", stats.WORSE: "worse", stats.EQUIVALENT: "equivalent",
-             stats.INCONCLUSIVE: "inconclusive"}
     labels = {r.label for r in compared}
     if len(labels) == 1 and len(compared) > 1:
         lead = f"{where}: " if where else ""
-        counts = Counter(words.get(r.comparison.verdict, "not tested") for r in compared)
+        by_verdict: dict[str, list[stats.Comparison]] = {}
+        for r in compared:
+            by_verdict.setdefault(r.comparison.verdict, []).append(r.comparison)
         total = len(compared)
-        verdicts = claims.counted([(n, f"{word}{{}}") for word, n in counts.items()], claims._share(total))
+        verdicts = claims.counted([(len(cs), _verdict_word(cs, "{}")) for cs in by_verdict.values()],
+                                  claims._share(total))
         return [f"{lead}{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
-    each = "; ".join(f"{r.label}, {words.get(r.comparison.verdict, 'not tested')}" for r in compared)
+    each = "; ".join(f"{r.label}, {_verdict_word([r.comparison])}" for r in compared)
     return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
 
 
