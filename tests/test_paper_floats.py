@@ -231,6 +231,17 @@ def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):
     assert "16-shot: 2 of 80 runs ended at or below" in dynamics and "every run ended above" not in dynamics
 
 
+def test_the_papers_sentence_on_arms_still_rising_names_its_source():
+    """Review 3, N8: C.6 said "Every arm still rising … was also trained longer" (the lever study's) and then "Of the 9
+    arms still rising, 3 were not trained longer" (the main results'), a contradiction until each names its source."""
+    from balora.report import paper
+
+    said = "Every arm still rising at the last evaluation was also trained longer."
+    assert paper._in_source(said, "levers") == "In the lever study, every arm still rising at the last evaluation " \
+                                                 "was also trained longer."
+    assert paper._in_source("Of the 9 arms still rising.", "").startswith("In the main results, of the 9 arms")
+
+
 def test_the_config_table_of_a_study_gives_its_settings_test_sets_majority_rates_and_image_input():
     """Review item 17: the lever study's γ, α ratio and gradient samples, the digits test set's size, the debates'
     majority rate and how 8×8 digits meet the ViT's 7×7 patches were nowhere in the paper: its configuration table

@@ -96,6 +96,9 @@ PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning"
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers",)
+# how the paper's prose names each source (`study_of`: "" is the main results), where a generated sentence must say
+# which one it is about
+SOURCE_NAMES = {"": "the main results", "levers": "the lever study"}
 
 
 def is_source(folder: str | Path) -> bool:
@@ -216,6 +219,12 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
     rows.append(["Devices", values["Devices"]])
     return Table(name, "Configuration of the runs (the values each field took across them; the setup section "
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
+
+
+def _in_source(sentence: str, study: str) -> str:
+    """`sentence` led by the source it is about (`SOURCE_NAMES`): the appendix puts every source's side by side, and a
+    sentence about one read as a contradiction of another's."""
+    return f"In {SOURCE_NAMES.get(study, f'the {study} study')}, {sentence[0].lower()}{sentence[1:]}"
 
 
 def _margin_fixed(study: str) -> str:
@@ -700,7 +709,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # the exceptions only: the settings with runs that did not learn (the majority rates are in the configuration
         # table), and the arms still rising that no longer training checked (the gains are in the convergence table)
         "dynamics": part([*claims.majority_claims(frame[frame.groupby("setting")["not_learnt"].transform("any")]),
-                          *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
+                          *citing([_in_source(sentence, out.study) for sentence in
+                                   selection.convergence_claims(report.converging, detail=False)], pick("convergence"))],
                          pick(f"validation_{key}", f"train_loss_{key}"), "No training curves."),
         # the time ratios with what they measure besides the method (a reader took one below 1 for a speed-up)
         "cost": part([*timed, CONTENTION] if (timed := claims.cost_claims(frame, primary)) else [],
