@@ -202,8 +202,8 @@ def test_a_paper_table_without_room_for_its_fields_points_to_the_selection_table
     tex = (tmp_path / "tables" / "strategy_x.tex").read_text()
     assert out.appendix == []
     assert r"Table~\ref{tab:tuning}" in tex
-    assert "epochs 40, except 20 for linear decay" in tex
-    assert "realloc every 20 for BA-LoRA dynamic" in tex
+    assert "Epochs: 40 in every row, except linear decay: 20." in tex  # review 3, N14: "Its rows differ in epochs 40"
+    assert "Realloc every: 20 for BA-LoRA dynamic" in tex
 
 
 def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):
@@ -228,7 +228,7 @@ def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):
         write_run(tmp_path / "paper", run)
     write_runs_report(tmp_path / "paper", tmp_path / "report", paper_dir=tmp_path / "tex", figures_too=False)
     dynamics = (tmp_path / "tex" / "generated" / "dynamics.tex").read_text()
-    assert "16-shot: 2 of 80 runs ended at or below" in dynamics and "every run ended above" not in dynamics
+    assert "(16 examples per class): 2 of 80 runs ended at or below" in dynamics and "every run ended above" not in dynamics
 
 
 def test_the_papers_sentence_on_arms_still_rising_names_its_source():

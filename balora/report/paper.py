@@ -361,27 +361,30 @@ def _in_words(table: Table, out: Output) -> list[str]:
     tuned = set().union(*(cell.split(" + ") for cell in table.detail.get(TUNED, [])))
     at = table.columns.index("Method")
     leads = {row[0] for row in table.rows}
-    names = [row[at] if len(leads) == 1 else f"{row[at]} ({row[0]})" for row in table.rows]
+    shots = table.columns[0].startswith("Shots")  # a bare count read as a rank: "LoRA (16)" is its 16-shot row
+    names = [row[at] if len(leads) == 1 else f"{row[at]} ({row[0]}{'-shot' if shots else ''})" for row in table.rows]
     said = [_field_words(name.replace("_", " "), cells, names) for name, cells in values.items()
             if name == "epochs" or name not in tuned]
     selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in values if name in tuned]
     pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
                f"{out.reference(out.selection)}."] if selected else []
-    return [*pointer, *([f"Its rows differ in {'; '.join(said)}."] if said else [])]
+    return [*pointer, *(f"{words}." for words in said)]
 
 
 def _field_words(field_name: str, cells: list[str], names: list[str]) -> str:
-    """One field's value per row in words: the usual value once, then its exceptions ("epochs 40, except 20 for
-    linear decay"); only the rows that have one where the others' methods do not read the field."""
+    """One field's value per row in words, a sentence's start: the usual value once, then its exceptions ("Epochs: 40
+    in every row, except linear decay: 20"); only the rows that have one where the others' methods do not read the
+    field."""
     by_value: dict[str, list[str]] = {}
     for cell, name in zip(cells, names):
         by_value.setdefault(cell, []).append(name)
     common = max(by_value, key=lambda v: len(by_value[v]))
+    field_name = field_name[:1].upper() + field_name[1:]
     if DASH in by_value or 2 * len(by_value[common]) <= len(cells):
-        return f"{field_name} " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()
-                                           if value != DASH)
-    return f"{field_name} {common}, except " + "; ".join(f"{value} for {', '.join(named)}"
-                                                         for value, named in by_value.items() if value != common)
+        return f"{field_name}: " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()
+                                             if value != DASH)
+    return f"{field_name}: {common} in every row, except " + "; ".join(
+        f"{', '.join(named)}: {value}" for value, named in by_value.items() if value != common)
 
 
 def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
