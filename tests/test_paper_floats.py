@@ -107,6 +107,9 @@ def test_a_rank_heatmap_caption_says_how_its_methods_are_laid_out(tmp_path: Path
     with figures_off():
         captions = [f.caption for f in figures.rank_heatmaps(frame[frame["setting"] == setting], setting, tmp_path)]
     assert captions and all("column group per method" not in c and "block of columns" in c for c in captions)
+    # review 3 (item 19 of review 2): the blocks stacked in one column were captioned "side by side in rows"
+    assert figures._block_layout(1, 3) == "the blocks stacked one above another"
+    assert figures._block_layout(6, 3) == "the blocks side by side" and figures._block_layout(2, 3).endswith("2 to a row")
 
 
 def figures_off():
