@@ -203,7 +203,8 @@ def test_every_table_number_matches_the_results(report_dir: Path):
             if p is None:
                 assert row["Verdict"] == "n<3" and row["MDE (pp)"] == "–"
                 continue
-            mde = 100 * mde_by_hand(len(d), d.std(ddof=1))
+            # at Bonferroni's α over the table's tested comparisons, which Holm's test detects at least as often
+            mde = 100 * mde_by_hand(len(d), d.std(ddof=1), alpha=0.05 / len(holm))
             _close(row["MDE (pp)"], mde, 2)
             assert row["Verdict"] == ("better" if holm[i] < 0.05 and d.mean() > 0 else "worse" if holm[i] < 0.05 else
                                       "equivalent within ±1 pp" if equivalence[i] < 0.05 else
@@ -374,11 +375,11 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     # the strategies' verdicts in words, from their tests (a tie is said as such); the numbers stay in the table
     # led by their setting in words, and pointing to their table (a reviewer's read, 2026-12-07: an orphan sentence)
     assert "MiniLM on Rotten Tomatoes snippets (64 examples per class), targets query+value+intermediate.dense, against " \
-           r"LoRA: linear decay, equivalent (Table~\ref{tab:strategy_" in strategy.replace(r"\allowbreak{}", "")
+           r"LoRA: linear decay, equivalent within $\pm$1 pp (Table~\ref{tab:strategy_" in strategy.replace(r"\allowbreak{}", "")
     # the discussion's evidence: BA-LoRA against LoRA on modules of several shapes, and the controls, with Δ and CI
     assert "No comparison of BA-LoRA with LoRA among the strategies" in (generated / "shapes.tex").read_text()
-    controls = (generated / "controls.tex").read_text()
-    assert "Against full BA-LoRA: BA-LoRA w/o warm-start, " in controls and r"\ref{tab:ablation_" in controls
+    assert "Against full BA-LoRA: BA-LoRA w/o warm-start, " in ablation and r"\ref{tab:ablation_" in ablation
+    assert not (generated / "controls.tex").exists()  # review 3, N10: the discussion repeated it word for word
     # the abstract gives the headline interval and its verdict in words, and never "seed 000"
     abstract = (generated / "abstract.tex").read_text()
     assert "CI" in abstract and "rank-8 budget" in abstract and "seed 000" not in abstract
@@ -775,8 +776,8 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     body = (tmp_path / "paper" / "generated" / "instruction.tex").read_text()
     assert plain in body and r"(Table~\ref{tab:lm_strategy_smollm2_critic_instructions})." in body
     assert "BA-LoRA was significantly more accurate than LoRA" in summary
-    for part in ("abstract", "conclusion"):
-        assert plain in (tmp_path / "paper2" / "generated" / f"{part}.tex").read_text()
+    assert plain in (tmp_path / "paper2" / "generated" / "abstract.tex").read_text()
+    assert not (tmp_path / "paper2" / "generated" / "conclusion.tex").exists()  # review 3, N10: a verbatim repeat
 
 
 def timed_lm_pair() -> list[dict]:
@@ -1393,7 +1394,7 @@ def test_the_committed_papers_prose_says_findings_not_the_tables_numbers(committ
     assert "·" not in abstract and "Holm-adjusted" not in abstract and "p = " not in abstract
     assert "presidential-debate statements (64 examples per class)" in abstract and "inconclusive (MDE" in abstract
     assert "minilm" not in abstract and "vit-fashion" not in abstract and "smollm2" not in abstract
-    assert "MDE 0.99 pp" in abstract  # the headline's inconclusive comparisons with their MDEs
+    assert "MDE 1.46 pp" in abstract  # the headline's inconclusive comparisons with their MDEs
     for repeated in ("Mean rank per module type", "perplexity 46", "no longer training was tried", "not run yet",
                      "evaluation pending"):
         assert repeated not in text, repeated
@@ -1628,7 +1629,7 @@ def test_the_paper_states_the_equivalence_margin_without_the_spec_that_declares_
     assert "spec of sweep" not in latex
     # review 3, N1: the main results' margin (TOST entered the code on 2026-12-06) came after most of their runs;
     # the lever study fixed its own before its runs
-    assert r"Equivalence margin: $\pm$1 pp, fixed before the analysis but after most of the runs." in latex
+    assert r"Equivalence margin: $\pm$1 pp, fixed after most runs." in latex
     paper._table(table, paper.Output(tmp_path, "generated/levers", "levers"))
     latex = (tmp_path / "tables" / "t.tex").read_text()
     assert r"Equivalence margin: $\pm$1 pp, fixed before the runs." in latex

@@ -89,9 +89,9 @@ MARGIN_AFTER_RUNS = ("",)
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
-PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
+PARTS = ("abstract", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction", "controls",
+         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction",
          "shapes", "limitations", "values")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
@@ -227,10 +227,12 @@ def _in_source(sentence: str, study: str) -> str:
     return f"In {SOURCE_NAMES.get(study, f'the {study} study')}, {sentence[0].lower()}{sentence[1:]}"
 
 
-def _margin_fixed(study: str) -> str:
-    """When a source's equivalence margin was fixed, in the paper's words (`MARGIN_AFTER_RUNS`)."""
-    return "fixed before the analysis but after most of the runs" if study in MARGIN_AFTER_RUNS else \
-        "fixed before the runs"
+def _margin_fixed(study: str, brief: bool = False) -> str:
+    """When a source's equivalence margin was fixed, in the paper's words (`MARGIN_AFTER_RUNS`); `brief`: a table
+    note's (the protocol and the setup say it in full)."""
+    if study not in MARGIN_AFTER_RUNS:
+        return "fixed before the runs"
+    return "fixed after most runs" if brief else "fixed before the analysis but after most of the runs"
 
 
 def _declared(text: str, study: str) -> str:
@@ -418,7 +420,7 @@ def _table(table: Table, out: Output) -> str:
     whose rows repeat their setting is a listing: the setting a heading over its rows, on as many pages as it
     needs."""
     # the margin itself and when it was fixed, not its spec
-    plain = [f"{note.removesuffix('.')}, {_margin_fixed(out.study)}." if note.startswith(MARGIN_NOTE) else note
+    plain = [f"{note.removesuffix('.')}, {_margin_fixed(out.study, brief=True)}." if note.startswith(MARGIN_NOTE) else note
              for note in table.notes if not note.startswith(MARGIN_SOURCE)]
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
                                                       notes=plain)), out)
@@ -646,15 +648,11 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                       [*drawn, *pick(table)])
 
     return {
-        # the abstract: the headline intervals and verdicts in words (the counts over every comparison where there
-        # is no headline; the conclusion has them), the instruction-tuning verdicts and the criteria
+        # the abstract: the counts over every comparison and the headline intervals and verdicts in words, the
+        # instruction-tuning verdicts and the criteria (the conclusion repeated them word for word: it has none)
         "abstract": part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
                           *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
                          [], "No comparison with LoRA was possible."),
-        # the conclusion: the bottom lines only, in accuracy then in test loss (the runs that did not learn, the
-        # few-shot trend and the criteria are in the tables, the few-shot results and the abstract)
-        "conclusion": part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
-                           [], ""),
         "config": _table(config_table(frame), out),
         "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}", out.study)) + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
@@ -694,12 +692,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),
                                           pick(f"strategy_{slug(setting)}"))],
                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), "No strategy comparison."),
-        # the discussion's evidence, in a sentence about the setting the prose names: the controls' verdicts against
-        # full BA-LoRA, and BA-LoRA against LoRA, with Δ, CI and MDE, where a strategy table adapts other modules
-        # than the budget tables (modules of several shapes)
-        "controls": part([s for setting, rows in analysis.ablation.items()
-                          for s in citing(_verdict_words(rows, "full BA-LoRA", "ablations"),
-                                          pick(f"ablation_{slug(setting)}"))], [], "No ablation runs."),
+        # the discussion's evidence, in a sentence about the setting the prose names: BA-LoRA against LoRA, with Δ,
+        # CI and MDE, where a strategy table adapts other modules than the budget tables (modules of several shapes);
+        # the controls' verdicts are the results section's (said twice, they repeated it word for word)
         "shapes": part([s for setting, rows in analysis.strategy.items()
                         if (said := _intervals(claims._proposed_rows(rows), "tuned LoRA", named=False))
                         for s in citing(said, pick(f"strategy_{slug(setting)}"))],
@@ -775,7 +770,7 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         values = dict.fromkeys(MACROS, "n/a")
         parts = dict.fromkeys(PARTS, "No classification results were available when this paper was generated.\n")
         answers = [s for rows in report.analysis.lm.values() for s in lm.answer(rows)]
-        parts["abstract"] = parts["conclusion"] = _sentences(answers, out) + parts["abstract"]
+        parts["abstract"] = _sentences(answers, out) + parts["abstract"]
     else:
         values = macros(report.analysis.frame)
         parts = _parts(report, out)
