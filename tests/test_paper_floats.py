@@ -107,6 +107,9 @@ def test_a_rank_heatmap_caption_says_how_its_methods_are_laid_out(tmp_path: Path
     with figures_off():
         captions = [f.caption for f in figures.rank_heatmaps(frame[frame["setting"] == setting], setting, tmp_path)]
     assert captions and all("column group per method" not in c and "block of columns" in c for c in captions)
+    # review 3 (item 19 of review 2): the blocks stacked in one column were captioned "side by side in rows"
+    assert figures._block_layout(1, 3) == "the blocks stacked one above another"
+    assert figures._block_layout(6, 3) == "the blocks side by side" and figures._block_layout(2, 3).endswith("2 to a row")
 
 
 def figures_off():
@@ -202,8 +205,8 @@ def test_a_paper_table_without_room_for_its_fields_points_to_the_selection_table
     tex = (tmp_path / "tables" / "strategy_x.tex").read_text()
     assert out.appendix == []
     assert r"Table~\ref{tab:tuning}" in tex
-    assert "epochs 40, except 20 for linear decay" in tex
-    assert "realloc every 20 for BA-LoRA dynamic" in tex
+    assert "Epochs: 40 in every row, except linear decay: 20." in tex  # review 3, N14: "Its rows differ in epochs 40"
+    assert "Realloc every: 20 for BA-LoRA dynamic" in tex
 
 
 def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):
@@ -228,7 +231,18 @@ def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):
         write_run(tmp_path / "paper", run)
     write_runs_report(tmp_path / "paper", tmp_path / "report", paper_dir=tmp_path / "tex", figures_too=False)
     dynamics = (tmp_path / "tex" / "generated" / "dynamics.tex").read_text()
-    assert "16-shot: 2 of 80 runs ended at or below" in dynamics and "every run ended above" not in dynamics
+    assert "(16 examples per class): 2 of 80 runs ended at or below" in dynamics and "every run ended above" not in dynamics
+
+
+def test_the_papers_sentence_on_arms_still_rising_names_its_source():
+    """Review 3, N8: C.6 said "Every arm still rising … was also trained longer" (the lever study's) and then "Of the 9
+    arms still rising, 3 were not trained longer" (the main results'), a contradiction until each names its source."""
+    from balora.report import paper
+
+    said = "Every arm still rising at the last evaluation was also trained longer."
+    assert paper._in_source(said, "levers") == "In the lever study, every arm still rising at the last evaluation " \
+                                                 "was also trained longer."
+    assert paper._in_source("Of the 9 arms still rising.", "").startswith("In the main results, of the 9 arms")
 
 
 def test_the_config_table_of_a_study_gives_its_settings_test_sets_majority_rates_and_image_input():

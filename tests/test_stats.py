@@ -182,6 +182,23 @@ def test_mde_is_the_effect_a_paired_t_test_detects_with_80_percent_power(n: int)
         assert c.mde / sd == pytest.approx(0.996, abs=1e-3)
 
 
+def test_mde_after_holm_is_at_bonferronis_alpha_so_an_effect_above_it_is_not_missed_by_the_adjusted_test():
+    """N2 of review 3: an MDE at the unadjusted α sat below |Δ| of an inconclusive comparison. Holm's test rejects
+    whatever Bonferroni's does, so the MDE at α/m is an effect the adjusted test detects with at least 80% power."""
+    reference = {s: 0.70 for s in range(5)}
+    rows = [{s: 0.70 + shift + 0.004 * ((s * 7) % 5 - 2) for s in range(5)} for shift in (0.004, 0.0, -0.001)]
+    adjusted = stats.holm_adjust([stats.paired_comparison(m, reference) for m in rows])
+    for method, c in zip(rows, adjusted):
+        sd = np.std([method[s] - reference[s] for s in range(5)], ddof=1)
+        assert c.mde == pytest.approx(mde_by_hand(5, sd, alpha=0.05 / 3), rel=1e-4)
+        assert c.mde > stats.paired_comparison(method, reference).mde  # above the unadjusted one
+        if abs(c.delta) > c.mde:
+            assert c.verdict in (stats.BETTER, stats.WORSE)
+    # a smaller α needs a larger effect, even at 3 pairs (statsmodels' solver returned less at 0.05/3 than at 0.05/2)
+    effects = [stats.detectable_effect(3, 0.05 / m) for m in (1, 2, 3, 8)]
+    assert effects == sorted(effects) and effects[2] == pytest.approx(mde_by_hand(3, 1.0, alpha=0.05 / 3), rel=1e-4)
+
+
 def test_no_mde_or_equivalence_test_without_a_test():
     few = stats.paired_comparison({1: 0.9, 2: 0.91}, {1: 0.7, 2: 0.72})
     flat = stats.paired_comparison({1: 0.6, 2: 0.62, 3: 0.7}, {1: 0.59, 2: 0.61, 3: 0.69})
@@ -217,7 +234,7 @@ def test_the_verdict_of_a_loss_is_worded_in_nats_at_its_own_margin():
                                        stats.paired_comparison(spread, reference, stats.LOSS)])
     assert equal.verdict_label == "equivalent within ±0.01 nats"
     d = np.array([spread[s] - reference[s] for s in range(5)])
-    assert unsure.verdict_label == f"inconclusive (MDE {mde_by_hand(5, d.std(ddof=1)):.4f} nats)"
+    assert unsure.verdict_label == f"inconclusive (MDE {mde_by_hand(5, d.std(ddof=1), alpha=0.05 / 2):.4f} nats)"  # Holm over 2
 
 
 def test_a_declared_margin_decides_equivalence():

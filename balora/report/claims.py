@@ -146,7 +146,7 @@ def fewshot_claims(analysis: Analysis, name: str) -> list[str]:
         deltas = trend_deltas(rows, PROPOSED)
         phrase = {stats.WIDENS: "widens significantly as data shrinks",
                   stats.NARROWS: "narrows significantly as data shrinks",
-                  stats.NO_TREND: "shows no significant trend with the amount of data",
+                  stats.NO_TREND: "against the amount of data: slope inconclusive",
                   stats.TOO_FEW_POINTS: "cannot be tested for a trend (too few points)",
                   stats.NOT_TESTABLE: "cannot be tested for a trend (every point lies on the fitted line)"}[trend.verdict]
         text = f"{name}: the BA-LoRA − LoRA gap {phrase}"
@@ -354,6 +354,14 @@ def _verdict_counts(analysis: Analysis) -> list[str]:
     return sentences
 
 
+def _slope_intervals(analysis: Analysis, verdict: str) -> str:
+    """The 95% CIs of the slopes of BA-LoRA's few-shot series with `verdict`: " (95% CI −0.37 to +1.17 pp per
+    doubling of the shots)" (an inconclusive slope said without its interval read as no trend)."""
+    trends = [t[PROPOSED] for t in analysis.trends.values() if PROPOSED in t and t[PROPOSED].verdict == verdict]
+    intervals = "; ".join(f"{signed(t.ci_low)} to {signed(t.ci_high)}" for t in trends)
+    return f" (95% CI{'s' if len(trends) > 1 else ''} {intervals} pp per doubling of the shots)"
+
+
 def _trend_counts(analysis: Analysis) -> list[str]:
     sentences = []
     trends = Counter(t[PROPOSED].verdict for t in analysis.trends.values() if PROPOSED in t)
@@ -363,7 +371,8 @@ def _trend_counts(analysis: Analysis) -> list[str]:
             + ", the BA-LoRA − LoRA gap "
             + counted([(trends[stats.WIDENS], "widened significantly as data shrank{}"),
                        (trends[stats.NARROWS], "narrowed significantly{}"),
-                       (trends[stats.NO_TREND], "showed no significant trend with the amount of data{}"),
+                       (trends[stats.NO_TREND], "had a slope against the amount of data that is inconclusive{}"
+                                                + _slope_intervals(analysis, stats.NO_TREND)),
                        (trends[stats.TOO_FEW_POINTS], "had too few shot counts for a trend{}")], _share(total)) + ".")
     return sentences
 

@@ -210,7 +210,7 @@ def _trend(name: str, test: str, where: str, trend: stats.Trend | None, shots: l
                          f"at {_listed(missing)} shots per class; so far {numbers}.")
     significant = trend.p < hypothesis.alpha
     mark = MET if significant and trend.slope < 0 else NOT_MET
-    phrase = ("the gap shows no significant trend with the amount of data" if not significant else
+    phrase = ("the gap against the amount of data: slope inconclusive" if not significant else
               f"the gap {'widens' if trend.slope < 0 else 'narrows'} significantly as data shrinks")
     return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {phrase} ({numbers}).")
 
@@ -262,8 +262,9 @@ def criteria_table(criteria: list[Criterion]) -> Table:
     note = (f"Each criterion is a hypothesis {DECLARED_BY_SPEC}, decided by the test shown on the paired "
             "comparisons of the comparison tables of the setting under Where (Δ = the arm − its reference, mean over "
             "matched seeds). A criterion over "
-            "several cases is not met when a tested case fails it, met only when every case was tested and "
-            "passed, and otherwise not testable. Each case gives its table's verdict: better or worse (Holm p < 0.05), "
+            "several cases is met only when every case was tested and passed; not met when a tested case does not pass "
+            "it, and an inconclusive case does not pass (a criterion not met on inconclusive cases alone is not "
+            "shown, not refuted); and otherwise not testable. Each case gives its table's verdict: better or worse (Holm p < 0.05), "
             "equivalent within ±margin (Holm-adjusted equivalence test p < 0.05), or inconclusive with the minimum "
             "detectable effect at 80% power (MDE): these seeds show neither; Δ's CI is at the level that matches the "
             "verdict (on an equivalent case, the equivalence test's).")

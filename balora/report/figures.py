@@ -151,6 +151,16 @@ def _is_adaptive(runs: pd.DataFrame) -> bool:
     return not modules.empty and modules.groupby("run")["value"].nunique().max() > 1
 
 
+def _block_layout(per_row: int, blocks: int) -> str:
+    """How a rank heatmap lays out its methods' blocks, as its caption says it (a caption that said "side by side"
+    under blocks stacked one above another misled a reader)."""
+    if blocks == 1:
+        return "one block"
+    if per_row == 1:
+        return "the blocks stacked one above another"
+    return "the blocks side by side" + ("" if per_row >= blocks else f", {per_row} to a row")
+
+
 @styled
 def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     """Seed 000 Exp. 3: mean rank per module type × layer for every arm with non-uniform ranks, one figure per
@@ -180,12 +190,12 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
             axes.append(fig.add_subplot(grid[index, :width]))  # a shorter last row keeps the cell width
             image = _heatmap(axes[-1], row_names, row_grids, top)
         axes[-1].set_xlabel("layer (0 = input side)")
-        fig.colorbar(image, ax=axes, label="LoRA rank (mean over seeds)", shrink=0.9)
+        fig.colorbar(image, ax=axes, label="adapter rank (mean over seeds)", shrink=0.9)  # AdaLoRA's, EVA's too
         figures.append(_save(fig, out_dir, f"rank_heatmap_{slug(setting)}__{slug(label)}",
                              f"Rank allocation — {setting}, {label}",
                              "Rank per module after training" + _final_ranks(methods) + ", mean over seeds, by "
                              "module type (rows) and layer (columns); each method is a block of columns, named above "
-                             "it, the blocks side by side in rows; methods with uniform ranks are omitted."))
+                             f"it, {_block_layout(per_row, len(names))}; methods with uniform ranks are omitted."))
     return figures
 
 
@@ -572,7 +582,7 @@ def reallocation_dynamics(frame: pd.DataFrame, setting: str, out_dir: Path) -> l
         heat.set_yticks(range(len(modules)), [module_label(m) for m in modules], fontsize=6)
         heat.set_xlabel("step of the reallocation (0: initial allocation)")
         heat.set_title(f"rank per module, seed {int(run['seed'])}")
-        fig.colorbar(image, ax=heat, label="LoRA rank", shrink=0.8)
+        fig.colorbar(image, ax=heat, label="adapter rank", shrink=0.8)
         later = [h for h in history if h["step"] > 0]  # step 0's scores come from the base weights' gradients
         for m in modules:
             scores.plot([h["step"] for h in later], [h["importance"][m] for h in later], linewidth=0.8)

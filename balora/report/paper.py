@@ -22,7 +22,6 @@ import math
 import re
 import shutil
 import subprocess
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +51,7 @@ from balora.report.tables import (
     CI_LEVEL,
     DASH,
     DIFFERENCES,
+    MARGIN_NOTE,
     MARGIN_SOURCE,
     PAPER_STAT_NOTE,
     REFERENCE_CELL,
@@ -81,16 +81,29 @@ SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
 # what the appendix's tables of values say they are, where a source has any (`_with_fields`)
 VALUES_LEAD = (r"\paragraph{Values the rows differ in.} Where a results table has no room for them as columns, the "
                "values its rows differ in, such as the learning rate each arm selected, are listed here.\n")
+# The sources (`study_of`) whose equivalence margin was fixed after some of their runs, with the paper's words for
+# when (a table note's, the full one): the main results' text and instruction-tuning runs (committed 2026-11-30 to
+# 12-03) predate the equivalence test and the presets' margins (commits c1c62d8 and 6f6c668 of 2026-12-06); only
+# later seeds of LoRA and BA-LoRA came after. The peers study shares its LoRA, BA-LoRA, AdaLoRA and EVA runs with
+# the main results; its own arms ran after. The lever study fixed its margin before its runs.
+MARGIN_AFTER_RUNS = {
+    "": ("fixed after most runs", "fixed before the analysis but after most of the runs"),
+    "peers": ("fixed after the runs it shares with the main results",
+              "fixed before the analysis and before PiSSA's, OLoRA's, LoRA-GA's and DoRA's runs, but after the LoRA, "
+              "BA-LoRA, AdaLoRA and EVA runs it shares with the main results")}
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
-PARTS = ("abstract", "conclusion", "config", "statistics", "selection", "tuning",
+PARTS = ("abstract", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction", "controls",
+         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction",
          "shapes", "limitations", "values", "arms", "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers", "peers")
+# how the paper's prose names each source (`study_of`: "" is the main results), where a generated sentence must say
+# which one it is about
+SOURCE_NAMES = {"": "the main results", "levers": "the lever study", "peers": "the peers study"}
 
 
 def is_source(folder: str | Path) -> bool:
@@ -213,9 +226,24 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
 
 
-def _declared(text: str) -> str:
-    """`text` with what a spec declares said as the paper's reader knows it: declared before the runs."""
-    return text.replace(f"the one {DECLARED_BY_SPEC}", "the one declared before the runs").replace(
+def _in_source(sentence: str, study: str) -> str:
+    """`sentence` led by the source it is about (`SOURCE_NAMES`): the appendix puts every source's side by side, and a
+    sentence about one read as a contradiction of another's."""
+    return f"In {SOURCE_NAMES.get(study, f'the {study} study')}, {sentence[0].lower()}{sentence[1:]}"
+
+
+def _margin_fixed(study: str, brief: bool = False) -> str:
+    """When a source's equivalence margin was fixed, in the paper's words (`MARGIN_AFTER_RUNS`); `brief`: a table
+    note's (the protocol and the setup say it in full)."""
+    if study not in MARGIN_AFTER_RUNS:
+        return "fixed before the runs"
+    return MARGIN_AFTER_RUNS[study][0 if brief else 1]
+
+
+def _declared(text: str, study: str) -> str:
+    """`text` with what a spec declares said as the paper's reader knows it: the success criteria were declared before
+    the runs, the margin of the source `study` when `_margin_fixed` says."""
+    return text.replace(f"the one {DECLARED_BY_SPEC}", f"the one {_margin_fixed(study)}").replace(
         f"a hypothesis {DECLARED_BY_SPEC}", "a hypothesis declared before the runs")
 
 
@@ -340,27 +368,30 @@ def _in_words(table: Table, out: Output) -> list[str]:
     tuned = set().union(*(cell.split(" + ") for cell in table.detail.get(TUNED, [])))
     at = table.columns.index("Method")
     leads = {row[0] for row in table.rows}
-    names = [row[at] if len(leads) == 1 else f"{row[at]} ({row[0]})" for row in table.rows]
+    shots = table.columns[0].startswith("Shots")  # a bare count read as a rank: "LoRA (16)" is its 16-shot row
+    names = [row[at] if len(leads) == 1 else f"{row[at]} ({row[0]}{'-shot' if shots else ''})" for row in table.rows]
     said = [_field_words(name.replace("_", " "), cells, names) for name, cells in values.items()
             if name == "epochs" or name not in tuned]
     selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in values if name in tuned]
     pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
                f"{out.reference(out.selection)}."] if selected else []
-    return [*pointer, *([f"Its rows differ in {'; '.join(said)}."] if said else [])]
+    return [*pointer, *(f"{words}." for words in said)]
 
 
 def _field_words(field_name: str, cells: list[str], names: list[str]) -> str:
-    """One field's value per row in words: the usual value once, then its exceptions ("epochs 40, except 20 for
-    linear decay"); only the rows that have one where the others' methods do not read the field."""
+    """One field's value per row in words, a sentence's start: the usual value once, then its exceptions ("Epochs: 40
+    in every row, except linear decay: 20"); only the rows that have one where the others' methods do not read the
+    field."""
     by_value: dict[str, list[str]] = {}
     for cell, name in zip(cells, names):
         by_value.setdefault(cell, []).append(name)
     common = max(by_value, key=lambda v: len(by_value[v]))
+    field_name = field_name[:1].upper() + field_name[1:]
     if DASH in by_value or 2 * len(by_value[common]) <= len(cells):
-        return f"{field_name} " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()
-                                           if value != DASH)
-    return f"{field_name} {common}, except " + "; ".join(f"{value} for {', '.join(named)}"
-                                                         for value, named in by_value.items() if value != common)
+        return f"{field_name}: " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()
+                                             if value != DASH)
+    return f"{field_name}: {common} in every row, except " + "; ".join(
+        f"{', '.join(named)}: {value}" for value, named in by_value.items() if value != common)
 
 
 def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
@@ -393,7 +424,9 @@ def _table(table: Table, out: Output) -> str:
     `statistics.tex`) or where the equivalence margin comes from (the report says which spec declared it). A table
     whose rows repeat their setting is a listing: the setting a heading over its rows, on as many pages as it
     needs."""
-    plain = [note for note in table.notes if not note.startswith(MARGIN_SOURCE)]  # the margin itself, not its spec
+    # the margin itself and when it was fixed, not its spec
+    plain = [f"{note.removesuffix('.')}, {_margin_fixed(out.study, brief=True)}." if note.startswith(MARGIN_NOTE) else note
+             for note in table.notes if not note.startswith(MARGIN_SOURCE)]
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
                                                       notes=plain)), out)
     short = short.constants_in_caption()
@@ -504,6 +537,18 @@ def _part(sentences: list[str | Cited], floats: list[Table | Figure], out: Outpu
                                                 for f in floats)
 
 
+def _verdict_word(comparisons: list[stats.Comparison], share: str = "") -> str:
+    """The verdict that `comparisons` share, as a sentence without the table's numbers says it, `share` (how many,
+    " in all 3") after the word: with its margin where equivalent, its MDE (or their range) where inconclusive (a
+    bare "inconclusive" read as a tie)."""
+    verdict = comparisons[0].verdict
+    if verdict == stats.EQUIVALENT:
+        return f"equivalent within {claims._margins(comparisons)}{share}"
+    if verdict == stats.INCONCLUSIVE:
+        return f"inconclusive{share} ({claims._mdes(comparisons)})"
+    return (verdict if verdict in (stats.BETTER, stats.WORSE) else "not tested") + share
+
+
 def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> list[str]:
     """One sentence in words for a table's comparisons, without its numbers (the table has them): each row's
     verdict against `reference`, or, where every row is one method over `what`, how many got each verdict;
@@ -511,16 +556,17 @@ def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> li
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
-    words = {stats.BETTER: "better", stats.WORSE: "worse", stats.EQUIVALENT: "equivalent",
-             stats.INCONCLUSIVE: "inconclusive"}
     labels = {r.label for r in compared}
     if len(labels) == 1 and len(compared) > 1:
         lead = f"{where}: " if where else ""
-        counts = Counter(words.get(r.comparison.verdict, "not tested") for r in compared)
+        by_verdict: dict[str, list[stats.Comparison]] = {}
+        for r in compared:
+            by_verdict.setdefault(r.comparison.verdict, []).append(r.comparison)
         total = len(compared)
-        verdicts = claims.counted([(n, f"{word}{{}}") for word, n in counts.items()], claims._share(total))
+        verdicts = claims.counted([(len(cs), _verdict_word(cs, "{}")) for cs in by_verdict.values()],
+                                  claims._share(total))
         return [f"{lead}{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
-    each = "; ".join(f"{r.label}, {words.get(r.comparison.verdict, 'not tested')}" for r in compared)
+    each = "; ".join(f"{r.label}, {_verdict_word([r.comparison])}" for r in compared)
     return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
 
 
@@ -641,22 +687,18 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                       [*drawn, *pick(table)])
 
     return {
-        # the abstract: the headline intervals and verdicts in words (the counts over every comparison where there
-        # is no headline; the conclusion has them), the instruction-tuning verdicts and the criteria
+        # the abstract: the counts over every comparison and the headline intervals and verdicts in words, the
+        # instruction-tuning verdicts and the criteria (the conclusion repeated them word for word: it has none)
         "abstract": part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
                           *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
                          [], "No comparison with LoRA was possible."),
-        # the conclusion: the bottom lines only, in accuracy then in test loss (the runs that did not learn, the
-        # few-shot trend and the criteria are in the tables, the few-shot results and the abstract)
-        "conclusion": part([claims.conclusion_claims(analysis)[0], *(s for rows in lm_rows for s in lm.answer(rows))],
-                           [], ""),
         "config": _table(config_table(frame), out),
-        "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}")) + "\n",
+        "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}", out.study)) + "\n",
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
         "tuning": part([], [*tuning, *pick("convergence")], "No tuning runs."),
         "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
-                                      notes=[_declared(note) for note in c.notes]) for c in pick("criteria")],
+                                      notes=[_declared(note, out.study) for note in c.notes]) for c in pick("criteria")],
                          "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
         # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
@@ -693,12 +735,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),
                                           pick(f"strategy_{slug(setting)}"))],
                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), "No strategy comparison."),
-        # the discussion's evidence, in a sentence about the setting the prose names: the controls' verdicts against
-        # full BA-LoRA, and BA-LoRA against LoRA, with Δ, CI and MDE, where a strategy table adapts other modules
-        # than the budget tables (modules of several shapes)
-        "controls": part([s for setting, rows in analysis.ablation.items()
-                          for s in citing(_verdict_words(rows, "full BA-LoRA", "ablations"),
-                                          pick(f"ablation_{slug(setting)}"))], [], "No ablation runs."),
+        # the discussion's evidence, in a sentence about the setting the prose names: BA-LoRA against LoRA, with Δ,
+        # CI and MDE, where a strategy table adapts other modules than the budget tables (modules of several shapes);
+        # the controls' verdicts are the results section's (said twice, they repeated it word for word)
         "shapes": part([s for setting, rows in analysis.strategy.items()
                         if (said := _intervals(claims._proposed_rows(rows), "tuned LoRA", named=False))
                         for s in citing(said, pick(f"strategy_{slug(setting)}"))],
@@ -711,7 +750,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # the exceptions only: the settings with runs that did not learn (the majority rates are in the configuration
         # table), and the arms still rising that no longer training checked (the gains are in the convergence table)
         "dynamics": part([*claims.majority_claims(frame[frame.groupby("setting")["not_learnt"].transform("any")]),
-                          *citing(selection.convergence_claims(report.converging, detail=False), pick("convergence"))],
+                          *citing([_in_source(sentence, out.study) for sentence in
+                                   selection.convergence_claims(report.converging, detail=False)], pick("convergence"))],
                          pick(f"validation_{key}", f"train_loss_{key}"), "No training curves."),
         # the time ratios with what they measure besides the method (a reader took one below 1 for a speed-up)
         "cost": part([*timed, CONTENTION] if (timed := claims.cost_claims(frame, primary)) else [],
@@ -773,7 +813,7 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         values = dict.fromkeys(MACROS, "n/a")
         parts = dict.fromkeys(PARTS, "No classification results were available when this paper was generated.\n")
         answers = [s for rows in report.analysis.lm.values() for s in lm.answer(rows)]
-        parts["abstract"] = parts["conclusion"] = _sentences(answers, out) + parts["abstract"]
+        parts["abstract"] = _sentences(answers, out) + parts["abstract"]
     else:
         values = macros(report.analysis.frame)
         parts = _parts(report, out)

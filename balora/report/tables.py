@@ -85,6 +85,7 @@ def mde_cell(c: stats.Comparison) -> str:
     return DASH if not math.isfinite(c.mde) else f"{c.metric.scale * c.mde:.{c.metric.digits}f}"
 
 
+MARGIN_NOTE = "Equivalence margin: "  # how the note on a table's margin starts (the paper says when it was fixed)
 MARGIN_SOURCE = "The margin is "  # how the note on where the margin comes from starts (the paper drops it)
 
 
@@ -97,7 +98,7 @@ def margin_note(comparisons: Iterable[stats.Comparison | None], sweeps: Iterable
     if not margins:
         return []
     named = sorted({s for s in sweeps if isinstance(s, str) and s})
-    return ["Equivalence margin: " + "; ".join(f"±{amount}" for amount, _ in margins) + ".",
+    return [MARGIN_NOTE + "; ".join(f"±{amount}" for amount, _ in margins) + ".",
             MARGIN_SOURCE + "; ".join(source for _, source in margins)
             + f" (this table's runs are from sweep{'' if len(named) == 1 else 's'} {', '.join(named) or 'unrecorded'})."]
 
@@ -152,9 +153,9 @@ VERDICT_RULE = ("Verdict at α = 0.05: better or worse where p (Holm) is below i
                 "show neither a difference nor equivalence.")
 TOST_NOTE = ("p (TOST, Holm): paired equivalence test, two one-sided t-tests that the true Δ lies within ± the "
              "equivalence margin (stated with each table), Holm-adjusted over the same comparisons.")
-MDE_NOTE = ("MDE: minimum detectable effect, the |Δ| that a two-sided paired t-test at α = 0.05 detects with 80% power "
-            "at this number of pairs and the observed std of the differences (at the unadjusted α: Holm's adjustment "
-            "only raises it).")
+MDE_NOTE = ("MDE: minimum detectable effect, the |Δ| that the Holm-adjusted t-test detects with at least 80% power at "
+            "this number of pairs and the observed std of the differences (a paired t-test's at α = 0.05/m, m the "
+            "table's tested comparisons: Holm's test rejects whatever Bonferroni's does).")
 EQUIVALENCE_NOTE = f"{TOST_NOTE} {MDE_NOTE} {VERDICT_RULE}"
 # the level of Δ's interval, said in every legend that shows one (`stats._level`)
 CI_RULE = ("its paired-t CI at the confidence that matches the verdict: 1 − 0.05·p/p(Holm) (95% where a table has one "
