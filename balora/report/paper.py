@@ -56,6 +56,7 @@ from balora.report.tables import (
     PAPER_STAT_NOTE,
     REFERENCE_CELL,
     coverage_table,
+    grouped,
     pct,
     signed,
 )
@@ -382,10 +383,7 @@ def _field_words(field_name: str, cells: list[str], names: list[str]) -> str:
     """One field's value per row in words, a sentence's start: the usual value once, then its exceptions ("Epochs: 40
     in every row, except linear decay: 20"); only the rows that have one where the others' methods do not read the
     field."""
-    by_value: dict[str, list[str]] = {}
-    for cell, name in zip(cells, names):
-        by_value.setdefault(cell, []).append(name)
-    common = max(by_value, key=lambda v: len(by_value[v]))
+    by_value, common = grouped(cells, names)
     field_name = field_name[:1].upper() + field_name[1:]
     if DASH in by_value or 2 * len(by_value[common]) <= len(cells):
         return f"{field_name}: " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,8 @@ from balora.report.analysis import Analysis, Row, reference_arm, trend_deltas
 from balora.report.document import Table, slug
 from balora.report.runs import PHASES, REFERENCE, arm_order, budget_label, same_machine_ratios, settings
 from balora.tasks import number
+
+T = TypeVar("T")  # what `grouped` groups: a table's rows, or their names
 
 REFERENCE_CELL = "(reference)"  # a comparison table's Δ and verdict in its reference's row
 DASH = "–"
@@ -216,15 +219,21 @@ def _shown(value: object) -> str:
     return " + ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
 
 
+def grouped(values: list[str], items: list[T]) -> tuple[dict[str, list[T]], str]:
+    """`items` grouped by their `values` (in first-seen order), and the value most of them have: what a note that
+    says the usual value once, then its exceptions, is written from."""
+    by_value: dict[str, list[T]] = {}
+    for item, value in zip(items, values):
+        by_value.setdefault(value, []).append(item)
+    return by_value, max(by_value, key=lambda v: len(by_value[v]))
+
+
 def hidden_differences(rows: list[Row]) -> list[str]:
     """A note on what the rows differ in beyond what the table shows (`differing_fields`), in words: the usual
     value once, then its exceptions. Empty where the rows differ in nothing else."""
     parts = []
     for name, shown in differing_fields(rows).items():
-        by_value: dict[str, list[Row]] = {}
-        for row, value in zip(rows, shown):
-            by_value.setdefault(value, []).append(row)
-        common = max(by_value, key=lambda v: len(by_value[v]))
+        by_value, common = grouped(shown, rows)
         if DASH in by_value:  # an option only some rows' methods read: their values, the others said in words
             parts.append(f"{name} " + "; ".join(f"{value} for {_row_names(named)}" for value, named in by_value.items()
                                                 if value != DASH) + " (the other rows' methods do not read it)")
