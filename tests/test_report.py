@@ -1828,3 +1828,22 @@ def test_the_papers_verdict_words_carry_their_margin_or_mde_and_an_inconclusive_
     (counts,) = claims._trend_counts(analysis)
     assert "slope" in counts and "inconclusive" in counts and "no significant trend" not in counts
     assert f"95% CI {tables.signed(trend.ci_low)} to {tables.signed(trend.ci_high)} pp per doubling" in counts, counts
+
+
+def test_instruction_tuning_says_how_far_training_moved_the_loss_from_the_untrained_model(tmp_path: Path):
+    """An equivalence margin of ±0.01 nats means little unless training moved the loss much further: LoRA's B = 0
+    makes its step-0 validation point the base model's, so the report and the paper's results section say the
+    drop from it to LoRA's final validation loss, in nats and in margins (a reviewer's read, 2026-12-07, N19)."""
+    from balora.report.document import latex_text
+
+    runs = lm_pair((0.001, -0.001, 0.0005))
+    lora, start = runs[:3], 5.0
+    for run in lora:
+        run["curves"]["validation"][0] = [0, {"loss": start}]
+    end = np.mean([r["curves"]["validation"][-1][1]["loss"] for r in lora])
+    build_report(runs, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    said = (f"before its first step, where B = 0 leaves the base model unchanged, LoRA r=8 scores a validation loss "
+            f"of {start:.4f} nats, and {end:.4f} after training: {start - end:.2f} nats lower, "
+            f"{(start - end) / 0.01:.0f} times the ±0.01 nats margin")
+    assert said in (tmp_path / "report" / "report.md").read_text()
+    assert latex_text(said) in (tmp_path / "paper" / "generated" / "instruction.tex").read_text()

@@ -204,6 +204,27 @@ def _verdict_words(c: stats.Comparison, name: str) -> str:
                           worse=f"{name}'s test loss is significantly higher than {REFERENCE}'s: {name} does worse here")
 
 
+def untrained_reference(rows: list[Row]) -> list[str]:
+    """How far training moved the loss, against which a margin in nats can be read: LoRA r=8's B = 0 leaves the
+    base model unchanged, so its step-0 validation point (every evaluation run scores one) is the untrained
+    model's, and the drop to its final validation loss is said in nats and in equivalence margins. None without
+    LoRA r=8's runs, a step-0 point in each of them, or a comparison (whose margin it is)."""
+    reference = next((r for r in rows if r.comparison is None and r.label == REFERENCE), None)
+    compared = list(_compared_with_lora(rows).values())
+    if reference is None or not compared:
+        return []
+    curves = [r.get("curves", {}).get("validation") or [] for r in reference.runs["result"]]
+    if not all(curve and curve[0][0] == 0 for curve in curves):
+        return []
+    start = sum(curve[0][1][LOSS.name] for curve in curves) / len(curves)
+    end = sum(curve[-1][1][LOSS.name] for curve in curves) / len(curves)
+    margin = compared[0].margin.value
+    return [f"How far training moved the loss: before its first step, where B = 0 leaves the base model "
+            f"unchanged, {REFERENCE} scores a validation loss of {start:.4f} nats, and {end:.4f} after training: "
+            f"{start - end:.2f} nats lower, {(start - end) / margin:.0f} times the ±{margin_text(compared[0])} margin "
+            "(the test loss is measured after training only)."]
+
+
 def lm_claims(rows: list[Row], setting: str) -> list[str]:
     """Statistics-worded sentences: BA-LoRA against LoRA r=8 in detail, then every strategy's verdict."""
     if not _has_reference(rows):
@@ -221,7 +242,7 @@ def lm_claims(rows: list[Row], setting: str) -> list[str]:
             setting, REFERENCE, list(compared.items()), "test loss",
             f"The lowest mean test loss is {best}'s: {_loss_summary(runs[best])}.",
             "better (significantly lower loss)", "worse (significantly higher loss)"))
-    return sentences
+    return sentences + untrained_reference(rows)
 
 
 def _proposed_against_lora(rows: list[Row]) -> stats.Comparison | None:

@@ -826,7 +826,8 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
         parts["lm"] = _part(citing(found, cited), floats, out, "No instruction-tuning (causal-LM) runs.")
         # the results section's bottom line, pointing to the appendix's strategy table
-        parts["instruction"] = _part(citing([s for rows in report.analysis.lm.values() for s in lm.answer(rows)],
+        parts["instruction"] = _part(citing([s for rows in report.analysis.lm.values()
+                                             for s in lm.answer(rows) + lm.untrained_reference(rows)],
                                             [f for f in cited if f.name.startswith("lm_strategy_")]), [], out,
                                      "No instruction-tuning (causal-LM) runs.")
         # after every table that may put its values there; nothing where none did (the selection table has them)
