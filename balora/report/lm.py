@@ -49,6 +49,7 @@ from balora.report.tables import (
     timed_phases,
     verdict_cell,
 )
+from balora.tuning import cell_key
 
 BUDGET_RANK = 8  # the strategies' budget: LoRA r=8's on every projection
 REFERENCE, PROPOSED = f"LoRA r={BUDGET_RANK}", "BA-LoRA"
@@ -92,6 +93,23 @@ def strategy_label(config: dict) -> str:
     return name + ("" if targets is None else f" on {'+'.join(targets)}")
 
 
+def study_name(model: str, dataset: str) -> str:
+    """A study's setting as its tables name it: its model and data (the strategies differ in their targets)."""
+    return f"{model} · {dataset}"
+
+
+def tuning_strategies(frame: pd.DataFrame) -> dict[str, str]:
+    """{tuning cell: its strategy (`strategy_label`)} for the causal-LM evaluation runs of `frame`: the selection
+    table names a cell as the strategy table names its runs."""
+    return {cell_key(r["config"]): strategy_label(r["config"]) for r in frame["result"]}
+
+
+def tuning_studies(frame: pd.DataFrame) -> dict[str, str]:
+    """{tuning cell: its study (`study_name`)} for the causal-LM evaluation runs of `frame`."""
+    return {cell_key(r["config"]): study_name(model, dataset)
+            for r, model, dataset in zip(frame["result"], frame["model"], frame["dataset"])}
+
+
 def _final_validation_loss(result: dict) -> float:
     points = result.get("curves", {}).get("validation") or []
     return float(points[-1][1][LOSS.name]) if points else math.nan
@@ -133,7 +151,7 @@ def compare_with_lora(runs: pd.DataFrame) -> list[Row]:
 def lm_comparisons(frame: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[Row]]]:
     """{setting: (its runs, each strategy at its learning rate chosen on validation loss (`selected_runs`); those
     compared with LoRA r=8 (`compare_with_lora`))} for every (model, dataset) of the causal-LM runs in `frame`."""
-    return {f"{model} · {dataset}": (runs, compare_with_lora(runs))
+    return {study_name(model, dataset): (runs, compare_with_lora(runs))
             for (model, dataset), runs in selected_runs(frame).groupby(["model", "dataset"], sort=False)}
 
 
