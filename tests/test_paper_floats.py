@@ -274,6 +274,24 @@ def test_the_appendix_defines_the_tables_notation_once_and_the_captions_do_not_r
     assert "runs whose accuracy" not in tex and "matches Holm" not in tex and "p (Holm) is below" not in tex
 
 
+def test_the_papers_selection_tables_leave_the_selection_rule_to_the_protocol_above_them(tmp_path: Path):
+    """Review 3, N10: each selection table's caption restated Appendix B's rule (the best mean final validation
+    accuracy, its ties, what is not admissible), three times over, and its longest table ran one row onto a page."""
+    from test_tuning import tuning_result
+
+    from balora.report import paper
+    from balora.report.document import latex_text
+    from balora.report.selection import PROTOCOL, tuning_table
+
+    runs = [tuning_result(lr, seed, 0.7 + lr, method=method) for method in ("lora", "ba_lora")
+            for lr in (1e-3, 2e-3) for seed in (0, 1)]
+    table = tuning_table(runs, {})
+    paper._table(table, paper.Output(tmp_path, "generated"))
+    tex = (tmp_path / "tables" / "tuning.tex").read_text()
+    assert "ties go to the lower mean validation loss" not in tex and "scored on test" in tex
+    assert "ties: the lower mean validation loss" in latex_text(PROTOCOL)
+
+
 def test_the_papers_cost_table_shows_the_phases_its_total_adds_up_and_what_its_ratios_measure(tmp_path: Path):
     """Review 3, N18 and review 2, item 16: Table 24's total exceeded its phase columns by 33–65 s (loading and the
     test set's evaluation were not shown), and its time ratios of 0.51–0.80 had no caveat on the machine's load."""

@@ -119,8 +119,9 @@ NOTATION = (
     ("Same in every row", "the columns whose value every row shares, said once in the caption."),
     ("Epochs", "each row's training length; the values each arm selected on validation, such as its learning rate, "
                "are in Appendix B's selection tables, to which each caption points."))
-# the columns whose notes NOTATION gives (the captions no longer repeat them)
-EXPLAINED_ONCE = ("≤ majority", "Verdict")
+# the columns whose notes NOTATION gives, or the selection protocol just above the selection tables (Appendix B):
+# the captions no longer repeat them
+EXPLAINED_ONCE = ("≤ majority", "Verdict", "Selected", f"{selection.REJECTED} Not admissible")
 # the paper's tables: the headers it abbreviates (said under each table that has them), the mark on a value selected
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
 SHORT_HEADERS = {"learning_rate": "lr"}
