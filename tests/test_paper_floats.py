@@ -259,6 +259,7 @@ def test_the_appendix_defines_the_tables_notation_once_and_the_captions_do_not_r
     for term in ("two one-sided", "minimum detectable effect", "n$<$3", r"$\leq$ majority", "Same in every row"):
         assert said.count(term) == 1, term
     assert "Wilcoxon" not in said and "Cohen" not in said
+    assert r"\item[{$\Delta$ acc. (pp) [95.0\% CI]}]" in said  # the term's "]" does not end its label
     table = Table("t", "Few-shot accuracy — x", ["Shots/class", "Method", "n", "≤ majority", "Δ acc. (pp) [CI]",
                                                  "Verdict"],
                   [["16", "LoRA", "3", "1/3", "(reference)", "(reference)"],

@@ -1758,7 +1758,7 @@ def test_the_papers_protocol_states_the_verdict_rule_once_and_defines_only_the_c
     assert protocol.count(latex_text("1 − 0.05·p/p(Holm)")) == 1 and protocol.count("Verdict at") == 0
     for undefined in ("p (t):", "p (Wilcoxon):", "d: paired", "p (Holm):"):
         assert undefined not in protocol, undefined
-    assert r"\item[p (TOST, Holm)]" in protocol and "minimum detectable effect (MDE)" in protocol
+    assert r"\item[{p (TOST, Holm)}]" in protocol and "minimum detectable effect (MDE)" in protocol
     assert "spec" not in protocol and "declared before the runs" not in protocol  # review 3, N1: it was not
     assert "fixed before the analysis but after most of the runs" in protocol
 

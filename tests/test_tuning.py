@@ -189,6 +189,25 @@ def test_the_appendix_orders_settings_and_budgets_by_their_numbers_and_groups_ce
         ["minilm · rotten_tomatoes · 2,000 examples", "r=16"]]
 
 
+def test_the_appendix_names_a_causal_lm_s_cells_as_its_strategy_table_does():
+    """Review 3, N12 and review 2, item 8: the selection table listed "linear decay (decay direction=increasing)"
+    under a group "targets gate proj+up proj+down proj", where the strategy table says "linear decay (increasing)"
+    and "LoRA r=8 MLP only" under its study."""
+    from test_report import make_lm_result
+
+    from balora.report.lm import tuning_strategies, tuning_studies
+    from balora.report.runs import load_runs
+
+    runs = [make_lm_result("lora", 8, 1e-3, 42), make_lm_result("lora", 8, 1e-3, 42)]
+    runs[1]["config"] |= {"method": "linear_decay", "decay_direction": "increasing"}
+    runs[1]["key"] = "lm-decay"
+    frame = load_runs(runs)
+    mlp = {**runs[0]["config"], "target_modules": ["gate_proj", "up_proj", "down_proj"]}
+    names = tuning_strategies(frame) | tuning_strategies(load_runs([{**runs[0], "config": mlp, "key": "lm-mlp"}]))
+    assert sorted(names.values()) == ["LoRA r=8", "LoRA r=8 MLP only", "linear decay (increasing)"]
+    assert set(tuning_studies(frame).values()) == {"smollm2 · critic_instructions"}
+
+
 def test_the_appendix_tells_apart_cells_of_one_method_that_differ_in_an_option_before_evaluation_runs_exist():
     """Linear decay in both directions, tuned but not yet evaluated: the rows name the direction that differs
     (as the comparison tables name the arms), not two indistinguishable "linear decay" rows."""

@@ -276,7 +276,8 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
 
 def statistics_latex(study: str) -> str:
     """Appendix A: the protocol (the margin as fixed for the source `study`), then the tables' notation, a list."""
-    items = "".join(rf"\item[{latex_text(name)}] {latex_text(meaning)}" + "\n" for name, meaning in NOTATION)
+    # each term in braces: a "]" in it ("[95.0% CI]") would end the item's label early
+    items = "".join(rf"\item[{{{latex_text(name)}}}] {latex_text(meaning)}" + "\n" for name, meaning in NOTATION)
     return (latex_text(_declared(PROTOCOL, study)) + "\n\n" + r"\paragraph{Table notation.}" + "\n"
             + r"\begin{description}\itemsep0pt" + "\n" + items + r"\end{description}" + "\n")
 
