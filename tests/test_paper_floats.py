@@ -188,13 +188,14 @@ def _strategy_rows(methods: list[str]) -> list[list[str]]:
              f"+0.9{i} [−6.04, +7.84]", f"0.{i}00", f"inconclusive (MDE 1{i}.34 pp)"] for i, m in enumerate(methods)]
 
 
-def _differing(table_columns: list[str], rows: list[list[str]], tmp_path: Path) -> str:
+def _differing(table_columns: list[str], rows: list[list[str]], tmp_path: Path,
+               epochs: tuple[str, ...] = ("40", "40", "40", "20")) -> str:
     """The paper's .tex of a table whose four rows differ in lr, epochs and dynamic BA-LoRA's reallocation interval."""
     from balora.report import paper
     from balora.report.document import Table
 
     table = Table("strategy_x", "Strategy comparison — x", table_columns, rows,
-                  detail={"learning_rate": ["0.0005", "0.001", "0.001", "0.0005"], "epochs": ["40", "40", "40", "20"],
+                  detail={"learning_rate": ["0.0005", "0.001", "0.001", "0.0005"], "epochs": list(epochs),
                           "realloc_every": ["–", "–", "20", "–"],
                           "tuned": ["learning_rate + epochs"] * 3 + ["learning_rate"]})
     out = paper.Output(tmp_path, "generated", selection="tuning")
@@ -217,17 +218,20 @@ def test_a_paper_table_without_room_for_its_fields_points_to_the_selection_table
     assert "Optimizer steps between reallocations of BA-LoRA dynamic: 20." in tex
 
 
-def test_a_paper_table_shows_its_rows_epochs_as_a_column_where_it_fits_and_leaves_the_learning_rate_to_the_selection_table(
+def test_a_paper_table_shows_its_rows_epochs_as_a_column_where_no_value_is_most_rows_and_leaves_lr_to_the_selection_table(
         tmp_path: Path):
     """Review 3, N14 and review 2, item 12: a narrow table shows each row's training length in a column (not a note
     that reads "epochs 80 for LoRA (16), BA-LoRA (32); 160 for …"), and no lr column: the selection table has
     every value selected on validation, once."""
     rows = [row[:3] + row[5:6] + row[-1:] for row in _strategy_rows(["LoRA", "BA-LoRA", "BA-LoRA dynamic", "decay"])]
-    tex = _differing(["Budget", "Method", "n", "Acc. (%)", "Verdict"], rows, tmp_path)
+    tex = _differing(["Budget", "Method", "n", "Acc. (%)", "Verdict"], rows, tmp_path, ("80", "160", "40", "20"))
     header = next(line for line in tex.splitlines() if line.startswith("Budget & Method"))
     assert "Epochs" in header and "lr" not in header
     assert "decay & 20 & " in tex and "Epochs:" not in tex
-    assert r"The values its rows selected on validation (epochs, lr) are in Table~\ref{tab:tuning}." in tex
+    assert r"The values its rows selected on validation (lr, epochs) are in Table~\ref{tab:tuning}." in tex
+    # where most rows share one value, it is said once, with its exceptions (no column for it)
+    tex = _differing(["Budget", "Method", "n", "Acc. (%)", "Verdict"], rows, tmp_path)
+    assert "Epochs: 40 in every row (decay: 20)." in tex and "Epochs &" not in tex
 
 
 def test_the_papers_captions_name_models_and_data_not_their_codes(tmp_path: Path):

@@ -412,13 +412,14 @@ def _widened(table: Table, fields: dict[str, list[str]], headers: dict[str, str]
 
 
 def _with_training_length(table: Table, out: Output) -> Table:
-    """`table` with its rows' epochs as a column where they differ and it fits, and a note on the other fields its
-    rows differ in (`_in_words`): the selection table (`Output.selection`) has the values selected on validation."""
+    """`table` with a note on the fields its rows differ in (`_in_words`: the selection table, `Output.selection`, has
+    the values selected on validation): the epochs in words where most rows share a value ("6 in every row (AdaLoRA
+    r=16: 3)"), else as a column where it fits (a list of values with their rows read as a riddle)."""
     if not set(table.detail) - {CI_LEVEL, TUNED}:  # the rows differ in nothing the table does not show
         return table
     notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
     epochs = table.detail.get("epochs")
-    if epochs is not None:
+    if epochs is not None and not _usual(epochs):
         widened = _widened(table, {"epochs": epochs}, {"epochs": "Epochs"}, [*notes, *_in_words(table, out, {"epochs"})])
         if fits_upright(widened.constants_in_caption(), fit=True):
             return widened
@@ -448,11 +449,17 @@ def _in_words(table: Table, out: Output, shown: set[str] = frozenset()) -> list[
     names = [row[at] if len(leads) == 1 else f"{row[at]} {row[0]}{'-shot' if shots else ''}" for row in table.rows]
     said = [_field_words(name, cells, names) for name, cells in values.items()
             if name == "epochs" or name not in tuned]
-    selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in (*shown, *values)
-                if name in tuned and name in table.detail]
+    selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in table.detail
+                if name in tuned and name not in (CI_LEVEL, TUNED)]
     pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
                f"{out.reference(out.selection)}."] if selected else []
     return [*pointer, *(f"{words}." for words in said)]
+
+
+def _usual(cells: list[str]) -> str | None:
+    """The value most of `cells` hold, said once in a note with its exceptions; None where no value is most rows'."""
+    by_value, common = grouped(cells, cells)
+    return common if 2 * len(by_value[common]) > len(cells) else None
 
 
 def _field_words(name: str, cells: list[str], names: list[str]) -> str:
@@ -464,7 +471,7 @@ def _field_words(name: str, cells: list[str], names: list[str]) -> str:
     meaning = _method_option(name)
     said = meaning or name.replace("_", " ")
     said = said[:1].upper() + said[1:]
-    if DASH in by_value or 2 * len(by_value[common]) <= len(cells):
+    if DASH in by_value or _usual(cells) is None:
         valued = [(value, named) for value, named in by_value.items() if value != DASH]
         if meaning and len(valued) == 1:
             return f"{said}: {valued[0][0]}"
