@@ -420,7 +420,7 @@ def _with_training_length(table: Table, out: Output) -> Table:
     notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
     epochs = table.detail.get("epochs")
     if epochs is not None and not _usual(epochs):
-        widened = _widened(table, {"epochs": epochs}, {"epochs": "Epochs"}, [*notes, *_in_words(table, out, {"epochs"})])
+        widened = _widened(table, {"epochs": epochs}, {"epochs": "Epochs"}, [*notes, *_in_words(table, out, ("epochs",))])
         if fits_upright(widened.constants_in_caption(), fit=True):
             return widened
     return replace(table, notes=[*notes, *_in_words(table, out)])
@@ -437,7 +437,7 @@ def _method_option(name: str) -> str:
     return f"{meaning.removesuffix('.')} of {method_name(method)}"
 
 
-def _in_words(table: Table, out: Output, shown: set[str] = frozenset()) -> list[str]:
+def _in_words(table: Table, out: Output, shown: tuple[str, ...] = ()) -> list[str]:
     """A note on the fields `table`'s rows differ in (`Table.detail`) but that it does not show (`shown`): those
     selected on validation by reference to the selection table (which lists every selected value), the training
     length, which a reader must know to compare the rows, and the fields no row selected, in words."""
