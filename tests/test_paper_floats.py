@@ -183,30 +183,159 @@ def test_a_strategy_table_drops_a_reduction_that_is_the_same_in_every_row():
     assert not any("Reduction" in note for note in table.captions)
 
 
-def test_a_paper_table_without_room_for_its_fields_points_to_the_selection_table_and_says_its_training_lengths(
-        tmp_path: Path):
-    """Review items 12 and 20: the appendix repeated the selection table's values in a table per results table. A
-    table without room for the values its rows differ in points to the selection table for those selected on
-    validation, and says the others, and the training lengths its rows mix, in words."""
+def _strategy_rows(methods: list[str]) -> list[list[str]]:
+    return [["r=8", m, str(3 + i), f"1.{i}888 ± 0.1171", f"{165 + i},888", f"6{i}.10 ± 1.33", f"1{i}.10 ± 1.33",
+             f"+0.9{i} [−6.04, +7.84]", f"0.{i}00", f"inconclusive (MDE 1{i}.34 pp)"] for i, m in enumerate(methods)]
+
+
+def _differing(table_columns: list[str], rows: list[list[str]], tmp_path: Path,
+               epochs: tuple[str, ...] = ("40", "40", "40", "20")) -> str:
+    """The paper's .tex of a table whose four rows differ in lr, epochs and dynamic BA-LoRA's reallocation interval."""
     from balora.report import paper
     from balora.report.document import Table
 
-    methods = ["LoRA", "BA-LoRA", "BA-LoRA dynamic", "linear decay"]
-    rows = [["r=8", m, str(3 + i), f"1.{i}888 ± 0.1171", f"{165 + i},888", f"6{i}.10 ± 1.33", f"1{i}.10 ± 1.33",
-             f"+0.9{i} [−6.04, +7.84]", f"0.{i}00", f"inconclusive (MDE 1{i}.34 pp)"] for i, m in enumerate(methods)]
-    table = Table("strategy_x", "Strategy comparison — x", ["Budget", "Method", "n", "Eval loss", "LoRA params",
-                                                            "Acc. (%)", "F1 (%)", "Δ acc. (pp) [CI]",
-                                                            "p (TOST, Holm)", "Verdict"], rows,
-                  detail={"learning_rate": ["0.0005", "0.001", "0.001", "0.0005"], "epochs": ["40", "40", "40", "20"],
+    table = Table("strategy_x", "Strategy comparison — x", table_columns, rows,
+                  detail={"learning_rate": ["0.0005", "0.001", "0.001", "0.0005"], "epochs": list(epochs),
                           "realloc_every": ["–", "–", "20", "–"],
                           "tuned": ["learning_rate + epochs"] * 3 + ["learning_rate"]})
     out = paper.Output(tmp_path, "generated", selection="tuning")
     paper._table(table, out)
-    tex = (tmp_path / "tables" / "strategy_x.tex").read_text()
     assert out.appendix == []
+    return (tmp_path / "tables" / "strategy_x.tex").read_text()
+
+
+def test_a_paper_table_without_room_for_its_fields_points_to_the_selection_table_and_says_its_training_lengths(
+        tmp_path: Path):
+    """Review items 12 and 20: the appendix repeated the selection table's values in a table per results table. A
+    table without room for the values its rows differ in points to the selection table for those selected on
+    validation, and says the others, and the training lengths its rows mix, in words: review 3, N14, the usual
+    value once with its exceptions in brackets, and an option only one method reads by what it means."""
+    columns = ["Budget", "Method", "n", "Eval loss", "LoRA params", "Acc. (%)", "F1 (%)", "Δ acc. (pp) [CI]",
+               "p (TOST, Holm)", "Verdict"]
+    tex = _differing(columns, _strategy_rows(["LoRA", "BA-LoRA", "BA-LoRA dynamic", "linear decay"]), tmp_path)
     assert r"Table~\ref{tab:tuning}" in tex
-    assert "Epochs: 40 in every row, except linear decay: 20." in tex  # review 3, N14: "Its rows differ in epochs 40"
-    assert "Realloc every: 20 for BA-LoRA dynamic" in tex
+    assert "Epochs: 40 in every row (linear decay: 20)." in tex
+    assert "Optimizer steps between reallocations of BA-LoRA dynamic: 20." in tex
+
+
+def test_a_paper_table_shows_its_rows_epochs_as_a_column_where_no_value_is_most_rows_and_leaves_lr_to_the_selection_table(
+        tmp_path: Path):
+    """Review 3, N14 and review 2, item 12: a narrow table shows each row's training length in a column (not a note
+    that reads "epochs 80 for LoRA (16), BA-LoRA (32); 160 for …"), and no lr column: the selection table has
+    every value selected on validation, once."""
+    rows = [row[:3] + row[5:6] + row[-1:] for row in _strategy_rows(["LoRA", "BA-LoRA", "BA-LoRA dynamic", "decay"])]
+    tex = _differing(["Budget", "Method", "n", "Acc. (%)", "Verdict"], rows, tmp_path, ("80", "160", "40", "20"))
+    header = next(line for line in tex.splitlines() if line.startswith("Budget & Method"))
+    assert "Epochs" in header and "lr" not in header
+    assert "decay & 20 & " in tex and "Epochs:" not in tex
+    assert r"The values its rows selected on validation (lr, epochs) are in Table~\ref{tab:tuning}." in tex
+    # where most rows share one value, it is said once, with its exceptions (no column for it)
+    tex = _differing(["Budget", "Method", "n", "Acc. (%)", "Verdict"], rows, tmp_path)
+    assert "Epochs: 40 in every row (decay: 20)." in tex and "Epochs &" not in tex
+
+
+def test_the_papers_captions_name_models_and_data_not_their_codes(tmp_path: Path):
+    """Review 2, item 8: captions and group headers read "minilm · rotten_tomatoes", "vit-fashion · digits"; they
+    say the names, through one mapping."""
+    from balora.report import paper
+    from balora.report.document import Table
+    from balora.report.runs import named_labels
+
+    assert named_labels("Cost — vit-fashion · digits · 16-shot") == "Cost — ViT (Fashion-MNIST) · Digits · 16-shot"
+    assert named_labels("8×8 handwritten digits") == "8×8 handwritten digits"  # a word, not a label's code
+    table = Table("t", "Budget efficiency — minilm · presidential_debates · 64-shot", ["Setting", "Method", "n"],
+                  [["smollm2 · critic_instructions", "LoRA", "3"], ["smollm2 · critic_instructions", "BA-LoRA", "3"],
+                   ["minilm · rotten_tomatoes · 2,000 examples", "LoRA", "3"]])
+    paper._table(table, paper.Output(tmp_path, "generated"))
+    tex = (tmp_path / "tables" / "t.tex").read_text()
+    assert r"MiniLM $\cdot$ Presidential debates" in tex and r"SmolLM2 $\cdot$ Critic instructions" in tex
+    assert "minilm" not in tex and "smollm2" not in tex and "rotten" not in tex
+
+
+def test_the_appendix_defines_the_tables_notation_once_and_the_captions_do_not_repeat_it(tmp_path: Path):
+    """Review 2, item 13 and review 3, N10: Appendix A defined TOST, the MDE and n<3 twice each and described a
+    Wilcoxon test and Cohen's d that no table shows; every caption repeated what ≤ majority and the interval's level
+    mean. The appendix says each once, with the notation; a caption says only what is its own."""
+    from balora.report import paper
+    from balora.report.document import Table
+
+    said = paper.statistics_latex("")
+    for term in ("two one-sided", "minimum detectable effect", "n$<$3", r"$\leq$ majority", "Same in every row"):
+        assert said.count(term) == 1, term
+    assert "Wilcoxon" not in said and "Cohen" not in said
+    assert r"\item[{$\Delta$ acc. (pp) [95.0\% CI]}]" in said  # the term's "]" does not end its label
+    table = Table("t", "Few-shot accuracy — x", ["Shots/class", "Method", "n", "≤ majority", "Δ acc. (pp) [CI]",
+                                                 "Verdict"],
+                  [["16", "LoRA", "3", "1/3", "(reference)", "(reference)"],
+                   ["16", "BA-LoRA", "3", "0/3", "+1.00 [−1.00, +3.00]", "inconclusive (MDE 3.00 pp)"],
+                   ["32", "LoRA", "3", "0/3", "(reference)", "(reference)"],
+                   ["32", "BA-LoRA", "3", "0/3", "+1.00 [−2.00, +4.00]", "inconclusive (MDE 4.00 pp)"]],
+                  column_notes={"≤ majority": "≤ majority: runs whose accuracy is not above the majority-class rate.",
+                                "Verdict": "Verdict at α = 0.05: better or worse where p (Holm) is below it."},
+                  detail={"CI level (%)": ["–", "97.5", "–", "96.0"]})
+    paper._table(table, paper.Output(tmp_path, "generated"))
+    tex = (tmp_path / "tables" / "t.tex").read_text()
+    assert r"96.0\%" in tex  # the CI level column, which the appendix explains
+    assert "runs whose accuracy" not in tex and "matches Holm" not in tex and "p (Holm) is below" not in tex
+
+
+def test_the_papers_selection_tables_leave_the_selection_rule_to_the_protocol_above_them(tmp_path: Path):
+    """Review 3, N10: each selection table's caption restated Appendix B's rule (the best mean final validation
+    accuracy, its ties, what is not admissible), three times over, and its longest table ran one row onto a page."""
+    from test_tuning import tuning_result
+
+    from balora.report import paper
+    from balora.report.document import latex_text
+    from balora.report.selection import PROTOCOL, tuning_table
+
+    runs = [tuning_result(lr, seed, 0.7 + lr, method=method) for method in ("lora", "ba_lora")
+            for lr in (1e-3, 2e-3) for seed in (0, 1)]
+    table = tuning_table(runs, {})
+    paper._table(table, paper.Output(tmp_path, "generated"))
+    tex = (tmp_path / "tables" / "tuning.tex").read_text()
+    assert "ties go to the lower mean validation loss" not in tex and "scored on test" in tex
+    assert "ties: the lower mean validation loss" in latex_text(PROTOCOL)
+
+
+def test_the_papers_cost_table_shows_the_phases_its_total_adds_up_and_what_its_ratios_measure(tmp_path: Path):
+    """Review 3, N18 and review 2, item 16: Table 24's total exceeded its phase columns by 33–65 s (loading and the
+    test set's evaluation were not shown), and its time ratios of 0.51–0.80 had no caveat on the machine's load."""
+    from balora.report import paper, tables
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    (table,) = tables.cost_tables(analyse(load_runs(runs)))
+    assert {"load (s)", "eval (s)"} <= set(table.compact)
+    paper._table(table, paper.Output(tmp_path, "generated"))
+    tex = (tmp_path / "tables" / f"{table.name}.tex").read_text()
+    assert "one below 1 is no speed-up" in tex
+
+
+def test_a_parameter_count_that_differs_between_seeds_is_marked_as_a_mean():
+    """Review 3, N18: Table 8 gave "LoRA params 51,763" for w/o budget, a mean over seeds (not a multiple of 768)."""
+    import pandas as pd
+
+    from balora.report import tables
+
+    row = type("R", (), {"runs": pd.DataFrame({"lora_params": [51_000, 52_526]})})()
+    assert tables.COLUMNS["LoRA params"](row) == "51,763 (mean)"
+    row.runs = pd.DataFrame({"lora_params": [73_728, 73_728]})
+    assert tables.COLUMNS["LoRA params"](row) == "73,728"
+
+
+def test_a_listing_that_fits_a_page_is_a_float_and_a_row_of_several_lines_stands_apart(tmp_path: Path):
+    """Review 3, N15 and N18: a short listing (Table 14) split across two pages, leaving one two-thirds empty, and a
+    longtable took its number before floats printed ahead of it; rows of several lines read as one."""
+    from balora.report.document import Table, listing_latex, table_latex
+
+    rows = [[f"setting {k}", "r=8", f"method {i}", "2", "lr=0.001"] for k in range(3) for i in range(5)]
+    short = listing_latex(Table("t", "Selection", ["Setting", "Budget", "Method", "n", "Selected"], rows))
+    assert r"\begin{table}" in short and "longtable" not in short
+    long = listing_latex(Table("t", "Selection", ["Setting", "Budget", "Method", "n", "Selected"], rows * 4))
+    assert long.startswith(r"\FloatBarrier") and "longtable" in long
+    wrapped = table_latex(Table("t", "T", ["Method", "Verdict", "n"], [["a", "word " * 30, "1"], ["b", "c", "2"]]))
+    assert r"\addlinespace" in wrapped
 
 
 def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):

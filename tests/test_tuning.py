@@ -170,6 +170,44 @@ def test_the_appendix_names_settings_as_the_comparison_tables_do():
     assert [row[0] for row in one_setting.rows] == ["minilm · rotten_tomatoes · 64-shot"]
 
 
+def test_the_appendix_orders_settings_and_budgets_by_their_numbers_and_groups_cells_as_their_evaluation_runs():
+    """16-shot before 128-shot before 2,000 examples, r=4 before r=16 (string order put 128 before 16 and r=16
+    first); a cell with evaluation runs is grouped under their setting (the tuning runs' label named a training
+    length, "128-shot · epochs=10", that its BA-LoRA row's selection had doubled)."""
+    def run(lr: float, **fields) -> dict:
+        base = tuning_result(lr, 0, 0.7)
+        return dict(base, config={**base["config"], **fields})
+
+    runs = [run(lr, **place) for place in ({"shots": 128, "epochs": 10}, {"shots": 16}, {"train_size": 2000},
+                                           {"train_size": 2000, "budget_rank": 16}, {"train_size": 2000, "budget_rank": 4})
+            for lr in (1e-3, 2e-3)]
+    evaluated = cell_key(runs[0]["config"])
+    table = tuning_table(runs, {evaluated: "LoRA"}, places={evaluated: "minilm · rotten_tomatoes · 128-shot"})
+    assert [row[:2] for row in table.rows] == [
+        ["minilm · rotten_tomatoes · 16-shot", "r=8"], ["minilm · rotten_tomatoes · 128-shot", "r=8"],
+        ["minilm · rotten_tomatoes · 2,000 examples", "r=4"], ["minilm · rotten_tomatoes · 2,000 examples", "r=8"],
+        ["minilm · rotten_tomatoes · 2,000 examples", "r=16"]]
+
+
+def test_the_appendix_names_a_causal_lm_s_cells_as_its_strategy_table_does():
+    """Review 3, N12 and review 2, item 8: the selection table listed "linear decay (decay direction=increasing)"
+    under a group "targets gate proj+up proj+down proj", where the strategy table says "linear decay (increasing)"
+    and "LoRA r=8 MLP only" under its study."""
+    from test_report import make_lm_result
+
+    from balora.report.lm import tuning_strategies, tuning_studies
+    from balora.report.runs import load_runs
+
+    runs = [make_lm_result("lora", 8, 1e-3, 42), make_lm_result("lora", 8, 1e-3, 42)]
+    runs[1]["config"] |= {"method": "linear_decay", "decay_direction": "increasing"}
+    runs[1]["key"] = "lm-decay"
+    frame = load_runs(runs)
+    mlp = {**runs[0]["config"], "target_modules": ["gate_proj", "up_proj", "down_proj"]}
+    names = tuning_strategies(frame) | tuning_strategies(load_runs([{**runs[0], "config": mlp, "key": "lm-mlp"}]))
+    assert sorted(names.values()) == ["LoRA r=8", "LoRA r=8 MLP only", "linear decay (increasing)"]
+    assert set(tuning_studies(frame).values()) == {"smollm2 · critic_instructions"}
+
+
 def test_the_appendix_tells_apart_cells_of_one_method_that_differ_in_an_option_before_evaluation_runs_exist():
     """Linear decay in both directions, tuned but not yet evaluated: the rows name the direction that differs
     (as the comparison tables name the arms), not two indistinguishable "linear decay" rows."""

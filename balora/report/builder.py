@@ -26,7 +26,7 @@ from balora.report.document import (
     render_markdown,
     table_latex,
 )
-from balora.report.lm import lm_comparisons, lm_section
+from balora.report.lm import lm_comparisons, lm_section, tuning_strategies, tuning_studies
 from balora.report.runs import dynamic_runs, load_runs, settings
 from balora.report.stats import LOSS, MIN_PAIRS, MIN_WILCOXON
 from balora.report.vision import vision_section
@@ -220,18 +220,19 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
     if lm_blocks is not None:
         report.sections["lm"] = lm_blocks
     report.sections["statistics"] = [Heading(2, "Statistics"), Paragraph(STATISTICS)]
-    labels = selection.arm_labels(frame)
-    evaluated = set(labels) | set(selection.arm_labels(causal))  # a causal LM's cells are named as before, by method
-    report.selection_claims, report.sections["tuning"] = _tuning_section(results or [], labels, evaluated)
+    # a causal LM's cells as its strategy table names them: the study, and each strategy
+    labels = {**selection.arm_labels(frame), **tuning_strategies(causal)}
+    places = {**selection.setting_names(frame), **tuning_studies(causal)}
+    report.selection_claims, report.sections["tuning"] = _tuning_section(results or [], labels, places)
     return report
 
 
 def _tuning_section(results: list[dict[str, Any]], labels: dict[str, str],
-                    evaluated: set[str]) -> tuple[list[str], list[Block]]:
+                    places: dict[str, str]) -> tuple[list[str], list[Block]]:
     """The appendix on selection on validation: its claims, and the section with the tuning table."""
-    made = selection.selection_claims(results, labels)
+    made = selection.selection_claims(results, labels, places)
     return made, _section("Appendix: selection on validation", selection.PROTOCOL, made,
-                          [t for t in [selection.tuning_table(results, labels, evaluated)] if t])
+                          [t for t in [selection.tuning_table(results, labels, places=places)] if t])
 
 
 def write(results: list[dict[str, Any]], out_dir: str | Path, source: str, owners: tuple[str, ...] = ()) -> Report | None:

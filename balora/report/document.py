@@ -219,6 +219,10 @@ def _caption(table: Table) -> str:
     return latex_text(". ".join([table.title, *(n.rstrip(".") for n in table.captions)]) + ".")
 
 
+# where a float may go, every table's and figure's alike: here, at the top or foot of a page, or on a page of floats
+# (tried for the paper: top and float pages only left most appendix pages with one float each, and a subsection of
+# floats alone after its heading)
+PLACEMENT = "htbp"
 LEAST_SCALE = 8 / 9  # a table may be shrunk to fit the page upright down to 8 pt type, never below
 
 
@@ -253,7 +257,10 @@ def table_latex(table: Table, label: str | None = None, fit: bool = False) -> st
     aligns = ["l" if i < 2 else "r" for i in range(len(table.columns))]
     spec = "".join(r">{\raggedright\arraybackslash}X" if wrap else align for wrap, align in zip(wraps, aligns))
     body = [" & ".join(_header_cells(table, wraps, cells, aligns)) + r" \\", r"\midrule"]
-    body += [" & ".join(latex_text(c) for c in row) + r" \\" for row in table.rows]
+    # rows of several lines (a wrapped cell) apart, so that each reads as one row, not as part of its neighbour
+    gap = r" \addlinespace[3pt]" if any(wraps) else ""
+    body += [" & ".join(latex_text(c) for c in row) + r" \\" + (gap if at < len(table.rows) - 1 else "")
+             for at, row in enumerate(table.rows)]
     width = rf"{1 / scale:.3f}\linewidth" if scale < 1 else r"\linewidth"  # what the scaling brings to the page
     if any(wraps):
         begin, end = rf"\begin{{tabularx}}{{{width}}}{{{spec}}}", r"\end{tabularx}"
@@ -264,19 +271,23 @@ def table_latex(table: Table, label: str | None = None, fit: bool = False) -> st
     environment = "sidewaystable" if sideways else "table"
     return "\n".join([
         # a caption above the table needs space below it (LaTeX's default is none), local to this float
-        rf"\begin{{{environment}}}" + ("" if sideways else "[htbp]"), r"\centering", FONT,
+        rf"\begin{{{environment}}}" + ("" if sideways else f"[{PLACEMENT}]"), r"\centering", FONT,
         r"\setlength{\belowcaptionskip}{4pt}", rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}",
         rf"\caption{{{_caption(table)}}}" + (rf"\label{{{label}}}" if label else ""),
         begin, r"\toprule", *body, r"\bottomrule", end, rf"\end{{{environment}}}", "",
     ])
 
 
+# lines of a listing that a float holds on one page with its caption (a page holds about 58 at `FONT`)
+FLOAT_LINES = 44
+
+
 def listing_latex(table: Table, label: str | None = None) -> str:
-    """A long table whose first column groups its rows (the setting), as a `longtable` (package longtable) at
-    `FONT` across the text width: each group's value once, as a heading over its rows, instead of in every row,
-    and the table on as many pages as its rows need (its header repeated on each), where a float taller than the
-    page would run off its bottom. Text columns wrap as in `table_latex`, into fixed widths (longtable has no
-    tabularx) that share the width the other columns leave."""
+    """A table whose first column groups its rows (the setting), at `FONT` across the text width: each group's value
+    once, as a heading over its rows, instead of in every row. One that fits a page (`FLOAT_LINES`) is a float, kept
+    whole; a longer one a `longtable` (package longtable), on as many pages as its rows need (its header repeated on
+    each), where a float taller than the page would run off its bottom. Text columns wrap as in `table_latex`, into
+    fixed widths (longtable has no tabularx) that share the width the other columns leave."""
     inner = table.select(table.columns[1:])
     cells = [max((len(row[i]) for row in inner.rows), default=0) for i in range(len(inner.columns))]
     wraps = _fitting_wraps(inner, cells, PORTRAIT, fit=True)
@@ -298,12 +309,22 @@ def listing_latex(table: Table, label: str | None = None) -> str:
             heading = rf"\multicolumn{{{span}}}{{@{{}}>{{\raggedright\arraybackslash}}p{{\linewidth}}@{{}}}}"
             body += [*([r"\addlinespace"] if at else []), heading + rf"{{\emph{{{latex_text(group)}}}}} \\*"]
         body.append(" & ".join(latex_text(c) for c in row) + r" \\")
+    caption = rf"\caption{{{_caption(table)}}}" + (rf"\label{{{label}}}" if label else "")
+    groups = sum(at == 0 or group != table.rows[at - 1][0] for at, group in enumerate(r[0] for r in table.rows))
+    if len(table.rows) + groups <= FLOAT_LINES:
+        return "\n".join([
+            rf"\begin{{table}}[{PLACEMENT}]", r"\centering", FONT, r"\setlength{\belowcaptionskip}{4pt}",
+            rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}", caption,
+            rf"\begin{{tabular*}}{{\linewidth}}{{@{{\extracolsep{{\fill}}}}{spec}}}", r"\toprule", header, r"\midrule",
+            *body, r"\bottomrule", r"\end{tabular*}", r"\end{table}", ""])
     continued = rf"\multicolumn{{{span}}}{{@{{}}l}}{{\emph{{Table \thetable{{}} continued}}}} \\"
     return "\n".join([
-        r"\begingroup", FONT, rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}", r"\setlength{\LTcapwidth}{\linewidth}",
+        # the floats before it first (package placeins): a longtable is set where it stands, and would otherwise be
+        # numbered before floats printed after it
+        r"\FloatBarrier", r"\begingroup", FONT, rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}", r"\setlength{\LTcapwidth}{\linewidth}",
         r"\setlength{\LTleft}{0pt}", r"\setlength{\LTright}{0pt}",
         rf"\begin{{longtable}}{{@{{\extracolsep{{\fill}}}}{spec}}}",
-        rf"\caption{{{_caption(table)}}}" + (rf"\label{{{label}}}" if label else "") + r" \\",
+        caption + r" \\",
         r"\toprule", header, r"\midrule", r"\endfirsthead",
         continued, r"\toprule", header, r"\midrule", r"\endhead",
         r"\bottomrule", r"\endlastfoot",

@@ -31,6 +31,7 @@ from balora.report.stats import LOSS
 from balora.report.tables import (
     CI_LEVEL,
     CI_RULE,
+    COST_NOTE,
     MDE_NOTE,
     REFERENCE_CELL,
     TOST_NOTE,
@@ -49,6 +50,7 @@ from balora.report.tables import (
     timed_phases,
     verdict_cell,
 )
+from balora.tuning import cell_key
 
 BUDGET_RANK = 8  # the strategies' budget: LoRA r=8's on every projection
 REFERENCE, PROPOSED = f"LoRA r={BUDGET_RANK}", "BA-LoRA"
@@ -61,19 +63,19 @@ COLUMN_NOTES = {  # what each column of the strategy table means, shown while th
     "LoRA params": "LoRA params: trained; where the final count differs (AdaLoRA prunes its ranks during training), "
                    "it follows in brackets.",
     "Reduction (%)": "Reduction: 1 − LoRA params / the largest in the table.",
-    "Δ loss vs LoRA r=8 [CI]": "Δ loss: mean per-seed difference against LoRA r=8 on all layers (negative: lower loss) "
-                               f"with {CI_RULE}.",
+    "Δ loss vs LoRA r=8 [CI]": "Δ loss: mean per-seed difference against LoRA r=8 on all layers (negative: lower "
+                               "loss).",
     "p (Holm)": "p (Holm): paired t-test, Holm-adjusted over the table; n<3 where fewer than 3 seeds match.",
     "p (TOST, Holm)": TOST_NOTE,
     "MDE (nats)": MDE_NOTE.replace("MDE:", "MDE (nats):"),
-    # without the p columns' names: the paper's table does not show them
-    "Verdict": ("Verdict at α = 0.05: better or worse where the Holm-adjusted paired t-test rejects no difference (the "
-                "direction from Δ); else equivalent within ±margin where the Holm-adjusted equivalence test rejects a "
-                "difference as large as the margin; else inconclusive, with the MDE. Better means a significantly "
-                "lower test loss."),
 }
+# how to read the interval and the verdict: the report's caption says it, the paper's protocol once for every table
+# (so without the p columns' names, which the paper's table does not show)
+LEGEND = (f"Δ loss's interval: {CI_RULE}. Verdict at α = 0.05: better or worse where the Holm-adjusted paired t-test "
+          "rejects no difference (the direction from Δ); else equivalent within ±margin where the Holm-adjusted "
+          "equivalence test rejects a difference as large as the margin; else inconclusive, with the MDE. Better "
+          "means a significantly lower test loss.")
 COST_PHASES = ("importance", "train", "eval", "generate")
-COST_NOTE = "Runs of a sweep share the machine with its other workers, so their times include that contention."
 
 
 def strategy_label(config: dict) -> str:
@@ -90,6 +92,23 @@ def strategy_label(config: dict) -> str:
     if config["method"] == "linear_decay":
         name += f" ({config.get('decay_direction', 'decreasing')})"
     return name + ("" if targets is None else f" on {'+'.join(targets)}")
+
+
+def study_name(model: str, dataset: str) -> str:
+    """A study's setting as its tables name it: its model and data (the strategies differ in their targets)."""
+    return f"{model} · {dataset}"
+
+
+def tuning_strategies(frame: pd.DataFrame) -> dict[str, str]:
+    """{tuning cell: its strategy (`strategy_label`)} for the causal-LM evaluation runs of `frame`: the selection
+    table names a cell as the strategy table names its runs."""
+    return {cell_key(r["config"]): strategy_label(r["config"]) for r in frame["result"]}
+
+
+def tuning_studies(frame: pd.DataFrame) -> dict[str, str]:
+    """{tuning cell: its study (`study_name`)} for the causal-LM evaluation runs of `frame`."""
+    return {cell_key(r["config"]): study_name(model, dataset)
+            for r, model, dataset in zip(frame["result"], frame["model"], frame["dataset"])}
 
 
 def _final_validation_loss(result: dict) -> float:
@@ -133,7 +152,7 @@ def compare_with_lora(runs: pd.DataFrame) -> list[Row]:
 def lm_comparisons(frame: pd.DataFrame) -> dict[str, tuple[pd.DataFrame, list[Row]]]:
     """{setting: (its runs, each strategy at its learning rate chosen on validation loss (`selected_runs`); those
     compared with LoRA r=8 (`compare_with_lora`))} for every (model, dataset) of the causal-LM runs in `frame`."""
-    return {f"{model} · {dataset}": (runs, compare_with_lora(runs))
+    return {study_name(model, dataset): (runs, compare_with_lora(runs))
             for (model, dataset), runs in selected_runs(frame).groupby(["model", "dataset"], sort=False)}
 
 
@@ -163,7 +182,7 @@ def strategy_table(rows: list[Row], setting: str) -> Table:
     columns = reduced(STRATEGY_COLUMNS, extra)
     return Table(f"lm_strategy_{slug(setting)}", f"Instruction tuning: strategy comparison — {setting}",
                  ["Strategy", *columns[1:]], render(rows, columns, extra, lead=False),
-                 margin_note(_compared_with_lora(rows).values(), runs["sweep"]), column_notes=COLUMN_NOTES,
+                 margin_note(_compared_with_lora(rows).values(), runs["sweep"]), LEGEND, column_notes=COLUMN_NOTES,
                  # the paper's: the interval excludes 0 exactly when p (Holm) rejects, so it is left to the report
                  compact=["Strategy", "Eval loss", "LoRA params", "Δ loss vs LoRA r=8 [CI]", "Verdict"],
                  detail={CI_LEVEL: ci_levels(rows)})

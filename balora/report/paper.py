@@ -34,10 +34,11 @@ from balora.config import RunConfig
 from balora.errors import BaloraError
 from balora.report import anytime, claims, figures, lm, selection, stats
 from balora.report.analysis import Row
-from balora.report.builder import STATISTICS, Report
+from balora.report.builder import Report
 from balora.report.criteria import DECLARED_BY_SPEC, abstract_claims, criteria_summary
 from balora.report.document import (
     NARROW,
+    PLACEMENT,
     Figure,
     Table,
     fits_upright,
@@ -46,16 +47,25 @@ from balora.report.document import (
     slug,
     table_latex,
 )
-from balora.report.runs import REFERENCE, budget_label, method_name, setting_words, settings, words_of
+from balora.report.runs import (
+    REFERENCE,
+    SHORT_NAMES,
+    budget_label,
+    method_name,
+    named_labels,
+    setting_words,
+    settings,
+    words_of,
+)
 from balora.report.tables import (
+    ACCURACY_NOTES,
     CI_LEVEL,
+    COST_NOTE,
     DASH,
     DIFFERENCES,
     MARGIN_NOTE,
     MARGIN_SOURCE,
-    PAPER_STAT_NOTE,
     REFERENCE_CELL,
-    coverage_table,
     grouped,
     pct,
     signed,
@@ -69,12 +79,49 @@ MACROS = ("NumRuns", "NumSettings", "NumMethods", "NumSeeds", "SeedList", "Model
 # methods whose ranks come from the configured allocation strategy (the no-budget ablation does not: it keeps
 # seed 000's min-max ranks, see balora.methods.ba_lora_no_budget)
 ALLOCATED = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_shuffled", "ba_lora_dynamic")
-CONTENTION = (f"{lm.COST_NOTE} A time ratio thus measures the machine's load during the runs as well as the method, "
+CONTENTION = (f"{COST_NOTE} A time ratio thus measures the machine's load during the runs as well as the method, "
               "and one below 1 is no speed-up.")
 # where a row has fewer seeds than its reference: Δ pairs seeds, the means do not
 MATCHED_NOTE = ("Δ is over the seeds a row shares with its reference; where their n differ, the reference's mean is "
                 "over more seeds, so Δ need not equal the difference of the two means")
-CI_LEVEL_NOTE = "{}: Δ with its paired-t CI at the level {}, the one that matches Holm's verdict"
+# Appendix A: the protocol, then the tables' notation, each said once; the captions say only what is their own
+PROTOCOL = (
+    "Replicates are runs that differ only in the seed; runs of two methods with the same seed (same data sample, head "
+    "initialisation, LoRA's random A and data order) are paired. A comparison of an arm with its reference (LoRA; full "
+    "BA-LoRA for the controls) at the same setting and budget reads the per-seed differences Δ (arm − reference) over "
+    "their matched seeds. Two tests decide it, each Holm-adjusted over the comparisons of one table (statsmodels): a "
+    "paired t-test (scipy), and a paired equivalence test (TOST, two one-sided t-tests) that the true Δ lies within ± "
+    f"a margin, the one {DECLARED_BY_SPEC}, else ±1 pp of accuracy or ±0.01 nats of test loss. The verdict, at α = "
+    "0.05, is better or worse where the adjusted t-test rejects no difference (the direction from Δ; in test loss, "
+    "lower is better); else equivalent within ±margin where the adjusted equivalence test rejects a difference as "
+    "large as the margin; else inconclusive: these seeds show neither a difference nor equivalence. An inconclusive "
+    "verdict comes with its minimum detectable effect (MDE), the |Δ| that the adjusted t-test detects with at least "
+    "80% power for the number of pairs and the observed std of the differences (scipy's noncentral t at Bonferroni's "
+    "α/m, m the table's tested comparisons, since Holm's test rejects whatever Bonferroni's does): a true difference "
+    "smaller than the MDE would likely go undetected. With fewer than 3 matched seeds (n<3), or differences that are "
+    "the same on every seed (not testable), there is no test, no interval and no MDE, and no difference is called "
+    "significant. Δ's interval is the paired-t confidence interval at the level that matches the verdict, "
+    "1 − 0.05·p/p(Holm) (95% for a table's one test), so it excludes 0 exactly when the verdict is better or worse; "
+    "on an equivalent row it is the equivalence test's, at 1 − 0.1·p(TOST)/p(TOST, Holm), which lies inside ±margin "
+    "and may exclude 0.")
+NOTATION = (
+    ("Acc. (%), Eval loss", "test accuracy, or test cross-entropy, mean ± std over the row's seeds (n)."),
+    ("LoRA params", "the LoRA parameters trained (the classification head, trained by every arm, excluded); "
+                    "marked (mean) where they differ between seeds."),
+    ("Δ acc. (pp) [95.0% CI]", "Δ, mean over the matched seeds, with its interval at the level in the header; where "
+                               "the rows' levels differ, the header says [CI] and the column CI level gives each "
+                               "row's. (reference): the row the others are compared with."),
+    ("p (TOST, Holm)", "the adjusted equivalence test's p."),
+    ("Verdict", "better, worse, equivalent within ±margin, or inconclusive with its MDE, else why there is no test "
+                "(above). Each caption states its table's margin and when it was fixed."),
+    ("≤ majority", ACCURACY_NOTES["≤ majority"].removeprefix("≤ majority: ").removesuffix(".")
+     + "; a table without the column says when none did."),
+    ("Same in every row", "the columns whose value every row shares, said once in the caption."),
+    ("Epochs", "each row's training length; the values each arm selected on validation, such as its learning rate, "
+               "are in Appendix B's selection tables, to which each caption points."))
+# the columns whose notes NOTATION gives, or the selection protocol just above the selection tables (Appendix B):
+# the captions no longer repeat them
+EXPLAINED_ONCE = ("≤ majority", "Verdict", "Selected", f"{selection.REJECTED} Not admissible")
 # the paper's tables: the headers it abbreviates (said under each table that has them), the mark on a value selected
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
 SHORT_HEADERS = {"learning_rate": "lr"}
@@ -97,7 +144,7 @@ TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in mar
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "config", "statistics", "selection", "tuning",
          "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction",
+         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "lm", "instruction",
          "shapes", "limitations", "values", "arms", "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
@@ -227,6 +274,14 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
                  "says which were selected on validation)", ["Quantity", "Values"], rows)
 
 
+def statistics_latex(study: str) -> str:
+    """Appendix A: the protocol (the margin as fixed for the source `study`), then the tables' notation, a list."""
+    # each term in braces: a "]" in it ("[95.0% CI]") would end the item's label early
+    items = "".join(rf"\item[{{{latex_text(name)}}}] {latex_text(meaning)}" + "\n" for name, meaning in NOTATION)
+    return (latex_text(_declared(PROTOCOL, study)) + "\n\n" + r"\paragraph{Table notation.}" + "\n"
+            + r"\begin{description}\itemsep0pt" + "\n" + items + r"\end{description}" + "\n")
+
+
 def _in_source(sentence: str, study: str) -> str:
     """`sentence` led by the source it is about (`SOURCE_NAMES`): the appendix puts every source's side by side, and a
     sentence about one read as a contradiction of another's."""
@@ -270,7 +325,8 @@ def _image_input(frame: pd.DataFrame) -> list[str]:
     if not datasets:
         return []
     side, patch = VIT_FASHION_IMAGE, VIT_FASHION_PATCH
-    return [f"{VIT_FASHION_NAME}: {', '.join(datasets)} images resized to {side}×{side} pixels, cut into {patch}×{patch} "
+    named = ", ".join(SHORT_NAMES.get(d, d) for d in datasets)
+    return [f"{SHORT_NAMES[VIT_FASHION_NAME]}: {named} images resized to {side}×{side} pixels, cut into {patch}×{patch} "
             f"patches ({(side // patch) ** 2} per image)"]
 
 
@@ -291,8 +347,9 @@ def _figure(figure: Figure, out: Output) -> str:
     size = (rf"width={min(1.0, figure.width / TEXT_WIDTH):.3f}\linewidth,height={FIGURE_HEIGHT}\textheight,"
             "keepaspectratio")
     return "\n".join([
-        r"\begin{figure}[htbp]", r"\centering", rf"\includegraphics[{size}]{{{out.tex}/figures/{figure.pdf.name}}}",
-        rf"\caption{{{latex_text(figure.title)}. {latex_text(figure.caption)}}}\label{{fig:{out.label(figure.name)}}}",
+        rf"\begin{{figure}}[{PLACEMENT}]", r"\centering", rf"\includegraphics[{size}]{{{out.tex}/figures/{figure.pdf.name}}}",
+        rf"\caption{{{latex_text(named_labels(figure.title))}. {latex_text(named_labels(figure.caption))}}}"
+        rf"\label{{fig:{out.label(figure.name)}}}",
         r"\end{figure}", ""])
 
 
@@ -310,24 +367,24 @@ def _with_levels(table: Table) -> Table:
         header = f"{interval.removesuffix('[CI]')}[{tested[0]}% CI]"
         columns[columns.index(interval)] = header
         column_notes = {header if name == interval else name: note for name, note in column_notes.items()}
-        where = "in its header"
     else:
         after = columns.index(interval) + 1
         columns.insert(after, CI_LEVEL_HEADER)
         for row, level in zip(rows, levels):
             row.insert(after, level if level == DASH else f"{level}%")
-        header, where = interval, f"under {CI_LEVEL_HEADER}"
-    notes = table.notes if header in column_notes else [*table.notes, CI_LEVEL_NOTE.format(header, where)]
-    return replace(table, columns=columns, rows=rows, notes=notes, column_notes=column_notes)
+    return replace(table, columns=columns, rows=rows, column_notes=column_notes)
 
 
 def _with_fields(table: Table, out: Output) -> tuple[Table, Table | None]:
-    """`table` with the fields its rows differ in (`Table.detail`) as columns after the method, instead of the
-    note that lists them in words, so that no selected value is left to prose; where the table would then be too
-    wide for the page upright, the table as it is with a note: where the paper has a selection table
-    (`Output.selection`), one that points to it for the values selected on validation and says the others, and
-    the training lengths its rows mix, in words (`_in_words`); else one that says where they are, with a second
-    table of those values beside the rows' budgets and methods, for the appendix."""
+    """`table` with the fields its rows differ in (`Table.detail`) said once. Where the paper has a selection table
+    (`Output.selection`): the training length, which a reader must know to compare the rows, as a column after the
+    method where it fits (else in words), the values selected on validation by reference to that table (never
+    repeated beside it), the others in words (`_in_words`). Else as columns after the method, each value selected on
+    validation marked, and where the table would then be too wide for the page upright, the table as it is with a
+    note that says where they are, with a second table of those values beside the rows' budgets and methods, for
+    the appendix."""
+    if out.selection:
+        return _with_training_length(table, out), None
     fields, marks = _marked_selections({name: cells for name, cells in table.detail.items() if name != CI_LEVEL})
     if not fields:
         return table, None
@@ -335,19 +392,38 @@ def _with_fields(table: Table, out: Output) -> tuple[Table, Table | None]:
     said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in SHORT_HEADERS),
             *(f"{headers[name]}: {_method_option(name)}" for name in fields if _method_option(name))]
     notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
-    at = table.columns.index("Method") + 1
-    widened = replace(table, columns=[*table.columns[:at], *headers.values(), *table.columns[at:]],
-                      rows=[[*row[:at], *cells, *row[at:]] for row, cells in zip(table.rows, zip(*fields.values()))],
-                      notes=[*said, *notes])
+    widened = _widened(table, fields, headers, [*said, *notes])
     if fits_upright(widened.constants_in_caption(), fit=True):
         return widened, None
-    if out.selection:
-        return replace(table, notes=[*notes, *_in_words(table, out)]), None
+    at = table.columns.index("Method") + 1
     values = Table(f"{table.name}_values", f"Values the rows differ in — {table.title}",
                    [*table.columns[:at], *headers.values()],
                    [[*row[:at], *cells] for row, cells in zip(table.rows, zip(*fields.values()))], said)
     where = f"The values its rows differ in ({', '.join(headers.values())}) are in Appendix B."
     return replace(table, notes=[*notes, where]), values
+
+
+def _widened(table: Table, fields: dict[str, list[str]], headers: dict[str, str], notes: list[str]) -> Table:
+    """`table` with `fields` as columns (under `headers`) after its method, and `notes`."""
+    at = table.columns.index("Method") + 1
+    return replace(table, columns=[*table.columns[:at], *headers.values(), *table.columns[at:]],
+                   rows=[[*row[:at], *cells, *row[at:]] for row, cells in zip(table.rows, zip(*fields.values()))],
+                   notes=notes)
+
+
+def _with_training_length(table: Table, out: Output) -> Table:
+    """`table` with a note on the fields its rows differ in (`_in_words`: the selection table, `Output.selection`, has
+    the values selected on validation): the epochs in words where most rows share a value ("6 in every row (AdaLoRA
+    r=16: 3)"), else as a column where it fits (a list of values with their rows read as a riddle)."""
+    if not set(table.detail) - {CI_LEVEL, TUNED}:  # the rows differ in nothing the table does not show
+        return table
+    notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
+    epochs = table.detail.get("epochs")
+    if epochs is not None and not _usual(epochs):
+        widened = _widened(table, {"epochs": epochs}, {"epochs": "Epochs"}, [*notes, *_in_words(table, out, ("epochs",))])
+        if fits_upright(widened.constants_in_caption(), fit=True):
+            return widened
+    return replace(table, notes=[*notes, *_in_words(table, out)])
 
 
 def _method_option(name: str) -> str:
@@ -361,35 +437,47 @@ def _method_option(name: str) -> str:
     return f"{meaning.removesuffix('.')} of {method_name(method)}"
 
 
-def _in_words(table: Table, out: Output) -> list[str]:
-    """A note on the fields `table`'s rows differ in (`Table.detail`), for a table without room for them: those
+def _in_words(table: Table, out: Output, shown: tuple[str, ...] = ()) -> list[str]:
+    """A note on the fields `table`'s rows differ in (`Table.detail`) but that it does not show (`shown`): those
     selected on validation by reference to the selection table (which lists every selected value), the training
     length, which a reader must know to compare the rows, and the fields no row selected, in words."""
-    values = {name: cells for name, cells in table.detail.items() if name not in (CI_LEVEL, TUNED)}
+    values = {name: cells for name, cells in table.detail.items() if name not in (CI_LEVEL, TUNED, *shown)}
     tuned = set().union(*(cell.split(" + ") for cell in table.detail.get(TUNED, [])))
     at = table.columns.index("Method")
     leads = {row[0] for row in table.rows}
-    shots = table.columns[0].startswith("Shots")  # a bare count read as a rank: "LoRA (16)" is its 16-shot row
-    names = [row[at] if len(leads) == 1 else f"{row[at]} ({row[0]}{'-shot' if shots else ''})" for row in table.rows]
-    said = [_field_words(name.replace("_", " "), cells, names) for name, cells in values.items()
+    shots = table.columns[0].startswith("Shots")  # a bare count read as a rank: "LoRA 16-shot" is its 16-shot row
+    names = [row[at] if len(leads) == 1 else f"{row[at]} {row[0]}{'-shot' if shots else ''}" for row in table.rows]
+    said = [_field_words(name, cells, names) for name, cells in values.items()
             if name == "epochs" or name not in tuned]
-    selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in values if name in tuned]
+    selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in table.detail
+                if name in tuned and name not in (CI_LEVEL, TUNED)]
     pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
                f"{out.reference(out.selection)}."] if selected else []
     return [*pointer, *(f"{words}." for words in said)]
 
 
-def _field_words(field_name: str, cells: list[str], names: list[str]) -> str:
-    """One field's value per row in words, a sentence's start: the usual value once, then its exceptions ("Epochs: 40
-    in every row, except linear decay: 20"); only the rows that have one where the others' methods do not read the
-    field."""
+def _usual(cells: list[str]) -> str | None:
+    """The value most of `cells` hold, said once in a note with its exceptions; None where no value is most rows'."""
+    by_value, common = grouped(cells, cells)
+    return common if 2 * len(by_value[common]) > len(cells) else None
+
+
+def _field_words(name: str, cells: list[str], names: list[str]) -> str:
+    """One field's value per row in words: the usual value once, then its exceptions ("Epochs: 6 in every row
+    (AdaLoRA r=16: 3)"), else each value with its rows; a field only one method reads by what it means
+    (`_method_option`: "Optimizer steps between reallocations of BA-LoRA dynamic: 20"), with its rows' values
+    only."""
     by_value, common = grouped(cells, names)
-    field_name = field_name[:1].upper() + field_name[1:]
-    if DASH in by_value or 2 * len(by_value[common]) <= len(cells):
-        return f"{field_name}: " + "; ".join(f"{value} for {', '.join(named)}" for value, named in by_value.items()
-                                             if value != DASH)
-    return f"{field_name}: {common} in every row, except " + "; ".join(
-        f"{', '.join(named)}: {value}" for value, named in by_value.items() if value != common)
+    meaning = _method_option(name)
+    said = meaning or name.replace("_", " ")
+    said = said[:1].upper() + said[1:]
+    if DASH in by_value or _usual(cells) is None:
+        valued = [(value, named) for value, named in by_value.items() if value != DASH]
+        if meaning and len(valued) == 1:
+            return f"{said}: {valued[0][0]}"
+        return f"{said}: " + "; ".join(f"{value} ({', '.join(named)})" for value, named in valued)
+    return f"{said}: {common} in every row (" + "; ".join(
+        f"{', '.join(named)}: {value}" for value, named in by_value.items() if value != common) + ")"
 
 
 def _marked_selections(fields: dict[str, list[str]]) -> tuple[dict[str, list[str]], list[str]]:
@@ -422,6 +510,10 @@ def _table(table: Table, out: Output) -> str:
     `statistics.tex`) or where the equivalence margin comes from (the report says which spec declared it). A table
     whose rows repeat their setting is a listing: the setting a heading over its rows, on as many pages as it
     needs."""
+    table = _named(table)
+    table = replace(table, column_notes={name: note for name, note in table.column_notes.items()
+                                         if name not in EXPLAINED_ONCE},
+                    notes=[CONTENTION if note == COST_NOTE else note for note in table.notes])
     # the margin itself and when it was fixed, not its spec
     plain = [f"{note.removesuffix('.')}, {_margin_fixed(out.study, brief=True)}." if note.startswith(MARGIN_NOTE) else note
              for note in table.notes if not note.startswith(MARGIN_SOURCE)]
@@ -444,6 +536,13 @@ def _table(table: Table, out: Output) -> str:
     if out.selection:  # the note's mark (`Output.reference`), escaped as text, becomes a LaTeX reference
         latex = latex.replace(out.reference(out.selection), rf"Table~\ref{{tab:{out.label(out.selection)}}}")
     return _input(table, latex, out)
+
+
+def _named(table: Table) -> Table:
+    """`table` with the setting labels in its title, notes and cells said with names, not codes (`named_labels`)."""
+    return replace(table, title=named_labels(table.title), rows=[[named_labels(c) for c in row] for row in table.rows],
+                   notes=[named_labels(note) for note in table.notes],
+                   column_notes={name: named_labels(note) for name, note in table.column_notes.items()})
 
 
 def _fewer_seeds_than_reference(table: Table) -> bool:
@@ -691,7 +790,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
                          [], "No comparison with LoRA was possible."),
         "config": _table(config_table(frame), out),
-        "statistics": latex_text(_declared(f"{STATISTICS} {PAPER_STAT_NOTE}", out.study)) + "\n",
+        "statistics": statistics_latex(out.study),
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
         "tuning": part([], [*tuning, *pick("convergence")], "No tuning runs."),
@@ -751,14 +850,12 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           *citing([_in_source(sentence, out.study) for sentence in
                                    selection.convergence_claims(report.converging, detail=False)], pick("convergence"))],
                          pick(f"validation_{key}", f"train_loss_{key}"), "No training curves."),
-        # the time ratios with what they measure besides the method (a reader took one below 1 for a speed-up)
-        "cost": part([*timed, CONTENTION] if (timed := claims.cost_claims(frame, primary)) else [],
-                     pick(f"cost_{key}"), f"No timings in {primary}."),
+        # the time ratios, pointing to the table, whose caption says what they measure besides the method (a reader
+        # took one below 1 for a speed-up)
+        "cost": part(citing(claims.cost_claims(frame, primary), pick(f"cost_{key}")), pick(f"cost_{key}"),
+                     f"No timings in {primary}."),
         # the limitations' caveat on the comparisons' reference, where it had not converged
         "limitations": part(rising_references(report.converging), [], ""),
-        # what ran (the report lists what did not)
-        "coverage": _table(replace(coverage_table(frame), compact=["Setting", "Method", "Runs per budget"],
-                                   title="Finished evaluation runs per setting, method and budget"), out),
     }
 
 

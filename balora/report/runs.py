@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -90,6 +91,20 @@ MODEL_WORDS = {"minilm": "MiniLM", "smollm2": "SmolLM2-135M-Instruct",
 DATASET_WORDS = {"rotten_tomatoes": "Rotten Tomatoes snippets", "presidential_debates": "presidential-debate statements",
                  "digits": "8×8 handwritten digits", "critic_instructions": "instructions built from Rotten Tomatoes snippets"}
 DEFAULT_TARGETS = "default targets"  # a setting label's protocol where the model's own targets were adapted
+# What a caption or a table's header calls them, where a setting label stays a label ("MiniLM · Rotten Tomatoes ·
+# 64-shot") but is read without the report's codes (the paper's)
+SHORT_NAMES = {"minilm": "MiniLM", "smollm2": "SmolLM2", "vit-fashion": "ViT (Fashion-MNIST)",
+               "rotten_tomatoes": "Rotten Tomatoes", "presidential_debates": "Presidential debates", "digits": "Digits",
+               "critic_instructions": "Critic instructions"}
+_LABEL_CODE = re.compile("|".join(rf"(?<![\w-]){re.escape(code)}(?= · )|(?<= · ){re.escape(code)}(?![\w-])"
+                                  for code in SHORT_NAMES))
+
+
+def named_labels(text: str) -> str:
+    """`text` with every model or dataset code inside a setting label (next to its " · ") said by its name
+    (`SHORT_NAMES`): "minilm · rotten_tomatoes · 64-shot" → "MiniLM · Rotten Tomatoes · 64-shot"; a code outside a
+    label, which may be a word of a sentence ("handwritten digits"), is left as it is."""
+    return _LABEL_CODE.sub(lambda found: SHORT_NAMES[found.group()], text)
 
 
 def setting_words(model: str, dataset: str, shots: float | None = None, train_size: float | None = None,

@@ -5,6 +5,7 @@ definition in `balora.tuning`)."""
 
 from __future__ import annotations
 
+import re
 import statistics
 from typing import Any
 
@@ -50,11 +51,20 @@ def _budget(config: dict[str, Any]) -> str:
     return budget_label(float(budget)) if config.get("budget") is None else f"{budget:,} params"
 
 
-def _places(cells: list[CellTuning]) -> dict[str, tuple[str, str]]:
-    """{cell: (setting, budget)}, settings named among the tuned cells as the comparison tables name them
-    (two 64-shot settings that differ in their target modules are told apart)."""
+def _places(cells: list[CellTuning], named: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """{cell: (setting, budget)}: the setting as `named` (from `setting_names`) gives it where the cell has
+    evaluation runs, the one the comparison tables show; else named among the tuned cells as those tables would
+    name it (two 64-shot settings that differ in their target modules are told apart)."""
     examples = [c.example for c in cells]
-    return {c.cell: (setting, _budget(c.example)) for c, setting in zip(cells, setting_labels(examples))}
+    named = named or {}
+    return {c.cell: (named.get(c.cell, setting), _budget(c.example)) for c, setting in zip(cells, setting_labels(examples))}
+
+
+def natural_key(text: str) -> tuple:
+    """A sort key that reads the numbers in `text` by value, thousands separators included: 16-shot before
+    128-shot before 2,000 examples, r=4 before r=16 (string order put 128 before 16)."""
+    return tuple((0, float(part.replace(",", "")), "") if part[:1].isdigit() else (1, 0.0, part)
+                 for part in re.findall(r"\d[\d,]*(?:\.\d+)?|\D+", text))
 
 
 def arm_labels(frame: pd.DataFrame) -> dict[str, str]:
@@ -63,6 +73,14 @@ def arm_labels(frame: pd.DataFrame) -> dict[str, str]:
     if frame.empty:
         return {}
     return {cell_key(r["config"]): label for r, label in zip(frame["result"], frame["arm_label"])}
+
+
+def setting_names(frame: pd.DataFrame) -> dict[str, str]:
+    """{tuning cell: the setting its evaluation runs are reported under}: the tuning table groups a cell there,
+    not under a label of its tuning runs (which may name a training length that its selection changed)."""
+    if frame.empty:
+        return {}
+    return {cell_key(r["config"]): setting for r, setting in zip(frame["result"], frame["setting"])}
 
 
 def _arms(cells: list[CellTuning], results: list[dict[str, Any]], labels: dict[str, str]) -> dict[str, str]:
@@ -75,16 +93,17 @@ def _arms(cells: list[CellTuning], results: list[dict[str, Any]], labels: dict[s
 
 
 def tuning_table(results: list[dict[str, Any]], labels: dict[str, str],
-                 evaluated: set[str] | None = None) -> Table | None:
+                 evaluated: set[str] | None = None, places: dict[str, str] | None = None) -> Table | None:
     """One row per tuned cell: each candidate's mean ± sd final validation accuracy over the tuning seeds;
-    `labels` (from `arm_labels`) names the cells that have evaluation runs; `evaluated`: the cells with evaluation
-    runs (default: those `labels` names; a causal LM's runs are named by their strategy instead), the others' selection
-    marked as pending."""
+    `labels` (from `arm_labels`) names the cells that have evaluation runs, `places` (from `setting_names`) their
+    settings; `evaluated`: the cells with evaluation runs (default: those `labels` names), the others' selection
+    marked as pending. Settings and budgets are in the order of their numbers (`natural_key`)."""
     evaluated = set(labels) if evaluated is None else evaluated
     order = {m: i for i, m in enumerate(method_registry.report_order())}
     tuned = tuning_cells(results)
-    places = _places(tuned)
-    cells = sorted(tuned, key=lambda c: (*places[c.cell], order.get(c.example["method"], len(order)), c.example["method"]))
+    places = _places(tuned, places)
+    cells = sorted(tuned, key=lambda c: (*map(natural_key, places[c.cell]), order.get(c.example["method"], len(order)),
+                                         c.example["method"]))
     if not cells:
         return None
 
@@ -225,7 +244,10 @@ def convergence_claims(arms: list[dict[str, Any]], detail: bool = True) -> list[
     return claims
 
 
-def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> list[str]:
+def selection_claims(results: list[dict[str, Any]], labels: dict[str, str],
+                     places: dict[str, str] | None = None) -> list[str]:
+    """What the selection on validation chose, in sentences: the cells and runs, the values not admissible, the
+    selections at a grid's edge or at the longest training (cells named as `tuning_table` names them)."""
     cells: list[CellTuning] = tuning_cells(results)
     if not cells:
         return ["No tuning runs: every value in these results was fixed by its sweep, none selected on validation."]
@@ -234,7 +256,7 @@ def selection_claims(results: list[dict[str, Any]], labels: dict[str, str]) -> l
               f"{sum(len(s.loss) for c in cells for s in c.scores)} tuning runs (best mean final validation "
               f"accuracy over the tuning seeds{LM_CRITERION if any(c.selected.by_loss for c in cells) else ''}); "
               "test accuracy exists only at the selected values."]
-    places = _places(cells)
+    places = _places(cells, places)
     arms = _arms(cells, results, labels)
 
     def selections(some: list[CellTuning]) -> str:

@@ -69,6 +69,12 @@ def _mean(row: Row, column: str) -> float:
     return float(row.runs[column].mean())
 
 
+def _count_over_seeds(row: Row, column: str) -> str:
+    """A count that is one per run, such as the LoRA parameters: the mean over the row's runs, marked as such where
+    they differ (the no-budget ablation's min-max ranks vary with the seed), so that it is not read as one run's."""
+    return count(_mean(row, column)) + (" (mean)" if row.runs[column].nunique() > 1 else "")
+
+
 def compared(value: Callable[[stats.Comparison], str], reference: str = DASH) -> Callable[[Row], str]:
     """A comparison cell; on the reference's own row, `reference` instead."""
     return lambda r: reference if r.comparison is None else value(r.comparison)
@@ -125,7 +131,7 @@ def rank_spread(row: Row) -> str:
 COLUMNS: dict[str, Callable[[Row], str]] = {
     "Method": lambda r: r.label,
     "n": lambda r: str(len(r.runs)),
-    "LoRA params": lambda r: count(_mean(r, "lora_params")),
+    "LoRA params": lambda r: _count_over_seeds(r, "lora_params"),
     "Final LoRA params": lambda r: count(_mean(r, "lora_final")),
     "Saved adapter params": lambda r: count(_mean(r, "saved_params")),
     "Head params": lambda r: count(_mean(r, "head_params")),
@@ -169,11 +175,6 @@ STAT_NOTE = ("Accuracy: mean ± std over seeds. Δ: mean per-seed difference in 
              "t-test on matched seeds; n<3 where fewer than 3 seeds match, not testable where every seed gives the "
              "same difference (no test, no CI, no MDE). p (Wilcoxon): signed-rank test, from 6 pairs on. d: paired "
              "Cohen's d. p (Holm): the t-test p adjusted over this table (Holm). " + EQUIVALENCE_NOTE)
-# The paper's legend for its comparison tables, which show Δ with its CI, p (TOST, Holm) and the verdict (with the
-# MDE) but none of the report's other test columns; the verdict's rule and the CI's level are the protocol's.
-PAPER_STAT_NOTE = ("In the tables: accuracy is mean ± std over seeds, Δ the mean per-seed difference (method − "
-                   "reference) with its paired-t CI; n<3 where fewer than 3 seeds match, not testable where every seed "
-                   f"gives the same difference (no test, no CI, no MDE). {TOST_NOTE} {MDE_NOTE}")
 # column notes every accuracy comparison table has (`Table.column_notes`: said while the column is shown)
 ACCURACY_NOTES = {"≤ majority": "≤ majority: runs whose accuracy is not above the majority-class rate (by more than "
                                 "0.1 pp), i.e. that have not learnt the task."}
@@ -463,6 +464,7 @@ def cost_cells(runs: pd.DataFrame, reference: pd.DataFrame, phases: list[str], d
             ratio_cell(same_machine_ratios(runs, reference, "time_total")), count(runs["peak_rss_mib"].mean())]
 
 
+COST_NOTE = "Runs of a sweep share the machine with its other workers, so their times include that contention."
 RSS_NOTE = "Peak RSS: peak resident set size (the process's memory held in RAM), the largest per-phase peak, mean over runs."
 
 
@@ -471,7 +473,8 @@ def cost_notes(phases: list[str], reference: str, who: str, matched: str, timed:
     time), said while any is shown, and one for each of the total, the ratio to `reference`'s matched run
     (`matched`: what it shares) and the peak memory; `who` names a row's arm."""
     per_phase = f"Seconds per phase, mean over the runs (– where {who} has no such phase).{timed}"
-    return {**{f"{p} (s)": per_phase for p in phases}, "Total (s)": "Total: seconds of all phases, mean over the runs.",
+    return {**{f"{p} (s)": per_phase for p in phases},
+            "Total (s)": "Total: seconds of the whole run, mean over the runs: its phases and the moments between them.",
             f"Total / {reference} (×)": f"Total / {reference}: mean ± std of the ratio to the {reference} run with "
                                         f"{matched} (platform, CPU and device as recorded; – where there is none).",
             "Peak RSS (MiB)": RSS_NOTE}
@@ -500,9 +503,10 @@ def cost_tables(analysis: Analysis) -> list[Table]:
                      "Steps": "Steps: optimizer steps.",
                      "Converged (step)": "Converged: first validation step at 95% of the final validation accuracy, "
                                          "mean over runs."}
-        compact = ["Budget", "Method", "Runs", "importance (s)", "init (s)", "train (s)", "Total (s)", "Total / LoRA (×)",
-                   "Peak RSS (MiB)", "Peak CUDA (MiB)", "Converged (step)"]
-        tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, compact=compact,
+        # the phases that take time (allocation takes milliseconds), so that the total is about their sum
+        compact = ["Budget", "Method", "Runs", "load (s)", "importance (s)", "init (s)", "train (s)", "eval (s)",
+                   "Total (s)", "Total / LoRA (×)", "Peak RSS (MiB)", "Peak CUDA (MiB)"]
+        tables.append(Table(f"cost_{slug(setting)}", f"Cost — {setting}", columns, rows, [COST_NOTE], compact=compact,
                             column_notes=explained))
     return tables
 
