@@ -95,7 +95,7 @@ MARGIN_AFTER_RUNS = {
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "config", "data", "statistics", "selection", "tuning", "criteria", "criteria_summary",
-         "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
+         "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "coverage", "lm", "instruction",
          "shapes", "shares", "limitations", "values", "arms", "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
@@ -748,12 +748,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
                                       notes=[_declared(note, out.study) for note in c.notes]) for c in pick("criteria")],
                          "No success criteria could be assessed."),
-        # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
-        # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
-        # ablations and controls, against full BA-LoRA
-        "answer": part([*(s for rows in analysis.main.values() for s in _intervals(rows, "tuned LoRA")),
-                        *(s for rows in analysis.ablation.values() for s in _intervals(rows, "full BA-LoRA"))], [],
-                       "No comparison with LoRA was possible."),
+        # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only (the abstract, its
+        # findings' intervals)
         # the body's sentences refer to the tables and figures that hold their numbers
         "budget": part([s for setting in shown for s in budget(setting)],
                        pick(*(f"budget_{slug(setting)}" for setting in shown)),
