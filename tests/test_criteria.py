@@ -136,7 +136,10 @@ def test_criteria_table_in_the_report_and_the_paper(tmp_path: Path):
     assert "tables below" not in table and "comparison tables of the setting under Where" in table
     # in the reader's words, not the report's (a reviewer's read, 2026-12-07: "the runs' spec declares")
     assert "spec" not in table and "a hypothesis declared before the runs" in table
-    assert "3 were met and 1 was not met" in (generated / "abstract.tex").read_text()
+    # the results section says how many were met, before its tables (the third review, N9: not in the abstract)
+    assert (generated / "criteria_summary.tex").read_text() == "Of the 4 success criteria, 3 were met and 1 was not met " \
+                                                               "on these runs.\n\n"
+    assert "success criteria" not in (generated / "abstract.tex").read_text()
     assert (tmp_path / "report" / "tables" / "criteria.tex").is_file()
 
 

@@ -24,7 +24,8 @@ SEEDS = (42, 43, 44, 45, 46)
 METHODS = ("lora", "ba_lora", "adalora", "eva", "linear_decay", "ba_lora_no_warmstart", "ba_lora_uniform",
            "ba_lora_no_budget")
 EFFECT = {"lora": 0.0, "ba_lora": 0.04, "adalora": -0.02, "eva": 0.01, "linear_decay": 0.0,
-          "ba_lora_no_warmstart": 0.02, "ba_lora_uniform": 0.03, "ba_lora_no_budget": 0.035, "dora": 0.0, "pissa": 0.0}
+          "ba_lora_no_warmstart": 0.02, "ba_lora_uniform": 0.03, "ba_lora_no_budget": 0.035, "ba_lora_shuffled": 0.04,
+          "dora": 0.0, "pissa": 0.0}
 MAJORITY = 0.578
 
 
@@ -258,19 +259,31 @@ def test_claims_say_so_when_ba_lora_loses(monkeypatch: pytest.MonkeyPatch):
             "LoRA runs, or the same difference on every seed.") in claims.summary_claims(few)
 
 
-def test_the_abstract_counts_every_comparison_with_lora_before_its_examples():
-    """A reviewer's read (2026-12-07): the abstract gave 3 of the 8 comparisons with LoRA, "in all three, inconclusive",
-    while the conclusion said all 8. It first counts the verdicts over every setting and budget with their MDEs, in
-    words (no test names), then gives its headline cases as examples."""
-    from balora.report.analysis import analyse
-    from balora.report.criteria import abstract_claims
-    from balora.report.runs import load_runs
+def test_the_abstract_is_one_paragraph_of_a_studys_findings_and_the_main_results_verdict_count(tmp_path: Path):
+    """The third review (N9): the abstract ran to 450 words in 6 items, with the main results' example cases beside
+    their verdict count. Each source writes one paragraph: the main results, the verdicts over every comparison with
+    tuned LoRA, naming whose they are ("every setting" read as every source's, review 2, item 6); a study, BA-LoRA
+    against tuned LoRA per setting with Δ and its CI where it found a difference, and then the two controls that
+    locate it (uniform and shuffled ranks, not every control), with theirs."""
+    from balora.report import write_runs_report
+    from balora.runfiles import write_run
 
-    runs = [make_result(m, b, k, s) for m in ("lora", "ba_lora") for b in (4, 8) for k in (16, 64) for s in SEEDS]
-    tally, examples = abstract_claims(analyse(load_runs(runs)))
-    assert tally.startswith("Over all 4 comparisons of BA-LoRA with LoRA (every setting and budget), the verdict was ")
-    assert "Holm" not in tally and tally.endswith(".")
-    assert examples.startswith("For example, BA-LoRA minus LoRA in test accuracy, on matched seeds: Δ = ")
+    main = [make_result(m, b, k, s) for m in ("lora", "ba_lora") for b in (4, 8) for k in (16, 64) for s in SEEDS]
+    build_report(main, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    abstract = (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
+    assert abstract.startswith("Over all 4 comparisons of BA-LoRA with tuned LoRA (every setting and budget of the main "
+                               "results in classification), the verdict was ")
+    assert r"\item" not in abstract and "For example" not in abstract and "success criteria" not in abstract
+    for run in [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "ba_lora_no_warmstart", "ba_lora_uniform",
+                                                   "ba_lora_shuffled") for s in SEEDS]:
+        write_run(tmp_path / "levers", run)
+    write_runs_report(tmp_path / "levers", tmp_path / "levers_report", paper_dir=tmp_path / "paper", figures_too=False)
+    study = " ".join((tmp_path / "paper" / "generated" / "levers" / "abstract.tex").read_text().split())
+    assert r"\item" not in study
+    assert study.startswith("With MiniLM on Rotten Tomatoes snippets (64 examples per class) at the rank-8 budget, "
+                            "against tuned LoRA: BA-LoRA, $\\Delta$ = +")
+    assert "), better. Against full BA-LoRA: BA-LoRA uniform ranks, $\\Delta$ = " in study
+    assert "BA-LoRA shuffled ranks, $\\Delta$ = " in study and "warm-start" not in study
 
 
 def close_pairs(offsets: tuple[float, ...], shots: int = 64) -> list[dict]:
@@ -380,9 +393,9 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     assert "No comparison of BA-LoRA with LoRA among the strategies" in (generated / "shapes.tex").read_text()
     assert "Against full BA-LoRA: BA-LoRA w/o warm-start, " in ablation and r"\ref{tab:ablation_" in ablation
     assert not (generated / "controls.tex").exists()  # review 3, N10: the discussion repeated it word for word
-    # the abstract gives the headline interval and its verdict in words, and never "seed 000"
+    # the abstract gives the verdicts over every comparison in words, and never "seed 000"
     abstract = (generated / "abstract.tex").read_text()
-    assert "CI" in abstract and "rank-8 budget" in abstract and "seed 000" not in abstract
+    assert abstract.startswith("Over all ") and "seed 000" not in abstract
     assert "combination" not in abstract  # the counts over every comparison are the conclusion's, not the abstract's
 
 
@@ -393,7 +406,8 @@ def test_the_method_section_describes_the_proportional_allocation_the_runs_used(
     method = tex[tex.index(r"\paragraph{Budgeted allocation.}"):tex.index(r"\paragraph{Warm-start.}")]
     assert r"\AllocationStrategies" in method and "min-max" not in method and "seed000" not in method
     ablations = tex[tex.index(r"\paragraph{Baselines and controls.}"):tex.index(r"\section{Experimental")]
-    assert "min-max rule" in ablations and "does not isolate" in ablations
+    words = " ".join(ablations.split())  # whatever line the source breaks them across
+    assert "unbudgeted rule" in words and "min-max normalised" in words and "does not isolate" in words
     for dump in (r"\LearningRates", r"\Gammas", r"\AlphaRatios", r"\AdaLoRAInitRatios", r"\SeedList"):
         for study in ("", "Levers"):  # nor the lever study's
             macro = "\\" + study + dump[1:]
@@ -750,13 +764,16 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
     listed = {"lower": "better (significantly lower loss): BA-LoRA;", "higher": "worse (significantly higher loss): BA-LoRA;",
               "tie": "equivalent within ±0.01 nats: BA-LoRA;", "unsure": "inconclusive: BA-LoRA (MDE "}[outcome]
     assert listed in markdown
-    # the paper's appendix states the finding, BA-LoRA's verdict word, and points to the table with the numbers
+    # the results section states the finding, BA-LoRA's verdict word, and points to the appendix's table with the
+    # numbers; the appendix has the table only (the third review, N10: each said the finding again)
     label = {"lower": "better", "higher": "worse", "tie": "equivalent within ±0.01 nats",
              "unsure": verdict.split(" — ")[0]}[outcome]
-    paper = (tmp_path / "paper" / "generated" / "lm.tex").read_text()
-    assert latex_text(f"against LoRA r=8 in test loss: BA-LoRA is {label} (") in paper
-    assert r"(Table~\ref{tab:lm_strategy_smollm2_critic_instructions}" in paper and "Holm-adjusted" not in paper
-    assert r"\input{generated/tables/lm_strategy_smollm2_critic_instructions.tex}" in paper
+    body = (tmp_path / "paper" / "generated" / "instruction.tex").read_text()
+    assert latex_text(f"against LoRA r=8 in test loss: BA-LoRA is {label} (") in body
+    assert r"(Table~\ref{tab:lm_strategy_smollm2_critic_instructions}" in body and "Holm-adjusted" not in body
+    appendix = (tmp_path / "paper" / "generated" / "lm.tex").read_text()
+    assert appendix.startswith(r"\input{generated/tables/lm_config.tex}") and "in test loss" not in appendix
+    assert r"\input{generated/tables/lm_strategy_smollm2_critic_instructions.tex}" in appendix
     # the study's bottom line, with Δ and its CI, reaches the report's summary; the paper's abstract and conclusion
     # say it in plain words (its model and data, Δ, the CI and the verdict), with or without classification runs
     classification = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
@@ -771,10 +788,7 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
                        f"= {delta} nats (")
     abstract = (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
     assert plain in abstract and latex_text(f"), {label}.") in abstract and "Holm-adjusted" not in abstract
-    # the results section states it too, pointing to the appendix's table (a reviewer's read, 2026-12-07: it was in
-    # the abstract and the conclusion only)
-    body = (tmp_path / "paper" / "generated" / "instruction.tex").read_text()
-    assert plain in body and r"(Table~\ref{tab:lm_strategy_smollm2_critic_instructions})." in body
+    assert plain not in body  # the abstract has the interval; the results section, the finding (N10: said twice)
     assert "BA-LoRA was significantly more accurate than LoRA" in summary
     assert plain in (tmp_path / "paper2" / "generated" / "abstract.tex").read_text()
     assert not (tmp_path / "paper2" / "generated" / "conclusion.tex").exists()  # review 3, N10: a verbatim repeat
@@ -1392,16 +1406,16 @@ def test_the_committed_papers_prose_says_findings_not_the_tables_numbers(committ
     read [−0.00, +6.69]. The abstract says model, data and shots in words, each verdict with its interval (and MDE);
     the prose states findings and points to the tables."""
     text = _paper_text(committed_paper)
-    abstract = text[:text.index("Introduction")]
+    abstract = " ".join(text[:text.index("Introduction")].split())  # words, whatever line they break across
     assert "·" not in abstract and "Holm-adjusted" not in abstract and "p = " not in abstract
     assert "presidential-debate statements (64 examples per class)" in abstract and "inconclusive (MDE" in abstract
     assert "minilm" not in abstract and "vit-fashion" not in abstract and "smollm2" not in abstract
-    assert "MDE 1.46 pp" in abstract  # the headline's inconclusive comparisons with their MDEs
+    assert "(MDEs 1.46 to " in abstract  # the main results' inconclusive comparisons with their MDEs
     for repeated in ("Mean rank per module type", "perplexity 46", "no longer training was tried", "not run yet",
                      "evaluation pending"):
         assert repeated not in text, repeated
     assert not re.search(r"[−-]0\.0+(?![0-9])", text)  # a zero with a minus
-    lm = (committed_paper / "generated" / "lm.tex").read_text()
+    lm = (committed_paper / "generated" / "instruction.tex").read_text()
     assert r"(Table~\ref{tab:lm_strategy_" in lm and "Holm-adjusted" not in lm
 
 
@@ -1493,8 +1507,10 @@ def test_a_long_table_by_setting_is_a_listing_on_as_many_pages_as_it_needs(tmp_p
 
 def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_reports(committed_parts: Path):
     """results/levers is a study of its own in the paper: its report writes generated/levers/ (macros
-    prefixed Levers), the main results' report, written after it, leaves that folder alone, and the answer's
-    sentences carry exactly the Δ, CI and verdict of each comparison in the study's committed report."""
+    prefixed Levers), the main results' report, written after it, leaves that folder alone, and its abstract's
+    sentences carry exactly the verdict of BA-LoRA against tuned LoRA in each setting of the study's committed report,
+    and where it is better or worse, its Δ and CI and those of the two controls that locate it (uniform and shuffled
+    ranks), not the others'."""
     from balora.report.document import latex_text
 
     root = Path(__file__).parents[1]
@@ -1503,28 +1519,39 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
     levers = generated / "levers"
     assert r"\newcommand{\LeversNumRuns}" in (levers / "results.tex").read_text()
     assert r"\input{generated/levers/tables/ablation_" in (levers / "ablation.tex").read_text()
-    answer = (levers / "answer.tex").read_text()
+    abstract = (levers / "abstract.tex").read_text()
     report = (root / "results" / "levers" / "report" / "report.md").read_text()
-    compared = 0
+    found, compared = set(), 0
     for heading, reference in (("Budget efficiency — ", "tuned LoRA"), ("Ablations against full BA-LoRA — ", "full BA-LoRA")):
         for table in re.findall(rf"\*\*{heading}(.+?)\*\*\n\n(.+?)\n\n", report, re.S):
             setting, lines = table
             header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines.splitlines()]
             at = {name: header.index(name) for name in ("Budget", "Method", "Δ acc. (pp) [CI]", "Verdict")}
+            model, dataset, shots = setting.split(" · ")[:3]
+            words = setting_words(model, dataset, int(shots.removesuffix("-shot")))
             for row in rows[1:]:  # after the Markdown rule
                 delta = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row[at["Δ acc. (pp) [CI]"]])
+                method, verdict = row[at["Method"]], row[at["Verdict"]]
                 if delta is None:  # the reference
                     continue
                 d, low, high = delta.groups()
-                # the setting in words (model, data, shots) with its one budget, as the abstract has it
-                model, dataset, shots = setting.split(" · ")[:3]
-                where = (f"With {setting_words(model, dataset, int(shots.removesuffix('-shot')))} at the "
-                         f"rank-{row[at['Budget']].removeprefix('r=')} budget, against {reference}: ")
-                assert latex_text(where) in answer
-                assert latex_text(f"{row[at['Method']]}, Δ = {d} pp (") in answer
-                assert latex_text(f"CI {low} to {high}), {row[at['Verdict']]}") in answer
+                said = latex_text(f"{method}, Δ = {d} pp (") in abstract
+                if reference == "tuned LoRA" and method == "BA-LoRA" and verdict in ("better", "worse"):
+                    found.add(setting)
+                elif reference == "tuned LoRA" and method == "BA-LoRA":
+                    assert latex_text(f"{words}, against tuned LoRA: BA-LoRA, {verdict}") in abstract
+                    assert not said
+                    continue
+                if setting not in found or method not in ("BA-LoRA", "BA-LoRA uniform ranks", "BA-LoRA shuffled ranks"):
+                    assert not said, method
+                    continue
+                # the setting in words (model, data, shots) with its one budget
+                where = (f"With {words} at the rank-{row[at['Budget']].removeprefix('r=')} budget, against tuned LoRA: "
+                         if reference == "tuned LoRA" else f"Against {reference}: ")
+                assert latex_text(where) in abstract and said
+                assert latex_text(f"CI {low} to {high}), {verdict}") in abstract
                 compared += 1
-    assert compared >= 2  # BA-LoRA against LoRA, and at least one control against BA-LoRA
+    assert found and compared >= 3  # BA-LoRA against LoRA, and its two controls against BA-LoRA
 
 
 def test_the_peers_study_says_every_arms_verdict_against_lora_and_points_to_its_table(committed_parts: Path):
@@ -1849,3 +1876,42 @@ def test_instruction_tuning_says_how_far_training_moved_the_loss_from_the_untrai
             f"{(start - end) / 0.01:.0f} times the ±0.01 nats margin")
     assert said in (tmp_path / "report" / "report.md").read_text()
     assert latex_text(said) in (tmp_path / "paper" / "generated" / "instruction.tex").read_text()
+
+
+def test_the_paper_says_how_ba_loras_ranks_split_the_budget_between_attention_and_mlp(tmp_path: Path):
+    """The third review (N11): the body pointed to the appendix for where the ranks go, the evidence for its thesis.
+    A part says, from the runs' allocations, each of attention's and the MLP's share of BA-LoRA's LoRA parameters
+    with its mean rank, beside the shares uniform ranks give them; nothing where only attention is adapted."""
+    from balora.report import claims
+    from balora.report.runs import load_runs, settings
+
+    vit = [make_vit_result("ba_lora", "sensitivity", s, 3.0) for s in (42, 43, 44)]
+    (setting,) = settings(load_runs(vit))
+    # 16 attention modules at rank 6, 8 MLP modules at rank 3, every one 128×128: 96 of 120 rank units to attention
+    said = claims.budget_shares(load_runs(vit), setting)
+    assert said == [f"{setting}: over 3 BA-LoRA runs, the allocated ranks give attention modules 80.00% (mean rank 6.0) "
+                    "and MLP modules 20.00% (mean rank 3.0) of the LoRA parameters (uniform ranks: 66.67% and 33.33%)."]
+    query_value = load_runs([make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]])
+    assert claims.budget_shares(query_value, settings(query_value)[0]) == []
+    build_report(vit, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    assert "attention modules 80.00\\% (mean rank 6.0)" in (tmp_path / "paper" / "generated" / "shares.tex").read_text()
+
+
+def test_the_papers_setup_gives_each_test_set_its_majority_rate_and_the_images_size(tmp_path: Path):
+    """Review 2, item 17: the setup named the ViT's 7×7 patches on 8×8 digits without the resize, and neither the
+    lever settings' test sizes nor their majority rates. A part says them, from the runs."""
+    runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    vit = [make_vit_result("ba_lora", "sensitivity", s, 3.0) for s in (42, 43, 44)]
+    build_report(runs + vit, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    data = " ".join((tmp_path / "paper" / "generated" / "data.tex").read_text().split())
+    assert "The test sets: Rotten Tomatoes snippets, 2,000 examples (majority-class rate 57.80\\%);" in data
+    assert "Every image is resized to 28$\\times$28 pixels and cut into 7$\\times$7 patches (16 per image)." in data
+
+
+def test_the_selection_protocol_says_what_a_sweep_and_its_tuned_fields_are():
+    """Review 2, item 14: Appendix B spoke of "its tune block" and "its tune block's lengthen", the spec format's
+    words, which the paper never defines."""
+    from balora.report.selection import PROTOCOL
+
+    assert "tune block" not in PROTOCOL and "lengthen" not in PROTOCOL
+    assert PROTOCOL.startswith("A sweep is the set of runs that one spec (such as a preset) declares.")

@@ -230,6 +230,28 @@ def _split(kinds: pd.Series) -> str:
     return f"; {kinds.idxmax()} modules get the most rank on average and {kinds.idxmin()} the least"
 
 
+def budget_shares(frame: pd.DataFrame, setting: str) -> list[str]:
+    """How BA-LoRA's allocated ranks split the budget between attention and MLP modules (`models.is_attention`, as
+    the vision section splits them): each one's share of the LoRA parameters and its mean rank per module, against
+    the share uniform ranks give it. Nothing where the runs adapt only one of the two."""
+    from balora.models import is_attention  # deferred: models imports transformers
+
+    runs = frame[(frame["setting"] == setting) & (frame["arm"] == PROPOSED)]
+    modules = allocation_frame(runs, "rank")
+    part = modules["module"].map(lambda name: "attention" if is_attention(name) else "MLP")
+    if part.nunique() < 2:
+        return []
+    spent = (modules["rank"] * modules["cost"]).groupby(part).sum()
+    uniform = modules["cost"].groupby(part).sum()  # every run adapts the same modules: their costs' shares
+    mean_rank = modules["rank"].groupby(part).mean()
+    order = list(spent.sort_values(ascending=False).index)
+    held = " and ".join(f"{name} modules {pct(spent[name] / spent.sum())}% (mean rank {mean_rank[name]:.1f})"
+                        for name in order)
+    uniform_shares = " and ".join(f"{pct(uniform[name] / uniform.sum())}%" for name in order)
+    return [f"{setting}: over {runs['result'].size} BA-LoRA runs, the allocated ranks give {held} of the LoRA "
+            f"parameters (uniform ranks: {uniform_shares})."]
+
+
 def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
     """Per dynamic arm: how often ranks moved, the most parameters ever trained against the budget, and
     the time a reallocation took; then whether reallocating helped: each dynamic arm against static BA-LoRA
@@ -323,16 +345,18 @@ def verdict_tally(comparisons: list[stats.Comparison]) -> str:
                    _share(len(comparisons)))
 
 
-def main_tally(analysis: Analysis) -> str:
-    """One sentence in plain words, for a reader without the tables: the verdicts of BA-LoRA against LoRA over
-    every setting and budget (`verdict_tally`); "" where none was tested."""
+def main_tally(analysis: Analysis, source: str = "") -> str:
+    """One sentence in plain words, for a reader without the tables: the verdicts of BA-LoRA against tuned LoRA over
+    every setting and budget (`verdict_tally`) of `source` (how the text names the runs, e.g. "the main results": a
+    paper with several sources reads "every setting" as all of them); "" where none was tested."""
     comparisons = _main_comparisons(analysis)
     tally = verdict_tally(comparisons)
     if not tally:
         return ""
-    return (f"Over all {len(comparisons)} comparisons of {method_name(PROPOSED)} with LoRA (every setting and budget), "
-            f"the verdict was {tally}." if len(comparisons) > 1 else
-            f"In the one comparison of {method_name(PROPOSED)} with LoRA, the verdict was {tally}.")
+    of = f" of {source}" if source else ""
+    return (f"Over all {len(comparisons)} comparisons of {method_name(PROPOSED)} with tuned LoRA (every setting and "
+            f"budget{of}), the verdict was {tally}." if len(comparisons) > 1 else
+            f"In the one comparison of {method_name(PROPOSED)} with tuned LoRA{of}, the verdict was {tally}.")
 
 
 def _verdict_counts(analysis: Analysis) -> list[str]:

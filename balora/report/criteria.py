@@ -36,15 +36,13 @@ from balora import method_registry, specs
 from balora.config import protocol
 from balora.report import stats
 from balora.report.analysis import Analysis, Row
-from balora.report.claims import PROPOSED, counted, main_tally, margin_text, p_text
+from balora.report.claims import counted, margin_text, p_text
 from balora.report.document import Table
 from balora.report.runs import DEFAULTS, REFERENCE, budget_label, method_name
 from balora.report.tables import signed
 from balora.specs import Hypothesis, same_value
 
 MET, NOT_MET, NOT_TESTABLE = "met", "not met", "not testable"
-ABSTRACT_BUDGET = 8  # the abstract's budget and shot counts: Exp. 1's middle budget, Exp. 2's fewest and 64 shots
-ABSTRACT_SHOTS = (16, 64)
 
 
 @dataclass
@@ -288,53 +286,3 @@ def criteria_summary(criteria: list[Criterion], whose: str = "seed 000's") -> st
         return f"None of {whose} {len(criteria)} success criteria was met on these runs{untestable}."
     marks = counted([(counts[mark], were(mark)) for mark in (MET, NOT_MET, NOT_TESTABLE)])
     return f"Of {whose} {len(criteria)} success criteria, {marks} on these runs."
-
-
-_PLAIN = {stats.BETTER: "BA-LoRA was significantly more accurate",
-          stats.WORSE: "BA-LoRA was significantly less accurate",
-          stats.EQUIVALENT: "the two are equivalent within ±{margin}",
-          stats.INCONCLUSIVE: "inconclusive: neither a difference nor equivalence within ±{margin} was shown"}
-_ALL = {1: "", 2: "in both, ", 3: "in all three, "}
-
-
-def _headline(case: str, c: stats.Comparison | None) -> tuple[str, str] | None:
-    """One case of the abstract: Δ with its CI (and the MDE where inconclusive), and the verdict in plain words; None
-    without a test."""
-    if c is None or not c.tested or c.verdict not in _PLAIN:
-        return None
-    verdict = _PLAIN[c.verdict].format(margin=margin_text(c))
-    mde = f", MDE {c.metric.amount(c.mde)}" if c.verdict == stats.INCONCLUSIVE else ""
-    return (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}{mde}) "
-            f"{case}", verdict)
-
-
-def abstract_claims(analysis: Analysis) -> list[str]:
-    """The abstract's numbers: the verdicts over every comparison of BA-LoRA with LoRA (`claims.main_tally`), then as
-    examples BA-LoRA − LoRA accuracy at r = 8 on training-subset or full-pool data (Exp. 1), and at the fewest and 64
-    shots per class (Exp. 2), each with its CI, and the verdicts in plain words (once, where every case has the
-    same)."""
-    cases = []
-    for rows in analysis.main.values():
-        if rows and rows[0].runs["shots"].isna().all():
-            size = rows[0].runs["train_size"].iloc[0] if "train_size" in rows[0].runs else None
-            data = "the full training pool" if size is None or size != size else f"{int(size):,} training examples"
-            cases.append(_headline(f"with {data} at the rank-{ABSTRACT_BUDGET} budget",
-                                   _compared(rows, budget_label(ABSTRACT_BUDGET), PROPOSED)))
-    for rows in analysis.fewshot.values():
-        if float(rows[0].runs["budget"].iloc[0]) == ABSTRACT_BUDGET:
-            cases += [_headline(f"with {shots} examples per class", _compared(rows, str(shots), PROPOSED))
-                      for shots in ABSTRACT_SHOTS]
-    found = [c for c in cases if c]
-    if not found:
-        return []
-    # the count over every comparison first, so that the cases read as examples of it, not as all there is
-    tally = main_tally(analysis)
-    lead = f"{'For example, ' if tally else ''}BA-LoRA minus LoRA in test accuracy, on matched seeds: "
-    verdicts = {verdict for _, verdict in found}
-    if len(verdicts) == 1 and len(found) in _ALL:
-        listed = [text for text, _ in found]
-        joined = listed[0] if len(listed) == 1 else ", ".join(listed[:-1]) + " and " + listed[-1]
-        examples = f"{lead}{joined}; {_ALL[len(found)]}{verdicts.pop()}."
-    else:
-        examples = lead + "; ".join(f"{text}: {verdict}" for text, verdict in found) + "."
-    return [tally, examples] if tally else [examples]

@@ -24,7 +24,7 @@ import pandas as pd
 
 from balora.report import figures, stats
 from balora.report.analysis import Row, group_rows, holm_rows
-from balora.report.claims import counted, evidence, margin_text, p_text, strategy_verdicts, verdict_phrase
+from balora.report.claims import _mdes, counted, evidence, margin_text, p_text, strategy_verdicts, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
 from balora.report.runs import budget_label, by_seed, method_name, setting_words
 from balora.report.stats import LOSS
@@ -314,7 +314,10 @@ def finding(rows: list[Row]) -> list[str]:
     def clause(verdict: str, word: str, names_them: bool) -> tuple[int, str]:
         names = [name for name, c in compared.items() if c.verdict == verdict]
         verb = "is" if len(names) == 1 else "are"
-        return len(names), f"{{}} {verb} {word}" + (f" ({', '.join(names)})" if names_them else "")
+        # an inconclusive count with its MDEs: without them it reads as a tie
+        mdes = [c for c in compared.values() if c.verdict == verdict == stats.INCONCLUSIVE]
+        detail = [", ".join(names)] if names_them else [_mdes(mdes)] if mdes else []
+        return len(names), f"{{}} {verb} {word}" + "".join(f" ({d})" for d in detail)
 
     margin = next((c for c in compared.values() if c.verdict == stats.EQUIVALENT), None)
     others = counted([clause(stats.BETTER, "better", True), clause(stats.WORSE, "worse", True),

@@ -35,7 +35,7 @@ from balora.errors import BaloraError
 from balora.report import anytime, claims, figures, lm, selection, stats
 from balora.report.analysis import Row
 from balora.report.builder import Report
-from balora.report.criteria import DECLARED_BY_SPEC, abstract_claims, criteria_summary
+from balora.report.criteria import DECLARED_BY_SPEC, criteria_summary
 from balora.report.document import (
     NARROW,
     PLACEMENT,
@@ -48,6 +48,7 @@ from balora.report.document import (
     table_latex,
 )
 from balora.report.runs import (
+    DATASET_WORDS,
     REFERENCE,
     SHORT_NAMES,
     budget_label,
@@ -139,13 +140,12 @@ MARGIN_AFTER_RUNS = {
     "peers": ("fixed after the runs it shares with the main results",
               "fixed before the analysis and before PiSSA's, OLoRA's, LoRA-GA's and DoRA's runs, but after the LoRA, "
               "BA-LoRA, AdaLoRA and EVA runs it shares with the main results")}
-ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
-PARTS = ("abstract", "config", "statistics", "selection", "tuning",
-         "criteria", "answer", "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
+PARTS = ("abstract", "config", "data", "statistics", "selection", "tuning", "criteria", "criteria_summary",
+         "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
          "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "lm", "instruction",
-         "shapes", "limitations", "values", "arms", "arms_more")
+         "shapes", "shares", "limitations", "values", "arms", "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
 STUDIES = ("levers", "peers")
@@ -328,6 +328,20 @@ def _image_input(frame: pd.DataFrame) -> list[str]:
     named = ", ".join(SHORT_NAMES.get(d, d) for d in datasets)
     return [f"{SHORT_NAMES[VIT_FASHION_NAME]}: {named} images resized to {side}×{side} pixels, cut into {patch}×{patch} "
             f"patches ({(side // patch) ** 2} per image)"]
+
+
+def data_sentences(frame: pd.DataFrame) -> list[str]:
+    """The setup's data in words: each dataset's test set with its majority-class rate, and how the images meet the
+    pretrained ViT (`_image_input`'s numbers), where the runs have any."""
+    sets = [f"{DATASET_WORDS.get(dataset, dataset)}, {_test_size(runs)} examples (majority-class rate "
+            f"{pct(runs['majority_rate'].mean())}%)" for dataset, runs in frame.groupby("dataset", sort=False)
+            if runs["majority_rate"].notna().any()]
+    said = [f"The test sets: {'; '.join(sets)}."] if sets else []
+    if (frame["model"] == VIT_FASHION_NAME).any():
+        side, patch = VIT_FASHION_IMAGE, VIT_FASHION_PATCH
+        said.append(f"Every image is resized to {side}×{side} pixels and cut into {patch}×{patch} patches "
+                    f"({(side // patch) ** 2} per image).")
+    return said
 
 
 def _device_name(device: str) -> str:
@@ -734,11 +748,46 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
             continue
         rows, final = anytime.compare(part)
         tables = pick(f"anytime_{slug(setting)}")
-        sentences += citing(_verdict_words(rows, "LoRA on the anytime metric", "arms", setting), tables)
-        sentences += [f"{setting}, {r.lead}: {r.label} learns sooner than LoRA on the anytime metric; "
-                      f"{anytime.end_words(final[(r.lead, r.arm)])}." for r in anytime.speed_wins(rows, final)]
+        said = _verdict_words(rows, "LoRA on the anytime metric", "arms", setting)
+        # one item per setting: the arms that learn sooner with no difference shown at the end, in its verdicts' item
+        sooner = [f"{r.label} learns sooner; {anytime.end_words(final[(r.lead, r.arm)])}."
+                  for r in anytime.speed_wins(rows, final)]
+        sentences += citing([" ".join([*said, *sooner])] if said else [], tables)
         floats += tables
     return sentences, floats
+
+
+ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
+# the controls the abstract gives beside BA-LoRA's gain: uniform ranks keep the warm-start and drop the allocation;
+# shuffled ranks keep each shape's share of the budget and drop the importance score's choice within a shape
+ABSTRACT_CONTROLS = ("ba_lora_uniform", "ba_lora_shuffled")
+
+
+def _abstract(report: Report, out: Output) -> list[str]:
+    """The abstract's generated sentences. A study's: per setting, BA-LoRA against tuned LoRA, the verdict with its
+    margin or MDE; then, where the verdict is better or worse, Δ with its CI, and the controls (`ABSTRACT_CONTROLS`)
+    that locate that difference. The main results': the verdicts over every comparison with tuned LoRA
+    (`claims.main_tally`), and the instruction-tuning verdict with its interval and MDE."""
+    analysis = report.analysis
+    if not out.study:
+        # the count is over the accuracy comparisons; instruction tuning (test loss) has its own sentence
+        tally = claims.main_tally(analysis, f"{SOURCE_NAMES['']} in classification")
+        return [*([tally] if tally else claims.summary_claims(analysis)),
+                *(s for rows in analysis.lm.values() for s in lm.answer(rows))]
+    decided, undecided = [], []
+    for setting, rows in analysis.main.items():
+        ours = [r for r in claims._proposed_rows(rows) if r.comparison.tested]
+        shown = [r for r in ours if r.comparison.verdict in (stats.BETTER, stats.WORSE)]
+        controls = [r for r in analysis.ablation.get(setting, [])
+                    if r.arm in ABSTRACT_CONTROLS and r.lead in {s.lead for s in shown}]
+        decided += [*_intervals(shown, "tuned LoRA"), *_intervals(controls, "full BA-LoRA", named=False)]
+        undecided += _verdict_words([r for r in ours if r not in shown], "tuned LoRA", "budgets", setting)
+    return undecided + decided  # the findings last, where the text goes on to read them
+
+
+def _paragraph(sentences: list[str | Cited], out: Output) -> str:
+    """Claims as one paragraph, where a list would break up the text around it (the abstract); "" where none."""
+    return " ".join(_claim_latex(s, out) for s in sentences) + "\n" if sentences else ""
 
 
 def _parts(report: Report, out: Output) -> dict[str, str]:
@@ -763,7 +812,6 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
-    lm_rows = list(analysis.lm.values())
 
     def part(sentences: list[str | Cited], floats: list[Table | Figure], empty: str) -> str:
         # the paper's prose names a setting in words, its tables and figures by the report's label
@@ -784,25 +832,24 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                       [*drawn, *pick(table)])
 
     return {
-        # the abstract: the counts over every comparison and the headline intervals and verdicts in words, the
-        # instruction-tuning verdicts and the criteria (the conclusion repeated them word for word: it has none)
-        "abstract": part([*(abstract_claims(analysis) or claims.summary_claims(analysis)),
-                          *(s for rows in lm_rows for s in lm.answer(rows)), criteria_summary(report.criteria, ADVANCE)],
-                         [], "No comparison with LoRA was possible."),
+        # the abstract, one paragraph (main.tex's prose around it): a study's findings with their intervals, the main
+        # results' verdict count and instruction-tuning verdict (§5 and the appendix have the rest)
+        "abstract": _paragraph([settings_in_words(s, frame) for s in _abstract(report, out)], out)
+                    or latex_text("No comparison with LoRA was possible.") + "\n",
         "config": _table(config_table(frame), out),
+        # the setup's test sets and image sizes, in the body's text (the configuration table is in the appendix)
+        "data": _paragraph(data_sentences(frame), out) or "\n",
         "statistics": statistics_latex(out.study),
         # the protocol in the setup; what it selected, cell by cell, in the appendix's table (not in sentences)
         "selection": latex_text(selection.PROTOCOL) + "\n",
         "tuning": part([], [*tuning, *pick("convergence")], "No tuning runs."),
+        # how many of the success criteria were met, in the results section (their table is in the appendix)
+        "criteria_summary": part([criteria_summary(report.criteria, ADVANCE)] if report.criteria else [], [], ""),
         "criteria": part([], [replace(c, title="Success criteria fixed before the runs",
                                       notes=[_declared(note, out.study) for note in c.notes]) for c in pick("criteria")],
                          "No success criteria could be assessed."),
-        # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only
-        # the answer in plain words: every tested arm's Δ with its CI and verdict, against LoRA and, for the
-        # ablations and controls, against full BA-LoRA
-        "answer": part([*(s for rows in analysis.main.values() for s in _intervals(rows, "tuned LoRA")),
-                        *(s for rows in analysis.ablation.values() for s in _intervals(rows, "full BA-LoRA"))], [],
-                       "No comparison with LoRA was possible."),
+        # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only (the abstract, its
+        # findings' intervals)
         # the body's sentences refer to the tables and figures that hold their numbers
         "budget": part([s for setting in shown for s in budget(setting)],
                        pick(*(f"budget_{slug(setting)}" for setting in shown)),
@@ -820,6 +867,10 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # pointing to every budget's heatmap (r = 8 first where there is one); then those and the importance plot
         "allocation": part(citing(claims.allocation_claims(frame, primary), heatmaps), [],
                            f"No allocation data in {primary}."),
+        # how the ranks split the budget between attention and MLP, where modules differ in shape (the body's evidence
+        # for the split between shapes), pointing to the setting's heatmaps
+        "shares": part([s for setting in shown if (said := claims.budget_shares(frame, setting))
+                        for s in citing(said, prefixed(f"rank_heatmap_{slug(setting)}__"))], [], ""),
         "allocation_more": part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
         "ablation": part([s for setting in analysis.ablation
@@ -918,15 +969,15 @@ def write_generated(report: Report | None, paper_dir: Path, study: str = "") -> 
         lm_runs = [row.runs for rows in report.analysis.lm.values() for row in rows]
         if lm_runs:  # what the instruction-tuning runs were configured with, as the other studies' tables say it
             floats.insert(0, config_table(pd.concat(lm_runs), "lm_config"))
-        # the finding, pointing to the strategy table and its figure (which hold every number), then those
+        # the results section's finding (BA-LoRA's verdict, and the other strategies'), pointing to the appendix's
+        # strategy table and its figure, which hold every number; the abstract has BA-LoRA's interval, the appendix
+        # only the floats (each said it again, word for word)
         found = [s for rows in report.analysis.lm.values() for s in lm.finding(rows)]
         cited = [f for f in floats if f.name.startswith(("lm_strategy_", "params_loss_"))]
-        parts["lm"] = _part(citing(found, cited), floats, out, "No instruction-tuning (causal-LM) runs.")
-        # the results section's bottom line, pointing to the appendix's strategy table
-        parts["instruction"] = _part(citing([s for rows in report.analysis.lm.values()
-                                             for s in lm.answer(rows) + lm.untrained_reference(rows)],
-                                            [f for f in cited if f.name.startswith("lm_strategy_")]), [], out,
-                                     "No instruction-tuning (causal-LM) runs.")
+        parts["lm"] = _part([], floats, out, "No instruction-tuning (causal-LM) runs.")
+        # and how far training moved the loss, against which its margin in nats reads
+        untrained = [s for rows in report.analysis.lm.values() for s in lm.untrained_reference(rows)]
+        parts["instruction"] = _part(citing(found, cited) + untrained, [], out, "No instruction-tuning (causal-LM) runs.")
         # after every table that may put its values there; nothing where none did (the selection table has them)
         parts["values"] = VALUES_LEAD + "".join(out.appendix) if out.appendix else ""
     for name, text in parts.items():

@@ -414,16 +414,17 @@ def dynamic_runs(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def allocation_frame(runs: pd.DataFrame, column: str = "final_rank") -> pd.DataFrame:
-    """One row per module per run: run (frame index), seed, layer, kind, importance, rank, and `value`
-    (the rank after training by default; `column="rank"` for the allocated one).
+    """One row per module per run: run (frame index), seed, layer, kind, importance, rank, cost (the module's
+    parameters per unit of rank, d_in + d_out) and `value` (the rank after training by default; `column="rank"` for
+    the allocated one).
 
     A module's kind is its name after the layer index, less the prefix all kinds share, e.g. `query`
     for BERT's `attention.self.query` when only query and value are adapted."""
     rows = [{"run": index, "seed": seed, "module": m["name"], "importance": float(m.get("importance", 0.0)),
-             "rank": m["rank"], "value": m.get(column, m["rank"])}
+             "rank": m["rank"], "cost": sum(m.get("shape", [0, 0])), "value": m.get(column, m["rank"])}
             for index, seed, result in zip(runs.index, runs["seed"], runs["result"])
             for m in result.get("allocation", [])]
-    frame = pd.DataFrame(rows, columns=["run", "seed", "module", "importance", "rank", "value"])
+    frame = pd.DataFrame(rows, columns=["run", "seed", "module", "importance", "rank", "cost", "value"])
     split = {name: _layer_and_suffix(name) for name in frame["module"].unique()}
     suffixes = [suffix for _, suffix in split.values()]
     shared = 0

@@ -24,14 +24,17 @@ PENDING_NOTE = f" {PENDING.strip()}: its evaluation runs have not run yet."
 LM_CRITERION = "; a causal LM's lowest mean final validation loss"
 
 
-PROTOCOL = ("Where a sweep tuned a field (its tune block), every candidate was trained on the tuning seeds and scored "
+# in words a reader without the spec format knows: a sweep is what one spec declares, its tuned fields and grids are
+# the spec's list of candidates, and lengthening is the spec's option to try twice the epochs
+PROTOCOL = ("A sweep is the set of runs that one spec (such as a preset) declares. Where its spec lists a field to tune "
+            "with a grid of candidate values, every candidate was trained on the tuning seeds and scored "
             "on the validation split, never on test: the candidate with the best mean final validation accuracy was "
             "selected (ties: the lower mean validation loss, then the smaller value), and the evaluation runs use the "
             "selected value only. A selection at an end of a numeric grid of three or more values grows that grid by "
-            "one geometric step past the end (as far as the sweep allows) and the cell selects again. Where a sweep "
-            "lengthens (its tune block's lengthen), a selection that the grid no longer moves is final only once "
+            "one geometric step past the end (as far as the spec allows) and the cell selects again. Where the spec "
+            "also asks for longer training, a selection that the grid no longer moves is final only once "
             "it was also trained for twice its epochs, at the same other values, and that was not better (or the "
-            "sweep's limit on doublings was reached). A candidate is "
+            "spec's limit on doublings was reached). A candidate is "
             "admissible only if no run at it, on a tuning seed or on an evaluation seed once those have run, ended at "
             f"chance on validation (balanced accuracy within {100 * AT_CHANCE_TOLERANCE:g} pp of 1 / number of "
             "classes): such a run never left one class, and a mean over seeds that includes it measures a failure to "
