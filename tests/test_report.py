@@ -1846,7 +1846,7 @@ def test_the_papers_verdict_words_carry_their_margin_or_mde_and_an_inconclusive_
     analysis = analyse(load_runs([make_result(m, 8, k, s) for m in ("lora", "ba_lora") for k in (16, 64)
                                   for s in SEEDS]))
     (name,) = analysis.fewshot
-    rows = claims._proposed_rows(analysis.fewshot[name])
+    rows = claims.proposed_rows(analysis.fewshot[name])
     (sentence,) = paper._verdict_words(rows, "LoRA", "shot counts")
     for c in (r.comparison for r in rows):
         assert c.verdict in (stats.INCONCLUSIVE, stats.EQUIVALENT)
@@ -1854,7 +1854,7 @@ def test_the_papers_verdict_words_carry_their_margin_or_mde_and_an_inconclusive_
         assert all(part in sentence for part in said), sentence
     assert analysis.trends[name]["ba_lora"].verdict == stats.NO_TREND
     trend = analysis.trends[name]["ba_lora"]
-    (counts,) = claims._trend_counts(analysis)
+    (counts,) = claims.trend_counts(analysis)
     assert "slope" in counts and "inconclusive" in counts and "no significant trend" not in counts
     assert f"95% CI {tables.signed(trend.ci_low)} to {tables.signed(trend.ci_high)} pp per doubling" in counts, counts
 

@@ -31,7 +31,7 @@ def counted(parts: list[tuple[int, str]], number: Callable[[int], str] = str) ->
     return ", ".join(phrases[:-1]) + (" and " if len(phrases) > 1 else "") + (phrases[-1] if phrases else "")
 
 
-def _share(total: int) -> Callable[[int], str]:
+def share_clause(total: int) -> Callable[[int], str]:
     """How many of `total` cases a clause covers: " in 2", " in all 5", or nothing when there is one case."""
     return lambda n: "" if total == 1 else f" in all {n}" if n == total else f" in {n}"
 
@@ -90,12 +90,12 @@ def evidence(c: stats.Comparison, delta: str) -> str:
     return text
 
 
-def _margins(comparisons: list[stats.Comparison]) -> str:
+def margins_text(comparisons: list[stats.Comparison]) -> str:
     """The equivalence margins of `comparisons`, each once: "±1 pp" (or "±1 pp or ±2 pp")."""
     return " or ".join(dict.fromkeys(f"±{margin_text(c)}" for c in comparisons))
 
 
-def _mdes(comparisons: list[stats.Comparison]) -> str:
+def mdes_text(comparisons: list[stats.Comparison]) -> str:
     """The minimum detectable effects of (inconclusive) `comparisons`: "MDE 2.10 pp", or their range."""
     low, high = min(comparisons, key=lambda c: c.mde), max(comparisons, key=lambda c: c.mde)
     if len(comparisons) == 1:
@@ -114,13 +114,13 @@ def verdict_lists(named: list[tuple[str, stats.Comparison]], better: str = "bett
     def names(verdict: str) -> str:
         listed = [(name, c) for name, c in named if c.verdict == verdict]
         if verdict == stats.INCONCLUSIVE and listed and not each_mde:
-            return ", ".join(name for name, _ in listed) + f" ({_mdes([c for _, c in listed])})"
-        return ", ".join(name + (f" ({_mdes([c])})" if verdict == stats.INCONCLUSIVE else "")
+            return ", ".join(name for name, _ in listed) + f" ({mdes_text([c for _, c in listed])})"
+        return ", ".join(name + (f" ({mdes_text([c])})" if verdict == stats.INCONCLUSIVE else "")
                          for name, c in listed) or "none"
 
     untested = sum(c.verdict not in DECIDED for _, c in named)
     return (f"{better}: {names(stats.BETTER)}; {worse}: {names(stats.WORSE)}; equivalent within "
-            f"{_margins([c for _, c in named])}: {names(stats.EQUIVALENT)}; inconclusive: {names(stats.INCONCLUSIVE)}"
+            f"{margins_text([c for _, c in named])}: {names(stats.EQUIVALENT)}; inconclusive: {names(stats.INCONCLUSIVE)}"
             + (f"; {untested} not tested (fewer than 3 matched seeds or the same difference on every seed)"
                if untested else ""))
 
@@ -129,18 +129,19 @@ def _budget(row: Row) -> str:
     return f"budget {row.lead} ({int(row.runs['budget_params'].iloc[0]):,} LoRA parameters)"
 
 
-def _proposed_rows(rows: list[Row]) -> list[Row]:
+def proposed_rows(rows: list[Row]) -> list[Row]:
+    """BA-LoRA's rows among `rows` that are compared with a reference (the ones its verdicts are about)."""
     return [r for r in rows if r.arm == PROPOSED and r.comparison is not None]
 
 
 def budget_claims(analysis: Analysis, setting: str) -> list[str]:
     return [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}")
-            for r in _proposed_rows(analysis.main.get(setting, []))]
+            for r in proposed_rows(analysis.main.get(setting, []))]
 
 
 def fewshot_claims(analysis: Analysis, name: str) -> list[str]:
     rows = analysis.fewshot[name]
-    sentences = [comparison_sentence(r, "LoRA", f"{name}, {r.lead} shots per class") for r in _proposed_rows(rows)]
+    sentences = [comparison_sentence(r, "LoRA", f"{name}, {r.lead} shots per class") for r in proposed_rows(rows)]
     trend = analysis.trends[name].get(PROPOSED)
     if trend is not None:
         deltas = trend_deltas(rows, PROPOSED)
@@ -170,7 +171,7 @@ def strategy_claims(analysis: Analysis, setting: str) -> list[str]:
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
-    sentences = [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}") for r in _proposed_rows(rows)]
+    sentences = [comparison_sentence(r, "LoRA", f"{setting}, {_budget(r)}") for r in proposed_rows(rows)]
     best = max(rows, key=lambda r: r.runs["accuracy"].mean())
     sentences.append(strategy_verdicts(
         setting, "LoRA", [(r.label, r.comparison) for r in compared], "accuracy",
@@ -317,9 +318,9 @@ def _main_comparisons(analysis: Analysis) -> list[stats.Comparison]:
     it: a budget of a few-shot series as its few-shot table has it (Holm-adjusted over the series' shot counts,
     where its own setting's table adjusts over that setting alone and may read it otherwise), the rest as their
     setting's table has it."""
-    in_series = [r for rows in analysis.fewshot.values() for r in _proposed_rows(rows)]
+    in_series = [r for rows in analysis.fewshot.values() for r in proposed_rows(rows)]
     shown = {(setting, budget) for r in in_series for setting, budget in zip(r.runs["setting"], r.runs["budget"])}
-    alone = [r for rows in analysis.main.values() for r in _proposed_rows(rows)
+    alone = [r for rows in analysis.main.values() for r in proposed_rows(rows)
              if (r.runs["setting"].iloc[0], r.runs["budget"].iloc[0]) not in shown]
     return [r.comparison for r in [*alone, *in_series]]
 
@@ -328,13 +329,13 @@ def _undecided(comparisons: list[stats.Comparison]) -> list[tuple[int, str]]:
     """The equivalent and the inconclusive comparisons as `counted` parts, with their margin and their MDEs."""
     equivalent = [c for c in comparisons if c.verdict == stats.EQUIVALENT]
     inconclusive = [c for c in comparisons if c.verdict == stats.INCONCLUSIVE]
-    return [(len(equivalent), f"equivalent within {_margins(equivalent)}{{}}" if equivalent else ""),
-            (len(inconclusive), f"inconclusive{{}} ({_mdes(inconclusive)})" if inconclusive else "")]
+    return [(len(equivalent), f"equivalent within {margins_text(equivalent)}{{}}" if equivalent else ""),
+            (len(inconclusive), f"inconclusive{{}} ({mdes_text(inconclusive)})" if inconclusive else "")]
 
 
 def summary_claims(analysis: Analysis) -> list[str]:
     """Verdict counts of BA-LoRA against LoRA over every setting and budget, and the few-shot trends."""
-    return [*_verdict_counts(analysis), *_trend_counts(analysis)]
+    return [*_verdict_counts(analysis), *trend_counts(analysis)]
 
 
 def verdict_tally(comparisons: list[stats.Comparison]) -> str:
@@ -342,7 +343,7 @@ def verdict_tally(comparisons: list[stats.Comparison]) -> str:
     all 8 (MDEs 0.99 to 16.39 pp)" ("" where none was tested)."""
     verdicts = Counter(c.verdict for c in comparisons)
     return counted([(verdicts[stats.BETTER], "better{}"), (verdicts[stats.WORSE], "worse{}"), *_undecided(comparisons)],
-                   _share(len(comparisons)))
+                   share_clause(len(comparisons)))
 
 
 def main_tally(analysis: Analysis, source: str = "") -> str:
@@ -386,7 +387,9 @@ def _slope_intervals(analysis: Analysis, verdict: str) -> str:
     return f" (95% CI{'s' if len(trends) > 1 else ''} {intervals} pp per doubling of the shots)"
 
 
-def _trend_counts(analysis: Analysis) -> list[str]:
+def trend_counts(analysis: Analysis) -> list[str]:
+    """At most one sentence: BA-LoRA's few-shot series counted by the verdict on the slope of its gap to LoRA
+    against the amount of data, with the intervals of the inconclusive slopes; none without a series."""
     sentences = []
     trends = Counter(t[PROPOSED].verdict for t in analysis.trends.values() if PROPOSED in t)
     if total := sum(trends.values()):
@@ -397,7 +400,7 @@ def _trend_counts(analysis: Analysis) -> list[str]:
                        (trends[stats.NARROWS], "narrowed significantly{}"),
                        (trends[stats.NO_TREND], "had a slope against the amount of data that is inconclusive{}"
                                                 + _slope_intervals(analysis, stats.NO_TREND)),
-                       (trends[stats.TOO_FEW_POINTS], "had too few shot counts for a trend{}")], _share(total)) + ".")
+                       (trends[stats.TOO_FEW_POINTS], "had too few shot counts for a trend{}")], share_clause(total)) + ".")
     return sentences
 
 
@@ -412,7 +415,7 @@ def conclusion_claims(analysis: Analysis) -> list[str]:
     if tested == 0:
         return ["No comparison of BA-LoRA with LoRA had 3 or more matched seeds, so these results support no claim "
                 "about BA-LoRA's accuracy relative to LoRA."]
-    rest = counted(_undecided(comparisons), _share(tested - better - worse))
+    rest = counted(_undecided(comparisons), share_clause(tested - better - worse))
     undetected = (" A difference smaller than a comparison's MDE would likely go undetected, so an inconclusive "
                   "comparison does not show that the two methods are alike." if verdicts[stats.INCONCLUSIVE] else "")
     if better == tested:
@@ -430,7 +433,7 @@ def conclusion_claims(analysis: Analysis) -> list[str]:
                   f"comparisons, significantly worse in {worse}" + (f", and in the rest the verdict was {rest}"
                                                                       if rest else "") + f".{undetected}")
     # the abstract's verdict counts would repeat the bottom line here
-    return [bottom, *_not_learnt(analysis), *_trend_counts(analysis)]
+    return [bottom, *_not_learnt(analysis), *trend_counts(analysis)]
 
 
 def _not_learnt(analysis: Analysis) -> list[str]:

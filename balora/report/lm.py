@@ -24,7 +24,7 @@ import pandas as pd
 
 from balora.report import figures, stats
 from balora.report.analysis import Row, group_rows, holm_rows
-from balora.report.claims import _mdes, counted, evidence, margin_text, p_text, strategy_verdicts, verdict_phrase
+from balora.report.claims import counted, evidence, margin_text, mdes_text, p_text, strategy_verdicts, verdict_phrase
 from balora.report.document import Block, Bullets, Figure, Heading, Paragraph, Table, slug
 from balora.report.runs import budget_label, by_seed, method_name, setting_words
 from balora.report.stats import LOSS
@@ -316,7 +316,7 @@ def finding(rows: list[Row]) -> list[str]:
         verb = "is" if len(names) == 1 else "are"
         # an inconclusive count with its MDEs: without them it reads as a tie
         mdes = [c for c in compared.values() if c.verdict == verdict == stats.INCONCLUSIVE]
-        detail = [", ".join(names)] if names_them else [_mdes(mdes)] if mdes else []
+        detail = [", ".join(names)] if names_them else [mdes_text(mdes)] if mdes else []
         return len(names), f"{{}} {verb} {word}" + "".join(f" ({d})" for d in detail)
 
     margin = next((c for c in compared.values() if c.verdict == stats.EQUIVALENT), None)

@@ -654,9 +654,9 @@ def _verdict_word(comparisons: list[stats.Comparison], share: str = "") -> str:
     bare "inconclusive" read as a tie)."""
     verdict = comparisons[0].verdict
     if verdict == stats.EQUIVALENT:
-        return f"equivalent within {claims._margins(comparisons)}{share}"
+        return f"equivalent within {claims.margins_text(comparisons)}{share}"
     if verdict == stats.INCONCLUSIVE:
-        return f"inconclusive{share} ({claims._mdes(comparisons)})"
+        return f"inconclusive{share} ({claims.mdes_text(comparisons)})"
     return (verdict if verdict in (stats.BETTER, stats.WORSE) else "not tested") + share
 
 
@@ -675,7 +675,7 @@ def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> li
             by_verdict.setdefault(r.comparison.verdict, []).append(r.comparison)
         total = len(compared)
         verdicts = claims.counted([(len(cs), _verdict_word(cs, "{}")) for cs in by_verdict.values()],
-                                  claims._share(total))
+                                  claims.share_clause(total))
         return [f"{lead}{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
     each = "; ".join(f"{r.label}, {_verdict_word([r.comparison])}" for r in compared)
     return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
@@ -776,7 +776,7 @@ def _abstract(report: Report, out: Output) -> list[str]:
                 *(s for rows in analysis.lm.values() for s in lm.answer(rows))]
     decided, undecided = [], []
     for setting, rows in analysis.main.items():
-        ours = [r for r in claims._proposed_rows(rows) if r.comparison.tested]
+        ours = [r for r in claims.proposed_rows(rows) if r.comparison.tested]
         shown = [r for r in ours if r.comparison.verdict in (stats.BETTER, stats.WORSE)]
         controls = [r for r in analysis.ablation.get(setting, [])
                     if r.arm in ABSTRACT_CONTROLS and r.lead in {s.lead for s in shown}]
@@ -819,7 +819,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                      str(settings_in_words(empty, frame)))
 
     def budget(setting: str) -> list[str | Cited]:
-        return citing(_verdict_words(claims._proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
+        return citing(_verdict_words(claims.proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
                                      setting if len(shown) > 1 else ""), pick(f"budget_{slug(setting)}"))
 
     def arms(setting: str) -> list[str | Cited]:
@@ -828,7 +828,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     def fewshot(name: str) -> list[str | Cited]:
         table = f"fewshot_{slug(name)}"  # its figure is its family's, whose name the table's begins with
         drawn = [f for f in prefixed("fewshot_") if isinstance(f, Figure) and table.startswith(f.name)]
-        return citing(_verdict_words(claims._proposed_rows(analysis.fewshot[name]), "LoRA", "shot counts"),
+        return citing(_verdict_words(claims.proposed_rows(analysis.fewshot[name]), "LoRA", "shot counts"),
                       [*drawn, *pick(table)])
 
     return {
@@ -861,7 +861,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # accuracy against parameters: the table has the numbers, the appendix the picture
         "budget_more": part([], pick(f"pareto_{key}"), ""),
         "fewshot": part([*(s for name in analysis.fewshot for s in fewshot(name)),
-                         *citing(claims._trend_counts(analysis), prefixed("fewshot_trend_"))],
+                         *citing(claims.trend_counts(analysis), prefixed("fewshot_trend_"))],
                         prefixed("fewshot_"), " ".join(["No few-shot comparison.", *fewshot_missing])),
         # where the ranks went (the importance-rank correlation, the module types with the most and the least rank),
         # pointing to every budget's heatmap (r = 8 first where there is one); then those and the importance plot
@@ -887,7 +887,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # CI and MDE, where a strategy table adapts other modules than the budget tables (modules of several shapes);
         # the controls' verdicts are the results section's (said twice, they repeated it word for word)
         "shapes": part([s for setting, rows in analysis.strategy.items()
-                        if (said := _intervals(claims._proposed_rows(rows), "tuned LoRA", named=False))
+                        if (said := _intervals(claims.proposed_rows(rows), "tuned LoRA", named=False))
                         for s in citing(said, pick(f"strategy_{slug(setting)}"))],
                        [], f"No comparison of {method_name(claims.PROPOSED)} with LoRA among the strategies."),
         # the strategies' parameters against their loss: detail for the appendix (the table has both)
