@@ -277,6 +277,9 @@ def test_the_abstract_is_one_paragraph_of_a_studys_findings_and_the_main_results
     for run in [make_result(m, 8, 64, s) for m in ("lora", "ba_lora", "ba_lora_no_warmstart", "ba_lora_uniform",
                                                    "ba_lora_shuffled") for s in SEEDS]:
         write_run(tmp_path / "levers", run)
+    for run in [make_result("ba_lora_uniform", 8, 64, s) for s in SEEDS]:  # a variant of a control is that control
+        run["config"]["warmstart_init"], run["key"] = "gora", run["key"] + "-gora"
+        write_run(tmp_path / "levers", run)
     write_runs_report(tmp_path / "levers", tmp_path / "levers_report", paper_dir=tmp_path / "paper", figures_too=False)
     study = " ".join((tmp_path / "paper" / "generated" / "levers" / "abstract.tex").read_text().split())
     assert r"\item" not in study
@@ -284,6 +287,7 @@ def test_the_abstract_is_one_paragraph_of_a_studys_findings_and_the_main_results
                             "against tuned LoRA: BA-LoRA, $\\Delta$ = +")
     assert "), better. Against full BA-LoRA: BA-LoRA uniform ranks, $\\Delta$ = " in study
     assert "BA-LoRA shuffled ranks, $\\Delta$ = " in study and "warm-start" not in study
+    assert "BA-LoRA uniform ranks (GoRA's init), $\\Delta$ = " in study
 
 
 def close_pairs(offsets: tuple[float, ...], shots: int = 64) -> list[dict]:
@@ -1915,3 +1919,20 @@ def test_the_selection_protocol_says_what_a_sweep_and_its_tuned_fields_are():
 
     assert "tune block" not in PROTOCOL and "lengthen" not in PROTOCOL
     assert PROTOCOL.startswith("A sweep is the set of runs that one spec (such as a preset) declares.")
+
+
+def test_an_option_set_per_setting_does_not_make_a_variant_but_one_that_differs_within_a_setting_does():
+    """The lever study sets gradient_samples 1000 for the debates and leaves the default elsewhere: BA-LoRA there is
+    BA-LoRA, not "BA-LoRA (gradient_samples=1000)", which also dropped it from the report's count of BA-LoRA's
+    comparisons. A variant is an option that differs between runs of a method in one setting."""
+    from balora.report.runs import method_variants
+
+    runs = [make_result("ba_lora", 8, shots, s) for shots in (16, 64) for s in SEEDS[:3]]
+    for run in runs:
+        run["config"]["gradient_samples"] = 1000 if run["config"]["shots"] == 16 else 500
+    assert method_variants(runs) == [""] * len(runs)
+    rslora = [make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]]
+    for run in rslora:
+        run["config"] |= {"gradient_samples": 500, "scaling_rule": "rslora"}
+    assert method_variants(runs + rslora)[-3:] == ["rsLoRA scaling"] * 3  # the lever's name in words
+    assert method_variants(runs + rslora)[:3] == [""] * 3  # the 16-shot setting has no rslora run

@@ -760,7 +760,7 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 # the controls the abstract gives beside BA-LoRA's gain: uniform ranks keep the warm-start and drop the allocation;
 # shuffled ranks keep each shape's share of the budget and drop the importance score's choice within a shape
-ABSTRACT_CONTROLS = ("ba_lora_uniform", "ba_lora_shuffled")
+ABSTRACT_CONTROLS = ("ba_lora_uniform", "ba_lora_shuffled")  # methods: each with its variants (GoRA's init)
 
 
 def _abstract(report: Report, out: Output) -> list[str]:
@@ -779,7 +779,7 @@ def _abstract(report: Report, out: Output) -> list[str]:
         ours = [r for r in claims.proposed_rows(rows) if r.comparison.tested]
         shown = [r for r in ours if r.comparison.verdict in (stats.BETTER, stats.WORSE)]
         controls = [r for r in analysis.ablation.get(setting, [])
-                    if r.arm in ABSTRACT_CONTROLS and r.lead in {s.lead for s in shown}]
+                    if r.runs["method"].iloc[0] in ABSTRACT_CONTROLS and r.lead in {s.lead for s in shown}]
         decided += [*_intervals(shown, "tuned LoRA"), *_intervals(controls, "full BA-LoRA", named=False)]
         undecided += _verdict_words([r for r in ours if r not in shown], "tuned LoRA", "budgets", setting)
     return undecided + decided  # the findings last, where the text goes on to read them

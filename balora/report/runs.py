@@ -160,10 +160,18 @@ def _defaults_of(result: dict[str, Any]) -> tuple[dict[str, Any], ...]:
     return DEFAULTS, _task_defaults(tasks.of_result(result).name)
 
 
+# The lever study's options as an arm's label says them: the paper and the README read words, not field names.
+OPTION_WORDS = {"scaling_rule": "{} scaling", "warmstart_init": "{} init", "loraplus_ratio": "LoRA+ ratio {}",
+                "max_rank": "ranks ≤ {}"}
+VALUE_WORDS = {"rslora": "rsLoRA", "gora": "GoRA's", "balora": "mean-gradient"}
+
+
 def _shown(name: str, value: Any) -> str:
     """One field of a label; target modules read as a placement (None: the model's default targets)."""
     if name == "target_modules" and value != SELECTED:
         return DEFAULT_TARGETS if value is None else f"targets {'+'.join(value)}"
+    if name in OPTION_WORDS:
+        return OPTION_WORDS[name].format(VALUE_WORDS.get(value, value) if isinstance(value, str) else value)
     return f"{name}={value}"
 
 
@@ -240,11 +248,13 @@ def arm_label(method: str, variant: str) -> str:
 
 def method_variants(results: list[dict[str, Any]]) -> list[str]:
     """Each run's variant of its method: the options (not data, protocol, seed or budget) that vary among
-    the runs of its method and task in `results`, leaving out its task's defaults ("" for the default
-    variant). A causal LM's preset sizes (its test subset, say) do not rename the classifiers' arms. A plug-in's
-    options read as fields (`protocol`), so its variant is named by its option, as a built-in method's is."""
-    def group(result: dict[str, Any]) -> tuple[str, str]:
-        return tasks.of_result(result).name, result["config"]["method"]
+    the runs of its method and task on its data setting in `results`, leaving out its task's defaults ("" for
+    the default variant). A causal LM's preset sizes (its test subset, say) do not rename the classifiers' arms,
+    nor does an option a spec sets for one setting (the debates' gradient samples) rename that setting's arm. A
+    plug-in's options read as fields (`protocol`), so its variant is named by its option, as a built-in's is."""
+    def group(result: dict[str, Any]) -> tuple:
+        config = result["config"]
+        return tasks.of_result(result).name, config["method"], *(repr(config.get(f)) for f in SETTING_FIELDS)
 
     configs = [protocol(r["config"]) for r in results]
     options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
