@@ -404,3 +404,22 @@ def test_the_instruction_tuning_study_has_its_configuration_table():
     table = paper.config_table(selected_runs(load_runs(results)))
     cells = {row[0]: row[1] for row in table.rows}
     assert cells["Epochs"] == "2" and "Learning rates" in cells and not any("majority" in c.lower() for c in cells)
+
+
+def test_a_long_list_of_arms_is_said_by_verdict_each_verdict_once():
+    """The lever study's ViT has 12 arms against LoRA on the anytime metric: one verdict (and MDE) per arm ran to
+    eight lines of the body, which then overran its 10 pages. Past 4 arms the sentence names the arms under each
+    verdict once, the inconclusive ones with their MDEs' range; a short list keeps one verdict per arm."""
+    from types import SimpleNamespace
+
+    from balora.report import paper, stats
+
+    def row(label: str, verdict: str, mde: float) -> SimpleNamespace:
+        return SimpleNamespace(label=label, comparison=SimpleNamespace(verdict=verdict, mde=mde, metric=stats.ACCURACY))
+
+    rows = [row("A", stats.BETTER, 0.02), row("B", stats.INCONCLUSIVE, 0.03), row("C", stats.BETTER, 0.02),
+            row("D", stats.INCONCLUSIVE, 0.05), row("E", stats.WORSE, 0.02)]
+    assert paper._verdict_words(rows, "LoRA", "arms", "The ViT") == [
+        "The ViT, against LoRA: better: A, C; worse: E; inconclusive (MDEs 3.00 to 5.00 pp): B, D."]
+    assert paper._verdict_words(rows[:2], "LoRA", "arms", "The ViT") == [
+        "The ViT, against LoRA: A, better; B, inconclusive (MDE 3.00 pp)."]

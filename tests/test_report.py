@@ -1936,3 +1936,7 @@ def test_an_option_set_per_setting_does_not_make_a_variant_but_one_that_differs_
         run["config"] |= {"gradient_samples": 500, "scaling_rule": "rslora"}
     assert method_variants(runs + rslora)[-3:] == ["rsLoRA scaling"] * 3  # the lever's name in words
     assert method_variants(runs + rslora)[:3] == [""] * 3  # the 16-shot setting has no rslora run
+    plus = [make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]]
+    for run in plus:  # LoRA+ with its ratio selected on validation: the selection table gives the ratio
+        run["config"] |= {"gradient_samples": 500, "loraplus_ratio": 4.0, "tuned": ["learning_rate", "loraplus_ratio"]}
+    assert method_variants(runs + plus)[-3:] == ["LoRA+"] * 3

@@ -660,10 +660,14 @@ def _verdict_word(comparisons: list[stats.Comparison], share: str = "") -> str:
     return (verdict if verdict in (stats.BETTER, stats.WORSE) else "not tested") + share
 
 
+LISTED_ONE_BY_ONE = 4  # the most arms a sentence gives a verdict each; past it, each verdict once with its arms
+
+
 def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> list[str]:
     """One sentence in words for a table's comparisons, without its numbers (the table has them): each row's
-    verdict against `reference`, or, where every row is one method over `what`, how many got each verdict;
-    led by `where` (the setting) where the part shows several."""
+    verdict against `reference` (past `LISTED_ONE_BY_ONE` rows, each verdict once with its rows), or, where every
+    row is one method over `what`, how many got each verdict; led by `where` (the setting) where the part shows
+    several."""
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
@@ -677,7 +681,12 @@ def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> li
         verdicts = claims.counted([(len(cs), _verdict_word(cs, "{}")) for cs in by_verdict.values()],
                                   claims.share_clause(total))
         return [f"{lead}{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
-    each = "; ".join(f"{r.label}, {_verdict_word([r.comparison])}" for r in compared)
+    if len(compared) > LISTED_ONE_BY_ONE:  # each verdict once, with the arms that got it
+        by_verdict = {v: [r for r in compared if r.comparison.verdict == v] for v in claims.DECIDED}
+        each = "; ".join(f"{_verdict_word([r.comparison for r in rs])}: {', '.join(r.label for r in rs)}"
+                         for rs in by_verdict.values() if rs)
+    else:
+        each = "; ".join(f"{r.label}, {_verdict_word([r.comparison])}" for r in compared)
     return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
 
 

@@ -170,6 +170,8 @@ def _shown(name: str, value: Any) -> str:
     """One field of a label; target modules read as a placement (None: the model's default targets)."""
     if name == "target_modules" and value != SELECTED:
         return DEFAULT_TARGETS if value is None else f"targets {'+'.join(value)}"
+    if name == "loraplus_ratio" and value == SELECTED:  # the selection table gives the ratio
+        return "LoRA+"
     if name in OPTION_WORDS:
         return OPTION_WORDS[name].format(VALUE_WORDS.get(value, value) if isinstance(value, str) else value)
     return f"{name}={value}"
