@@ -173,6 +173,8 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
     for _, cell, label in _budgets(frame):
         arms = [a for a in arm_order(cell["arm"]) if _is_adaptive(cell[cell["arm"] == a])]
         grids = [allocation_frame(cell[cell["arm"] == a]).pivot_table("value", "kind", "layer", "mean") for a in arms]
+        kept = _first_of_each(grids)
+        arms, grids = [arms[i] for i in kept], [grids[i] for i in kept]
         if arms:
             budgets.append((label, _labels(cell, arms), grids, {_method(a) for a in arms}))
     figures = []
@@ -195,7 +197,8 @@ def rank_heatmaps(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figu
                              f"Rank allocation — {setting}, {label}",
                              "Rank per module after training" + _final_ranks(methods) + ", mean over seeds, by "
                              "module type (rows) and layer (columns); each method is a block of columns, named above "
-                             f"it, {_block_layout(per_row, len(names))}; methods with uniform ranks are omitted."))
+                             f"it, {_block_layout(per_row, len(names))}; methods with uniform ranks, and arms whose ranks "
+                             "repeat an earlier block's, are omitted."))
     return figures
 
 
@@ -251,11 +254,20 @@ def _wrap(text: str, width: int) -> str:
 
 
 @styled
+def _first_of_each(tables: list[pd.DataFrame]) -> list[int]:
+    """The indices of the tables that equal no earlier one: a lever that leaves an arm's ranks alone (LoRA+, a
+    scaling rule) would repeat that arm's panel, and the figure would outgrow its page for nothing."""
+    return [i for i, table in enumerate(tables) if not any(table.equals(tables[j]) for j in range(i))]
+
+
 def importance_vs_rank(frame: pd.DataFrame, setting: str, out_dir: Path) -> list[Figure]:
     """Importance score against allocated rank, one panel per arm with importance scores, colour = budget;
     Spearman's ρ per run, mean ± std over runs, under each panel's title."""
     arms = [a for a in arm_order(frame["arm"])
             if (m := allocation_frame(frame[frame["arm"] == a])).shape[0] and m["importance"].nunique() > 1]
+    scores = [allocation_frame(frame[frame["arm"] == a], column="rank")[["importance", "rank"]].reset_index(drop=True)
+              for a in arms]
+    arms = [arms[i] for i in _first_of_each(scores)]
     if not arms:
         return []
     fig, axes = _panels(len(arms), width=3.6, height=3.2, columns=2)  # two a row: room for the log axis labels
@@ -282,7 +294,8 @@ def importance_vs_rank(frame: pd.DataFrame, setting: str, out_dir: Path) -> list
     _legend_below(fig, axes)
     return [_save(fig, out_dir, f"importance_rank_{slug(setting)}", f"Importance vs allocated rank — {setting}",
                   "Each point is one module in one run; ρ is Spearman's rank correlation between importance and "
-                  "rank per run, mean ± std over runs, per budget.")]
+                  "rank per run, mean ± std over runs, per budget. An arm whose scores and ranks repeat an earlier "
+                  "panel's is omitted.")]
 
 
 def _mean_sd(frame: pd.DataFrame, column: str, scale: float = 100.0) -> tuple[float, float]:
