@@ -30,6 +30,8 @@ from balora.options import Options, check_not_negative, check_positive, option
 
 GROUPS = ("main", "heuristic", "ablation")  # the report's order: main methods, heuristics, ablations
 # Okabe-Ito colour names (balora.report.figures.OKABE_ITO), safe for the common colour-vision deficiencies
+RANKS = ("uniform", "allocated", "shuffled")  # the same rank everywhere; by importance; the allocation's ranks permuted
+INITS = ("zero", "warm-start")  # B = 0; B from the mean gradient (`warmstart_init` says whose formula)
 COLOURS = ("black", "orange", "sky", "green", "yellow", "blue", "vermillion", "purple", "grey")
 
 
@@ -54,12 +56,20 @@ class Method:
     own_parametrisation: bool = False  # not LoRA's A and B (AdaLoRA's SVD form, EVA's ranks): no --qa-lora
     fixed_scaling: bool = False  # scales by a fixed rank, whatever it prunes: --scaling-rule constant only
     extra_params: str = ""  # what it trains besides A and B, if anything (`balora allocate` says so)
+    # Its place in the report's one-lever-at-a-time table (`balora.report.analysis.levers_rows`), which pairs arms
+    # that differ in one of these alone: how its ranks are chosen (one of RANKS) and how B starts (one of INITS).
+    # "" keeps it out of that table (a peer, a heuristic, dynamic reallocation: more than one of them differs).
+    ranks: str = ""
+    init: str = ""
 
     def __post_init__(self) -> None:
         if self.group not in GROUPS:
             raise BaloraError(f"method {self.name}: group must be one of {', '.join(GROUPS)}, got {self.group!r}")
         if self.style.colour not in COLOURS:
             raise BaloraError(f"method {self.name}: colour must be one of {', '.join(COLOURS)}, got {self.style.colour!r}")
+        if self.ranks not in ("", *RANKS) or self.init not in ("", *INITS):
+            raise BaloraError(f"method {self.name}: ranks must be one of {', '.join(RANKS)} and init one of "
+                              f"{', '.join(INITS)} (or both empty), got {self.ranks!r} and {self.init!r}")
         if isinstance(self.build, str) and ":" not in self.build:
             raise BaloraError(f"method {self.name}: build must be a function or 'module:function', got {self.build!r}")
 
@@ -250,18 +260,20 @@ class LinearDecayOptions(HeuristicOptions):
 
 # The built-in methods, in --method's order (balora.methods.<module> holds each build function).
 for _method in (
-    Method("lora", "balora.methods.lora:lora", "LoRA", "main", Style("black", "-", "o"), importance_pass=False),
-    Method("ba_lora", "balora.methods.ba_lora:ba_lora", "BA-LoRA", "main", Style("vermillion", "-", "s"), BALoRAOptions),
+    Method("lora", "balora.methods.lora:lora", "LoRA", "main", Style("black", "-", "o"), importance_pass=False,
+           ranks="uniform", init="zero"),
+    Method("ba_lora", "balora.methods.ba_lora:ba_lora", "BA-LoRA", "main", Style("vermillion", "-", "s"), BALoRAOptions,
+           ranks="allocated", init="warm-start"),
     Method("ba_lora_dynamic", "balora.methods.dynamic:ba_lora_dynamic", "BA-LoRA dynamic", "main",
            Style("orange", "-", "d"), DynamicOptions),
     Method("ba_lora_no_warmstart", "balora.methods.ba_lora:ba_lora_no_warmstart", "BA-LoRA w/o warm-start",
-           "ablation", Style("vermillion", "--", "x"), AllocationOptions),
+           "ablation", Style("vermillion", "--", "x"), AllocationOptions, ranks="allocated", init="zero"),
     Method("ba_lora_uniform", "balora.methods.ba_lora:ba_lora_uniform", "BA-LoRA uniform ranks", "ablation",
-           Style("vermillion", ":", "+"), WarmStartOptions),
+           Style("vermillion", ":", "+"), WarmStartOptions, ranks="uniform", init="warm-start"),
     Method("ba_lora_no_budget", "balora.methods.ba_lora:ba_lora_no_budget", "BA-LoRA w/o budget", "ablation",
            Style("vermillion", "-.", "*"), NoBudgetOptions),
     Method("ba_lora_shuffled", "balora.methods.ba_lora:ba_lora_shuffled", "BA-LoRA shuffled ranks", "ablation",
-           Style("grey", ":", "s"), BALoRAOptions),
+           Style("grey", ":", "s"), BALoRAOptions, ranks="shuffled", init="warm-start"),
     Method("adalora", "balora.methods.adalora:adalora", "AdaLoRA", "main", Style("blue", "-", "^"),
            AdaLoRAOptions, importance_pass=False, own_parametrisation=True, fixed_scaling=True,
            extra_params="AdaLoRA's singular values, beside a budget counted in ranks"),

@@ -196,6 +196,8 @@ def test_every_registered_method_builds_and_reads_only_settings_runconfig_has():
         Method("x", "balora.methods.lora:lora", "x", "extra", Style("black", "-", "o"))
     with pytest.raises(BaloraError, match="colour must be one of"):
         Method("x", "balora.methods.lora:lora", "x", "main", Style("red", "-", "o"))
+    with pytest.raises(BaloraError, match="ranks must be one of uniform, allocated, shuffled"):
+        Method("x", "balora.methods.lora:lora", "x", "main", Style("black", "-", "o"), ranks="random", init="zero")
 
 
 def test_config_and_the_dry_run_read_the_registry_without_importing_torch():

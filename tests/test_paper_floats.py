@@ -336,6 +336,11 @@ def test_a_listing_that_fits_a_page_is_a_float_and_a_row_of_several_lines_stands
     assert long.startswith(r"\FloatBarrier") and "longtable" in long
     wrapped = table_latex(Table("t", "T", ["Method", "Verdict", "n"], [["a", "word " * 30, "1"], ["b", "c", "2"]]))
     assert r"\addlinespace" in wrapped
+    # 16 rows whose cells wrap to several lines each are taller than a page: a longtable, not a float that runs off
+    # the page (the lever study's table, its method names wrapped into a narrow column, did)
+    tall = [[f"setting {k}", "r=8", f"method {i} " + "with a long name " * 4, "2", "inconclusive " * 8]
+            for k in range(2) for i in range(8)]
+    assert "longtable" in listing_latex(Table("t", "Levers", ["Setting", "Budget", "Method", "n", "Verdict"], tall))
 
 
 def test_the_papers_training_dynamics_say_only_the_exceptions(tmp_path: Path):

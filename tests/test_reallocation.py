@@ -254,9 +254,10 @@ def _spawn_within(seconds: float, *args: str) -> bool:
 
 def test_data_parallel_processes_make_the_same_decisions_and_stay_identical(tmp_path):
     out = str(tmp_path / "ddp")
-    # one retry with a fresh rendezvous file, only for a stall (an assertion or a crash fails at once)
-    if not _spawn_within(240, str(tmp_path / "init"), out):
-        assert _spawn_within(240, str(tmp_path / "init-retry"), out), "the two processes stalled twice"
+    # One retry with a fresh rendezvous file, only for a stall (an assertion or a crash fails at once). A run takes
+    # 6-14 s on 2 cores, so 60 s is a stall: waiting 240 s for it had put the full suite past 15 minutes.
+    if not _spawn_within(60, str(tmp_path / "init"), out):
+        assert _spawn_within(120, str(tmp_path / "init-retry"), out), "the two processes stalled twice"
     first, second = torch.load(f"{out}.0"), torch.load(f"{out}.1")
     assert first["ranks"] == second["ranks"] and len(first["ranks"]) == 3  # steps 0, 2, 4
     assert any(a != b for a, b in zip(first["ranks"], first["ranks"][1:])), "ranks never moved"

@@ -1942,3 +1942,88 @@ def test_an_option_set_per_setting_does_not_make_a_variant_but_one_that_differs_
     for run in plus:  # LoRA+ with its ratio selected on validation: the selection table gives the ratio
         run["config"] |= {"gradient_samples": 500, "loraplus_ratio": 4.0, "tuned": ["learning_rate", "loraplus_ratio"]}
     assert method_variants(runs + plus)[-3:] == ["LoRA+"] * 3
+
+
+def lever_results() -> list[dict]:
+    """The ViT lever study's arms in miniature, 5 seeds each: the 2x2 of ranks x initialisation, shuffled ranks,
+    GoRA's initialisation on both kinds of ranks, LoRA+ on both sides, and AdaLoRA (no place in the levers table)."""
+    arms = [("lora", {}), ("ba_lora", {}), ("ba_lora_uniform", {}), ("ba_lora_no_warmstart", {}),
+            ("ba_lora_shuffled", {}), ("ba_lora", {"warmstart_init": "gora"}),
+            ("ba_lora_uniform", {"warmstart_init": "gora"}), ("lora", {"loraplus_ratio": 4.0}),
+            ("ba_lora", {"loraplus_ratio": 16.0}), ("adalora", {})]
+    results = []
+    for index, (method, options) in enumerate(arms):
+        for seed in SEEDS:
+            result = make_result(method, 8, 64, seed)
+            result["key"] += f"-{index}"
+            result["config"] |= {"strategy": "proportional", **options,
+                                 "tuned": ["learning_rate", *(["loraplus_ratio"] if "loraplus_ratio" in options else [])]}
+            result["metrics"]["accuracy"] += 0.002 * index * (seed % 3)  # a different spread for every arm
+            results.append(result)
+    return results
+
+
+def test_the_levers_table_pairs_arms_that_differ_in_one_lever_alone():
+    from balora.report.analysis import analyse
+    from balora.report.runs import by_seed, load_runs
+
+    results = lever_results()
+    analysis = analyse(load_runs(results))
+    (rows,) = analysis.levers.values()
+    groups: dict[str, list] = {}
+    for row in rows:
+        groups.setdefault(row.lead, []).append(row)
+    found = {lead: [r.label for r in group] for lead, group in groups.items()}
+    assert found == {
+        "r=8 · ranks, at B = 0": ["LoRA", "BA-LoRA w/o warm-start"],
+        "r=8 · ranks, at BA-LoRA's warm-start": ["BA-LoRA uniform ranks", "BA-LoRA", "BA-LoRA shuffled ranks"],
+        "r=8 · ranks, at GoRA's init": ["BA-LoRA uniform ranks (GoRA's init)", "BA-LoRA (GoRA's init)"],
+        "r=8 · init, at uniform ranks": ["LoRA", "BA-LoRA uniform ranks", "BA-LoRA uniform ranks (GoRA's init)"],
+        "r=8 · init, at allocated ranks": ["BA-LoRA w/o warm-start", "BA-LoRA", "BA-LoRA (GoRA's init)"],
+        "r=8 · options, at uniform ranks, B = 0": ["LoRA", "LoRA (LoRA+)"],
+        "r=8 · options, at allocated ranks, BA-LoRA's warm-start": ["BA-LoRA", "BA-LoRA (LoRA+)"],
+        "r=8 · method, at LoRA+": ["LoRA (LoRA+)", "BA-LoRA (LoRA+)"]}
+    for group in groups.values():  # the reference first, and every Δ against it on matched seeds
+        reference, *compared = group
+        assert reference.comparison is None and all(r.comparison is not None for r in compared)
+        base = by_seed(reference.runs, "accuracy")
+        for row in compared:
+            values = by_seed(row.runs, "accuracy")
+            assert row.comparison.delta == pytest.approx(np.mean([values[s] - base[s] for s in SEEDS]))
+    # Holm over the whole table: the smallest p is multiplied by the number of comparisons
+    tested = [r.comparison for r in rows if r.comparison is not None]
+    assert min(c.p_holm for c in tested) == pytest.approx(min(1.0, len(tested) * min(c.p_t for c in tested)))
+    assert rows[0].lever == ("ranks", "B = 0", "uniform") and rows[1].lever == ("ranks", "B = 0", "allocated")
+
+
+def test_the_papers_lever_sentences_say_each_lever_once_with_what_it_holds_fixed():
+    from balora.report.analysis import analyse
+    from balora.report.paper import _lever_words
+    from balora.report.runs import load_runs
+
+    (rows,) = analyse(load_runs(lever_results())).levers.values()
+    ranks, init, options, method = _lever_words(rows)
+    assert re.fullmatch(r"The ranks alone, against uniform ranks: at B = 0, allocated [^;]+; at BA-LoRA's "
+                        r"warm-start, allocated [^;,]+(\([^)]*\))?, shuffled [^;]+; at GoRA's init, allocated [^;]+\.", ranks)
+    assert init.startswith("The initialisation alone, against B = 0: at uniform ranks, BA-LoRA's warm-start ")
+    assert "; at allocated ranks, BA-LoRA's warm-start " in init and ", GoRA's init " in init
+    assert options.startswith("Another option alone, against none: at uniform ranks, B = 0, LoRA+ ")
+    assert method.startswith("The whole method, against LoRA: with LoRA+ on both sides, BA-LoRA ")
+
+
+def test_the_readme_block_adds_the_levers_table_where_arms_differ_in_one_lever(tmp_path: Path):
+    from balora.report.builder import build
+    from balora.report.figures import RENDER
+    from balora.report.readme import headline
+    from balora.report.runs import load_runs
+
+    results = lever_results()
+    token = RENDER.set(False)
+    try:
+        text = headline(build(load_runs(results), tmp_path, results), results)
+    finally:
+        RENDER.reset(token)
+    assert "**One lever at a time: arms that differ in one lever, everything else fixed**" in text
+    rows = [line.split(" | ")[1:6] for line in text.splitlines() if line.startswith("| minilm") and " | r=8 | " in line]
+    assert ["ranks", "r=8", "GoRA's init", "BA-LoRA (GoRA's init)", "BA-LoRA uniform ranks (GoRA's init)"] in rows
+    assert ["method", "r=8", "LoRA+", "BA-LoRA (LoRA+)", "LoRA (LoRA+)"] in rows and len(rows) == 11

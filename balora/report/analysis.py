@@ -8,6 +8,9 @@ Families of comparisons (Holm's adjustment runs within one family, i.e. one tabl
 - strategy: every arm against LoRA, per setting (seed 002's strategy comparison);
 - quantised: runs on quantised bases (seed 003's QA-LoRA) against full-precision LoRA, per setting,
   with full-precision BA-LoRA alongside. Runs on quantised bases enter no other family;
+- levers: arms that differ in one lever alone, per setting: how the ranks are chosen (uniform, allocated, shuffled)
+  with the initialisation and every other option fixed, or how B starts (B = 0, BA-LoRA's warm-start, GoRA's) with
+  the ranks fixed (`levers_rows`; issue 39's 2x2 of allocation x initialisation, with each lever on both sides);
 - lm: the causal-LM strategies against LoRA r=8 in test loss, per setting (seed 002's instruction tuning;
   `balora.report.lm` builds them, the report adds them here so that hypotheses are checked on them too).
 """
@@ -28,6 +31,7 @@ from balora.report.runs import (
     equivalence_margin,
     reference_arm,
     settings,
+    variant_words,
 )
 
 
@@ -39,6 +43,9 @@ class Row:
     arm: str
     runs: pd.DataFrame
     comparison: stats.Comparison | None  # None: this row is the reference
+    # in the levers table (`levers_rows`): what varies in its group (one of LEVERS), what its group holds fixed, and
+    # this arm's value of what varies, in words
+    lever: tuple[str, str, str] = ()
 
     @property
     def label(self) -> str:
@@ -95,6 +102,82 @@ def trend_deltas(rows: list[Row], arm: str) -> dict[int, list[float]]:
     return deltas
 
 
+# the levels of the levers table's two factors (`method_registry.RANKS`, `INITS`, and GoRA's warm start), in words
+RANKS_WORDS = {"uniform": "uniform ranks", "allocated": "allocated ranks", "shuffled": "shuffled ranks"}
+INIT_WORDS = {"zero": "B = 0", "warm-start": "BA-LoRA's warm-start", "gora": "GoRA's init"}
+
+
+def lever_levels(runs: pd.DataFrame) -> tuple[str, str, tuple] | None:
+    """An arm's (ranks, initialisation, its other options) for the levers table, or None where its method has no
+    place there (`Method.ranks`). A warm-starting method's initialisation is its `warmstart_init` (none with
+    `warmstart` off); the other options are its variant's (`runs.variant_options`) less those two."""
+    first = runs.iloc[0]
+    method = method_registry.find(str(first["method"]))
+    if method is None or not method.ranks:
+        return None
+    config = first["result"]["config"]
+    warm = method.init == "warm-start" and config.get("warmstart", True)
+    init = ("gora" if config.get("warmstart_init") == "gora" else "warm-start") if warm else "zero"
+    others = {k: v for k, v in first["variant_options"].items() if k not in ("warmstart", "warmstart_init")}
+    return method.ranks, init, tuple(sorted(others.items()))
+
+
+LEVERS = ("ranks", "init", "options", "method")  # what varies in a group of the levers table (`_lever_groups`)
+
+
+def _lever_groups(levels: dict[str, tuple[str, str, tuple]]) -> list[tuple[str, str, list[str]]]:
+    """(one of LEVERS, what is held, [the reference arm, the arms compared with it]) for the arms of one budget
+    (`lever_levels`): the ranks at one initialisation, the initialisation at one kind of ranks, the other options
+    (LoRA+, a scaling rule) at one kind of ranks and one initialisation, and, where other options are set, the method
+    as a whole (its ranks and its initialisation) with those options on both sides."""
+    def words(*parts: str) -> str:
+        return ", ".join(p for p in parts if p)
+
+    groups = []
+    for name, key in zip(LEVERS, (
+            lambda r, i, o: (words(INIT_WORDS[i], variant_words(dict(o))), r == "uniform"),
+            lambda r, i, o: (words(RANKS_WORDS[r], variant_words(dict(o))), i == "zero"),
+            lambda r, i, o: (words(RANKS_WORDS[r], INIT_WORDS[i]), not o),
+            lambda r, i, o: (variant_words(dict(o)) if o else "", r == "uniform" and i == "zero"))):
+        held: dict[str, list[tuple[bool, str]]] = {}
+        for arm, level in levels.items():
+            fixed, is_reference = key(*level)
+            if fixed:
+                held.setdefault(fixed, []).append((is_reference, arm))
+        for fixed, arms in held.items():
+            first = [arm for is_reference, arm in arms if is_reference]
+            compared = [arm for is_reference, arm in arms if not is_reference]
+            if name == "method":  # an arm that differs from LoRA in one factor alone is in a group above
+                compared = [a for a in compared if levels[a][0] != "uniform" and levels[a][1] != "zero"]
+            if first and compared:
+                groups.append((name, fixed, [first[0], *compared]))
+    return groups
+
+
+def _level_words(lever: str, level: tuple[str, str, tuple]) -> str:
+    """An arm's value of `lever` (`lever_levels`' `level`) in words: "allocated", "GoRA's init", "LoRA+"."""
+    ranks, init, others = level
+    return {"ranks": ranks, "init": INIT_WORDS[init], "options": variant_words(dict(others)) or "default options",
+            "method": f"{RANKS_WORDS[ranks]}, {INIT_WORDS[init]}"}[lever]
+
+
+def levers_rows(frame: pd.DataFrame) -> list[Row]:
+    """The levers table of one setting: per budget, groups of arms that differ in one lever with the others fixed
+    (`_lever_groups`), each arm compared with its group's reference (uniform ranks, B = 0, the default options, or
+    LoRA) on matched seeds, Holm-adjusted over the table; the reference row first."""
+    rows = []
+    for budget, cell in frame.groupby("budget"):
+        levels = {arm: found for arm in arm_order(cell["arm"])
+                  if (found := lever_levels(cell[cell["arm"] == arm])) is not None}
+        for lever, fixed, (reference, *compared) in _lever_groups(levels):
+            group = group_rows(f"{budget_label(budget)} · {lever}, at {fixed}",
+                               cell[cell["arm"].isin([reference, *compared])], reference, stats.ACCURACY)
+            for row in group:
+                row.lever = (lever, fixed, _level_words(lever, levels[row.arm]))
+            rows += sorted(group, key=lambda r: r.comparison is not None)
+    return holm_rows(rows)
+
+
 @dataclass
 class Analysis:
     frame: pd.DataFrame
@@ -103,6 +186,7 @@ class Analysis:
     trends: dict[str, dict[str, stats.Trend]] = field(default_factory=dict)  # by "family · budget", then arm
     ablation: dict[str, list[Row]] = field(default_factory=dict)  # by setting
     strategy: dict[str, list[Row]] = field(default_factory=dict)  # by setting
+    levers: dict[str, list[Row]] = field(default_factory=dict)  # by setting (`levers_rows`)
     quantised: dict[str, list[Row]] = field(default_factory=dict)  # by setting
     lm: dict[str, list[Row]] = field(default_factory=dict)  # by setting, in test loss (module docstring)
     missing: list[str] = field(default_factory=list)  # what could not be compared, and why
@@ -131,6 +215,8 @@ def analyse(frame: pd.DataFrame) -> Analysis:
             result.ablation[setting] = compared_rows(budget_groups(ablations), "ba_lora")
         else:
             result.missing.append(f"Ablations, {setting}: no ablation runs.")
+        if rows := levers_rows(part):
+            result.levers[setting] = rows
         if part["method"].isin(main_methods + ablation_methods).all():  # ablations have their own table
             result.missing.append(f"Strategy comparison, {setting}: no heuristic strategies, only main methods "
                                   "and ablations (see the budget and ablation tables).")

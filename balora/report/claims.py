@@ -164,6 +164,13 @@ def ablation_claims(analysis: Analysis, setting: str) -> list[str]:
             for r in analysis.ablation.get(setting, []) if r.comparison is not None]
 
 
+def levers_claims(analysis: Analysis, setting: str) -> list[str]:
+    """Each comparison of the levers table in words, against its group's first arm."""
+    rows = analysis.levers.get(setting, [])
+    first = {r.lead: r.label for r in rows if r.comparison is None}
+    return [comparison_sentence(r, first[r.lead], f"{setting}, {r.lead}") for r in rows if r.comparison is not None]
+
+
 def strategy_claims(analysis: Analysis, setting: str) -> list[str]:
     """BA-LoRA against LoRA in detail, then every strategy's verdict against LoRA in one sentence (the
     strategy table's Holm adjustment): a loss or a tie is said as such, as for the other tables."""

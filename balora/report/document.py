@@ -278,8 +278,20 @@ def table_latex(table: Table, label: str | None = None, fit: bool = False) -> st
     ])
 
 
-# lines of a listing that a float holds on one page with its caption (a page holds about 58 at `FONT`)
-FLOAT_LINES = 44
+# lines of a page that a float may fill at `FONT` (a page holds about 58): its caption, header, rules, each group's
+# heading (with the space above it) and each row's lines
+FLOAT_LINES = 54
+
+
+def _wrapped_lines(text: str, width: float) -> int:
+    """How many lines `text` takes, wrapped at word boundaries into `width` characters."""
+    lines, used = 1, 0
+    for word in text.split():
+        if used and used + 1 + _visible(word) > width:
+            lines, used = lines + 1, _visible(word)
+        else:
+            used += (1 if used else 0) + _visible(word)
+    return lines
 
 
 def listing_latex(table: Table, label: str | None = None) -> str:
@@ -311,7 +323,10 @@ def listing_latex(table: Table, label: str | None = None) -> str:
         body.append(" & ".join(latex_text(c) for c in row) + r" \\")
     caption = rf"\caption{{{_caption(table)}}}" + (rf"\label{{{label}}}" if label else "")
     groups = sum(at == 0 or group != table.rows[at - 1][0] for at, group in enumerate(r[0] for r in table.rows))
-    if len(table.rows) + groups <= FLOAT_LINES:
+    # a row is as many lines as its most wrapped cell takes in its column's width (a long method name: 2 or 3)
+    lines = sum(max([_wrapped_lines(c, share[i] * PORTRAIT) for i, c in enumerate(row) if wraps[i]], default=1)
+                for row in inner.rows)
+    if _wrapped_lines(_caption(table), PORTRAIT) + 3 + 1.5 * groups + lines <= FLOAT_LINES:
         return "\n".join([
             rf"\begin{{table}}[{PLACEMENT}]", r"\centering", FONT, r"\setlength{\belowcaptionskip}{4pt}",
             rf"\setlength{{\tabcolsep}}{{{TABCOLSEP}}}", caption,

@@ -64,6 +64,7 @@ from balora.report.tables import (
     COST_NOTE,
     DASH,
     DIFFERENCES,
+    LEVER,
     MARGIN_NOTE,
     MARGIN_SOURCE,
     REFERENCE_CELL,
@@ -144,7 +145,7 @@ TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in mar
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "config", "data", "statistics", "selection", "tuning", "criteria", "criteria_summary",
          "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
-         "strategy_more", "anytime", "anytime_more", "dynamics", "cost", "lm", "instruction",
+         "strategy_more", "levers", "levers_more", "anytime", "anytime_more", "dynamics", "cost", "lm", "instruction",
          "shapes", "shares", "limitations", "values", "arms", "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
 # also its macros' prefix, so it holds letters only
@@ -544,7 +545,7 @@ def _table(table: Table, out: Output) -> str:
     listed = None if values is None else _input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out)
     if listed is not None and listed not in out.appendix:  # a table two parts show (budget, arms_more) lists them once
         out.appendix.append(listed)
-    grouped = short.columns[0] == "Setting" and len({row[0] for row in short.rows}) < len(short.rows)
+    grouped = short.columns[0] in ("Setting", LEVER) and len({row[0] for row in short.rows}) < len(short.rows)
     label = f"tab:{out.label(table.name)}"
     latex = listing_latex(short, label) if grouped else table_latex(short, label, fit=True)
     if out.selection:  # the note's mark (`Output.reference`), escaped as text, becomes a LaTeX reference
@@ -658,6 +659,31 @@ def _verdict_word(comparisons: list[stats.Comparison], share: str = "") -> str:
     if verdict == stats.INCONCLUSIVE:
         return f"inconclusive{share} ({claims.mdes_text(comparisons)})"
     return (verdict if verdict in (stats.BETTER, stats.WORSE) else "not tested") + share
+
+
+# how the body names what varies in a group of the levers table (`analysis.LEVERS`), and its groups' reference
+LEVER_WORDS = {"ranks": "The ranks alone, against uniform ranks", "init": "The initialisation alone, against B = 0",
+               "options": "Another option alone, against none", "method": "The whole method, against LoRA"}
+
+
+def _lever_words(rows: list[Row]) -> list[str]:
+    """The levers table's comparisons in words (`LEVER_WORDS`), a sentence per lever: at each value held fixed
+    (and budget, where the table has several), each arm's value of the lever with its verdict against the group's
+    first arm."""
+    several = len({r.lead.split(" · ")[0] for r in rows}) > 1
+    sentences = []
+    for lever, words in LEVER_WORDS.items():
+        groups: dict[str, list[str]] = {}
+        for r in rows:
+            if r.lever and r.lever[0] == lever and r.comparison is not None:
+                held = f"{r.lever[1]} ({r.lead.split(' · ')[0]})" if several else r.lever[1]
+                held = f"with {held} on both sides" if lever == "method" else f"at {held}"
+                value = method_name(str(r.runs["method"].iloc[0])) if lever == "method" else r.lever[2]
+                groups.setdefault(held, []).append(f"{value} {_verdict_word([r.comparison])}")
+        if groups:
+            sentences.append(f"{words}: " + "; ".join(f"{held}, {', '.join(said)}" for held, said in groups.items())
+                             + ".")
+    return sentences
 
 
 LISTED_ONE_BY_ONE = 4  # the most arms a sentence gives a verdict each; past it, each verdict once with its arms
@@ -892,6 +918,11 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),
                                           pick(f"strategy_{slug(setting)}"))],
                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), "No strategy comparison."),
+        # one lever at a time: its verdicts in words in the body, led by the setting where there are several; the table
+        # in the appendix (it has a row per arm of every group)
+        "levers": part([f"{setting}: {s}" if len(analysis.levers) > 1 else s for setting, rows in analysis.levers.items()
+                        for s in _lever_words(rows)], [], ""),
+        "levers_more": part([], pick(*(f"levers_{slug(setting)}" for setting in analysis.levers)), ""),
         # the discussion's evidence, in a sentence about the setting the prose names: BA-LoRA against LoRA, with Δ,
         # CI and MDE, where a strategy table adapts other modules than the budget tables (modules of several shapes);
         # the controls' verdicts are the results section's (said twice, they repeated it word for word)

@@ -1,5 +1,6 @@
 """The README's headline results, generated from committed runs, never typed: one table of the main methods
-against LoRA in every setting of seed 000's Experiments 1 and 2, seed 002's verdicts and the compute, between
+against LoRA in every setting of seed 000's Experiments 1 and 2, one of the levers (issue 39: arms that differ in
+one lever alone) where the runs have any, seed 002's verdicts and the compute, between
 two marker lines of README.md (one block per results folder):
 
     <!-- generated from results/paper by `balora report --runs results/paper --readme README.md`: do not edit -->
@@ -77,14 +78,33 @@ def headline_table(report: Report) -> Table:
                                      "Acc. (%)", "Δ (pp) [CI]", "Verdict"], cells, notes)
 
 
+def levers_table(report: Report) -> Table:
+    """One row per comparison of the report's levers tables (`analysis.levers_rows`): the lever, what its group holds
+    fixed, the arm and the group's first arm it is compared with, Δ with the CI that matches its verdict (Holm over
+    the levers table of its setting) and the verdict."""
+    cells = []
+    for setting, rows in report.analysis.levers.items():
+        first = {r.lead: r.label for r in rows if r.comparison is None}
+        cells += [[setting, r.lever[0], r.lead.split(" · ")[0], r.lever[1], r.label, first[r.lead],
+                   str(r.comparison.n_pairs), tables.delta_text(r.comparison), r.comparison.verdict_label]
+                  for r in rows if r.comparison is not None]
+    return Table("levers", "One lever at a time: arms that differ in one lever, everything else fixed",
+                 ["Setting", "Lever", "Budget", "Held fixed", "Arm", "Against", "Pairs", "Δ (pp) [CI]", "Verdict"],
+                 cells, ["Δ: arm − the arm it is against, Holm-adjusted over the comparisons of its setting's levers "
+                         "table in the report (other tables compare some of these pairs too, adjusted over their own)."])
+
+
 def headline(report: Report | None, results: list[dict[str, Any]]) -> str:
     """The README's block: one table of the main methods against LoRA in every setting of Exp. 1 and 2 (`headline_table`),
-    the seed 002 verdicts in a sentence each, how to read the table, and what the runs cost. Everything else
-    (criteria, every method, ablations, figures) is on the results pages, built from the same runs."""
+    the levers table where there is one (`levers_table`), the seed 002 verdicts in a sentence each, how to read the
+    table, and what the runs cost. Everything else (criteria, every method, ablations, figures) is on the results
+    pages, built from the same runs."""
     if report is None:
         return "No finished runs yet.\n"
     table = headline_table(report)
     blocks: list[Block] = [table] if table.rows else [Paragraph("No comparison with LoRA yet.")]
+    if (levers := levers_table(report)).rows:
+        blocks.append(levers)
     if report.lm_bottom_lines:
         blocks.append(Bullets(report.lm_bottom_lines))
     blocks += [Paragraph(HOW_TO_READ), Paragraph(compute(results))]

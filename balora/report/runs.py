@@ -142,11 +142,15 @@ def _varying(configs: list[dict[str, Any]], names: Iterable[str]) -> list[str]:
     return [n for n in names if len({repr(_effective(c, n)) for c in configs}) > 1]
 
 
+def _options(config: dict[str, Any], names: list[str], defaults: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    """{name: value as the run used it} for `names`, leaving out a value that is one of `defaults`'."""
+    return {n: _effective(config, n) for n in names if not any(_effective(config, n) == _effective(d, n) for d in defaults)}
+
+
 def _describe(config: dict[str, Any], names: list[str], defaults: tuple[dict[str, Any], ...] = ()) -> str:
     """`name=value` for `names`, leaving out a value that is one of `defaults`' (so the default variant of
     a method keeps the plain method name)."""
-    return ", ".join(_shown(n, _effective(config, n)) for n in names
-                     if not any(_effective(config, n) == _effective(d, n) for d in defaults))
+    return variant_words(_options(config, names, defaults))
 
 
 @functools.cache
@@ -248,12 +252,12 @@ def arm_label(method: str, variant: str) -> str:
     return f"{method_name(method)} ({variant})" if variant else method_name(method)
 
 
-def method_variants(results: list[dict[str, Any]]) -> list[str]:
-    """Each run's variant of its method: the options (not data, protocol, seed or budget) that vary among
-    the runs of its method and task on its data setting in `results`, leaving out its task's defaults ("" for
-    the default variant). A causal LM's preset sizes (its test subset, say) do not rename the classifiers' arms,
-    nor does an option a spec sets for one setting (the debates' gradient samples) rename that setting's arm. A
-    plug-in's options read as fields (`protocol`), so its variant is named by its option, as a built-in's is."""
+def variant_options(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each run's variant of its method as {option: value}: the options (not data, protocol, seed or budget) that
+    vary among the runs of its method and task on its data setting in `results`, leaving out its task's defaults
+    ({} for the default variant). A causal LM's preset sizes (its test subset, say) do not make variants of the
+    classifiers' arms, nor does an option a spec sets for one setting (the debates' gradient samples) make one of
+    that setting's arm. A plug-in's options read as fields (`protocol`), so they make variants as a built-in's do."""
     def group(result: dict[str, Any]) -> tuple:
         config = result["config"]
         return tasks.of_result(result).name, config["method"], *(repr(config.get(f)) for f in SETTING_FIELDS)
@@ -261,7 +265,17 @@ def method_variants(results: list[dict[str, Any]]) -> list[str]:
     configs = [protocol(r["config"]) for r in results]
     options = sorted({k for c in configs for k in c} - set(NOT_VARIANT))
     varying = {g: _varying([c for r, c in zip(results, configs) if group(r) == g], options) for g in map(group, results)}
-    return [_describe(c, varying[group(r)], tuple(map(protocol, _defaults_of(r)))) for r, c in zip(results, configs)]
+    return [_options(c, varying[group(r)], tuple(map(protocol, _defaults_of(r)))) for r, c in zip(results, configs)]
+
+
+def variant_words(options: dict[str, Any]) -> str:
+    """A variant (`variant_options`) as an arm's label says it ("" for the default variant)."""
+    return ", ".join(_shown(n, value) for n, value in options.items())
+
+
+def method_variants(results: list[dict[str, Any]]) -> list[str]:
+    """Each run's variant of its method (`variant_options`) in words ("" for the default variant)."""
+    return list(map(variant_words, variant_options(results)))
 
 
 def steps_to_reach(curve: list[tuple[int, float]], target: float, metric: stats.Metric = stats.ACCURACY) -> int | None:
@@ -300,9 +314,10 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     configs = [r["config"] for r in results]
     protocols, protocol_fields = _protocols(configs)
     settings = setting_labels(configs, protocols)
-    arm_variants = _one_protocol_per_arm(results, settings, method_variants(results))
+    options = variant_options(results)
+    arm_variants = _one_protocol_per_arm(results, settings, list(map(variant_words, options)))
     rows = []
-    for result, setting, shown_protocol, variant in zip(results, settings, protocols, arm_variants):
+    for result, setting, shown_protocol, variant, option in zip(results, settings, protocols, arm_variants, options):
         config, metrics, params = result["config"], result["metrics"], result["params"]
         method, task = config["method"], tasks.of_result(result)
         budget = _budget(result)
@@ -312,7 +327,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
         rows.append({
             "sweep": result.get("sweep"), "key": result.get("key"), "method": method,
             "arm": f"{method} ({variant})" if variant else method,
-            "arm_label": arm_label(method, variant),
+            "arm_label": arm_label(method, variant), "variant_options": option,
             "model": config["model"], "dataset": config["dataset"], "shots": config.get("shots"),
             "train_size": config.get("train_size"), "protocol": shown_protocol, "setting": setting,
             # few-shot settings that differ only in the shot count (and so possibly in epochs) form a family

@@ -253,11 +253,12 @@ def ci_levels(rows: list[Row]) -> list[str]:
             for r in rows]
 
 
-def comparison_detail(rows: list[Row]) -> dict[str, list[str]]:
+def comparison_detail(rows: list[Row], fields: bool = True) -> dict[str, list[str]]:
     """What a comparison table's paper version shows as columns and its report says otherwise: the fields the
-    rows differ in (the report's note) with the fields each row selected on validation (`tuned`, its config's list,
-    even where every row has the same), and each row's CI level (the report's legend gives its rule)."""
-    return {**differing_fields(rows), "tuned": [_shown(p.get("tuned")) for p in _protocols(rows)],
+    rows differ in (the report's note; not where `fields` is off, the rows' labels saying them) with the fields each
+    row selected on validation (`tuned`, its config's list, even where every row has the same), and each row's CI
+    level (the report's legend gives its rule)."""
+    return {**(differing_fields(rows) if fields else {}), "tuned": [_shown(p.get("tuned")) for p in _protocols(rows)],
             CI_LEVEL: ci_levels(rows)}
 
 
@@ -366,6 +367,27 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
                   render(rows, columns), comparison_notes(rows), legend, COMPACT_STATS, ACCURACY_NOTES,
                   comparison_detail(rows))
             for setting, rows in analysis.ablation.items()]
+
+
+LEVER = "Lever, at"  # the levers table's lead column: what varies in a group, and what its arms share
+
+
+def levers_tables(analysis: Analysis) -> list[Table]:
+    """Issue 39's levers: groups of arms that differ in one lever alone, each against its group's first arm, per
+    setting (`analysis.levers_rows`)."""
+    columns = ["Method", "n", "LoRA params", "Acc. (%)", "≤ majority", *STAT_COLUMNS]
+    legend = STAT_NOTE.replace("method − reference", "arm − its group's first arm")
+    note = ("Each group holds arms that differ in one lever: their ranks (uniform, allocated by importance, or the "
+            "allocation's ranks shuffled) at one initialisation; their initialisation (B = 0, BA-LoRA's mean-gradient "
+            "warm-start, GoRA's) at one kind of ranks; their other options (LoRA+, a scaling rule) at one kind of "
+            "ranks and one initialisation; or the whole method (LoRA against BA-LoRA) with those options on both "
+            "sides. The arms' labels say the options they differ in. The other tables compare some of these pairs too, "
+            "adjusted over their own comparisons.")
+    return [Table(f"levers_{slug(setting)}", f"One lever at a time — {setting}", [LEVER, *columns],
+                  render(rows, columns), [note, *rows_margin_note(rows)], legend,
+                  [LEVER, "Method", "n", "Acc. (%)", "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"], ACCURACY_NOTES,
+                  comparison_detail(rows, fields=False))
+            for setting, rows in analysis.levers.items()]
 
 
 REDUCTION = "Reduction (%)"
