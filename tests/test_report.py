@@ -1975,12 +1975,12 @@ def test_the_levers_table_pairs_arms_that_differ_in_one_lever_alone():
         groups.setdefault(row.lead, []).append(row)
     found = {lead: [r.label for r in group] for lead, group in groups.items()}
     assert found == {
-        "r=8 · ranks, at B = 0": ["LoRA", "BA-LoRA w/o warm-start"],
+        "r=8 · ranks, at LoRA's init": ["LoRA", "BA-LoRA w/o warm-start"],
         "r=8 · ranks, at BA-LoRA's warm-start": ["BA-LoRA uniform ranks", "BA-LoRA", "BA-LoRA shuffled ranks"],
         "r=8 · ranks, at GoRA's init": ["BA-LoRA uniform ranks (GoRA's init)", "BA-LoRA (GoRA's init)"],
         "r=8 · init, at uniform ranks": ["LoRA", "BA-LoRA uniform ranks", "BA-LoRA uniform ranks (GoRA's init)"],
         "r=8 · init, at allocated ranks": ["BA-LoRA w/o warm-start", "BA-LoRA", "BA-LoRA (GoRA's init)"],
-        "r=8 · options, at uniform ranks, B = 0": ["LoRA", "LoRA (LoRA+)"],
+        "r=8 · options, at uniform ranks, LoRA's init": ["LoRA", "LoRA (LoRA+)"],
         "r=8 · options, at allocated ranks, BA-LoRA's warm-start": ["BA-LoRA", "BA-LoRA (LoRA+)"],
         "r=8 · method, at LoRA+": ["LoRA (LoRA+)", "BA-LoRA (LoRA+)"]}
     for group in groups.values():  # the reference first, and every Δ against it on matched seeds
@@ -1993,7 +1993,7 @@ def test_the_levers_table_pairs_arms_that_differ_in_one_lever_alone():
     # Holm over the whole table: the smallest p is multiplied by the number of comparisons
     tested = [r.comparison for r in rows if r.comparison is not None]
     assert min(c.p_holm for c in tested) == pytest.approx(min(1.0, len(tested) * min(c.p_t for c in tested)))
-    assert rows[0].lever == ("ranks", "B = 0", "uniform") and rows[1].lever == ("ranks", "B = 0", "allocated")
+    assert rows[0].lever == ("ranks", "LoRA's init", "uniform") and rows[1].lever == ("ranks", "LoRA's init", "allocated")
 
 
 def test_the_papers_lever_sentences_say_each_lever_once_with_what_it_holds_fixed():
@@ -2003,11 +2003,12 @@ def test_the_papers_lever_sentences_say_each_lever_once_with_what_it_holds_fixed
 
     (rows,) = analyse(load_runs(lever_results())).levers.values()
     ranks, init, options, method = _lever_words(rows)
-    assert re.fullmatch(r"The ranks alone, against uniform ranks: at B = 0, allocated [^;]+; at BA-LoRA's "
+    assert re.fullmatch(r"The ranks alone, against uniform ranks: at LoRA's init, allocated [^;]+; at BA-LoRA's "
                         r"warm-start, allocated [^;,]+(\([^)]*\))?, shuffled [^;]+; at GoRA's init, allocated [^;]+\.", ranks)
-    assert init.startswith("The initialisation alone, against B = 0: at uniform ranks, BA-LoRA's warm-start ")
+    assert init.startswith("The initialisation alone, against LoRA's (B = 0): at uniform ranks, BA-LoRA's warm-start ")
     assert "; at allocated ranks, BA-LoRA's warm-start " in init and ", GoRA's init " in init
-    assert options.startswith("Another option alone, against none: at uniform ranks, B = 0, LoRA+ ")
+    assert options.startswith("Another option alone, against the same arm with the defaults: at uniform ranks, LoRA's "
+                              "init, LoRA+ ")
     assert method.startswith("The whole method, against LoRA: with LoRA+ on both sides, BA-LoRA ")
 
 
@@ -2023,7 +2024,7 @@ def test_the_readme_block_adds_the_levers_table_where_arms_differ_in_one_lever(t
         text = headline(build(load_runs(results), tmp_path, results), results)
     finally:
         RENDER.reset(token)
-    assert "**One lever at a time: arms that differ in one lever, everything else fixed**" in text
+    assert "**One lever at a time: arms that differ in one lever, each at its selected learning rate**" in text
     rows = [line.split(" | ")[1:6] for line in text.splitlines() if line.startswith("| minilm") and " | r=8 | " in line]
     assert ["ranks", "r=8", "GoRA's init", "BA-LoRA (GoRA's init)", "BA-LoRA uniform ranks (GoRA's init)"] in rows
     assert ["method", "r=8", "LoRA+", "BA-LoRA (LoRA+)", "LoRA (LoRA+)"] in rows and len(rows) == 11

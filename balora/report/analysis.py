@@ -9,8 +9,9 @@ Families of comparisons (Holm's adjustment runs within one family, i.e. one tabl
 - quantised: runs on quantised bases (seed 003's QA-LoRA) against full-precision LoRA, per setting,
   with full-precision BA-LoRA alongside. Runs on quantised bases enter no other family;
 - levers: arms that differ in one lever alone, per setting: how the ranks are chosen (uniform, allocated, shuffled)
-  with the initialisation and every other option fixed, or how B starts (B = 0, BA-LoRA's warm-start, GoRA's) with
-  the ranks fixed (`levers_rows`; issue 39's 2x2 of allocation x initialisation, with each lever on both sides);
+  with the initialisation and every other option fixed, how B starts (LoRA's B = 0, BA-LoRA's warm-start, GoRA's)
+  with the ranks fixed, or another option (LoRA+, a scaling rule), each arm at its own learning rate (`levers_rows`;
+  issue 39's 2x2 of allocation x initialisation, with each lever on both sides);
 - lm: the causal-LM strategies against LoRA r=8 in test loss, per setting (seed 002's instruction tuning;
   `balora.report.lm` builds them, the report adds them here so that hypotheses are checked on them too).
 """
@@ -104,7 +105,7 @@ def trend_deltas(rows: list[Row], arm: str) -> dict[int, list[float]]:
 
 # the levels of the levers table's two factors (`method_registry.RANKS`, `INITS`, and GoRA's warm start), in words
 RANKS_WORDS = {"uniform": "uniform ranks", "allocated": "allocated ranks", "shuffled": "shuffled ranks"}
-INIT_WORDS = {"zero": "B = 0", "warm-start": "BA-LoRA's warm-start", "gora": "GoRA's init"}
+INIT_WORDS = {"zero": "LoRA's init", "warm-start": "BA-LoRA's warm-start", "gora": "GoRA's init"}  # LoRA's: B = 0
 
 
 def lever_levels(runs: pd.DataFrame) -> tuple[str, str, tuple] | None:

@@ -195,8 +195,9 @@ def build(frame: pd.DataFrame, out: Path, results: list[dict[str, Any]] | None =
             each(claims.ablation_claims), tables.ablation_tables(analysis))
         if analysis.levers:  # only where arms differ in one lever alone
             report.sections["levers"] = _section(
-                "One lever at a time (issue 39)", "Arms that differ in one lever, everything else fixed: how the ranks "
-                "are chosen, how B starts, or another option; each against its group's first arm on matched seeds.",
+                "One lever at a time (issue 39)", "Arms that differ in one lever, everything else fixed but the learning "
+                "rate each selects on validation: how the ranks are chosen, how B starts, or another option; each "
+                "against its group's first arm on matched seeds.",
                 each(claims.levers_claims), tables.levers_tables(analysis))
         report.sections["strategy"] = _section(
             "Strategy comparison (seed 002)", "Every allocation strategy: evaluation loss, parameters, accuracy.",

@@ -662,8 +662,10 @@ def _verdict_word(comparisons: list[stats.Comparison], share: str = "") -> str:
 
 
 # how the body names what varies in a group of the levers table (`analysis.LEVERS`), and its groups' reference
-LEVER_WORDS = {"ranks": "The ranks alone, against uniform ranks", "init": "The initialisation alone, against B = 0",
-               "options": "Another option alone, against none", "method": "The whole method, against LoRA"}
+LEVER_WORDS = {"ranks": "The ranks alone, against uniform ranks",
+               "init": "The initialisation alone, against LoRA's (B = 0)",
+               "options": "Another option alone, against the same arm with the defaults",
+               "method": "The whole method, against LoRA"}
 
 
 def _lever_words(rows: list[Row]) -> list[str]:

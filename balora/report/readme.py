@@ -88,7 +88,7 @@ def levers_table(report: Report) -> Table:
         cells += [[setting, r.lever[0], r.lead.split(" · ")[0], r.lever[1], r.label, first[r.lead],
                    str(r.comparison.n_pairs), tables.delta_text(r.comparison), r.comparison.verdict_label]
                   for r in rows if r.comparison is not None]
-    return Table("levers", "One lever at a time: arms that differ in one lever, everything else fixed",
+    return Table("levers", "One lever at a time: arms that differ in one lever, each at its selected learning rate",
                  ["Setting", "Lever", "Budget", "Held fixed", "Arm", "Against", "Pairs", "Δ (pp) [CI]", "Verdict"],
                  cells, ["Δ: arm − the arm it is against, Holm-adjusted over the comparisons of its setting's levers "
                          "table in the report (other tables compare some of these pairs too, adjusted over their own)."])

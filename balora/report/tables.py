@@ -253,13 +253,15 @@ def ci_levels(rows: list[Row]) -> list[str]:
             for r in rows]
 
 
-def comparison_detail(rows: list[Row], fields: bool = True) -> dict[str, list[str]]:
+def comparison_detail(rows: list[Row], only_tuned: bool = False) -> dict[str, list[str]]:
     """What a comparison table's paper version shows as columns and its report says otherwise: the fields the
-    rows differ in (the report's note; not where `fields` is off, the rows' labels saying them) with the fields each
-    row selected on validation (`tuned`, its config's list, even where every row has the same), and each row's CI
-    level (the report's legend gives its rule)."""
-    return {**(differing_fields(rows) if fields else {}), "tuned": [_shown(p.get("tuned")) for p in _protocols(rows)],
-            CI_LEVEL: ci_levels(rows)}
+    rows differ in (the report's note; with `only_tuned`, those some row selected on validation alone, the rows'
+    labels saying the others) with the fields each row selected on validation (`tuned`, its config's list, even
+    where every row has the same), and each row's CI level (the report's legend gives its rule)."""
+    tuned = [p.get("tuned") or [] for p in _protocols(rows)]
+    fields = {name: cells for name, cells in differing_fields(rows).items()
+              if not only_tuned or any(name in t for t in tuned)}
+    return {**fields, "tuned": [_shown(t or None) for t in tuned], CI_LEVEL: ci_levels(rows)}
 
 
 def _row_names(rows: list[Row]) -> str:
@@ -377,16 +379,17 @@ def levers_tables(analysis: Analysis) -> list[Table]:
     setting (`analysis.levers_rows`)."""
     columns = ["Method", "n", "LoRA params", "Acc. (%)", "≤ majority", *STAT_COLUMNS]
     legend = STAT_NOTE.replace("method − reference", "arm − its group's first arm")
-    note = ("Each group holds arms that differ in one lever: their ranks (uniform, allocated by importance, or the "
-            "allocation's ranks shuffled) at one initialisation; their initialisation (B = 0, BA-LoRA's mean-gradient "
-            "warm-start, GoRA's) at one kind of ranks; their other options (LoRA+, a scaling rule) at one kind of "
-            "ranks and one initialisation; or the whole method (LoRA against BA-LoRA) with those options on both "
-            "sides. The arms' labels say the options they differ in. The other tables compare some of these pairs too, "
-            "adjusted over their own comparisons.")
+    note = ("Each group holds arms that differ in one lever, each at its own learning rate selected on validation: "
+            "their ranks (uniform, allocated by importance, or the allocation's ranks shuffled within each shape) at "
+            "one initialisation; their initialisation (LoRA's, B = 0; BA-LoRA's mean-gradient warm-start; GoRA's) at "
+            "one kind of ranks; another option (LoRA+, a scaling rule) against the same arm with the defaults; or the "
+            "whole method (BA-LoRA against LoRA) with such an option on both sides. The arms' labels say the options "
+            "they differ in. The other tables compare some of these pairs too, adjusted over their own comparisons, "
+            "so a pair's MDE and verdict may differ there.")
     return [Table(f"levers_{slug(setting)}", f"One lever at a time — {setting}", [LEVER, *columns],
                   render(rows, columns), [note, *rows_margin_note(rows)], legend,
                   [LEVER, "Method", "n", "Acc. (%)", "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"], ACCURACY_NOTES,
-                  comparison_detail(rows, fields=False))
+                  comparison_detail(rows, only_tuned=True))
             for setting, rows in analysis.levers.items()]
 
 
