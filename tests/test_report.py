@@ -2028,3 +2028,24 @@ def test_the_readme_block_adds_the_levers_table_where_arms_differ_in_one_lever(t
     rows = [line.split(" | ")[1:6] for line in text.splitlines() if line.startswith("| minilm") and " | r=8 | " in line]
     assert ["ranks", "r=8", "GoRA's init", "BA-LoRA (GoRA's init)", "BA-LoRA uniform ranks (GoRA's init)"] in rows
     assert ["method", "r=8", "LoRA+", "BA-LoRA (LoRA+)", "LoRA (LoRA+)"] in rows and len(rows) == 11
+
+
+def test_a_regimes_lowest_rank_is_its_settings_protocol_not_a_variant_of_its_arms():
+    """The lever study's regime (b) runs every arm with min_rank 0 on regime (a)'s data: its LoRA is plain LoRA in
+    a setting of its own (it was 'LoRA (min_rank=0)', and so never paired with the arms whose label did not say it)."""
+    from balora.report.analysis import analyse
+    from balora.report.runs import load_runs
+
+    results = []
+    for regime, extra in (("a", {}), ("b", {"min_rank": 0, "target_modules": ["query", "key", "value"]})):
+        for method in ("lora", "ba_lora", "ba_lora_no_warmstart"):
+            for seed in SEEDS[:3]:
+                result = make_result(method, 8, 64, seed)
+                result["key"] += f"-{regime}"
+                result["config"] |= {"strategy": "proportional", **extra}
+                results.append(result)
+    frame = load_runs(results)
+    assert set(frame["arm_label"]) == {"LoRA", "BA-LoRA", "BA-LoRA w/o warm-start"}
+    assert any("min_rank=0" in setting for setting in frame["setting"].unique())
+    for rows in analyse(frame).levers.values():
+        assert [r.label for r in rows if r.lead.endswith("ranks, at LoRA's init")] == ["LoRA", "BA-LoRA w/o warm-start"]

@@ -51,10 +51,12 @@ PHASES = ("load", "importance", "allocation", "init", "train", "eval", "generate
 METRICS = ("accuracy", "f1", "precision", "recall", "loss", "perplexity")
 
 SETTING_FIELDS = ("model", "dataset", "shots", "train_size")
-# The training protocol all methods of a comparison share; runs that differ in it are in different settings.
+# The training protocol all methods of a comparison share; runs that differ in it are in different settings
+# (min_rank: the lowest rank an allocation may give, a regime's bound that every arm of it is run with; at 0 a
+# module may go unadapted).
 PROTOCOL_FIELDS = ("target_modules", "count_head", "text_column", "label_column", "epochs", "batch_size",
                    "learning_rate", "weight_decay", "warmup_ratio", "lora_dropout", "alpha_ratio", "max_length",
-                   "eval_batch_size", "evaluations", "precision")
+                   "eval_batch_size", "evaluations", "precision", "min_rank")
 # Every other config field is a method option (strategy, gamma, ...): runs of one method that differ in
 # one are different arms.
 NOT_VARIANT = SETTING_FIELDS + PROTOCOL_FIELDS + ("method", "seed", "budget", "budget_rank", "rank", "tuned", "tuning")
