@@ -263,8 +263,8 @@ def test_the_abstract_is_one_paragraph_of_a_studys_findings_and_the_main_results
     """The third review (N9): the abstract ran to 450 words in 6 items, with the main results' example cases beside
     their verdict count. Each source writes one paragraph: the main results, the verdicts over every comparison with
     tuned LoRA, naming whose they are ("every setting" read as every source's, review 2, item 6); a study, BA-LoRA
-    against tuned LoRA per setting with Δ and its CI where it found a difference, and then the two controls that
-    locate it (uniform and shuffled ranks, not every control), with theirs."""
+    against tuned LoRA per setting with Δ and its CI where it found a difference, and then the ranks alone at each
+    initialisation (the one-lever table's comparisons with uniform ranks, issue 39), with theirs."""
     from balora.report import write_runs_report
     from balora.runfiles import write_run
 
@@ -285,9 +285,12 @@ def test_the_abstract_is_one_paragraph_of_a_studys_findings_and_the_main_results
     assert r"\item" not in study
     assert study.startswith("With MiniLM on Rotten Tomatoes snippets (64 examples per class) at the rank-8 budget, "
                             "against tuned LoRA: BA-LoRA, $\\Delta$ = +")
-    assert "), better. Against full BA-LoRA: BA-LoRA uniform ranks, $\\Delta$ = " in study
-    assert "BA-LoRA shuffled ranks, $\\Delta$ = " in study and "warm-start" not in study
-    assert "BA-LoRA uniform ranks (GoRA's init), $\\Delta$ = " in study
+    assert ("), better. The ranks alone, against uniform ranks at the same initialisation: allocated at LoRA's init, "
+            "$\\Delta$ = ") in study
+    assert "; allocated at BA-LoRA's warm-start, $\\Delta$ = " in study
+    assert "; shuffled at BA-LoRA's warm-start, $\\Delta$ = " in study
+    # the other levers (the initialisation, the options) and the controls against full BA-LoRA are the body's
+    assert "Against full BA-LoRA" not in study and "GoRA" not in study
 
 
 def close_pairs(offsets: tuple[float, ...], shots: int = 64) -> list[dict]:
@@ -385,7 +388,9 @@ def test_the_paper_shows_ablations_and_strategies_from_the_settings_that_ran_the
     assert r"\newcommand{\PrimarySetting}{MiniLM on Rotten Tomatoes snippets (2,000 training examples)}" in (
         generated / "results.tex").read_text()
     ablation, strategy = (generated / "ablation.tex").read_text(), (generated / "strategy.tex").read_text()
-    assert r"\input{generated/tables/ablation_minilm_rotten_tomatoes_64_shot" in ablation
+    # the body says the verdicts and points to the table, which is the appendix's (the body's pages are the studies')
+    assert r"\input{generated/tables/ablation_minilm_rotten_tomatoes_64_shot" in (generated / "ablation_more.tex").read_text()
+    assert r"\ref{tab:ablation_minilm_rotten_tomatoes_64_shot" in ablation and r"\input" not in ablation
     assert "w/o warm-start" in ablation and "No ablation runs" not in ablation
     assert r"\input{generated/tables/strategy_minilm_rotten_tomatoes_64_shot_targets" in strategy
     assert "strategy_minilm_rotten_tomatoes_64_shot_default" not in strategy  # ablations are no strategies
@@ -952,6 +957,38 @@ def test_settings_that_differ_in_target_modules_read_as_placements():
                       setting_label("minilm", "rotten_tomatoes", 64, None, "targets query+value+intermediate.dense")}
 
 
+def test_a_setting_names_only_what_varies_among_the_runs_of_its_own_model_and_data():
+    """Issue 39's regime (b) runs Rotten Tomatoes at 2,000 examples with every linear layer and min_rank 0 beside
+    regime (a)'s query+value at min_rank 2, and selects each arm's epochs there: those labels say min_rank and the
+    targets, but the debates' and the 16-shot settings, where nothing varies, keep their plain labels (they had read
+    "· epochs=5, min_rank=2, default targets", renaming every table of the study)."""
+    from balora.report.runs import load_runs
+
+    regime_a = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    regime_b = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for run in regime_a:
+        run["config"] |= {"shots": None, "train_size": 2000, "min_rank": 2}
+    for run in regime_b:
+        run["config"] |= {"shots": None, "train_size": 2000, "min_rank": 0, "target_modules": ["query", "key"],
+                          "epochs": 3 if run["config"]["method"] == "lora" else 6, "tuned": ["learning_rate", "epochs"]}
+        run["key"] += "-b"
+    debates = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    for run in debates:
+        run["config"] |= {"dataset": "presidential_debates", "epochs": 8}
+    few = [make_result(m, 8, 16, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
+    labels = set(load_runs(regime_a + regime_b + debates + few)["setting"])
+    # in the paper's words: the default targets go unsaid, every linear layer of the encoder is said so
+    assert setting_words("minilm", "rotten_tomatoes", None, 2000, "min_rank=2, default targets") == (
+        "MiniLM on Rotten Tomatoes snippets (2,000 training examples), minimum rank 2")
+    assert setting_words("minilm", "rotten_tomatoes", None, 2000,
+                         "min_rank=0, targets query+key+value+output.dense+intermediate.dense").endswith(
+        "examples), minimum rank 0, every linear layer")
+    assert labels == {setting_label("minilm", "rotten_tomatoes", None, 2000, "min_rank=2, default targets"),
+                      setting_label("minilm", "rotten_tomatoes", None, 2000, "min_rank=0, targets query+key"),
+                      setting_label("minilm", "presidential_debates", 64, None),
+                      setting_label("minilm", "rotten_tomatoes", 16, None, "min_rank=2, default targets")}
+
+
 def test_a_method_option_at_its_task_s_default_keeps_the_plain_method_name():
     """The warm-start step defaults per task (0.005 for a classifier, 1e-4 for a causal LM): runs that use
     their own task's default are the plain arm even where the folder holds both tasks, and a step that is not
@@ -1399,7 +1436,7 @@ def test_the_committed_papers_body_refers_to_every_table_and_figure_it_shows(com
     floats = parts + "".join((committed_paper / path).read_text() for path in re.findall(r"\\input\{([^}]+)\}", parts))
     labels = re.findall(r"\\label\{((?:tab|fig):[^}]+)\}", floats)
     referred = set(re.findall(r"\\ref\{([^}]+)\}", body + parts))
-    assert len(labels) >= 8 and [label for label in labels if label not in referred] == []
+    assert len(labels) >= 4 and [label for label in labels if label not in referred] == []
 
 
 @BUILDS_AND_READS
@@ -1513,8 +1550,8 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
     """results/levers is a study of its own in the paper: its report writes generated/levers/ (macros
     prefixed Levers), the main results' report, written after it, leaves that folder alone, and its abstract's
     sentences carry exactly the verdict of BA-LoRA against tuned LoRA in each setting of the study's committed report,
-    and where it is better or worse, its Δ and CI and those of the two controls that locate it (uniform and shuffled
-    ranks), not the others'."""
+    and where it is better or worse, its Δ and CI and those of the ranks alone at that budget (the one-lever table's
+    rows against uniform ranks), not the other levers'."""
     from balora.report.document import latex_text
 
     root = Path(__file__).parents[1]
@@ -1522,42 +1559,47 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
     assert r"\newcommand{\NumRuns}" in (generated / "results.tex").read_text()
     levers = generated / "levers"
     assert r"\newcommand{\LeversNumRuns}" in (levers / "results.tex").read_text()
-    assert r"\input{generated/levers/tables/ablation_" in (levers / "ablation.tex").read_text()
+    assert r"\input{generated/levers/tables/ablation_" in (levers / "ablation_more.tex").read_text()
     abstract = (levers / "abstract.tex").read_text()
     report = (root / "results" / "levers" / "report" / "report.md").read_text()
+
+    def table(heading: str, setting: str) -> list[dict[str, str]]:
+        found = re.search(rf"\*\*{heading}{re.escape(setting)}\*\*\n\n(.+?)\n\n", report, re.S)
+        header, _, *rows = [[cell.strip() for cell in line.strip("|").split("|")]
+                            for line in found.group(1).splitlines()] if found else [[], []]
+        return [dict(zip(header, row)) for row in rows]
+
     found, compared = set(), 0
-    for heading, reference in (("Budget efficiency — ", "tuned LoRA"), ("Ablations against full BA-LoRA — ", "full BA-LoRA")):
-        for table in re.findall(rf"\*\*{heading}(.+?)\*\*\n\n(.+?)\n\n", report, re.S):
-            setting, lines = table
-            header, *rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines.splitlines()]
-            at = {name: header.index(name) for name in ("Budget", "Method", "Δ acc. (pp) [CI]", "Verdict")}
-            model, dataset, amount = setting.split(" · ")[:3]
-            words = (setting_words(model, dataset, int(amount.removesuffix("-shot"))) if amount.endswith("-shot")
-                     else setting_words(model, dataset, None, int(amount.split()[0].replace(",", ""))))
-            for row in rows[1:]:  # after the Markdown rule
-                delta = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row[at["Δ acc. (pp) [CI]"]])
-                method, verdict = row[at["Method"]], row[at["Verdict"]]
-                if delta is None:  # the reference
-                    continue
-                d, low, high = delta.groups()
-                said = latex_text(f"{method}, Δ = {d} pp (") in abstract
-                if reference == "tuned LoRA" and method == "BA-LoRA" and verdict in ("better", "worse"):
-                    found.add(setting)
-                elif reference == "tuned LoRA" and method == "BA-LoRA":
-                    assert latex_text(f"{words}, against tuned LoRA: BA-LoRA, {verdict}") in abstract
-                    assert not said
-                    continue
-                if setting not in found or not (method == "BA-LoRA" or method.startswith(  # the controls, variants too
-                        ("BA-LoRA uniform ranks", "BA-LoRA shuffled ranks"))):
-                    assert not said, method
-                    continue
-                # the setting in words (model, data, shots) with its one budget
-                where = (f"With {words} at the rank-{row[at['Budget']].removeprefix('r=')} budget, against tuned LoRA: "
-                         if reference == "tuned LoRA" else f"Against {reference}: ")
-                assert latex_text(where) in abstract and said
-                assert latex_text(f"CI {low} to {high}), {verdict}") in abstract
+    for setting in re.findall(r"\*\*Budget efficiency — (.+?)\*\*", report):
+        model, dataset, amount, *protocol = setting.split(" · ")
+        words = (setting_words(model, dataset, int(amount.removesuffix("-shot")), None, *protocol)
+                 if amount.endswith("-shot") else
+                 setting_words(model, dataset, None, int(amount.split()[0].replace(",", "")), *protocol))
+        for row in table("Budget efficiency — ", setting):
+            if row["Method"] != "BA-LoRA":
+                assert latex_text(f": {row['Method']}, Δ") not in abstract and latex_text(f"; {row['Method']}, Δ") not in abstract
+                continue
+            if row["Verdict"] not in ("better", "worse"):
+                assert latex_text(f"{words}, against tuned LoRA: BA-LoRA, {row['Verdict']}") in abstract
+                assert latex_text("BA-LoRA, Δ") not in abstract.split(words)[1].split(". ")[0]
+                continue
+            found.add(setting)
+            d, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row["Δ acc. (pp) [CI]"]).groups()
+            assert latex_text(f"With {words} at the rank-{row['Budget'].removeprefix('r=')} budget, against tuned "
+                              f"LoRA: BA-LoRA, Δ = {d} pp (") in abstract
+            assert latex_text(f"CI {low} to {high}), {row['Verdict']}") in abstract
+            # the ranks alone at that budget, each against uniform ranks at its initialisation
+            ranks = [r for r in table("One lever at a time — ", setting)
+                     if r["Lever, at"].startswith(f"{row['Budget']} · ranks, at ") and r["Verdict"] != "(reference)"]
+            assert ranks and latex_text("The ranks alone, against uniform ranks at the same initialisation: ") in abstract
+            for lever in ranks:
+                held = lever["Lever, at"].split(" · ranks, at ")[1]
+                level = "shuffled" if "shuffled" in lever["Method"] else "allocated"
+                d, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", lever["Δ acc. (pp) [CI]"]).groups()
+                assert latex_text(f"{level} at {held}, Δ = {d} pp (") in abstract
+                assert latex_text(f"CI {low} to {high}), {lever['Verdict']}") in abstract
                 compared += 1
-    assert found and compared >= 3  # BA-LoRA against LoRA, and its two controls against BA-LoRA
+    assert found and compared >= 3  # BA-LoRA against LoRA, and the ranks alone at its budget
 
 
 def test_the_peers_study_says_every_arms_verdict_against_lora_and_points_to_its_table(committed_parts: Path):
@@ -1964,7 +2006,7 @@ def lever_results() -> list[dict]:
 
 
 def test_the_levers_table_pairs_arms_that_differ_in_one_lever_alone():
-    from balora.report.analysis import analyse
+    from balora.report.analysis import Lever, analyse
     from balora.report.runs import by_seed, load_runs
 
     results = lever_results()
@@ -1993,7 +2035,10 @@ def test_the_levers_table_pairs_arms_that_differ_in_one_lever_alone():
     # Holm over the whole table: the smallest p is multiplied by the number of comparisons
     tested = [r.comparison for r in rows if r.comparison is not None]
     assert min(c.p_holm for c in tested) == pytest.approx(min(1.0, len(tested) * min(c.p_t for c in tested)))
-    assert rows[0].lever == ("ranks", "LoRA's init", "uniform") and rows[1].lever == ("ranks", "LoRA's init", "allocated")
+    # each row knows its lever, its budget and the arm it is against: the README and the paper read them, not the lead
+    assert rows[0].lever == Lever("ranks", "LoRA's init", "uniform", "r=8", "LoRA")
+    assert rows[1].lever == Lever("ranks", "LoRA's init", "allocated", "r=8", "LoRA")
+    assert {r.lever.against for r in rows if r.lead == "r=8 · init, at allocated ranks"} == {"BA-LoRA w/o warm-start"}
 
 
 def test_the_papers_lever_sentences_say_each_lever_once_with_what_it_holds_fixed():

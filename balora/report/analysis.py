@@ -36,6 +36,18 @@ from balora.report.runs import (
 )
 
 
+@dataclass(frozen=True)
+class Lever:
+    """Where a row of the levers table (`levers_rows`) sits, in words: the README and the paper read these, not the
+    row's lead."""
+
+    kind: str  # what varies in the row's group: one of LEVERS
+    held: str  # what the group holds fixed
+    level: str  # this arm's value of `kind`
+    budget: str  # the group's budget (`budget_label`)
+    against: str  # the label of the group's first arm, which every other arm of the group is compared with
+
+
 @dataclass
 class Row:
     """One arm in one group (a budget, or a shot count) of a family of comparisons."""
@@ -44,9 +56,7 @@ class Row:
     arm: str
     runs: pd.DataFrame
     comparison: stats.Comparison | None  # None: this row is the reference
-    # in the levers table (`levers_rows`): what varies in its group (one of LEVERS), what its group holds fixed, and
-    # this arm's value of what varies, in words
-    lever: tuple[str, str, str] = ()
+    lever: Lever | None = None  # set in the levers table only
 
     @property
     def label(self) -> str:
@@ -173,8 +183,9 @@ def levers_rows(frame: pd.DataFrame) -> list[Row]:
         for lever, fixed, (reference, *compared) in _lever_groups(levels):
             group = group_rows(f"{budget_label(budget)} · {lever}, at {fixed}",
                                cell[cell["arm"].isin([reference, *compared])], reference, stats.ACCURACY)
+            against = next(r.label for r in group if r.comparison is None)
             for row in group:
-                row.lever = (lever, fixed, _level_words(lever, levels[row.arm]))
+                row.lever = Lever(lever, fixed, _level_words(lever, levels[row.arm]), budget_label(budget), against)
             rows += sorted(group, key=lambda r: r.comparison is not None)
     return holm_rows(rows)
 

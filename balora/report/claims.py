@@ -166,9 +166,8 @@ def ablation_claims(analysis: Analysis, setting: str) -> list[str]:
 
 def levers_claims(analysis: Analysis, setting: str) -> list[str]:
     """Each comparison of the levers table in words, against its group's first arm."""
-    rows = analysis.levers.get(setting, [])
-    first = {r.lead: r.label for r in rows if r.comparison is None}
-    return [comparison_sentence(r, first[r.lead], f"{setting}, {r.lead}") for r in rows if r.comparison is not None]
+    return [comparison_sentence(r, r.lever.against, f"{setting}, {r.lead}")
+            for r in analysis.levers.get(setting, []) if r.comparison is not None]
 
 
 def strategy_claims(analysis: Analysis, setting: str) -> list[str]:

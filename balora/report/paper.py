@@ -144,7 +144,8 @@ MARGIN_AFTER_RUNS = {
 TEXT_WIDTH = figures.TEXT_WIDTH  # inches: main.tex's letter paper with 1 in margins
 FIGURE_HEIGHT = 0.75  # of the text height: the tallest a figure prints, its caption below it on the page
 PARTS = ("abstract", "config", "data", "statistics", "selection", "tuning", "criteria", "criteria_summary",
-         "budget", "budget_more", "fewshot", "allocation", "allocation_more", "ablation", "strategy",
+         "budget", "budget_more", "fewshot", "fewshot_more", "allocation", "allocation_more", "ablation",
+         "ablation_more", "strategy",
          "strategy_more", "levers", "levers_more", "anytime", "anytime_more", "dynamics", "cost", "lm", "instruction",
          "shapes", "shares", "limitations", "values", "arms", "arms_more")
 # results folders (by name) that the paper reports as studies of their own, in generated/<name>/; a name is
@@ -672,15 +673,15 @@ def _lever_words(rows: list[Row]) -> list[str]:
     """The levers table's comparisons in words (`LEVER_WORDS`), a sentence per lever: at each value held fixed
     (and budget, where the table has several), each arm's value of the lever with its verdict against the group's
     first arm."""
-    several = len({r.lead.split(" · ")[0] for r in rows}) > 1
+    several = len({r.lever.budget for r in rows}) > 1
     sentences = []
     for lever, words in LEVER_WORDS.items():
         groups: dict[str, list[str]] = {}
         for r in rows:
-            if r.lever and r.lever[0] == lever and r.comparison is not None:
-                held = f"{r.lever[1]} ({r.lead.split(' · ')[0]})" if several else r.lever[1]
+            if r.lever.kind == lever and r.comparison is not None:
+                held = f"{r.lever.held} ({r.lever.budget})" if several else r.lever.held
                 held = f"with {held} on both sides" if lever == "method" else f"at {held}"
-                value = method_name(str(r.runs["method"].iloc[0])) if lever == "method" else r.lever[2]
+                value = method_name(str(r.runs["method"].iloc[0])) if lever == "method" else r.lever.level
                 groups.setdefault(held, []).append(f"{value} {_verdict_word([r.comparison])}")
         if groups:
             sentences.append(f"{words}: " + "; ".join(f"{held}, {', '.join(said)}" for held, said in groups.items())
@@ -723,15 +724,17 @@ def _budget_words(lead: str) -> str:
     return f"the rank-{lead.removeprefix('r=')} budget" if re.fullmatch(r"r=[\d.]+", lead) else lead
 
 
-def _intervals(rows: list[Row], reference: str, named: bool = True) -> list[str]:
+def _intervals(rows: list[Row], reference: str, named: bool = True,
+               label: Callable[[Row], str] | None = None) -> list[str]:
     """One sentence for a table's tested comparisons with `reference` in plain words (model, data, shots and
     budget, unless not `named`: the prose around it says the setting): each arm's Δ with its CI and its four-word
-    verdict, with the MDE where inconclusive (the abstract's form, where the table is not at hand)."""
+    verdict, with the MDE where inconclusive (the abstract's form, where the table is not at hand). An arm is named
+    by `label` where given, else by its label (with its budget where the rows have several)."""
     tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
     if not tested:
         return []
-    where, label = _where(tested)
-    return [(f"With {where}, against {reference}: " if named else f"Against {reference}: ") + "; ".join(
+    where, label = _where(tested)[0], label or _where(tested)[1]
+    return [(f"With {where}, against {reference}: " if named else f"{reference[0].upper()}{reference[1:]}: ") + "; ".join(
         f"{label(r)}, Δ = {signed(c.delta)} pp "
         f"({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), {c.verdict_label}"
         for r in tested for c in [r.comparison]) + "."]
@@ -743,7 +746,8 @@ def _where(rows: list[Row]) -> tuple[str, Callable[[Row], str]]:
     do not."""
     budgets = list(dict.fromkeys(r.lead for r in rows))
     first = rows[0].runs.iloc[0]
-    where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"))
+    where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"),
+                          first.get("protocol", ""))
     if len(budgets) == 1:
         return f"{where} at {_budget_words(budgets[0])}", lambda r: r.label
     return where, lambda r: f"{r.label} at {_budget_words(r.lead)}"
@@ -795,16 +799,14 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
 
 
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
-# the controls the abstract gives beside BA-LoRA's gain: uniform ranks keep the warm-start and drop the allocation;
-# shuffled ranks keep each shape's share of the budget and drop the importance score's choice within a shape
-ABSTRACT_CONTROLS = ("ba_lora_uniform", "ba_lora_shuffled")  # methods: each with its variants (GoRA's init)
 
 
 def _abstract(report: Report, out: Output) -> list[str]:
     """The abstract's generated sentences. A study's: per setting, BA-LoRA against tuned LoRA, the verdict with its
-    margin or MDE; then, where the verdict is better or worse, Δ with its CI, and the controls (`ABSTRACT_CONTROLS`)
-    that locate that difference. The main results': the verdicts over every comparison with tuned LoRA
-    (`claims.main_tally`), and the instruction-tuning verdict with its interval and MDE."""
+    margin or MDE; then, where the verdict is better or worse, Δ with its CI, and the ranks alone at that budget
+    (the levers table's comparisons with uniform ranks at each initialisation), which say whether the allocation is
+    what differs. The main results': the verdicts over every comparison with tuned LoRA (`claims.main_tally`), and
+    the instruction-tuning verdict with its interval and MDE."""
     analysis = report.analysis
     if not out.study:
         # the count is over the accuracy comparisons; instruction tuning (test loss) has its own sentence
@@ -815,9 +817,11 @@ def _abstract(report: Report, out: Output) -> list[str]:
     for setting, rows in analysis.main.items():
         ours = [r for r in claims.proposed_rows(rows) if r.comparison.tested]
         shown = [r for r in ours if r.comparison.verdict in (stats.BETTER, stats.WORSE)]
-        controls = [r for r in analysis.ablation.get(setting, [])
-                    if r.runs["method"].iloc[0] in ABSTRACT_CONTROLS and r.lead in {s.lead for s in shown}]
-        decided += [*_intervals(shown, "tuned LoRA"), *_intervals(controls, "full BA-LoRA", named=False)]
+        ranks = [r for r in analysis.levers.get(setting, [])
+                 if r.lever.kind == "ranks" and r.lever.budget in {s.lead for s in shown}]
+        decided += [*_intervals(shown, "tuned LoRA"),
+                    *_intervals(ranks, "the ranks alone, against uniform ranks at the same initialisation", named=False,
+                                label=lambda r: f"{r.lever.level} at {r.lever.held}")]
         undecided += _verdict_words([r for r in ours if r not in shown], "tuned LoRA", "budgets", setting)
     return undecided + decided  # the findings last, where the text goes on to read them
 
@@ -897,9 +901,12 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "arms_more": part([], pick(*(f"budget_{slug(setting)}" for setting in shown)), ""),
         # accuracy against parameters: the table has the numbers, the appendix the picture
         "budget_more": part([], pick(f"pareto_{key}"), ""),
+        # the few-shot verdicts in words in the body; their figure and tables in the appendix (the body's pages are
+        # the lever study's)
         "fewshot": part([*(s for name in analysis.fewshot for s in fewshot(name)),
                          *citing(claims.trend_counts(analysis), prefixed("fewshot_trend_"))],
-                        prefixed("fewshot_"), " ".join(["No few-shot comparison.", *fewshot_missing])),
+                        [], " ".join(["No few-shot comparison.", *fewshot_missing])),
+        "fewshot_more": part([], prefixed("fewshot_"), ""),
         # where the ranks went (the importance-rank correlation, the module types with the most and the least rank),
         # pointing to every budget's heatmap (r = 8 first where there is one); then those and the importance plot
         "allocation": part(citing(claims.allocation_claims(frame, primary), heatmaps), [],
@@ -909,12 +916,13 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "shares": part([s for setting in shown if (said := claims.budget_shares(frame, setting))
                         for s in citing(said, prefixed(f"rank_heatmap_{slug(setting)}__"))], [], ""),
         "allocation_more": part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], ""),
-        # the ablations and strategies have their own settings (the paper preset runs them at 64 shots)
+        # the ablations and strategies have their own settings (the paper preset runs them at 64 shots); the
+        # ablations' verdicts in words, their tables for the appendix
         "ablation": part([s for setting in analysis.ablation
                           for s in citing(_verdict_words(analysis.ablation[setting], "full BA-LoRA", "ablations",
                                                          setting if len(analysis.ablation) > 1 else ""),
-                                          pick(f"ablation_{slug(setting)}"))],
-                         pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), "No ablation runs."),
+                                          pick(f"ablation_{slug(setting)}"))], [], "No ablation runs."),
+        "ablation_more": part([], pick(*(f"ablation_{slug(setting)}" for setting in analysis.ablation)), ""),
         # each strategy table's verdicts led by its setting (the appendix shows other settings beside it)
         "strategy": part([s for setting in analysis.strategy
                           for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),

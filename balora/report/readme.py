@@ -84,8 +84,7 @@ def levers_table(report: Report) -> Table:
     the levers table of its setting) and the verdict."""
     cells = []
     for setting, rows in report.analysis.levers.items():
-        first = {r.lead: r.label for r in rows if r.comparison is None}
-        cells += [[setting, r.lever[0], r.lead.split(" · ")[0], r.lever[1], r.label, first[r.lead],
+        cells += [[setting, r.lever.kind, r.lever.budget, r.lever.held, r.label, r.lever.against,
                    str(r.comparison.n_pairs), tables.delta_text(r.comparison), r.comparison.verdict_label]
                   for r in rows if r.comparison is not None]
     return Table("levers", "One lever at a time: arms that differ in one lever, each at its selected learning rate",

@@ -109,14 +109,29 @@ def named_labels(text: str) -> str:
     return _LABEL_CODE.sub(lambda found: SHORT_NAMES[found.group()], text)
 
 
+# target modules said in words (`setting_words`): every linear layer of a BERT encoder (regime (b) of issue 39) or
+# of any model (PEFT's shorthand)
+TARGET_WORDS = {"query+key+value+output.dense+intermediate.dense": "every linear layer",
+                "all-linear": "every linear layer"}
+
+
+def _protocol_words(part: str) -> str:
+    """One part of a setting label's protocol in words: "targets all-linear" is "every linear layer", "min_rank=0"
+    "minimum rank 0"; any other part as it is."""
+    if part.startswith("targets "):
+        return TARGET_WORDS.get(part.removeprefix("targets "), part)
+    return f"minimum rank {part.removeprefix('min_rank=')}" if part.startswith("min_rank=") else part
+
+
 def setting_words(model: str, dataset: str, shots: float | None = None, train_size: float | None = None,
                   protocol: str = "") -> str:
     """A setting in words, where its label's codes ("minilm · presidential_debates · 64-shot") would be read without
     the tables (the paper's prose): "MiniLM on presidential-debate statements (64 examples per class)", with the
-    protocol its label names beyond the model's default targets ("targets query+value+intermediate.dense")."""
+    protocol its label names beyond the model's default targets ("targets query+value+intermediate.dense", "every
+    linear layer", "minimum rank 0": `_protocol_words`)."""
     amount = (f" ({int(shots)} examples per class)" if pd.notna(shots) else
               f" ({int(train_size):,} training examples)" if pd.notna(train_size) and train_size else "")
-    rest = ", ".join(part for part in protocol.split(", ") if part and part != DEFAULT_TARGETS)
+    rest = ", ".join(_protocol_words(part) for part in protocol.split(", ") if part and part != DEFAULT_TARGETS)
     return (f"{MODEL_WORDS.get(model, model)} on {DATASET_WORDS.get(dataset, dataset.replace('_', ' '))}{amount}"
             + (f", {rest}" if rest else ""))
 
@@ -224,21 +239,25 @@ def _quantisation(result: dict[str, Any]) -> dict[str, Any]:
             "balance": float(curve[-1][1]["mean"]) if curve else math.nan}
 
 
-def _protocols(configs: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
-    """Each config's protocol as its setting label shows it, and the protocol fields that vary anywhere.
+def _protocols(configs: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    """Each config's protocol as its setting label shows it, and the protocol fields it names.
 
-    A label names the protocol fields that differ between configs of its data setting (not, say, epochs
-    between few-shot and full); within a data setting, fields some config there selected on validation
-    are each arm's own choice (module docstring) and are left out."""
+    A label names the protocol fields that differ between configs of one model and dataset (regime (b)'s targets
+    and min_rank beside regime (a)'s), not in another's (the debates keep their plain label), and not fields that
+    differ only because some config selected them on validation (each arm's own choice, module docstring), nor,
+    within a data setting, the fields some config there selected (not, say, epochs between few-shot and full)."""
     def data_of(config: dict[str, Any]) -> tuple:
         return tuple(repr(config.get(f)) for f in SETTING_FIELDS)
 
     by_data: dict[tuple, list[dict[str, Any]]] = {}
     for c in configs:
         by_data.setdefault(data_of(c), []).append(c)
-    protocol_fields = sorted({f for group in by_data.values() for f in _varying(group, PROTOCOL_FIELDS)})
     selected = {data: {f for c in group for f in c.get("tuned") or []} for data, group in by_data.items()}
-    return [_describe(c, [f for f in protocol_fields if f not in selected[data_of(c)]]) for c in configs], protocol_fields
+    varying: dict[tuple, set[str]] = {}  # by model and dataset
+    for data, group in by_data.items():
+        varying.setdefault(data[:2], set()).update(set(_varying(group, PROTOCOL_FIELDS)) - selected[data])
+    fields = [[f for f in sorted(varying[data_of(c)[:2]]) if f not in selected[data_of(c)]] for c in configs]
+    return [_describe(c, names) for c, names in zip(configs, fields)], fields
 
 
 def setting_labels(configs: list[dict[str, Any]], protocols: list[str] | None = None) -> list[str]:
@@ -319,7 +338,8 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     options = variant_options(results)
     arm_variants = _one_protocol_per_arm(results, settings, list(map(variant_words, options)))
     rows = []
-    for result, setting, shown_protocol, variant, option in zip(results, settings, protocols, arm_variants, options):
+    for result, setting, shown_protocol, named, variant, option in zip(results, settings, protocols, protocol_fields,
+                                                                      arm_variants, options):
         config, metrics, params = result["config"], result["metrics"], result["params"]
         method, task = config["method"], tasks.of_result(result)
         budget = _budget(result)
@@ -334,7 +354,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
             "train_size": config.get("train_size"), "protocol": shown_protocol, "setting": setting,
             # few-shot settings that differ only in the shot count (and so possibly in epochs) form a family
             "family": " · ".join(p for p in (config["model"], config["dataset"], "k-shot",
-                                             _describe(config, [f for f in protocol_fields if f != "epochs"])) if p),
+                                             _describe(config, [f for f in named if f != "epochs"])) if p),
             "budget": budget, "budget_params": int(result["budget"]["lora_budget"]),
             "protocol_key": protocol_key(config),
             "seed": int(config["seed"]), "machine": machine(result),
