@@ -193,9 +193,9 @@ ARM_FIELDS = frozenset({"method", "seed", "tuned", "tuning", "method_options", *
 
 
 def setting_key(config: RunConfig) -> str:
-    """Everything but the arm (ARM_FIELDS) and the values selected on validation: the runs a confirmation stage
-    compares with one reference."""
-    arm = ARM_FIELDS | set(method_settings()) | set(config.tuned or [])
+    """Everything but the arm (ARM_FIELDS) and the values selected on validation, a tuned cell's epochs among
+    them (it may lengthen, `tuning.cell_key`): the runs a confirmation stage compares with one reference."""
+    arm = ARM_FIELDS | set(method_settings()) | set(config.tuned or []) | ({"epochs"} if config.tuned else set())
     return json.dumps({k: v for k, v in config.to_dict().items() if k not in arm}, sort_keys=True, default=str)
 
 

@@ -657,6 +657,22 @@ def test_a_confirmation_stage_adds_seeds_to_the_arms_that_beat_lora_on_validatio
         load_spec(str(spec_path))
 
 
+def test_arms_whose_cells_selected_different_training_lengths_share_one_confirmation_setting():
+    """Issue 39's regime (b): LoRA's cell selected 3 epochs (only its learning rate was marked tuned: it was not
+    lengthened) and BA-LoRA's a lengthened 6; the confirmation stage put them in two settings, found "no lora arm in
+    its setting to confirm against" and decided nothing. A tuned cell may lengthen (`tuning.cell_key` leaves its
+    epochs out too); an untuned grid's training length is its protocol."""
+    from dataclasses import replace
+
+    from balora.sweeps import setting_key
+
+    lora = RunConfig(method="lora", epochs=3, learning_rate=0.004, tuned=["learning_rate"])
+    ours = RunConfig(method="ba_lora", epochs=6, learning_rate=0.002, tuned=["learning_rate", "epochs"])
+    assert setting_key(lora) == setting_key(ours)
+    assert setting_key(replace(lora, tuned=None)) != setting_key(replace(ours, tuned=None))
+    assert setting_key(lora) != setting_key(replace(ours, min_rank=0))  # the rest of the protocol still counts
+
+
 def test_a_sweep_runs_its_confirmation_stage_after_screening(tmp_path, tiny_model_dir, tiny_csv, monkeypatch):
     """The sweep runs what `confirmations` decides once screening is done (here every arm qualifies: a gain of
     0 with validation forced to favour it), and a rerun finds nothing left to do."""
