@@ -793,8 +793,8 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
                              f"every projection), BA-LoRA against LoRA r=8 (Δ test loss {delta}, ")
     assert "% CI " in bottom and bottom.endswith(f": {verdict}.")
     plain = latex_text("In instruction tuning of SmolLM2-135M-Instruct on instructions built from Rotten Tomatoes "
-                       f"snippets, at the budget of LoRA r=8 on every projection, BA-LoRA against LoRA r=8: Δ test loss "
-                       f"= {delta} nats (")
+                       f"snippets on every projection, BA-LoRA against LoRA r=8 at its budget: Δ test loss = {delta} "
+                       "nats (")
     abstract = (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
     assert plain in abstract and latex_text(f"), {label}.") in abstract and "Holm-adjusted" not in abstract
     assert plain not in body  # the abstract has the interval; the results section, the finding (N10: said twice)
@@ -1379,11 +1379,9 @@ def committed_paper(committed_parts: Path) -> Path:
 def test_the_paper_body_from_the_committed_runs_fits_ten_pages(committed_paper: Path):
     """The paper built from results/paper has at most 10 pages before its references (the appendix after them
     does not count), and no results table is set sideways on a page of its own in the body."""
-    import subprocess
 
-    paper, pdf = committed_paper, committed_paper / "main.pdf"
-    pages = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True,
-                           check=True).stdout.split("\f")
+    paper = committed_paper
+    pages = _paper_text(paper).split("\f")
     references = next(i for i, page in enumerate(pages, 1) if re.search(r"^\s*References\s*$", page, re.M))
     assert references - 1 <= 10, f"the body has {references - 1} pages"
     body = " ".join("".join(pages[:references - 1]).split())  # words, whatever line they break across
@@ -1419,10 +1417,13 @@ def test_every_table_of_the_committed_paper_fits_its_page_at_print_size(committe
 
 
 def _paper_text(paper: Path) -> str:
+    """The built paper's text, page by page (form feeds), a word broken at its hyphen across lines
+    ("presidential-" / "debate") joined again (without -layout, pdftotext drops that hyphen)."""
     import subprocess
 
-    return subprocess.run(["pdftotext", str(paper / "main.pdf"), "-"], capture_output=True, text=True,
+    text = subprocess.run(["pdftotext", "-layout", str(paper / "main.pdf"), "-"], capture_output=True, text=True,
                           check=True).stdout
+    return re.sub(r"(?<=\w)-\n\s*(?=\w)", "-", text)
 
 
 @BUILDS_AND_READS
@@ -1580,8 +1581,10 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
                 assert latex_text(f": {row['Method']}, Δ") not in abstract and latex_text(f"; {row['Method']}, Δ") not in abstract
                 continue
             if row["Verdict"] not in ("better", "worse"):
-                assert latex_text(f"{words}, against tuned LoRA: BA-LoRA, {row['Verdict']}") in abstract
-                assert latex_text("BA-LoRA, Δ") not in abstract.split(words)[1].split(". ")[0]
+                # the settings without a difference in one sentence, each with its verdict
+                undecided = abstract.split(". ")[0]
+                assert undecided.startswith("Against tuned LoRA, BA-LoRA: ")
+                assert latex_text(f"{words}, {row['Verdict']}") in undecided
                 continue
             found.add(setting)
             d, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row["Δ acc. (pp) [CI]"]).groups()

@@ -297,8 +297,8 @@ def answer(rows: list[Row]) -> list[str]:
         return []
     said = (f"Δ test loss = {c.metric.signed(c.delta)} nats ({100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} "
             f"to {c.metric.signed(c.ci_high)}), {c.verdict_label}" if c.tested else _verdict_words(c, PROPOSED))
-    return [f"In instruction tuning of {_study(rows)}, at the budget of LoRA r={BUDGET_RANK} on every projection, "
-            f"{PROPOSED} against {REFERENCE}: {said}."]
+    return [f"In instruction tuning of {_study(rows)} on every projection, {PROPOSED} against {REFERENCE} at its "
+            f"budget: {said}."]
 
 
 def finding(rows: list[Row]) -> list[str]:

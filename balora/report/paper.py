@@ -802,8 +802,9 @@ ADVANCE = "the"  # the success criteria, as the paper names their author (the de
 
 
 def _abstract(report: Report, out: Output) -> list[str]:
-    """The abstract's generated sentences. A study's: per setting, BA-LoRA against tuned LoRA, the verdict with its
-    margin or MDE; then, where the verdict is better or worse, Δ with its CI, and the ranks alone at that budget
+    """The abstract's generated sentences. A study's: BA-LoRA against tuned LoRA in every setting without a
+    difference, in one sentence, each with its verdict's margin or MDE; then, where the verdict is better or worse,
+    Δ with its CI, and the ranks alone at that budget
     (the levers table's comparisons with uniform ranks at each initialisation), which say whether the allocation is
     what differs. The main results': the verdicts over every comparison with tuned LoRA (`claims.main_tally`), and
     the instruction-tuning verdict with its interval and MDE."""
@@ -817,13 +818,18 @@ def _abstract(report: Report, out: Output) -> list[str]:
     for setting, rows in analysis.main.items():
         ours = [r for r in claims.proposed_rows(rows) if r.comparison.tested]
         shown = [r for r in ours if r.comparison.verdict in (stats.BETTER, stats.WORSE)]
+        several = len(ours) > 1  # budgets: each is named
+        undecided += [(f"{setting} at {_budget_words(r.lead)}" if several else setting, r.comparison.verdict_label)
+                      for r in ours if r not in shown]
         ranks = [r for r in analysis.levers.get(setting, [])
                  if r.lever.kind == "ranks" and r.lever.budget in {s.lead for s in shown}]
         decided += [*_intervals(shown, "tuned LoRA"),
                     *_intervals(ranks, "the ranks alone, against uniform ranks at the same initialisation", named=False,
                                 label=lambda r: f"{r.lever.level} at {r.lever.held}")]
-        undecided += _verdict_words([r for r in ours if r not in shown], "tuned LoRA", "budgets", setting)
-    return undecided + decided  # the findings last, where the text goes on to read them
+    # the settings without a difference in one sentence (the abstract's length is arXiv's), the findings last, where
+    # the text goes on to read them
+    said = [f"Against tuned LoRA, BA-LoRA: {'; '.join(f'{where}, {verdict}' for where, verdict in undecided)}."]
+    return (said if undecided else []) + decided
 
 
 def _paragraph(sentences: list[str | Cited], out: Output) -> str:
