@@ -319,7 +319,7 @@ def cost_claims(frame: pd.DataFrame, setting: str) -> list[str]:
     return [f"{setting} — " + " ".join(sentences)] if sentences else []
 
 
-def _main_comparisons(analysis: Analysis) -> list[stats.Comparison]:
+def main_rows(analysis: Analysis) -> list[Row]:
     """BA-LoRA against LoRA in every setting and budget, each once and with the verdict of the table that shows
     it: a budget of a few-shot series as its few-shot table has it (Holm-adjusted over the series' shot counts,
     where its own setting's table adjusts over that setting alone and may read it otherwise), the rest as their
@@ -328,7 +328,11 @@ def _main_comparisons(analysis: Analysis) -> list[stats.Comparison]:
     shown = {(setting, budget) for r in in_series for setting, budget in zip(r.runs["setting"], r.runs["budget"])}
     alone = [r for rows in analysis.main.values() for r in proposed_rows(rows)
              if (r.runs["setting"].iloc[0], r.runs["budget"].iloc[0]) not in shown]
-    return [r.comparison for r in [*alone, *in_series]]
+    return [*alone, *in_series]
+
+
+def _main_comparisons(analysis: Analysis) -> list[stats.Comparison]:
+    return [r.comparison for r in main_rows(analysis)]
 
 
 def _undecided(comparisons: list[stats.Comparison]) -> list[tuple[int, str]]:

@@ -801,6 +801,11 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 
 
+def _shapes(row: Row) -> int:
+    """How many module shapes the arm of `row` adapted (its first run's allocation; 0 where it records none)."""
+    return len({tuple(m["shape"]) for m in row.runs["result"].iloc[0].get("allocation") or []})
+
+
 def _abstract(report: Report, out: Output) -> list[str]:
     """The abstract's generated sentences. A study's: BA-LoRA against tuned LoRA in every setting without a
     difference, in one sentence, each with its verdict's margin or MDE; then, where the verdict is better or worse,
@@ -811,7 +816,12 @@ def _abstract(report: Report, out: Output) -> list[str]:
     analysis = report.analysis
     if not out.study:
         # the count is over the accuracy comparisons; instruction tuning (test loss) has its own sentence
-        tally = claims.main_tally(analysis, f"{SOURCE_NAMES['']} in classification")
+        # how many adapt modules of one shape: the abstract's only word on where they are (the lever study's
+        # settings have several)
+        rows = claims.main_rows(analysis)
+        one = sum(_shapes(r) == 1 for r in rows)
+        shapes = f"; {'all' if one == len(rows) else f'{one} of {len(rows)}'} on modules of one shape" if one else ""
+        tally = claims.main_tally(analysis, f"{SOURCE_NAMES['']} in classification{shapes}")
         return [*([tally] if tally else claims.summary_claims(analysis)),
                 *(s for rows in analysis.lm.values() for s in lm.answer(rows))]
     decided, undecided = [], []
@@ -859,6 +869,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
+    # the other shown settings' heatmaps, which the shares part points to (a study's), after the primary's
+    shared = [f for setting in shown if setting != primary for f in prefixed(f"rank_heatmap_{slug(setting)}__")
+              if claims.budget_shares(frame, setting)]
 
     def part(sentences: list[str | Cited], floats: list[Table | Figure], empty: str) -> str:
         # the paper's prose names a setting in words, its tables and figures by the report's label
@@ -921,7 +934,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         # for the split between shapes), pointing to the setting's heatmaps
         "shares": part([s for setting in shown if (said := claims.budget_shares(frame, setting))
                         for s in citing(said, prefixed(f"rank_heatmap_{slug(setting)}__"))], [], ""),
-        "allocation_more": part([], [*heatmaps, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")], ""),
+        "allocation_more": part([], [*heatmaps, *shared, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")],
+                                ""),
         # the ablations and strategies have their own settings (the paper preset runs them at 64 shots); the
         # ablations' verdicts in words, their tables for the appendix
         "ablation": part([s for setting in analysis.ablation
@@ -934,10 +948,10 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                           for s in citing(_verdict_words(analysis.strategy[setting], "LoRA", "strategies", setting),
                                           pick(f"strategy_{slug(setting)}"))],
                          pick(*(f"strategy_{slug(setting)}" for setting in analysis.strategy)), "No strategy comparison."),
-        # one lever at a time: its verdicts in words in the body, led by the setting where there are several; the table
-        # in the appendix (it has a row per arm of every group)
-        "levers": part([f"{setting}: {s}" if len(analysis.levers) > 1 else s for setting, rows in analysis.levers.items()
-                        for s in _lever_words(rows)], [], ""),
+        # one lever at a time: its verdicts in words in the body, an item per setting, led by the setting where there
+        # are several; the table in the appendix (it has a row per arm of every group)
+        "levers": part([" ".join([f"{setting}." if len(analysis.levers) > 1 else "", *_lever_words(rows)]).strip()
+                        for setting, rows in analysis.levers.items()], [], ""),
         "levers_more": part([], pick(*(f"levers_{slug(setting)}" for setting in analysis.levers)), ""),
         # the discussion's evidence, in a sentence about the setting the prose names: BA-LoRA against LoRA, with Δ,
         # CI and MDE, where a strategy table adapts other modules than the budget tables (modules of several shapes);
