@@ -726,7 +726,7 @@ def test_the_readme_block_shows_a_setting_of_one_shot_count(tmp_path: Path):
         text = headline(build(load_runs(results), tmp_path, results), results)
     finally:
         RENDER.reset(token)
-    rows = [line for line in text.splitlines() if line.startswith("| Exp. 1, budgets |")]
+    rows = [line for line in text.splitlines() if "| BA-LoRA |" in line]  # one experiment: no Experiment column
     assert len(rows) == 1 and "| BA-LoRA |" in rows[0] and "r=8" in rows[0], text
 
 
@@ -2080,6 +2080,8 @@ def test_the_readme_block_adds_the_levers_table_where_arms_differ_in_one_lever(t
     rows = [line.split(" | ")[1:6] for line in text.splitlines() if line.startswith("| minilm") and " | r=8 | " in line]
     assert ["ranks", "r=8", "GoRA's init", "BA-LoRA (GoRA's init)", "BA-LoRA uniform ranks (GoRA's init)"] in rows
     assert ["method", "r=8", "LoRA+", "BA-LoRA (LoRA+)", "LoRA (LoRA+)"] in rows and len(rows) == 11
+    # a study's budget comparisons are no "Exp. 1" (the main results' experiments): one experiment, no column
+    assert "| Experiment |" not in text and "Exp. 1" not in text
 
 
 def test_a_regimes_lowest_rank_is_its_settings_protocol_not_a_variant_of_its_arms():

@@ -44,6 +44,9 @@ def compute(results: list[dict[str, Any]]) -> str:
             "(summed over runs; runs in parallel overlap in wall time).")
 
 
+BUDGETS = "Exp. 1, budgets"  # the headline table's experiment of a setting's budget comparisons
+
+
 def _headline_rows(report: Report) -> list[tuple[str, str, str, Row]]:
     """(experiment, setting, group, row) for each main method's comparison with LoRA in every cell of Exp. 1 (a
     training subset or the full pool, or a shot count no few-shot family holds, per budget) and Exp. 2 (per shot
@@ -53,7 +56,7 @@ def _headline_rows(report: Report) -> list[tuple[str, str, str, Row]]:
     found = []
     for setting, rows in analysis.main.items():
         if setting not in in_fewshot:
-            found += [("Exp. 1, budgets", setting, r.lead, r) for r in rows if r.comparison is not None]
+            found += [(BUDGETS, setting, r.lead, r) for r in rows if r.comparison is not None]
     for name, rows in analysis.fewshot.items():
         found += [("Exp. 2, few-shot", name, f"{r.lead} shots/class", r) for r in rows if r.comparison is not None]
     return found
@@ -74,8 +77,10 @@ def headline_table(report: Report) -> Table:
     title = "Methods against LoRA at matched budgets" + (f" ({' · '.join(shared)})" if shared else "")
     margins = sorted({row.comparison.metric.amount(row.comparison.margin.value, exact=True) for _, _, _, row in found})
     notes = [f"Equivalence margin: ±{' and ±'.join(margins)}."] if margins else []
-    return Table("headline", title, ["Experiment", "Setting", "Method", "Trained params", "Pairs", "LoRA acc. (%)",
+    table = Table("headline", title, ["Experiment", "Setting", "Method", "Trained params", "Pairs", "LoRA acc. (%)",
                                      "Acc. (%)", "Δ (pp) [CI]", "Verdict"], cells, notes)
+    # budget comparisons alone (a study's) need no column to tell them from a few-shot series
+    return table if any(experiment != BUDGETS for experiment, *_ in found) else table.select(table.columns[1:])
 
 
 def levers_table(report: Report) -> Table:
