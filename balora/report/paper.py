@@ -135,8 +135,12 @@ VALUES_LEAD = (r"\paragraph{Values the rows differ in.} Where a results table ha
 # when (a table note's, the full one): the main results' text and instruction-tuning runs (committed 2026-11-30 to
 # 12-03) predate the equivalence test and the presets' margins (commits c1c62d8 and 6f6c668 of 2026-12-06); only
 # later seeds of LoRA and BA-LoRA came after. The peers study shares its LoRA, BA-LoRA, AdaLoRA and EVA runs with
-# the main results; its own arms ran after. The lever study fixed its margin before its runs.
+# the main results; its own arms ran after. The lever study fixed its margin before its own runs, after those it
+# imports (regime (a)'s LoRA and BA-LoRA from the main results, the ViT's first seeds from results/vision).
 MARGIN_AFTER_RUNS = {
+    "levers": ("fixed after the runs it imports",
+               "fixed before its own runs, but after those it imports: regime (a)'s LoRA and BA-LoRA runs from the main "
+               "results and the ViT's first three seeds of LoRA, BA-LoRA and dynamic BA-LoRA from the earlier vision runs"),
     "": ("fixed after most runs", "fixed before the analysis but after most of the runs"),
     "peers": ("fixed after the runs it shares with the main results",
               "fixed before the analysis and before PiSSA's, OLoRA's, LoRA-GA's and DoRA's runs, but after the LoRA, "
@@ -734,7 +738,7 @@ def _intervals(rows: list[Row], reference: str, named: bool = True,
     if not tested:
         return []
     where, label = _where(tested)[0], label or _where(tested)[1]
-    return [(f"With {where}, against {reference}: " if named else f"{reference[0].upper()}{reference[1:]}: ") + "; ".join(
+    return [(f"With {where}, against {reference}: " if named else f"Against {reference}: ") + "; ".join(
         f"{label(r)}, Δ = {signed(c.delta)} pp "
         f"({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), {c.verdict_label}"
         for r in tested for c in [r.comparison]) + "."]
@@ -834,7 +838,7 @@ def _abstract(report: Report, out: Output) -> list[str]:
         ranks = [r for r in analysis.levers.get(setting, [])
                  if r.lever.kind == "ranks" and r.lever.budget in {s.lead for s in shown}]
         decided += [*_intervals(shown, "tuned LoRA"),
-                    *_intervals(ranks, "the ranks alone, against uniform ranks at the same initialisation", named=False,
+                    *_intervals(ranks, "uniform ranks at the same initialisation (the ranks alone)", named=False,
                                 label=lambda r: f"{r.lever.level} at {r.lever.held}")]
     # the settings without a difference in one sentence (the abstract's length is arXiv's), the findings last, where
     # the text goes on to read them
