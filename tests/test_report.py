@@ -4,6 +4,7 @@ build where pdflatex is installed. The statistics themselves are tested in test_
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import re
@@ -1952,6 +1953,13 @@ def test_the_paper_says_how_ba_loras_ranks_split_the_budget_between_attention_an
     said = claims.budget_shares(load_runs(vit), setting)
     assert said == [f"{setting}: over 3 BA-LoRA runs, the allocated ranks give attention modules 80.00% (mean rank 6.0) "
                     "and MLP modules 20.00% (mean rank 3.0) of the LoRA parameters (uniform ranks: 66.67% and 33.33%)."]
+    # regime (b) of issue 39: at min_rank 0 the allocation may leave modules out, and the sentence counts them
+    sparse = copy.deepcopy(vit)
+    for run in sparse:
+        for module in [m for m in run["allocation"] if ".attention." not in m["name"]][:2 + (run["config"]["seed"] == 44)]:
+            module |= {"rank": 0, "params": 0, "final_rank": 0}
+    assert claims.budget_shares(load_runs(sparse), setting)[0].endswith(
+        " (uniform ranks: 66.67% and 33.33%); 2.3 of its 24 modules per run got rank 0 and were not adapted.")
     query_value = load_runs([make_result("ba_lora", 8, 64, s) for s in SEEDS[:3]])
     assert claims.budget_shares(query_value, settings(query_value)[0]) == []
     build_report(vit, tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)

@@ -255,8 +255,12 @@ def budget_shares(frame: pd.DataFrame, setting: str) -> list[str]:
     held = " and ".join(f"{name} modules {pct(spent[name] / spent.sum())}% (mean rank {mean_rank[name]:.1f})"
                         for name in order)
     uniform_shares = " and ".join(f"{pct(uniform[name] / uniform.sum())}%" for name in order)
+    # at min_rank 0 (issue 39's regime (b)) a module given rank 0 is not adapted at all
+    left_out = (modules["rank"] == 0).sum() / runs["result"].size
+    unadapted = (f"; {left_out:.1f} of its {len(modules) // runs['result'].size} modules per run got rank 0 and were "
+                 "not adapted" if left_out else "")
     return [f"{setting}: over {runs['result'].size} BA-LoRA runs, the allocated ranks give {held} of the LoRA "
-            f"parameters (uniform ranks: {uniform_shares})."]
+            f"parameters (uniform ranks: {uniform_shares}){unadapted}."]
 
 
 def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:
