@@ -286,7 +286,7 @@ def test_the_abstract_is_one_paragraph_of_a_studys_findings_and_the_main_results
     assert r"\item" not in study
     assert study.startswith("With MiniLM on Rotten Tomatoes snippets (64 examples per class) at the rank-8 budget, "
                             "against tuned LoRA: BA-LoRA, $\\Delta$ = +")
-    assert ("), better. Against uniform ranks at the same initialisation (the ranks alone): allocated at LoRA's init, "
+    assert ("), better. Against uniform ranks (the ranks alone): allocated at LoRA's init, "
             "$\\Delta$ = ") in study
     assert "; allocated at BA-LoRA's warm-start, $\\Delta$ = " in study
     assert "; shuffled at BA-LoRA's warm-start, $\\Delta$ = " in study
@@ -1577,7 +1577,7 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
                             for line in found.group(1).splitlines()] if found else [[], []]
         return [dict(zip(header, row)) for row in rows]
 
-    found, compared = set(), 0
+    found, compared, equivalent = set(), 0, 0
     for setting in re.findall(r"\*\*Budget efficiency — (.+?)\*\*", report):
         model, dataset, amount, *protocol = setting.split(" · ")
         words = (setting_words(model, dataset, int(amount.removesuffix("-shot")), None, *protocol)
@@ -1588,10 +1588,17 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
                 assert latex_text(f": {row['Method']}, Δ") not in abstract and latex_text(f"; {row['Method']}, Δ") not in abstract
                 continue
             if row["Verdict"] not in ("better", "worse"):
-                # the settings without a difference in one sentence, each with its verdict
+                # the settings without a difference in one sentence, each with its verdict; an equivalence with the
+                # interval that bounds it (regime (b) at 10 seeds)
                 undecided = abstract.split(". ")[0]
                 assert undecided.startswith("Against tuned LoRA, BA-LoRA: ")
-                assert latex_text(f"{words}, {row['Verdict']}") in undecided
+                if row["Verdict"].startswith("equivalent"):
+                    d, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row["Δ acc. (pp) [CI]"]).groups()
+                    assert latex_text(f"{words}, Δ = {d} pp (") in undecided
+                    assert latex_text(f"CI {low} to {high}), {row['Verdict']}") in undecided
+                    equivalent += 1
+                else:
+                    assert latex_text(f"{words}, {row['Verdict']}") in undecided
                 continue
             found.add(setting)
             d, low, high = re.fullmatch(r"(\S+) \[(\S+), (\S+)\]", row["Δ acc. (pp) [CI]"]).groups()
@@ -1601,7 +1608,7 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
             # the ranks alone at that budget, each against uniform ranks at its initialisation
             ranks = [r for r in table("One lever at a time — ", setting)
                      if r["Lever, at"].startswith(f"{row['Budget']} · ranks, at ") and r["Verdict"] != "(reference)"]
-            assert ranks and latex_text("Against uniform ranks at the same initialisation (the ranks alone): ") in abstract
+            assert ranks and latex_text("Against uniform ranks (the ranks alone): ") in abstract
             for lever in ranks:
                 held = lever["Lever, at"].split(" · ranks, at ")[1]
                 level = "shuffled" if "shuffled" in lever["Method"] else "allocated"
@@ -1610,6 +1617,7 @@ def test_the_lever_study_writes_its_own_paper_parts_whose_numbers_are_its_report
                 assert latex_text(f"CI {low} to {high}), {lever['Verdict']}") in abstract
                 compared += 1
     assert found and compared >= 3  # BA-LoRA against LoRA, and the ranks alone at its budget
+    assert equivalent  # regime (b)
 
 
 def test_the_peers_study_says_every_arms_verdict_against_lora_and_points_to_its_table(committed_parts: Path):
