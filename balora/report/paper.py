@@ -737,7 +737,8 @@ def _intervals(rows: list[Row], reference: str, named: bool = True,
     tested = [r for r in rows if r.comparison is not None and r.comparison.tested]
     if not tested:
         return []
-    where, label = _where(tested)[0], label or _where(tested)[1]
+    where, by_label = _where(tested)
+    label = label or by_label
     return [(f"With {where}, against {reference}: " if named else f"Against {reference}: ") + "; ".join(
         f"{label(r)}, {_interval(r.comparison)}" for r in tested) + "."]
 
@@ -880,9 +881,9 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     fewshot_missing = [m for m in report.missing if m.startswith("Few-shot")]
     anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
+    shares = {setting: said for setting in shown if (said := claims.budget_shares(frame, setting))}
     # the other shown settings' heatmaps, which the shares part points to (a study's), after the primary's
-    shared = [f for setting in shown if setting != primary for f in prefixed(f"rank_heatmap_{slug(setting)}__")
-              if claims.budget_shares(frame, setting)]
+    shared = [f for setting in shares if setting != primary for f in prefixed(f"rank_heatmap_{slug(setting)}__")]
 
     def part(sentences: list[str | Cited], floats: list[Table | Figure], empty: str) -> str:
         # the paper's prose names a setting in words, its tables and figures by the report's label
@@ -943,7 +944,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                            f"No allocation data in {primary}."),
         # how the ranks split the budget between attention and MLP, where modules differ in shape (the body's evidence
         # for the split between shapes), pointing to the setting's heatmaps
-        "shares": part([s for setting in shown if (said := claims.budget_shares(frame, setting))
+        "shares": part([s for setting, said in shares.items()
                         for s in citing(said, prefixed(f"rank_heatmap_{slug(setting)}__"))], [], ""),
         "allocation_more": part([], [*heatmaps, *shared, *pick(f"importance_rank_{key}", f"rank_per_layer_{key}")],
                                 ""),

@@ -333,12 +333,12 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     stale = superseded(results) if stale is None else stale
     results = [r for r in results if not r["config"].get("tuning") and str(r.get("key")) not in stale]
     configs = [r["config"] for r in results]
-    protocols, protocol_fields = _protocols(configs)
+    protocols, named_fields = _protocols(configs)
     settings = setting_labels(configs, protocols)
     options = variant_options(results)
     arm_variants = _one_protocol_per_arm(results, settings, list(map(variant_words, options)))
     rows = []
-    for result, setting, shown_protocol, named, variant, option in zip(results, settings, protocols, protocol_fields,
+    for result, setting, shown_protocol, named, variant, option in zip(results, settings, protocols, named_fields,
                                                                       arm_variants, options):
         config, metrics, params = result["config"], result["metrics"], result["params"]
         method, task = config["method"], tasks.of_result(result)
