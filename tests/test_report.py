@@ -1411,6 +1411,9 @@ def test_every_table_of_the_committed_paper_fits_its_page_at_print_size(committe
         tex = path.read_text()
         assert r"\begin{sidewaystable}" not in tex, path.name
         assert "Rows also differ in" not in tex, path.name
+        # no configuration in a caption: an option an arm's name says, or one method's (the configuration table's)
+        assert "Scaling rule:" not in tex and "Warmstart init:" not in tex, path.name
+        assert "of BA-LoRA dynamic:" not in tex, path.name
         for factor in re.findall(r"\\resizebox\{\\linewidth\}\{!\}\{\\begin\{tabularx\}\{([\d.]+)\\linewidth", tex):
             assert float(factor) <= 9 / 8, (path.name, factor)
         if "[CI]" in tex:  # levels that differ by row: a column of them (one level: the header says it, "[95.0% CI]")
@@ -1427,6 +1430,21 @@ def _paper_text(paper: Path) -> str:
     text = subprocess.run(["pdftotext", "-layout", str(paper / "main.pdf"), "-"], capture_output=True, text=True,
                           check=True).stdout
     return re.sub(r"(?<=\w)-\n\s*(?=\w)", "-", text)
+
+
+@BUILDS_AND_READS
+def test_the_committed_papers_body_cites_an_appendix_float_by_its_appendix(committed_paper: Path):
+    """A reviewer's read (2026-12-07): the body cited "Table 18" and "Figure 2", which the appendix holds, as if the
+    reader would find them nearby. A table or figure of the appendix is numbered within it ("Table C.5"), so every
+    plainly numbered one the body cites is in the body."""
+    text = _paper_text(committed_paper)
+    body = text[:text.index("\nReferences")]
+    appendix = text[text.index("\nReferences"):]
+    for kind in ("Table", "Figure"):
+        shown = set(re.findall(rf"^\s*{kind} (\d+):", body, re.M))
+        assert set(re.findall(rf"{kind} (\d+)\b(?!\.\d)", body)) <= shown, kind
+        assert not re.findall(rf"^\s*{kind} \d+:", appendix, re.M), kind
+    assert re.search(r"^\s*Table 1:", body, re.M) and re.search(r"Table C\.\d+", body)  # the body's, the appendix's
 
 
 @BUILDS_AND_READS
@@ -1455,7 +1473,9 @@ def test_the_committed_papers_prose_says_findings_not_the_tables_numbers(committ
     # arXiv takes an abstract of at most 1,920 characters (its own, from "Abstract" to the first section's number)
     assert len(abstract.split("Abstract", 1)[1].rsplit(" ", 1)[0]) <= 1920
     assert "·" not in abstract and "Holm-adjusted" not in abstract and "p = " not in abstract
-    assert "presidential-debate statements (64 examples per class)" in abstract and "inconclusive (MDE" in abstract
+    assert "presidential-debate statements (64 examples per class" in abstract and "inconclusive (MDE" in abstract
+    # the settings without a difference in a sentence, each verdict once, not a list of "setting, verdict; …"
+    assert "BA-LoRA is equivalent within ±1 pp with " in abstract and "Against tuned LoRA, BA-LoRA: " not in abstract
     assert "minilm" not in abstract and "vit-fashion" not in abstract and "smollm2" not in abstract
     assert "(MDEs 1.46 to " in abstract  # the main results' inconclusive comparisons with their MDEs
     for repeated in ("Mean rank per module type", "perplexity 46", "no longer training was tried", "not run yet",

@@ -49,6 +49,7 @@ from balora.report.document import (
 )
 from balora.report.runs import (
     DATASET_WORDS,
+    OPTION_WORDS,
     REFERENCE,
     SHORT_NAMES,
     budget_label,
@@ -274,6 +275,7 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
     if frame["majority_rate"].notna().any():
         rows.append(["Test set, majority-class rate", _by_setting(
             frame, lambda runs: f"{_test_size(runs)} examples, {pct(runs['majority_rate'].mean())}%")])
+    rows += _method_options(frame)
     rows += [["Image input", text] for text in _image_input(frame)]
     rows.append(["Devices", values["Devices"]])
     return Table(name, "Configuration of the runs (the values each field took across them; the setup section "
@@ -446,22 +448,49 @@ def _with_training_length(table: Table, out: Output) -> Table:
     return replace(table, notes=[*notes, *_in_words(table, out)])
 
 
-def _method_option(name: str) -> str:
-    """What a config field that only one method reads means, from its help ("ba_lora_dynamic: optimizer steps between
-    reallocations." → "optimizer steps between reallocations of BA-LoRA dynamic"): its column's header, the field's
-    name, is that method's jargon. "" for any other field."""
+def _method_of(name: str) -> tuple[str, str]:
+    """The method that alone reads config field `name` and what the field means, from its help
+    ("ba_lora_dynamic: optimizer steps between reallocations." → ("ba_lora_dynamic", "optimizer steps between
+    reallocations")); ("", "") for any other field."""
     help_text = next((f.metadata.get("help", "") for f in dataclasses.fields(RunConfig) if f.name == name), "")
     method, _, meaning = help_text.partition(": ")
     if not meaning or method_registry.find(method) is None:
-        return ""
-    return f"{meaning.removesuffix('.')} of {method_name(method)}"
+        return "", ""
+    return method, meaning.removesuffix(".")
+
+
+def _method_option(name: str) -> str:
+    """What a config field that only one method reads means ("optimizer steps between reallocations of BA-LoRA
+    dynamic"): its column's header, the field's name, is that method's jargon. "" for any other field."""
+    method, meaning = _method_of(name)
+    return f"{meaning} of {method_name(method)}" if method else ""
+
+
+def _method_options(frame: pd.DataFrame) -> list[list[str]]:
+    """The configuration table's rows for the options that one method reads, where its runs set one off its default
+    ("Optimizer steps between reallocations of BA-LoRA dynamic", "20"): the values a table's caption would otherwise
+    list for one of its rows."""
+    rows = []
+    for config_field in dataclasses.fields(RunConfig):
+        method, _ = _method_of(config_field.name)
+        runs = frame[frame["method"] == method]
+        if runs.empty or all(r["config"].get(config_field.name, config_field.default) == config_field.default
+                             for r in runs["result"]):
+            continue
+        meaning = _method_option(config_field.name)
+        rows.append([meaning[:1].upper() + meaning[1:], _by_setting(runs, lambda part, name=config_field.name:
+                                                                    _config_values(part, name))])
+    return rows
 
 
 def _in_words(table: Table, out: Output, shown: tuple[str, ...] = ()) -> list[str]:
     """A note on the fields `table`'s rows differ in (`Table.detail`) but that it does not show (`shown`): those
     selected on validation by reference to the selection table (which lists every selected value), the training
-    length, which a reader must know to compare the rows, and the fields no row selected, in words."""
-    values = {name: cells for name, cells in table.detail.items() if name not in (CI_LEVEL, TUNED, *shown)}
+    length, which a reader must know to compare the rows, and the fields no row selected, in words. Not the
+    options an arm's name says ("BA-LoRA (rsLoRA scaling)": `OPTION_WORDS`) or one method's options, which the
+    configuration table lists (`_method_options`): a caption is no place for a configuration."""
+    values = {name: cells for name, cells in table.detail.items()
+              if name not in (CI_LEVEL, TUNED, *shown, *OPTION_WORDS) and not _method_option(name)}
     tuned = set().union(*(cell.split(" + ") for cell in table.detail.get(TUNED, [])))
     at = table.columns.index("Method")
     leads = {row[0] for row in table.rows}
@@ -484,17 +513,12 @@ def _usual(cells: list[str]) -> str | None:
 
 def _field_words(name: str, cells: list[str], names: list[str]) -> str:
     """One field's value per row in words: the usual value once, then its exceptions ("Epochs: 6 in every row
-    (AdaLoRA r=16: 3)"), else each value with its rows; a field only one method reads by what it means
-    (`_method_option`: "Optimizer steps between reallocations of BA-LoRA dynamic: 20"), with its rows' values
-    only."""
+    (AdaLoRA r=16: 3)"), else each value with its rows."""
     by_value, common = grouped(cells, names)
-    meaning = _method_option(name)
-    said = meaning or name.replace("_", " ")
+    said = name.replace("_", " ")
     said = said[:1].upper() + said[1:]
     if DASH in by_value or _usual(cells) is None:
         valued = [(value, named) for value, named in by_value.items() if value != DASH]
-        if meaning and len(valued) == 1:
-            return f"{said}: {valued[0][0]}"
         return f"{said}: " + "; ".join(f"{value} ({', '.join(named)})" for value, named in valued)
     return f"{said}: {common} in every row (" + "; ".join(
         f"{', '.join(named)}: {value}" for value, named in by_value.items() if value != common) + ")"
@@ -839,9 +863,8 @@ def _abstract(report: Report, out: Output) -> list[str]:
         ours = [r for r in claims.proposed_rows(rows) if r.comparison.tested]
         shown = [r for r in ours if r.comparison.verdict in (stats.BETTER, stats.WORSE)]
         several = len(ours) > 1  # budgets: each is named
-        # an equivalence with the interval that bounds it, an inconclusive verdict with its MDE
-        undecided += [(f"{setting} at {_budget_words(r.lead)}" if several else setting,
-                       _interval(r.comparison) if r.comparison.verdict == stats.EQUIVALENT else r.comparison.verdict_label)
+        words = words_of(analysis.frame, setting)
+        undecided += [(f"{words} at {_budget_words(r.lead)}" if several else words, r.comparison)
                       for r in ours if r not in shown]
         ranks = [r for r in analysis.levers.get(setting, [])
                  if r.lever.kind == "ranks" and r.lever.budget in {s.lead for s in shown}]
@@ -850,8 +873,26 @@ def _abstract(report: Report, out: Output) -> list[str]:
                                 label=lambda r: f"{r.lever.level} at {r.lever.held}")]
     # the settings without a difference in one sentence (the abstract's length is arXiv's), the findings last, where
     # the text goes on to read them
-    said = [f"Against tuned LoRA, BA-LoRA: {'; '.join(f'{where}, {verdict}' for where, verdict in undecided)}."]
-    return (said if undecided else []) + decided
+    return ([_undecided(undecided)] if undecided else []) + decided
+
+
+def _undecided(places: list[tuple[str, stats.Comparison]]) -> str:
+    """BA-LoRA against tuned LoRA where no difference is shown, as a sentence (not a list of settings): each verdict
+    once with its settings, an equivalence with the interval that bounds it, an inconclusive verdict with each
+    setting's MDE: "… is equivalent within ±1 pp with A (Δ = …), and inconclusive with B (MDE …) and with C (MDE …)"."""
+    by_verdict: dict[str, list[str]] = {}
+    for where, c in places:
+        if c.verdict == stats.EQUIVALENT:
+            word, detail = c.verdict_label, (f"Δ = {signed(c.delta)} pp, {100 * c.ci_level:.1f}% CI "
+                                             f"{signed(c.ci_low)} to {signed(c.ci_high)}")
+        else:
+            word, detail = "inconclusive", f"MDE {c.metric.amount(c.mde)}"
+        # a setting in words that ends in brackets ("(64 examples per class)") takes the detail inside them
+        said = f"{where[:-1]}; {detail})" if where.endswith(")") else f"{where} ({detail})"
+        by_verdict.setdefault(word, []).append(f"with {said}")
+    ordered = sorted(by_verdict.items(), key=lambda item: item[0] == "inconclusive")  # the bounded answer first
+    return "Against tuned LoRA, BA-LoRA is " + ", and ".join(
+        f"{word} {' and '.join(wheres)}" for word, wheres in ordered) + "."
 
 
 def _paragraph(sentences: list[str | Cited], out: Output) -> str:
