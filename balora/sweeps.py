@@ -50,6 +50,7 @@ from balora.tuning import (
     cell_fields,
     choose,
     final_validation,
+    matched_horizon,
     primary_metric,
     score,
     validation_curve,
@@ -222,11 +223,12 @@ def _screening(runs: list[Planned], store: ResultsStore) -> list[dict[str, Any]]
     return None if any(r is None or r.status != "done" for r in records) else [r.result for r in records]
 
 
-def _means(results: list[dict[str, Any]]) -> tuple[float, float]:
-    """Mean final validation value and mean anytime value (NaN without curves) over an arm's screening runs."""
+def _means(results: list[dict[str, Any]], horizon: int | None) -> tuple[float, float]:
+    """Mean final validation value and mean anytime value over the first `horizon` steps (NaN without curves)
+    over an arm's screening runs."""
     metric = primary_metric(results[0])
     finals = [final_validation(r)[metric] for r in results]
-    areas = [anytime_value(validation_curve(r), r.get("steps")) for r in results]
+    areas = [anytime_value(validation_curve(r), r.get("steps"), horizon) for r in results]
     return statistics.fmean(finals), statistics.fmean(areas) if all(math.isfinite(a) for a in areas) else math.nan
 
 
@@ -261,7 +263,8 @@ def confirmations(ready: list[Planned], store: ResultsStore) -> list[Decision]:
                 decisions.append(Decision(first, [], "awaiting its screening runs or the reference's"))
                 continue
             sign = tasks.of_result(results[0]).metric.sign
-            (final, area), (ref_final, ref_area) = _means(results), _means(base)
+            horizon = matched_horizon([r.get("steps") for r in results + base])  # at matched steps
+            (final, area), (ref_final, ref_area) = _means(results, horizon), _means(base, horizon)
             gains = sign * (final - ref_final), sign * (area - ref_area)
             said = (f"validation {tasks.number(gains[0], 4, sign=True)}, anytime {tasks.number(gains[1], 4, sign=True)} "
                     f"against {confirm.reference} (gain {confirm.gain:g})")

@@ -174,14 +174,31 @@ def validation_curve(result: dict[str, Any], metric: str | None = None) -> list[
     return sorted((int(step), float(values[metric])) for step, values in points if metric in values)
 
 
-def anytime_value(curve: list[tuple[int, float]], steps: int | None) -> float:
+def anytime_value(curve: list[tuple[int, float]], steps: int | None, horizon: int | None = None) -> float:
     """The anytime metric, read by the report and by a sweep's confirmation stage: the area under `curve`
-    over normalised progress step / `steps` in [0, 1] (trapezoid rule): the mean
-    validation metric over training. NaN for fewer than `MIN_CURVE_POINTS` points, or a curve that does not
-    run from step 0 to `steps`."""
-    if not steps or len(curve) < MIN_CURVE_POINTS or curve[0][0] != 0 or curve[-1][0] != steps:
+    over its first `horizon` optimizer steps (all `steps` where None) divided by `horizon` (trapezoid rule,
+    the curve read linearly between its points): the mean validation metric over those steps. Arms compared
+    on it share one horizon, the shortest training among them (`matched_horizon`), so that an arm trained
+    twice as long is not read at twice the pace. NaN for fewer than `MIN_CURVE_POINTS` points up to the
+    horizon, or a curve that does not run from step 0 to `steps`."""
+    if not steps or not curve or curve[0][0] != 0 or curve[-1][0] != steps:
         return math.nan
-    return sum((b[0] - a[0]) / steps * (a[1] + b[1]) / 2 for a, b in zip(curve, curve[1:]))
+    horizon = steps if horizon is None else min(horizon, steps)
+    points = [(s, v) for s, v in curve if s < horizon]
+    after = next((i for i, (s, _) in enumerate(curve) if s >= horizon), None)
+    if after is not None:  # the value at the horizon, read between the points around it
+        (s0, v0), (s1, v1) = curve[max(after - 1, 0)], curve[after]
+        points.append((horizon, v1 if s1 == s0 else v0 + (v1 - v0) * (horizon - s0) / (s1 - s0)))
+    if horizon <= 0 or len(points) < MIN_CURVE_POINTS:
+        return math.nan
+    return sum((b[0] - a[0]) / horizon * (a[1] + b[1]) / 2 for a, b in zip(points, points[1:]))
+
+
+def matched_horizon(step_counts: list[int | None]) -> int | None:
+    """The steps over which runs of unequal length compare on the anytime metric: the fewest any of them
+    trained (None where none says)."""
+    known = [int(s) for s in step_counts if s]
+    return min(known) if known else None
 
 
 def final_validation(result: dict[str, Any]) -> dict[str, float]:

@@ -31,6 +31,32 @@ def test_the_anytime_area_is_the_trapezoid_mean_over_normalised_progress():
     assert math.isnan(anytime_value([(0, 0.5), (5, 0.7), (8, 0.8)], 10))
 
 
+def test_the_anytime_area_over_a_horizon_reads_the_curve_up_to_it():
+    """The issue asked for the area "at matched steps": over the first H steps, the curve read linearly between
+    its points up to H, divided by H; fewer than 3 points up to H is no value."""
+    curve = [(0, 0.5), (5, 0.6), (10, 0.7), (20, 0.9)]
+    assert anytime_value(curve, 20, 10) == pytest.approx(0.6)
+    assert anytime_value(curve, 20, 15) == pytest.approx((0.55 + 0.65 + 0.75) / 3)
+    assert anytime_value(curve, 20, 20) == anytime_value(curve, 20) == anytime_value(curve, 20, 40)
+    assert math.isnan(anytime_value(curve, 20, 4))  # (0, 0.5) and (4, 0.58): two points
+
+
+def test_arms_of_unequal_length_compare_at_matched_steps():
+    """A reviewer's read (2026-12-07): regime (b)'s BA-LoRA trained 378 steps and LoRA 189, and the anytime metric,
+    over normalised progress, read BA-LoRA at twice LoRA's pace ("learns sooner"). Every run of a setting and
+    budget is read over the fewest steps any of them trained: the longer arm over its first half."""
+    lora = [_with_curve(make_result("lora", 8, 64, s), [0.5, 0.6, 0.7, 0.75, 0.75]) for s in (42, 43)]
+    ba = [make_result("ba_lora", 8, 64, s) for s in (42, 43)]
+    for run in ba:
+        run["steps"] = 320  # twice LoRA's 160; linear from 0.5 to 0.8 over 320 steps
+        _with_curve(run, [0.5, 0.575, 0.65, 0.725, 0.8])
+    frame = load_runs(lora + ba).set_index(["method", "seed"])
+    assert set(frame["anytime_steps"]) == {160}
+    assert frame.loc[("lora", 42), "anytime"] == pytest.approx(0.25 * (0.55 + 0.65 + 0.725 + 0.75))
+    assert frame.loc[("ba_lora", 42), "anytime"] == pytest.approx(0.575)  # its first 160 steps: 0.5 to 0.65
+    assert frame.loc[("ba_lora", 42), "anytime"] < frame.loc[("lora", 42), "anytime"]
+
+
 def test_steps_to_reach_a_value_for_accuracy_and_for_loss():
     curve = [(0, 0.5), (10, 0.7), (20, 0.8), (30, 0.75)]
     assert steps_to_reach(curve, 0.7) == 10

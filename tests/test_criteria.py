@@ -363,3 +363,17 @@ def test_the_criteria_table_says_an_inconclusive_case_does_not_pass():
 
     (note,) = criteria_table([]).notes
     assert "an inconclusive case does not pass" in note and "not shown, not refuted" in note
+
+
+def test_criteria_not_met_on_inconclusive_cases_alone_are_said_not_refuted():
+    """A reviewer's read (2026-12-07): "None of the 4 success criteria was met" read as a refutation, though each
+    failed only on inconclusive comparisons. The summary says so where none was refuted by a decided case."""
+    from balora.report.criteria import Criterion
+
+    unshown = [Criterion(f"c{i}", "t", "w", NOT_MET, "", "") for i in range(2)]
+    assert criteria_summary(unshown, "the") == ("None of the 2 success criteria was met on these runs; each failed on "
+                                                "inconclusive comparisons alone, so none is refuted either.")
+    refuted = [*unshown, Criterion("c2", "t", "w", NOT_MET, "", "", refuted=True)]
+    assert criteria_summary(refuted, "the") == "None of the 3 success criteria was met on these runs."
+    losing = criteria(design({4: -0.010, 8: 0.0, 16: 0.003}, {16: -0.01, 32: -0.01, 64: -0.01, 128: -0.01}))
+    assert losing["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].refuted  # significantly worse at r=4

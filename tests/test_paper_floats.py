@@ -394,9 +394,12 @@ def test_the_config_table_of_a_study_gives_its_settings_test_sets_majority_rates
     text = " ".join(cells.values())
     assert "γ" in " ".join(cells) and "0.005" in text
     assert "359" in text and "37.44%" in text  # the digits' test set; the debates' majority rate
+    # the importance pass reads the training examples only: all 192 of the debates' where 1000 were asked for (a
+    # reviewer read "1000" as data LoRA never sees)
+    assert "all 192 training examples, of 1000 asked for" in cells["Gradient samples (importance)"]
     assert "28×28" in text and "7×7" in text
     # one method's options its runs set off their defaults: a row of their own, not a line of a results caption
-    assert cells["Optimizer steps between reallocations of BA-LoRA dynamic"].startswith("20 (MiniLM")
+    assert cells["Optimizer steps between reallocations of BA-LoRA dynamic"].startswith("20 (minilm")
 
 
 def test_the_instruction_tuning_study_has_its_configuration_table():
@@ -431,3 +434,18 @@ def test_a_long_list_of_arms_is_said_by_verdict_each_verdict_once():
         "The ViT, against LoRA: better: A, C; worse: E; inconclusive (MDEs 3.00 to 5.00 pp): B, D."]
     assert paper._verdict_words(rows[:2], "LoRA", "arms", "The ViT") == [
         "The ViT, against LoRA: A, better; B, inconclusive (MDE 3.00 pp)."]
+
+
+def test_a_study_table_whose_runs_are_all_its_own_says_its_margin_was_fixed_before_them():
+    """A reviewer's read (2026-12-07): every table of the lever study read "fixed after the runs it imports", though
+    only regime (a)'s imports runs. A study's table whose runs all come from its own sweep says "fixed before the
+    runs"; one with imported runs, and the main results' tables, keep their source's wording."""
+    from balora.report import paper
+    from balora.report.tables import MARGIN_SOURCE
+
+    def notes(sweeps: str) -> list[str]:
+        return ["Equivalence margin: ±1 pp.", f"{MARGIN_SOURCE}the levers spec's (this table's runs are from {sweeps})."]
+
+    assert paper._own_runs_only(notes("sweep levers"), "levers")
+    assert not paper._own_runs_only(notes("sweeps levers, paper"), "levers")
+    assert not paper._own_runs_only(notes("sweep paper"), "")  # the main results' margin: after most runs

@@ -616,10 +616,30 @@ grids:
     assert "perplexity" in evaluation[0]["metrics"]
 
 
-def _screened(config: RunConfig, finals: list[float]) -> dict:
-    """A stored evaluation run whose validation accuracy passes through `finals` (the last is its final value)."""
-    curve = [[round(100 * i / (len(finals) - 1)), {"accuracy": value, "loss": 0.7}] for i, value in enumerate(finals)]
-    return {**_finished(config, finals[-1]), "key": config.key(), "steps": 100, "curves": {"validation": curve}}
+def _screened(config: RunConfig, finals: list[float], steps: int = 100) -> dict:
+    """A stored evaluation run of `steps` steps whose validation accuracy passes through `finals` (the last is its
+    final value)."""
+    curve = [[round(steps * i / (len(finals) - 1)), {"accuracy": value, "loss": 0.7}] for i, value in enumerate(finals)]
+    return {**_finished(config, finals[-1]), "key": config.key(), "steps": steps, "curves": {"validation": curve}}
+
+
+def test_the_confirmation_stage_reads_the_anytime_metric_at_matched_steps(tmp_path):
+    """A reviewer's read (2026-12-07): regime (b)'s arms trained twice LoRA's steps, and the confirmation stage's
+    anytime metric, over normalised progress, confirmed them as faster. An arm trained 200 steps whose curve rises
+    as LoRA's does over 100 reads, over LoRA's 100 steps, as slower: screened out."""
+    from balora.sweeps import confirmations, evaluation_runs, select
+
+    grids = "  - method: [lora, ba_lora]\n    seed: [42, 43]\n"
+    spec_path = write_spec(tmp_path, Path("minilm"), Path("d.csv"), grids)
+    spec_path.write_text(spec_path.read_text().replace("name: tiny\n", "name: tiny\nconfirm: {seeds: [44, 45], gain: 0.005}\n"))
+    spec = load_spec(str(spec_path))
+    with ResultsStore(tmp_path / "r.db") as store:
+        ready, _ = evaluation_runs(spec, select(spec, store))
+        for p in ready:
+            longer = p.config.method == "ba_lora"
+            store.add(_screened(p.config, [0.5, 0.6, 0.65, 0.68, 0.70], steps=200 if longer else 100), "tiny")
+        (decision,) = confirmations(ready, store)
+    assert decision.runs == [] and "screened out" in decision.summary and "anytime -0." in decision.summary
 
 
 def test_a_confirmation_stage_adds_seeds_to_the_arms_that_beat_lora_on_validation(tmp_path):
@@ -680,7 +700,7 @@ def test_a_sweep_runs_its_confirmation_stage_after_screening(tmp_path, tiny_mode
 
     spec_path = write_spec(tmp_path, tiny_model_dir, tiny_csv, "  - method: [lora, ba_lora]\n    seed: [1]\n")
     spec_path.write_text(spec_path.read_text().replace("name: tiny\n", "name: tiny\nconfirm: {seeds: [2, 3], gain: 0}\n"))
-    monkeypatch.setattr(sweeps, "_means", lambda results: (1.0, 1.0) if results[0]["config"]["method"] == "ba_lora"
+    monkeypatch.setattr(sweeps, "_means", lambda results, horizon: (1.0, 1.0) if results[0]["config"]["method"] == "ba_lora"
                         else (0.0, 0.0))
     db = tmp_path / "r.db"
     counts = run_sweep(load_spec(str(spec_path)), db=str(db), runs_dir=str(tmp_path / "runs"))

@@ -23,6 +23,7 @@ from balora import assets, vision_pretraining
 from balora.errors import BaloraError
 from balora.vision_pretraining import PretrainRecipe, normalised, pretrain, verified, warmup_cosine
 
+ROOT = Path(__file__).parents[1]
 TINY = PretrainRecipe(image_size=8, patch_size=4, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                       intermediate_size=32, epochs=8, batch_size=16, learning_rate=3e-3)
 
@@ -293,3 +294,20 @@ def test_the_cached_vit_fashion_reproduces_its_recorded_accuracy():
     accuracy = vision_pretraining.accuracy(model, arrays["test_images"], arrays["test_labels"], **record["normalisation"])
     assert accuracy == pytest.approx(record["test_accuracy"], abs=0.002)
     assert record["test_accuracy"] >= 0.85
+
+
+def test_the_default_recipe_installs_the_shipped_build_without_pretraining(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """results/levers' first ViT runs mixed two builds of vit-fashion (pretraining on two machines gave two sets of
+    weights). The default recipe's build ships with balora: an empty cache gets that build, checked against its
+    recorded checksum, without pretraining; the weights are those the committed lever study's ViT runs record."""
+    monkeypatch.setenv("BALORA_CACHE", str(tmp_path))
+    monkeypatch.setattr(vision_pretraining, "pretrain", lambda *args, **kwargs: pytest.fail("pretrained"))
+    folder = vision_pretraining.cached_vit_fashion()
+    assert folder == tmp_path / "assets" / f"vit-fashion-{vision_pretraining.RECIPE.key()}"
+    shipped = json.loads((folder / "recipe.json").read_text())["model_sha256"]
+    assert assets._sha256(folder / "model.safetensors") == shipped
+    ViTForImageClassification.from_pretrained(folder)
+    recorded = {json.loads(path.read_text())["environment"]["weights_sha256"]["model.safetensors"]
+                for path in (ROOT / "results" / "levers").glob("*.json")
+                if json.loads(path.read_text())["config"]["model"] == "vit-fashion"}
+    assert recorded == {shipped}

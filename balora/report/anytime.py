@@ -5,8 +5,10 @@ alone can miss what they claim. The report's section, shown where the runs' spec
 true` (`balora.specs.report_spec`), compares every arm with LoRA, per setting and budget, on two
 measures that `balora.report.runs.anytime_columns` computes per run:
 
-- the anytime metric: the area under the run's validation-accuracy curve over normalised training
-  progress step / steps in [0, 1] (trapezoid rule), i.e. its mean validation accuracy over training.
+- the anytime metric: the area under the run's validation-accuracy curve over its first H optimizer steps,
+  divided by H (trapezoid rule), i.e. its mean validation accuracy over those steps, H the fewest steps any
+  arm of its setting and budget trained (matched steps: an arm trained twice as long as LoRA is read over its
+  first half).
   It is compared as any accuracy is (`balora.report.analysis.compared_rows`: paired on seeds, Holm
   over the table, TOST at the spec's margin, MDE, the four-word verdict), so "better" means
   significantly higher accuracy earlier in training: faster;
@@ -52,9 +54,10 @@ from balora.report.tables import (
 ANYTIME = dataclasses.replace(stats.ACCURACY, name="anytime")
 TITLE = "Anytime performance"
 INTRO = (f"Every arm against LoRA at the same setting and budget on how early it learns. Anytime: the area under "
-         f"the run's validation-accuracy curve over normalised training progress (step / steps, 0 to 1, trapezoid "
-         f"rule), i.e. its mean validation accuracy over training, from curves with at least {MIN_CURVE_POINTS} "
-         "points from step 0 to the last step; a higher value with the same final accuracy means faster. It is "
+         f"the run's validation-accuracy curve over its first H optimizer steps, divided by H (trapezoid rule), i.e. "
+         f"its mean validation accuracy over those steps, with H (matched steps) the fewest steps any arm of its "
+         f"budget trained, so that arms trained for different lengths compare at matched steps; from curves with "
+         f"at least {MIN_CURVE_POINTS} points up to H; a higher value means faster. It is "
          "compared as accuracy is (paired on seeds, Holm-adjusted over the table, equivalence at the spec's margin). "
          "Steps to LoRA's final: the first validation step at which a run is at least as accurate on validation as "
          "the LoRA run with its seed ended. An arm is sooner with no difference shown at the end where its anytime "
@@ -108,9 +111,10 @@ def compare(part: pd.DataFrame) -> tuple[list[Row], dict[tuple[str, str], stats.
 
 
 def anytime_table(setting: str, rows: list[Row], final: dict[tuple[str, str], stats.Comparison | None]) -> Table:
-    columns = ["Method", "n", "Steps", "Anytime (%)", "Δ anytime (pp) [CI]", "p (Holm)", "p (TOST, Holm)", "MDE (pp)",
+    columns = ["Method", "n", "Steps", "Matched steps", "Anytime (%)", "Δ anytime (pp) [CI]", "p (Holm)", "p (TOST, Holm)", "MDE (pp)",
                "Verdict", "Steps to LoRA's final", "Reached", "Test acc. verdict"]
     extra = {"Steps": lambda r: f"{pd.to_numeric(r.runs['steps']).mean():g}",
+             "Matched steps": lambda r: f"{pd.to_numeric(r.runs['anytime_steps']).min():g}",
              "Anytime (%)": lambda r: pct_summary(stats.summarize(r.runs["anytime"])),
              "Δ anytime (pp) [CI]": lambda r: REFERENCE_CELL if r.comparison is None else delta_text(r.comparison),
              "Steps to LoRA's final": _median_cell, "Reached": _reached_cell,

@@ -55,6 +55,7 @@ class Criterion:
     mark: str
     numbers: str
     sentence: str
+    refuted: bool = False  # not met on a decided case (not on inconclusive ones alone, which refute nothing)
 
 
 @dataclass
@@ -112,7 +113,9 @@ def _over_cases(name: str, test: str, where: str, cases: list[Case], hypothesis:
         why = f"it fails in {len(deciding)} of {len(cases)} cases ({'; '.join(deciding)})"
     else:
         why = f"{len(deciding)} of {len(cases)} cases could not be tested ({'; '.join(deciding)})"
-    return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {why}.")
+    refuted = any(m == NOT_MET and case.comparison is not None and case.comparison.verdict != stats.INCONCLUSIVE
+                  for case, (m, _) in zip(cases, outcomes))
+    return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {why}.", refuted)
 
 
 def _not_testable(name: str, test: str, where: str, reason: str) -> Criterion:
@@ -210,7 +213,8 @@ def _trend(name: str, test: str, where: str, trend: stats.Trend | None, shots: l
     mark = MET if significant and trend.slope < 0 else NOT_MET
     phrase = ("the gap against the amount of data: slope inconclusive" if not significant else
               f"the gap {'widens' if trend.slope < 0 else 'narrows'} significantly as data shrinks")
-    return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {phrase} ({numbers}).")
+    return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {phrase} ({numbers}).",
+                     mark == NOT_MET and significant)
 
 
 def check(analysis: Analysis, hypothesis: Hypothesis) -> list[Criterion]:
@@ -283,6 +287,10 @@ def criteria_summary(criteria: list[Criterion], whose: str = "seed 000's") -> st
         return f"None of {whose} {len(criteria)} success criteria could be tested on these runs."
     if counts[MET] == 0:  # "4 were not met; none was met" says one thing twice
         untestable = f" ({counts[NOT_TESTABLE]} of them not testable)" if counts[NOT_TESTABLE] else ""
-        return f"None of {whose} {len(criteria)} success criteria was met on these runs{untestable}."
+        # a criterion not met on inconclusive cases alone is not shown, not refuted: a reader takes "not met" for "false"
+        unshown = counts[NOT_MET] and not any(c.refuted for c in criteria)
+        also = (f"; {'it' if counts[NOT_MET] == 1 else 'each'} failed on inconclusive comparisons alone, so none is "
+                "refuted either") if unshown else ""
+        return f"None of {whose} {len(criteria)} success criteria was met on these runs{untestable}{also}."
     marks = counted([(counts[mark], were(mark)) for mark in (MET, NOT_MET, NOT_TESTABLE)])
     return f"Of {whose} {len(criteria)} success criteria, {marks} on these runs."

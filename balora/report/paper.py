@@ -141,7 +141,7 @@ VALUES_LEAD = (r"\paragraph{Values the rows differ in.} Where a results table ha
 MARGIN_AFTER_RUNS = {
     "levers": ("fixed after the runs it imports",
                "fixed before its own runs, but after those it imports: regime (a)'s LoRA and BA-LoRA runs from the main "
-               "results and the ViT's first three seeds of LoRA, BA-LoRA and dynamic BA-LoRA from the earlier vision runs"),
+               "results (regime (a)'s table is the one with imported runs)"),
     "": ("fixed after most runs", "fixed before the analysis but after most of the runs"),
     "peers": ("fixed after the runs it shares with the main results",
               "fixed before the analysis and before PiSSA's, OLoRA's, LoRA-GA's and DoRA's runs, but after the LoRA, "
@@ -265,7 +265,7 @@ def config_table(frame: pd.DataFrame, name: str = "config") -> Table:
     rows += [["Learning rates", values["LearningRates"]],
              ["α ratio a (α = a·r)", _by_setting(frame, lambda runs: _config_values(runs, "alpha_ratio"))]]
     if not ba_lora.empty:
-        rows += [["Gradient samples (importance)", _by_setting(ba_lora, lambda runs: _config_values(runs, "gradient_samples"))],
+        rows += [["Gradient samples (importance)", _by_setting(ba_lora, _importance_sample)],
                  ["Allocation strategy, power p", f"{values['AllocationStrategies']}, p = {values['AllocationPowers']}"],
                  ["Smallest rank", values["MinRanks"]],
                  ["Warm-start step γ", _by_setting(ba_lora, lambda runs: _config_values(runs, "gamma"))
@@ -304,6 +304,14 @@ def _margin_fixed(study: str, brief: bool = False) -> str:
     return MARGIN_AFTER_RUNS[study][0 if brief else 1]
 
 
+def _own_runs_only(notes: list[str], study: str) -> bool:
+    """Whether every run of a study's table is the study's own (its margin note names the sweeps of its runs,
+    `tables.margin_note`): its margin was then fixed before them, whatever runs the study imports elsewhere."""
+    source = next((note for note in notes if note.startswith(MARGIN_SOURCE)), "")
+    found = re.search(r"runs are from sweeps? (.+)\)\.$", source)
+    return bool(study and found) and found.group(1).split(", ") == [study]
+
+
 def _declared(text: str, study: str) -> str:
     """`text` with what a spec declares said as the paper's reader knows it: the success criteria were declared before
     the runs, the margin of the source `study` when `_margin_fixed` says."""
@@ -319,6 +327,15 @@ def _by_setting(frame: pd.DataFrame, said: Callable[[pd.DataFrame], str]) -> str
     if len(by_value) < 2:
         return said(frame)
     return "; ".join(f"{value} ({', '.join(named)})" for value, named in by_value.items())
+
+
+def _importance_sample(runs: pd.DataFrame) -> str:
+    """The training examples the importance pass read, and the number asked for where that was more than the
+    training set holds (a reviewer read "1000" for 192 training examples as data LoRA never sees)."""
+    used = sorted({(r.get("importance_sample") or {}).get("examples") for r in runs["result"]} - {None})
+    asked = _config_values(runs, "gradient_samples")
+    said = ", ".join(f"{n:,}" for n in used) or asked
+    return said if not used or said == asked else f"all {said} training examples, of {asked} asked for"
 
 
 def _test_size(runs: pd.DataFrame) -> str:
@@ -559,7 +576,8 @@ def _table(table: Table, out: Output) -> str:
                                          if name not in EXPLAINED_ONCE},
                     notes=[CONTENTION if note == COST_NOTE else note for note in table.notes])
     # the margin itself and when it was fixed, not its spec
-    plain = [f"{note.removesuffix('.')}, {_margin_fixed(out.study, brief=True)}." if note.startswith(MARGIN_NOTE) else note
+    fixed = "fixed before the runs" if _own_runs_only(table.notes, out.study) else _margin_fixed(out.study, brief=True)
+    plain = [f"{note.removesuffix('.')}, {fixed}." if note.startswith(MARGIN_NOTE) else note
              for note in table.notes if not note.startswith(MARGIN_SOURCE)]
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
                                                       notes=plain)), out)
@@ -891,8 +909,12 @@ def _undecided(places: list[tuple[str, stats.Comparison]]) -> str:
         said = f"{where[:-1]}; {detail})" if where.endswith(")") else f"{where} ({detail})"
         by_verdict.setdefault(word, []).append(f"with {said}")
     ordered = sorted(by_verdict.items(), key=lambda item: item[0] == "inconclusive")  # the bounded answer first
-    return "Against tuned LoRA, BA-LoRA is " + ", and ".join(
-        f"{word} {' and '.join(wheres)}" for word, wheres in ordered) + "."
+    return "Against tuned LoRA, BA-LoRA is " + "; and ".join(f"{word} {_listed(wheres)}" for word, wheres in ordered) + "."
+
+
+def _listed(items: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
 
 
 def _paragraph(sentences: list[str | Cited], out: Output) -> str:
@@ -923,6 +945,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     anytime_sentences, anytime_floats = _anytime(report, pick)
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
     shares = {setting: said for setting in shown if (said := claims.budget_shares(frame, setting))}
+    evidence = {setting: said for setting in analysis.strategy  # the discussion's, in its "shapes" part
+                if (said := _intervals(claims.proposed_rows(analysis.main.get(setting, [])), "tuned LoRA"))}
     # the other shown settings' heatmaps, which the shares part points to (a study's), after the primary's
     shared = [f for setting in shares if setting != primary for f in prefixed(f"rank_heatmap_{slug(setting)}__")]
 
@@ -1006,15 +1030,18 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         "levers": part([" ".join([f"{setting}." if len(analysis.levers) > 1 else "", *_lever_words(rows)]).strip()
                         for setting, rows in analysis.levers.items()], [], ""),
         "levers_more": part([], pick(*(f"levers_{slug(setting)}" for setting in analysis.levers)), ""),
-        # the discussion's evidence, in a sentence about the setting the prose names: BA-LoRA against LoRA, with Δ,
-        # CI and MDE, where a strategy table adapts other modules than the budget tables (modules of several shapes);
-        # the controls' verdicts are the results section's (said twice, they repeated it word for word)
-        "shapes": part([s for setting, rows in analysis.strategy.items()
-                        if (said := _intervals(claims.proposed_rows(rows), "tuned LoRA", named=False))
-                        for s in citing(said, pick(f"strategy_{slug(setting)}"))],
+        # the discussion's evidence, a sentence that names its setting (a reviewer's read found it orphaned where
+        # only the prose before it did): BA-LoRA against LoRA, with Δ, CI and MDE, where a strategy table adapts
+        # other modules than the budget tables (modules of several shapes), as that setting's budget table has it:
+        # the comparison the abstract's tally counts (`claims.main_rows`; the strategy table, adjusting over its
+        # heuristics too, reads it with a larger MDE); the controls' verdicts are the results section's
+        "shapes": part([s for setting, said in evidence.items() for s in citing(said, pick(f"budget_{slug(setting)}"))],
                        [], f"No comparison of {method_name(claims.PROPOSED)} with LoRA among the strategies."),
-        # the strategies' parameters against their loss: detail for the appendix (the table has both)
-        "strategy_more": part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy)), ""),
+        # the strategies' parameters against their loss, and the budget tables the discussion cites: detail for the
+        # appendix
+        "strategy_more": part([], pick(*(f"params_loss_{slug(setting)}" for setting in analysis.strategy),
+                                       *(f"budget_{slug(setting)}" for setting in evidence if setting not in shown)),
+                              ""),
         # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
         "anytime": part(anytime_sentences, [], "No anytime comparison."),
         "anytime_more": part([], anytime_floats, ""),

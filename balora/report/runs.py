@@ -18,13 +18,16 @@ ones): each arm's value is its own, and the table notes how the rows differ. Tun
 
 Anytime columns (`anytime_columns`): a run's primary metric is its validation accuracy (higher is better),
 or a causal LM's validation loss (lower is better). `anytime` is the area under the run's validation curve
-of that metric over normalised training progress t = step / steps, from t = 0 to 1, by the trapezoid rule:
+of that metric over its first H optimizer steps, divided by H, by the trapezoid rule (the curve read linearly
+between its points up to H):
 
-    anytime = Σᵢ (tᵢ₊₁ − tᵢ) · (mᵢ + mᵢ₊₁) / 2,
+    anytime = Σᵢ (sᵢ₊₁ − sᵢ) / H · (mᵢ + mᵢ₊₁) / 2,
 
-i.e. the run's mean validation metric over training (in the metric's own units), so arms trained for the
-same number of steps compare on how early they got where they got. It is NaN unless the curve has at
-least `MIN_CURVE_POINTS` points and runs from step 0 to the run's last step. `steps_to_reference` is the
+i.e. the run's mean validation metric over those steps (in the metric's own units), with H (`anytime_steps`)
+the fewest steps any run of its setting and budget trained (`balora.tuning.matched_horizon`): arms compare
+at matched steps on how early they got where they got, and one trained twice as long is read over its first
+half. It is NaN unless the curve runs from step 0 to the run's last step with at least `MIN_CURVE_POINTS`
+points up to H. `steps_to_reference` is the
 first validation step at which the run's metric reaches (≥ for accuracy, ≤ for loss) `reference_final`,
 the final validation value of its paired reference run (LoRA with the same seed, in the same setting
 and budget), None where it never does; `reference_final` is NaN where the run has no paired reference
@@ -44,7 +47,7 @@ import pandas as pd
 from balora import method_registry, specs, tasks
 from balora.config import RunConfig, default_epochs, protocol, protocol_key
 from balora.report import stats
-from balora.tuning import MIN_CURVE_POINTS, anytime_value, superseded, validation_curve
+from balora.tuning import MIN_CURVE_POINTS, anytime_value, matched_horizon, superseded, validation_curve
 
 REFERENCE = "lora"
 PHASES = ("load", "importance", "allocation", "init", "train", "eval", "generate")
@@ -56,7 +59,11 @@ SETTING_FIELDS = ("model", "dataset", "shots", "train_size")
 # module may go unadapted).
 PROTOCOL_FIELDS = ("target_modules", "count_head", "text_column", "label_column", "epochs", "batch_size",
                    "learning_rate", "weight_decay", "warmup_ratio", "lora_dropout", "alpha_ratio", "max_length",
-                   "eval_batch_size", "evaluations", "precision", "min_rank")
+                   "eval_batch_size", "evaluations", "precision", "min_rank", "base_weights")
+# The base model's weights, by the checksums every run records (`base_weights`): a model built on the machine
+# that runs it (vit-fashion, pretrained there) differs between builds, and runs on two builds are two settings,
+# never one row (results/levers' first ViT runs mixed two builds in LoRA's and BA-LoRA's rows).
+BASE_WEIGHTS = "base_weights"
 # Every other config field is a method option (strategy, gamma, ...): runs of one method that differ in
 # one are different arms.
 NOT_VARIANT = SETTING_FIELDS + PROTOCOL_FIELDS + ("method", "seed", "budget", "budget_rank", "rank", "tuned", "tuning")
@@ -187,8 +194,16 @@ OPTION_WORDS = {"scaling_rule": "{} scaling", "warmstart_init": "{} init", "lora
 VALUE_WORDS = {"rslora": "rsLoRA", "gora": "GoRA's", "balora": "mean-gradient"}
 
 
+def base_weights(result: dict[str, Any]) -> str | None:
+    """The first 8 hex digits of each base-weights checksum a run records (None where it records none)."""
+    sums = (result.get("environment") or {}).get("weights_sha256") or {}
+    return ", ".join(digest[:8] for _, digest in sorted(sums.items())) or None
+
+
 def _shown(name: str, value: Any) -> str:
     """One field of a label; target modules read as a placement (None: the model's default targets)."""
+    if name == BASE_WEIGHTS:
+        return f"base weights {value}"
     if name == "target_modules" and value != SELECTED:
         return DEFAULT_TARGETS if value is None else f"targets {'+'.join(value)}"
     if name == "loraplus_ratio" and value == SELECTED:  # the selection table gives the ratio
@@ -312,7 +327,11 @@ def anytime_columns(frame: pd.DataFrame) -> pd.DataFrame:
     being the run of the reference arm (`REFERENCE`'s plain arm, else its first variant) with the same seed
     in the same setting and budget (a seed stored twice keeps its last run)."""
     curves = pd.Series([validation_curve(r) for r in frame["result"]], index=frame.index, dtype=object)
-    frame = frame.assign(anytime=[anytime_value(c, s) for c, s in zip(curves, frame["steps"])])
+    # at matched steps: every run of a setting and budget over the shortest training among them
+    horizon = frame.groupby(["setting", "budget"], sort=False)["steps"].transform(
+        lambda steps: matched_horizon(list(steps)))
+    frame = frame.assign(anytime=[anytime_value(c, s, h) for c, s, h in zip(curves, frame["steps"], horizon)],
+                         anytime_steps=horizon)
     finals: dict[tuple, float] = {}
     for (setting, budget), cell in frame.groupby(["setting", "budget"], sort=False):
         reference = cell[cell["arm"] == reference_arm(cell, REFERENCE)]
@@ -332,7 +351,7 @@ def load_runs(results: list[dict[str, Any]], stale: set[str] | None = None) -> p
     no longer selects, `balora.tuning.superseded`, which callers that already have them pass as `stale`)."""
     stale = superseded(results) if stale is None else stale
     results = [r for r in results if not r["config"].get("tuning") and str(r.get("key")) not in stale]
-    configs = [r["config"] for r in results]
+    configs = [dict(r["config"], **{BASE_WEIGHTS: base_weights(r)}) for r in results]
     protocols, named_fields = _protocols(configs)
     settings = setting_labels(configs, protocols)
     options = variant_options(results)
