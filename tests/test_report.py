@@ -794,10 +794,10 @@ def test_instruction_tuning_claims_follow_the_paired_test_in_report_and_paper(ou
                              f"every projection), BA-LoRA against LoRA r=8 (Δ test loss {delta}, ")
     assert "% CI " in bottom and bottom.endswith(f": {verdict}.")
     plain = latex_text("In instruction tuning of SmolLM2-135M-Instruct on instructions built from Rotten Tomatoes "
-                       f"snippets on every projection, BA-LoRA against LoRA r=8 at its budget: Δ test loss = {delta} "
-                       "nats (")
+                       f"snippets, with every projection adapted, BA-LoRA's test loss differs from LoRA r=8's at its "
+                       f"budget by {delta} nats (")
     abstract = (tmp_path / "paper" / "generated" / "abstract.tex").read_text()
-    assert plain in abstract and latex_text(f"), {label}.") in abstract and "Holm-adjusted" not in abstract
+    assert plain in abstract and latex_text(f"): {label}.") in abstract and "Holm-adjusted" not in abstract
     assert plain not in body  # the abstract has the interval; the results section, the finding (N10: said twice)
     assert "BA-LoRA was significantly more accurate than LoRA" in summary
     assert plain in (tmp_path / "paper2" / "generated" / "abstract.tex").read_text()
@@ -1878,20 +1878,21 @@ def test_the_limitations_say_where_lora_the_reference_had_not_converged(report_d
                            "one was not tried for it: MiniLM on Rotten Tomatoes snippets (16 examples per class) at r=4; ")
 
 
-def test_a_paper_table_says_its_delta_is_over_matched_seeds_where_a_row_has_fewer_than_its_reference():
+def test_a_paper_table_shows_n_where_a_row_has_fewer_seeds_than_its_reference_and_the_notation_says_what_delta_is_over():
     """A reviewer's read (2026-12-07): Table 8's Δ (over the 5 seeds both arms ran) contradicted its means (the
-    reference's over 10 seeds), with a sign flip. Where rows differ in n, the paper's table says so; where every row
-    has the same n, it has nothing to explain."""
-    from balora.report import tables
+    reference's over 10 seeds), with a sign flip. Where rows differ in n, the paper's table shows each row's n, and
+    the paper's table notation (Appendix A) says once that Δ is over the seeds a row shares with its reference: a
+    second read (the same day) found the note, repeated in every such caption, made captions of 6-7 lines."""
+    from balora.report import paper, tables
     from balora.report.analysis import analyse
     from balora.report.runs import load_runs
 
     runs = [make_result(m, 8, 64, s) for m in ("ba_lora", "ba_lora_no_warmstart") for s in SEEDS]
-    for matched, note in ((SEEDS[:3], True), (SEEDS, False)):
-        kept = [r for r in runs if r["config"]["method"] == "ba_lora" or r["config"]["seed"] in matched]
-        (table,) = tables.ablation_tables(analyse(load_runs(kept)))
-        tex = " ".join(_paper_table(table, Path(tempfile.mkdtemp())).split())
-        assert ("Δ is over the seeds a row shares with its reference" in tex.replace("$\\Delta$", "Δ")) is note
+    kept = [r for r in runs if r["config"]["method"] == "ba_lora" or r["config"]["seed"] in SEEDS[:3]]
+    (table,) = tables.ablation_tables(analyse(load_runs(kept)))
+    tex = " ".join(_paper_table(table, Path(tempfile.mkdtemp())).split())
+    assert "& n &" in tex and "the seeds they share" not in tex
+    assert "Δ is over the seeds they share" in paper.statistics_latex("").replace("$\\Delta$", "Δ")
 
 
 def test_the_papers_protocol_states_the_verdict_rule_once_and_defines_only_the_columns_its_tables_show(

@@ -295,10 +295,13 @@ def answer(rows: list[Row]) -> list[str]:
     c = _proposed_against_lora(rows)
     if c is None:
         return []
-    said = (f"Δ test loss = {c.metric.signed(c.delta)} nats ({100 * c.ci_level:.1f}% CI {c.metric.signed(c.ci_low)} "
-            f"to {c.metric.signed(c.ci_high)}), {c.verdict_label}" if c.tested else _verdict_words(c, PROPOSED))
-    return [f"In instruction tuning of {_study(rows)} on every projection, {PROPOSED} against {REFERENCE} at its "
-            f"budget: {said}."]
+    if not c.tested:
+        return [f"In instruction tuning of {_study(rows)}, with every projection adapted, {PROPOSED} against "
+                f"{REFERENCE} at its budget: {_verdict_words(c, PROPOSED)}."]
+    # a sentence, not "…, BA-LoRA against LoRA r=8 at its budget: Δ = …" (a reviewer's read, 2026-12-07)
+    return [f"In instruction tuning of {_study(rows)}, with every projection adapted, {PROPOSED}'s test loss differs "
+            f"from {REFERENCE}'s at its budget by {c.metric.signed(c.delta)} nats ({100 * c.ci_level:.1f}% CI "
+            f"{c.metric.signed(c.ci_low)} to {c.metric.signed(c.ci_high)}): {c.verdict_label}."]
 
 
 def finding(rows: list[Row]) -> list[str]:

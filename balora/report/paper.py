@@ -68,7 +68,6 @@ from balora.report.tables import (
     LEVER,
     MARGIN_NOTE,
     MARGIN_SOURCE,
-    REFERENCE_CELL,
     grouped,
     pct,
     signed,
@@ -85,8 +84,6 @@ ALLOCATED = ("ba_lora", "ba_lora_no_warmstart", "ba_lora_shuffled", "ba_lora_dyn
 CONTENTION = (f"{COST_NOTE} A time ratio thus measures the machine's load during the runs as well as the method, "
               "and one below 1 is no speed-up.")
 # where a row has fewer seeds than its reference: Δ pairs seeds, the means do not
-MATCHED_NOTE = ("Δ is over the seeds a row shares with its reference; where their n differ, the reference's mean is "
-                "over more seeds, so Δ need not equal the difference of the two means")
 # Appendix A: the protocol, then the tables' notation, each said once; the captions say only what is their own
 PROTOCOL = (
     "Replicates are runs that differ only in the seed; runs of two methods with the same seed (same data sample, head "
@@ -113,7 +110,9 @@ NOTATION = (
                     "marked (mean) where they differ between seeds."),
     ("Δ acc. (pp) [95.0% CI]", "Δ, mean over the matched seeds, with its interval at the level in the header; where "
                                "the rows' levels differ, the header says [CI] and the column CI level gives each "
-                               "row's. (reference): the row the others are compared with."),
+                               "row's. (reference): the row the others are compared with. Where a row has fewer "
+                               "seeds (n) than its reference, Δ is over the seeds they share, so it need not equal "
+                               "the difference of the two means."),
     ("p (TOST, Holm)", "the adjusted equivalence test's p."),
     ("Verdict", "better, worse, equivalent within ±margin, or inconclusive with its MDE, else why there is no test "
                 "(above). Each caption states its table's margin and when it was fixed."),
@@ -582,8 +581,6 @@ def _table(table: Table, out: Output) -> str:
     short, values = _with_fields(_with_levels(replace(table.select(table.compact or table.columns), legend="",
                                                       notes=plain)), out)
     short = short.constants_in_caption()
-    if _fewer_seeds_than_reference(short):
-        short = replace(short, notes=[*short.notes, MATCHED_NOTE])
     if "≤ majority" in short.columns and len(short.columns) > NARROW:  # a column of zeros said once, in words
         at = short.columns.index("≤ majority")
         if short.rows and all(row[at].startswith("0/") for row in short.rows):
@@ -605,21 +602,6 @@ def _named(table: Table) -> Table:
     return replace(table, title=named_labels(table.title), rows=[[named_labels(c) for c in row] for row in table.rows],
                    notes=[named_labels(note) for note in table.notes],
                    column_notes={name: named_labels(note) for name, note in table.column_notes.items()})
-
-
-def _fewer_seeds_than_reference(table: Table) -> bool:
-    """Whether a row of `table` compares fewer seeds (its n) than its reference row, the one above it marked as the
-    reference, has: its Δ, over the shared seeds, is then not the difference of the two means shown."""
-    delta = next((i for i, c in enumerate(table.columns) if c.startswith("Δ")), None)
-    if delta is None or "n" not in table.columns:
-        return False
-    n, reference = table.columns.index("n"), None
-    for row in table.rows:
-        if row[delta] == REFERENCE_CELL:
-            reference = row[n]
-        elif reference is not None and row[n] != reference:
-            return True
-    return False
 
 
 def _input(table: Table, latex: str, out: Output) -> str:

@@ -112,8 +112,14 @@ _LABEL_CODE = re.compile("|".join(rf"(?<![\w-]){re.escape(code)}(?= · )|(?<= ·
 def named_labels(text: str) -> str:
     """`text` with every model or dataset code inside a setting label (next to its " · ") said by its name
     (`SHORT_NAMES`): "minilm · rotten_tomatoes · 64-shot" → "MiniLM · Rotten Tomatoes · 64-shot"; a code outside a
-    label, which may be a word of a sentence ("handwritten digits"), is left as it is."""
-    return _LABEL_CODE.sub(lambda found: SHORT_NAMES[found.group()], text)
+    label, which may be a word of a sentence ("handwritten digits"), is left as it is. A label's protocol reads in
+    words too (`_protocol_words`): "min_rank=0, targets all-linear" is "minimum rank 0, every linear layer"."""
+    text = _LABEL_CODE.sub(lambda found: SHORT_NAMES[found.group()], text)
+    return _PROTOCOL_PART.sub(lambda found: _protocol_words(found.group()), text)
+
+
+# a label's protocol parts that `_protocol_words` says in words: a minimum rank, a list of target modules
+_PROTOCOL_PART = re.compile(r"\bmin_rank=\d+|\btargets (?:all-linear|[\w.]+(?:\+[\w.]+)+)")
 
 
 # target modules said in words (`setting_words`): every linear layer of a BERT encoder (regime (b) of issue 39) or

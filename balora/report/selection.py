@@ -230,8 +230,9 @@ def convergence_claims(arms: list[dict[str, Any]], detail: bool = True) -> list[
     if not detail:
         tried = ("Every arm still rising at the last evaluation was also trained longer at the same values on the "
                  "tuning seeds, and that was not better on validation." if not unchecked else
-                 f"Of the {len(rising)} arms still rising at the last evaluation, {len(unchecked)} were not trained "
-                 f"longer, so longer training might change their comparison: {names(unchecked)}"
+                 f"Of the {len(rising)} arms still rising at the last evaluation, {len(unchecked)} "
+                 f"{'was' if len(unchecked) == 1 else 'were'} not trained longer, so longer training might change "
+                 f"their comparison: {names(unchecked)}"
                  + (f"; for the other {len(checked)}, it was tried and was not better on validation." if checked
                     else "."))
         return [tried]
