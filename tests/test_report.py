@@ -1437,6 +1437,8 @@ def test_every_table_of_the_committed_paper_fits_its_page_at_print_size(committe
         # no configuration in a caption: an option an arm's name says, or one method's (the configuration table's)
         assert "Scaling rule:" not in tex and "Warmstart init:" not in tex, path.name
         assert "of BA-LoRA dynamic:" not in tex, path.name
+        # what a levers table's groups are: the body says it once (a second read: 12-line captions)
+        assert "Each group holds arms" not in tex, path.name
         for factor in re.findall(r"\\resizebox\{\\linewidth\}\{!\}\{\\begin\{tabularx\}\{([\d.]+)\\linewidth", tex):
             assert float(factor) <= 9 / 8, (path.name, factor)
         if "[CI]" in tex:  # levels that differ by row: a column of them (one level: the header says it, "[95.0% CI]")

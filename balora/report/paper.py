@@ -66,6 +66,7 @@ from balora.report.tables import (
     DASH,
     DIFFERENCES,
     LEVER,
+    LEVERS_NOTE,
     MARGIN_NOTE,
     MARGIN_SOURCE,
     grouped,
@@ -573,7 +574,8 @@ def _table(table: Table, out: Output) -> str:
     table = _named(table)
     table = replace(table, column_notes={name: note for name, note in table.column_notes.items()
                                          if name not in EXPLAINED_ONCE},
-                    notes=[CONTENTION if note == COST_NOTE else note for note in table.notes])
+                    notes=[CONTENTION if note == COST_NOTE else note for note in table.notes
+                           if note != LEVERS_NOTE])  # the body's "One lever at a time" says what the groups are
     # the margin itself and when it was fixed, not its spec
     fixed = "fixed before the runs" if _own_runs_only(table.notes, out.study) else _margin_fixed(out.study, brief=True)
     plain = [f"{note.removesuffix('.')}, {fixed}." if note.startswith(MARGIN_NOTE) else note

@@ -374,20 +374,23 @@ def ablation_tables(analysis: Analysis) -> list[Table]:
 LEVER = "Lever, at"  # the levers table's lead column: what varies in a group, and what its arms share
 
 
+# what a levers table's groups are: the report's caption; the paper's body says it once, before the tables
+LEVERS_NOTE = ("Each group holds arms that differ in one lever, each at its own learning rate selected on validation: "
+               "their ranks (uniform, allocated by importance, or the allocation's ranks shuffled within each shape) "
+               "at one initialisation; their initialisation (LoRA's, B = 0; BA-LoRA's mean-gradient warm-start; "
+               "GoRA's) at one kind of ranks; another option (LoRA+, a scaling rule) against the same arm with the "
+               "defaults; or the whole method (BA-LoRA against LoRA) with such an option on both sides. The arms' "
+               "labels say the options they differ in. The other tables compare some of these pairs too, adjusted over "
+               "their own comparisons, so a pair's MDE and verdict may differ there.")
+
+
 def levers_tables(analysis: Analysis) -> list[Table]:
     """Issue 39's levers: groups of arms that differ in one lever alone, each against its group's first arm, per
     setting (`analysis.levers_rows`)."""
     columns = ["Method", "n", "LoRA params", "Acc. (%)", "≤ majority", *STAT_COLUMNS]
     legend = STAT_NOTE.replace("method − reference", "arm − its group's first arm")
-    note = ("Each group holds arms that differ in one lever, each at its own learning rate selected on validation: "
-            "their ranks (uniform, allocated by importance, or the allocation's ranks shuffled within each shape) at "
-            "one initialisation; their initialisation (LoRA's, B = 0; BA-LoRA's mean-gradient warm-start; GoRA's) at "
-            "one kind of ranks; another option (LoRA+, a scaling rule) against the same arm with the defaults; or the "
-            "whole method (BA-LoRA against LoRA) with such an option on both sides. The arms' labels say the options "
-            "they differ in. The other tables compare some of these pairs too, adjusted over their own comparisons, "
-            "so a pair's MDE and verdict may differ there.")
     return [Table(f"levers_{slug(setting)}", f"One lever at a time — {setting}", [LEVER, *columns],
-                  render(rows, columns), [note, *rows_margin_note(rows)], legend,
+                  render(rows, columns), [LEVERS_NOTE, *rows_margin_note(rows)], legend,
                   [LEVER, "Method", "n", "Acc. (%)", "Δ acc. (pp) [CI]", "p (TOST, Holm)", "Verdict"], ACCURACY_NOTES,
                   comparison_detail(rows, only_tuned=True))
             for setting, rows in analysis.levers.items()]
