@@ -489,14 +489,13 @@ def _method_options(frame: pd.DataFrame) -> list[list[str]]:
     list for one of its rows."""
     rows = []
     for config_field in dataclasses.fields(RunConfig):
-        method, _ = _method_of(config_field.name)
+        method, meaning = _method_of(config_field.name)
         runs = frame[frame["method"] == method]
         if runs.empty or all(r["config"].get(config_field.name, config_field.default) == config_field.default
                              for r in runs["result"]):
             continue
-        meaning = _method_option(config_field.name)
-        rows.append([meaning[:1].upper() + meaning[1:], _by_setting(runs, lambda part, name=config_field.name:
-                                                                    _config_values(part, name))])
+        rows.append([f"{meaning[:1].upper()}{meaning[1:]} of {method_name(method)}",
+                     _by_setting(runs, lambda part, name=config_field.name: _config_values(part, name))])
     return rows
 
 
@@ -651,8 +650,7 @@ def _references(floats: tuple[Table | Figure, ...], out: Output) -> str:
         kinds.setdefault(kind, []).append(rf"\ref{{{prefix}:{out.label(block.name)}}}")
     said = []
     for kind, refs in kinds.items():
-        joined = refs[0] if len(refs) == 1 else ", ".join(refs[:-1]) + " and~" + refs[-1]
-        said.append(f"{kind}{'s' if len(refs) > 1 else ''}~{joined}")
+        said.append(f"{kind}{'s' if len(refs) > 1 else ''}~{_listed(refs, ' and~')}")
     return " and ".join(said)
 
 
@@ -772,8 +770,13 @@ def _intervals(rows: list[Row], reference: str, named: bool = True,
 def _interval(c: stats.Comparison) -> str:
     """Δ with its CI and the four-word verdict, in the abstract's words: "Δ = +3.84 pp (99.3% CI +2.03 to +5.66),
     better"."""
-    return (f"Δ = {signed(c.delta)} pp ({100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}), "
-            f"{c.verdict_label}")
+    delta, ci = _delta_and_ci(c)
+    return f"{delta} ({ci}), {c.verdict_label}"
+
+
+def _delta_and_ci(c: stats.Comparison) -> tuple[str, str]:
+    """("Δ = +3.84 pp", "99.3% CI +2.03 to +5.66")."""
+    return f"Δ = {signed(c.delta)} pp", f"{100 * c.ci_level:.1f}% CI {signed(c.ci_low)} to {signed(c.ci_high)}"
 
 
 def _where(rows: list[Row]) -> tuple[str, Callable[[Row], str]]:
@@ -885,8 +888,7 @@ def _undecided(places: list[tuple[str, stats.Comparison]]) -> str:
     by_verdict: dict[str, list[str]] = {}
     for where, c in places:
         if c.verdict == stats.EQUIVALENT:
-            word, detail = c.verdict_label, (f"Δ = {signed(c.delta)} pp, {100 * c.ci_level:.1f}% CI "
-                                             f"{signed(c.ci_low)} to {signed(c.ci_high)}")
+            word, detail = c.verdict_label, ", ".join(_delta_and_ci(c))
         else:
             word, detail = "inconclusive", f"MDE {c.metric.amount(c.mde)}"
         # a setting in words that ends in brackets ("(64 examples per class)") takes the detail inside them
@@ -896,9 +898,9 @@ def _undecided(places: list[tuple[str, stats.Comparison]]) -> str:
     return "Against tuned LoRA, BA-LoRA is " + "; and ".join(f"{word} {_listed(wheres)}" for word, wheres in ordered) + "."
 
 
-def _listed(items: list[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+def _listed(items: list[str], last: str = " and ") -> str:
+    """"a", "a and b", "a, b and c" (`last`: what joins the last two)."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + last + items[-1]
 
 
 def _paragraph(sentences: list[str | Cited], out: Output) -> str:
