@@ -38,7 +38,7 @@ def test_every_figure_the_paper_shows_is_drawn_no_larger_than_it_prints(drawn: l
     """Review item 9: figures 8 in wide were shrunk to the 6.5 in text width (type ≈ 7 pt), and one taller than the
     paper's cap was shrunk to its height. Each is drawn at most the text width wide and the cap high, so LaTeX prints
     it at the size drawn and its type (at least 8 pt in the style) at that size."""
-    from balora.report import figures, paper
+    from balora.report import figures, paper_latex
     from balora.report.lm import selected_runs
     from balora.report.runs import load_runs
     from balora.runfiles import read_runs
@@ -64,7 +64,7 @@ def test_every_figure_the_paper_shows_is_drawn_no_larger_than_it_prints(drawn: l
         canvas.draw_without_rendering()
         box = canvas.get_tightbbox().padded(0.05)
         assert box.width <= TEXT_WIDTH + 0.01, (canvas.axes[0].get_title(), box.width)
-        assert box.height <= paper.FIGURE_HEIGHT * TEXT_HEIGHT, (canvas.axes[0].get_title(), box.height)
+        assert box.height <= paper_latex.FIGURE_HEIGHT * TEXT_HEIGHT, (canvas.axes[0].get_title(), box.height)
         # a legend below the panels takes height of its own, not theirs
         for ax in canvas.axes if canvas.legends else []:
             if ax.get_visible():
@@ -191,15 +191,15 @@ def _strategy_rows(methods: list[str]) -> list[list[str]]:
 def _differing(table_columns: list[str], rows: list[list[str]], tmp_path: Path,
                epochs: tuple[str, ...] = ("40", "40", "40", "20")) -> str:
     """The paper's .tex of a table whose four rows differ in lr, epochs and dynamic BA-LoRA's reallocation interval."""
-    from balora.report import paper
+    from balora.report import paper_latex
     from balora.report.document import Table
 
     table = Table("strategy_x", "Strategy comparison — x", table_columns, rows,
                   detail={"learning_rate": ["0.0005", "0.001", "0.001", "0.0005"], "epochs": list(epochs),
                           "realloc_every": ["–", "–", "20", "–"],
                           "tuned": ["learning_rate + epochs"] * 3 + ["learning_rate"]})
-    out = paper.Output(tmp_path, "generated", selection="tuning")
-    paper._table(table, out)
+    out = paper_latex.Output(tmp_path, "generated", selection="tuning")
+    paper_latex.table_tex(table, out)
     assert out.appendix == []
     return (tmp_path / "tables" / "strategy_x.tex").read_text()
 
@@ -238,7 +238,7 @@ def test_a_paper_table_shows_its_rows_epochs_as_a_column_where_no_value_is_most_
 def test_the_papers_captions_name_models_and_data_not_their_codes(tmp_path: Path):
     """Review 2, item 8: captions and group headers read "minilm · rotten_tomatoes", "vit-fashion · digits"; they
     say the names, through one mapping."""
-    from balora.report import paper
+    from balora.report import paper_latex
     from balora.report.document import Table
     from balora.report.runs import named_labels
 
@@ -247,7 +247,7 @@ def test_the_papers_captions_name_models_and_data_not_their_codes(tmp_path: Path
     table = Table("t", "Budget efficiency — minilm · presidential_debates · 64-shot", ["Setting", "Method", "n"],
                   [["smollm2 · critic_instructions", "LoRA", "3"], ["smollm2 · critic_instructions", "BA-LoRA", "3"],
                    ["minilm · rotten_tomatoes · 2,000 examples", "LoRA", "3"]])
-    paper._table(table, paper.Output(tmp_path, "generated"))
+    paper_latex.table_tex(table, paper_latex.Output(tmp_path, "generated"))
     tex = (tmp_path / "tables" / "t.tex").read_text()
     assert r"MiniLM $\cdot$ Presidential debates" in tex and r"SmolLM2 $\cdot$ Critic instructions" in tex
     assert "minilm" not in tex and "smollm2" not in tex and "rotten" not in tex
@@ -257,10 +257,10 @@ def test_the_appendix_defines_the_tables_notation_once_and_the_captions_do_not_r
     """Review 2, item 13 and review 3, N10: Appendix A defined TOST, the MDE and n<3 twice each and described a
     Wilcoxon test and Cohen's d that no table shows; every caption repeated what ≤ majority and the interval's level
     mean. The appendix says each once, with the notation; a caption says only what is its own."""
-    from balora.report import paper
+    from balora.report import paper_latex, paper_setup
     from balora.report.document import Table
 
-    said = paper.statistics_latex("")
+    said = paper_setup.statistics_latex("")
     for term in ("two one-sided", "minimum detectable effect", "n$<$3", r"$\leq$ majority", "Same in every row"):
         assert said.count(term) == 1, term
     assert "Wilcoxon" not in said and "Cohen" not in said
@@ -274,7 +274,7 @@ def test_the_appendix_defines_the_tables_notation_once_and_the_captions_do_not_r
                   column_notes={"≤ majority": "≤ majority: runs whose accuracy is not above the majority-class rate.",
                                 "Verdict": "Verdict at α = 0.05: better or worse where p (Holm) is below it."},
                   detail={"CI level (%)": ["–", "97.5", "–", "96.0"]})
-    paper._table(table, paper.Output(tmp_path, "generated"))
+    paper_latex.table_tex(table, paper_latex.Output(tmp_path, "generated"))
     tex = (tmp_path / "tables" / "t.tex").read_text()
     assert r"96.0\%" in tex  # the CI level column, which the appendix explains
     assert "runs whose accuracy" not in tex and "matches Holm" not in tex and "p (Holm) is below" not in tex
@@ -285,14 +285,14 @@ def test_the_papers_selection_tables_leave_the_selection_rule_to_the_protocol_ab
     accuracy, its ties, what is not admissible), three times over, and its longest table ran one row onto a page."""
     from test_tuning import tuning_result
 
-    from balora.report import paper
+    from balora.report import paper_latex
     from balora.report.document import latex_text
     from balora.report.selection import PROTOCOL, tuning_table
 
     runs = [tuning_result(lr, seed, 0.7 + lr, method=method) for method in ("lora", "ba_lora")
             for lr in (1e-3, 2e-3) for seed in (0, 1)]
     table = tuning_table(runs, {})
-    paper._table(table, paper.Output(tmp_path, "generated"))
+    paper_latex.table_tex(table, paper_latex.Output(tmp_path, "generated"))
     tex = (tmp_path / "tables" / "tuning.tex").read_text()
     assert "ties go to the lower mean validation loss" not in tex and "scored on test" in tex
     assert "ties: the lower mean validation loss" in latex_text(PROTOCOL)
@@ -301,14 +301,14 @@ def test_the_papers_selection_tables_leave_the_selection_rule_to_the_protocol_ab
 def test_the_papers_cost_table_shows_the_phases_its_total_adds_up_and_what_its_ratios_measure(tmp_path: Path):
     """Review 3, N18 and review 2, item 16: Table 24's total exceeded its phase columns by 33–65 s (loading and the
     test set's evaluation were not shown), and its time ratios of 0.51–0.80 had no caveat on the machine's load."""
-    from balora.report import paper, tables
+    from balora.report import paper_latex, tables
     from balora.report.analysis import analyse
     from balora.report.runs import load_runs
 
     runs = [make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]]
     (table,) = tables.cost_tables(analyse(load_runs(runs)))
     assert {"load (s)", "eval (s)"} <= set(table.compact)
-    paper._table(table, paper.Output(tmp_path, "generated"))
+    paper_latex.table_tex(table, paper_latex.Output(tmp_path, "generated"))
     tex = (tmp_path / "tables" / f"{table.name}.tex").read_text()
     assert "one below 1 is no speed-up" in tex
 
@@ -384,12 +384,12 @@ def test_the_config_table_of_a_study_gives_its_settings_test_sets_majority_rates
     """Review item 17: the lever study's γ, α ratio and gradient samples, the digits test set's size, the debates'
     majority rate and how 8×8 digits meet the ViT's 7×7 patches were nowhere in the paper: its configuration table
     has them, per setting where they differ."""
-    from balora.report import paper
+    from balora.report import paper_setup
     from balora.report.runs import load_runs
     from balora.runfiles import read_runs
 
     frame = load_runs(read_runs(ROOT / "results" / "levers"))
-    table = paper.config_table(frame)
+    table = paper_setup.config_table(frame)
     cells = {row[0]: row[1] for row in table.rows}
     text = " ".join(cells.values())
     assert "γ" in " ".join(cells) and "0.005" in text
@@ -405,14 +405,14 @@ def test_the_config_table_of_a_study_gives_its_settings_test_sets_majority_rates
 def test_the_instruction_tuning_study_has_its_configuration_table():
     """Review item 17: the instruction-tuning runs' values (learning rates, α ratio, γ, gradient samples, epochs)
     are in a table generated from their configs."""
-    from balora.report import paper
+    from balora.report import paper_setup
     from balora.report.lm import selected_runs
     from balora.report.runs import load_runs
 
     results = [make_lm_result(m, r, lr, s) for (m, r, lr) in LM_LOSS for s in (42, 43, 44)]
     for result in results:
         result["config"]["epochs"] = 2
-    table = paper.config_table(selected_runs(load_runs(results)))
+    table = paper_setup.config_table(selected_runs(load_runs(results)))
     cells = {row[0]: row[1] for row in table.rows}
     assert cells["Epochs"] == "2" and "Learning rates" in cells and not any("majority" in c.lower() for c in cells)
 
@@ -440,12 +440,12 @@ def test_a_study_table_whose_runs_are_all_its_own_says_its_margin_was_fixed_befo
     """A reviewer's read (2026-12-07): every table of the lever study read "fixed after the runs it imports", though
     only regime (a)'s imports runs. A study's table whose runs all come from its own sweep says "fixed before the
     runs"; one with imported runs, and the main results' tables, keep their source's wording."""
-    from balora.report import paper
+    from balora.report import paper_latex
     from balora.report.tables import MARGIN_SOURCE
 
     def notes(sweeps: str) -> list[str]:
         return ["Equivalence margin: ±1 pp.", f"{MARGIN_SOURCE}the levers spec's (this table's runs are from {sweeps})."]
 
-    assert paper._own_runs_only(notes("sweep levers"), "levers")
-    assert not paper._own_runs_only(notes("sweeps levers, paper"), "levers")
-    assert not paper._own_runs_only(notes("sweep paper"), "")  # the main results' margin: after most runs
+    assert paper_latex._own_runs_only(notes("sweep levers"), "levers")
+    assert not paper_latex._own_runs_only(notes("sweeps levers, paper"), "levers")
+    assert not paper_latex._own_runs_only(notes("sweep paper"), "")  # the main results' margin: after most runs

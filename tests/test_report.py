@@ -1298,7 +1298,7 @@ def test_every_word_and_number_of_a_rank_heatmap_is_at_least_8_pt_in_print(tmp_p
     from matplotlib.text import Text
 
     from balora.report import figures
-    from balora.report.paper import FIGURE_HEIGHT, TEXT_WIDTH
+    from balora.report.paper_latex import FIGURE_HEIGHT, TEXT_WIDTH
     from balora.report.runs import load_runs
     from balora.runfiles import read_runs
 
@@ -1549,9 +1549,9 @@ def test_every_experiment_the_success_criteria_name_is_defined_in_the_paper():
 
 def _paper_table(table, tmp_path: Path) -> str:
     """`table` as the paper sets it (its generated .tex)."""
-    from balora.report import paper
+    from balora.report import paper_latex
 
-    paper._table(table, paper.Output(tmp_path, "generated"))
+    paper_latex.table_tex(table, paper_latex.Output(tmp_path, "generated"))
     return (tmp_path / "tables" / f"{table.name}.tex").read_text()
 
 
@@ -1815,13 +1815,13 @@ def test_a_comparison_table_explains_its_majority_column_while_it_shows_it():
 
 
 def test_the_paper_states_the_equivalence_margin_without_the_spec_that_declares_it(tmp_path: Path):
-    from balora.report import paper
+    from balora.report import paper_latex
     from balora.report.document import Table
 
     table = Table("t", "Title", ["Method", "n"], [["LoRA", "3"], ["BA-LoRA", "3"]],
                   ["Equivalence margin: ±1 pp.", "The margin is declared (equivalence_margin) by the spec of sweep x."])
-    out = paper.Output(tmp_path, "generated")
-    paper._table(table, out)
+    out = paper_latex.Output(tmp_path, "generated")
+    paper_latex.table_tex(table, out)
     latex = (tmp_path / "tables" / "t.tex").read_text()
     assert "spec of sweep" not in latex
     # review 3, N1: the main results' margin (TOST entered the code on 2026-12-06) came after most of their runs;
@@ -1829,10 +1829,10 @@ def test_the_paper_states_the_equivalence_margin_without_the_spec_that_declares_
     # 2026-12-07: its regime (a) table said "fixed before the runs" of the main results' runs); a source with no
     # such history fixed it before its runs
     assert r"Equivalence margin: $\pm$1 pp, fixed after most runs." in latex
-    paper._table(table, paper.Output(tmp_path, "generated/levers", "levers"))
+    paper_latex.table_tex(table, paper_latex.Output(tmp_path, "generated/levers", "levers"))
     latex = (tmp_path / "tables" / "t.tex").read_text()
     assert r"Equivalence margin: $\pm$1 pp, fixed after the runs it imports." in latex
-    paper._table(table, paper.Output(tmp_path, "generated/other", "other"))
+    paper_latex.table_tex(table, paper_latex.Output(tmp_path, "generated/other", "other"))
     assert r"Equivalence margin: $\pm$1 pp, fixed before the runs." in (tmp_path / "tables" / "t.tex").read_text()
 
 
@@ -1885,7 +1885,7 @@ def test_a_paper_table_shows_n_where_a_row_has_fewer_seeds_than_its_reference_an
     reference's over 10 seeds), with a sign flip. Where rows differ in n, the paper's table shows each row's n, and
     the paper's table notation (Appendix A) says once that Δ is over the seeds a row shares with its reference: a
     second read (the same day) found the note, repeated in every such caption, made captions of 6-7 lines."""
-    from balora.report import paper, tables
+    from balora.report import paper_setup, tables
     from balora.report.analysis import analyse
     from balora.report.runs import load_runs
 
@@ -1894,7 +1894,7 @@ def test_a_paper_table_shows_n_where_a_row_has_fewer_seeds_than_its_reference_an
     (table,) = tables.ablation_tables(analyse(load_runs(kept)))
     tex = " ".join(_paper_table(table, Path(tempfile.mkdtemp())).split())
     assert "& n &" in tex and "the seeds they share" not in tex
-    assert "Δ is over the seeds they share" in paper.statistics_latex("").replace("$\\Delta$", "Δ")
+    assert "Δ is over the seeds they share" in paper_setup.statistics_latex("").replace("$\\Delta$", "Δ")
 
 
 def test_the_papers_protocol_states_the_verdict_rule_once_and_defines_only_the_columns_its_tables_show(
@@ -1944,7 +1944,8 @@ def test_the_papers_time_ratios_say_they_include_the_machines_load(report_dir: P
 def test_a_paper_sentence_that_begins_with_its_setting_in_words_begins_with_a_capital():
     """The paper says a setting in words ("a Fashion-MNIST-pretrained 4-block ViT on ..."); where that begins a
     sentence, its first letter is a capital, and a label inside a sentence keeps the words' own case."""
-    from balora.report.paper import Cited, settings_in_words
+    from balora.report.paper import settings_in_words
+    from balora.report.paper_latex import Cited
     from balora.report.runs import load_runs
 
     frame = load_runs([make_result(m, 8, 64, s) for m in ("lora", "ba_lora") for s in SEEDS[:3]])
