@@ -186,3 +186,19 @@ def test_the_papers_speed_sentence_does_not_read_an_inconclusive_end_as_a_tie(tm
     assert r"\item" not in text  # one setting, one paragraph
     assert "MiniLM on Rotten Tomatoes snippets (64 examples per class)" in text
     assert "$\\cdot$" not in text and "rotten\\_tomatoes" not in text
+
+
+def test_the_papers_anytime_tables_leave_their_speed_columns_to_one_sentence_above_them(tmp_path: Path):
+    """A reviewer's read (2026-12-07): each of the appendix's four anytime captions ran to six or seven lines, half of
+    them the same three column notes. The paper says those once, above the tables, which it cites; each caption keeps
+    only what is its own."""
+    with given_spec(Spec("synthetic", "", [], report=ReportSpec(anytime=True))):
+        build_report(faster_pairs(), tmp_path / "report", paper_dir=tmp_path / "paper", figures_too=False)
+    generated = tmp_path / "paper" / "generated"
+    (table,) = (generated / "tables").glob("anytime_*.tex")
+    caption = table.read_text()
+    assert "Reached:" not in caption and "Steps to LoRA's final:" not in caption and "Test acc. verdict:" not in caption
+    above = (generated / "anytime_more.tex").read_text()
+    assert above.count("Reached: how many of those seeds reach it.") == 1
+    assert "Holm-adjusted over its table (Table~\\ref{tab:anytime_minilm_rotten_tomatoes_64_shot})." in above
+    assert above.index("Reached:") < above.index(r"\input{generated/tables/anytime_")

@@ -248,6 +248,13 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
     return sentences, floats
 
 
+def speed_columns() -> str:
+    """What the anytime tables' speed columns hold (`anytime.SPEED_NOTES`), said once above those tables: in each of
+    their captions, the same three notes took half the caption."""
+    notes = " ".join(note.replace("this table", "its table") for note in anytime.SPEED_NOTES.values())
+    return f"The anytime tables' last columns. {notes}"
+
+
 ADVANCE = "the"  # the success criteria, as the paper names their author (the design fixed before the runs)
 
 
@@ -431,7 +438,7 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                               ""),
         # the anytime verdicts in words in the body, their tables in the appendix (the body's pages are few)
         "anytime": part(anytime_sentences, [], "No anytime comparison."),
-        "anytime_more": part([], anytime_floats, ""),
+        "anytime_more": part(citing([speed_columns()], anytime_floats) if anytime_floats else [], anytime_floats, ""),
         # the exceptions only: the settings with runs that did not learn (the majority rates are in the configuration
         # table), and the arms still rising that no longer training checked (the gains are in the convergence table)
         "dynamics": part([*claims.majority_claims(frame[frame.groupby("setting")["not_learnt"].transform("any")]),
@@ -448,14 +455,18 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
 
 
 def rising_references(arms: list[dict]) -> list[str]:
-    """A limitation of the comparisons with LoRA (`selection.rising_arms`' `arms`): where LoRA, their reference, was
-    still rising on validation at its last evaluation and a longer training was not tried for it on validation."""
-    late = [a for a in arms if a["rising"] and not a["longer_not_better"] and a["arm"] == method_name(REFERENCE)]
+    """A limitation of the comparisons with LoRA (`selection.rising_arms`' `arms`): where LoRA, their reference, or
+    BA-LoRA, the method they test, was still rising on validation at its last evaluation and a longer training was
+    not tried for it on validation (LoRA's cut short favours BA-LoRA; BA-LoRA's, LoRA)."""
+    reference, proposed = method_name(REFERENCE), method_name(claims.PROPOSED)
+    named = {reference: f"{reference}, the reference,", proposed: proposed}
+    late = sorted((a for a in arms if a["rising"] and not a["longer_not_better"] and a["arm"] in named),
+                  key=lambda a: a["arm"] != reference)
     if not late:
         return []
-    where = "; ".join(f"{a['setting']} at {budget_label(a['budget'])}" for a in late)
-    return [f"{method_name(REFERENCE)}, the reference, was still rising on validation when its training ended, and a "
-            f"longer one was not tried for it: {where}."]
+    where = "; ".join(f"{named[a['arm']]} at {a['setting']} at {budget_label(a['budget'])}" for a in late)
+    return [f"Still rising on validation when its training ended, and not tried for longer: {where}. A longer "
+            "training might change those comparisons."]
 
 
 def _evaluated_only(table: Table) -> Table:

@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from balora.report import figures, selection
+from balora.report import anytime, figures, selection
 from balora.report.document import NARROW, PLACEMENT, Figure, Table, fits_upright, latex_text, listing_latex, table_latex
 from balora.report.paper_setup import margin_fixed, method_option
 from balora.report.runs import OPTION_WORDS, named_labels
@@ -18,8 +18,8 @@ from balora.report.tables import CI_LEVEL, COST_NOTE, DASH, DIFFERENCES, LEVER, 
 CONTENTION = (f"{COST_NOTE} A time ratio thus measures the machine's load during the runs as well as the method, "
               "and one below 1 is no speed-up.")
 # the columns whose notes NOTATION gives, or the selection protocol just above the selection tables (Appendix B):
-# the captions no longer repeat them
-EXPLAINED_ONCE = ("≤ majority", "Verdict", "Selected", f"{selection.REJECTED} Not admissible")
+# the captions no longer repeat them; nor the anytime tables' speed columns, said once above those tables (`speed_columns`)
+EXPLAINED_ONCE = ("≤ majority", "Verdict", "Selected", f"{selection.REJECTED} Not admissible", *anytime.SPEED_NOTES)
 # the paper's tables: the headers it abbreviates (said under each table that has them), the mark on a value selected
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
 SHORT_HEADERS = {"learning_rate": "lr"}
