@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -97,7 +98,9 @@ def test_criteria_say_plainly_when_ba_lora_loses_or_ties():
     assert sixteen.mark == NOT_MET and "significantly better but by less than 2 pp" in sixteen.sentence
     losing = criteria(design({4: -0.010, 8: 0.0, 16: 0.003}, {16: -0.01, 32: -0.01, 64: -0.01, 128: -0.01}))
     assert {c.mark for c in losing.values()} == {NOT_MET}  # said once, not "4 were not met; none was met"
-    assert criteria_summary(list(losing.values())) == "None of seed 000's 4 success criteria was met on these runs."
+    assert criteria_summary(list(losing.values())) == (
+        "None of seed 000's 4 success criteria was met on these runs; of the 4 not met, 3 are refuted (an interval "
+        "of Δ excludes what they claim), the other is not shown either way.")
 
 
 def test_missing_data_is_not_testable_and_says_why():
@@ -115,7 +118,9 @@ def test_missing_data_is_not_testable_and_says_why():
     assert {c.mark for c in nothing.values()} == {NOT_TESTABLE}
     assert criteria_summary(list(nothing.values())) == "None of seed 000's 4 success criteria could be tested on these runs."
     some = [*list(nothing.values())[:2], *list(criteria(design({4: -0.01}, {})).values())[:1]]
-    assert criteria_summary(some) == "None of seed 000's 3 success criteria was met on these runs (2 of them not testable)."
+    assert criteria_summary(some) == ("None of seed 000's 3 success criteria was met on these runs (2 of them not "
+                                      "testable); the one not met is refuted: an interval of Δ excludes what it "
+                                      "claims.")
     assert "no LoRA and BA-LoRA runs at two or more shot counts" in nothing["The 16-shot improvement is ≥ 2 pp"].sentence
 
 
@@ -365,15 +370,42 @@ def test_the_criteria_table_says_an_inconclusive_case_does_not_pass():
     assert "an inconclusive case does not pass" in note and "not shown, not refuted" in note
 
 
-def test_criteria_not_met_on_inconclusive_cases_alone_are_said_not_refuted():
+def test_criteria_not_met_say_which_are_refuted_and_which_only_not_shown():
     """A reviewer's read (2026-12-07): "None of the 4 success criteria was met" read as a refutation, though each
-    failed only on inconclusive comparisons. The summary says so where none was refuted by a decided case."""
+    failed only on inconclusive comparisons. The summary says which an interval refutes and which it leaves open."""
     from balora.report.criteria import Criterion
 
     unshown = [Criterion(f"c{i}", "t", "w", NOT_MET, "", "") for i in range(2)]
-    assert criteria_summary(unshown, "the") == ("None of the 2 success criteria was met on these runs; each failed on "
-                                                "inconclusive comparisons alone, so none is refuted either.")
+    assert criteria_summary(unshown, "the") == ("None of the 2 success criteria was met on these runs; no interval of Δ "
+                                                "excludes what they claim, so none is refuted either.")
     refuted = [*unshown, Criterion("c2", "t", "w", NOT_MET, "", "", refuted=True)]
-    assert criteria_summary(refuted, "the") == "None of the 3 success criteria was met on these runs."
+    assert criteria_summary(refuted, "the") == ("None of the 3 success criteria was met on these runs; of the 3 not met, "
+                                                "1 is refuted (an interval of Δ excludes what it claims), the other 2 "
+                                                "are not shown either way.")
+    assert criteria_summary(refuted[2:], "the") == ("None of the 1 success criteria was met on these runs; it is "
+                                                    "refuted: an interval of Δ excludes what it claims.")
+
+
+def test_a_criterion_is_refuted_where_its_interval_excludes_the_gain_it_asks_for_whatever_the_verdict():
+    """A second reviewer's read (2026-12-08): "each failed on inconclusive comparisons alone, so none is refuted" of
+    "the 16-shot improvement is ≥ 2 pp", whose interval (−4.55 to +1.24) excludes a 2 pp gain. An interval that stops
+    short of the gain refutes it, inconclusive or not; one that reaches it does not, even where the verdict says a
+    tie (equivalent within ±1 pp does not exclude a 0.5 pp gain)."""
+    from balora.report import stats
+    from balora.report.criteria import Case
+    from balora.specs import Hypothesis
+
+    def case(low: float, high: float, verdict: str) -> Case:
+        return Case("16", SimpleNamespace(tested=True, ci_low=low, ci_high=high, verdict=verdict, metric=stats.ACCURACY,
+                                          margin=stats.Margin(0.01, "spec")))
+
+    gain = Hypothesis("gain", "ba_lora", test="difference", gain=0.02)
+    assert case(-0.0455, 0.0124, stats.INCONCLUSIVE).refutes(gain)
+    assert not case(-0.0455, 0.0250, stats.INCONCLUSIVE).refutes(gain)
+    half = Hypothesis("half", "ba_lora", test="difference", gain=0.005)
+    assert not case(-0.004, 0.008, stats.EQUIVALENT).refutes(half)
+    assert case(-0.03, -0.01, stats.WORSE).refutes(half)
+    tie = Hypothesis("tie", "ba_lora", test="equivalence")
+    assert case(0.012, 0.03, stats.BETTER).refutes(tie) and not case(0.002, 0.015, stats.BETTER).refutes(tie)
     losing = criteria(design({4: -0.010, 8: 0.0, 16: 0.003}, {16: -0.01, 32: -0.01, 64: -0.01, 128: -0.01}))
     assert losing["BA-LoRA beats LoRA by ≥ 0.5 pp at every budget"].refuted  # significantly worse at r=4

@@ -55,7 +55,7 @@ class Criterion:
     mark: str
     numbers: str
     sentence: str
-    refuted: bool = False  # not met on a decided case (not on inconclusive ones alone, which refute nothing)
+    refuted: bool = False  # a case's interval excludes what it claims (`Case.refutes`)
 
 
 @dataclass
@@ -97,6 +97,21 @@ class Case:
         return NOT_MET, f"{self.label}: {c.verdict_label}, {numbers}"
 
 
+    def refutes(self, hypothesis: Hypothesis) -> bool:
+        """Whether this case's interval (at its table's level, as the tables print it) excludes what `hypothesis`
+        claims: every Δ in it short of the gain a difference test asks for, or outside the margin an equivalence
+        test asks for. A verdict of worse refutes a gain; so does an equivalence whose interval stops short of it,
+        or an inconclusive interval that does (a review read "16-shot gain ≥ 2 pp", CI up to +1.24, as unrefuted)."""
+        c = self.comparison
+        if c is None or not c.tested or math.isnan(c.ci_low):
+            return False
+        if hypothesis.test == "difference":  # the best gain the interval allows, in the metric's direction
+            return max(c.metric.sign * c.ci_low, c.metric.sign * c.ci_high) < hypothesis.least_gain
+        if hypothesis.test == "equivalence":
+            return c.ci_low > c.margin.value or c.ci_high < -c.margin.value
+        return False
+
+
 def _compared(rows: list[Row], lead: str, arm: str) -> stats.Comparison | None:
     return next((r.comparison for r in rows if r.lead == lead and r.arm == arm and r.comparison is not None), None)
 
@@ -113,9 +128,10 @@ def _over_cases(name: str, test: str, where: str, cases: list[Case], hypothesis:
         why = f"it fails in {len(deciding)} of {len(cases)} cases ({'; '.join(deciding)})"
     else:
         why = f"{len(deciding)} of {len(cases)} cases could not be tested ({'; '.join(deciding)})"
-    refuted = any(m == NOT_MET and case.comparison is not None and case.comparison.verdict != stats.INCONCLUSIVE
-                  for case, (m, _) in zip(cases, outcomes))
-    return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {why}.", refuted)
+    refuted = [case.label for case in cases if case.refutes(hypothesis)]
+    if refuted:
+        why += f"; refuted: the interval of {_listed(refuted)} excludes it"
+    return Criterion(name, test, where, mark, numbers, f"{name}, in {where}: {mark} — {why}.", bool(refuted))
 
 
 def _not_testable(name: str, test: str, where: str, reason: str) -> Criterion:
@@ -265,8 +281,9 @@ def criteria_table(criteria: list[Criterion]) -> Table:
             "comparisons of the comparison tables of the setting under Where (Δ = the arm − its reference, mean over "
             "matched seeds). A criterion over "
             "several cases is met only when every case was tested and passed; not met when a tested case does not pass "
-            "it, and an inconclusive case does not pass (a criterion not met on inconclusive cases alone is not "
-            "shown, not refuted); and otherwise not testable.")
+            "it, and an inconclusive case does not pass; and otherwise not testable. A criterion not met is refuted "
+            "only where a case's interval of Δ excludes what it claims (a gain of at least its threshold, or a Δ within "
+            "the margin); one not met on other cases alone is not shown, not refuted.")
     # how to read the Numbers column: the paper's version, without it, states the verdicts once, in its protocol
     legend = ("Each case gives its table's verdict: better or worse (Holm p < 0.05), equivalent within ±margin "
               "(Holm-adjusted equivalence test p < 0.05), or inconclusive with the minimum detectable effect at 80% "
@@ -287,10 +304,25 @@ def criteria_summary(criteria: list[Criterion], whose: str = "seed 000's") -> st
         return f"None of {whose} {len(criteria)} success criteria could be tested on these runs."
     if counts[MET] == 0:  # "4 were not met; none was met" says one thing twice
         untestable = f" ({counts[NOT_TESTABLE]} of them not testable)" if counts[NOT_TESTABLE] else ""
-        # a criterion not met on inconclusive cases alone is not shown, not refuted: a reader takes "not met" for "false"
-        unshown = counts[NOT_MET] and not any(c.refuted for c in criteria)
-        also = (f"; {'it' if counts[NOT_MET] == 1 else 'each'} failed on inconclusive comparisons alone, so none is "
-                "refuted either") if unshown else ""
-        return f"None of {whose} {len(criteria)} success criteria was met on these runs{untestable}{also}."
+        return f"None of {whose} {len(criteria)} success criteria was met on these runs{untestable}{_refuted(criteria)}."
     marks = counted([(counts[mark], were(mark)) for mark in (MET, NOT_MET, NOT_TESTABLE)])
     return f"Of {whose} {len(criteria)} success criteria, {marks} on these runs."
+
+
+def _refuted(criteria: list[Criterion]) -> str:
+    """Which of the criteria not met are refuted (`Criterion.refuted`) and which only not shown, a clause: a reader
+    takes "not met" for "false"."""
+    failed = [c for c in criteria if c.mark == NOT_MET]
+    refuted, n = sum(c.refuted for c in failed), len(failed)
+    if not failed:
+        return ""
+    if not refuted:
+        return (f"; no interval of Δ excludes what {'it claims' if n == 1 else 'they claim'}, so "
+                f"{'it is not refuted' if n == 1 else 'none is refuted'} either")
+    if refuted == n:
+        one = "it is" if len(criteria) == 1 else "the one not met is"
+        return f"; {one if n == 1 else f'all {n} are'} refuted: an interval of Δ excludes what {'it' if n == 1 else 'each'} claims"
+    rest = n - refuted
+    return (f"; of the {n} not met, {refuted} {'is' if refuted == 1 else 'are'} refuted (an interval of Δ excludes what "
+            f"{'it claims' if refuted == 1 else 'they claim'}), {'the other is' if rest == 1 else f'the other {rest} are'} "
+            "not shown either way")
