@@ -18,6 +18,7 @@ source's parts never overwrites or deletes another's.
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import subprocess
@@ -44,7 +45,7 @@ from balora.report.paper_setup import (
     primary_setting,
     statistics_latex,
 )
-from balora.report.runs import REFERENCE, budget_label, method_name, setting_words, settings, words_of
+from balora.report.runs import REFERENCE, adapted_modules, budget_label, method_name, setting_words, settings, words_of
 from balora.report.tables import signed
 
 PARTS = ("abstract", "config", "data", "statistics", "selection", "tuning", "criteria", "criteria_summary",
@@ -197,7 +198,7 @@ def _where(rows: list[Row]) -> tuple[str, Callable[[Row], str]]:
     budgets = list(dict.fromkeys(r.lead for r in rows))
     first = rows[0].runs.iloc[0]
     where = setting_words(first["model"], first["dataset"], first.get("shots"), first.get("train_size"),
-                          first.get("protocol", ""))
+                          first.get("protocol", ""), adapted_modules(first["result"]))
     if len(budgets) == 1:
         return f"{where} at {_budget_words(budgets[0])}", lambda r: r.label
     return where, lambda r: f"{r.label} at {_budget_words(r.lead)}"
@@ -287,7 +288,7 @@ def _abstract(report: Report, out: Output) -> list[str]:
         shown = [r for r in ours if r.comparison.verdict in (stats.BETTER, stats.WORSE)]
         several = len(ours) > 1  # budgets: each is named
         words = words_of(analysis.frame, setting)
-        undecided += [(f"{words} at {_budget_words(r.lead)}" if several else words, r.comparison)
+        undecided += [(f"{words} at {_budget_words(r.lead)}" if several else words, r.comparison, _steps_ratio(rows, r))
                       for r in ours if r not in shown]
         ranks = [r for r in analysis.levers.get(setting, [])
                  if r.lever.kind == "ranks" and r.lever.budget in {s.lead for s in shown}]
@@ -299,16 +300,36 @@ def _abstract(report: Report, out: Output) -> list[str]:
     return ([_undecided(undecided)] if undecided else []) + decided
 
 
-def _undecided(places: list[tuple[str, stats.Comparison]]) -> str:
+def _steps_ratio(rows: list[Row], row: Row) -> float:
+    """How many optimizer steps the arm of `row` trained for each of its reference's (LoRA's, at the same budget):
+    each arm's training length is selected on validation, so a tie may cost one arm twice the steps."""
+    reference = next((r for r in rows if r.lead == row.lead and r.comparison is None), None)
+    if reference is None:
+        return 1.0
+    ratio = pd.to_numeric(row.runs["steps"]).mean() / pd.to_numeric(reference.runs["steps"]).mean()
+    return 1.0 if math.isnan(ratio) else float(ratio)
+
+
+def _steps_words(ratio: float) -> str:
+    """"; BA-LoRA at twice LoRA's training steps" where `ratio` (`_steps_ratio`) is not 1, else ""."""
+    if round(ratio, 2) == 1:
+        return ""
+    times = "twice" if round(ratio, 2) == 2 else "half" if round(ratio, 2) == 0.5 else f"{ratio:.2g} times"
+    return f"; {method_name(claims.PROPOSED)} at {times} {method_name(REFERENCE)}'s training steps"
+
+
+def _undecided(places: list[tuple[str, stats.Comparison, float]]) -> str:
     """BA-LoRA against tuned LoRA where no difference is shown, as a sentence (not a list of settings): each verdict
     once with its settings, an equivalence with the interval that bounds it, an inconclusive verdict with each
-    setting's MDE: "… is equivalent within ±1 pp with A (Δ = …), and inconclusive with B (MDE …) and with C (MDE …)"."""
+    setting's MDE, and where the two trained for different lengths (each selected its own on validation), the
+    ratio of their steps: "… is equivalent within ±1 pp with A (Δ = …; BA-LoRA at twice LoRA's training steps), and
+    inconclusive with B (MDE …) and with C (MDE …)"."""
     by_verdict: dict[str, list[str]] = {}
-    for where, c in places:
+    for where, c, steps in places:
         if c.verdict == stats.EQUIVALENT:
-            word, detail = c.verdict_label, ", ".join(_delta_and_ci(c))
+            word, detail = c.verdict_label, ", ".join(_delta_and_ci(c)) + _steps_words(steps)
         else:
-            word, detail = "inconclusive", f"MDE {c.metric.amount(c.mde)}"
+            word, detail = "inconclusive", f"MDE {c.metric.amount(c.mde)}{_steps_words(steps)}"
         # a setting in words that ends in brackets ("(64 examples per class)") takes the detail inside them
         said = f"{where[:-1]}; {detail})" if where.endswith(")") else f"{where} ({detail})"
         by_verdict.setdefault(word, []).append(f"with {said}")

@@ -137,16 +137,27 @@ def _protocol_words(part: str) -> str:
 
 
 def setting_words(model: str, dataset: str, shots: float | None = None, train_size: float | None = None,
-                  protocol: str = "") -> str:
+                  protocol: str = "", modules: Iterable[str] = ()) -> str:
     """A setting in words, where its label's codes ("minilm · presidential_debates · 64-shot") would be read without
     the tables (the paper's prose): "MiniLM on presidential-debate statements (64 examples per class)", with the
-    protocol its label names beyond the model's default targets ("targets query+value+intermediate.dense", "every
-    linear layer", "minimum rank 0": `_protocol_words`)."""
+    protocol its label names ("targets query+value+intermediate.dense", "every linear layer", "minimum rank 0":
+    `_protocol_words`); the model's default targets, where a label names them beside another setting's, by the types
+    of `modules` (a run's adapted module names: "query and value"), else not at all."""
     amount = (f" ({int(shots)} examples per class)" if pd.notna(shots) else
               f" ({int(train_size):,} training examples)" if pd.notna(train_size) and train_size else "")
-    rest = ", ".join(_protocol_words(part) for part in protocol.split(", ") if part and part != DEFAULT_TARGETS)
+    types = list(dict.fromkeys(module_type(name) for name in modules))
+    defaults = (" and ".join([", ".join(types[:-1]), types[-1]]) if len(types) > 1 else "".join(types))
+    rest = ", ".join(defaults if part == DEFAULT_TARGETS else _protocol_words(part) for part in protocol.split(", ")
+                     if part and (part != DEFAULT_TARGETS or defaults))
     return (f"{MODEL_WORDS.get(model, model)} on {DATASET_WORDS.get(dataset, dataset.replace('_', ' '))}{amount}"
             + (f", {rest}" if rest else ""))
+
+
+def module_type(name: str) -> str:
+    """What kind of module a target is, by its name's end: "encoder.layer.0.attention.self.query" is "query"; a
+    `dense` layer keeps its parent ("intermediate.dense")."""
+    parts = name.split(".")
+    return ".".join(parts[-2:]) if parts[-1] == "dense" and len(parts) > 1 else parts[-1]
 
 
 def words_of(frame: pd.DataFrame, setting: str) -> str:
@@ -155,7 +166,13 @@ def words_of(frame: pd.DataFrame, setting: str) -> str:
     if runs.empty:
         return setting
     first = runs.iloc[0]
-    return setting_words(first["model"], first["dataset"], first["shots"], first["train_size"], first["protocol"])
+    return setting_words(first["model"], first["dataset"], first["shots"], first["train_size"], first["protocol"],
+                         adapted_modules(first["result"]))
+
+
+def adapted_modules(result: dict[str, Any]) -> list[str]:
+    """The names of the modules a run adapted (its allocation's), none where it records no allocation."""
+    return [m["name"] for m in result.get("allocation") or []]
 
 
 def _effective(config: dict[str, Any], name: str) -> Any:
