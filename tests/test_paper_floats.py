@@ -449,3 +449,12 @@ def test_a_study_table_whose_runs_are_all_its_own_says_its_margin_was_fixed_befo
     assert paper_latex._own_runs_only(notes("sweep levers"), "levers")
     assert not paper_latex._own_runs_only(notes("sweeps levers, paper"), "levers")
     assert not paper_latex._own_runs_only(notes("sweep paper"), "")  # the main results' margin: after most runs
+
+
+def test_a_selected_field_is_named_in_words_not_as_its_config_field():
+    """A reviewer's read (2026-12-08): Table 4's caption and the selection table said "loraplus ratio" and
+    "loraplus_ratio=16"; the tables say "LoRA+ ratio", and the learning rate keeps its abbreviation "lr"."""
+    from balora.report import selection
+
+    assert selection._candidate(["learning_rate", "loraplus_ratio"], (0.003, 16.0)) == "lr=0.003, LoRA+ ratio=16"
+    assert selection.field_name("warmup_ratio") == "warmup ratio"

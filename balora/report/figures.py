@@ -333,7 +333,7 @@ def fewshot_curves(frame: pd.DataFrame, family: str, out_dir: Path) -> list[Figu
         ax.set_title(label)
     _legend_below(fig, axes)
     return [_save(fig, out_dir, f"fewshot_{slug(family)}", f"Few-shot accuracy — {family}",
-                  "Mean test accuracy over seeds with ± 1 std error bars (points dodged horizontally).")]
+                  "Mean test accuracy over seeds, with error bars of ± 1 standard deviation (points dodged horizontally).")]
 
 
 @styled

@@ -22,7 +22,7 @@ CONTENTION = (f"{COST_NOTE} A time ratio thus measures the machine's load during
 EXPLAINED_ONCE = ("≤ majority", "Verdict", "Selected", f"{selection.REJECTED} Not admissible", *anytime.SPEED_NOTES)
 # the paper's tables: the headers it abbreviates (said under each table that has them), the mark on a value selected
 # on validation (as in the selection table), the config field that lists those, and the CI level's column
-SHORT_HEADERS = {"learning_rate": "lr"}
+ABBREVIATED = ("learning_rate",)  # fields the tables name by an abbreviation (`selection.FIELD_NAMES`)
 SELECTED, TUNED, CI_LEVEL_HEADER = "*", "tuned", "CI level"
 # what the appendix's tables of values say they are, where a source has any (`_with_fields`)
 VALUES_LEAD = (r"\paragraph{Values the rows differ in.} Where a results table has no room for them as columns, the "
@@ -107,8 +107,8 @@ def _with_fields(table: Table, out: Output) -> tuple[Table, Table | None]:
     fields, marks = _marked_selections({name: cells for name, cells in table.detail.items() if name != CI_LEVEL})
     if not fields:
         return table, None
-    headers = {name: SHORT_HEADERS.get(name, name.replace("_", " ")) for name in fields}
-    said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in SHORT_HEADERS),
+    headers = {name: selection.field_name(name) for name in fields}
+    said = [*marks, *(f"{headers[name]}: {name.replace('_', ' ')}" for name in fields if name in ABBREVIATED),
             *(f"{headers[name]}: {method_option(name)}" for name in fields if method_option(name))]
     notes = [note for note in table.notes if not note.startswith(DIFFERENCES)]
     widened = _widened(table, fields, headers, [*said, *notes])
@@ -160,7 +160,7 @@ def _in_words(table: Table, out: Output, shown: tuple[str, ...] = ()) -> list[st
     names = [row[at] if len(leads) == 1 else f"{row[at]} {row[0]}{'-shot' if shots else ''}" for row in table.rows]
     said = [_field_words(name, cells, names) for name, cells in values.items()
             if name == "epochs" or name not in tuned]
-    selected = [SHORT_HEADERS.get(name, name.replace("_", " ")) for name in table.detail
+    selected = [selection.field_name(name) for name in table.detail
                 if name in tuned and name not in (CI_LEVEL, TUNED)]
     pointer = [f"The values its rows selected on validation ({', '.join(selected)}) are in "
                f"{out.reference(out.selection)}."] if selected else []
@@ -177,7 +177,7 @@ def _field_words(name: str, cells: list[str], names: list[str]) -> str:
     """One field's value per row in words: the usual value once, then its exceptions ("Epochs: 6 in every row
     (AdaLoRA r=16: 3)"), else each value with its rows."""
     by_value, common = grouped(cells, names)
-    said = name.replace("_", " ")
+    said = name.replace("_", " ") if name in ABBREVIATED else selection.field_name(name)  # "learning rate", not "lr"
     said = said[:1].upper() + said[1:]
     if DASH in by_value or _usual(cells) is None:
         valued = [(value, named) for value, named in by_value.items() if value != DASH]

@@ -43,9 +43,17 @@ PROTOCOL = ("A sweep is the set of runs that one spec (such as a preset) declare
             "reads validation only and holds for every arm and budget alike.")
 
 
+# how the tables name a field selected on validation: the paper and the README read words, not config fields
+FIELD_NAMES = {"learning_rate": "lr", "loraplus_ratio": "LoRA+ ratio"}
+
+
+def field_name(name: str) -> str:
+    """A config field as a table names it (`FIELD_NAMES`, else its words: "warmup ratio")."""
+    return FIELD_NAMES.get(name, name.replace("_", " "))
+
+
 def _candidate(fields: list[str], candidate: tuple) -> str:
-    names = {"learning_rate": "lr"}
-    return ", ".join(f"{names.get(f, f)}={v:g}" if isinstance(v, float) else f"{names.get(f, f)}={v}"
+    return ", ".join(f"{field_name(f)}={v:g}" if isinstance(v, float) else f"{field_name(f)}={v}"
                      for f, v in zip(fields, candidate))
 
 
