@@ -98,8 +98,8 @@ def margins_text(comparisons: list[stats.Comparison]) -> str:
 def mdes_text(comparisons: list[stats.Comparison]) -> str:
     """The minimum detectable effects of (inconclusive) `comparisons`: "MDE 2.10 pp", or their range."""
     low, high = min(comparisons, key=lambda c: c.mde), max(comparisons, key=lambda c: c.mde)
-    if len(comparisons) == 1:
-        return f"MDE {low.metric.amount(low.mde)}"
+    if low.metric.amount(low.mde) == high.metric.amount(high.mde):  # one, or several as printed alike
+        return f"MDE{'s' if len(comparisons) > 1 else ''} {low.metric.amount(low.mde)}"
     return f"MDEs {low.metric.amount(low.mde).split()[0]} to {high.metric.amount(high.mde)}"
 
 

@@ -110,25 +110,45 @@ LEVER_WORDS = {"ranks": "The ranks alone, against uniform ranks",
 
 
 def _lever_words(rows: list[Row]) -> list[str]:
-    """The levers table's comparisons in words (`LEVER_WORDS`), a sentence per lever: at each value held fixed
-    (and budget, where the table has several), each arm's value of the lever with its verdict against the group's
-    first arm."""
+    """The levers table's comparisons in words (`LEVER_WORDS`), a sentence per lever: each verdict once, the most
+    common one counted where more than `NAMED_COMPARISONS` got it ("inconclusive in all 4 (MDEs 2.26 to 5.15 pp)"),
+    the others with the comparisons that got them, each named by the lever's value and what it holds fixed
+    ("standard scaling at allocated ranks with BA-LoRA's warm-start, worse"). The table in the appendix has every
+    comparison's numbers; a list of them, arm by arm, read as a configuration dump."""
     several = len({r.lever.budget for r in rows}) > 1
+
+    def place(r: Row) -> str:
+        held = r.lever.held.replace(", ", " with ")  # "allocated ranks, BA-LoRA's warm-start": one place, two values
+        held = f"{held} ({r.lever.budget})" if several else held
+        return f"with {held} on both sides" if r.lever.kind == "method" else f"at {held}"
+
+    def named(group: list[Row]) -> str:
+        by_place: dict[str, list[str]] = {}
+        for r in group:
+            value = method_name(str(r.runs["method"].iloc[0])) if r.lever.kind == "method" else r.lever.level
+            by_place.setdefault(place(r), []).append(value)
+        return listed([f"{listed(values)} {where}" for where, values in by_place.items()])
+
     sentences = []
     for lever, words in LEVER_WORDS.items():
-        groups: dict[str, list[str]] = {}
-        for r in rows:
-            if r.lever.kind == lever and r.comparison is not None:
-                held = f"{r.lever.held} ({r.lever.budget})" if several else r.lever.held
-                held = f"with {held} on both sides" if lever == "method" else f"at {held}"
-                value = method_name(str(r.runs["method"].iloc[0])) if lever == "method" else r.lever.level
-                groups.setdefault(held, []).append(f"{value} {_verdict_word([r.comparison])}")
-        if groups:
-            sentences.append(f"{words}: " + "; ".join(f"{held}, {', '.join(said)}" for held, said in groups.items())
-                             + ".")
+        compared = [r for r in rows if r.lever.kind == lever and r.comparison is not None]
+        by_verdict: dict[str, list[Row]] = {}
+        for r in compared:
+            by_verdict.setdefault(r.comparison.verdict, []).append(r)
+        said = []
+        for i, group in enumerate(sorted(by_verdict.values(), key=len, reverse=True)):
+            comparisons = [r.comparison for r in group]
+            if len(group) > NAMED_COMPARISONS and (i == 0 or len(group) == len(compared)):
+                share = f" in all {len(group)}" if len(group) == len(compared) else f" in {len(group)} of {len(compared)}"
+                said.append(_verdict_word(comparisons, share))
+            else:
+                said.append(f"{named(group)}, {'each ' if len(group) > 1 else ''}{_verdict_word(comparisons)}")
+        if said:
+            sentences.append(f"{words}: {'; '.join(said)}.")
     return sentences
 
 
+NAMED_COMPARISONS = 2  # the most comparisons of one lever and verdict that its sentence names; past it, it counts them
 LISTED_ONE_BY_ONE = 4  # the most arms a sentence gives a verdict each; past it, each verdict once with its arms
 
 
