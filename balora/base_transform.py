@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from peft import PeftModel
+from peft.utils import ModulesToSaveWrapper
 from torch import nn
 
 from balora import bitsandbytes_backend, quantisation
@@ -172,7 +173,20 @@ def merge_run(run_dir: str | Path, out_dir: str | Path) -> dict[str, Any]:
     quantise_base(model, config, target_modules(model, config.target_modules))
     peft_model = PeftModel.from_pretrained(model, run_dir / "adapter")
     quantisation.fold_into_zero_points(peft_model)
-    merged = peft_model.unload()  # LoRA layers dropped (already folded), the trained head kept
+    merged = unload_keeping_trained_heads(peft_model)
     quantisation.save_quantised(merged, out_dir, task.name)
     task.load_processor(config).save_pretrained(out_dir)
     return quantisation.memory_report(quantisation.quantised_layers(merged))
+
+
+def unload_keeping_trained_heads(peft_model: PeftModel) -> nn.Module:
+    """The base model without its LoRA layers (`merge_run` has folded them into the zero-points) and with each
+    module PEFT trained and saved whole (`modules_to_save`: the classification head) as trained. PEFT's `unload`
+    gives back the module as it was before training (from 0.22.0; 0.21 copied the trained weights into it)."""
+    trained = {name: module.modules_to_save[module.active_adapters[0]]
+               for name, module in peft_model.base_model.model.named_modules()
+               if isinstance(module, ModulesToSaveWrapper) and module.active_adapters}
+    merged = peft_model.unload()
+    for name, module in trained.items():
+        quantisation.replace_module(merged, name, module)
+    return merged

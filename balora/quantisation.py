@@ -254,14 +254,15 @@ def quantise_model(model: nn.Module, names: list[str], fmt: str, group_size: int
             layer = bitsandbytes_backend.linear4bit(weight, module.bias, fmt, group_size, double_quant)
         else:
             layer = QuantLinear.from_linear(module, fmt, group_size, double_quant, keep_residual)
-        _replace(model, name, layer)
+        replace_module(model, name, layer)
         layers[name] = layer
     if backend == "bitsandbytes":
         model.is_loaded_in_4bit = True  # PEFT wraps Linear4bit with its bnb LoRA layers only on a model marked so
     return layers
 
 
-def _replace(model: nn.Module, name: str, module: nn.Module) -> None:
+def replace_module(model: nn.Module, name: str, module: nn.Module) -> None:
+    """Put `module` in `model` at the dotted `name`."""
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, module)
 
@@ -305,13 +306,13 @@ def dense_weights(model: nn.Module) -> Iterator[None]:
         for layer in own:
             layer.dense = nn.Parameter(layer.dequantise(), requires_grad=False)
         for name, layer in swapped.items():
-            _replace(model, name, bitsandbytes_backend.dense_copy(layer))
+            replace_module(model, name, bitsandbytes_backend.dense_copy(layer))
         yield
     finally:
         for layer in own:
             layer.dense = None
         for name, layer in swapped.items():
-            _replace(model, name, layer)
+            replace_module(model, name, layer)
 
 
 def blend_at(schedule: str, step: int, total: int) -> float:
@@ -471,6 +472,6 @@ def load_quantised(folder: str | Path) -> nn.Module:
                                 layer_spec["group_size"], layer_spec["bias"], layer_spec["double_quant"])
             if layer.zeros is not None:  # merged zero-points are float32
                 layer.zeros = torch.empty_like(stored.get_tensor(f"{name}.zeros"))
-            _replace(model, name, layer)
+            replace_module(model, name, layer)
     load_model(model, weights, strict=True)  # tied weights: the one stored tensor fills both names
     return model.eval()
