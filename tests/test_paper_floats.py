@@ -425,8 +425,9 @@ def test_a_long_list_of_arms_is_said_by_verdict_each_verdict_once():
 
     from balora.report import paper, stats
 
-    def row(label: str, verdict: str, mde: float) -> SimpleNamespace:
-        return SimpleNamespace(label=label, comparison=SimpleNamespace(verdict=verdict, mde=mde, metric=stats.ACCURACY))
+    def row(label: str, verdict: str, mde: float, lead: str = "r=4") -> SimpleNamespace:
+        return SimpleNamespace(label=label, lead=lead,
+                               comparison=SimpleNamespace(verdict=verdict, mde=mde, metric=stats.ACCURACY))
 
     rows = [row("A", stats.BETTER, 0.02), row("B", stats.INCONCLUSIVE, 0.03), row("C", stats.BETTER, 0.02),
             row("D", stats.INCONCLUSIVE, 0.05), row("E", stats.WORSE, 0.02)]
@@ -434,6 +435,15 @@ def test_a_long_list_of_arms_is_said_by_verdict_each_verdict_once():
         "The ViT, against LoRA: better: A, C; worse: E; inconclusive (MDEs 3.00 to 5.00 pp): B, D."]
     assert paper._verdict_words(rows[:2], "LoRA", "arms", "The ViT") == [
         "The ViT, against LoRA: A, better; B, inconclusive (MDE 3.00 pp)."]
+    # one verdict for every arm: said once, for all (2026-12-08: the ViT's eleven arms were listed by name)
+    alike = [row(label, stats.INCONCLUSIVE, 0.03 + i / 100) for i, label in enumerate("ABCDE")]
+    assert paper._verdict_words(alike, "LoRA", "arms", "The ViT") == [
+        "The ViT, against LoRA: inconclusive for all 5 arms (MDEs 3.00 to 7.00 pp)."]
+    # rows at two budgets: each arm named at its budget (an arm at two budgets read as listed twice)
+    budgets = [row("A", stats.WORSE, 0.02, "r=1"), row("B", stats.INCONCLUSIVE, 0.03, "r=1"),
+               row("B", stats.INCONCLUSIVE, 0.04, "r=2")]
+    assert paper._verdict_words(budgets, "LoRA", "arms", "Text") == [
+        "Text, against LoRA: A at r=1, worse; B at r=1, inconclusive (MDE 3.00 pp); B at r=2, inconclusive (MDE 4.00 pp)."]
 
 
 def test_a_study_table_whose_runs_are_all_its_own_says_its_margin_was_fixed_before_them():

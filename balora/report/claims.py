@@ -240,14 +240,24 @@ def _split(kinds: pd.Series) -> str:
 def budget_shares(frame: pd.DataFrame, setting: str) -> list[str]:
     """How BA-LoRA's allocated ranks split the budget between attention and MLP modules (`models.is_attention`, as
     the vision section splits them): each one's share of the LoRA parameters and its mean rank per module, against
-    the share uniform ranks give it. Nothing where the runs adapt only one of the two."""
+    the share uniform ranks give it; per budget where the setting has several (a mean over budgets would merge two
+    protocols). Nothing where the runs adapt only one of the two."""
+    runs = frame[(frame["setting"] == setting) & (frame["arm"] == PROPOSED)]
+    by_budget = list(runs.groupby("budget", sort=True))
+    said = [_shares(part, f"{setting} at {budget_label(budget)}" if len(by_budget) > 1 else setting)
+            for budget, part in by_budget]
+    return [sentence for sentence in said if sentence]
+
+
+def _shares(runs: pd.DataFrame, where: str) -> str:
+    """`budget_shares`' sentence for the BA-LoRA runs of one setting and budget, led by `where`; "" where they adapt
+    only attention or only MLP modules."""
     from balora.models import is_attention  # deferred: models imports transformers
 
-    runs = frame[(frame["setting"] == setting) & (frame["arm"] == PROPOSED)]
     modules = allocation_frame(runs, "rank")
     part = modules["module"].map(lambda name: "attention" if is_attention(name) else "MLP")
     if part.nunique() < 2:
-        return []
+        return ""
     spent = (modules["rank"] * modules["cost"]).groupby(part).sum()
     uniform = modules["cost"].groupby(part).sum()  # every run adapts the same modules: their costs' shares
     mean_rank = modules["rank"].groupby(part).mean()
@@ -259,8 +269,8 @@ def budget_shares(frame: pd.DataFrame, setting: str) -> list[str]:
     left_out = (modules["rank"] == 0).sum() / runs["result"].size
     unadapted = (f"; {left_out:.1f} of its {len(modules) // runs['result'].size} modules per run got rank 0 and were "
                  "not adapted" if left_out else "")
-    return [f"{setting}: over {runs['result'].size} BA-LoRA runs, the allocated ranks give {held} of the LoRA "
-            f"parameters (uniform ranks: {uniform_shares}){unadapted}."]
+    return (f"{where}: over {runs['result'].size} BA-LoRA runs, the allocated ranks give {held} of the LoRA "
+            f"parameters (uniform ranks: {uniform_shares}){unadapted}.")
 
 
 def reallocation_claims(frame: pd.DataFrame, setting: str) -> list[str]:

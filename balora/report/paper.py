@@ -154,9 +154,9 @@ LISTED_ONE_BY_ONE = 4  # the most arms a sentence gives a verdict each; past it,
 
 def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> list[str]:
     """One sentence in words for a table's comparisons, without its numbers (the table has them): each row's
-    verdict against `reference` (past `LISTED_ONE_BY_ONE` rows, each verdict once with its rows), or, where every
-    row is one method over `what`, how many got each verdict; led by `where` (the setting) where the part shows
-    several."""
+    verdict against `reference` (past `LISTED_ONE_BY_ONE` rows, each verdict once with its rows, or where all share
+    one, that verdict for all), each row named with its budget where they have several; or, where every row is one
+    method over `what`, how many got each verdict; led by `where` (the setting) where the part shows several."""
     compared = [r for r in rows if r.comparison is not None]
     if not compared:
         return []
@@ -170,12 +170,19 @@ def _verdict_words(rows: list, reference: str, what: str, where: str = "") -> li
         verdicts = claims.counted([(len(cs), _verdict_word(cs, "{}")) for cs in by_verdict.values()],
                                   claims.share_clause(total))
         return [f"{lead}{labels.pop()} against {reference} over the {total} {what}: {verdicts}."]
-    if len(compared) > LISTED_ONE_BY_ONE:  # each verdict once, with the arms that got it
-        by_verdict = {v: [r for r in compared if r.comparison.verdict == v] for v in claims.DECIDED}
-        each = "; ".join(f"{_verdict_word([r.comparison for r in rs])}: {', '.join(r.label for r in rs)}"
+    several = len({r.lead for r in compared}) > 1  # budgets: an arm is named at each
+
+    def name(r: Row) -> str:
+        return f"{r.label} at {r.lead}" if several else r.label
+
+    by_verdict = {v: [r for r in compared if r.comparison.verdict == v] for v in claims.DECIDED}
+    if len(compared) > LISTED_ONE_BY_ONE and max(map(len, by_verdict.values())) == len(compared):  # one verdict
+        each = _verdict_word([r.comparison for r in compared], f" for all {len(compared)} arms")
+    elif len(compared) > LISTED_ONE_BY_ONE:  # each verdict once, with the arms that got it
+        each = "; ".join(f"{_verdict_word([r.comparison for r in rs])}: {', '.join(map(name, rs))}"
                          for rs in by_verdict.values() if rs)
     else:
-        each = "; ".join(f"{r.label}, {_verdict_word([r.comparison])}" for r in compared)
+        each = "; ".join(f"{name(r)}, {_verdict_word([r.comparison])}" for r in compared)
     return [f"{where}, against {reference}: {each}." if where else f"Against {reference}: {each}."]
 
 
@@ -272,7 +279,8 @@ def _anytime(report: Report, pick) -> tuple[list[str | Cited], list[Table | Figu
 def speed_columns() -> str:
     """What the anytime tables' speed columns hold (`anytime.SPEED_NOTES`), said once above those tables: in each of
     their captions, the same three notes took half the caption."""
-    notes = " ".join(note.replace("this table", "its table") for note in anytime.SPEED_NOTES.values())
+    notes = " ".join(note.replace("this table", "its table") for name, note in anytime.SPEED_NOTES.items()
+                     if name in anytime.COMPACT)
     return f"The anytime tables' last columns. {notes}"
 
 
@@ -341,15 +349,15 @@ def _steps_words(ratio: float) -> str:
 def _undecided(places: list[tuple[str, stats.Comparison, float]]) -> str:
     """BA-LoRA against tuned LoRA where no difference is shown, as a sentence (not a list of settings): each verdict
     once with its settings, an equivalence with the interval that bounds it, an inconclusive verdict with each
-    setting's MDE, and where the two trained for different lengths (each selected its own on validation), the
-    ratio of their steps: "… is equivalent within ±1 pp with A (Δ = …; BA-LoRA at twice LoRA's training steps), and
+    setting's MDE, and where an equivalent pair trained for different lengths (each selected its own on
+    validation), the ratio of their steps: "… is equivalent within ±1 pp with A (Δ = …; BA-LoRA at twice LoRA's training steps), and
     inconclusive with B (MDE …) and with C (MDE …)"."""
     by_verdict: dict[str, list[str]] = {}
     for where, c, steps in places:
         if c.verdict == stats.EQUIVALENT:
             word, detail = c.verdict_label, ", ".join(_delta_and_ci(c)) + _steps_words(steps)
-        else:
-            word, detail = "inconclusive", f"MDE {c.metric.amount(c.mde)}{_steps_words(steps)}"
+        else:  # the cost of a tie, not of an undecided comparison: the abstract's length is arXiv's
+            word, detail = "inconclusive", f"MDE {c.metric.amount(c.mde)}"
         # a setting in words that ends in brackets ("(64 examples per class)") takes the detail inside them
         said = f"{where[:-1]}; {detail})" if where.endswith(")") else f"{where} ({detail})"
         by_verdict.setdefault(word, []).append(f"with {said}")
@@ -381,7 +389,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
     heatmaps = sorted(prefixed(f"rank_heatmap_{key}__"), key=lambda f: "__r_8_" not in f.name)
     shares = {setting: said for setting in shown if (said := claims.budget_shares(frame, setting))}
     evidence = {setting: said for setting in analysis.strategy  # the discussion's, in its "shapes" part
-                if (said := _intervals(claims.proposed_rows(analysis.main.get(setting, [])), "tuned LoRA"))}
+                if (said := _verdict_words(claims.proposed_rows(analysis.main.get(setting, [])), "tuned LoRA",
+                                           "budgets", setting))}
     # the other shown settings' heatmaps, which the shares part points to (a study's), after the primary's
     shared = [f for setting in shares if setting != primary for f in prefixed(f"rank_heatmap_{slug(setting)}__")]
 
@@ -466,7 +475,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                         for setting, rows in analysis.levers.items()], [], ""),
         "levers_more": part([], pick(*(f"levers_{slug(setting)}" for setting in analysis.levers)), ""),
         # the discussion's evidence, a sentence that names its setting (a reviewer's read found it orphaned where
-        # only the prose before it did): BA-LoRA against LoRA, with Δ, CI and MDE, where a strategy table adapts
+        # only the prose before it did): BA-LoRA's verdict against LoRA (the table has Δ and CI), where a strategy
+        # table adapts
         # other modules than the budget tables (modules of several shapes), as that setting's budget table has it:
         # the comparison the abstract's tally counts (`claims.main_rows`; the strategy table, adjusting over its
         # heuristics too, reads it with a larger MDE); the controls' verdicts are the results section's

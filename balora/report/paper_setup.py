@@ -230,17 +230,13 @@ def _image_input(frame: pd.DataFrame) -> list[str]:
 
 
 def data_sentences(frame: pd.DataFrame) -> list[str]:
-    """The setup's data in words: each dataset's test set with its majority-class rate, and how the images meet the
-    pretrained ViT (`_image_input`'s numbers), where the runs have any."""
+    """The setup's data in words: each dataset's test set with its majority-class rate. How the images meet the
+    pretrained ViT is the configuration table's (`_image_input`): a review read it in the setup's prose as a
+    configuration dump."""
     sets = [f"{DATASET_WORDS.get(dataset, dataset)}, {_test_size(runs)} examples (majority-class rate "
             f"{pct(runs['majority_rate'].mean())}%)" for dataset, runs in frame.groupby("dataset", sort=False)
             if runs["majority_rate"].notna().any()]
-    said = [f"The test sets: {'; '.join(sets)}."] if sets else []
-    if (frame["model"] == VIT_FASHION_NAME).any():
-        side, patch = VIT_FASHION_IMAGE, VIT_FASHION_PATCH
-        said.append(f"Every image is resized to {side}×{side} pixels and cut into {patch}×{patch} patches "
-                    f"({(side // patch) ** 2} per image).")
-    return said
+    return [f"The test sets: {'; '.join(sets)}."] if sets else []
 
 
 def _device_name(device: str) -> str:

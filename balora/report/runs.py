@@ -129,10 +129,15 @@ TARGET_WORDS = {"query+key+value+output.dense+intermediate.dense": "every linear
 
 
 def _protocol_words(part: str) -> str:
-    """One part of a setting label's protocol in words: "targets all-linear" is "every linear layer", "min_rank=0"
-    "minimum rank 0"; any other part as it is."""
+    """One part of a setting label's protocol in words: "targets all-linear" is "every linear layer", "targets
+    query+value+intermediate.dense" "query, value and intermediate.dense", "min_rank=0" "minimum rank 0"; any other
+    part as it is."""
     if part.startswith("targets "):
-        return TARGET_WORDS.get(part.removeprefix("targets "), part)
+        targets = part.removeprefix("targets ")
+        if targets in TARGET_WORDS:
+            return TARGET_WORDS[targets]
+        *first, last = targets.split("+")  # "query+value+intermediate.dense": "query, value and intermediate.dense"
+        return f"{', '.join(first)} and {last}" if first else last
     return f"minimum rank {part.removeprefix('min_rank=')}" if part.startswith("min_rank=") else part
 
 
