@@ -399,6 +399,8 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
         return part_latex([settings_in_words(s, frame) for s in sentences], floats, out,
                      str(settings_in_words(empty, frame)))
 
+    budget_tables = pick(*(f"budget_{slug(setting)}" for setting in shown))
+
     def budget(setting: str) -> list[str | Cited]:
         return citing(_verdict_words(claims.proposed_rows(analysis.main.get(setting, [])), "LoRA", "budgets",
                                      setting if len(shown) > 1 else ""), pick(f"budget_{slug(setting)}"))
@@ -431,16 +433,16 @@ def _parts(report: Report, out: Output) -> dict[str, str]:
                          "No success criteria could be assessed."),
         # the tables give every Δ, CI, p and MDE; the text says the verdicts in words only (the abstract, its
         # findings' intervals)
-        # the body's sentences refer to the tables and figures that hold their numbers
-        "budget": part([s for setting in shown for s in budget(setting)],
-                       pick(*(f"budget_{slug(setting)}" for setting in shown)),
+        # the body's sentences refer to the tables and figures that hold their numbers: a study's budget tables in
+        # the body, the main results' in the appendix (the body's pages are the lever study's, as for few shots)
+        "budget": part([s for setting in shown for s in budget(setting)], budget_tables if out.study else [],
                        f"No budget comparison in {primary}."),
         # every arm's verdict against LoRA, for a study whose arms are each a question (results/peers), in the body;
         # the budget tables that hold their numbers, in the appendix (the body's pages are few)
         "arms": part([s for setting in shown for s in arms(setting)], [], f"No comparison with LoRA in {primary}."),
         "arms_more": part([], pick(*(f"budget_{slug(setting)}" for setting in shown)), ""),
         # accuracy against parameters: the table has the numbers, the appendix the picture
-        "budget_more": part([], pick(f"pareto_{key}"), ""),
+        "budget_more": part([], [*([] if out.study else budget_tables), *pick(f"pareto_{key}")], ""),
         # the few-shot verdicts in words in the body; their figure and tables in the appendix (the body's pages are
         # the lever study's)
         "fewshot": part([*(s for name in analysis.fewshot for s in fewshot(name)),
@@ -515,7 +517,10 @@ def rising_references(arms: list[dict]) -> list[str]:
                   key=lambda a: a["arm"] != reference)
     if not late:
         return []
-    where = "; ".join(f"{named[a['arm']]} at {a['setting']} at {budget_label(a['budget'])}" for a in late)
+    by_setting: dict[str, list[str]] = {}  # each setting said once: its words are long
+    for a in late:
+        by_setting.setdefault(a["setting"], []).append(f"{named[a['arm']]} at {budget_label(a['budget'])}")
+    where = "; ".join(f"with {setting}, {listed(arms)}" for setting, arms in by_setting.items())
     return [f"Still rising on validation when its training ended, and not tried for longer: {where}. A longer "
             "training might change those comparisons."]
 
