@@ -34,7 +34,7 @@ from balora.report.analysis import Row
 from balora.report.builder import Report
 from balora.report.criteria import criteria_summary
 from balora.report.document import Figure, Table, latex_text, slug
-from balora.report.paper_latex import VALUES_LEAD, Cited, Output, citing, listed, paragraph_latex, part_latex, sentences_latex, table_tex
+from balora.report.paper_latex import VALUES_LEAD, Cited, Output, citing, paragraph_latex, part_latex, sentences_latex, table_tex
 from balora.report.paper_setup import (
     MACROS,
     config_table,
@@ -45,7 +45,7 @@ from balora.report.paper_setup import (
     primary_setting,
     statistics_latex,
 )
-from balora.report.runs import REFERENCE, adapted_modules, budget_label, method_name, setting_words, settings, words_of
+from balora.report.runs import REFERENCE, adapted_modules, budget_label, listed, method_name, setting_words, settings, words_of
 from balora.report.tables import signed
 
 PARTS = ("abstract", "config", "data", "statistics", "selection", "tuning", "criteria", "criteria_summary",

@@ -12,7 +12,7 @@ from pathlib import Path
 from balora.report import anytime, figures, selection
 from balora.report.document import NARROW, PLACEMENT, Figure, Table, fits_upright, latex_text, listing_latex, table_latex
 from balora.report.paper_setup import margin_fixed, method_option
-from balora.report.runs import OPTION_WORDS, named_labels
+from balora.report.runs import OPTION_WORDS, listed, named_labels
 from balora.report.tables import CI_LEVEL, COST_NOTE, DASH, DIFFERENCES, LEVER, LEVERS_NOTE, MARGIN_NOTE, MARGIN_SOURCE, grouped
 
 CONTENTION = (f"{COST_NOTE} A time ratio thus measures the machine's load during the runs as well as the method, "
@@ -233,9 +233,10 @@ def table_tex(table: Table, out: Output) -> str:
         if short.rows and all(row[at].startswith("0/") for row in short.rows):
             short = replace(short.select([c for c in short.columns if c != "≤ majority"]),
                             notes=[*short.notes, "No run in this table ended at or below the majority-class rate."])
-    listed = None if values is None else _input(values, table_latex(values, label=f"tab:{out.label(values.name)}"), out)
-    if listed is not None and listed not in out.appendix:  # a table two parts show (budget, arms_more) lists them once
-        out.appendix.append(listed)
+    values_input = None if values is None else _input(values, table_latex(values, label=f"tab:{out.label(values.name)}"),
+                                                     out)
+    if values_input is not None and values_input not in out.appendix:  # a table two parts show lists them once
+        out.appendix.append(values_input)
     grouped = short.columns[0] in ("Setting", LEVER) and len({row[0] for row in short.rows}) < len(short.rows)
     label = f"tab:{out.label(table.name)}"
     latex = listing_latex(short, label) if grouped else table_latex(short, label, fit=True)
@@ -310,11 +311,6 @@ def part_latex(sentences: list[str | Cited], floats: list[Table | Figure], out: 
         return latex_text(empty) + "\n"
     return sentences_latex(sentences, out) + "".join(table_tex(f, out) if isinstance(f, Table) else figure_tex(f, out)
                                                 for f in floats)
-
-
-def listed(items: list[str], last: str = " and ") -> str:
-    """"a", "a and b", "a, b and c" (`last`: what joins the last two)."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + last + items[-1]
 
 
 def paragraph_latex(sentences: list[str | Cited], out: Output) -> str:

@@ -136,8 +136,7 @@ def _protocol_words(part: str) -> str:
         targets = part.removeprefix("targets ")
         if targets in TARGET_WORDS:
             return TARGET_WORDS[targets]
-        *first, last = targets.split("+")  # "query+value+intermediate.dense": "query, value and intermediate.dense"
-        return f"{', '.join(first)} and {last}" if first else last
+        return listed(targets.split("+"))  # "query+value+intermediate.dense": "query, value and intermediate.dense"
     return f"minimum rank {part.removeprefix('min_rank=')}" if part.startswith("min_rank=") else part
 
 
@@ -151,11 +150,16 @@ def setting_words(model: str, dataset: str, shots: float | None = None, train_si
     amount = (f" ({int(shots)} examples per class)" if pd.notna(shots) else
               f" ({int(train_size):,} training examples)" if pd.notna(train_size) and train_size else "")
     types = list(dict.fromkeys(module_type(name) for name in modules))
-    defaults = (" and ".join([", ".join(types[:-1]), types[-1]]) if len(types) > 1 else "".join(types))
+    defaults = listed(types) if types else ""
     rest = ", ".join(defaults if part == DEFAULT_TARGETS else _protocol_words(part) for part in protocol.split(", ")
                      if part and (part != DEFAULT_TARGETS or defaults))
     return (f"{MODEL_WORDS.get(model, model)} on {DATASET_WORDS.get(dataset, dataset.replace('_', ' '))}{amount}"
             + (f", {rest}" if rest else ""))
+
+
+def listed(items: list[str], last: str = " and ") -> str:
+    """"a", "a and b", "a, b and c" (`last`: what joins the last two)."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + last + items[-1]
 
 
 def module_type(name: str) -> str:
